@@ -1,0 +1,218 @@
+"""The ``hpo`` command: run a study locally, validate a study file, report on a run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hpo.contract import SeedResult
+from hpo.engine import Progress as StudyProgress
+from hpo.spec import SpecError, load_study
+
+#: Exit codes: documented in the README, relied on by scripts.
+EXIT_OK, EXIT_STUDY_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    help="Two-stage hyperparameter optimisation for Keras MLPs, locally or on Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:
+    err.print("[bold red]error:[/] " + messages[0], highlight=False)
+    for m in messages[1:]:
+        err.print("       " + m, highlight=False)
+    raise typer.Exit(code)
+
+
+def _best(p: StudyProgress) -> str:
+    if p.best_mae is None:
+        return "best -"
+    return f"best {p.best_mae:.4f} ± {p.best_std or 0:.4f} ({p.best_trial})"
+
+
+class _Display:
+    """A live bar on a terminal; one line per training otherwise (CI logs, pipes)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.bar = Progress(
+            TextColumn("[bold]{task.fields[phase]:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task = self.bar.add_task("study", total=None, phase="", running=0, failed=0, best="")
+
+    def __enter__(self) -> _Display:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def __call__(self, event: str, p: StudyProgress, result: SeedResult | None) -> None:
+        self.bar.update(
+            self.task,
+            completed=p.done + p.failed,
+            total=p.total,
+            phase=p.phase,
+            running=p.running,
+            failed=p.failed,
+            best=_best(p),
+        )
+        if self.live or self.quiet:
+            if event == "stage" and self.live:
+                self.bar.console.print(f"stage: [bold]{p.phase}[/]")
+            return
+        if event == "stage":
+            console.print(f"stage: {p.phase}", highlight=False)
+        elif result is not None:
+            what = (
+                f"mae {result.mae:.4f}"
+                if result.status == "succeeded" and result.mae is not None
+                else f"FAILED ({result.error})"
+            )
+            retry = " (will retry)" if event == "retry" else ""
+            console.print(
+                f"[{p.done + p.failed}/{p.total}] {p.phase} {result.trial} seed {result.seed}: "
+                f"{what}{retry}  running {p.running}  {_best(p)}",
+                highlight=False,
+            )
+
+
+@app.command()
+def run(
+    study_file: Annotated[Path, typer.Argument(help="An HPOStudy YAML file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: spec.storage.path).")
+    ] = None,
+    parallelism: Annotated[
+        int | None, typer.Option(min=1, help="Trainings at once (default: spec.parallelism).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Run a study on this machine; running it again resumes where it stopped."""
+    from hpo.prepare import DatasetProblem
+    from hpo.recorder import LedgerConflict
+    from hpo.report import render_table
+    from hpo.runners.local import LocalRunner
+
+    try:
+        study = load_study(study_file)
+    except SpecError as exc:
+        _fail([f"{study_file}: {p}" for p in exc.problems])
+    out_dir = out or Path(study.spec.storage.path)
+    try:
+        with _Display(quiet) as display:
+            runner = LocalRunner(study, out_dir, parallelism=parallelism, listener=display)
+            outcome = runner.run()
+    except DatasetProblem as exc:
+        _fail([f"{study_file}: {exc}"])
+    except LedgerConflict as exc:
+        _fail([str(exc)], EXIT_STUDY_FAILED)
+    for note in outcome.notes:
+        console.print(f"note: {note}", highlight=False)
+    if outcome.status == "interrupted":
+        err.print(f"[yellow]{outcome.message}[/]")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    labels = study.spec.dataset.labels
+    if outcome.best is not None and len(outcome.best):
+        console.print(render_table(outcome.best, labels))
+    d = outcome.engine.describe()
+    console.print(
+        f"{d['trainings']} trainings ({d['failed']} failed): {d['random_configs']} random and "
+        f"{d['bayesian_configs']} Bayesian configurations; handed over: "
+        f"{', '.join(d['handed_over']) or '-'}",
+        highlight=False,
+    )
+    console.print(f"results in {outcome.study_dir}", highlight=False)
+    if outcome.status == "failed":
+        err.print(f"[bold red]study failed:[/] {outcome.message}", highlight=False)
+        raise typer.Exit(EXIT_STUDY_FAILED)
+
+
+@app.command()
+def validate(
+    study_file: Annotated[Path, typer.Argument(help="An HPOStudy YAML file.")],
+) -> None:
+    """Check a study file and its dataset without training anything."""
+    from hpo.prepare import DatasetProblem, prepare
+    from hpo.space import space_size
+
+    try:
+        study = load_study(study_file)
+        prepared = prepare(study)
+    except SpecError as exc:
+        _fail([f"{study_file}: {p}" for p in exc.problems])
+    except DatasetProblem as exc:
+        _fail([f"{study_file}: {exc}"])
+    spec = study.spec
+    console.print(
+        f"{study.name}: valid; {prepared.rows} rows ({prepared.rows_dropped} dropped), "
+        f"{len(prepared.dataset.features)} features, {len(prepared.dataset.labels)} labels; "
+        f"search space of {space_size(spec.search_space):,} configurations",
+        highlight=False,
+    )
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A study's run folder, e.g. runs/quickstart.")],
+    plots: Annotated[bool, typer.Option(help="Redraw the plots into RUN_DIR/plots.")] = False,
+) -> None:
+    """Print a run's final group (and optionally redraw its plots)."""
+    from hpo.ledger import read_ledger
+    from hpo.report import final_group, make_plots, render_table
+    from hpo.spec import parse_study
+    from hpo.store import LocalStore
+
+    run_dir = run_dir.resolve()
+    store = LocalStore(run_dir.parent)
+    name = run_dir.name
+    if not store.exists(f"{name}/ledger.xlsx"):
+        _fail([f"{run_dir}: no ledger.xlsx here; give a study's run folder (e.g. runs/quickstart)"])
+    import yaml
+
+    try:
+        study = parse_study(yaml.safe_load(store.get_bytes(f"{name}/study.yaml")))
+    except SpecError as exc:
+        _fail([f"{run_dir}/study.yaml: {p}" for p in exc.problems])
+    spec = study.spec
+    results = read_ledger(store, f"{name}/ledger.xlsx")
+    thresholds = {
+        k: {"max_mae": t.max_mae, "max_pct": t.max_percent}
+        for k, t in spec.result.thresholds.items()
+    }
+    best = final_group(results, spec.dataset.labels, thresholds, spec.result.size)
+    console.print(render_table(best, spec.dataset.labels))
+    ok = sum(1 for r in results if r.status == "succeeded")
+    console.print(f"{ok} trainings succeeded, {len(results) - ok} failed", highlight=False)
+    if plots:
+        for png in make_plots(results, best, run_dir / "plots"):
+            console.print(f"wrote {png}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

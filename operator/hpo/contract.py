@@ -1,0 +1,116 @@
+"""The contract between whoever schedules a training and the trainer that runs it.
+
+The operator (or the local runner) and the trainer meet only here: a
+``TrainingRequest`` goes in, one ``SeedResult`` per seed comes out. Both are
+plain JSON so they can travel as a pod argument, a file, or a termination
+message. Nothing in this module imports TensorFlow, kopf or kubernetes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Stage = Literal["random", "bayesian"]
+Status = Literal["succeeded", "failed"]
+
+#: Files written per training under ``<study>/trials/<trial>/seed-<n>/``.
+ARTIFACT_FILES = (
+    "model.keras",
+    "feature_scaler.json",
+    "label_scaler.json",
+    "seed.json",
+    "config.json",
+    "scores.json",
+)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where the data is and how it is split; identical for every training of a study."""
+
+    path: str
+    features: list[str]
+    labels: list[str]
+    test_size: float = 0.2
+    validation_size: float = 0.2
+    split_seed: int = 0
+    reference_values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    epochs: int = 100
+    patience: int = 10
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """One configuration, trained once per seed."""
+
+    study: str
+    trial: str
+    stage: Stage
+    config: dict[str, Any]
+    config_key: str
+    seeds: list[int]
+    dataset: DatasetRef
+    training: TrainingOptions
+    #: Store key prefix of the trial, e.g. ``quickstart/trials/r0003``.
+    output_prefix: str
+    parent: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingRequest:
+        raw = json.loads(text)
+        raw["dataset"] = DatasetRef(**raw["dataset"])
+        raw["training"] = TrainingOptions(**raw["training"])
+        return cls(**raw)
+
+    def artifacts_prefix(self, seed: int) -> str:
+        return f"{self.output_prefix}/seed-{seed}"
+
+
+@dataclass
+class SeedResult:
+    """What one training (one configuration, one seed) produced."""
+
+    study: str
+    trial: str
+    stage: Stage
+    parent: str | None
+    config: dict[str, Any]
+    config_key: str
+    seed: int
+    status: Status
+    #: MAE on standardised labels over the test split: the study's objective.
+    mae: float | None = None
+    #: label -> {"mae": in original units, "pct": in percent of the reference value}
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
+    runtime_s: float = 0.0
+    fit_s: float = 0.0
+    epochs_run: int = 0
+    rows_dropped: int = 0
+    error: str | None = None
+    artifacts: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SeedResult:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> SeedResult:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.trial, self.seed)

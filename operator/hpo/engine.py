@@ -1,0 +1,426 @@
+"""The study's brain: from what is recorded and what is running, decide what to train next.
+
+Pure: no TensorFlow, kopf or kubernetes. The local runner and the operator
+drive the very same engine; they only differ in how a ``Task`` is executed.
+A training is identified by ``(trial, seed)``; a trial is one configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hpo.bayes import ParentSearch
+from hpo.contract import SeedResult
+from hpo.space import Config, NarrowSpace, config_key, narrow, normalise, sample_unique
+from hpo.spec import StudySpec
+from hpo.summary import ConfigSummary, ranked, summarise
+
+Phase = Literal["random", "bayesian", "done", "failed"]
+TrainingId = tuple[str, int]
+
+
+class HistoryConflict(ValueError):
+    """Recorded results do not fit this study (its search space or seed changed)."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration of the study, trained once per seed."""
+
+    trial: str
+    stage: Literal["random", "bayesian"]
+    config: Config
+    config_key: str
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One training to run: a trial and one seed; ``attempt`` counts from 1."""
+
+    trial: Trial
+    seed: int
+    attempt: int = 1
+
+    @property
+    def id(self) -> TrainingId:
+        return (self.trial.trial, self.seed)
+
+
+@dataclass
+class Progress:
+    phase: Phase
+    done: int
+    failed: int
+    running: int
+    queued: int
+    total: int
+    best_trial: str | None
+    best_mae: float | None
+    best_std: float | None
+
+
+@dataclass
+class _Parent:
+    summary: ConfigSummary
+    space: NarrowSpace
+    search: ParentSearch
+    trials: list[str] = field(default_factory=list)
+
+
+_TRIAL_ID = re.compile(r"^([rb])(\d+)$")
+
+
+def random_trial_id(i: int) -> str:
+    return f"r{i:04d}"
+
+
+def bayes_trial_id(i: int) -> str:
+    return f"b{i:04d}"
+
+
+class Engine:
+    """State machine of one study: random stage, hand-over, Bayesian stage, done."""
+
+    def __init__(
+        self, spec: StudySpec, history: Iterable[SeedResult] = (), in_flight: Iterable[Task] = ()
+    ) -> None:
+        self.spec = spec
+        self.seeds = spec.seeds
+        self.notes: list[str] = []
+        self.failed_reason: str | None = None
+        self.trials: dict[str, Trial] = {}
+        self.results: dict[TrainingId, SeedResult] = {}
+        self.order: list[TrainingId] = []
+        self.attempts: dict[TrainingId, int] = {}
+        self.running: dict[TrainingId, Task] = {}
+        self.queue: deque[Task] = deque()
+        self.parents: list[_Parent] = []
+        self._next_bayes = 0
+        self._by_key: dict[str, str] = {}
+
+        plan = sample_unique(
+            spec.search_space, spec.random_stage.configurations, spec.random_stage.seed
+        )
+        if plan.shortfall:
+            self.notes.append(plan.shortfall)
+        for i, config in enumerate(plan.configs):
+            self._add_trial(
+                Trial(random_trial_id(i), "random", normalise(config), config_key(config))
+            )
+
+        history = list(history)
+        for r in history:
+            self._adopt_history_trial(r)
+        for r in history:
+            self.results[r.key] = r
+            self.order.append(r.key)
+        for task in in_flight:
+            self._adopt_history_trial_from_task(task)
+            self.running[task.id] = task
+            self.attempts[task.id] = max(self.attempts.get(task.id, 0), task.attempt)
+
+        self._queue_missing("random")
+        self.phase: Phase = "random"
+        self._advance()
+
+    # -- building up state -------------------------------------------------
+
+    def _add_trial(self, trial: Trial) -> None:
+        other = self._by_key.get(trial.config_key)
+        if other is not None and other != trial.trial:
+            raise HistoryConflict(
+                f"configuration {trial.config_key} appears as both {other} and {trial.trial}"
+            )
+        self.trials[trial.trial] = trial
+        self._by_key[trial.config_key] = trial.trial
+        m = _TRIAL_ID.match(trial.trial)
+        if m and m.group(1) == "b":
+            self._next_bayes = max(self._next_bayes, int(m.group(2)) + 1)
+
+    def _adopt_history_trial(self, r: SeedResult) -> None:
+        known = self.trials.get(r.trial)
+        if known is not None:
+            if known.config_key != r.config_key:
+                raise HistoryConflict(
+                    f"recorded trial {r.trial} has configuration {r.config_key}, but this study "
+                    f"plans {known.config_key} for it: the search space or the sampling seed "
+                    "changed since the study started; use a new study name"
+                )
+            return
+        if r.stage == "random":
+            # A budget was lowered: keep what was trained, it is recorded anyway.
+            self._add_trial(Trial(r.trial, "random", normalise(r.config), r.config_key))
+            return
+        self._add_trial(Trial(r.trial, "bayesian", normalise(r.config), r.config_key, r.parent))
+
+    def _adopt_history_trial_from_task(self, task: Task) -> None:
+        if task.trial.trial not in self.trials:
+            self._add_trial(task.trial)
+
+    def _queue_missing(self, stage: str) -> None:
+        for trial in self.trials.values():
+            if trial.stage != stage:
+                continue
+            for seed in self.seeds:
+                tid = (trial.trial, seed)
+                if tid not in self.results and tid not in self.running:
+                    self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("done", "failed")
+
+    def recorded(self) -> list[SeedResult]:
+        """Every final result, in the order it was recorded."""
+        return [self.results[k] for k in self.order]
+
+    def summaries(self, stage: str | None = None) -> dict[str, ConfigSummary]:
+        rs = self.recorded()
+        if stage is not None:
+            rs = [r for r in rs if r.stage == stage]
+        return summarise(rs)
+
+    def _trial_complete(self, trial: str) -> bool:
+        return all((trial, s) in self.results for s in self.seeds)
+
+    def _objective(self, trial: str) -> float | None:
+        """Mean MAE over seeds; a trial with no successful seed gets twice the worst seen."""
+        maes = [
+            self.results[(trial, s)].mae
+            for s in self.seeds
+            if (trial, s) in self.results and self.results[(trial, s)].status == "succeeded"
+        ]
+        maes = [m for m in maes if m is not None]
+        if maes:
+            return statistics.fmean(maes)
+        ok = [r.mae for r in self.results.values() if r.mae is not None]
+        return max(ok) * 2 if ok else 10.0
+
+    def progress(self) -> Progress:
+        failed = sum(1 for r in self.results.values() if r.status == "failed")
+        best = ranked(self.summaries().values())
+        total = len(self.trials) * len(self.seeds)
+        if self.phase == "random" and self.spec.bayesian_stage.enabled:
+            stage = self.spec.bayesian_stage
+            total += stage.top_k * stage.trials_per_config * len(self.seeds)
+        elif self.phase == "bayesian":
+            remaining = sum(max(0, p.search.budget - p.search.planned) for p in self.parents)
+            remaining = 0 if all(p.search.exhausted for p in self.parents) else remaining
+            total += remaining * len(self.seeds)
+        return Progress(
+            phase=self.phase,
+            done=len(self.results) - failed,
+            failed=failed,
+            running=len(self.running),
+            queued=len(self.queue),
+            total=total,
+            best_trial=best[0].trial if best else None,
+            best_mae=best[0].mean if best else None,
+            best_std=best[0].std if best else None,
+        )
+
+    def lookup(self, key: str) -> float | None:
+        trial = self._by_key.get(key)
+        if trial is None or not self._trial_complete(trial):
+            return None
+        return self._objective(trial)
+
+    # -- the loop ----------------------------------------------------------
+
+    def next_tasks(self, free_slots: int) -> list[Task]:
+        """Up to ``free_slots`` trainings to start now; they count as running."""
+        if self.finished or free_slots <= 0:
+            return []
+        if self.phase == "bayesian" and len(self.queue) < free_slots:
+            self._plan_bayesian(free_slots - len(self.queue))
+        out = []
+        while self.queue and len(out) < free_slots:
+            task = self.queue.popleft()
+            self.running[task.id] = task
+            self.attempts[task.id] = task.attempt
+            out.append(task)
+        return out
+
+    def report(self, result: SeedResult) -> Task | None:
+        """Take one attempt's outcome. Returns the retry task if the failure will be retried."""
+        tid = result.key
+        task = self.running.pop(tid, None)
+        if tid in self.results:
+            return None  # a duplicate report (e.g. after a restart): the first one stands
+        attempt = task.attempt if task else self.attempts.get(tid, 1)
+        if result.status == "failed" and attempt <= self.spec.failure_policy.retries:
+            trial = task.trial if task else self.trials[result.trial]
+            retry = Task(trial, result.seed, attempt + 1)
+            self.queue.appendleft(retry)
+            return retry
+        self.results[tid] = result
+        self.order.append(tid)
+        if result.status == "failed":
+            n_failed = sum(1 for r in self.results.values() if r.status == "failed")
+            if n_failed > self.spec.failure_policy.max_failed_trainings:
+                self.failed_reason = (
+                    f"{n_failed} trainings failed, more than failurePolicy.maxFailedTrainings "
+                    f"({self.spec.failure_policy.max_failed_trainings}); last error: {result.error}"
+                )
+        if self.phase == "bayesian" and self._trial_complete(result.trial):
+            trial = self.trials[result.trial]
+            for p in self.parents:
+                if p.summary.trial == trial.parent:
+                    objective = self._objective(result.trial)
+                    assert objective is not None
+                    p.search.tell(trial.config, objective)
+        self._advance()
+        return None
+
+    def requeue(self, task: Task) -> None:
+        """A training was interrupted, not failed (e.g. Ctrl-C, its worker lost): run it again."""
+        self.running.pop(task.id, None)
+        if task.id not in self.results:
+            self.queue.appendleft(task)
+
+    def _advance(self) -> None:
+        if self.failed_reason is not None:
+            if not self.running:
+                self.phase = "failed"
+            self.queue.clear()
+            return
+        if self.phase == "random":
+            if any(
+                t.stage == "random" and not self._trial_complete(t.trial)
+                for t in self.trials.values()
+            ):
+                return
+            if not self.spec.bayesian_stage.enabled:
+                self.phase = "done"
+                return
+            if not self._hand_over():
+                return
+            self.phase = "bayesian"
+        if self.phase == "bayesian":
+            busy = self.queue or self.running
+            if not busy and all(p.search.exhausted for p in self.parents):
+                self.phase = "done"
+
+    # -- the Bayesian stage ------------------------------------------------
+
+    def handed_over(self) -> list[ConfigSummary]:
+        """The random stage's configurations the Bayesian stage searches around."""
+        stage = self.spec.bayesian_stage
+        best = ranked(self.summaries("random").values())
+        if stage.selection == "overall":
+            return best[: stage.top_k]
+        chosen: list[ConfigSummary] = []
+        depths: set[int] = set()
+        for s in best:
+            if s.config["hidden_layers"] not in depths:
+                chosen.append(s)
+                depths.add(s.config["hidden_layers"])
+        chosen.sort(key=lambda s: (s.mean, s.std, s.trial))
+        chosen = chosen[: stage.top_k]
+        for s in best:
+            if len(chosen) >= stage.top_k:
+                break
+            if s not in chosen:
+                chosen.append(s)
+        return chosen
+
+    def _hand_over(self) -> bool:
+        parents = self.handed_over()
+        if not parents:
+            self.failed_reason = "no configuration of the random stage trained successfully"
+            self.phase = "failed"
+            return False
+        stage = self.spec.bayesian_stage
+        for j, s in enumerate(parents):
+            space = narrow(s.config, self.spec.search_space, stage)
+            search = ParentSearch(
+                space,
+                budget=stage.trials_per_config,
+                estimator=stage.estimator,
+                initial_points=stage.initial_points,
+                random_state=self.spec.random_stage.seed * 1009 + j,
+            )
+            self.parents.append(_Parent(s, space, search))
+        self._rebuild_bayesian()
+        return True
+
+    def _rebuild_bayesian(self) -> None:
+        """Tell each optimiser what is already recorded or running (after a restart)."""
+        by_parent = {p.summary.trial: p for p in self.parents}
+        told: dict[str, tuple[list[Config], list[float]]] = {
+            p.summary.trial: ([p.summary.config], [p.summary.mean or 0.0]) for p in self.parents
+        }
+        bayes = sorted(
+            (t for t in self.trials.values() if t.stage == "bayesian"), key=lambda t: t.trial
+        )
+        for t in bayes:
+            p = by_parent.get(t.parent or "")
+            if p is None:
+                self.notes.append(f"trial {t.trial} has an unknown parent {t.parent}; kept as is")
+                continue
+            p.trials.append(t.trial)
+            p.search.planned += 1
+            if self._trial_complete(t.trial):
+                objective = self._objective(t.trial)
+                assert objective is not None
+                told[p.summary.trial][0].append(t.config)
+                told[p.summary.trial][1].append(objective)
+            else:
+                p.search.mark_pending(t.config)
+        for name, (configs, ys) in told.items():
+            by_parent[name].search.tell_many(configs, ys)
+        self._queue_missing("bayesian")
+
+    def _plan_bayesian(self, slots: int) -> None:
+        """Ask the optimisers for enough configurations to fill ``slots`` trainings."""
+        n_seeds = len(self.seeds)
+        configs_needed = -(-slots // n_seeds)
+        active = [p for p in self.parents if not p.search.exhausted]
+        if not active:
+            return
+        share, extra = divmod(configs_needed, len(active))
+        for i, p in enumerate(active):
+            n = share + (1 if i < extra else 0)
+            if n == 0:
+                continue
+            for config in p.search.ask(n, self.lookup):
+                trial = Trial(
+                    bayes_trial_id(self._next_bayes),
+                    "bayesian",
+                    config,
+                    config_key(config),
+                    p.summary.trial,
+                )
+                self._add_trial(trial)
+                p.trials.append(trial.trial)
+                for seed in self.seeds:
+                    self.queue.append(Task(trial, seed))
+        self._advance()
+
+    def narrow_space_of(self, parent_trial: str) -> NarrowSpace | None:
+        for p in self.parents:
+            if p.summary.trial == parent_trial:
+                return p.space
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Numbers for the end-of-run summary."""
+        prog = self.progress()
+        return {
+            "phase": prog.phase,
+            "trainings": prog.done + prog.failed,
+            "failed": prog.failed,
+            "random_configs": sum(1 for t in self.trials.values() if t.stage == "random"),
+            "bayesian_configs": sum(1 for t in self.trials.values() if t.stage == "bayesian"),
+            "handed_over": [p.summary.trial for p in self.parents],
+            "notes": list(self.notes),
+            "failed_reason": self.failed_reason,
+        }

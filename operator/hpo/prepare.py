@@ -1,0 +1,66 @@
+"""Checks a study's dataset when the study starts, before any training is scheduled.
+
+Wrong columns or data are cheap to find here and costly to find as N failed
+trainings later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from hpo.contract import DatasetRef, TrainingOptions
+from hpo.spec import Study
+
+
+class DatasetProblem(ValueError):
+    """The dataset does not fit the study; the message names the column or file."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    dataset: DatasetRef
+    training: TrainingOptions
+    rows: int
+    rows_dropped: int
+
+
+def prepare(study: Study) -> Prepared:
+    """Resolve the feature list and validate the dataset against the spec."""
+    from hpo_trainer.data import DatasetError, validate_dataset
+
+    ds = study.spec.dataset
+    features = list(ds.features)
+    if not features:
+        try:
+            header = list(pd.read_csv(ds.path, nrows=0).columns)
+        except FileNotFoundError:
+            raise DatasetProblem(f"spec.dataset.path: dataset file not found: {ds.path}") from None
+        except (OSError, ValueError) as exc:
+            raise DatasetProblem(f"spec.dataset.path: cannot read {ds.path}: {exc}") from None
+        features = [c for c in header if c not in ds.labels]
+        if not features:
+            raise DatasetProblem(
+                f"spec.dataset: {ds.path} has no column left as a feature besides the labels"
+            )
+    ref = DatasetRef(
+        path=ds.path,
+        features=features,
+        labels=list(ds.labels),
+        test_size=ds.test_size,
+        validation_size=ds.validation_size,
+        split_seed=ds.split_seed,
+        reference_values=dict(ds.reference_values),
+    )
+    try:
+        summary = validate_dataset(ref)
+    except DatasetError as exc:
+        raise DatasetProblem(f"spec.dataset: {exc}") from None
+    t = study.spec.training
+    return Prepared(
+        dataset=ref,
+        training=TrainingOptions(epochs=t.epochs, patience=t.patience, threads=t.threads),
+        rows=summary.rows,
+        rows_dropped=summary.rows_dropped,
+    )

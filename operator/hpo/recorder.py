@@ -1,0 +1,158 @@
+"""Everything a study writes to its store: the spec as run, the ledger, the final group, plots.
+
+The ledger has one writer (this object); writes are conditional on the ETag
+of its last write, so a second writer on the same study gets a clear error
+instead of silently overwriting. Results are written in batches: rewriting
+the workbook per result would cost the whole book each time.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpo.contract import SeedResult
+from hpo.spec import Study
+from hpo.store import PreconditionFailed, Store, StoreError
+
+
+class LedgerConflict(StoreError):
+    """Someone else wrote this study's ledger."""
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Store keys of one study (the same layout for a folder and a bucket)."""
+
+    root: str
+
+    @property
+    def ledger(self) -> str:
+        return f"{self.root}/ledger.xlsx"
+
+    @property
+    def study(self) -> str:
+        return f"{self.root}/study.yaml"
+
+    @property
+    def trials(self) -> str:
+        return f"{self.root}/trials"
+
+    @property
+    def plots(self) -> str:
+        return f"{self.root}/plots"
+
+    def trial(self, trial: str) -> str:
+        return f"{self.trials}/{trial}"
+
+
+class Recorder:
+    """Owns a study's ledger; keeps results that are not written yet until they are."""
+
+    def __init__(
+        self,
+        store: Store,
+        paths: StudyPaths,
+        study: Study,
+        labels: list[str],
+        *,
+        batch_size: int = 20,
+        max_delay_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.paths = paths
+        self.study = study
+        self.labels = labels
+        self.batch_size = batch_size
+        self.max_delay_s = max_delay_s
+        self._etag: str | None = None
+        self._unwritten = 0
+        self._last_write = time.monotonic()
+
+    def load(self) -> list[SeedResult]:
+        """What this study already recorded: the ledger plus finished trainings it missed.
+
+        A training whose ``scores.json`` reached the store but whose row did not
+        reach the ledger (a crash between the two) is recovered here.
+        """
+        from hpo.ledger import read_ledger
+
+        self._etag = self.store.etag(self.paths.ledger)
+        results = read_ledger(self.store, self.paths.ledger) if self._etag else []
+        seen = {r.key for r in results}
+        recovered = []
+        for key in self.store.list(self.paths.trials):
+            if not key.endswith("/scores.json"):
+                continue
+            try:
+                r = SeedResult.from_json(self.store.get_bytes(key).decode())
+            except (ValueError, TypeError, KeyError):
+                continue  # a torn or foreign file: the training is simply redone
+            if r.status == "succeeded" and r.key not in seen:
+                recovered.append(r)
+                seen.add(r.key)
+        recovered.sort(key=lambda r: r.key)
+        self._unwritten = len(recovered)
+        return results + recovered
+
+    def save_study(self) -> None:
+        text = yaml.safe_dump(self.study.as_resource(), sort_keys=False)
+        self.store.put_bytes(self.paths.study, text.encode())
+
+    def note(self, n: int = 1) -> None:
+        self._unwritten += n
+
+    @property
+    def due(self) -> bool:
+        if self._unwritten == 0:
+            return False
+        waited = time.monotonic() - self._last_write
+        return self._unwritten >= self.batch_size or waited >= self.max_delay_s
+
+    def write(self, results: list[SeedResult], best: Any = None) -> None:
+        """Write the whole ledger now (conditionally on our last write)."""
+        from hpo.ledger import write_ledger
+
+        try:
+            self._etag = write_ledger(
+                self.store,
+                self.paths.ledger,
+                results,
+                self.labels,
+                best,
+                self.study.as_resource(),
+                if_match=self._etag,
+                if_none_match=self._etag is None,
+            )
+        except PreconditionFailed as exc:
+            raise LedgerConflict(
+                f"the ledger {self.store.uri}/{self.paths.ledger} was written by someone else "
+                f"({exc}); is the same study running twice? Not overwriting it."
+            ) from exc
+        self._unwritten = 0
+        self._last_write = time.monotonic()
+
+    def finish(self, results: list[SeedResult]) -> Any:
+        """Final group, last ledger write, plots. Returns the final group (a DataFrame)."""
+        from hpo.report import final_group, make_plots
+
+        spec = self.study.spec
+        thresholds = {
+            label: {"max_mae": t.max_mae, "max_pct": t.max_percent}
+            for label, t in spec.result.thresholds.items()
+        }
+        best = final_group(results, self.labels, thresholds, spec.result.size)
+        self.write(results, best)
+        with tempfile.TemporaryDirectory() as tmp:
+            for png in make_plots(results, best, Path(tmp)):
+                self.store.put_file(f"{self.paths.plots}/{png.name}", png)
+            summary = Path(tmp) / "best.json"
+            summary.write_text(json.dumps(json.loads(best.to_json(orient="records")), indent=1))
+            self.store.put_file(f"{self.paths.root}/best.json", summary)
+        return best

@@ -1,0 +1,242 @@
+"""Runs a study on this machine: long-lived worker processes and a local store.
+
+Workers keep TensorFlow loaded between trainings (importing it costs
+seconds, more than a small model's fit), so a training's overhead is only
+building, saving and scoring its model.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo.contract import SeedResult, TrainingRequest
+from hpo.engine import Engine, Progress, Task
+from hpo.prepare import Prepared, prepare
+from hpo.recorder import Recorder, StudyPaths
+from hpo.spec import Study
+from hpo.store import LocalStore
+
+_worker_store: LocalStore | None = None
+
+
+def _worker_init(store_root: str, threads: int) -> None:
+    """Runs once per worker process: the parent handles Ctrl-C, workers just stop."""
+    global _worker_store
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_HOME", str(Path(store_root) / ".keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(store_root) / ".matplotlib"))
+    _worker_store = LocalStore(store_root)
+
+
+def _train(request_json: str, seed: int) -> str:
+    from hpo_trainer.train import train_one
+
+    assert _worker_store is not None
+    request = TrainingRequest.from_json(request_json)
+    return train_one(request, seed, _worker_store).to_json()
+
+
+@dataclass
+class Outcome:
+    """How a run ended, for the CLI's summary and exit code."""
+
+    status: str  # succeeded | failed | interrupted
+    study_dir: Path
+    engine: Engine
+    best: Any = None
+    message: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+Listener = Callable[[str, Progress, SeedResult | None], None]
+
+
+def request_for(study: Study, prepared: Prepared, paths: StudyPaths, task: Task) -> TrainingRequest:
+    t = task.trial
+    return TrainingRequest(
+        study=study.name,
+        trial=t.trial,
+        stage=t.stage,
+        config=t.config,
+        config_key=t.config_key,
+        seeds=[task.seed],
+        dataset=prepared.dataset,
+        training=prepared.training,
+        output_prefix=paths.trial(t.trial),
+        parent=t.parent,
+    )
+
+
+class LocalRunner:
+    """Drives the engine with a pool of worker processes."""
+
+    def __init__(
+        self,
+        study: Study,
+        out_dir: Path,
+        *,
+        parallelism: int | None = None,
+        listener: Listener | None = None,
+        ledger_batch: int = 20,
+    ) -> None:
+        self.study = study
+        self.store = LocalStore(out_dir)
+        self.paths = StudyPaths(study.name)
+        self.parallelism = parallelism or study.spec.parallelism
+        self.listener = listener or (lambda event, progress, result: None)
+        self.ledger_batch = ledger_batch
+
+    @property
+    def study_dir(self) -> Path:
+        return self.store.root / self.paths.root
+
+    def run(self) -> Outcome:
+        prepared = prepare(self.study)
+        recorder = Recorder(
+            self.store,
+            self.paths,
+            self.study,
+            prepared.dataset.labels,
+            batch_size=self.ledger_batch,
+        )
+        history = recorder.load()
+        recorder.save_study()
+        engine = Engine(self.study.spec, history)
+        if prepared.rows_dropped:
+            engine.notes.append(
+                f"{prepared.rows_dropped} of {prepared.rows + prepared.rows_dropped} dataset rows "
+                "have missing values and are left out"
+            )
+        self.listener("start", engine.progress(), None)
+        if recorder.due or (history and not self.store.exists(self.paths.ledger)):
+            recorder.write(engine.recorded())
+
+        ctx = multiprocessing.get_context("spawn")
+        threads = prepared.training.threads
+        pool = self._pool(ctx, threads)
+        running: dict[Future[str], Task] = {}
+        phase = engine.phase
+        try:
+            while not engine.finished:
+                for task in engine.next_tasks(self.parallelism - len(running)):
+                    request = request_for(self.study, prepared, self.paths, task)
+                    running[pool.submit(_train, request.to_json(), task.seed)] = task
+                if engine.phase != phase:
+                    phase = engine.phase
+                    recorder.write(engine.recorded())
+                    self.listener("stage", engine.progress(), None)
+                if not running:
+                    if engine.finished:
+                        break
+                    raise RuntimeError("engine has nothing to run but is not finished")
+                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = running[fut]
+                    result = self._result_of(fut, task)
+                    if result is None:
+                        pool = self._restart_pool(pool, ctx, threads, running, engine)
+                        running.clear()
+                        break
+                    del running[fut]
+                    retry = engine.report(result)
+                    if retry is None:
+                        recorder.note()
+                    self.listener("retry" if retry else "result", engine.progress(), result)
+                if recorder.due:
+                    recorder.write(engine.recorded())
+        except KeyboardInterrupt:
+            self._kill(pool)
+            for task in running.values():
+                engine.requeue(task)
+            recorder.write(engine.recorded())
+            return Outcome(
+                "interrupted",
+                self.study_dir,
+                engine,
+                message="interrupted; run the same command again to resume",
+                notes=engine.notes,
+            )
+        finally:
+            self._kill(pool)
+        best = recorder.finish(engine.recorded())
+        if engine.phase == "failed":
+            return Outcome(
+                "failed", self.study_dir, engine, best, engine.failed_reason or "", engine.notes
+            )
+        return Outcome("succeeded", self.study_dir, engine, best, notes=engine.notes)
+
+    def _pool(self, ctx: Any, threads: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.parallelism,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(str(self.store.root), threads),
+        )
+
+    def _result_of(self, fut: Future[str], task: Task) -> SeedResult | None:
+        """The training's result; None when the pool broke and every running task must rerun."""
+        try:
+            return SeedResult.from_json(fut.result())
+        except BrokenProcessPool:
+            return None
+        except Exception as exc:  # an error outside the trainer's own handling
+            t = task.trial
+            return SeedResult(
+                study=self.study.name,
+                trial=t.trial,
+                stage=t.stage,
+                parent=t.parent,
+                config=t.config,
+                config_key=t.config_key,
+                seed=task.seed,
+                status="failed",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _restart_pool(
+        self,
+        pool: ProcessPoolExecutor,
+        ctx: Any,
+        threads: int,
+        running: dict[Future[str], Task],
+        engine: Engine,
+    ) -> ProcessPoolExecutor:
+        """A worker died (killed, out of memory): count it as a failed attempt of each task."""
+        self._kill(pool)
+        for task in list(running.values()):
+            t = task.trial
+            engine.report(
+                SeedResult(
+                    study=self.study.name,
+                    trial=t.trial,
+                    stage=t.stage,
+                    parent=t.parent,
+                    config=t.config,
+                    config_key=t.config_key,
+                    seed=task.seed,
+                    status="failed",
+                    error="worker process died (killed or out of memory)",
+                )
+            )
+        return self._pool(ctx, threads)
+
+    @staticmethod
+    def _kill(pool: ProcessPoolExecutor) -> None:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + 5
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,383 @@
+"""The ``HPOStudy`` resource: spec model, defaults and validation.
+
+A study file is a whole Kubernetes resource so the same YAML goes to
+``hpo run`` and to ``kubectl apply``. Field names are camelCase as in every
+Kubernetes API; errors name the field by that path
+(``spec.searchSpace.neurons: min (300) must be <= max (200)``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "hpo-operator.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "HPOStudy"
+
+ACTIVATIONS = ("relu", "tanh", "elu", "selu", "gelu", "swish", "sigmoid", "leaky_relu")
+OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "adamax")
+ESTIMATORS = ("GP", "RF", "ET")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SpecError(ValueError):
+    """A study file is invalid; ``problems`` lists one message per wrong field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Range(_Model):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class LayersRange(Range):
+    min: int = Field(default=1, ge=1, le=20)
+    max: int = Field(default=3, ge=1, le=20)
+
+
+class NeuronsRange(Range):
+    min: int = Field(default=16, ge=1, le=4096)
+    max: int = Field(default=128, ge=1, le=4096)
+    step: int = Field(default=16, ge=1, le=4096)
+
+
+class LearningRateRange(_Model):
+    """Sampled log-uniformly; values are kept to 3 significant digits."""
+
+    min: float = Field(default=1e-4, gt=0, le=1)
+    max: float = Field(default=1e-2, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must be <= max ({self.max:g})")
+        return self
+
+
+def _unique_nonempty(values: list[Any], what: str) -> list[Any]:
+    if not values:
+        raise ValueError(f"at least one {what} is required")
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
+    return values
+
+
+class SearchSpace(_Model):
+    hidden_layers: LayersRange = LayersRange()
+    neurons: NeuronsRange = NeuronsRange()
+    activations: list[str] = Field(default_factory=lambda: ["relu", "tanh"])
+    learning_rate: LearningRateRange = LearningRateRange()
+    batch_sizes: list[int] = Field(default_factory=lambda: [32, 64])
+    optimizers: list[str] = Field(default_factory=lambda: ["adam"])
+
+    @field_validator("activations")
+    @classmethod
+    def _activations(cls, v: list[str]) -> list[str]:
+        unknown = [a for a in v if a not in ACTIVATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown activation {unknown[0]!r}; choose from {', '.join(ACTIVATIONS)}"
+            )
+        return _unique_nonempty(v, "activation")
+
+    @field_validator("optimizers")
+    @classmethod
+    def _optimizers(cls, v: list[str]) -> list[str]:
+        unknown = [o for o in v if o not in OPTIMIZERS]
+        if unknown:
+            raise ValueError(
+                f"unknown optimizer {unknown[0]!r}; choose from {', '.join(OPTIMIZERS)}"
+            )
+        return _unique_nonempty(v, "optimizer")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b < 1 or b > 65536]
+        if bad:
+            raise ValueError(f"batch size {bad[0]} is out of range (1..65536)")
+        return _unique_nonempty(v, "batch size")
+
+
+class Dataset(_Model):
+    #: A local CSV path (relative to the study file) or, on a cluster, an object-store URL.
+    path: str = Field(min_length=1)
+    #: Input columns; empty means every column that is not a label.
+    features: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(min_length=1)
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    validation_size: float = Field(default=0.2, gt=0, lt=1)
+    split_seed: int = Field(default=0, ge=0)
+    #: Per-label reference value for percent errors; default: mean |label| on the test split.
+    reference_values: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _columns(self) -> Self:
+        _unique_nonempty(self.labels, "label")
+        if self.features:
+            _unique_nonempty(self.features, "feature")
+        both = [c for c in self.labels if c in self.features]
+        if both:
+            raise ValueError(f"column {both[0]!r} is listed both as a label and as a feature")
+        stray = [k for k in self.reference_values if k not in self.labels]
+        if stray:
+            raise ValueError(f"referenceValues names {stray[0]!r}, which is not a label")
+        zero = [k for k, v in self.reference_values.items() if v == 0]
+        if zero:
+            raise ValueError(f"referenceValues.{zero[0]} must not be 0 (it divides the error)")
+        return self
+
+
+class Training(_Model):
+    epochs: int = Field(default=100, ge=1, le=100_000)
+    patience: int = Field(default=10, ge=1, le=100_000)
+    seeds_per_config: int = Field(default=3, ge=1, le=100)
+    #: Seeds are ``baseSeed, baseSeed+1, ...``: every configuration sees the same seeds.
+    base_seed: int = Field(default=1, ge=0, le=2**31 - 200)
+    #: TensorFlow threads per training; parallel processes use cores better than threads.
+    threads: int = Field(default=1, ge=1, le=64)
+
+
+class RandomStage(_Model):
+    configurations: int = Field(default=20, ge=1, le=100_000)
+    #: Seed of the sampler: the same seed proposes the same configurations.
+    seed: int = Field(default=0, ge=0)
+
+
+class BayesianStage(_Model):
+    enabled: bool = True
+    #: How many random-stage configurations are handed over.
+    top_k: int = Field(default=3, ge=1, le=100)
+    #: ``perDepth``: the best of each depth first, then the next best overall.
+    selection: Literal["perDepth", "overall"] = "perDepth"
+    #: New configurations (each trained once per seed) searched around each handed-over one.
+    trials_per_config: int = Field(default=6, ge=1, le=10_000)
+    neurons_radius: int = Field(default=32, ge=0, le=4096)
+    neurons_step: int = Field(default=8, ge=1, le=4096)
+    #: Radius and grid step of the learning rate, in decades (log10 units).
+    learning_rate_radius: float = Field(default=0.5, ge=0, le=5)
+    learning_rate_step: float = Field(default=0.1, gt=0, le=5)
+    estimator: str = "GP"
+    initial_points: int = Field(default=2, ge=1, le=1000)
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator(cls, v: str) -> str:
+        if v.upper() == "GBRT":
+            raise ValueError(
+                "GBRT is not usable with this scikit-learn (scikit-optimize 0.10 breaks "
+                "with it); choose GP, RF or ET"
+            )
+        if v not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {v!r}; choose from {', '.join(ESTIMATORS)}")
+        return v
+
+
+class FailurePolicy(_Model):
+    #: Extra attempts for a training that failed.
+    retries: int = Field(default=1, ge=0, le=100)
+    #: The study fails once more trainings than this have failed for good.
+    max_failed_trainings: int = Field(default=10, ge=0, le=1_000_000)
+
+
+class Threshold(_Model):
+    max_mae: float | None = Field(default=None, gt=0)
+    max_percent: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> Self:
+        if self.max_mae is None and self.max_percent is None:
+            raise ValueError("set maxMae, maxPercent or both")
+        return self
+
+
+class Result(_Model):
+    #: How many of the best configurations make the final group.
+    size: int = Field(default=5, ge=1, le=1000)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+
+
+class Storage(_Model):
+    type: Literal["local"] = "local"
+    #: Root folder of local runs (relative to the working directory); ``hpo run --out`` wins.
+    path: str = "runs"
+
+
+class StudySpec(_Model):
+    dataset: Dataset
+    search_space: SearchSpace = SearchSpace()
+    training: Training = Training()
+    random_stage: RandomStage = RandomStage()
+    bayesian_stage: BayesianStage = BayesianStage()
+    parallelism: int = Field(default=2, ge=1, le=10_000)
+    failure_policy: FailurePolicy = FailurePolicy()
+    result: Result = Result()
+    storage: Storage = Storage()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Self:
+        stray = [k for k in self.result.thresholds if k not in self.dataset.labels]
+        if stray:
+            raise ValueError(
+                f"result.thresholds names {stray[0]!r}, which is not one of the labels "
+                f"({', '.join(self.dataset.labels)})"
+            )
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        base = self.training.base_seed
+        return list(range(base, base + self.training.seeds_per_config))
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    namespace: str = "default"
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if len(v) > 63:
+            raise ValueError(f"{v!r} is longer than 63 characters")
+        if not _DNS_LABEL.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid Kubernetes name (lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit)"
+            )
+        return v
+
+
+class Study(BaseModel):
+    """A whole ``HPOStudy`` resource."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    api_version: str
+    kind: str
+    metadata: Metadata
+    spec: StudySpec
+
+    @field_validator("api_version")
+    @classmethod
+    def _api(cls, v: str) -> str:
+        if v != API_VERSION:
+            raise ValueError(f"must be {API_VERSION!r}, got {v!r}")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v != KIND:
+            raise ValueError(f"must be {KIND!r}, got {v!r}")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def as_resource(self) -> dict[str, Any]:
+        """The study as a plain dict in Kubernetes form (camelCase), defaults filled in."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    # pydantic prefixes messages from our validators; the field path says enough.
+    msg = msg.removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "is required"
+    elif err["type"] == "extra_forbidden":
+        msg = "is not a known field"
+    inp = err.get("input")
+    if err["type"] == "extra_forbidden":
+        known = _known_fields(err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        if close:
+            msg = f"{msg}; did you mean {close[0]!r}?"
+    elif not isinstance(inp, dict | list) and err["type"] != "missing" and "(got" not in msg:
+        msg = f"{msg} (got {inp!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The camelCase field names valid at ``loc``, for did-you-mean hints."""
+    model: Any = Study
+    for part in loc:
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        field = fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        if not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def parse_study(raw: Any) -> Study:
+    """Validate a resource dict; raises ``SpecError`` naming every wrong field."""
+    if not isinstance(raw, dict):
+        raise SpecError(["the study file must be a YAML mapping (an HPOStudy resource)"])
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError([_format_error(e) for e in exc.errors()]) from None
+
+
+def load_study(path: Path | str) -> Study:
+    """Read a study file; a relative local dataset path is taken from the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError([f"study file not found: {path}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
+    study = parse_study(raw)
+    ds = study.spec.dataset
+    if "://" not in ds.path and not Path(ds.path).is_absolute():
+        resolved = str((path.parent / ds.path).resolve())
+        new_ds = ds.model_copy(update={"path": resolved})
+        new_spec = study.spec.model_copy(update={"dataset": new_ds})
+        study = study.model_copy(update={"spec": new_spec})
+    return study

@@ -1,0 +1,181 @@
+"""Where studies keep their ledger, artifacts and plots.
+
+The engine, the runners and the trainer see only the ``Store`` interface, so
+a local folder and an S3 bucket behave the same to them. Keys are always
+``/``-separated and relative to the store's root (``<study>/ledger.xlsx``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+
+class StoreError(RuntimeError):
+    """A store call failed; the message says which key and why."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: someone else wrote the object first."""
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(part in ("..", ".", "") for part in key.split("/")):
+        raise StoreError(f"invalid store key {key!r}: must be a relative path without '..'")
+    return key
+
+
+class Store(ABC):
+    """Object-store interface; implementations must make ``put_*`` atomic."""
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """Human-readable location of the store's root."""
+
+    @abstractmethod
+    def put_bytes(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        """Write ``data`` and return its ETag.
+
+        ``if_match`` writes only over that ETag; ``if_none_match`` only if the
+        key does not exist yet. A lost condition raises ``PreconditionFailed``.
+        """
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def etag(self, key: str) -> str | None:
+        """ETag of the object, or None if it does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix`` (recursively), sorted."""
+
+    def exists(self, key: str) -> bool:
+        return self.etag(key) is not None
+
+    def put_file(self, key: str, path: Path) -> str:
+        return self.put_bytes(key, Path(path).read_bytes())
+
+    def get_file(self, key: str, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.get_bytes(key))
+        return path
+
+    def put_dir(self, prefix: str, folder: Path) -> list[str]:
+        """Upload every file of ``folder`` under ``prefix``; returns the keys."""
+        keys = []
+        for file in sorted(Path(folder).rglob("*")):
+            if file.is_file():
+                key = f"{prefix}/{file.relative_to(folder).as_posix()}"
+                self.put_file(key, file)
+                keys.append(key)
+        return keys
+
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path for the key when the store is a folder, else None."""
+        return None
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalStore(Store):
+    """A folder standing in for the bucket: ``hpo run``'s embedded default."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        path = self._path(key)
+        with self._locked(path):
+            current = _md5(path.read_bytes()) if path.exists() else None
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{key}: already exists (another writer created it)")
+            if if_match is not None and current != if_match:
+                raise PreconditionFailed(
+                    f"{key}: changed since it was read (another writer); expected ETag "
+                    f"{if_match}, found {current}"
+                )
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return _md5(data)
+
+    def put_file(self, key: str, path: Path) -> str:
+        return self.put_bytes(key, Path(path).read_bytes())
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(f"{key}: not found in {self.uri}") from exc
+
+    def get_file(self, key: str, path: Path) -> Path:
+        src = self._path(key)
+        if not src.exists():
+            raise StoreError(f"{key}: not found in {self.uri}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if src.resolve() != path.resolve():
+            shutil.copyfile(src, path)
+        return path
+
+    def etag(self, key: str) -> str | None:
+        path = self._path(key)
+        return _md5(path.read_bytes()) if path.is_file() else None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return iter(())
+        keys = (
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+        return iter(sorted(keys))

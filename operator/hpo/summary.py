@@ -1,0 +1,89 @@
+"""Per-configuration aggregates over seeds: what ranking, hand-over and reports read."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.contract import SeedResult
+
+
+@dataclass
+class ConfigSummary:
+    """One configuration across its seeds; ``mean`` is the study's objective."""
+
+    trial: str
+    stage: str
+    parent: str | None
+    config_key: str
+    config: dict[str, Any]
+    maes: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    failed: int = 0
+    per_label: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.maes)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.maes) if self.maes else None
+
+    @property
+    def std(self) -> float | None:
+        if not self.maes:
+            return None
+        return statistics.stdev(self.maes) if len(self.maes) > 1 else 0.0
+
+    @property
+    def min(self) -> float | None:
+        return min(self.maes) if self.maes else None
+
+    @property
+    def max(self) -> float | None:
+        return max(self.maes) if self.maes else None
+
+    def label_mean(self, label: str) -> tuple[float, float] | None:
+        """Mean over seeds of (MAE in original units, MAE in percent) for ``label``."""
+        pairs = self.per_label.get(label)
+        if not pairs:
+            return None
+        return (statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs))
+
+
+def summarise(results: Iterable[SeedResult]) -> dict[str, ConfigSummary]:
+    """Group results by trial (one trial = one configuration), in first-seen order."""
+    out: dict[str, ConfigSummary] = {}
+    for r in results:
+        s = out.get(r.trial)
+        if s is None:
+            s = out[r.trial] = ConfigSummary(
+                trial=r.trial,
+                stage=r.stage,
+                parent=r.parent,
+                config_key=r.config_key,
+                config=r.config,
+            )
+        if r.status == "succeeded" and r.mae is not None:
+            s.maes.append(float(r.mae))
+            s.seeds.append(r.seed)
+            for label, scores in r.per_label.items():
+                s.per_label.setdefault(label, []).append(
+                    (float(scores["mae"]), float(scores["pct"]))
+                )
+        else:
+            s.failed += 1
+    return out
+
+
+def ranked(summaries: Iterable[ConfigSummary]) -> list[ConfigSummary]:
+    """Configurations with at least one successful seed, best mean MAE first.
+
+    Ties break on spread (a steadier configuration is preferred), then trial id
+    so the order is deterministic.
+    """
+    ok = [s for s in summaries if s.mean is not None]
+    return sorted(ok, key=lambda s: (s.mean, s.std, s.trial))

@@ -1,0 +1,192 @@
+"""Final group ranking and thresholds, report plots and the terminal table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from hpo.contract import SeedResult
+from hpo.ledger import HYPERPARAMS
+from hpo.report import PLOT_FILES, final_group, make_plots, render_table
+
+LABELS = ["yield", "strength"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def result(
+    trial: str,
+    seed: int,
+    mae: float | None,
+    *,
+    layers: int = 2,
+    stage: str = "random",
+    labels: dict[str, tuple[float, float]] | None = None,
+) -> SeedResult:
+    """One training; ``mae=None`` makes it a failed one."""
+    cfg: dict[str, Any] = {
+        "hidden_layers": layers,
+        "neurons": [32] * layers,
+        "activation": "relu",
+        "learning_rate": 1e-3,
+        "batch_size": 64,
+        "optimizer": "adam",
+    }
+    if mae is None:
+        return SeedResult("s", trial, stage, None, cfg, f"k-{trial}", seed, "failed", error="x")  # type: ignore[arg-type]
+    per_label = labels or {"yield": (mae, mae * 10), "strength": (mae * 2, mae * 20)}
+    return SeedResult(
+        "s",
+        trial,
+        stage,  # type: ignore[arg-type]
+        None if stage == "random" else "r0001",
+        cfg,
+        f"k-{trial}",
+        seed,
+        "succeeded",
+        mae=mae,
+        per_label={k: {"mae": v[0], "pct": v[1]} for k, v in per_label.items()},
+    )
+
+
+def study_results() -> list[SeedResult]:
+    return [
+        # r0001: mean 1.0; yield (1.0, 4.0) on average
+        result("r0001", 0, 0.5, labels={"yield": (0.5, 3.0), "strength": (1.0, 10.0)}),
+        result("r0001", 1, 1.5, labels={"yield": (1.5, 5.0), "strength": (3.0, 30.0)}),
+        # r0002: mean 2.0, std 0
+        result("r0002", 0, 2.0, layers=3),
+        result("r0002", 1, 2.0, layers=3),
+        # r0003: never succeeded, never ranked
+        result("r0003", 0, None),
+        # b0001: mean 0.8, best, one failed seed
+        result("b0001", 0, 0.7, stage="bayesian", layers=1),
+        result("b0001", 1, 0.9, stage="bayesian", layers=1),
+        result("b0001", 2, None, stage="bayesian"),
+        # b0002: same mean as r0001 (1.0) but steadier, so it ranks before it
+        result("b0002", 0, 1.0, stage="bayesian"),
+        result("b0002", 1, 1.0, stage="bayesian"),
+    ]
+
+
+def test_final_group_ranking_and_columns() -> None:
+    group = final_group(study_results(), LABELS, {}, 3)
+
+    assert list(group.columns) == [
+        "rank",
+        "trial",
+        "stage",
+        "config_key",
+        *HYPERPARAMS,
+        "mae_mean",
+        "mae_std",
+        "seeds",
+        "yield_mae",
+        "yield_pct",
+        "strength_mae",
+        "strength_pct",
+        "passes_all",
+    ]
+    assert group["trial"].tolist() == ["b0001", "b0002", "r0001"]
+    assert group["rank"].tolist() == [1, 2, 3]
+    assert group["seeds"].tolist() == [2, 2, 2]
+    assert group["mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
+    assert group["mae_std"].iloc[2] == pytest.approx(2**0.5 / 2)
+    assert group["neurons"].iloc[0] == "[32]"
+    r1 = group.iloc[2]
+    assert (r1["yield_mae"], r1["yield_pct"]) == pytest.approx((1.0, 4.0))
+    assert (r1["strength_mae"], r1["strength_pct"]) == pytest.approx((2.0, 20.0))
+    assert group["passes_all"].tolist() == [True, True, True]  # no thresholds
+
+
+def test_final_group_thresholds() -> None:
+    thresholds: dict[str, dict[str, float | None]] = {
+        # means: b0001 0.8 / 8.0, b0002 1.0 / 10.0, r0001 1.0 / 4.0, r0002 2.0 / 20.0
+        "yield": {"max_mae": 1.0, "max_pct": 9.0},
+        # means: b0001 1.6, b0002 2.0, r0001 2.0, r0002 4.0
+        "strength": {"max_mae": 1.9, "max_pct": None},
+    }
+    group = final_group(study_results(), LABELS, thresholds, 10)
+
+    assert group["trial"].tolist() == ["b0001", "b0002", "r0001", "r0002"]
+    assert group.columns[-3:].tolist() == ["yield_pass", "strength_pass", "passes_all"]
+    assert group["yield_pass"].tolist() == [True, False, True, False]
+    assert group["strength_pass"].tolist() == [True, False, False, False]
+    assert group["passes_all"].tolist() == [True, False, False, False]
+    assert group["passes_all"].dtype == bool
+
+
+def test_final_group_ignores_labels_without_limits_and_rejects_unknown() -> None:
+    group = final_group(study_results(), LABELS, {"yield": {"max_mae": None, "max_pct": None}}, 2)
+    assert "yield_pass" not in group.columns
+    with pytest.raises(ValueError, match="unknown labels"):
+        final_group(study_results(), LABELS, {"colour": {"max_mae": 1.0, "max_pct": None}}, 2)
+
+
+def test_final_group_label_without_scores_fails() -> None:
+    results = [result("r0001", 0, 0.5, labels={"strength": (1.0, 1.0)})]
+    group = final_group(results, LABELS, {"yield": {"max_mae": 100.0, "max_pct": None}}, 1)
+    assert group["yield_pass"].tolist() == [False]
+
+
+def test_final_group_empty() -> None:
+    group = final_group([result("r0001", 0, None)], LABELS, {}, 5)
+    assert group.empty
+    assert "passes_all" in group.columns
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 10_000, path
+
+
+def test_make_plots_writes_pngs(tmp_path: Path) -> None:
+    results = study_results()
+    group = final_group(results, LABELS, {}, 3)
+
+    paths = make_plots(results, group, tmp_path / "plots")
+
+    assert [p.name for p in paths] == list(PLOT_FILES)
+    for path in paths:
+        assert_png(path)
+
+
+def test_make_plots_without_successes(tmp_path: Path) -> None:
+    results = [result("r0001", 0, None)]
+    paths = make_plots(results, final_group(results, LABELS, {}, 3), tmp_path)
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_render_table() -> None:
+    thresholds: dict[str, dict[str, float | None]] = {"yield": {"max_mae": 0.9, "max_pct": None}}
+    group = final_group(study_results(), LABELS, thresholds, 3)
+
+    table = render_table(group, LABELS)
+
+    headers = [str(c.header) for c in table.columns]
+    assert headers[:11] == [
+        "rank",
+        "trial",
+        "stage",
+        "layers",
+        "neurons",
+        "activation",
+        "lr",
+        "batch",
+        "optimizer",
+        "MAE mean ± std",
+        "seeds",
+    ]
+    assert headers[11:] == ["yield", "all"]  # only labels with a threshold get a column
+    assert table.row_count == 3
+    console = Console(record=True, width=200, color_system=None)
+    console.print(table)
+    text = console.export_text()
+    assert "b0001" in text
+    assert "0.8000 ± 0.1414" in text
+    assert "1.00e-03" in text
+    assert "✓" in text and "✗" in text

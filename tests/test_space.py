@@ -1,0 +1,83 @@
+"""Canonical keys, unique sampling, exhaustion and narrowing."""
+
+from __future__ import annotations
+
+from hpo.space import config_key, narrow, normalise, sample_unique, space_size
+from hpo.spec import BayesianStage, SearchSpace
+
+
+def _space(**kw: object) -> SearchSpace:
+    return SearchSpace.model_validate(kw)
+
+
+def test_key_is_canonical() -> None:
+    a = {
+        "neurons": [64, 32],
+        "activation": "relu",
+        "learning_rate": 0.0012345,
+        "batch_size": 32,
+        "optimizer": "adam",
+    }
+    b = {**a, "learning_rate": 0.00123, "neurons": [64.0, 32.0], "hidden_layers": 2}
+    assert config_key(a) == config_key(b) == "L2|64-32|relu|lr=0.00123|bs=32|adam"
+    assert config_key({**a, "neurons": [32, 64]}) != config_key(a)
+    assert normalise(a)["hidden_layers"] == 2
+
+
+def test_sampling_is_unique_and_deterministic() -> None:
+    space = _space()
+    plan = sample_unique(space, 200, seed=7)
+    keys = [config_key(c) for c in plan.configs]
+    assert len(keys) == 200 == len(set(keys))
+    assert plan.shortfall is None
+    assert [config_key(c) for c in sample_unique(space, 200, seed=7).configs] == keys
+    assert [config_key(c) for c in sample_unique(space, 50, seed=7).configs] == keys[:50]
+    assert [config_key(c) for c in sample_unique(space, 50, seed=8).configs] != keys[:50]
+    for c in plan.configs:
+        assert 1 <= c["hidden_layers"] <= 3 and len(c["neurons"]) == c["hidden_layers"]
+        assert all(16 <= n <= 128 and n % 16 == 0 for n in c["neurons"])
+        assert 1e-4 <= c["learning_rate"] <= 1e-2
+
+
+def test_small_space_is_exhausted_not_looped_forever() -> None:
+    space = _space(
+        hiddenLayers={"min": 1, "max": 2},
+        neurons={"min": 8, "max": 16, "step": 8},
+        activations=["relu"],
+        learningRate={"min": 0.001, "max": 0.001},
+        batchSizes=[32],
+        optimizers=["adam"],
+    )
+    assert space_size(space) == 2 + 4
+    plan = sample_unique(space, 10, seed=0)
+    assert len(plan.configs) == 6
+    assert len({config_key(c) for c in plan.configs}) == 6
+    assert plan.shortfall and "only 6 unique configurations" in plan.shortfall
+
+
+def test_narrowing_stays_near_parent_and_inside_space() -> None:
+    space = _space(
+        neurons={"min": 16, "max": 128, "step": 16}, learningRate={"min": 1e-4, "max": 1e-2}
+    )
+    stage = BayesianStage(
+        neurons_radius=32, neurons_step=8, learning_rate_radius=0.5, learning_rate_step=0.1
+    )
+    parent = {
+        "neurons": [16, 128],
+        "activation": "tanh",
+        "learning_rate": 0.008,
+        "batch_size": 64,
+        "optimizer": "adam",
+    }
+    ns = narrow(parent, space, stage)
+    assert ns.choices[0] == [16, 24, 32, 40, 48]  # clipped at the space's minimum
+    assert ns.choices[1] == [96, 104, 112, 120, 128]  # clipped at the maximum
+    lrs = ns.choices[2]
+    assert min(lrs) >= 0.008 / 10**0.5 * 0.99 and max(lrs) <= 1e-2
+    assert 0.008 in lrs
+    assert ns.contains(parent)
+    assert not ns.contains({**parent, "activation": "relu"})
+    assert not ns.contains({**parent, "neurons": [16, 64]})
+    cfg = ns.to_config([4, 0, 0])
+    assert cfg["neurons"] == [48, 96] and ns.contains(cfg)
+    assert ns.to_indices(cfg) == [4, 0, 0]

@@ -1,0 +1,254 @@
+"""The Keras MLP, its training loop and the TensorFlow process settings.
+
+Reproducibility is the point of this module: with op determinism enabled and
+fixed thread pools once per process, plus ``clear_session`` and
+``set_random_seed`` before every training, the same configuration and seed
+give a bit-identical model, in a fresh process or in a long-lived worker after
+other trainings. TensorFlow is imported lazily so ``import hpo_trainer`` stays
+cheap for the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import numbers
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+ACTIVATIONS = ("relu", "tanh", "elu", "selu", "gelu", "swish", "sigmoid", "leaky_relu")
+OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "adamax")
+PREDICT_BATCH = 4096
+
+# Must be set before TensorFlow is first imported to silence its C++ logging.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+_runtime_lock = threading.Lock()
+_runtime_threads: int | None = None
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """The hyperparameter configuration is not one this trainer can build."""
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """Accept ints (also numpy's, or integral floats from JSON/optimisers), refuse the rest."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class MlpConfig:
+    """A validated configuration: what the search space may vary."""
+
+    neurons: tuple[int, ...]
+    activation: str
+    learning_rate: float
+    batch_size: int
+    optimizer: str
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> MlpConfig:
+        required = ("hidden_layers", "neurons", "activation", "learning_rate", "batch_size")
+        missing = [k for k in (*required, "optimizer") if k not in config]
+        if missing:
+            raise ConfigError(f"config is missing key(s): {', '.join(missing)}")
+        layers = _positive_int(config["hidden_layers"], "hidden_layers")
+        neurons = config["neurons"]
+        if not isinstance(neurons, list | tuple) or len(neurons) != layers:
+            raise ConfigError(
+                f"neurons must list one width per hidden layer ({layers}), got {neurons!r}"
+            )
+        widths = tuple(_positive_int(n, "each entry of neurons") for n in neurons)
+        activation = str(config["activation"]).lower()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        optimizer = str(config["optimizer"]).lower()
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+        try:
+            learning_rate = float(config["learning_rate"])
+        except (TypeError, ValueError):
+            learning_rate = float("nan")
+        if not (np.isfinite(learning_rate) and learning_rate > 0):
+            raise ConfigError(f"learning_rate must be positive, got {config['learning_rate']!r}")
+        batch_size = _positive_int(config["batch_size"], "batch_size")
+        return cls(widths, activation, learning_rate, batch_size, optimizer)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 while TensorFlow's native libraries load.
+
+    They print oneDNN/absl banners before ``TF_CPP_MIN_LOG_LEVEL`` or absl
+    settings apply; Python exceptions still propagate and print afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def configure_runtime(threads: int | None = None) -> None:
+    """Quiet TensorFlow, enable op determinism and fix the thread pools, once per process.
+
+    TensorFlow only accepts thread settings before its context starts, so a
+    later call with a different count is ignored with a warning: results stay
+    reproducible, only the parallelism differs from what was asked. ``None``
+    means "whatever is set already, else 1".
+    """
+    global _runtime_threads
+    with _runtime_lock:
+        if _runtime_threads is not None:
+            if threads is not None and threads != _runtime_threads:
+                log.warning(
+                    "TensorFlow threads already set to %d in this process; ignoring %d",
+                    _runtime_threads,
+                    threads,
+                )
+            return
+        with _quiet_stderr():
+            import absl.logging
+            import keras  # noqa: F401  (its native libraries log on load, too)
+            import tensorflow as tf
+
+        threads = 1 if threads is None else threads
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel(logging.ERROR)
+        tf.config.experimental.enable_op_determinism()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            log.warning("TensorFlow already initialised; cannot set threads to %d", threads)
+        _runtime_threads = threads
+
+
+def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    import keras
+
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "nadam": keras.optimizers.Nadam,
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD,
+        "adamax": keras.optimizers.Adamax,
+    }
+    return classes[name](learning_rate=learning_rate)
+
+
+def build_model(config: MlpConfig, n_features: int, n_labels: int) -> keras.Model:
+    """Dense hidden layers, then a linear output unit per label; MSE loss."""
+    import keras
+
+    inputs = keras.Input(shape=(n_features,), name="features")
+    x = inputs
+    for i, width in enumerate(config.neurons):
+        x = keras.layers.Dense(width, activation=config.activation, name=f"hidden_{i}")(x)
+    outputs = keras.layers.Dense(n_labels, activation="linear", name="labels")(x)
+    model = keras.Model(inputs, outputs, name="mlp")
+    model.compile(optimizer=_optimizer(config.optimizer, config.learning_rate), loss="mse")
+    return model
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained model, how many epochs ran and how long ``model.fit`` took."""
+
+    model: keras.Model
+    epochs_run: int
+    fit_s: float
+
+
+def _stop_on_nan() -> keras.callbacks.Callback:
+    """Like ``TerminateOnNaN`` but silent (stdout belongs to the result lines).
+
+    Checked once per epoch: per batch would force a device sync every step.
+    """
+    import keras
+
+    class StopOnNaN(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                self.model.stop_training = True
+
+    return StopOnNaN()
+
+
+def train_model(
+    config: MlpConfig,
+    seed: int,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    epochs: int,
+    patience: int,
+) -> Fitted:
+    """Build and fit from a clean, seeded session.
+
+    ``data`` is (x_train, y_train, x_val, y_val), already standardised. The
+    best weights by validation loss are restored at the end.
+    """
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    x_train, y_train, x_val, y_val = (np.asarray(a, dtype=np.float32) for a in data)
+    model = build_model(config, x_train.shape[1], y_train.shape[1])
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        callbacks=[stop, _stop_on_nan()],
+        verbose=0,
+    )
+    fit_s = time.perf_counter() - started
+    return Fitted(model, len(history.history.get("loss", [])), fit_s)
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Standardised predictions as float64, with a fixed batch size for stable numerics."""
+    out = model.predict(np.asarray(x, dtype=np.float32), batch_size=PREDICT_BATCH, verbose=0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Save as ``.keras``; hides a harmless NumPy 2 deprecation keras emits per variable."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="__array__ implementation doesn't accept a copy keyword"
+        )
+        model.save(path)
+
+
+def load_model(path: str | os.PathLike[str]) -> keras.Model:
+    import keras
+
+    return keras.saving.load_model(path, compile=False)

@@ -1,0 +1,150 @@
+"""One training per seed: fit, score on the test split, upload the artifacts.
+
+``train_one`` never raises: whatever goes wrong becomes a failed
+``SeedResult`` with a one-line reason, so a worker can carry on with the next
+seed and the operator can record the failure in the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo.contract import SeedResult, TrainingRequest
+from hpo.store import Store
+from hpo_trainer.data import DatasetError, PreparedData, prepare
+from hpo_trainer.metrics import score
+from hpo_trainer.model import (
+    ConfigError,
+    MlpConfig,
+    configure_runtime,
+    predict,
+    save_model,
+    train_model,
+)
+
+if TYPE_CHECKING:
+    import keras
+
+#: Errors whose message is already a complete explanation for the user.
+_EXPLAINED = (DatasetError, ConfigError)
+_MAX_ERROR_CHARS = 500
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite, so the model has no usable score."""
+
+
+def _json_default(value: Any) -> Any:
+    """Let numpy scalars/arrays (as optimisers produce them) pass through JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(config, default=_json_default))
+
+
+def error_message(exc: BaseException) -> str:
+    """A one-line reason: the message alone for our own errors, else 'Type: message'."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, _EXPLAINED):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def _write_artifacts(
+    folder: Path, request: TrainingRequest, seed: int, model: keras.Model, data: PreparedData
+) -> None:
+    """Everything but scores.json, into a local folder for one ``put_dir``."""
+    save_model(model, folder / "model.keras")
+    (folder / "feature_scaler.json").write_text(data.feature_scaler.to_json())
+    (folder / "label_scaler.json").write_text(data.label_scaler.to_json())
+    (folder / "seed.json").write_text(json.dumps({"seed": seed}))
+    config = {
+        "study": request.study,
+        "trial": request.trial,
+        "stage": request.stage,
+        "parent": request.parent,
+        "seed": seed,
+        "config": _plain(request.config),
+        "config_key": request.config_key,
+        "dataset": asdict(request.dataset),
+        "training": asdict(request.training),
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
+
+
+def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
+    """Train ``request.config`` with ``seed``, score it, upload it; never raises.
+
+    ``scores.json`` is uploaded last, after every other artifact, so its
+    presence means the training is complete. Failed trainings upload nothing.
+    """
+    started = time.perf_counter()
+    result = SeedResult(
+        study=request.study,
+        trial=request.trial,
+        stage=request.stage,
+        parent=request.parent,
+        config=dict(request.config),
+        config_key=request.config_key,
+        seed=int(seed),
+        status="failed",
+    )
+    prefix = request.artifacts_prefix(seed)
+    try:
+        result.config = _plain(request.config)
+        config = MlpConfig.parse(request.config)
+        data = prepare(request.dataset)
+        result.rows_dropped = data.rows_dropped
+        configure_runtime(request.training.threads)
+        fs, ls = data.feature_scaler, data.label_scaler
+        fitted = train_model(
+            config,
+            int(seed),
+            (
+                fs.transform(data.x_train),
+                ls.transform(data.y_train),
+                fs.transform(data.x_val),
+                ls.transform(data.y_val),
+            ),
+            epochs=request.training.epochs,
+            patience=request.training.patience,
+        )
+        model, result.epochs_run, result.fit_s = fitted.model, fitted.epochs_run, fitted.fit_s
+        y_pred_std = predict(model, fs.transform(data.x_test))
+        mae, per_label = score(data.y_test, y_pred_std, ls, request.dataset.reference_values)
+        if not math.isfinite(mae):
+            raise TrainingDiverged(
+                f"training diverged: test MAE is {mae} after {result.epochs_run} epoch(s); "
+                "try a lower learning_rate"
+            )
+        result.mae, result.per_label = mae, per_label
+        with tempfile.TemporaryDirectory(prefix="hpo-trainer-") as tmp:
+            _write_artifacts(Path(tmp), request, int(seed), model, data)
+            store.put_dir(prefix, Path(tmp))
+        result.status, result.artifacts = "succeeded", prefix
+        result.runtime_s = time.perf_counter() - started
+        store.put_bytes(f"{prefix}/scores.json", result.to_json().encode())
+    except Exception as exc:
+        result.status, result.artifacts = "failed", None
+        result.mae, result.per_label = None, {}
+        result.error = error_message(exc)
+        result.runtime_s = time.perf_counter() - started
+    return result
+
+
+def train_request(request: TrainingRequest, store: Store) -> list[SeedResult]:
+    """Every seed of the request, in order; one failure does not stop the others."""
+    return [train_one(request, seed, store) for seed in request.seeds]
