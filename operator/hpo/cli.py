@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpo.contract import SeedResult
-from hpo.engine import Progress as StudyProgress
 from hpo.spec import SpecError, load_study
+
+if TYPE_CHECKING:  # the engine pulls in scikit-optimize: keep `--help` fast
+    from hpo.contract import SeedResult
+    from hpo.engine import Progress as StudyProgress
 
 #: Exit codes: documented in the README, relied on by scripts.
 EXIT_OK, EXIT_STUDY_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -23,8 +25,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
+# Logs and pipes get wide lines rather than a table folded to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:

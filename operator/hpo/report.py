@@ -286,9 +286,7 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def _mark(passed: bool, mae: Any, pct: Any) -> Text:
-    detail = f" {_fmt(mae, '#.4g')}"
-    if not _missing(pct):
-        detail += f" ({pct:.1f}%)"
+    detail = f" {pct:.1f}%" if not _missing(pct) else f" {_fmt(mae, '#.4g')}"
     return Text(("✓" if passed else "✗") + detail, style="green" if passed else "red")
 
 
@@ -297,19 +295,13 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
     checked = [label for label in labels if f"{label}_pass" in best.columns]
     table = Table(title="Final group (best mean test MAE across seeds)", header_style="bold")
     for name, justify in (
-        ("rank", "right"),
+        ("#", "right"),
         ("trial", "left"),
-        ("stage", "left"),
-        ("layers", "right"),
-        ("neurons", "left"),
-        ("activation", "left"),
-        ("lr", "right"),
-        ("batch", "right"),
-        ("optimizer", "left"),
+        ("configuration", "left"),
         ("MAE mean ± std", "right"),
         ("seeds", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for label in checked:
         table.add_column(label, justify="left")
     if checked:
@@ -318,14 +310,8 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
     for row in best.to_dict("records"):
         cells: list[Text] = [
             Text(_fmt(row.get("rank"))),
-            Text(_fmt(row.get("trial"))),
-            Text(_fmt(row.get("stage"))),
-            Text(_fmt(row.get("hidden_layers"))),
-            Text(_fmt(row.get("neurons"))),
-            Text(_fmt(row.get("activation"))),
-            Text(_fmt(row.get("learning_rate"), ".2e")),
-            Text(_fmt(row.get("batch_size"))),
-            Text(_fmt(row.get("optimizer"))),
+            Text(f"{_fmt(row.get('trial'))} ({str(row.get('stage', ''))[:1]})"),
+            Text(_fmt(row.get("config_key"))),
             Text(f"{_fmt(row.get('mae_mean'), '.4f')} ± {_fmt(row.get('mae_std'), '.4f')}"),
             Text(_fmt(row.get("seeds"))),
         ]

@@ -112,9 +112,15 @@ class LocalStore(Store):
         return self._path(key)
 
     @contextlib.contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "w") as lock:
+    def _locked(self, key: str, conditional: bool) -> Iterator[None]:
+        """Serialise conditional writes of one key (check and replace must be one step)."""
+        if not conditional:
+            yield
+            return
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        with open(locks / name, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -125,7 +131,8 @@ class LocalStore(Store):
         self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
     ) -> str:
         path = self._path(key)
-        with self._locked(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked(key, if_match is not None or if_none_match):
             current = _md5(path.read_bytes()) if path.exists() else None
             if if_none_match and current is not None:
                 raise PreconditionFailed(f"{key}: already exists (another writer created it)")
@@ -138,6 +145,7 @@ class LocalStore(Store):
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

@@ -33,8 +33,10 @@ def _worker_init(store_root: str, threads: int) -> None:
     global _worker_store
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_HOME", str(Path(store_root) / ".keras"))
-    os.environ.setdefault("MPLCONFIGDIR", str(Path(store_root) / ".matplotlib"))
+    # Keras and matplotlib write to the home folder otherwise.
+    cache = Path(store_root) / ".cache"
+    os.environ.setdefault("KERAS_HOME", str(cache / "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     _worker_store = LocalStore(store_root)
 
 
