@@ -85,8 +85,9 @@ def run_process_per_training(path: Path, out: Path, n: int) -> dict[str, float]:
     fits = []
     for task in tasks:
         request = request_for(study, prepared, StudyPaths(study.name), task)
+        cmd = [sys.executable, "-m", "hpo_trainer", "--request", request.to_json()]
         proc = subprocess.run(
-            [sys.executable, "-m", "hpo_trainer", "--request", request.to_json(), "--store-root", str(out)],
+            [*cmd, "--store-root", str(out)],
             capture_output=True,
             text=True,
             env=env,
