@@ -170,6 +170,7 @@ def test_trials_columns_and_order() -> None:
         # beyond the documented layout, so SeedResult round-trips exactly
         "rows_dropped",
         "study",
+        "finished_at",
     ]
     assert list(zip(frame["trial"], frame["seed"], strict=True)) == [
         ("b0001", 0),

@@ -98,6 +98,8 @@ class SeedResult:
     rows_dropped: int = 0
     error: str | None = None
     artifacts: str | None = None
+    #: Unix time the training ended: completion order survives the ledger round trip.
+    finished_at: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -41,7 +41,7 @@ TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "
 TRIALS_TAIL = ("runtime_s", "fit_s", "epochs", "status", "error", "artifacts")
 #: Appended after the documented columns: ``SeedResult`` fields the documented
 #: layout has no place for, kept so the round trip through the ledger is exact.
-TRIALS_EXTRA = ("rows_dropped", "study")
+TRIALS_EXTRA = ("rows_dropped", "study", "finished_at")
 
 SHEETS = ("Trials", "Configurations", "Best", "Study")
 NO_BEST_NOTE = "No final group yet: it is written when the study finishes."
@@ -117,6 +117,7 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
             artifacts=r.artifacts,
             rows_dropped=r.rows_dropped,
             study=r.study,
+            finished_at=r.finished_at,
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=trials_columns(labels))
@@ -531,6 +532,7 @@ def read_ledger(store: Store, key: str) -> list[SeedResult]:
                 rows_dropped=_int(get("rows_dropped")),
                 error=get("error"),
                 artifacts=get("artifacts"),
+                finished_at=_float(get("finished_at")) or 0.0,
             )
         )
     return results

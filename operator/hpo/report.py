@@ -213,12 +213,13 @@ def _plot_best(results: list[SeedResult], best: pd.DataFrame, path: Path) -> Pat
 def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
     """Best MAE so far in completion order: did the Bayesian stage still improve things?
 
-    The stages run one after the other, so a stable sort by stage keeps a live
-    list's completion order and repairs a list read back from the ledger
-    (sorted by trial id, where ``b...`` comes before ``r...``).
+    The ledger is sorted by trial id; ``finished_at`` restores completion
+    order (a stable sort by stage first keeps stages apart when it is unknown).
     """
     stage_order = {stage: i for i, stage in enumerate(STAGE_COLOURS)}
-    results = sorted(results, key=lambda r: stage_order.get(r.stage, len(stage_order)))
+    results = sorted(
+        results, key=lambda r: (stage_order.get(r.stage, len(stage_order)), r.finished_at)
+    )
     fig = Figure(figsize=(9, 5))
     ax = fig.add_subplot()
     index = {id(r): i for i, r in enumerate(results, 1)}

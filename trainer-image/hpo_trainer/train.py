@@ -136,12 +136,14 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
             store.put_dir(prefix, Path(tmp))
         result.status, result.artifacts = "succeeded", prefix
         result.runtime_s = time.perf_counter() - started
+        result.finished_at = time.time()
         store.put_bytes(f"{prefix}/scores.json", result.to_json().encode())
     except Exception as exc:
         result.status, result.artifacts = "failed", None
         result.mae, result.per_label = None, {}
         result.error = error_message(exc)
         result.runtime_s = time.perf_counter() - started
+        result.finished_at = time.time()
     return result
 
 
