@@ -239,3 +239,18 @@ def test_every_command_has_help() -> None:
     for cmd in ([], ["run"], ["report"], ["validate"]):
         proc = subprocess.run([*HPO, *cmd, "--help"], capture_output=True, text=True, env=ENV)
         assert proc.returncode == 0 and "Usage" in proc.stdout, cmd
+
+
+def test_changed_search_space_under_the_same_name_is_refused(finished, tmp_path: Path) -> None:
+    folder, _ = finished
+    changed = write_study(tmp_path, "small", randomStage={"configurations": 4, "seed": 99})
+    before = (folder / "out" / "small" / "study.yaml").read_text()
+    proc = subprocess.run(
+        [*HPO, "run", str(changed), "--out", str(folder / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the search space or the sampling seed changed" in proc.stderr
+    assert (folder / "out" / "small" / "study.yaml").read_text() == before  # nothing overwritten

@@ -110,6 +110,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Run a study on this machine; running it again resumes where it stopped."""
+    from hpo.engine import HistoryConflict
     from hpo.prepare import DatasetProblem
     from hpo.recorder import LedgerConflict
     from hpo.report import render_table
@@ -125,6 +126,8 @@ def run(
             runner = LocalRunner(study, out_dir, parallelism=parallelism, listener=display)
             outcome = runner.run()
     except DatasetProblem as exc:
+        _fail([f"{study_file}: {exc}"])
+    except HistoryConflict as exc:
         _fail([f"{study_file}: {exc}"])
     except LedgerConflict as exc:
         _fail([str(exc)], EXIT_STUDY_FAILED)

@@ -38,6 +38,10 @@ def _worker_init(store_root: str, threads: int) -> None:
     os.environ.setdefault("KERAS_HOME", str(cache / "keras"))
     os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     _worker_store = LocalStore(store_root)
+    # Load TensorFlow now, not inside the first training (it would count in its runtime).
+    from hpo_trainer.model import configure_runtime
+
+    configure_runtime(threads)
 
 
 def _train(request_json: str, seed: int) -> str:
@@ -112,8 +116,8 @@ class LocalRunner:
             batch_size=self.ledger_batch,
         )
         history = recorder.load()
+        engine = Engine(self.study.spec, history)  # refuses records of another search space
         recorder.save_study()
-        engine = Engine(self.study.spec, history)
         if prepared.rows_dropped:
             engine.notes.append(
                 f"{prepared.rows_dropped} of {prepared.rows + prepared.rows_dropped} dataset rows "
