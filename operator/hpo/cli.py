@@ -31,9 +31,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:
-    err.print("[bold red]error:[/] " + messages[0], highlight=False)
+    err.print("[bold red]error:[/] " + messages[0], highlight=False, soft_wrap=True)
     for m in messages[1:]:
-        err.print("       " + m, highlight=False)
+        err.print("       " + m, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
