@@ -69,6 +69,9 @@ class _Display:
         self.bar.__exit__(None, None, None)
 
     def __call__(self, event: str, p: StudyProgress, result: SeedResult | None) -> None:
+        if event.startswith("warning"):
+            err.print(f"[yellow]{event}[/]", highlight=False, soft_wrap=True)
+            return
         self.bar.update(
             self.task,
             completed=p.done + p.failed,
@@ -102,7 +105,12 @@ class _Display:
 def run(
     study_file: Annotated[Path, typer.Argument(help="An HPOStudy YAML file.")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (default: spec.storage.path).")
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder, or s3://bucket/prefix (default: spec.storage).",
+        ),
     ] = None,
     parallelism: Annotated[
         int | None, typer.Option(min=1, help="Trainings at once (default: spec.parallelism).")
@@ -115,15 +123,18 @@ def run(
     from hpo.recorder import LedgerConflict
     from hpo.report import render_table
     from hpo.runners.local import LocalRunner
+    from hpo.store import StoreError
+    from hpo.stores import store_ref_for
 
     try:
         study = load_study(study_file)
     except SpecError as exc:
         _fail([f"{study_file}: {p}" for p in exc.problems])
-    out_dir = out or Path(study.spec.storage.path)
     try:
         with _Display(quiet) as display:
-            runner = LocalRunner(study, out_dir, parallelism=parallelism, listener=display)
+            runner = LocalRunner(
+                study, store_ref_for(study, out), parallelism=parallelism, listener=display
+            )
             outcome = runner.run()
     except DatasetProblem as exc:
         _fail([f"{study_file}: {exc}"])
@@ -131,6 +142,16 @@ def run(
         _fail([f"{study_file}: {exc}"])
     except LedgerConflict as exc:
         _fail([str(exc)], EXIT_STUDY_FAILED)
+    except StoreError as exc:
+        _fail(
+            [
+                f"object store: {exc}",
+                "finished trainings are kept in the store; run the same command again to resume",
+            ],
+            EXIT_STUDY_FAILED,
+        )
+    except SpecError as exc:  # e.g. an s3:// --out without an endpoint
+        _fail([f"{study_file}: {p}" for p in exc.problems])
     for note in outcome.notes:
         console.print(f"note: {note}", highlight=False)
     if outcome.status == "interrupted":
@@ -146,7 +167,7 @@ def run(
         f"{', '.join(d['handed_over']) or '-'}",
         highlight=False,
     )
-    console.print(f"results in {outcome.study_dir}", highlight=False)
+    console.print(f"results in {outcome.location}", highlight=False)
     if outcome.status == "failed":
         err.print(f"[bold red]study failed:[/] {outcome.message}", highlight=False)
         raise typer.Exit(EXIT_STUDY_FAILED)

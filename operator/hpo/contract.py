@@ -27,6 +27,36 @@ ARTIFACT_FILES = (
 
 
 @dataclass(frozen=True)
+class StoreRef:
+    """Where a study's store is; never holds credentials (they come from the environment)."""
+
+    kind: Literal["local", "s3"]
+    #: Local folder (kind local).
+    root: str = ""
+    endpoint: str = ""
+    bucket: str = ""
+    #: Key prefix inside the bucket, namespace included (``hpo/default``).
+    prefix: str = ""
+    tls: bool = True
+    region: str | None = None
+    ca_bundle: str | None = None
+    create_bucket: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StoreRef:
+        return cls(**json.loads(text))
+
+    @property
+    def uri(self) -> str:
+        if self.kind == "local":
+            return self.root
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+@dataclass(frozen=True)
 class DatasetRef:
     """Where the data is and how it is split; identical for every training of a study."""
 
@@ -37,6 +67,10 @@ class DatasetRef:
     validation_size: float = 0.2
     split_seed: int = 0
     reference_values: dict[str, float] = field(default_factory=dict)
+    #: ETag and size of the dataset object when the study started; a trainer that
+    #: finds another version refuses it rather than silently mixing data.
+    etag: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +95,8 @@ class TrainingRequest:
     #: Store key prefix of the trial, e.g. ``quickstart/trials/r0003``.
     output_prefix: str
     parent: str | None = None
+    #: The store to write to (and to fetch an ``s3://`` dataset from); None: the caller's.
+    store: StoreRef | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -70,6 +106,8 @@ class TrainingRequest:
         raw = json.loads(text)
         raw["dataset"] = DatasetRef(**raw["dataset"])
         raw["training"] = TrainingOptions(**raw["training"])
+        if raw.get("store") is not None:
+            raw["store"] = StoreRef(**raw["store"])
         return cls(**raw)
 
     def artifacts_prefix(self, seed: int) -> str:

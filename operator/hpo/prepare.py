@@ -6,11 +6,12 @@ trainings later.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
 
-from hpo.contract import DatasetRef, TrainingOptions
+from hpo.contract import DatasetRef, StoreRef, TrainingOptions
 from hpo.spec import Study
 
 
@@ -26,15 +27,25 @@ class Prepared:
     rows_dropped: int
 
 
-def prepare(study: Study) -> Prepared:
-    """Resolve the feature list and validate the dataset against the spec."""
+def prepare(study: Study, store: StoreRef | None = None) -> Prepared:
+    """Resolve the feature list and validate the dataset against the spec.
+
+    An ``s3://`` dataset is fetched here once and its ETag recorded, so that
+    every trainer can check it uses the very same object.
+    """
     from hpo_trainer.data import DatasetError, validate_dataset
+    from hpo_trainer.fetch import localise
 
     ds = study.spec.dataset
+    remote = DatasetRef(path=ds.path, features=[], labels=list(ds.labels))
+    try:
+        local = localise(remote, store)
+    except DatasetError as exc:
+        raise DatasetProblem(f"spec.dataset.path: {exc}") from None
     features = list(ds.features)
     if not features:
         try:
-            header = list(pd.read_csv(ds.path, nrows=0).columns)
+            header = list(pd.read_csv(local.path, nrows=0).columns)
         except FileNotFoundError:
             raise DatasetProblem(f"spec.dataset.path: dataset file not found: {ds.path}") from None
         except (OSError, ValueError) as exc:
@@ -54,9 +65,10 @@ def prepare(study: Study) -> Prepared:
         reference_values=dict(ds.reference_values),
     )
     try:
-        summary = validate_dataset(ref)
+        summary = validate_dataset(dataclasses.replace(ref, path=local.path))
     except DatasetError as exc:
         raise DatasetProblem(f"spec.dataset: {exc}") from None
+    ref = dataclasses.replace(ref, etag=local.etag, size=local.size)
     t = study.spec.training
     return Prepared(
         dataset=ref,

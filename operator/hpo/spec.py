@@ -235,10 +235,58 @@ class Result(_Model):
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
 
 
+class SecretRef(_Model):
+    """A Kubernetes Secret holding the object store's credentials (on a cluster)."""
+
+    name: str = Field(min_length=1)
+    access_key_key: str = "accessKey"
+    secret_key_key: str = "secretKey"
+
+
 class Storage(_Model):
-    type: Literal["local"] = "local"
+    """Where the ledger, artifacts and plots go: a local folder or an S3 bucket (MinIO).
+
+    Credentials are never part of the spec: a Secret reference on a cluster,
+    ``HPO_S3_ACCESS_KEY`` / ``HPO_S3_SECRET_KEY`` in the environment locally.
+    """
+
+    type: Literal["local", "s3"] = "local"
     #: Root folder of local runs (relative to the working directory); ``hpo run --out`` wins.
     path: str = "runs"
+    #: ``host:port`` of the S3 endpoint (no scheme: ``tls`` says which).
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str = "hpo"
+    tls: bool = True
+    #: Path of a PEM bundle to verify the endpoint's certificate with.
+    ca_bundle: str | None = None
+    region: str | None = None
+    create_bucket: bool = False
+    credentials_secret: SecretRef | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and ("://" in v or "/" in v or not v.strip()):
+            raise ValueError(
+                f"{v!r} must be host[:port] without a scheme or path (set tls: false for http)"
+            )
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/"):
+            raise ValueError(f"{v!r} must be a relative key prefix without '..'")
+        return v.strip("/")
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Self:
+        if self.type == "s3":
+            missing = [f for f in ("endpoint", "bucket") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"{missing[0]} is required when type is s3")
+        return self
 
 
 class StudySpec(_Model):

@@ -103,10 +103,6 @@ def _not_sent(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError too
 
 
-def _is_transport(exc: BaseException) -> bool:
-    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
-
-
 def _code(exc: BaseException) -> str | None:
     return exc.code if isinstance(exc, S3Error) else None
 
@@ -233,7 +229,9 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def __repr__(self) -> str:
-        return f"S3Store(endpoint={self.endpoint!r}, bucket={self.bucket!r}, prefix={self.prefix!r})"
+        return (
+            f"S3Store(endpoint={self.endpoint!r}, bucket={self.bucket!r}, prefix={self.prefix!r})"
+        )
 
     def _name(self, key: str) -> str:
         check_key(key)
@@ -241,22 +239,29 @@ class S3Store(Store):
 
     # -- retries and messages -------------------------------------------------
 
+    def _transport_reason(self, exc: BaseException) -> str | None:
+        """Why the request got no HTTP answer, or None if it got one."""
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return str(exc).removeprefix(f"{exc.conn}: ")
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            return f"connection timed out after {self.timeout_s:g}s"
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+            return f"no answer within {self.timeout_s:g}s"
+        if isinstance(exc, urllib3.exceptions.SSLError):
+            return f"TLS error: {exc}"
+        if isinstance(exc, urllib3.exceptions.ProtocolError):
+            return f"connection broke: {exc}"
+        if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def _describe(self, exc: BaseException) -> str:
         """One line about an error, never with request headers (they hold the signature)."""
-        if isinstance(exc, urllib3.exceptions.NewConnectionError):
-            reason = str(exc).removeprefix(f"{exc.conn}: ")
-            return f"cannot reach S3 endpoint {self.endpoint}: {reason}"
-        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
-            return (
-                f"cannot reach S3 endpoint {self.endpoint}: connection timed out "
-                f"after {self.timeout_s:g}s"
-            )
-        if isinstance(exc, urllib3.exceptions.ReadTimeoutError | TimeoutError):
-            return f"no answer from S3 endpoint {self.endpoint} within {self.timeout_s:g}s"
-        if isinstance(exc, urllib3.exceptions.SSLError):
-            return f"TLS error with S3 endpoint {self.endpoint}: {exc}"
-        if isinstance(exc, urllib3.exceptions.ProtocolError):
-            return f"connection to S3 endpoint {self.endpoint} broke: {exc}"
+        reason = self._transport_reason(exc)
+        if reason is not None:
+            if _not_sent(exc):
+                return f"cannot reach S3 endpoint {self.endpoint}: {reason}"
+            return f"S3 endpoint {self.endpoint}: {reason}"
         if isinstance(exc, S3Error):
             return f"{exc.code} (HTTP {_status(exc)}): {exc.message}"
         if isinstance(exc, ServerError):
@@ -336,9 +341,7 @@ class S3Store(Store):
         attempts = [0]
         what = f"check bucket '{self.bucket}' at {self.endpoint}"
         try:
-            exists = self._retrying(
-                what, lambda: self._client.bucket_exists(self.bucket), attempts
-            )
+            exists = self._retrying(what, lambda: self._client.bucket_exists(self.bucket), attempts)
             if exists:
                 return
             if not self.create_bucket:
@@ -351,12 +354,10 @@ class S3Store(Store):
         except StoreError:
             raise
         except Exception as exc:
-            if _is_transport(exc):
+            reason = self._transport_reason(exc)
+            if reason is not None:
                 raise StoreError(
-                    f"{self._describe(exc).replace(f'{self.endpoint}: ', f'{self.endpoint}: ', 1)}"
-                    f" (after {attempts[0]} attempts)"
-                    if self._describe(exc).startswith("cannot reach")
-                    else f"cannot reach S3 endpoint {self.endpoint}: {self._describe(exc)} "
+                    f"cannot reach S3 endpoint {self.endpoint}: {reason} "
                     f"(after {attempts[0]} attempts)"
                 ) from exc
             raise self._error("check", f"bucket '{self.bucket}' at", exc, attempts[0]) from exc
@@ -438,9 +439,13 @@ class S3Store(Store):
                     f"{key}: no longer exists in {self.uri} (another writer removed it); "
                     f"expected ETag {_strip_etag(if_match)}"
                 ) from exc
+            try:
+                found = self.etag(key)
+            except StoreError:
+                found = "unknown (cannot read it now)"
             raise PreconditionFailed(
                 f"{key}: changed in {self.uri} since it was read (another writer wrote it); "
-                f"expected ETag {_strip_etag(if_match)}, found {self.etag(key)}"
+                f"expected ETag {_strip_etag(if_match)}, found {found}"
             ) from exc
 
     def _read_back(self, key: str) -> tuple[bytes, str] | None:

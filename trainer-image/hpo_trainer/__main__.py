@@ -70,7 +70,9 @@ def _write(path: Path | None, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpo_trainer", description=__doc__)
     parser.add_argument("--request", required=True, help="TrainingRequest JSON, or a file of it")
-    parser.add_argument("--store-root", required=True, type=Path, help="LocalStore folder")
+    parser.add_argument(
+        "--store-root", type=Path, help="LocalStore folder (default: the request's store)"
+    )
     parser.add_argument("--termination-log", type=Path, help="where to write the results summary")
     args = parser.parse_args(argv)
 
@@ -82,12 +84,26 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.termination_log, json.dumps({"error": message[:2000]}))
         return 2
 
-    from hpo.store import LocalStore
+    from hpo.store import LocalStore, Store, StoreError
+    from hpo.stores import open_store
     from hpo_trainer.train import train_request
 
+    store: Store
+    try:
+        if args.store_root is not None:
+            store = LocalStore(args.store_root)
+        elif request.store is not None:
+            store = open_store(request.store)
+        else:
+            raise StoreError("no store: give --store-root or a request with a store")
+    except StoreError as exc:
+        message = f"cannot open the store: {exc}"
+        print(message, file=sys.stderr)
+        _write(args.termination_log, json.dumps({"error": message[:2000]}))
+        return 2
     # Stdout carries only result lines; stray library prints go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        results = train_request(request, LocalStore(args.store_root))
+        results = train_request(request, store)
     for result in results:
         print(result.to_json(), flush=True)
         if result.status != "succeeded":

@@ -20,6 +20,7 @@ import numpy as np
 from hpo.contract import SeedResult, TrainingRequest
 from hpo.store import Store
 from hpo_trainer.data import DatasetError, PreparedData, prepare
+from hpo_trainer.fetch import localise
 from hpo_trainer.metrics import score
 from hpo_trainer.model import (
     ConfigError,
@@ -106,7 +107,7 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
     try:
         result.config = _plain(request.config)
         config = MlpConfig.parse(request.config)
-        data = prepare(request.dataset)
+        data = prepare(localise(request.dataset, request.store))
         result.rows_dropped = data.rows_dropped
         configure_runtime(request.training.threads)
         fs, ls = data.feature_scaler, data.label_scaler

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -18,26 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo.contract import SeedResult, TrainingRequest
+from hpo.contract import SeedResult, StoreRef, TrainingRequest
 from hpo.engine import Engine, Progress, Task
 from hpo.prepare import Prepared, prepare
-from hpo.recorder import Recorder, StudyPaths
+from hpo.recorder import LedgerConflict, Recorder, StudyPaths
 from hpo.spec import Study
-from hpo.store import LocalStore
+from hpo.store import Store, StoreError
+from hpo.stores import open_store, store_ref_for
 
-_worker_store: LocalStore | None = None
+_worker_store: Store | None = None
 
 
-def _worker_init(store_root: str, threads: int) -> None:
+def _worker_init(store_ref: str, threads: int) -> None:
     """Runs once per worker process: the parent handles Ctrl-C, workers just stop."""
     global _worker_store
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    ref = StoreRef.from_json(store_ref)
     # Keras and matplotlib write to the home folder otherwise.
-    cache = Path(store_root) / ".cache"
-    os.environ.setdefault("KERAS_HOME", str(cache / "keras"))
-    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
-    _worker_store = LocalStore(store_root)
+    cache = Path(ref.root) / ".cache" if ref.kind == "local" else Path(tempfile.gettempdir())
+    os.environ.setdefault("KERAS_HOME", str(cache / "hpo-keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "hpo-matplotlib"))
+    _worker_store = open_store(ref)
     # Load TensorFlow now, not inside the first training (it would count in its runtime).
     from hpo_trainer.model import configure_runtime
 
@@ -57,7 +60,7 @@ class Outcome:
     """How a run ended, for the CLI's summary and exit code."""
 
     status: str  # succeeded | failed | interrupted
-    study_dir: Path
+    location: str
     engine: Engine
     best: Any = None
     message: str = ""
@@ -67,7 +70,9 @@ class Outcome:
 Listener = Callable[[str, Progress, SeedResult | None], None]
 
 
-def request_for(study: Study, prepared: Prepared, paths: StudyPaths, task: Task) -> TrainingRequest:
+def request_for(
+    study: Study, prepared: Prepared, paths: StudyPaths, task: Task, store: StoreRef | None = None
+) -> TrainingRequest:
     t = task.trial
     return TrainingRequest(
         study=study.name,
@@ -80,6 +85,7 @@ def request_for(study: Study, prepared: Prepared, paths: StudyPaths, task: Task)
         training=prepared.training,
         output_prefix=paths.trial(t.trial),
         parent=t.parent,
+        store=store,
     )
 
 
@@ -89,25 +95,35 @@ class LocalRunner:
     def __init__(
         self,
         study: Study,
-        out_dir: Path,
+        out: Path | StoreRef,
         *,
         parallelism: int | None = None,
         listener: Listener | None = None,
         ledger_batch: int = 20,
     ) -> None:
         self.study = study
-        self.store = LocalStore(out_dir)
+        self.store_ref = out if isinstance(out, StoreRef) else store_ref_for(study, out)
+        self.store = open_store(self.store_ref)
         self.paths = StudyPaths(study.name)
         self.parallelism = parallelism or study.spec.parallelism
         self.listener = listener or (lambda event, progress, result: None)
         self.ledger_batch = ledger_batch
 
     @property
-    def study_dir(self) -> Path:
-        return self.store.root / self.paths.root
+    def location(self) -> str:
+        return f"{self.store.uri}/{self.paths.root}"
+
+    def _write(self, recorder: Recorder, engine: Engine) -> None:
+        """Write the ledger; during an outage keep the results and try again later."""
+        try:
+            recorder.write(engine.recorded())
+        except LedgerConflict:
+            raise
+        except StoreError as exc:
+            self.listener(f"warning: ledger not written yet ({exc})", engine.progress(), None)
 
     def run(self) -> Outcome:
-        prepared = prepare(self.study)
+        prepared = prepare(self.study, self.store_ref)
         recorder = Recorder(
             self.store,
             self.paths,
@@ -125,7 +141,7 @@ class LocalRunner:
             )
         self.listener("start", engine.progress(), None)
         if recorder.due or (history and not self.store.exists(self.paths.ledger)):
-            recorder.write(engine.recorded())
+            self._write(recorder, engine)
 
         ctx = multiprocessing.get_context("spawn")
         threads = prepared.training.threads
@@ -135,11 +151,11 @@ class LocalRunner:
         try:
             while not engine.finished:
                 for task in engine.next_tasks(self.parallelism - len(running)):
-                    request = request_for(self.study, prepared, self.paths, task)
+                    request = request_for(self.study, prepared, self.paths, task, self.store_ref)
                     running[pool.submit(_train, request.to_json(), task.seed)] = task
                 if engine.phase != phase:
                     phase = engine.phase
-                    recorder.write(engine.recorded())
+                    self._write(recorder, engine)
                     self.listener("stage", engine.progress(), None)
                 if not running:
                     if engine.finished:
@@ -159,15 +175,15 @@ class LocalRunner:
                         recorder.note()
                     self.listener("retry" if retry else "result", engine.progress(), result)
                 if recorder.due:
-                    recorder.write(engine.recorded())
+                    self._write(recorder, engine)
         except KeyboardInterrupt:
             self._kill(pool)
             for task in running.values():
                 engine.requeue(task)
-            recorder.write(engine.recorded())
+            self._write(recorder, engine)
             return Outcome(
                 "interrupted",
-                self.study_dir,
+                self.location,
                 engine,
                 message="interrupted; run the same command again to resume",
                 notes=engine.notes,
@@ -176,17 +192,16 @@ class LocalRunner:
             self._kill(pool)
         best = recorder.finish(engine.recorded())
         if engine.phase == "failed":
-            return Outcome(
-                "failed", self.study_dir, engine, best, engine.failed_reason or "", engine.notes
-            )
-        return Outcome("succeeded", self.study_dir, engine, best, notes=engine.notes)
+            reason = engine.failed_reason or ""
+            return Outcome("failed", self.location, engine, best, reason, engine.notes)
+        return Outcome("succeeded", self.location, engine, best, notes=engine.notes)
 
     def _pool(self, ctx: Any, threads: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.parallelism,
             mp_context=ctx,
             initializer=_worker_init,
-            initargs=(str(self.store.root), threads),
+            initargs=(self.store_ref.to_json(), threads),
         )
 
     def _result_of(self, fut: Future[str], task: Task) -> SeedResult | None:

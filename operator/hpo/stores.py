@@ -1,0 +1,64 @@
+"""Opens the store a ``StoreRef`` describes; the one place that knows every kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpo.contract import StoreRef
+from hpo.spec import SpecError, Study
+from hpo.store import LocalStore, Store
+
+
+def store_ref_for(study: Study, out: str | Path | None = None) -> StoreRef:
+    """The study's store: ``--out`` (a folder or ``s3://bucket/prefix``) wins over the spec.
+
+    In a bucket, studies live under ``<prefix>/<namespace>/<study>/``; a local
+    folder plays ``<prefix>/<namespace>`` (``DIR/<study>/``).
+    """
+    storage = study.spec.storage
+    namespace = study.metadata.namespace
+    if out is not None and str(out).startswith("s3://"):
+        bucket, _, prefix = str(out).removeprefix("s3://").partition("/")
+        if storage.endpoint is None:
+            raise SpecError([f"spec.storage.endpoint: is required to write to {out}"])
+        return StoreRef(
+            kind="s3",
+            endpoint=storage.endpoint,
+            bucket=bucket,
+            prefix="/".join(p for p in (prefix.strip("/"), namespace) if p),
+            tls=storage.tls,
+            region=storage.region,
+            ca_bundle=storage.ca_bundle,
+            create_bucket=storage.create_bucket,
+        )
+    if out is not None or storage.type == "local":
+        root = Path(out if out is not None else storage.path).resolve()
+        return StoreRef(kind="local", root=str(root))
+    assert storage.endpoint is not None and storage.bucket is not None
+    return StoreRef(
+        kind="s3",
+        endpoint=storage.endpoint,
+        bucket=storage.bucket,
+        prefix="/".join(p for p in (storage.prefix, namespace) if p),
+        tls=storage.tls,
+        region=storage.region,
+        ca_bundle=storage.ca_bundle,
+        create_bucket=storage.create_bucket,
+    )
+
+
+def open_store(ref: StoreRef, *, bucket: str | None = None, prefix: str | None = None) -> Store:
+    """Open ``ref``; ``bucket``/``prefix`` reach another bucket on the same endpoint (datasets)."""
+    if ref.kind == "local":
+        return LocalStore(ref.root)
+    from hpo.store_s3 import s3_store_from_env
+
+    return s3_store_from_env(
+        endpoint=ref.endpoint,
+        bucket=bucket or ref.bucket,
+        prefix=ref.prefix if prefix is None else prefix,
+        secure=ref.tls,
+        region=ref.region,
+        ca_bundle=ref.ca_bundle,
+        create_bucket=ref.create_bucket and bucket is None,
+    )
