@@ -15,6 +15,7 @@ from hpo.spec import SpecError, load_study
 if TYPE_CHECKING:  # the engine pulls in scikit-optimize: keep `--help` fast
     from hpo.contract import SeedResult
     from hpo.engine import Progress as StudyProgress
+    from hpo.store import Store
 
 #: Exit codes: documented in the README, relied on by scripts.
 EXIT_OK, EXIT_STUDY_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -197,30 +198,56 @@ def validate(
     )
 
 
+Endpoint = Annotated[
+    str | None,
+    typer.Option(envvar="HPO_S3_ENDPOINT", help="S3 endpoint host:port, for s3:// locations."),
+]
+Tls = Annotated[bool, typer.Option("--tls/--no-tls", help="HTTPS to the S3 endpoint.")]
+
+
+def _open(where: str, endpoint: str | None, tls: bool) -> tuple[Store, str]:
+    from hpo.store import StoreError
+    from hpo.stores import open_location
+
+    try:
+        return open_location(where, endpoint=endpoint, tls=tls)
+    except SpecError as exc:
+        _fail(exc.problems)
+    except StoreError as exc:
+        _fail([str(exc)])
+    raise AssertionError("unreachable")
+
+
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A study's run folder, e.g. runs/quickstart.")],
-    plots: Annotated[bool, typer.Option(help="Redraw the plots into RUN_DIR/plots.")] = False,
+    run_dir: Annotated[
+        str, typer.Argument(help="A study: runs/NAME, or s3://bucket/prefix/namespace/NAME.")
+    ],
+    plots: Annotated[bool, typer.Option(help="Redraw the plots into the study's plots/.")] = False,
+    endpoint: Endpoint = None,
+    tls: Tls = True,
 ) -> None:
-    """Print a run's final group (and optionally redraw its plots)."""
+    """Print a study's final group from its ledger (and optionally redraw its plots)."""
+    import tempfile
+
+    import yaml
+
     from hpo.ledger import read_ledger
     from hpo.report import final_group, make_plots, render_table
     from hpo.spec import parse_study
-    from hpo.store import LocalStore
+    from hpo.store import StoreError
 
-    run_dir = run_dir.resolve()
-    store = LocalStore(run_dir.parent)
-    name = run_dir.name
-    if not store.exists(f"{name}/ledger.xlsx"):
-        _fail([f"{run_dir}: no ledger.xlsx here; give a study's run folder (e.g. runs/quickstart)"])
-    import yaml
-
+    store, root = _study_location(run_dir, endpoint, tls)
     try:
-        study = parse_study(yaml.safe_load(store.get_bytes(f"{name}/study.yaml")))
+        if not store.exists(f"{root}/ledger.xlsx"):
+            _fail([f"{run_dir}: no ledger.xlsx there; give a study (e.g. runs/quickstart)"])
+        study = parse_study(yaml.safe_load(store.get_bytes(f"{root}/study.yaml")))
+        results = read_ledger(store, f"{root}/ledger.xlsx")
     except SpecError as exc:
         _fail([f"{run_dir}/study.yaml: {p}" for p in exc.problems])
+    except StoreError as exc:
+        _fail([str(exc)])
     spec = study.spec
-    results = read_ledger(store, f"{name}/ledger.xlsx")
     thresholds = {
         k: {"max_mae": t.max_mae, "max_pct": t.max_percent}
         for k, t in spec.result.thresholds.items()
@@ -230,8 +257,95 @@ def report(
     ok = sum(1 for r in results if r.status == "succeeded")
     console.print(f"{ok} trainings succeeded, {len(results) - ok} failed", highlight=False)
     if plots:
-        for png in make_plots(results, best, run_dir / "plots"):
-            console.print(f"wrote {png}", highlight=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            for png in make_plots(results, best, Path(tmp)):
+                store.put_file(f"{root}/plots/{png.name}", png)
+                console.print(f"wrote {store.uri}/{root}/plots/{png.name}", highlight=False)
+
+
+def _study_location(study: str, endpoint: str | None, tls: bool) -> tuple[Store, str]:
+    """The store holding a study and the study's key prefix in it."""
+    if study.startswith("s3://"):
+        return _open(study, endpoint, tls)
+    path = Path(study).resolve()
+    store, _ = _open(str(path.parent), endpoint, tls)
+    return store, path.name
+
+
+@app.command("ls")
+def ls(
+    where: Annotated[str, typer.Argument(help="A run folder or s3://bucket/prefix.")] = "runs",
+    endpoint: Endpoint = None,
+    tls: Tls = True,
+) -> None:
+    """List the studies in a run folder or a bucket."""
+    from hpo.store import StoreError
+
+    store, prefix = _open(where, endpoint, tls)
+    try:
+        keys = list(store.list(prefix))
+    except StoreError as exc:
+        _fail([str(exc)])
+    studies = sorted(k.removesuffix("/ledger.xlsx") for k in keys if k.endswith("/ledger.xlsx"))
+    finished = {k.removesuffix("/best.json") for k in keys if k.endswith("/best.json")}
+    trainings: dict[str, int] = {}
+    for k in keys:
+        if k.endswith("/scores.json") and "/trials/" in k:
+            study = k.split("/trials/")[0]
+            trainings[study] = trainings.get(study, 0) + 1
+    if not studies:
+        console.print(f"no studies in {store.uri}/{prefix}".rstrip("/"), highlight=False)
+        return
+    for s in studies:
+        state = "finished" if s in finished else "in progress"
+        shown = s.removeprefix(prefix).lstrip("/") if prefix else s
+        console.print(f"{shown:<40} {trainings.get(s, 0):>6} trainings  {state}", highlight=False)
+
+
+@app.command()
+def get(
+    study: Annotated[str, typer.Argument(help="A study: runs/NAME or s3://bucket/prefix/ns/NAME.")],
+    to: Annotated[Path, typer.Option("--to", help="Local folder to download into.")] = Path("."),
+    what: Annotated[
+        str, typer.Option(help="ledger, plots, model (with --trial and --seed), or all.")
+    ] = "all",
+    trial: Annotated[str | None, typer.Option(help="Trial of the model, e.g. b0002.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the model.")] = None,
+    endpoint: Endpoint = None,
+    tls: Tls = True,
+) -> None:
+    """Fetch a study's ledger, plots or a model from its store, with progress."""
+    from hpo.store import StoreError
+
+    if what == "model" and (trial is None or seed is None):
+        _fail(["--what model needs --trial and --seed"])
+    if what not in ("ledger", "plots", "model", "all"):
+        _fail([f"--what {what!r}: choose ledger, plots, model or all"])
+    store, root = _study_location(study, endpoint, tls)
+    name = root.rsplit("/", 1)[-1]
+    try:
+        keys = list(store.list(root))
+        if not keys:
+            _fail([f"{study}: no such study (nothing stored under it)"])
+        wanted = {
+            "ledger": [f"{root}/ledger.xlsx", f"{root}/study.yaml", f"{root}/best.json"],
+            "plots": [k for k in keys if k.startswith(f"{root}/plots/")],
+            "model": [k for k in keys if k.startswith(f"{root}/trials/{trial}/seed-{seed}/")],
+            "all": keys,
+        }[what]
+        wanted = [k for k in wanted if k in set(keys)]
+        if not wanted:
+            _fail([f"{study}: nothing to fetch for --what {what}"])
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bar:
+            task = bar.add_task(f"{name}: {what}", total=len(wanted))
+            for key in wanted:
+                store.get_file(key, to / name / key.removeprefix(root).lstrip("/"))
+                bar.advance(task)
+    except StoreError as exc:
+        _fail([str(exc)])
+    console.print(f"{len(wanted)} files in {to / name}", highlight=False)
 
 
 def main() -> None:

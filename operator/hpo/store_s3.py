@@ -154,7 +154,18 @@ class _ProgressAdapter:
 
 
 class S3Store(Store):
-    """A bucket (or a prefix of one) on an S3-compatible server."""
+    """A bucket (or a prefix of one) on an S3-compatible server.
+
+    Each call makes at most ``retries + 1`` attempts. An attempt waits up to
+    ``timeout_s`` to connect and up to ``timeout_s`` for each read; between
+    attempts it sleeps a random time in ``[0, min(max_backoff_s, backoff_s * 2**n)]``
+    (full jitter). With the defaults a call against a dead endpoint gives up
+    after at most 6 x 20 s + 15.5 s; a refused connection fails in well under a
+    second per attempt. Call ``ensure_bucket()`` once before use.
+
+    The minio client is thread-safe but must not be shared across processes:
+    make one store per process.
+    """
 
     def __init__(
         self,
@@ -360,7 +371,8 @@ class S3Store(Store):
                     f"cannot reach S3 endpoint {self.endpoint}: {reason} "
                     f"(after {attempts[0]} attempts)"
                 ) from exc
-            raise self._error("check", f"bucket '{self.bucket}' at", exc, attempts[0]) from exc
+            subject = f"bucket '{self.bucket}' at {self.endpoint}"
+            raise self._error("check", subject, exc, attempts[0]) from exc
 
     def _make_bucket(self) -> None:
         try:

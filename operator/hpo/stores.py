@@ -62,3 +62,30 @@ def open_store(ref: StoreRef, *, bucket: str | None = None, prefix: str | None =
         ca_bundle=ref.ca_bundle,
         create_bucket=ref.create_bucket and bucket is None,
     )
+
+
+def open_location(
+    where: str,
+    *,
+    endpoint: str | None = None,
+    tls: bool = True,
+    region: str | None = None,
+    ca_bundle: str | None = None,
+) -> tuple[Store, str]:
+    """A store and a key prefix inside it, from a folder or an ``s3://bucket/prefix`` URL.
+
+    Used by the commands that browse results (``hpo ls``, ``hpo get``,
+    ``hpo report``) rather than run a study.
+    """
+    if where.startswith("s3://"):
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        if not endpoint:
+            raise SpecError([f"{where}: give --endpoint or set HPO_S3_ENDPOINT"])
+        ref = StoreRef(
+            kind="s3", endpoint=endpoint, bucket=bucket, tls=tls, region=region, ca_bundle=ca_bundle
+        )
+        return open_store(ref, prefix=""), prefix.strip("/")
+    path = Path(where).resolve()
+    if not path.exists():
+        raise SpecError([f"{where}: no such folder"])
+    return LocalStore(path), ""
