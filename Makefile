@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The S3 test server (moto) lives in a venv of its own: botocore and the
+# kubernetes client want incompatible python-dateutil versions.
+S3VENV := .venv-s3
+S3STAMP := $(S3VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install install-test demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +16,19 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[trainer,dev]'
 	touch $(STAMP)
 
+$(S3STAMP):
+	$(PYTHON) -m venv $(S3VENV)
+	$(S3VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+	touch $(S3STAMP)
+
 install: $(STAMP)
+
+install-test: $(STAMP) $(S3STAMP)
 
 demo: install
 	$(VENV)/bin/hpo run examples/quickstart.yaml --out runs
 
-test: install
+test: install-test
 	$(PY) -m pytest
 
 lint: install
@@ -32,4 +43,4 @@ bench: install
 	$(PY) benchmarks/local_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(S3VENV) runs .pytest_cache

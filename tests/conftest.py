@@ -11,6 +11,8 @@ import pytest
 
 from hpo.spec import API_VERSION
 
+pytest_plugins = ["conftest_s3"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CSV = REPO / "examples" / "data" / "transistor.csv"
 FEATURES = ["W_um", "L_um", "tox_nm", "Vth_V", "Vgs_V", "Vds_V"]

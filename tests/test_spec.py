@@ -129,6 +129,22 @@ BAD = [
     ("metadata.name", "My_Study", "metadata.name: 'My_Study' is not a valid Kubernetes name"),
     ("metadata.name", "a" * 64, "is longer than 63 characters"),
     ("kind", "Study", "kind: must be 'HPOStudy', got 'Study'"),
+    (
+        "spec.storage",
+        {"type": "s3", "bucket": "bucket-1"},
+        "spec.storage: endpoint is required when type is s3",
+    ),
+    (
+        "spec.storage",
+        {"type": "s3", "endpoint": "http://minio:9000", "bucket": "bucket-1"},
+        "spec.storage.endpoint: 'http://minio:9000' must be host[:port] without a scheme",
+    ),
+    (
+        "spec.storage",
+        {"type": "s3", "endpoint": "minio:9000", "bucket": "My_Bucket"},
+        "spec.storage.bucket: 'My_Bucket' is not a valid bucket name",
+    ),
+    ("spec.storage", {"type": "gcs"}, "spec.storage.type: Input should be 'local' or 's3'"),
     ("apiVersion", "v1", "apiVersion: must be 'hpo-operator.dev/v1alpha1'"),
 ]
 

@@ -33,6 +33,8 @@ OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "adamax")
 ESTIMATORS = ("GP", "RF", "ET")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
 class SpecError(ValueError):
@@ -273,6 +275,16 @@ class Storage(_Model):
             )
         return v
 
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None and (not _BUCKET.match(v) or _IP.match(v)):
+            raise ValueError(
+                f"{v!r} is not a valid bucket name (3-63 lower-case letters, digits, '.' and "
+                "'-', starting and ending with a letter or digit)"
+            )
+        return v
+
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
@@ -381,7 +393,11 @@ def _format_error(err: dict[str, Any]) -> str:
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         if close:
             msg = f"{msg}; did you mean {close[0]!r}?"
-    elif not isinstance(inp, dict | list) and err["type"] != "missing" and "(got" not in msg:
+    elif (
+        not isinstance(inp, dict | list)
+        and err["type"] not in ("missing", "value_error")
+        and "(got" not in msg
+    ):
         msg = f"{msg} (got {inp!r})"
     return f"{loc}: {msg}" if loc else msg
 
