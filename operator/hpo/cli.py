@@ -198,6 +198,14 @@ def validate(
     )
 
 
+@app.command()
+def crd() -> None:
+    """Print the HPOStudy CustomResourceDefinition (manifests/crd.yaml is this output)."""
+    from hpo.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+
+
 Endpoint = Annotated[
     str | None,
     typer.Option(envvar="HPO_S3_ENDPOINT", help="S3 endpoint host:port, for s3:// locations."),

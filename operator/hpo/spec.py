@@ -301,6 +301,34 @@ class Storage(_Model):
         return self
 
 
+class Trainer(_Model):
+    """How trainer pods are run (cluster only; ``hpo run`` ignores it)."""
+
+    image: str = Field(default="ghcr.io/hpo-operator/trainer:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    #: A Kubernetes ResourceRequirements object.
+    resources: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "1", "memory": "2Gi"},
+        }
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    service_account_name: str | None = None
+    #: Extra environment variables (Kubernetes EnvVar objects).
+    env: list[dict[str, Any]] = Field(default_factory=list)
+    #: Seeds trained by one pod: more than 1 saves start-up for small models.
+    seeds_per_pod: int = Field(default=1, ge=1, le=100)
+    #: A pod still Pending (unschedulable, unpullable image) after this is a failed attempt.
+    pending_timeout_seconds: int = Field(default=600, ge=10, le=86_400)
+    #: Failed pods are kept this long for debugging, then deleted.
+    failed_pod_ttl_seconds: int = Field(default=3600, ge=0, le=30 * 86_400)
+    #: First retry waits this long, doubling for each further attempt.
+    retry_backoff_seconds: float = Field(default=10, ge=0, le=3600)
+
+
 class StudySpec(_Model):
     dataset: Dataset
     search_space: SearchSpace = SearchSpace()
@@ -311,6 +339,7 @@ class StudySpec(_Model):
     failure_policy: FailurePolicy = FailurePolicy()
     result: Result = Result()
     storage: Storage = Storage()
+    trainer: Trainer = Trainer()
 
     @model_validator(mode="after")
     def _cross(self) -> Self:
