@@ -19,44 +19,12 @@ from s3server import (
     TEST_ACCESS_KEY,
     TEST_SECRET_KEY,
     S3Server,
-    S3ServerUnavailable,
     free_port,
     new_s3_store,
 )
 
 from hpo.store import LocalStore, PreconditionFailed, Store, StoreError
 from hpo.store_s3 import S3Store, s3_store_from_env
-
-# The same fixtures as tests/conftest_s3.py, here until conftest.py registers it.
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    try:
-        server = S3Server().start()
-    except S3ServerUnavailable as exc:
-        problem = str(exc)
-    else:
-        problem = ""
-    if problem:  # fail, never skip: the S3 store must be tested wherever the suite runs
-        pytest.fail(problem, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def make_s3_store(s3_server: S3Server) -> Callable[..., S3Store]:
-    def make(**options: Any) -> S3Store:
-        return new_s3_store(s3_server, **options)
-
-    return make
-
-
-@pytest.fixture
-def s3_store(make_s3_store: Callable[..., S3Store]) -> S3Store:
-    return make_s3_store()
 
 
 @pytest.fixture

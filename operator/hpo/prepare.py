@@ -27,7 +27,9 @@ class Prepared:
     rows_dropped: int
 
 
-def prepare(study: Study, store: StoreRef | None = None) -> Prepared:
+def prepare(
+    study: Study, store: StoreRef | None = None, credentials: tuple[str, str] | None = None
+) -> Prepared:
     """Resolve the feature list and validate the dataset against the spec.
 
     An ``s3://`` dataset is fetched here once and its ETag recorded, so that
@@ -39,7 +41,7 @@ def prepare(study: Study, store: StoreRef | None = None) -> Prepared:
     ds = study.spec.dataset
     remote = DatasetRef(path=ds.path, features=[], labels=list(ds.labels))
     try:
-        local = localise(remote, store)
+        local = localise(remote, store, credentials)
     except DatasetError as exc:
         raise DatasetProblem(f"spec.dataset.path: {exc}") from None
     features = list(ds.features)

@@ -565,7 +565,7 @@ def _check_minio() -> None:
         )
 
 
-def _env_credentials() -> tuple[str, str]:
+def env_credentials() -> tuple[str, str]:
     for access_var, secret_var in (
         ("HPO_S3_ACCESS_KEY", "HPO_S3_SECRET_KEY"),
         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
@@ -597,7 +597,7 @@ def s3_store_from_env(
     ``HPO_S3_ACCESS_KEY`` / ``HPO_S3_SECRET_KEY`` first, then
     ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
     """
-    access, secret = _env_credentials()
+    access, secret = env_credentials()
     return S3Store(
         endpoint,
         bucket,

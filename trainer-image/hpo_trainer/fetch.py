@@ -33,7 +33,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HPO_CACHE", Path(tempfile.gettempdir()) / "hpo-cache")) / "datasets"
 
 
-def localise(ref: DatasetRef, store: StoreRef | None) -> DatasetRef:
+def localise(
+    ref: DatasetRef, store: StoreRef | None, credentials: tuple[str, str] | None = None
+) -> DatasetRef:
     """``ref`` with a local ``path``, its ``etag`` and ``size`` filled in.
 
     Local paths are returned as they are. For ``s3://`` the object is fetched
@@ -48,7 +50,7 @@ def localise(ref: DatasetRef, store: StoreRef | None) -> DatasetRef:
 
     bucket, key = split_s3_url(ref.path)
     try:
-        source = open_store(store, bucket=bucket, prefix="")
+        source = open_store(store, bucket=bucket, prefix="", credentials=credentials)
         etag = source.etag(key)
     except StoreError as exc:
         raise DatasetError(f"dataset {ref.path}: {exc}") from exc

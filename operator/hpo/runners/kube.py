@@ -1,0 +1,548 @@
+"""Runs one study on a cluster: the engine decides, trainer pods execute.
+
+``StudyDriver.run`` is the loop of one study, started by the operator for
+every HPOStudy (and again after an operator restart). It rebuilds its state
+from the store (ledger + every ``scores.json``) and from the study's pods,
+so it can be killed at any point: no pod is created twice (names are
+deterministic), no configuration is trained twice, no finished result is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.contract import SeedResult
+from hpo.engine import Engine, HistoryConflict, Task
+from hpo.kubeapi import Cluster, SecretProblem
+from hpo.pods import (
+    ANN_RECORDED,
+    build_pod,
+    failed_attempts,
+    group_tasks,
+    pod_state,
+    results_of,
+    tasks_of,
+)
+from hpo.prepare import DatasetProblem, Prepared, prepare
+from hpo.recorder import LedgerConflict, Recorder, StudyPaths
+from hpo.runners.local import request_for
+from hpo.spec import SpecError, Study, parse_study
+from hpo.store import Store, StoreError
+from hpo.stores import open_store, store_ref_for
+
+PHASES = {
+    "random": "RandomSearch",
+    "bayesian": "BayesianSearch",
+    "done": "Succeeded",
+    "failed": "Failed",
+}
+#: Spec fields that may change while a study runs; anything else is refused.
+MUTABLE = {
+    ("parallelism",),
+    ("failurePolicy",),
+    ("randomStage", "configurations"),
+    ("bayesianStage", "trialsPerConfig"),
+    ("result",),
+    ("trainer",),
+}
+TOP_N = 5
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age_s(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    then = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
+
+
+def refused_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Paths of spec fields that changed and may not change while the study runs."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
+        if path in MUTABLE or any(path[: len(m)] == m for m in MUTABLE):
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), (*path, key))
+        elif a != b:
+            out.append("spec." + ".".join(path))
+
+    walk(old, new, ())
+    return out
+
+
+@dataclass
+class Conditions:
+    """Kubernetes-style conditions; a transition time changes only with the status."""
+
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def set(self, type_: str, status: bool, reason: str, message: str = "") -> None:
+        value = "True" if status else "False"
+        old = self.items.get(type_)
+        since = old["lastTransitionTime"] if old and old["status"] == value else _now()
+        self.items[type_] = {
+            "type": type_,
+            "status": value,
+            "reason": reason,
+            "message": message[:1000],
+            "lastTransitionTime": since,
+        }
+
+    def load(self, raw: list[dict[str, Any]] | None) -> None:
+        for c in raw or []:
+            if "type" in c:
+                self.items[c["type"]] = dict(c)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return list(self.items.values())
+
+
+class StudyDriver:
+    """The control loop of one HPOStudy."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        name: str,
+        *,
+        body: Callable[[], dict[str, Any]] | None = None,
+        poll_s: float = 2.0,
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name
+        self._body = body or (lambda: cluster.get_study(namespace, name) or {})
+        self.poll_s = poll_s
+        self.wake = threading.Event()
+        self.conditions = Conditions()
+        self.pods: dict[str, list[Task]] = {}
+        self.delayed: list[tuple[float, Task]] = []
+        self.study: Study | None = None
+        self.engine: Engine | None = None
+        self.recorder: Recorder | None = None
+        self.store: Store | None = None
+        self.prepared: Prepared | None = None
+        self._status: dict[str, Any] = {}
+        self._phase = ""
+        self._accepted_spec: dict[str, Any] = {}
+        self.credentials: tuple[str, str] | None = None
+
+    # -- set-up ------------------------------------------------------------
+
+    def _fail(self, condition: str, reason: str, message: str) -> None:
+        """A problem the user must fix: a condition and an event, and no pod."""
+        self.conditions.set(condition, False, reason, message)
+        self.conditions.set("Failed", True, reason, message)
+        self.conditions.set("Progressing", False, reason, message)
+        self._patch({"phase": "Failed", "message": message})
+        self.cluster.event(self._body(), "Warning", reason, message)
+
+    def _start(self) -> bool:
+        body = self._body()
+        status = body.get("status") or {}
+        self.conditions.load(status.get("conditions"))
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return False
+        resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+        try:
+            study = parse_study(resource)
+        except SpecError as exc:
+            self._fail("Valid", "InvalidSpec", "; ".join(exc.problems))
+            return False
+        self.conditions.set("Valid", True, "SpecValid")
+        storage = study.spec.storage
+        if storage.type != "s3":
+            self._fail(
+                "Valid",
+                "InvalidSpec",
+                "spec.storage.type: trainer pods share no disk with the operator; "
+                "use an s3 store (MinIO) on a cluster",
+            )
+            return False
+        if storage.credentials_secret is None:
+            self._fail(
+                "Valid",
+                "InvalidSpec",
+                "spec.storage.credentialsSecret: is required on a cluster (a Secret with the "
+                "store's access and secret keys)",
+            )
+            return False
+        secret = storage.credentials_secret
+        try:
+            self.credentials = self.cluster.read_credentials(
+                self.namespace, secret.name, secret.access_key_key, secret.secret_key_key
+            )
+        except SecretProblem as exc:
+            self._fail("StoreReady", "CredentialsMissing", str(exc))
+            return False
+        ref = store_ref_for(study)
+        try:
+            self.store = open_store(ref, credentials=self.credentials)
+            self.prepared = prepare(study, ref, credentials=self.credentials)
+        except StoreError as exc:
+            self._fail("StoreReady", "StoreUnavailable", str(exc))
+            return False
+        except DatasetProblem as exc:
+            self._fail("DatasetReady", "InvalidDataset", str(exc))
+            return False
+        self.conditions.set("StoreReady", True, "StoreReachable", ref.uri)
+        self.conditions.set(
+            "DatasetReady",
+            True,
+            "DatasetChecked",
+            f"{self.prepared.rows} rows usable, {self.prepared.rows_dropped} with missing values",
+        )
+        self.study = study
+        self.store_ref = ref
+        self._accepted_spec = resource["spec"] or {}
+        self.recorder = Recorder(
+            self.store, StudyPaths(study.name), study, self.prepared.dataset.labels
+        )
+        history = self.recorder.load()
+        recorded = {r.key for r in history}
+        in_flight: list[Task] = []
+        for pod in self.cluster.list_pods(self.namespace, study.name):
+            tasks = [t for t in tasks_of(pod) if t.id not in recorded]
+            self.pods[pod["metadata"]["name"]] = tasks
+            in_flight += tasks
+        try:
+            self.engine = Engine(study.spec, history, in_flight)
+        except HistoryConflict as exc:
+            self._fail("Valid", "RecordsConflict", str(exc))
+            return False
+        self.recorder.save_study()
+        for note in self.engine.notes:
+            self.cluster.event(body, "Normal", "Note", note)
+        return True
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, stopped: Callable[[], bool]) -> None:
+        """Drive the study until it ends or the operator stops (then resume later)."""
+        if not self._start():
+            return
+        assert self.engine is not None and self.recorder is not None
+        self._phase = self.engine.phase
+        self.cluster.event(self._body(), "Normal", PHASES[self._phase], "study started")
+        while not stopped():
+            self.step()
+            if self.engine.finished and not self.pods:
+                break
+            self.wake.wait(self.poll_s)
+            self.wake.clear()
+        if stopped():
+            self._flush()
+            return
+        self._finish()
+
+    def _flush(self) -> None:
+        assert self.engine is not None and self.recorder is not None
+        try:
+            self.recorder.write(self.engine.recorded())
+            self.conditions.set("StoreReady", True, "StoreReachable", self.store_ref.uri)
+        except LedgerConflict:
+            raise
+        except StoreError as exc:  # kept in memory (and as scores.json) until the next write
+            self.conditions.set("StoreReady", False, "StoreUnavailable", str(exc))
+
+    def step(self) -> None:
+        """One reconciliation: read pods, record what finished, start what fits."""
+        assert self.engine is not None and self.recorder is not None and self.study is not None
+        self._apply_spec_changes()
+        pods = {p["metadata"]["name"]: p for p in self.cluster.list_pods(self.namespace, self.name)}
+        for name in list(self.pods):
+            if name not in pods:
+                self._report(
+                    failed_attempts_from(
+                        self.pods.pop(name),
+                        self.study.name,
+                        f"pod {name} was deleted before it finished",
+                    )
+                )
+        for name, pod in pods.items():
+            self._reconcile_pod(name, pod)
+        self._start_pods()
+        if self.recorder.due:
+            self._flush()
+        if self.engine.phase != self._phase:
+            self._phase = self.engine.phase
+            if not self.engine.finished:
+                self._flush()
+                self.cluster.event(
+                    self._body(), "Normal", PHASES[self._phase], f"stage {self._phase} started"
+                )
+        self._patch(self._progress_status())
+
+    def _report(self, results: list[SeedResult]) -> None:
+        assert self.engine is not None and self.recorder is not None
+        for r in results:
+            retry = self.engine.report(r)
+            if retry is not None:
+                backoff = self.study.spec.trainer.retry_backoff_seconds * 2 ** (retry.attempt - 2)
+                self.delayed.append((time.monotonic() + backoff, retry))
+                self.engine.running[retry.id] = retry
+                self.engine.queue.remove(retry)
+                self.cluster.event(
+                    self._body(),
+                    "Warning",
+                    "TrainingFailed",
+                    f"{r.trial} seed {r.seed} failed ({r.error}); retry {retry.attempt - 1} "
+                    f"in {backoff:.0f}s",
+                )
+            else:
+                self.recorder.note()
+                if r.status == "failed":
+                    self.cluster.event(
+                        self._body(),
+                        "Warning",
+                        "TrainingFailed",
+                        f"{r.trial} seed {r.seed} failed for good: {r.error}",
+                    )
+
+    def _scores(self, tasks: list[Task]) -> dict[int, SeedResult | None]:
+        assert self.store is not None
+        out: dict[int, SeedResult | None] = {}
+        paths = StudyPaths(self.name)
+        for t in tasks:
+            key = f"{paths.trial(t.trial.trial)}/seed-{t.seed}/scores.json"
+            try:
+                out[t.seed] = SeedResult.from_json(self.store.get_bytes(key).decode())
+            except (StoreError, ValueError, TypeError):
+                out[t.seed] = None
+        return out
+
+    def _reconcile_pod(self, name: str, pod: dict[str, Any]) -> None:
+        assert self.study is not None and self.engine is not None
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            return
+        state = pod_state(pod)
+        annotations = meta.get("annotations") or {}
+        if annotations.get(ANN_RECORDED):
+            # A failed pod kept for debugging: delete it once its time is up.
+            ttl = self.study.spec.trainer.failed_pod_ttl_seconds
+            if _age_s(annotations[ANN_RECORDED]) >= ttl:
+                self.cluster.delete_pod(self.namespace, name)
+            self.pods.pop(name, None)
+            return
+        tasks = self.pods.get(name)
+        if tasks is None:
+            tasks = [t for t in tasks_of(pod) if t.id not in self.engine.results]
+            self.pods[name] = tasks
+        if state.phase in ("Succeeded", "Failed"):
+            results = [
+                r
+                for r in results_of(pod, self.study.name, self._scores(tasks))
+                if r.key in {t.id for t in tasks}
+            ]
+            self._report(results)
+            self.pods.pop(name, None)
+            if state.phase == "Succeeded" or self.study.spec.trainer.failed_pod_ttl_seconds == 0:
+                self.cluster.delete_pod(self.namespace, name)
+            else:
+                self.cluster.annotate_pod(self.namespace, name, {ANN_RECORDED: _now()})
+        elif state.phase == "Unknown":
+            self._report(failed_attempts(pod, self.study.name, "node lost: pod status Unknown"))
+            self.pods.pop(name, None)
+            self.cluster.delete_pod(self.namespace, name)
+        elif state.phase == "Pending":
+            waited = _age_s(meta.get("creationTimestamp"))
+            if waited >= self.study.spec.trainer.pending_timeout_seconds:
+                why = state.waiting_reason or "unschedulable"
+                detail = f": {state.message}" if state.message else ""
+                self._report(
+                    failed_attempts(
+                        pod, self.study.name, f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
+                    )
+                )
+                self.pods.pop(name, None)
+                self.cluster.delete_pod(self.namespace, name)
+
+    def _start_pods(self) -> None:
+        assert self.study is not None and self.engine is not None and self.prepared is not None
+        spec = self.study.spec
+        per_pod = spec.trainer.seeds_per_pod
+        now = time.monotonic()
+        ready = [t for at, t in self.delayed if at <= now]
+        self.delayed = [(at, t) for at, t in self.delayed if at > now]
+        running = sum(len(ts) for ts in self.pods.values())
+        free = spec.parallelism * per_pod - running - len(self.delayed) - len(ready)
+        tasks = ready + self.engine.next_tasks(max(0, free))
+        paths = StudyPaths(self.study.name)
+        body = self._body()
+        uid = body["metadata"]["uid"]
+        for group in group_tasks(tasks, per_pod):
+            if len(self.pods) >= spec.parallelism:
+                for t in group:
+                    self.delayed.append((now, t))
+                continue
+            request = request_for(self.study, self.prepared, paths, group[0], self.store_ref)
+            request = request.__class__(**{**request.__dict__, "seeds": [t.seed for t in group]})
+            manifest = build_pod(
+                study=self.study.name,
+                namespace=self.namespace,
+                owner_uid=uid,
+                spec=spec,
+                request=request,
+                attempt=group[0].attempt,
+            )
+            name = manifest["metadata"]["name"]
+            try:
+                self.cluster.create_pod(self.namespace, manifest)
+            except Exception as exc:  # refused by the API (quota, admission): a failed attempt
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                body_text = getattr(exc, "body", "") or str(exc)
+                self._report(
+                    failed_attempts_from(
+                        group,
+                        self.study.name,
+                        f"pod {name} could not be created: {reason}: {str(body_text)[:300]}",
+                    )
+                )
+                continue
+            self.pods[name] = group
+
+    def _apply_spec_changes(self) -> None:
+        assert self.study is not None and self.engine is not None
+        body = self._body()
+        new_spec = body.get("spec") or {}
+        if new_spec == self._accepted_spec:
+            return
+        refused = refused_changes(self._accepted_spec, new_spec)
+        if refused:
+            self.conditions.set(
+                "SpecChangeRefused",
+                True,
+                "ImmutableField",
+                f"{', '.join(refused)} cannot change while the study runs; the study goes on "
+                "with its original spec (start a new study to change them)",
+            )
+            return
+        resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+        try:
+            study = parse_study(resource)
+        except SpecError as exc:
+            self.conditions.set("SpecChangeRefused", True, "InvalidSpec", "; ".join(exc.problems))
+            return
+        self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
+        self._accepted_spec = new_spec
+        self.study = study
+        running = list(self.engine.running.values())
+        self.engine = Engine(study.spec, self.engine.recorded(), running)
+        self.recorder.study = study
+
+    # -- status --------------------------------------------------------------
+
+    def _progress_status(self) -> dict[str, Any]:
+        assert self.engine is not None and self.study is not None
+        p = self.engine.progress()
+        phase = PHASES[p.phase]
+        failing = self.engine.failed_reason is not None
+        self.conditions.set(
+            "Progressing",
+            not self.engine.finished,
+            phase if not failing else "Failing",
+            self.engine.failed_reason or f"{p.done + p.failed} of {p.total} trainings recorded",
+        )
+        summaries = sorted(
+            (s for s in self.engine.summaries().values() if s.mean is not None),
+            key=lambda s: (s.mean, s.std, s.trial),
+        )
+        top = [
+            {
+                "trial": s.trial,
+                "configKey": s.config_key,
+                "maeMean": round(s.mean or 0, 6),
+                "maeStd": round(s.std or 0, 6),
+                "seeds": s.n,
+            }
+            for s in summaries[:TOP_N]
+        ]
+        return {
+            "phase": phase if not (self.engine.finished and self.pods) else PHASES["bayesian"],
+            "stage": p.phase if p.phase in ("random", "bayesian") else "done",
+            "trainings": f"{p.done + p.failed}/{p.total}",
+            "counts": {
+                "pending": p.queued + len(self.delayed),
+                "running": sum(len(t) for t in self.pods.values()),
+                "succeeded": p.done,
+                "failed": p.failed,
+            },
+            "best": top[0] if top else None,
+            "top": top,
+            "ledger": f"{self.store_ref.uri}/{StudyPaths(self.study.name).ledger}",
+            "message": self.engine.failed_reason or "",
+        }
+
+    def _patch(self, status: dict[str, Any]) -> None:
+        body = self._body()
+        status = {
+            **status,
+            "observedGeneration": (body.get("metadata") or {}).get("generation"),
+            "conditions": self.conditions.as_list(),
+        }
+        if status == self._status:
+            return
+        self.cluster.patch_status(self.namespace, self.name, status)
+        self._status = status
+
+    def _finish(self) -> None:
+        assert self.engine is not None and self.recorder is not None
+        best = None
+        for attempt in range(5):
+            try:
+                best = self.recorder.finish(self.engine.recorded())
+                break
+            except LedgerConflict:
+                raise
+            except StoreError as exc:
+                self.conditions.set("StoreReady", False, "StoreUnavailable", str(exc))
+                time.sleep(2**attempt)
+        failed = self.engine.phase == "failed"
+        status = self._progress_status()
+        status["phase"] = "Failed" if failed else "Succeeded"
+        self.conditions.set("Progressing", False, status["phase"])
+        if failed:
+            self.conditions.set("Failed", True, "TooManyFailures", self.engine.failed_reason or "")
+            self.cluster.event(
+                self._body(), "Warning", "StudyFailed", self.engine.failed_reason or ""
+            )
+        else:
+            self.conditions.set(
+                "Succeeded",
+                True,
+                "StudyComplete",
+                f"final group of {len(best) if best is not None else 0}",
+            )
+            self.cluster.event(self._body(), "Normal", "StudySucceeded", f"best {status['best']}")
+        self._patch(status)
+
+
+def failed_attempts_from(tasks: list[Task], study: str, error: str) -> list[SeedResult]:
+    """Failed results for trainings whose pod is gone or was refused."""
+    return [
+        SeedResult(
+            study=study,
+            trial=t.trial.trial,
+            stage=t.trial.stage,
+            parent=t.trial.parent,
+            config=t.trial.config,
+            config_key=t.trial.config_key,
+            seed=t.seed,
+            status="failed",
+            error=error,
+        )
+        for t in tasks
+    ]
