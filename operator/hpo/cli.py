@@ -199,6 +199,86 @@ def validate(
 
 
 @app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch only these namespaces (repeatable)."),
+    ] = None,
+    liveness: Annotated[
+        str, typer.Option(help="Liveness endpoint for the kubelet's probe.")
+    ] = "http://0.0.0.0:8080/healthz",
+    log_format: Annotated[str, typer.Option(help="plain or json.")] = "plain",
+    poll: Annotated[float, typer.Option(help="Seconds between reconciliations (at most).")] = 2.0,
+    verbose: Annotated[bool, typer.Option(help="Debug logs.")] = False,
+) -> None:
+    """Run the operator: every HPOStudy in the watched namespaces is run as trainer pods."""
+    import kopf
+
+    from hpo.handlers import default_api_client, make_registry
+
+    if log_format not in ("plain", "json"):
+        _fail([f"--log-format {log_format!r}: choose plain or json"])
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+    )
+    registry = make_registry(default_api_client, poll_s=poll)
+
+    @kopf.on.startup(registry=registry)
+    def _settings(settings: kopf.OperatorSettings, **_: object) -> None:
+        settings.persistence.finalizer = "hpo-operator.dev/finalizer"
+        settings.posting.level = 30  # warnings and up become Kubernetes events
+
+    kopf.run(
+        registry=registry,
+        standalone=True,  # one replica (Deployment strategy Recreate): no peering needed
+        clusterwide=not namespace,
+        namespaces=namespace or (),
+        liveness_endpoint=liveness,
+    )
+
+
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="The HPOStudy's name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    kubeconfig: Annotated[Path | None, typer.Option(envvar="KUBECONFIG")] = None,
+) -> None:
+    """Where a study on the cluster stands: phase, counts, best, conditions."""
+    from kubernetes import client, config
+
+    from hpo.kubeapi import Cluster
+
+    config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None)
+    study = Cluster(client.ApiClient()).get_study(namespace, name)
+    if study is None:
+        _fail([f"HPOStudy {namespace}/{name} not found"])
+    st = study.get("status") or {}
+    counts = st.get("counts") or {}
+    console.print(
+        f"{namespace}/{name}: {st.get('phase', 'Pending')} ({st.get('stage', '-')}), "
+        f"trainings {st.get('trainings', '-')}, running {counts.get('running', 0)}, "
+        f"failed {counts.get('failed', 0)}",
+        highlight=False,
+    )
+    best = st.get("best")
+    if best:
+        console.print(
+            f"best: {best['trial']} {best['configKey']} MAE {best['maeMean']:.4f} ± "
+            f"{best['maeStd']:.4f}",
+            highlight=False,
+        )
+    if st.get("ledger"):
+        console.print(f"ledger: {st['ledger']}", highlight=False)
+    for c in st.get("conditions") or []:
+        console.print(
+            f"  {c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
 def crd() -> None:
     """Print the HPOStudy CustomResourceDefinition (manifests/crd.yaml is this output)."""
     from hpo.crd import crd_yaml

@@ -1,0 +1,104 @@
+"""kopf handlers: thin glue from Kubernetes events to one ``StudyDriver`` per study.
+
+A daemon per HPOStudy runs the study's loop in a thread (the engine and
+scikit-optimize never block kopf's event loop). Pod events only wake the
+daemon of their study, so a finished pod is followed by the next one at once
+instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from hpo.crd import PLURAL, VERSION
+from hpo.kubeapi import Cluster
+from hpo.pods import LABEL_STUDY
+from hpo.runners.kube import StudyDriver
+from hpo.spec import API_GROUP
+
+log = logging.getLogger("hpo.operator")
+
+
+def make_registry(
+    api_client: Callable[[], client.ApiClient],
+    *,
+    poll_s: float = 2.0,
+    registry: kopf.OperatorRegistry | None = None,
+) -> kopf.OperatorRegistry:
+    """Register the operator's handlers on ``registry`` (a fresh one per test)."""
+    registry = registry or kopf.OperatorRegistry()
+    drivers: dict[str, StudyDriver] = {}
+    lock = threading.Lock()
+    cluster_box: dict[str, Cluster] = {}
+
+    def cluster() -> Cluster:
+        with lock:
+            if "c" not in cluster_box:
+                cluster_box["c"] = Cluster(api_client())
+            return cluster_box["c"]
+
+    @kopf.daemon(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        cancellation_timeout=30,
+        initial_delay=0,
+    )
+    def study_daemon(
+        name: str,
+        namespace: str,
+        uid: str,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:
+        driver = StudyDriver(
+            cluster(),
+            namespace,
+            name,
+            body=lambda: dict(body),
+            poll_s=poll_s,
+        )
+        with lock:
+            drivers[uid] = driver
+        try:
+            driver.run(stopped=lambda: bool(stopped))
+        finally:
+            with lock:
+                drivers.pop(uid, None)
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_STUDY: kopf.PRESENT}, registry=registry)
+    def pod_event(meta: kopf.Meta, **_: Any) -> None:
+        for owner in meta.get("ownerReferences") or []:
+            with lock:
+                driver = drivers.get(owner.get("uid", ""))
+            if driver is not None:
+                driver.wake.set()
+
+    @kopf.on.delete(API_GROUP, VERSION, PLURAL, registry=registry, optional=True)
+    def study_deleted(name: str, namespace: str, **_: Any) -> None:
+        """Pods go with their study (ownerReferences do it too); ledger and artifacts stay."""
+        n = cluster().delete_study_pods(namespace, name)
+        log.info(
+            "study %s/%s deleted; %d pods removed, results kept in the store", namespace, name, n
+        )
+
+    return registry
+
+
+def default_api_client() -> client.ApiClient:
+    """In a pod: the service account; elsewhere: the kubeconfig."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
