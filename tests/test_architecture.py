@@ -20,6 +20,11 @@ OPERATOR_MODULES = [
     "hpo.runners.local",
     "hpo.cli",
     "hpo_trainer.data",
+    "hpo_trainer.fetch",
+    "hpo.pods",
+    "hpo.stores",
+    "hpo.store_s3",
+    "hpo.crd",
 ]
 
 
