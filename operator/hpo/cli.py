@@ -205,7 +205,7 @@ def operator(
         typer.Option("--namespace", "-n", help="Watch only these namespaces (repeatable)."),
     ] = None,
     liveness: Annotated[
-        str, typer.Option(help="Liveness endpoint for the kubelet's probe.")
+        str, typer.Option(help="Liveness endpoint for the kubelet's probe ('' for none).")
     ] = "http://0.0.0.0:8080/healthz",
     log_format: Annotated[str, typer.Option(help="plain or json.")] = "plain",
     poll: Annotated[float, typer.Option(help="Seconds between reconciliations (at most).")] = 2.0,
@@ -234,7 +234,7 @@ def operator(
         standalone=True,  # one replica (Deployment strategy Recreate): no peering needed
         clusterwide=not namespace,
         namespaces=namespace or (),
-        liveness_endpoint=liveness,
+        liveness_endpoint=liveness or None,
     )
 
 

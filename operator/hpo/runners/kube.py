@@ -137,6 +137,7 @@ class StudyDriver:
         self._status: dict[str, Any] = {}
         self._phase = ""
         self._accepted_spec: dict[str, Any] = {}
+        self._last_running_phase = PHASES["random"]
         self.credentials: tuple[str, str] | None = None
 
     # -- set-up ------------------------------------------------------------
@@ -470,8 +471,13 @@ class StudyDriver:
             }
             for s in summaries[:TOP_N]
         ]
+        if self.engine.finished:
+            # Terminal only once _finish has written the ledger, plots and conditions.
+            phase = self._last_running_phase
+        else:
+            self._last_running_phase = phase
         return {
-            "phase": phase if not (self.engine.finished and self.pods) else PHASES["bayesian"],
+            "phase": phase,
             "stage": p.phase if p.phase in ("random", "bayesian") else "done",
             "trainings": f"{p.done + p.failed}/{p.total}",
             "counts": {

@@ -1,0 +1,488 @@
+"""The kopf operator end to end: the Kubernetes API emulator, a test kubelet and a real
+S3 server. Trainer pods run the real trainer (few epochs) or, where a test is about
+scheduling and failures rather than training, answer at once with synthetic scores
+written to the store exactly where the trainer writes them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kube.kubelet import TestKubelet
+from kube.server import KubeServer
+from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
+
+from conftest import EXAMPLE_CSV, REPO, study_dict
+from hpo.contract import SeedResult, TrainingRequest
+from hpo.crd import crd
+from hpo.handlers import make_registry
+from hpo.ledger import read_ledger
+from hpo.pods import ANN_ATTEMPT, LABEL_STUDY
+
+NS = "default"
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[KubeServer]:
+    server = KubeServer().start()
+    server.emulator.register_crd(crd())
+    api = server.api()
+    api.core.create_namespaced_secret(
+        NS,
+        {
+            "metadata": {"name": "s3-creds"},
+            "data": {
+                "accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode(),
+                "secretKey": base64.b64encode(TEST_SECRET_KEY.encode()).decode(),
+            },
+        },
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(s3_server: S3Server) -> str:
+    bucket = f"data-{uuid.uuid4().hex[:10]}"
+    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
+    return f"s3://{bucket}/transistor.csv"
+
+
+@contextmanager
+def operator(kube: KubeServer) -> Iterator[KopfRunner]:
+    """A real kopf operator with our handlers, talking HTTP to the emulator."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kube.connection_info()
+
+    make_registry(kube.api_client, poll_s=0.3, registry=registry)
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    with KopfRunner(
+        ["run", "--standalone", "--all-namespaces"],
+        registry=registry,
+        settings=settings,
+        timeout=120,
+    ) as runner:
+        yield runner
+
+
+@contextmanager
+def kubelet(kube: KubeServer, **options: Any) -> Iterator[TestKubelet]:
+    node = TestKubelet(kube.api_client(), **options).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def study_body(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
+    raw = study_dict(
+        searchSpace={
+            "hiddenLayers": {"min": 1, "max": 2},
+            "neurons": {"min": 8, "max": 32, "step": 8},
+            "activations": ["relu", "tanh"],
+            "learningRate": {"min": 0.003, "max": 0.03},
+            "batchSizes": [64],
+        },
+        training={"epochs": 3, "patience": 2, "seedsPerConfig": 2},
+        randomStage={"configurations": 3},
+        bayesianStage={"topK": 1, "trialsPerConfig": 1, "estimator": "ET", "neuronsRadius": 8},
+        parallelism=2,
+        failurePolicy={"retries": 1, "maxFailedTrainings": 3},
+        storage={
+            "type": "s3",
+            "endpoint": s3.endpoint,
+            "tls": False,
+            "bucket": bucket,
+            "prefix": "hpo",
+            "createBucket": True,
+            "credentialsSecret": {"name": "s3-creds"},
+        },
+        trainer={"image": "test/trainer:dev", "retryBackoffSeconds": 0, "seedsPerPod": 2},
+    )
+    raw["spec"]["dataset"]["path"] = dataset
+    raw["metadata"] = {"name": name, "namespace": NS}
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(raw["spec"].get(key), dict):
+            raw["spec"][key] = {**raw["spec"][key], **value}
+        else:
+            raw["spec"][key] = value
+    return raw
+
+
+def create(kube: KubeServer, body: dict[str, Any]) -> None:
+    api = kube.api()
+    api.custom.create_namespaced_custom_object(
+        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", body
+    )
+
+
+def study(kube: KubeServer, name: str) -> dict[str, Any]:
+    return kube.api().custom.get_namespaced_custom_object(
+        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+    )
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 240, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def phase(kube: KubeServer, name: str) -> str:
+    return (study(kube, name).get("status") or {}).get("phase", "")
+
+
+def finished(kube: KubeServer, name: str, timeout: float = 240) -> dict[str, Any]:
+    wait_for(lambda: phase(kube, name) in ("Succeeded", "Failed"), timeout)
+    return study(kube, name)
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj["status"]["conditions"]}
+
+
+def pods(kube: KubeServer, name: str) -> list[dict[str, Any]]:
+    raw = kube.api().core.list_namespaced_pod(
+        NS, label_selector=f"{LABEL_STUDY}={name}", _preload_content=False
+    )
+    return json.loads(raw.data)["items"]
+
+
+def events(kube: KubeServer, name: str) -> list[dict[str, Any]]:
+    raw = kube.api().core.list_namespaced_event(NS, _preload_content=False)
+    return [e for e in json.loads(raw.data)["items"] if e["involvedObject"]["name"] == name]
+
+
+def synthetic(
+    s3: S3Server, bucket: str, delay_s: float = 0.3
+) -> Callable[[dict[str, Any]], tuple[int, str]]:
+    """Answer a trainer pod at once: scores.json where the trainer puts it, and its message."""
+    store = new_s3_store(s3, bucket=bucket, prefix="hpo/default")
+
+    def result(pod: dict[str, Any]) -> tuple[int, str]:
+        time.sleep(delay_s)  # a training takes a moment: restarts land mid-study
+        args = pod["spec"]["containers"][0]["args"]
+        request = TrainingRequest.from_json(args[args.index("--request") + 1])
+        out = []
+        for seed in request.seeds:
+            c = request.config
+            mae = (
+                abs(math.log10(c["learning_rate"]) + 2.0) / 10
+                + sum(c["neurons"]) / 1000
+                + seed / 1e4
+            )
+            r = SeedResult(
+                study=request.study,
+                trial=request.trial,
+                stage=request.stage,
+                parent=request.parent,
+                config=c,
+                config_key=request.config_key,
+                seed=seed,
+                status="succeeded",
+                mae=mae,
+                per_label={
+                    label: {"mae": mae, "pct": 10 * mae} for label in request.dataset.labels
+                },
+                artifacts=request.artifacts_prefix(seed),
+                finished_at=time.time(),
+            )
+            store.put_bytes(f"{request.artifacts_prefix(seed)}/scores.json", r.to_json().encode())
+            out.append({"seed": seed, "status": "succeeded", "mae": mae, "trial": request.trial})
+        return 0, json.dumps(out)
+
+    return result
+
+
+def ledger_rows(s3: S3Server, bucket: str, name: str) -> list[SeedResult]:
+    store = new_s3_store(s3, bucket=bucket, prefix="", create_bucket=False)
+    return read_ledger(store, f"hpo/default/{name}/ledger.xlsx")
+
+
+def check_complete(rows: list[SeedResult], trainings: int, seeds: int = 2) -> None:
+    assert len(rows) == trainings, [r.key for r in rows]
+    assert len({r.key for r in rows}) == trainings, "a training recorded twice"
+    per_key: dict[str, int] = {}
+    for r in rows:
+        per_key[r.config_key] = per_key.get(r.config_key, 0) + 1
+    assert all(n == seeds for n in per_key.values()), "a configuration trained twice"
+
+
+# -- the whole path ------------------------------------------------------------
+
+
+def test_study_runs_through_both_stages_with_real_trainers(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    with operator(kube), kubelet(kube, max_running=2) as node:
+        create(kube, study_body("real", s3_server, dataset, bucket))
+        obj = finished(kube, "real", timeout=400)
+        wait_for(lambda: not pods(kube, "real"), timeout=30)
+    st = obj["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["trainings"] == "8/8"
+    assert st["counts"] == {"pending": 0, "running": 0, "succeeded": 8, "failed": 0}
+    assert st["best"]["maeMean"] > 0 and st["best"]["trial"] in {t["trial"] for t in st["top"]}
+    assert len(st["top"]) <= 5
+    assert st["ledger"] == f"s3://{bucket}/hpo/default/real/ledger.xlsx"
+    assert st["observedGeneration"] == obj["metadata"]["generation"]
+    conds = conditions(obj)
+    for t in ("Valid", "StoreReady", "DatasetReady", "Succeeded"):
+        assert conds[t]["status"] == "True", conds[t]
+        assert conds[t]["lastTransitionTime"] and conds[t]["reason"]
+    assert conds["Progressing"]["status"] == "False"
+    rows = ledger_rows(s3_server, bucket, "real")
+    check_complete(rows, 8)
+    assert {r.stage for r in rows} == {"random", "bayesian"}
+    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+    keys = set(store.list("real"))
+    for png in ("mae_vs_hidden_layers.png", "best_seeds_boxplot.png", "convergence.png"):
+        assert f"real/plots/{png}" in keys
+    for r in rows:
+        assert f"{r.artifacts}/model.keras" in keys
+    # Seeds were grouped two per pod: 4 configurations, 4 pods.
+    assert len(node.records) == 4
+    reasons = {e["reason"] for e in events(kube, "real")}
+    assert {"RandomSearch", "BayesianSearch", "StudySucceeded"} <= reasons
+
+
+def test_kubectl_applies_the_example_and_gets_it(kube: KubeServer) -> None:
+    kube.kubectl("apply", "--validate=false", "-f", str(REPO / "manifests" / "example-study.yaml"))
+    out = kube.kubectl("get", "hpostudies").stdout
+    assert "quickstart" in out
+    assert "quickstart" in kube.kubectl("get", "hpo").stdout
+    body = yaml.safe_load(kube.kubectl("get", "hpostudy", "quickstart", "-o", "yaml").stdout)
+    assert body["spec"]["storage"]["credentialsSecret"] == {"name": "minio-credentials"}
+    kube.kubectl("delete", "hpostudy", "quickstart")
+
+
+def test_invalid_study_gets_a_condition_naming_the_field_and_no_pod(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    body = study_body(
+        "invalid",
+        s3_server,
+        dataset,
+        "results-x",
+        searchSpace={"neurons": {"min": 300, "max": 200, "step": 8}},
+    )
+    with operator(kube), kubelet(kube, behaviour=lambda pod: "instant"):
+        create(kube, body)
+        obj = finished(kube, "invalid", timeout=60)
+        time.sleep(1)
+        assert not pods(kube, "invalid")
+    cond = conditions(obj)["Valid"]
+    assert cond["status"] == "False" and cond["reason"] == "InvalidSpec"
+    assert "spec.searchSpace.neurons: min (300) must be <= max (200)" in cond["message"]
+    assert obj["status"]["phase"] == "Failed"
+
+
+def test_missing_secret_is_named(kube: KubeServer, s3_server: S3Server, dataset: str) -> None:
+    body = study_body("nosecret", s3_server, dataset, "results-y")
+    body["spec"]["storage"]["credentialsSecret"] = {"name": "absent"}
+    with operator(kube):
+        create(kube, body)
+        obj = finished(kube, "nosecret", timeout=60)
+    cond = conditions(obj)["StoreReady"]
+    assert cond["status"] == "False" and "Secret default/absent not found" in cond["message"]
+    assert TEST_SECRET_KEY not in json.dumps(obj)
+
+
+# -- restarts ------------------------------------------------------------------
+
+
+@contextmanager
+def operator_process(kube: KubeServer, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``hpo operator`` as its own process, so that it can be killed (SIGKILL, no goodbye)."""
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig_path)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "--poll", "0.3"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait(30)
+
+
+def _restart_when(
+    kube: KubeServer,
+    name: str,
+    condition: Callable[[dict[str, Any]], bool],
+    log: Path,
+    gap: Callable[[], None] | None = None,
+) -> None:
+    """Run the operator until ``condition(status)``, kill it, optionally ``gap``, start it again."""
+    with operator_process(kube, log):
+        wait_for(lambda: condition(study(kube, name).get("status") or {}), timeout=120, every=0.05)
+    assert phase(kube, name) != "Succeeded", "the study ended before the kill: nothing was tested"
+    if gap:
+        gap()
+    with operator_process(kube, log):
+        try:
+            finished(kube, name, timeout=120)
+        except AssertionError:
+            raise AssertionError(log.read_text()[-5000:]) from None
+
+
+@pytest.mark.parametrize("moment", ["random", "bayesian", "after-pod-success"])
+def test_operator_restart_loses_nothing_and_repeats_nothing(
+    moment: str, kube: KubeServer, s3_server: S3Server, dataset: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    name = f"restart-{moment}"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(
+        name,
+        s3_server,
+        dataset,
+        bucket,
+        randomStage={"configurations": 5},
+        bayesianStage={"trialsPerConfig": 3},
+        trainer={"seedsPerPod": 1},
+    )
+    expected = (5 + 3) * 2
+    created: list[str] = []
+    hold = threading.Event()
+
+    def behaviour(pod: dict[str, Any]) -> str:
+        created.append(pod["metadata"]["name"])
+        return "pending" if hold.is_set() else "instant"
+
+    with kubelet(
+        kube, behaviour=behaviour, result=synthetic(s3_server, bucket), max_running=4
+    ) as node:
+        create(kube, body)
+        if moment == "random":
+            _restart_when(kube, name, lambda st: st.get("counts", {}).get("succeeded", 0) >= 3, log)
+        elif moment == "bayesian":
+            _restart_when(kube, name, lambda st: st.get("stage") == "bayesian", log)
+        else:
+            # Pods finish while no operator runs: their results reach the store (scores.json),
+            # not the ledger; the restarted operator must take them from there, once.
+            def gap() -> None:
+                time.sleep(1.0)
+
+            _restart_when(
+                kube, name, lambda st: st.get("counts", {}).get("running", 0) >= 2, log, gap
+            )
+        obj = study(kube, name)
+        assert obj["status"]["phase"] == "Succeeded", obj["status"]
+        rows = ledger_rows(s3_server, bucket, name)
+        check_complete(rows, expected)
+        assert obj["status"]["counts"]["succeeded"] == expected
+        # No pod created twice: deterministic names, and each seen by the kubelet once.
+        assert len(created) == len(set(created)) == expected
+        assert len(node.records) == expected
+
+
+# -- failures ------------------------------------------------------------------
+
+
+def test_each_kind_of_failure_is_a_retried_attempt(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "failures"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(
+        name,
+        s3_server,
+        dataset,
+        bucket,
+        randomStage={"configurations": 6},
+        bayesianStage={"enabled": False},
+        parallelism=6,
+        trainer={"seedsPerPod": 2, "pendingTimeoutSeconds": 10},
+        failurePolicy={"retries": 1, "maxFailedTrainings": 10},
+    )
+    first_attempt = {
+        "r0000": "fail:3:ValueError: boom",
+        "r0001": "oom",
+        "r0002": "unpullable",
+        "r0003": "pending",  # deleted by someone below
+        "r0004": "unknown",
+    }
+
+    def behaviour(pod: dict[str, Any]) -> str:
+        trial = pod["metadata"]["labels"]["hpo-operator.dev/trial"]
+        if pod["metadata"]["annotations"][ANN_ATTEMPT] == "1" and trial in first_attempt:
+            return first_attempt[trial]
+        return "instant"
+
+    with (
+        kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket), max_running=8),
+        operator(kube),
+    ):
+        create(kube, body)
+        victim = wait_for(
+            lambda: [p for p in pods(kube, name) if "-r0003-" in p["metadata"]["name"]], timeout=60
+        )
+        time.sleep(0.5)
+        kube.api().core.delete_namespaced_pod(victim[0]["metadata"]["name"], NS)
+        obj = finished(kube, name, timeout=120)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = ledger_rows(s3_server, bucket, name)
+    check_complete(rows, 12)
+    assert all(r.status == "succeeded" for r in rows)
+    events = [
+        e["message"] for e in kube.list_objects("events", NS) if e["involvedObject"]["name"] == name
+    ]
+    text = "\n".join(events)
+    assert "ValueError: boom" in text
+    assert "OOMKilled" in text
+    assert (
+        "pod stuck Pending (ImagePullBackOff" in text or "pod stuck Pending (ErrImagePull" in text
+    )
+    assert "was deleted before it finished" in text
+    assert "node lost" in text
+    # Failed pods are kept (for debugging) until their time is up; recorded ones are marked.
+    kept = pods(kube, name)
+    assert kept and all("hpo-operator.dev/recorded" in p["metadata"]["annotations"] for p in kept)
+
+
+def test_past_the_failure_limit_the_study_fails_with_the_reason(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "doomed"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(
+        name, s3_server, dataset, bucket, failurePolicy={"retries": 0, "maxFailedTrainings": 2}
+    )
+    with kubelet(kube, behaviour=lambda pod: "fail:1:RuntimeError: no luck"), operator(kube):
+        create(kube, body)
+        obj = finished(kube, name, timeout=120)
+    st = obj["status"]
+    assert st["phase"] == "Failed"
+    cond = conditions(obj)["Failed"]
+    assert cond["status"] == "True" and cond["reason"] == "TooManyFailures"
+    assert "more than failurePolicy.maxFailedTrainings (2)" in cond["message"]
+    assert "RuntimeError: no luck" in cond["message"]
