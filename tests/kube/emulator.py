@@ -61,6 +61,7 @@ import re
 import sys
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -122,9 +123,7 @@ def _not_found(resource: kmock.resource, name: str | None) -> ApiError:
 
 
 def _conflict(resource: kmock.resource, name: str, why: str) -> ApiError:
-    message = (
-        f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": {why}'
-    )
+    message = f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": {why}'
     return ApiError(
         409, "Conflict", message, {"name": name, "group": resource.group, "kind": resource.plural}
     )
@@ -204,18 +203,26 @@ def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
         if field in _SMP_SET_LISTS and isinstance(target, list):
             return list(target) + [item for item in patch if item not in target]
         if not isinstance(target, list) or not patch:
-            return [strategic_merge_patch(None, item) for item in patch if item != {"$patch": "delete"}]
+            return [
+                strategic_merge_patch(None, item) for item in patch if item != {"$patch": "delete"}
+            ]
         if not all(isinstance(i, Mapping) for i in [*patch, *target]):
             return copy.deepcopy(patch)
         merge_key = next(
-            (k for k in _SMP_KEYS if all(k in i for i in patch if "$patch" not in i) and all(k in i for i in target)),
+            (
+                k
+                for k in _SMP_KEYS
+                if all(k in i for i in patch if "$patch" not in i) and all(k in i for i in target)
+            ),
             None,
         )
         if merge_key is None:
             return copy.deepcopy(patch)
         result = [dict(i) for i in target]
         for item in patch:
-            position = next((n for n, i in enumerate(result) if i.get(merge_key) == item.get(merge_key)), None)
+            position = next(
+                (n for n, i in enumerate(result) if i.get(merge_key) == item.get(merge_key)), None
+            )
             if item.get("$patch") == "delete":
                 if position is not None:
                     del result[position]
@@ -310,7 +317,11 @@ def parse_api_path(path: str) -> parsing.ParsedPath:
     else:
         group, version, rest = parts[1], (parts[2] if len(parts) > 2 else None), parts[3:]
     namespace = None
-    if len(rest) >= 3 and rest[0] == "namespaces" and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+    if (
+        len(rest) >= 3
+        and rest[0] == "namespaces"
+        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+    ):
         namespace, rest = rest[1], rest[2:]
     plural = rest[0] if rest else None
     name = rest[1] if len(rest) > 1 else None
@@ -389,7 +400,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self.resources.load_bundled()
+        with (
+            warnings.catch_warnings()
+        ):  # kmock 0.8 uses the deprecated importlib.resources.read_binary
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
         if self.register_hpo:
             self.register_crd(hpo_crd())
         for namespace in self.namespaces:
@@ -417,7 +432,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 verbs=set(CR_VERBS),
                 shortnames=set(names.get("shortNames") or []),
                 categories=set(names.get("categories") or []),
-                subresources={s for s in (version.get("subresources") or {}) if s in ("status", "scale")},
+                subresources={
+                    s for s in (version.get("subresources") or {}) if s in ("status", "scale")
+                },
             )
             self._custom.add(resource)
         key: Key = (CRDS, None, crd["metadata"]["name"])
@@ -430,14 +447,20 @@ class KubeEmulator(kmock.KubernetesEmulator):
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             self._create_object(NAMESPACES, self.resources[NAMESPACES], body, None)
 
-    def create_object(self, resource: kmock.resource | str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create_object(
+        self, resource: kmock.resource | str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Create an object as a POST would (all defaulting and events); returns it."""
         res = kmock.resource(resource) if isinstance(resource, str) else resource
         info = self._info(res)
-        namespace = (body.get("metadata") or {}).get("namespace") or ("default" if info.namespaced else None)
+        namespace = (body.get("metadata") or {}).get("namespace") or (
+            "default" if info.namespaced else None
+        )
         return self._create_object(res, info, copy.deepcopy(dict(body)), namespace)
 
-    def get_object(self, resource: kmock.resource | str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    def get_object(
+        self, resource: kmock.resource | str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         """The live object, or None (a deep copy: safe to change)."""
         res = kmock.resource(resource) if isinstance(resource, str) else resource
         obj = self._live((res, namespace, name))
@@ -455,7 +478,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
         preds = parse_label_selector(label_selector) + parse_field_selector(field_selector)
         return copy.deepcopy(self._select(res, namespace, None, preds))
 
-    def count_requests(self, verb: str | None = None, resource: str | None = None, subresource: str | None | Literal[False] = False) -> int:
+    def count_requests(
+        self,
+        verb: str | None = None,
+        resource: str | None = None,
+        subresource: str | Literal[False] | None = False,
+    ) -> int:
         """How many recorded requests match a verb / resource plural / subresource."""
         return sum(
             1
@@ -505,9 +533,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 }
             )
             for sub in sorted(info.subresources):
-                verbs = ["get", "patch", "update"] if sub in ("status", "scale") else ["get"] if sub == "log" else ["create", "get"]
+                verbs = (
+                    ["get", "patch", "update"]
+                    if sub in ("status", "scale")
+                    else ["get"]
+                    if sub == "log"
+                    else ["create", "get"]
+                )
                 entries.append(
-                    {"name": f"{res.plural}/{sub}", "singularName": "", "namespaced": bool(info.namespaced), "kind": kind, "verbs": verbs}
+                    {
+                        "name": f"{res.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": bool(info.namespaced),
+                        "kind": kind,
+                        "verbs": verbs,
+                    }
                 )
         return {
             "kind": "APIResourceList",
@@ -540,7 +580,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 data = json.loads(body)
         resource = None
         if parsed.group is not None:
-            resource = kmock.resource(group=parsed.group, version=parsed.version, plural=parsed.plural)
+            resource = kmock.resource(
+                group=parsed.group, version=parsed.version, plural=parsed.plural
+            )
         method = kmock.method(raw_request.method)
         request = rendering.Request(
             id=len(self.request_log) - 1,
@@ -613,21 +655,37 @@ class KubeEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         # Discovery and anything that is not an object request: kmock's reactions & fallbacks.
         if request.resource is None or request.resource.plural is None:
-            return await kmock.RawHandler._handle(self, request)
+            response = await self._react(request, fallbacks=True)
+            if response is None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return response
         # Reactions that a test added answer first (intercepted requests change nothing).
-        response = await self._handle_reactions(request)
+        response = await self._react(request, fallbacks=False)
         if response is not None:
             return response
         return await self._serve(request)
 
-    async def _handle_reactions(self, request: rendering.Request) -> aiohttp.web.StreamResponse | None:
-        payloads = [p for p in self._payloads if not (p.priorities and p.priorities[0] == -math.inf)]
+    async def _react(
+        self, request: rendering.Request, *, fallbacks: bool
+    ) -> aiohttp.web.StreamResponse | None:
+        """kmock's reaction matching (``RawHandler._handle``), minus its O(requests) cost.
+
+        kmock decides ``request in reaction._source`` by filtering every request seen so
+        far; plain filter/priority chains are checked on this request alone here.
+        """
+        payloads = [
+            p
+            for p in self._payloads
+            if fallbacks or not (p.priorities and p.priorities[0] == -math.inf)
+        ]
         if not payloads:
             return None
         width = max(len(p.priorities) for p in payloads)
-        payloads.sort(key=lambda p: tuple(-x for x in p.priorities) + (0,) * (width - len(p.priorities)))
+        payloads.sort(
+            key=lambda p: tuple(-x for x in p.priorities) + (0,) * (width - len(p.priorities))
+        )
         for payload in payloads:
-            if request in payload._source and not payload._disabled.is_set():
+            if _matches(payload._source, request) and not payload._disabled.is_set():
                 try:
                     return await payload(request)
                 except rendering.ReactionMismatchError:
@@ -655,7 +713,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if sub is not None and (request.name is None or (sub not in info.subresources)):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if sub not in (None, "status", "log"):
-            raise ApiError(405, "MethodNotAllowed", f"the emulator does not serve {resource.plural}/{sub}")
+            raise ApiError(
+                405, "MethodNotAllowed", f"the emulator does not serve {resource.plural}/{sub}"
+            )
         params = request.params
 
         if method == "GET" and params.get("watch") in ("true", "1"):
@@ -730,8 +790,16 @@ class KubeEmulator(kmock.KubernetesEmulator):
             else:
                 self._dependents.setdefault(uid, set()).add(key)
 
-    def _emit(self, resource: kmock.resource, type_: str, obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
-        self._events.append(_Event(int(obj["metadata"]["resourceVersion"]), resource, type_, obj, old))
+    def _emit(
+        self,
+        resource: kmock.resource,
+        type_: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None = None,
+    ) -> None:
+        self._events.append(
+            _Event(int(obj["metadata"]["resourceVersion"]), resource, type_, obj, old)
+        )
         if len(self._events) > self.max_events:
             drop = len(self._events) // 2
             del self._events[:drop]
@@ -763,7 +831,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     # -- validation --------------------------------------------------------------------
 
-    def _validate(self, resource: kmock.resource, info: kmock.ResourceInfo, body: Mapping[str, Any]) -> None:
+    def _validate(
+        self, resource: kmock.resource, info: kmock.ResourceInfo, body: Mapping[str, Any]
+    ) -> None:
         meta = body.get("metadata") or {}
         kind = info.kind or str(resource.plural)
         name = str(meta.get("name") or "")
@@ -778,17 +848,39 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise _invalid(resource, kind, name, "metadata.labels", "must be a map")
         for key, value in labels.items():
             prefix, _, short = str(key).rpartition("/")
-            if (prefix and not _DNS_SUBDOMAIN.fullmatch(prefix)) or len(short) > 63 or not _LABEL_NAME.fullmatch(short):
-                raise _invalid(resource, kind, name, "metadata.labels", f'Invalid value: "{key}": name part must be valid')
-            if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
+            if (
+                (prefix and not _DNS_SUBDOMAIN.fullmatch(prefix))
+                or len(short) > 63
+                or not _LABEL_NAME.fullmatch(short)
+            ):
                 raise _invalid(
-                    resource, kind, name, "metadata.labels", f'Invalid value: "{value}": a valid label must be 63 characters or less'
+                    resource,
+                    kind,
+                    name,
+                    "metadata.labels",
+                    f'Invalid value: "{key}": name part must be valid',
+                )
+            if (
+                not isinstance(value, str)
+                or len(value) > 63
+                or (value and not _LABEL_NAME.fullmatch(value))
+            ):
+                raise _invalid(
+                    resource,
+                    kind,
+                    name,
+                    "metadata.labels",
+                    f'Invalid value: "{value}": a valid label must be 63 characters or less',
                 )
 
     # -- create ----------------------------------------------------------------------------
 
     def _create(
-        self, request: rendering.Request, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None
+        self,
+        request: rendering.Request,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
     ) -> dict[str, Any]:
         if not isinstance(request.data, dict):
             raise _bad_request("the body of the request was in an unknown format")
@@ -800,7 +892,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise _bad_request("metadata must be an object")
         if info.namespaced:
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
-                raise _bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise _bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             namespace = namespace or meta.get("namespace") or "default"
         if "dryRun" in request.params:
             return self._create_object(resource, info, body, namespace, dry_run=True)
@@ -831,7 +925,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if not name:
             prefix = meta.get("generateName")
             if not prefix:
-                raise _invalid(resource, kind, "", "metadata.name", "Required value: name or generateName is required")
+                raise _invalid(
+                    resource,
+                    kind,
+                    "",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                )
             for _ in range(100):
                 name = prefix + "".join(random.choices(_NAME_CHARS, k=5))
                 if self._live((resource, namespace, name)) is None:
@@ -847,7 +947,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
             )
         body["apiVersion"] = _api_version(resource)
         body["kind"] = kind
-        for field in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "managedFields"):
+        for field in (
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "selfLink",
+            "managedFields",
+        ):
             meta.pop(field, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
@@ -896,7 +1002,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
                     {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
                 ],
-                "storedVersions": [v["name"] for v in (body.get("spec") or {}).get("versions") or [] if v.get("storage")],
+                "storedVersions": [
+                    v["name"]
+                    for v in (body.get("spec") or {}).get("versions") or []
+                    if v.get("storage")
+                ],
             }
 
     # -- update (PUT, PATCH) ----------------------------------------------------------------
@@ -924,34 +1034,61 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if meta.get("name") not in (None, request.name):
                 raise _bad_request("the name of the object does not match the name on the URL")
             if meta.get("resourceVersion") not in (None, "", old_rv):
-                raise _conflict(resource, request.name, "the object has been modified; please apply your changes to the latest version and try again")
+                raise _conflict(
+                    resource,
+                    request.name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                )
         else:
             raw = request._raw_request
             ctype = (raw.content_type if raw is not None else "") or ""
             if "apply-patch" in ctype:
-                raise ApiError(415, "UnsupportedMediaType", "the emulator does not support server-side apply")
+                raise ApiError(
+                    415, "UnsupportedMediaType", "the emulator does not support server-side apply"
+                )
             if ctype == "application/json-patch+json" or isinstance(data, list):
                 if not isinstance(data, list):
                     raise _bad_request("a JSON patch must be a list of operations")
                 try:
                     new = jsonpatch.apply_patch(copy.deepcopy(old), data)
                 except jsonpatch.JsonPatchTestFailed as e:
-                    raise _invalid(resource, info.kind or "", request.name, "", f"the server rejected our request due to an error in our request: {e}") from None
-                except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, KeyError) as e:
-                    raise _invalid(resource, info.kind or "", request.name, "", f"the server rejected our request due to an error in our request: {e}") from None
+                    raise _invalid(
+                        resource,
+                        info.kind or "",
+                        request.name,
+                        "",
+                        f"the server rejected our request due to an error in our request: {e}",
+                    ) from None
+                except (
+                    jsonpatch.JsonPatchException,
+                    jsonpointer.JsonPointerException,
+                    TypeError,
+                    KeyError,
+                ) as e:
+                    raise _invalid(
+                        resource,
+                        info.kind or "",
+                        request.name,
+                        "",
+                        f"the server rejected our request due to an error in our request: {e}",
+                    ) from None
             elif not isinstance(data, dict):
                 raise _bad_request("the body of the request was in an unknown format")
             else:
                 precondition = (data.get("metadata") or {}).get("resourceVersion")
                 if precondition not in (None, old_rv):
-                    raise _conflict(resource, request.name, "the object has been modified; please apply your changes to the latest version and try again")
+                    raise _conflict(
+                        resource,
+                        request.name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    )
                 if ctype == "application/strategic-merge-patch+json":
                     if resource in self._custom:
                         raise ApiError(
                             415,
                             "UnsupportedMediaType",
-                            f"the body of the request was in an unknown format - accepted media types include: "
-                            f"application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                            "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                         )
                     new = strategic_merge_patch(old, data)
                 else:
@@ -984,8 +1121,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
             meta = new["metadata"] = {}
         old_meta = old["metadata"]
         for field in (
-            "name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-            "deletionGracePeriodSeconds", "generation", "resourceVersion",
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
         ):
             if field in old_meta:
                 meta[field] = old_meta[field]
@@ -1013,7 +1156,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             new["data"] = data
         self._validate(resource, info, new)
         skip = {"metadata", "status"} if "status" in info.subresources else {"metadata"}
-        if {k: v for k, v in old.items() if k not in skip} != {k: v for k, v in new.items() if k not in skip}:
+        if {k: v for k, v in old.items() if k not in skip} != {
+            k: v for k, v in new.items() if k not in skip
+        }:
             meta["generation"] = int(old_meta.get("generation") or 0) + 1
         return new
 
@@ -1033,7 +1178,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # -- delete ----------------------------------------------------------------------------
 
     def _delete(
-        self, request: rendering.Request, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None
+        self,
+        request: rendering.Request,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
     ) -> dict[str, Any]:
         assert request.name is not None
         key: Key = (resource, namespace, request.name)
@@ -1047,12 +1196,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
         pre = options.get("preconditions") or {}
         meta = obj["metadata"]
         if pre.get("uid") not in (None, meta.get("uid")):
-            raise _conflict(resource, request.name, f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}")
+            raise _conflict(
+                resource,
+                request.name,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
+            )
         if pre.get("resourceVersion") not in (None, meta.get("resourceVersion")):
-            raise _conflict(resource, request.name, "the object has been modified; please apply your changes to the latest version and try again")
+            raise _conflict(
+                resource,
+                request.name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
         if options.get("dryRun"):
             return obj
-        orphan = options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
+        orphan = (
+            options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
+        )
         return self._delete_object(key, obj, orphan=orphan)
 
     def _delete_object(self, key: Key, obj: dict[str, Any], *, orphan: bool) -> dict[str, Any]:
@@ -1093,7 +1252,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return final
 
     def _collect(self, owner_uid: str, *, orphan: bool) -> None:
-        for key in sorted(self._dependents.pop(owner_uid, set()), key=lambda k: (str(k[0]), k[1] or "", k[2])):
+        for key in sorted(
+            self._dependents.pop(owner_uid, set()), key=lambda k: (str(k[0]), k[1] or "", k[2])
+        ):
             obj = self._live(key)
             if obj is None:
                 continue
@@ -1112,7 +1273,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 self._delete_object(key, obj, orphan=False)
 
     def _delete_collection(
-        self, request: rendering.Request, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None
+        self,
+        request: rendering.Request,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
     ) -> dict[str, Any]:
         predicates = self._predicates(request)
         deleted = []
@@ -1126,9 +1291,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _predicates(self, request: rendering.Request) -> list[Predicate]:
         params = request.params
-        return parse_label_selector(params.get("labelSelector", "")) + parse_field_selector(params.get("fieldSelector", ""))
+        return parse_label_selector(params.get("labelSelector", "")) + parse_field_selector(
+            params.get("fieldSelector", "")
+        )
 
-    def _list_body(self, resource: kmock.resource, info: kmock.ResourceInfo, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def _list_body(
+        self, resource: kmock.resource, info: kmock.ResourceInfo, items: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         return {
             "apiVersion": _api_version(resource),
             "kind": f"{info.kind or resource.plural}List",
@@ -1137,7 +1306,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         }
 
     def _list(
-        self, request: rendering.Request, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None
+        self,
+        request: rendering.Request,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
     ) -> dict[str, Any]:
         items = self._select(resource, namespace, None, self._predicates(request))
         params = request.params
@@ -1163,17 +1336,49 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return body
 
     def _table(
-        self, request: rendering.Request, resource: kmock.resource, info: kmock.ResourceInfo, body: dict[str, Any]
+        self,
+        request: rendering.Request,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        body: dict[str, Any],
     ) -> dict[str, Any]:
         """``kubectl get``'s server-side printing: NAME, (pods: READY STATUS RESTARTS), AGE."""
-        columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
+        columns = [
+            {
+                "name": "Name",
+                "type": "string",
+                "format": "name",
+                "description": "Name",
+                "priority": 0,
+            }
+        ]
         if resource == PODS:
             columns += [
-                {"name": "Ready", "type": "string", "format": "", "description": "Ready", "priority": 0},
-                {"name": "Status", "type": "string", "format": "", "description": "Status", "priority": 0},
-                {"name": "Restarts", "type": "string", "format": "", "description": "Restarts", "priority": 0},
+                {
+                    "name": "Ready",
+                    "type": "string",
+                    "format": "",
+                    "description": "Ready",
+                    "priority": 0,
+                },
+                {
+                    "name": "Status",
+                    "type": "string",
+                    "format": "",
+                    "description": "Status",
+                    "priority": 0,
+                },
+                {
+                    "name": "Restarts",
+                    "type": "string",
+                    "format": "",
+                    "description": "Restarts",
+                    "priority": 0,
+                },
             ]
-        columns.append({"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0})
+        columns.append(
+            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}
+        )
         include = request.params.get("includeObject", "Metadata")
         rows = []
         for obj in body["items"]:
@@ -1182,7 +1387,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 statuses = (obj.get("status") or {}).get("containerStatuses") or []
                 ready = sum(1 for s in statuses if s.get("ready"))
                 total = len((obj.get("spec") or {}).get("containers") or [])
-                cells += [f"{ready}/{total}", _pod_phase_text(obj), str(sum(s.get("restartCount", 0) for s in statuses))]
+                cells += [
+                    f"{ready}/{total}",
+                    _pod_phase_text(obj),
+                    str(sum(s.get("restartCount", 0) for s in statuses)),
+                ]
             cells.append(_age(obj["metadata"].get("creationTimestamp")))
             row: dict[str, Any] = {"cells": cells}
             if include == "Object":
@@ -1206,7 +1415,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return self._events_base + len(self._events)
 
     async def _watch(
-        self, request: rendering.Request, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None
+        self,
+        request: rendering.Request,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
     ) -> aiohttp.web.StreamResponse:
         params = request.params
         predicates = self._predicates(request)
@@ -1220,7 +1433,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
         initial: list[dict[str, Any]] = []
         gone = False
         if since in ("", "0") or send_initial:
-            initial = [{"type": "ADDED", "object": o} for o in self._select(resource, namespace, name, predicates)]
+            initial = [
+                {"type": "ADDED", "object": o}
+                for o in self._select(resource, namespace, name, predicates)
+            ]
             cursor = self._event_end()
         else:
             try:
@@ -1234,7 +1450,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
         raw = request._raw_request
         assert raw is not None
-        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response = aiohttp.web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json"}
+        )
         await response.prepare(raw)
         waker = asyncio.Event()
         self._wakers.add(waker)
@@ -1280,11 +1498,30 @@ class KubeEmulator(kmock.KubernetesEmulator):
             await response.write_eof()
         return response
 
-    def _bookmark(self, resource: kmock.resource, info: kmock.ResourceInfo, *, initial_end: bool) -> dict[str, Any]:
+    def _bookmark(
+        self, resource: kmock.resource, info: kmock.ResourceInfo, *, initial_end: bool
+    ) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return {"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": _api_version(resource), "metadata": meta}}
+        return {
+            "type": "BOOKMARK",
+            "object": {"kind": info.kind, "apiVersion": _api_version(resource), "metadata": meta},
+        }
+
+
+def _matches(view: kmock.View, request: rendering.Request) -> bool:
+    """Whether a reaction's view selects the request (kmock's own check if not a plain chain)."""
+    node: Any = view
+    while True:
+        if isinstance(node, kmock.Root):
+            return True
+        if type(node) is kmock.Filter:
+            if not node.criteria(request):
+                return False
+        elif type(node) is not kmock.Priority:
+            return request in view  # slicers, groups, exclusions: history-aware, kmock decides
+        node = node._source
 
 
 def _gone_event(since: str) -> dict[str, Any]:
@@ -1378,7 +1615,12 @@ def hpo_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
                 }
             ],
         },

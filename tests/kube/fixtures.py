@@ -49,7 +49,12 @@ def make_kubelet(kube_server: KubeServer) -> Iterator[Callable[..., TestKubelet]
 
     def make(**options: Any) -> TestKubelet:
         api = kube_server.api()
-        options.setdefault("on_output", lambda ns, name, text: kube_server.call(kube_server.emulator.pod_logs.__setitem__, (ns, name), text))
+        options.setdefault(
+            "on_output",
+            lambda ns, name, text: kube_server.call(
+                kube_server.emulator.pod_logs.__setitem__, (ns, name), text
+            ),
+        )
         kubelet = TestKubelet(api.client, **options).start()
         kubelets.append((kubelet, api))
         return kubelet

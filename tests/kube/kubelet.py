@@ -91,6 +91,7 @@ class PodRecord:
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # the pod's own env, resolved
     output: str = ""  # stdout + stderr of a "run" pod
     deleted: bool = False
+    active: bool = False  # a worker plays it now (it sets ``done`` when it ends)
     settled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
     process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
@@ -136,7 +137,9 @@ class TestKubelet:
         self._running = 0
         self._watch_response: Any = None
         self._thread: threading.Thread | None = None
-        self._runner = concurrent.futures.ThreadPoolExecutor(max_running, thread_name_prefix="kubelet-run")
+        self._runner = concurrent.futures.ThreadPoolExecutor(
+            max_running, thread_name_prefix="kubelet-run"
+        )
         self._quick = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="kubelet-quick")
         self._dir = Path(tempfile.mkdtemp(prefix="kubelet-"))
         self._ip = 0
@@ -181,10 +184,14 @@ class TestKubelet:
     def record(self, name: str, namespace: str = "default") -> PodRecord | None:
         """The latest record of a pod by name (a re-created pod has a new record)."""
         with self._lock:
-            found = [r for r in self.records.values() if r.name == name and r.namespace == namespace]
+            found = [
+                r for r in self.records.values() if r.name == name and r.namespace == namespace
+            ]
         return found[-1] if found else None
 
-    def wait(self, name: str, namespace: str = "default", *, timeout: float = 30.0, settled: bool = False) -> PodRecord:
+    def wait(
+        self, name: str, namespace: str = "default", *, timeout: float = 30.0, settled: bool = False
+    ) -> PodRecord:
         """Wait until the pod is done (terminal or deleted) or, with ``settled``, parked."""
         deadline = time.monotonic() + timeout
         while (record := self.record(name, namespace)) is None:
@@ -193,7 +200,9 @@ class TestKubelet:
             time.sleep(0.01)
         event = record.settled if settled else record.done
         if not event.wait(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"pod {namespace}/{name} not {'settled' if settled else 'done'}: {record.steps}")
+            raise TimeoutError(
+                f"pod {namespace}/{name} not {'settled' if settled else 'done'}: {record.steps}"
+            )
         return record
 
     # -- watching -------------------------------------------------------------------------
@@ -214,7 +223,9 @@ class TestKubelet:
                     for pod in listing.get("items") or []:
                         self._on_event("ADDED", pod)
                     self._synced.set()
-                response = self._list(watch=True, resource_version=version, allow_watch_bookmarks=True)
+                response = self._list(
+                    watch=True, resource_version=version, allow_watch_bookmarks=True
+                )
                 with self._lock:
                     self._watch_response = response
                 if self._stop.is_set():
@@ -250,13 +261,16 @@ class TestKubelet:
                     record.deleted = True
                     record.step("deleted")
                     _kill(record)
-                    record.done.set()
+                    if not record.active:
+                        record.done.set()
                 return
             if record is not None or meta.get("deletionTimestamp"):
                 return
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 return  # finished before this kubelet started
-            record = PodRecord(namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=uid)
+            record = PodRecord(
+                namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=uid
+            )
             self.records[uid] = record
         try:
             record.mode = self.behaviour(pod)
@@ -278,7 +292,14 @@ class TestKubelet:
             record.step(f"unknown behaviour {record.mode!r}")
             record.settled.set()
 
-    def _guard(self, fn: Callable[[PodRecord, dict[str, Any]], None], record: PodRecord, pod: dict[str, Any]) -> None:
+    def _guard(
+        self,
+        fn: Callable[[PodRecord, dict[str, Any]], None],
+        record: PodRecord,
+        pod: dict[str, Any],
+    ) -> None:
+        with self._lock:
+            record.active = True
         try:
             fn(record, pod)
         except Exception as e:
@@ -287,9 +308,12 @@ class TestKubelet:
             record.settled.set()
             record.done.set()
         finally:
-            if fn == self._run:
-                with self._lock:
+            with self._lock:
+                record.active = False
+                if fn == self._run:
                     self._running -= 1
+            if record.deleted:
+                record.done.set()
 
     # -- status writing -------------------------------------------------------------------
 
@@ -307,8 +331,7 @@ class TestKubelet:
             )
         except ApiException as e:
             if e.status == 404:
-                record.deleted = True
-                record.done.set()
+                record.deleted = True  # the worker's guard sets ``done``
                 return False
             raise
         record.phase = status.get("phase", record.phase)
@@ -318,7 +341,12 @@ class TestKubelet:
         return {
             "phase": "Pending",
             "conditions": [
-                _condition("PodScheduled", False, "Unschedulable", "0/1 nodes are available: 1 Insufficient cpu."),
+                _condition(
+                    "PodScheduled",
+                    False,
+                    "Unschedulable",
+                    "0/1 nodes are available: 1 Insufficient cpu.",
+                ),
             ],
         }
 
@@ -336,7 +364,15 @@ class TestKubelet:
         containers = (pod.get("spec") or {}).get("containers") or []
         running = "running" in state
         terminal = phase in ("Succeeded", "Failed")
-        ready_reason = None if ready else "PodCompleted" if phase == "Succeeded" else "PodFailed" if terminal else "ContainersNotReady"
+        ready_reason = (
+            None
+            if ready
+            else "PodCompleted"
+            if phase == "Succeeded"
+            else "PodFailed"
+            if terminal
+            else "ContainersNotReady"
+        )
         status: dict[str, Any] = {
             "phase": phase,
             "startTime": started,
@@ -353,8 +389,14 @@ class TestKubelet:
                 {
                     "name": c.get("name", ""),
                     "image": c.get("image", ""),
-                    "imageID": _image_id(c.get("image", "")) if running or "terminated" in state else "",
-                    **({"containerID": _container_id(pod, c)} if running or "terminated" in state else {}),
+                    "imageID": _image_id(c.get("image", ""))
+                    if running or "terminated" in state
+                    else "",
+                    **(
+                        {"containerID": _container_id(pod, c)}
+                        if running or "terminated" in state
+                        else {}
+                    ),
                     "ready": ready,
                     "started": running,
                     "restartCount": 0,
@@ -370,24 +412,46 @@ class TestKubelet:
         return status
 
     def _pod_ip(self, pod: dict[str, Any]) -> str:
-        digest = int(hashlib.sha256(str((pod.get("metadata") or {}).get("uid")).encode()).hexdigest(), 16)
+        digest = int(
+            hashlib.sha256(str((pod.get("metadata") or {}).get("uid")).encode()).hexdigest(), 16
+        )
         return f"10.244.{digest % 250}.{digest // 250 % 250 + 2}"
 
-    def _creating(self, record: PodRecord, pod: dict[str, Any], started: str, reason: str = "ContainerCreating", message: str | None = None) -> bool:
+    def _creating(
+        self,
+        record: PodRecord,
+        pod: dict[str, Any],
+        started: str,
+        reason: str = "ContainerCreating",
+        message: str | None = None,
+    ) -> bool:
         waiting: dict[str, Any] = {"reason": reason}
         if message:
             waiting["message"] = message
         record.reason = reason
-        return self._write(record, self._status(pod, "Pending", {"waiting": waiting}, started=started))
+        return self._write(
+            record, self._status(pod, "Pending", {"waiting": waiting}, started=started)
+        )
 
-    def _terminate(self, record: PodRecord, pod: dict[str, Any], started: str, running_since: str, code: int, reason: str, message: str) -> None:
+    def _terminate(
+        self,
+        record: PodRecord,
+        pod: dict[str, Any],
+        started: str,
+        running_since: str,
+        code: int,
+        reason: str,
+        message: str,
+    ) -> None:
         phase = "Succeeded" if code == 0 else "Failed"
         terminated: dict[str, Any] = {
             "exitCode": code,
             "reason": reason,
             "startedAt": running_since,
             "finishedAt": now_rfc3339(),
-            "containerID": _container_id(pod, ((pod.get("spec") or {}).get("containers") or [{}])[0]),
+            "containerID": _container_id(
+                pod, ((pod.get("spec") or {}).get("containers") or [{}])[0]
+            ),
         }
         if message:
             terminated["message"] = message
@@ -410,31 +474,64 @@ class TestKubelet:
             return
         if kind == "unpullable":
             record.step("image-pull-error")
-            self._creating(record, pod, started, "ErrImagePull", f'failed to pull and unpack image "{image}": not found')
+            self._creating(
+                record,
+                pod,
+                started,
+                "ErrImagePull",
+                f'failed to pull and unpack image "{image}": not found',
+            )
             record.step("image-pull-backoff")
-            self._creating(record, pod, started, "ImagePullBackOff", f'Back-off pulling image "{image}"')
+            self._creating(
+                record, pod, started, "ImagePullBackOff", f'Back-off pulling image "{image}"'
+            )
             record.settled.set()
             return
         record.step("running")
-        if not self._write(record, self._status(pod, "Running", {"running": {"startedAt": started}}, started=started, ready=True)):
+        if not self._write(
+            record,
+            self._status(
+                pod, "Running", {"running": {"startedAt": started}}, started=started, ready=True
+            ),
+        ):
             return
         if kind == "unknown":
             time.sleep(0.1)
             record.step("unknown")
-            status = self._status(pod, "Unknown", {"running": {"startedAt": started}}, started=started)
+            status = self._status(
+                pod, "Unknown", {"running": {"startedAt": started}}, started=started
+            )
             status["reason"] = "NodeLost"
-            status["message"] = f"Node {self.node_name} which was running pod {record.name} is unresponsive"
+            status["message"] = (
+                f"Node {self.node_name} which was running pod {record.name} is unresponsive"
+            )
             self._write(record, status)
             record.settled.set()
             record.done.set()
             return
         if kind == "instant":
             code, message = (0, arg) if arg or self.result is None else self.result(pod)
-            self._terminate(record, pod, started, started, code, "Completed" if code == 0 else "Error", message[:MESSAGE_LIMIT])
+            self._terminate(
+                record,
+                pod,
+                started,
+                started,
+                code,
+                "Completed" if code == 0 else "Error",
+                message[:MESSAGE_LIMIT],
+            )
         elif kind == "fail":
             code_text, _, message = arg.partition(":")
             code = int(code_text or 1)
-            self._terminate(record, pod, started, started, code, "Error" if code else "Completed", message[:MESSAGE_LIMIT])
+            self._terminate(
+                record,
+                pod,
+                started,
+                started,
+                code,
+                "Error" if code else "Completed",
+                message[:MESSAGE_LIMIT],
+            )
         elif kind == "oom":
             self._terminate(record, pod, started, started, 137, "OOMKilled", "")
 
@@ -460,7 +557,9 @@ class TestKubelet:
                 if not reported:
                     record.step("config-error")
                     record.message = str(e)
-                    if not self._creating(record, pod, started, "CreateContainerConfigError", str(e)):
+                    if not self._creating(
+                        record, pod, started, "CreateContainerConfigError", str(e)
+                    ):
                         return
                     record.settled.set()
                     reported = True
@@ -478,7 +577,12 @@ class TestKubelet:
         if argv and _PYTHON.fullmatch(os.path.basename(argv[0])):
             argv[0] = sys.executable
         record.argv, record.env = argv, dict(env)
-        full_env = {**os.environ, "HOSTNAME": record.name, **env, "HPO_TERMINATION_LOG": str(term_file)}
+        full_env = {
+            **os.environ,
+            "HOSTNAME": record.name,
+            **env,
+            "HPO_TERMINATION_LOG": str(term_file),
+        }
         full_env.pop("KUBECONFIG", None)
         cwd = container.get("workingDir") or str(folder)
         log_path = folder / "output.log"
@@ -486,9 +590,17 @@ class TestKubelet:
         with open(log_path, "wb") as log:
             try:
                 if not argv:
-                    raise FileNotFoundError("no command: the emulator cannot use an image's entrypoint")
+                    raise FileNotFoundError(
+                        "no command: the emulator cannot use an image's entrypoint"
+                    )
                 process = subprocess.Popen(
-                    argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    argv,
+                    env=full_env,
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as e:
                 message = f"failed to create containerd task: exec: {e}"
@@ -499,7 +611,16 @@ class TestKubelet:
             if record.deleted or self._stop.is_set():
                 _kill(record)
             record.step("running")
-            self._write(record, self._status(pod, "Running", {"running": {"startedAt": running_since}}, started=started, ready=True))
+            self._write(
+                record,
+                self._status(
+                    pod,
+                    "Running",
+                    {"running": {"startedAt": running_since}},
+                    started=started,
+                    ready=True,
+                ),
+            )
             deadline = spec.get("activeDeadlineSeconds")
             limit = time.monotonic() + float(deadline) if deadline else None
             expired = False
@@ -507,10 +628,8 @@ class TestKubelet:
                 if limit is not None and time.monotonic() > limit:
                     expired = True
                     _kill(record)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(0.05)
-                except subprocess.TimeoutExpired:
-                    pass
         code = process.returncode
         code = 128 - code if code < 0 else code  # killed by a signal N: 128+N
         record.output = log_path.read_bytes().decode("utf-8", errors="replace")
@@ -524,15 +643,34 @@ class TestKubelet:
             self._cleanup(folder)
             return
         message = term_file.read_bytes()[:MESSAGE_LIMIT].decode("utf-8", errors="replace")
-        if not message and code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        if (
+            not message
+            and code != 0
+            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
             tail = record.output.splitlines()[-80:]
             message = "\n".join(tail)[-2048:]
         if expired:
             record.step("deadline-exceeded")
             self._terminate(record, pod, started, running_since, code, "Error", message)
-            self._write(record, {"phase": "Failed", "reason": "DeadlineExceeded", "message": f"Pod was active on the node longer than the specified deadline"})
+            self._write(
+                record,
+                {
+                    "phase": "Failed",
+                    "reason": "DeadlineExceeded",
+                    "message": "Pod was active on the node longer than the specified deadline",
+                },
+            )
         else:
-            self._terminate(record, pod, started, running_since, code, "Completed" if code == 0 else "Error", message)
+            self._terminate(
+                record,
+                pod,
+                started,
+                running_since,
+                code,
+                "Completed" if code == 0 else "Error",
+                message,
+            )
         self._cleanup(folder)
 
     def _cleanup(self, folder: Path) -> None:
@@ -549,10 +687,21 @@ class TestKubelet:
             if (kind, name) not in sources:
                 try:
                     if kind == "Secret":
-                        raw = json.loads(self.core.read_namespaced_secret(name, namespace, _preload_content=False).data)
-                        data = {k: base64.b64decode(v).decode() for k, v in (raw.get("data") or {}).items()}
+                        raw = json.loads(
+                            self.core.read_namespaced_secret(
+                                name, namespace, _preload_content=False
+                            ).data
+                        )
+                        data = {
+                            k: base64.b64decode(v).decode()
+                            for k, v in (raw.get("data") or {}).items()
+                        }
                     else:
-                        raw = json.loads(self.core.read_namespaced_config_map(name, namespace, _preload_content=False).data)
+                        raw = json.loads(
+                            self.core.read_namespaced_config_map(
+                                name, namespace, _preload_content=False
+                            ).data
+                        )
                         data = dict(raw.get("data") or {})
                 except ApiException as e:
                     if e.status != 404:
@@ -592,7 +741,9 @@ class TestKubelet:
                 if ref.get("key") not in data:
                     if ref.get("optional"):
                         break
-                    raise _ConfigError(f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')}")
+                    raise _ConfigError(
+                        f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')}"
+                    )
                 env[name] = data[ref["key"]]
                 break
             else:
@@ -604,8 +755,14 @@ class TestKubelet:
         return env
 
 
-def _condition(type_: str, ok: bool, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
-    condition: dict[str, Any] = {"type": type_, "status": "True" if ok else "False", "lastTransitionTime": now_rfc3339()}
+def _condition(
+    type_: str, ok: bool, reason: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "lastTransitionTime": now_rfc3339(),
+    }
     if reason:
         condition["reason"] = reason
     if message:

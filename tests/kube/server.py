@@ -46,7 +46,9 @@ T = TypeVar("T")
 class _QuickTestServer(aiohttp.test_utils.RawTestServer):
     """aiohttp's raw test server, but it waits at most 1 s for open requests at shutdown."""
 
-    async def _make_runner(self, debug: bool = False, **kwargs: Any) -> aiohttp.web_runner.ServerRunner:
+    async def _make_runner(
+        self, debug: bool = False, **kwargs: Any
+    ) -> aiohttp.web_runner.ServerRunner:
         server = aiohttp.web_server.Server(self._handler, loop=self._loop, debug=debug, **kwargs)
         return aiohttp.web_runner.ServerRunner(server, shutdown_timeout=1.0)
 
@@ -98,7 +100,9 @@ class KubeAPI:
 class KubeServer:
     """Run a ``KubeEmulator`` + kmock ``Server`` on a loop of its own in a daemon thread."""
 
-    def __init__(self, emulator: KubeEmulator | None = None, *, host: str = "127.0.0.1", **options: Any) -> None:
+    def __init__(
+        self, emulator: KubeEmulator | None = None, *, host: str = "127.0.0.1", **options: Any
+    ) -> None:
         """``options`` go to ``KubeEmulator`` (e.g. ``namespaces=("default", "ns1")``)."""
         self.emulator = emulator if emulator is not None else KubeEmulator(**options)
         self.host = host
@@ -163,7 +167,10 @@ class KubeServer:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        async with self.emulator, _Server(self.emulator, host=self.host, server_cls=_QuickTestServer) as srv:
+        async with (
+            self.emulator,
+            _Server(self.emulator, host=self.host, server_cls=_QuickTestServer) as srv,
+        ):
             self._url = str(srv.url).rstrip("/")
             self._ready.set()
             await self._stopping.wait()
@@ -220,7 +227,9 @@ class KubeServer:
         """A stored object (e.g. ``get_object("v1/pods", "default", "p")``), or None."""
         return self.call(self.emulator.get_object, resource, namespace, name)
 
-    def list_objects(self, resource: str, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+    def list_objects(
+        self, resource: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         return self.call(self.emulator.list_objects, resource, namespace, label_selector)
 
     def create_object(self, resource: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -240,22 +249,39 @@ class KubeServer:
         from kubernetes import client
 
         api_client = self.api_client()
-        return KubeAPI(api_client, client.CoreV1Api(api_client), client.CustomObjectsApi(api_client))
+        return KubeAPI(
+            api_client, client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+        )
 
     def connection_info(self) -> kopf.ConnectionInfo:
         """What a ``@kopf.on.login`` handler should return for this server."""
         import kopf
 
-        return kopf.ConnectionInfo(server=self.url, scheme="Bearer", token="x", default_namespace="default")
+        return kopf.ConnectionInfo(
+            server=self.url, scheme="Bearer", token="x", default_namespace="default"
+        )
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``kubectl --kubeconfig K --cache-dir C ARGS``; raise with stderr if it fails and ``check``."""
         assert self._dir is not None
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        argv = ["kubectl", "--kubeconfig", str(self.kubeconfig_path), "--cache-dir", str(self._dir / "cache"), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout, env=env)
+        argv = [
+            "kubectl",
+            "--kubeconfig",
+            str(self.kubeconfig_path),
+            "--cache-dir",
+            str(self._dir / "cache"),
+            *args,
+        ]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, input=input, timeout=timeout, env=env
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}{done.stdout}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}{done.stdout}"
+            )
         return done
 
     def _write_kubeconfig(self) -> None:
@@ -264,7 +290,12 @@ class KubeServer:
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
             "users": [{"name": "emulator", "user": {"token": "x"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"},
+                }
+            ],
             "current-context": "emulator",
             "preferences": {},
         }
