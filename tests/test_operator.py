@@ -453,10 +453,7 @@ def test_each_kind_of_failure_is_a_retried_attempt(
     rows = ledger_rows(s3_server, bucket, name)
     check_complete(rows, 12)
     assert all(r.status == "succeeded" for r in rows)
-    events = [
-        e["message"] for e in kube.list_objects("events", NS) if e["involvedObject"]["name"] == name
-    ]
-    text = "\n".join(events)
+    text = "\n".join(e["message"] for e in events(kube, name))
     assert "ValueError: boom" in text
     assert "OOMKilled" in text
     assert (

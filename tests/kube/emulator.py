@@ -685,7 +685,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             key=lambda p: tuple(-x for x in p.priorities) + (0,) * (width - len(p.priorities))
         )
         for payload in payloads:
-            if _matches(payload._source, request) and not payload._disabled.is_set():
+            if not payload._disabled.is_set() and _matches(payload._source, request):
                 try:
                     return await payload(request)
                 except rendering.ReactionMismatchError:
@@ -1511,17 +1511,24 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
 
 def _matches(view: kmock.View, request: rendering.Request) -> bool:
-    """Whether a reaction's view selects the request (kmock's own check if not a plain chain)."""
+    """Whether a reaction's view selects the request.
+
+    Filters and priorities are checked on this request alone; slicers and exclusions
+    select a subset of their source, so kmock's history-aware check runs only when
+    the request passes every filter; anything else (groups) goes to kmock directly.
+    """
     node: Any = view
-    while True:
-        if isinstance(node, kmock.Root):
-            return True
+    plain = True
+    while not isinstance(node, kmock.Root):
         if type(node) is kmock.Filter:
             if not node.criteria(request):
                 return False
+        elif isinstance(node, kmock.Slicer | kmock.Exclusion):
+            plain = False
         elif type(node) is not kmock.Priority:
-            return request in view  # slicers, groups, exclusions: history-aware, kmock decides
+            return request in view
         node = node._source
+    return plain or request in view
 
 
 def _gone_event(since: str) -> dict[str, Any]:
