@@ -483,3 +483,128 @@ def test_past_the_failure_limit_the_study_fails_with_the_reason(
     assert cond["status"] == "True" and cond["reason"] == "TooManyFailures"
     assert "more than failurePolicy.maxFailedTrainings (2)" in cond["message"]
     assert "RuntimeError: no luck" in cond["message"]
+
+
+# -- changes and deletion --------------------------------------------------------
+
+
+def test_running_study_takes_operational_changes_and_refuses_the_rest(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "changes"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(
+        name,
+        s3_server,
+        dataset,
+        bucket,
+        randomStage={"configurations": 8},
+        bayesianStage={"enabled": False},
+        parallelism=1,
+        trainer={"seedsPerPod": 1},
+    )
+    api = kube.api().custom
+    most = {"before": 0, "after": 0}
+    with (
+        kubelet(
+            kube,
+            behaviour=lambda pod: "instant",
+            result=synthetic(s3_server, bucket, delay_s=0.4),
+            max_running=8,
+        ),
+        operator(kube),
+    ):
+        create(kube, body)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            most["before"] = max(most["before"], len(pods(kube, name)))
+            time.sleep(0.05)
+        patch = {
+            "spec": {"parallelism": 4, "searchSpace": {"neurons": {"min": 8, "max": 64, "step": 8}}}
+        }
+        api.patch_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name, patch
+        )
+        refused = wait_for(
+            lambda: conditions(study(kube, name)).get("SpecChangeRefused"), timeout=30
+        )
+        assert refused["status"] == "True" and "spec.searchSpace.neurons.max" in refused["message"]
+        # Undo the refused part: parallelism alone is applied.
+        api.patch_namespaced_custom_object(
+            "hpo-operator.dev",
+            "v1alpha1",
+            NS,
+            "hpostudies",
+            name,
+            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32, "step": 8}}}},
+        )
+        while phase(kube, name) not in ("Succeeded", "Failed"):
+            most["after"] = max(most["after"], len(pods(kube, name)))
+            time.sleep(0.05)
+    assert most["before"] == 1
+    assert most["after"] >= 2
+    assert conditions(study(kube, name))["SpecChangeRefused"]["status"] == "False"
+    rows = ledger_rows(s3_server, bucket, name)
+    check_complete(rows, 16)
+    assert all(max(r.config["neurons"]) <= 32 for r in rows)  # the original space
+
+
+def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "deleted"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(name, s3_server, dataset, bucket, parallelism=3, trainer={"seedsPerPod": 2})
+
+    def behaviour(pod: dict[str, Any]) -> str:
+        return "instant" if "-r0000-" in pod["metadata"]["name"] else "pending"
+
+    with kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket)), operator(kube):
+        create(kube, body)
+        wait_for(
+            lambda: (study(kube, name).get("status") or {}).get("counts", {}).get("succeeded") == 2,
+            timeout=60,
+        )
+        wait_for(lambda: len(pods(kube, name)) == 2, timeout=30)
+        kube.api().custom.delete_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+        )
+        wait_for(lambda: not pods(kube, name), timeout=30)
+    rows = ledger_rows(s3_server, bucket, name)
+    assert [(r.trial, r.seed) for r in rows] == [("r0000", 1), ("r0000", 2)]
+    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+    assert store.exists(f"{name}/study.yaml")
+
+
+def test_hpo_status_shows_where_a_study_stands(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "shown"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    with (
+        kubelet(
+            kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, delay_s=0)
+        ),
+        operator(kube),
+    ):
+        create(kube, study_body(name, s3_server, dataset, bucket))
+        finished(kube, name, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpo.cli",
+            "status",
+            name,
+            "--kubeconfig",
+            str(kube.kubeconfig_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"default/{name}: Succeeded (done), trainings 8/8" in out
+    assert "best: " in out and f"ledger: s3://{bucket}/hpo/default/{name}/ledger.xlsx" in out
+    assert "Succeeded=True StudyComplete" in out
+    get = kube.kubectl("get", "hpostudies", name).stdout
+    assert "Succeeded" in get and "8/8" in get
