@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -75,7 +76,7 @@ spec: {}
 """
 
 
-def test_kubectl_apply_get_delete(kube_server: KubeServer, kubeconfig) -> None:
+def test_kubectl_apply_get_delete(kube_server: KubeServer, kubeconfig: Path) -> None:
     assert kubeconfig.exists()
     out = kube_server.kubectl("apply", "--validate=false", "-f", "-", input=STUDY_YAML).stdout
     assert "hpostudy.hpo-operator.dev/demo created" in out
