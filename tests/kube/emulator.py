@@ -397,6 +397,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _uids: dict[str, Key] = attrs.field(factory=dict, init=False)
     _dependents: dict[str, set[Key]] = attrs.field(factory=dict, init=False)
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
+    #: A CRD's additionalPrinterColumns (Age aside), for kubectl get's table.
+    printer_columns: dict[Any, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -436,6 +438,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 },
             )
             self._custom.add(resource)
+            self.printer_columns[resource] = [
+                c for c in version.get("additionalPrinterColumns") or [] if c.get("name") != "Age"
+            ]
         key: Key = (CRDS, None, crd["metadata"]["name"])
         if store and self._live(key) is None:
             self._create_object(CRDS, self.resources[CRDS], copy.deepcopy(dict(crd)), None)
@@ -1365,6 +1370,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     "priority": 0,
                 },
             ]
+        printer = self.printer_columns.get(resource, [])
+        for c in printer:
+            columns.append(
+                {
+                    "name": c["name"],
+                    "type": c.get("type", "string"),
+                    "format": "",
+                    "description": c["name"],
+                    "priority": 0,
+                }
+            )
         columns.append(
             {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}
         )
@@ -1381,6 +1397,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     _pod_phase_text(obj),
                     str(sum(s.get("restartCount", 0) for s in statuses)),
                 ]
+            for c in printer:
+                cells.append(_json_path(obj, c.get("jsonPath", "")))
             cells.append(_age(obj["metadata"].get("creationTimestamp")))
             row: dict[str, Any] = {"cells": cells}
             if include == "Object":
@@ -1567,6 +1585,16 @@ def _filter_event(
     if before:
         return {"type": "DELETED", "object": event.obj}
     return None
+
+
+def _json_path(obj: Mapping[str, Any], path: str) -> Any:
+    """The value at a simple ``.a.b.c`` printer-column path, or None."""
+    node: Any = obj
+    for part in path.strip(".").split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _age(timestamp: str | None) -> str:
