@@ -64,7 +64,7 @@ def dataset(s3_server: S3Server) -> str:
 
 
 @contextmanager
-def operator(kube: KubeServer) -> Iterator[KopfRunner]:
+def operator(kube: KubeServer, retry_s: float = 15.0) -> Iterator[KopfRunner]:
     """A real kopf operator with our handlers, talking HTTP to the emulator."""
     registry = kopf.OperatorRegistry()
 
@@ -72,7 +72,7 @@ def operator(kube: KubeServer) -> Iterator[KopfRunner]:
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kube.connection_info()
 
-    make_registry(kube.api_client, poll_s=0.3, registry=registry)
+    make_registry(kube.api_client, poll_s=0.3, retry_s=retry_s, registry=registry)
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True
     settings.posting.enabled = False
@@ -181,9 +181,14 @@ def synthetic(
     s3: S3Server, bucket: str, delay_s: float = 0.3
 ) -> Callable[[dict[str, Any]], tuple[int, str]]:
     """Answer a trainer pod at once: scores.json where the trainer puts it, and its message."""
-    store = new_s3_store(s3, bucket=bucket, prefix="hpo/default")
+    stores: list[Any] = []
 
     def result(pod: dict[str, Any]) -> tuple[int, str]:
+        if not stores:  # opened on first use: the operator creates the bucket, not this
+            stores.append(
+                new_s3_store(s3, bucket=bucket, prefix="hpo/default", create_bucket=False)
+            )
+        store = stores[0]
         time.sleep(delay_s)  # a training takes a moment: restarts land mid-study
         args = pod["spec"]["containers"][0]["args"]
         request = TrainingRequest.from_json(args[args.index("--request") + 1])
@@ -608,3 +613,35 @@ def test_hpo_status_shows_where_a_study_stands(
     assert "Succeeded=True StudyComplete" in out
     get = kube.kubectl("get", "hpostudies", name).stdout
     assert "Succeeded" in get and "8/8" in get
+
+
+def test_a_store_problem_at_start_is_reported_and_retried(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "waits"
+    bucket = f"later-{uuid.uuid4().hex[:10]}"
+    body = study_body(name, s3_server, dataset, bucket)
+    body["spec"]["storage"]["createBucket"] = False
+    registry_retry = 1.0
+    with (
+        kubelet(
+            kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, delay_s=0)
+        ),
+        operator(kube, retry_s=registry_retry),
+    ):
+        create(kube, body)
+        cond = wait_for(
+            lambda: (
+                conditions(study(kube, name)).get("StoreReady")
+                if study(kube, name).get("status")
+                else None
+            ),
+            timeout=60,
+        )
+        assert cond["status"] == "False" and f"bucket '{bucket}' does not exist" in cond["message"]
+        assert phase(kube, name) == "Pending" and not pods(kube, name)
+        new_s3_store(s3_server, bucket=bucket, prefix="")  # the bucket appears
+        obj = finished(kube, name, timeout=60)
+    assert obj["status"]["phase"] == "Succeeded"
+    assert conditions(obj)["StoreReady"]["status"] == "True"
+    check_complete(ledger_rows(s3_server, bucket, name), 8)

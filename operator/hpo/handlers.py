@@ -29,6 +29,7 @@ def make_registry(
     api_client: Callable[[], client.ApiClient],
     *,
     poll_s: float = 2.0,
+    retry_s: float = 15.0,
     registry: kopf.OperatorRegistry | None = None,
 ) -> kopf.OperatorRegistry:
     """Register the operator's handlers on ``registry`` (a fresh one per test)."""
@@ -69,7 +70,7 @@ def make_registry(
         with lock:
             drivers[uid] = driver
         try:
-            driver.run(stopped=lambda: bool(stopped))
+            driver.run(stopped=lambda: bool(stopped), retry_s=retry_s)
         finally:
             with lock:
                 drivers.pop(uid, None)

@@ -53,6 +53,10 @@ MUTABLE = {
 TOP_N = 5
 
 
+class _NotYet(Exception):
+    """The study cannot start yet (its store is unreachable); try again later."""
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -193,8 +197,8 @@ class StudyDriver:
             self.store = open_store(ref, credentials=self.credentials)
             self.prepared = prepare(study, ref, credentials=self.credentials)
         except StoreError as exc:
-            self._fail("StoreReady", "StoreUnavailable", str(exc))
-            return False
+            # Perhaps an outage, perhaps a missing bucket: say so and try again later.
+            raise _NotYet(str(exc)) from None
         except DatasetProblem as exc:
             self._fail("DatasetReady", "InvalidDataset", str(exc))
             return False
@@ -211,7 +215,10 @@ class StudyDriver:
         self.recorder = Recorder(
             self.store, StudyPaths(study.name), study, self.prepared.dataset.labels
         )
-        history = self.recorder.load()
+        try:
+            history = self.recorder.load()
+        except StoreError as exc:
+            raise _NotYet(str(exc)) from None
         recorded = {r.key for r in history}
         in_flight: list[Task] = []
         for pod in self.cluster.list_pods(self.namespace, study.name):
@@ -230,10 +237,24 @@ class StudyDriver:
 
     # -- the loop ----------------------------------------------------------
 
-    def run(self, stopped: Callable[[], bool]) -> None:
+    def run(self, stopped: Callable[[], bool], retry_s: float = 15.0) -> None:
         """Drive the study until it ends or the operator stops (then resume later)."""
-        if not self._start():
-            return
+        while True:
+            try:
+                if not self._start():
+                    return
+                break
+            except _NotYet as exc:
+                message = f"{exc}; retrying every {retry_s:.0f}s"
+                self.conditions.set("StoreReady", False, "StoreUnavailable", message)
+                self.conditions.set("Progressing", False, "WaitingForStore", message)
+                self._patch({"phase": "Pending", "message": message})
+                self.cluster.event(self._body(), "Warning", "StoreUnavailable", message)
+                deadline = time.monotonic() + retry_s
+                while time.monotonic() < deadline:
+                    if stopped():
+                        return
+                    time.sleep(0.2)
         assert self.engine is not None and self.recorder is not None
         self._phase = self.engine.phase
         self.cluster.event(self._body(), "Normal", PHASES[self._phase], "study started")
