@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import subprocess
 import sys
@@ -25,10 +24,11 @@ import yaml
 from kopf.testing import KopfRunner
 from kube.kubelet import TestKubelet
 from kube.server import KubeServer
+from kube.synthetic import synthetic as synthetic_trainer
 from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
 
 from conftest import EXAMPLE_CSV, REPO, study_dict
-from hpo.contract import SeedResult, TrainingRequest
+from hpo.contract import SeedResult
 from hpo.crd import crd
 from hpo.handlers import make_registry
 from hpo.ledger import read_ledger
@@ -180,47 +180,10 @@ def events(kube: KubeServer, name: str) -> list[dict[str, Any]]:
 def synthetic(
     s3: S3Server, bucket: str, delay_s: float = 0.3
 ) -> Callable[[dict[str, Any]], tuple[int, str]]:
-    """Answer a trainer pod at once: scores.json where the trainer puts it, and its message."""
-    stores: list[Any] = []
-
-    def result(pod: dict[str, Any]) -> tuple[int, str]:
-        if not stores:  # opened on first use: the operator creates the bucket, not this
-            stores.append(
-                new_s3_store(s3, bucket=bucket, prefix="hpo/default", create_bucket=False)
-            )
-        store = stores[0]
-        time.sleep(delay_s)  # a training takes a moment: restarts land mid-study
-        args = pod["spec"]["containers"][0]["args"]
-        request = TrainingRequest.from_json(args[args.index("--request") + 1])
-        out = []
-        for seed in request.seeds:
-            c = request.config
-            mae = (
-                abs(math.log10(c["learning_rate"]) + 2.0) / 10
-                + sum(c["neurons"]) / 1000
-                + seed / 1e4
-            )
-            r = SeedResult(
-                study=request.study,
-                trial=request.trial,
-                stage=request.stage,
-                parent=request.parent,
-                config=c,
-                config_key=request.config_key,
-                seed=seed,
-                status="succeeded",
-                mae=mae,
-                per_label={
-                    label: {"mae": mae, "pct": 10 * mae} for label in request.dataset.labels
-                },
-                artifacts=request.artifacts_prefix(seed),
-                finished_at=time.time(),
-            )
-            store.put_bytes(f"{request.artifacts_prefix(seed)}/scores.json", r.to_json().encode())
-            out.append({"seed": seed, "status": "succeeded", "mae": mae, "trial": request.trial})
-        return 0, json.dumps(out)
-
-    return result
+    """Pods answered at once with synthetic scores (a training takes ``delay_s``)."""
+    return synthetic_trainer(
+        lambda: new_s3_store(s3, bucket=bucket, prefix="hpo/default", create_bucket=False), delay_s
+    )
 
 
 def ledger_rows(s3: S3Server, bucket: str, name: str) -> list[SeedResult]:

@@ -1,0 +1,67 @@
+"""A stand-in for the trainer where a test or benchmark is about scheduling, not training.
+
+``synthetic(store)`` answers a trainer pod at once (for the test kubelet's
+``instant`` behaviour): it writes each seed's ``scores.json`` exactly where the
+real trainer writes it and returns the termination message the trainer would.
+Scores come from a smooth function of the configuration, so the Bayesian stage
+has something to optimise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hpo.contract import SeedResult, TrainingRequest
+from hpo.store import Store
+
+
+def synthetic_mae(config: dict[str, Any], seed: int) -> float:
+    return (
+        abs(math.log10(config["learning_rate"]) + 2.0) / 10
+        + sum(config["neurons"]) / 1000
+        + seed / 1e4
+    )
+
+
+def synthetic(
+    open_store: Callable[[], Store], delay_s: float = 0.0
+) -> Callable[[dict[str, Any]], tuple[int, str]]:
+    """The kubelet ``result`` callable; ``open_store`` is called once, on first use."""
+    stores: list[Store] = []
+
+    def result(pod: dict[str, Any]) -> tuple[int, str]:
+        if delay_s:
+            time.sleep(delay_s)
+        if not stores:
+            stores.append(open_store())
+        store = stores[0]
+        args = pod["spec"]["containers"][0]["args"]
+        request = TrainingRequest.from_json(args[args.index("--request") + 1])
+        out = []
+        for seed in request.seeds:
+            mae = synthetic_mae(request.config, seed)
+            r = SeedResult(
+                study=request.study,
+                trial=request.trial,
+                stage=request.stage,
+                parent=request.parent,
+                config=request.config,
+                config_key=request.config_key,
+                seed=seed,
+                status="succeeded",
+                mae=mae,
+                per_label={
+                    label: {"mae": mae, "pct": 10 * mae} for label in request.dataset.labels
+                },
+                artifacts=request.artifacts_prefix(seed),
+                finished_at=time.time(),
+            )
+            store.put_bytes(f"{request.artifacts_prefix(seed)}/scores.json", r.to_json().encode())
+            out.append({"seed": seed, "status": "succeeded", "mae": mae, "trial": request.trial})
+        return 0, json.dumps(out)
+
+    return result
