@@ -39,8 +39,10 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install
+bench: install-test
 	$(PY) benchmarks/local_throughput.py
+	$(PY) benchmarks/ledger_write.py
+	$(PY) benchmarks/operator_scale.py
 
 clean:
 	rm -rf $(VENV) $(S3VENV) runs .pytest_cache
