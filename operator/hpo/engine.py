@@ -51,6 +51,21 @@ class Task:
     def id(self) -> TrainingId:
         return (self.trial.trial, self.seed)
 
+    def failed(self, study: str, error: str) -> SeedResult:
+        """This training's result when it could not run or finish (one failed attempt)."""
+        t = self.trial
+        return SeedResult(
+            study=study,
+            trial=t.trial,
+            stage=t.stage,
+            parent=t.parent,
+            config=t.config,
+            config_key=t.config_key,
+            seed=self.seed,
+            status="failed",
+            error=error,
+        )
+
 
 @dataclass
 class Progress:

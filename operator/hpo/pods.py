@@ -207,21 +207,6 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     )
 
 
-def _failed(task: Task, study: str, error: str) -> SeedResult:
-    t = task.trial
-    return SeedResult(
-        study=study,
-        trial=t.trial,
-        stage=t.stage,
-        parent=t.parent,
-        config=t.config,
-        config_key=t.config_key,
-        seed=task.seed,
-        status="failed",
-        error=error,
-    )
-
-
 def results_of(
     pod: dict[str, Any], study: str, scores: dict[int, SeedResult | None]
 ) -> list[SeedResult]:
@@ -259,10 +244,10 @@ def results_of(
             error = f"trainer failed ({state.reason or 'Error'}, {code})" + (
                 f": {detail[:300]}" if detail else ""
             )
-        out.append(_failed(task, study, error))
+        out.append(task.failed(study, error))
     return out
 
 
 def failed_attempts(pod: dict[str, Any], study: str, error: str) -> list[SeedResult]:
     """Every seed of a pod that will never finish (stuck, deleted, node lost)."""
-    return [_failed(task, study, error) for task in tasks_of(pod)]
+    return [task.failed(study, error) for task in tasks_of(pod)]

@@ -559,17 +559,4 @@ class StudyDriver:
 
 def failed_attempts_from(tasks: list[Task], study: str, error: str) -> list[SeedResult]:
     """Failed results for trainings whose pod is gone or was refused."""
-    return [
-        SeedResult(
-            study=study,
-            trial=t.trial.trial,
-            stage=t.trial.stage,
-            parent=t.trial.parent,
-            config=t.trial.config,
-            config_key=t.trial.config_key,
-            seed=t.seed,
-            status="failed",
-            error=error,
-        )
-        for t in tasks
-    ]
+    return [t.failed(study, error) for t in tasks]

@@ -211,18 +211,7 @@ class LocalRunner:
         except BrokenProcessPool:
             return None
         except Exception as exc:  # an error outside the trainer's own handling
-            t = task.trial
-            return SeedResult(
-                study=self.study.name,
-                trial=t.trial,
-                stage=t.stage,
-                parent=t.parent,
-                config=t.config,
-                config_key=t.config_key,
-                seed=task.seed,
-                status="failed",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            return task.failed(self.study.name, f"{type(exc).__name__}: {exc}")
 
     def _restart_pool(
         self,
@@ -235,19 +224,8 @@ class LocalRunner:
         """A worker died (killed, out of memory): count it as a failed attempt of each task."""
         self._kill(pool)
         for task in list(running.values()):
-            t = task.trial
             engine.report(
-                SeedResult(
-                    study=self.study.name,
-                    trial=t.trial,
-                    stage=t.stage,
-                    parent=t.parent,
-                    config=t.config,
-                    config_key=t.config_key,
-                    seed=task.seed,
-                    status="failed",
-                    error="worker process died (killed or out of memory)",
-                )
+                task.failed(self.study.name, "worker process died (killed or out of memory)")
             )
         return self._pool(ctx, threads)
 
