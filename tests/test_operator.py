@@ -517,12 +517,14 @@ def test_running_study_takes_operational_changes_and_refuses_the_rest(
     assert all(max(r.config["neurons"]) <= 32 for r in rows)  # the original space
 
 
+@pytest.mark.parametrize("keep", [True, False])
 def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    keep: bool, kube: KubeServer, s3_server: S3Server, dataset: str
 ) -> None:
-    name = "deleted"
+    name = f"deleted-{str(keep).lower()}"
     bucket = f"results-{uuid.uuid4().hex[:10]}"
     body = study_body(name, s3_server, dataset, bucket, parallelism=3, trainer={"seedsPerPod": 2})
+    body["spec"]["storage"]["keepOnDelete"] = keep
 
     def behaviour(pod: dict[str, Any]) -> str:
         return "instant" if "-r0000-" in pod["metadata"]["name"] else "pending"
@@ -538,10 +540,15 @@ def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
             "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
         )
         wait_for(lambda: not pods(kube, name), timeout=30)
-    rows = ledger_rows(s3_server, bucket, name)
-    assert [(r.trial, r.seed) for r in rows] == [("r0000", 1), ("r0000", 2)]
-    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
-    assert store.exists(f"{name}/study.yaml")
+        store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+        if not keep:
+            wait_for(lambda: not list(store.list(name)), timeout=30)
+    if keep:
+        rows = ledger_rows(s3_server, bucket, name)
+        assert [(r.trial, r.seed) for r in rows] == [("r0000", 1), ("r0000", 2)]
+        assert store.exists(f"{name}/study.yaml")
+    else:
+        assert not list(store.list(name))
 
 
 def test_hpo_status_shows_where_a_study_stands(

@@ -449,3 +449,14 @@ def test_minio_internal_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Minio, "_put_object", changed)
     with pytest.raises(StoreError, match=r"needs minio 7\.2\.x"):
         S3Store("127.0.0.1:9000", "bucket", access_key="a", secret_key="b")
+
+
+def test_delete_and_delete_prefix_contract(any_store: Store) -> None:
+    for key in ("study/a.txt", "study/trials/r0000/seed-1/scores.json", "study2/a.txt"):
+        any_store.put_bytes(key, b"x")
+    any_store.delete("study/a.txt")
+    assert not any_store.exists("study/a.txt")
+    any_store.delete("study/a.txt")  # a missing object is not an error
+    assert any_store.delete_prefix("study") == 1
+    assert list(any_store.list("study")) == []
+    assert list(any_store.list("study2")) == ["study2/a.txt"]  # a neighbour's prefix is not touched

@@ -84,14 +84,39 @@ def make_registry(
                 driver.wake.set()
 
     @kopf.on.delete(API_GROUP, VERSION, PLURAL, registry=registry, optional=True)
-    def study_deleted(name: str, namespace: str, **_: Any) -> None:
-        """Pods go with their study (ownerReferences do it too); ledger and artifacts stay."""
+    def study_deleted(name: str, namespace: str, body: kopf.Body, **_: Any) -> None:
+        """Pods go with their study (ownerReferences do it too); results stay unless
+        ``spec.storage.keepOnDelete`` is false."""
         n = cluster().delete_study_pods(namespace, name)
+        storage = (body.get("spec") or {}).get("storage") or {}
+        if storage.get("keepOnDelete", True) is False:
+            removed = delete_results(cluster(), dict(body))
+            log.info("study %s/%s: %d stored objects removed", namespace, name, removed)
         log.info(
             "study %s/%s deleted; %d pods removed, results kept in the store", namespace, name, n
         )
 
     return registry
+
+
+def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
+    """Remove a deleted study's ledger, artifacts and plots from its store."""
+    from hpo.spec import SpecError, parse_study
+    from hpo.stores import open_store, store_ref_for
+
+    resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+    try:
+        study = parse_study(resource)
+    except SpecError:
+        return 0  # an invalid study never wrote anything
+    secret = study.spec.storage.credentials_secret
+    if study.spec.storage.type != "s3" or secret is None:
+        return 0
+    credentials = cluster.read_credentials(
+        study.metadata.namespace, secret.name, secret.access_key_key, secret.secret_key_key
+    )
+    store = open_store(store_ref_for(study), credentials=credentials)
+    return store.delete_prefix(study.name)
 
 
 def default_api_client() -> client.ApiClient:

@@ -265,6 +265,8 @@ class Storage(_Model):
     region: str | None = None
     create_bucket: bool = False
     credentials_secret: SecretRef | None = None
+    #: Keep the ledger, artifacts and plots when the HPOStudy is deleted (cluster).
+    keep_on_delete: bool = True
 
     @field_validator("endpoint")
     @classmethod

@@ -63,6 +63,17 @@ class Store(ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (recursively), sorted."""
 
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; a missing one is not an error."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; returns how many."""
+        keys = list(self.list(prefix))
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
     def exists(self, key: str) -> bool:
         return self.etag(key) is not None
 
@@ -176,6 +187,9 @@ class LocalStore(Store):
     def etag(self, key: str) -> str | None:
         path = self._path(key)
         return _md5(path.read_bytes()) if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix) if prefix else self.root

@@ -506,6 +506,10 @@ class S3Store(Store):
 
         return iter(sorted(self._call("list", prefix or "/", attempt)))
 
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        self._call("delete", key, lambda: self._client.remove_object(self.bucket, name))
+
     def put_file(self, key: str, path: Path, progress: Progress | None = None) -> str:
         """Stream a file up; files over 5 MiB go as a multipart upload (parts in parallel).
 

@@ -265,7 +265,10 @@ class StudyDriver:
             self.wake.wait(self.poll_s)
             self.wake.clear()
         if stopped():
-            self._flush()
+            body = self._body()
+            deleting = (body.get("metadata") or {}).get("deletionTimestamp")
+            if not (deleting and self.study and not self.study.spec.storage.keep_on_delete):
+                self._flush()  # else the deletion handler removes the results: write nothing
             return
         self._finish()
 
