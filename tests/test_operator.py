@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,16 +26,19 @@ from kopf.testing import KopfRunner
 from kube.kubelet import TestKubelet
 from kube.server import KubeServer
 from kube.synthetic import synthetic as synthetic_trainer
-from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
+from prometheus_client import generate_latest
+from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, free_port, new_s3_store
 
 from conftest import EXAMPLE_CSV, REPO, study_dict
 from hpo.contract import SeedResult
 from hpo.crd import crd
 from hpo.handlers import make_registry
 from hpo.ledger import read_ledger
+from hpo.metrics import REGISTRY
 from hpo.pods import ANN_ATTEMPT, LABEL_STUDY
 
 NS = "default"
+HPO_OPERATOR = [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "--poll", "0.3"]
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +239,10 @@ def test_study_runs_through_both_stages_with_real_trainers(
         assert f"{r.artifacts}/model.keras" in keys
     # Seeds were grouped two per pod: 4 configurations, 4 pods.
     assert len(node.records) == 4
+    text = generate_latest(REGISTRY).decode()
+    assert 'hpo_trainings_succeeded_total{namespace="default",study="real"} 8.0' in text
+    assert 'hpo_trainings_started_total{namespace="default",study="real"} 8.0' in text
+    assert 'hpo_studies{namespace="default",phase="Succeeded",study="real"} 1.0' in text
     reasons = {e["reason"] for e in events(kube, "real")}
     assert {"RandomSearch", "BayesianSearch", "StudySucceeded"} <= reasons
 
@@ -285,12 +293,14 @@ def test_missing_secret_is_named(kube: KubeServer, s3_server: S3Server, dataset:
 
 
 @contextmanager
-def operator_process(kube: KubeServer, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def operator_process(
+    kube: KubeServer, log: Path, metrics_port: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
     """``hpo operator`` as its own process, so that it can be killed (SIGKILL, no goodbye)."""
     env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig_path)}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "--poll", "0.3"],
+            [*HPO_OPERATOR, "--metrics-port", str(metrics_port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -315,11 +325,16 @@ def _restart_when(
     assert phase(kube, name) != "Succeeded", "the study ended before the kill: nothing was tested"
     if gap:
         gap()
-    with operator_process(kube, log):
+    port = free_port()
+    with operator_process(kube, log, metrics_port=port):
         try:
             finished(kube, name, timeout=120)
         except AssertionError:
             raise AssertionError(log.read_text()[-5000:]) from None
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+        assert f'hpo_studies{{namespace="default",phase="Succeeded",study="{name}"}} 1.0' in text
 
 
 @pytest.mark.parametrize("moment", ["random", "bayesian", "after-pod-success"])

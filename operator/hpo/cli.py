@@ -209,6 +209,9 @@ def operator(
     ] = "http://0.0.0.0:8080/healthz",
     log_format: Annotated[str, typer.Option(help="plain or json.")] = "plain",
     poll: Annotated[float, typer.Option(help="Seconds between reconciliations (at most).")] = 2.0,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of the Prometheus metrics endpoint (0: none).")
+    ] = 9090,
     verbose: Annotated[bool, typer.Option(help="Debug logs.")] = False,
 ) -> None:
     """Run the operator: every HPOStudy in the watched namespaces is run as trainer pods."""
@@ -223,6 +226,12 @@ def operator(
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
     registry = make_registry(default_api_client, poll_s=poll)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from hpo.metrics import REGISTRY
+
+        start_http_server(metrics_port, registry=REGISTRY)
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -10,12 +10,16 @@ deterministic), no configuration is trained twice, no finished result is lost.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
+from hpo import metrics
 from hpo.contract import SeedResult
 from hpo.engine import Engine, HistoryConflict, Task
 from hpo.kubeapi import Cluster, SecretProblem
@@ -34,6 +38,8 @@ from hpo.runners.local import request_for
 from hpo.spec import SpecError, Study, parse_study
 from hpo.store import Store, StoreError
 from hpo.stores import open_store, store_ref_for
+
+log = logging.getLogger("hpo.operator")
 
 PHASES = {
     "random": "RandomSearch",
@@ -259,7 +265,14 @@ class StudyDriver:
         self._phase = self.engine.phase
         self.cluster.event(self._body(), "Normal", PHASES[self._phase], "study started")
         while not stopped():
-            self.step()
+            try:
+                self.step()
+            except (ApiException, StoreError, OSError) as exc:
+                # A flaky API server or store: count it, say it, go on with the next step.
+                metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
+                log.warning(
+                    "study %s/%s: step failed, retrying: %s", self.namespace, self.name, exc
+                )
             if self.engine.finished and not self.pods:
                 break
             self.wake.wait(self.poll_s)
@@ -313,6 +326,11 @@ class StudyDriver:
     def _report(self, results: list[SeedResult]) -> None:
         assert self.engine is not None and self.recorder is not None
         for r in results:
+            if r.status == "succeeded":
+                metrics.SUCCEEDED.labels(self.namespace, self.name).inc()
+                metrics.DURATION.observe(r.runtime_s)
+            else:
+                metrics.FAILED.labels(self.namespace, self.name).inc()
             retry = self.engine.report(r)
             if retry is not None:
                 backoff = self.study.spec.trainer.retry_backoff_seconds * 2 ** (retry.attempt - 2)
@@ -438,6 +456,7 @@ class StudyDriver:
                 )
                 continue
             self.pods[name] = group
+            metrics.STARTED.labels(self.namespace, self.name).inc(len(group))
 
     def _apply_spec_changes(self) -> None:
         assert self.study is not None and self.engine is not None
@@ -527,6 +546,10 @@ class StudyDriver:
             return
         self.cluster.patch_status(self.namespace, self.name, status)
         self._status = status
+        metrics.set_phase(self.namespace, self.name, status.get("phase", "Pending"))
+        best = status.get("best")
+        if best:
+            metrics.BEST_MAE.labels(self.namespace, self.name).set(best["maeMean"])
 
     def _finish(self) -> None:
         assert self.engine is not None and self.recorder is not None
