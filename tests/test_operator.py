@@ -630,3 +630,33 @@ def test_a_store_problem_at_start_is_reported_and_retried(
     assert obj["status"]["phase"] == "Succeeded"
     assert conditions(obj)["StoreReady"]["status"] == "True"
     check_complete(ledger_rows(s3_server, bucket, name), 8)
+
+
+# -- least privilege (keep this test last: it reads what every test above made the operator do)
+
+
+def _granted() -> set[tuple[str, str, str]]:
+    for name in ("install.yaml", "rbac.yaml"):
+        path = REPO / "manifests" / name
+        if path.exists():
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and doc.get("kind") == "ClusterRole":
+                    return {
+                        (group, resource, verb)
+                        for rule in doc["rules"]
+                        for group in rule["apiGroups"]
+                        for resource in rule["resources"]
+                        for verb in rule["verbs"]
+                    }
+    raise AssertionError("no ClusterRole in manifests/")
+
+
+def test_rbac_grants_exactly_the_calls_the_operator_made(kube: KubeServer) -> None:
+    used = {
+        (r.group or "", r.resource + (f"/{r.subresource}" if r.subresource else ""), r.verb)
+        for r in kube.emulator.request_log
+        if r.resource and r.user_agent.startswith(("kopf/", "hpo-operator/"))
+    }
+    granted = _granted()
+    assert used - granted == set(), "calls the RBAC does not allow"
+    assert granted - used == set(), "grants the operator never used"

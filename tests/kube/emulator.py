@@ -355,6 +355,8 @@ class RequestRecord:
     name: str | None
     subresource: str | None
     status: int | None = None
+    group: str | None = None  # "" for the core API
+    user_agent: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -576,6 +578,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             namespace=parsed.namespace,
             name=parsed.name,
             subresource=parsed.subresource,
+            group=parsed.group,
+            user_agent=raw_request.headers.get("User-Agent", ""),
         )
         self.request_log.append(record)
         data: Any = None
