@@ -4,6 +4,9 @@ helm-python-sdk binds Helm's Go SDK (v4): the chart is linted and rendered exact
 `helm lint` and `helm template` would, and values are checked against values.schema.json
 by Helm itself. Every rendered object is validated against the Kubernetes schemas
 (kubernetes-validate) and every pod spec against the "restricted" Pod Security Standard.
+The chart is the only source of the install manifests: manifests/install.yaml is its render
+(charts/render_manifests.py; tests/test_manifests.py checks it), so what the operator must
+get (its RBAC rules, its pod) is stated here as literal values.
 """
 
 from __future__ import annotations
@@ -102,9 +105,60 @@ def _container_sc(pod: dict[str, Any]) -> dict[str, Any]:
     return dict(pod["containers"][0]["securityContext"])
 
 
-def _manifest_rules() -> list[dict[str, Any]]:
-    docs = _load_all((MANIFESTS / "rbac.yaml").read_text())
-    return _one(docs, "ClusterRole")["rules"]
+# Exactly what the operator uses (tests/test_operator.py checks these against the API calls
+# it makes): studies get/list/watch/patch and their status patch; pods
+# list/watch/create/patch/delete; secrets get; events create (core and events.k8s.io).
+OPERATOR_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["hpo-operator.dev"],
+        "resources": ["hpostudies"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["hpo-operator.dev"], "resources": ["hpostudies/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+]
+# Cluster-scoped: in the ClusterRole, or a ClusterRole of its own in namespaced mode.
+DISCOVERY_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    }
+]
+
+# The operator's pod with default values ("restricted", a writable /tmp only).
+OPERATOR_POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+OPERATOR_CONTAINER_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+OPERATOR_VOLUMES = [{"name": "tmp", "emptyDir": {}}]
+OPERATOR_VOLUME_MOUNTS = [{"name": "tmp", "mountPath": "/tmp"}]
+OPERATOR_ENV = [
+    {"name": "HOME", "value": "/tmp"},
+    {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+    {"name": "HPO_CACHE", "value": "/tmp/hpo-cache"},
+]
+OPERATOR_RESOURCES = {
+    "requests": {"cpu": "200m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+OPERATOR_LIVENESS_PROBE = {
+    "httpGet": {"path": "/healthz", "port": "health"},
+    "initialDelaySeconds": 10,
+    "periodSeconds": 20,
+}
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -315,6 +369,8 @@ def test_lint_passes_strictly(option: str) -> None:
         (
             "namespaced",
             [
+                "ClusterRole",
+                "ClusterRoleBinding",
                 "ConfigMap",
                 "Deployment",
                 "Role",
@@ -345,32 +401,36 @@ def test_every_object_has_the_standard_labels(rendered: dict[str, list[dict[str,
 # -- the operator ------------------------------------------------------------------------
 
 
-def test_operator_deployment_matches_the_manifest(rendered: dict[str, list[dict[str, Any]]]):
+def test_operator_deployment(rendered: dict[str, list[dict[str, Any]]]):
     objects = rendered["defaults"]
     deployment = _operator(objects)
-    (manifest,) = _load_all((MANIFESTS / "deployment.yaml").read_text())
     assert (deployment["metadata"]["name"], deployment["metadata"]["namespace"]) == (
         "hpo-operator",
         "hpo-system",
     )
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    pod, manifest_pod = deployment["spec"]["template"]["spec"], manifest["spec"]["template"]["spec"]
-    assert pod["securityContext"] == manifest_pod["securityContext"]
-    assert pod["volumes"] == manifest_pod["volumes"]
-    assert pod["serviceAccountName"] == manifest_pod["serviceAccountName"] == "hpo-operator"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == OPERATOR_POD_SECURITY_CONTEXT
+    assert pod["volumes"] == OPERATOR_VOLUMES
+    assert pod["serviceAccountName"] == _one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == "hpo-operator"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["sidecar.istio.io/inject"] == "false"
-    container, manifest_container = _container(deployment), _container(manifest)
-    assert (
-        container["image"] == manifest_container["image"] == "ghcr.io/hpo-operator/operator:0.1.0"
-    )
-    for field in ("livenessProbe", "resources", "securityContext", "env", "volumeMounts"):
-        assert container[field] == manifest_container[field], field
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    container = _container(deployment)
+    assert container["image"] == "ghcr.io/hpo-operator/operator:0.1.0"
+    expected = {
+        "livenessProbe": OPERATOR_LIVENESS_PROBE,
+        "resources": OPERATOR_RESOURCES,
+        "securityContext": OPERATOR_CONTAINER_SECURITY_CONTEXT,
+        "env": OPERATOR_ENV,
+        "volumeMounts": OPERATOR_VOLUME_MOUNTS,
+    }
+    for field, value in expected.items():
+        assert container[field] == value, field
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert _resolved_args(objects) == [
-        *manifest_container["args"],  # operator --log-format json
+        *["operator", "--log-format", "json"],
         *["--poll", "2", "--metrics-port", "0"],
     ]
 
@@ -401,12 +461,12 @@ def test_image_tag_and_resources_come_from_values(chart: helm.Chart) -> None:
     assert container["resources"] == resources
 
 
-def test_cluster_wide_rbac_has_exactly_the_manifest_rules(
+def test_cluster_wide_rbac_has_exactly_the_operator_rules(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     objects = rendered["defaults"]
     role, binding = _one(objects, "ClusterRole"), _one(objects, "ClusterRoleBinding")
-    assert role["rules"] == _manifest_rules()
+    assert role["rules"] == OPERATOR_RULES + DISCOVERY_RULES
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -424,13 +484,17 @@ def test_namespaced_rbac_has_a_role_in_each_watched_namespace(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     objects = rendered["namespaced"]
-    assert not _of_kind(objects, "ClusterRole") and not _of_kind(objects, "ClusterRoleBinding")
+    # Only CRD discovery is cluster-wide; everything the operator touches is per namespace.
+    (cluster_role,) = _of_kind(objects, "ClusterRole")
+    assert cluster_role["rules"] == DISCOVERY_RULES
+    (cluster_binding,) = _of_kind(objects, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     roles = {r["metadata"]["namespace"]: r for r in _of_kind(objects, "Role")}
     bindings = {b["metadata"]["namespace"]: b for b in _of_kind(objects, "RoleBinding")}
     assert set(roles) == set(bindings) == {"a", "b"}
     account = _one(objects, "ServiceAccount")["metadata"]
     for namespace in ("a", "b"):
-        assert roles[namespace]["rules"] == _manifest_rules()
+        assert roles[namespace]["rules"] == OPERATOR_RULES
         assert bindings[namespace]["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
@@ -474,7 +538,7 @@ def test_contradictory_values_fail_the_render(
 
 def test_watching_some_namespaces_with_cluster_wide_rbac(chart: helm.Chart) -> None:
     objects = _render(chart, {"watchNamespaces": ["team-a"]})
-    assert _one(objects, "ClusterRole")["rules"] == _manifest_rules()
+    assert _one(objects, "ClusterRole")["rules"] == OPERATOR_RULES + DISCOVERY_RULES
     assert _resolved_args(objects)[-2:] == ["--namespace", "team-a"]
 
 

@@ -20,7 +20,6 @@ from hpo.crd import PLURAL, VERSION
 from hpo.pods import LABEL_STUDY
 from hpo.spec import API_GROUP
 
-
 USER_AGENT = "hpo-operator/0.1.0"
 
 

@@ -85,8 +85,8 @@ on them, so a bad combination fails the render with this message.
 {{- end }}
 
 {{/*
-What the operator uses, and nothing more (the same rules as manifests/rbac.yaml): the
-ClusterRole in cluster-wide mode, each watched namespace's Role otherwise.
+What the operator uses, and nothing more (tests/test_operator.py checks them against the
+calls it makes): the ClusterRole in cluster-wide mode, each watched namespace's Role otherwise.
 */}}
 {{- define "hpo-operator.rules" -}}
 # Studies: watched by kopf, finalizer and handled-state annotations, and status.
@@ -108,4 +108,13 @@ ClusterRole in cluster-wide mode, each watched namespace's Role otherwise.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+Cluster-scoped, so never in a Role: kopf watches CRDs to notice resources appearing.
+*/}}
+{{- define "hpo-operator.discoveryRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
 {{- end }}
