@@ -112,7 +112,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["hpo-operator.dev"],
         "resources": ["hpostudies"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["list", "watch", "patch"],
     },
     {"apiGroups": ["hpo-operator.dev"], "resources": ["hpostudies/status"], "verbs": ["patch"]},
     {
@@ -121,7 +121,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 # Cluster-scoped: in the ClusterRole, or a ClusterRole of its own in namespaced mode.
 DISCOVERY_RULES: list[dict[str, Any]] = [

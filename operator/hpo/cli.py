@@ -264,7 +264,7 @@ def status(
     from hpo.kubeapi import Cluster
 
     config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None)
-    study = Cluster(client.ApiClient()).get_study(namespace, name)
+    study = Cluster(client.ApiClient(), user_agent="hpo-cli/0.1.0").get_study(namespace, name)
     if study is None:
         _fail([f"HPOStudy {namespace}/{name} not found"])
     st = study.get("status") or {}

@@ -34,8 +34,8 @@ def _json(response: Any) -> Any:
 class Cluster:
     """A thin, counted wrapper over CoreV1Api and CustomObjectsApi."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        api.user_agent = USER_AGENT  # so the operator's calls can be told apart (audit logs, tests)
+    def __init__(self, api: client.ApiClient, user_agent: str = USER_AGENT) -> None:
+        api.user_agent = user_agent  # so the operator's calls can be told apart (audit logs, tests)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 

@@ -92,7 +92,7 @@ calls it makes): the ClusterRole in cluster-wide mode, each watched namespace's 
 # Studies: watched by kopf, finalizer and handled-state annotations, and status.
 - apiGroups: ["hpo-operator.dev"]
   resources: ["hpostudies"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["hpo-operator.dev"]
   resources: ["hpostudies/status"]
   verbs: ["patch"]
@@ -105,7 +105,7 @@ calls it makes): the ClusterRole in cluster-wide mode, each watched namespace's 
   resources: ["secrets"]
   verbs: ["get"]
 # Events on studies (stage changes, failures, completion).
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
