@@ -236,3 +236,12 @@ def test_only_operational_fields_may_change_while_running() -> None:
     assert refused_changes(old, new) == []
     new2 = {**new, "searchSpace": {"neurons": {"min": 16}}, "dataset": {"path": "b"}}
     assert refused_changes(old, new2) == ["spec.dataset.path", "spec.searchSpace.neurons.min"]
+
+
+def test_trainer_pod_passes_the_same_restricted_checker_as_the_chart() -> None:
+    from test_chart import restricted_violations
+
+    pod = build_pod(
+        study="demo", namespace="ns", owner_uid="u", spec=_spec(), request=_request([1]), attempt=1
+    )
+    assert restricted_violations(pod["spec"]) == []
