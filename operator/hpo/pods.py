@@ -246,8 +246,3 @@ def results_of(
             )
         out.append(task.failed(study, error))
     return out
-
-
-def failed_attempts(pod: dict[str, Any], study: str, error: str) -> list[SeedResult]:
-    """Every seed of a pod that will never finish (stuck, deleted, node lost)."""
-    return [task.failed(study, error) for task in tasks_of(pod)]

@@ -26,7 +26,6 @@ from hpo.kubeapi import Cluster, SecretProblem
 from hpo.pods import (
     ANN_RECORDED,
     build_pod,
-    failed_attempts,
     group_tasks,
     pod_state,
     results_of,
@@ -397,7 +396,9 @@ class StudyDriver:
             else:
                 self.cluster.annotate_pod(self.namespace, name, {ANN_RECORDED: _now()})
         elif state.phase == "Unknown":
-            self._report(failed_attempts(pod, self.study.name, "node lost: pod status Unknown"))
+            self._report(
+                failed_attempts_from(tasks, self.study.name, "node lost: pod status Unknown")
+            )
             self.pods.pop(name, None)
             self.cluster.delete_pod(self.namespace, name)
         elif state.phase == "Pending":
@@ -405,11 +406,9 @@ class StudyDriver:
             if waited >= self.study.spec.trainer.pending_timeout_seconds:
                 why = state.waiting_reason or "unschedulable"
                 detail = f": {state.message}" if state.message else ""
-                self._report(
-                    failed_attempts(
-                        pod, self.study.name, f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
-                    )
-                )
+                error = f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
+                # Only this pod's unrecorded trainings (after a restart some may be recorded).
+                self._report(failed_attempts_from(tasks, self.study.name, error))
                 self.pods.pop(name, None)
                 self.cluster.delete_pod(self.namespace, name)
 
