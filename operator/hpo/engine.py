@@ -142,6 +142,7 @@ class Engine:
 
         self._queue_missing("random")
         self.phase: Phase = "random"
+        self._check_failures(None)
         self._advance()
 
     # -- building up state -------------------------------------------------
@@ -279,12 +280,7 @@ class Engine:
         self.results[tid] = result
         self.order.append(tid)
         if result.status == "failed":
-            n_failed = sum(1 for r in self.results.values() if r.status == "failed")
-            if n_failed > self.spec.failure_policy.max_failed_trainings:
-                self.failed_reason = (
-                    f"{n_failed} trainings failed, more than failurePolicy.maxFailedTrainings "
-                    f"({self.spec.failure_policy.max_failed_trainings}); last error: {result.error}"
-                )
+            self._check_failures(result.error)
         if self.phase == "bayesian" and self._trial_complete(result.trial):
             trial = self.trials[result.trial]
             for p in self.parents:
@@ -294,6 +290,17 @@ class Engine:
                     p.search.tell(trial.config, objective)
         self._advance()
         return None
+
+    def _check_failures(self, last_error: str | None) -> None:
+        """Past the failure budget the study stops scheduling (also when rebuilt from records)."""
+        failed = [r for r in self.results.values() if r.status == "failed"]
+        limit = self.spec.failure_policy.max_failed_trainings
+        if len(failed) > limit:
+            error = last_error if last_error is not None else failed[-1].error
+            self.failed_reason = (
+                f"{len(failed)} trainings failed, more than failurePolicy.maxFailedTrainings "
+                f"({limit}); last error: {error}"
+            )
 
     def requeue(self, task: Task) -> None:
         """A training was interrupted, not failed (e.g. Ctrl-C, its worker lost): run it again."""
@@ -407,6 +414,8 @@ class Engine:
             if n == 0:
                 continue
             for config in p.search.ask(n, self.lookup):
+                if config_key(config) in self._by_key:
+                    continue  # planned by another parent's search meanwhile: not twice
                 trial = Trial(
                     bayes_trial_id(self._next_bayes),
                     "bayesian",

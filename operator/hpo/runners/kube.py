@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from hpo import metrics
 from hpo.contract import SeedResult
 from hpo.engine import Engine, HistoryConflict, Task
@@ -147,6 +145,7 @@ class StudyDriver:
         self._phase = ""
         self._accepted_spec: dict[str, Any] = {}
         self._last_running_phase = PHASES["random"]
+        self._best: Any = None
         self.credentials: tuple[str, str] | None = None
 
     # -- set-up ------------------------------------------------------------
@@ -225,13 +224,15 @@ class StudyDriver:
         except StoreError as exc:
             raise _NotYet(str(exc)) from None
         recorded = {r.key for r in history}
-        in_flight: list[Task] = []
+        in_flight: dict[tuple[str, int], Task] = {}
         for pod in self.cluster.list_pods(self.namespace, study.name):
             tasks = [t for t in tasks_of(pod) if t.id not in recorded]
             self.pods[pod["metadata"]["name"]] = tasks
-            in_flight += tasks
+            for t in tasks:  # a failed attempt's pod may be kept beside its retry's
+                if t.id not in in_flight or in_flight[t.id].attempt < t.attempt:
+                    in_flight[t.id] = t
         try:
-            self.engine = Engine(study.spec, history, in_flight)
+            self.engine = Engine(study.spec, history, list(in_flight.values()))
         except HistoryConflict as exc:
             self._fail("Valid", "RecordsConflict", str(exc))
             return False
@@ -266,8 +267,12 @@ class StudyDriver:
         while not stopped():
             try:
                 self.step()
-            except (ApiException, StoreError, OSError) as exc:
-                # A flaky API server or store: count it, say it, go on with the next step.
+            except LedgerConflict as exc:
+                # Another writer owns this ledger: stop here rather than overwrite it.
+                self._fail("StoreReady", "LedgerConflict", str(exc))
+                return
+            except Exception as exc:
+                # A flaky API server or store, or a foreign pod: count it, say it, go on.
                 metrics.RECONCILE_ERRORS.labels(self.namespace, self.name).inc()
                 log.warning(
                     "study %s/%s: step failed, retrying: %s", self.namespace, self.name, exc
@@ -276,13 +281,31 @@ class StudyDriver:
                 break
             self.wake.wait(self.poll_s)
             self.wake.clear()
-        if stopped():
+        if stopped() or not self._finish_written(stopped):
             body = self._body()
             deleting = (body.get("metadata") or {}).get("deletionTimestamp")
             if not (deleting and self.study and not self.study.spec.storage.keep_on_delete):
                 self._flush()  # else the deletion handler removes the results: write nothing
             return
         self._finish()
+
+    def _finish_written(self, stopped: Callable[[], bool]) -> bool:
+        """Write the final ledger, group and plots; a terminal phase only once they are in."""
+        assert self.engine is not None and self.recorder is not None
+        delay = 1.0
+        while not stopped():
+            try:
+                self._best = self.recorder.finish(self.engine.recorded())
+                return True
+            except LedgerConflict as exc:
+                self._fail("StoreReady", "LedgerConflict", str(exc))
+                return True
+            except StoreError as exc:
+                self.conditions.set("StoreReady", False, "StoreUnavailable", str(exc))
+                self._patch(self._progress_status())
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        return False
 
     def _flush(self) -> None:
         assert self.engine is not None and self.recorder is not None
@@ -301,13 +324,9 @@ class StudyDriver:
         pods = {p["metadata"]["name"]: p for p in self.cluster.list_pods(self.namespace, self.name)}
         for name in list(self.pods):
             if name not in pods:
-                self._report(
-                    failed_attempts_from(
-                        self.pods.pop(name),
-                        self.study.name,
-                        f"pod {name} was deleted before it finished",
-                    )
-                )
+                gone = self._gone(self.pods[name], f"pod {name} was deleted before it finished")
+                self.pods.pop(name)
+                self._report(gone)
         for name, pod in pods.items():
             self._reconcile_pod(name, pod)
         self._start_pods()
@@ -359,10 +378,25 @@ class StudyDriver:
         paths = StudyPaths(self.name)
         for t in tasks:
             key = f"{paths.trial(t.trial.trial)}/seed-{t.seed}/scores.json"
+            # An unreachable store raises (the pod is read again next step); only a
+            # missing or unreadable file means "no scores".
+            if self.store.etag(key) is None:
+                out[t.seed] = None
+                continue
             try:
                 out[t.seed] = SeedResult.from_json(self.store.get_bytes(key).decode())
-            except (StoreError, ValueError, TypeError):
+            except (ValueError, TypeError):
                 out[t.seed] = None
+        return out
+
+    def _gone(self, tasks: list[Task], error: str) -> list[SeedResult]:
+        """Results of trainings whose pod is gone: what reached the store, else failures."""
+        scores = self._scores(tasks)
+        out = []
+        for t in tasks:
+            stored = scores.get(t.seed)
+            ok = stored is not None and stored.status == "succeeded"
+            out.append(stored if ok and stored is not None else t.failed(self.study.name, error))
         return out
 
     def _reconcile_pod(self, name: str, pod: dict[str, Any]) -> None:
@@ -373,11 +407,19 @@ class StudyDriver:
         state = pod_state(pod)
         annotations = meta.get("annotations") or {}
         if annotations.get(ANN_RECORDED):
-            # A failed pod kept for debugging: delete it once its time is up.
+            # A failed pod kept for debugging. Its failure was reported before, but perhaps
+            # by an operator that died before acting on it: report it again unless a later
+            # attempt of the same training is already under way.
+            unreported = [
+                t for t in self.pods.pop(name, None) or [] if self.engine.running.get(t.id) == t
+            ]
+            if unreported:
+                keys = {t.id for t in unreported}
+                scores = self._scores(unreported)
+                self._report([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
             ttl = self.study.spec.trainer.failed_pod_ttl_seconds
             if _age_s(annotations[ANN_RECORDED]) >= ttl:
                 self.cluster.delete_pod(self.namespace, name)
-            self.pods.pop(name, None)
             return
         tasks = self.pods.get(name)
         if tasks is None:
@@ -396,9 +438,7 @@ class StudyDriver:
             else:
                 self.cluster.annotate_pod(self.namespace, name, {ANN_RECORDED: _now()})
         elif state.phase == "Unknown":
-            self._report(
-                failed_attempts_from(tasks, self.study.name, "node lost: pod status Unknown")
-            )
+            self._report(self._gone(tasks, "node lost: pod status Unknown"))
             self.pods.pop(name, None)
             self.cluster.delete_pod(self.namespace, name)
         elif state.phase == "Pending":
@@ -552,16 +592,10 @@ class StudyDriver:
 
     def _finish(self) -> None:
         assert self.engine is not None and self.recorder is not None
-        best = None
-        for attempt in range(5):
-            try:
-                best = self.recorder.finish(self.engine.recorded())
-                break
-            except LedgerConflict:
-                raise
-            except StoreError as exc:
-                self.conditions.set("StoreReady", False, "StoreUnavailable", str(exc))
-                time.sleep(2**attempt)
+        if self.conditions.items.get("Failed", {}).get("reason") == "LedgerConflict":
+            return
+        best = self._best
+        self.conditions.set("StoreReady", True, "StoreReachable", self.store_ref.uri)
         failed = self.engine.phase == "failed"
         status = self._progress_status()
         status["phase"] = "Failed" if failed else "Succeeded"
