@@ -254,3 +254,36 @@ def test_changed_search_space_under_the_same_name_is_refused(finished, tmp_path:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "the search space or the sampling seed changed" in proc.stderr
     assert (folder / "out" / "small" / "study.yaml").read_text() == before  # nothing overwritten
+
+
+def test_a_failing_training_is_retried_then_recorded_with_its_error(tmp_path: Path) -> None:
+    # SGD at learning rate 1 with selu diverges on this data: a real failure, not a fake one.
+    diverging = {
+        "searchSpace": {
+            "hiddenLayers": {"min": 2, "max": 2},
+            "neurons": {"min": 128, "max": 128, "step": 8},
+            "activations": ["selu"],
+            "learningRate": {"min": 1.0, "max": 1.0},
+            "batchSizes": [16],
+            "optimizers": ["sgd"],
+        },
+        "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 1},
+        "randomStage": {"configurations": 2},
+        "failurePolicy": {"retries": 1, "maxFailedTrainings": 5},
+        "result": {"size": 3},
+    }
+    study = write_study(tmp_path, "diverges", **diverging)
+    proc = subprocess.run(
+        [*HPO, "run", str(study), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the search space holds only 1 unique configurations" in proc.stdout
+    assert "(will retry)" in proc.stdout  # the first attempt failed and was retried
+    assert "study failed: no configuration of the random stage trained successfully" in proc.stderr
+    (row,) = read_ledger(LocalStore(tmp_path / "out"), "diverges/ledger.xlsx")
+    assert row.status == "failed" and row.mae is None and row.artifacts is None
+    assert "training diverged" in (row.error or "")

@@ -99,6 +99,7 @@ class _Display:
                 f"[{p.done + p.failed}/{p.total}] {p.phase} {result.trial} seed {result.seed}: "
                 f"{what}{retry}  running {p.running}  {_best(p)}",
                 highlight=False,
+                soft_wrap=True,
             )
 
 
@@ -154,7 +155,7 @@ def run(
     except SpecError as exc:  # e.g. an s3:// --out without an endpoint
         _fail([f"{study_file}: {p}" for p in exc.problems])
     for note in outcome.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if outcome.status == "interrupted":
         err.print(f"[yellow]{outcome.message}[/]")
         raise typer.Exit(EXIT_INTERRUPTED)
