@@ -287,3 +287,39 @@ def test_a_failing_training_is_retried_then_recorded_with_its_error(tmp_path: Pa
     (row,) = read_ledger(LocalStore(tmp_path / "out"), "diverges/ledger.xlsx")
     assert row.status == "failed" and row.mae is None and row.artifacts is None
     assert "training diverged" in (row.error or "")
+
+
+def _workers(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [
+        int(c)
+        for c in out
+        if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+    ]
+
+
+def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
+    study = write_study(
+        tmp_path, "killed", randomStage={"configurations": 4}, bayesianStage={"enabled": False}
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*HPO, "run", str(study), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ": mae " in line:  # workers are up and training
+            break
+    victims = _workers(proc.pid)
+    assert victims, "no worker processes found"
+    os.kill(victims[0], signal.SIGKILL)
+    rest, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, rest + err
+    assert "worker process died" in rest and "(will retry)" in rest
+    rows = read_ledger(LocalStore(out), "killed/ledger.xlsx")
+    assert len(rows) == 4 * 2 and all(r.status == "succeeded" for r in rows)
+    assert len({r.key for r in rows}) == 8

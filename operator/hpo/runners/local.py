@@ -166,7 +166,12 @@ class LocalRunner:
                     task = running[fut]
                     result = self._result_of(fut, task)
                     if result is None:
-                        pool = self._restart_pool(pool, ctx, threads, running, engine)
+                        for outcome, retried in self._restart_pool(pool, running, engine):
+                            if not retried:
+                                recorder.note()
+                            event = "retry" if retried else "result"
+                            self.listener(event, engine.progress(), outcome)
+                        pool = self._pool(ctx, threads)
                         running.clear()
                         break
                     del running[fut]
@@ -216,18 +221,23 @@ class LocalRunner:
     def _restart_pool(
         self,
         pool: ProcessPoolExecutor,
-        ctx: Any,
-        threads: int,
         running: dict[Future[str], Task],
         engine: Engine,
-    ) -> ProcessPoolExecutor:
-        """A worker died (killed, out of memory): count it as a failed attempt of each task."""
+    ) -> list[tuple[SeedResult, bool]]:
+        """A worker died (killed, out of memory). Trainings that finished keep their result;
+        the others count a failed attempt each. Returns each outcome and whether it retries."""
         self._kill(pool)
-        for task in list(running.values()):
-            engine.report(
-                task.failed(self.study.name, "worker process died (killed or out of memory)")
-            )
-        return self._pool(ctx, threads)
+        outcomes = []
+        for fut, task in list(running.items()):
+            result: SeedResult | None = None
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                result = SeedResult.from_json(fut.result())
+            else:
+                result = task.failed(
+                    self.study.name, "worker process died (killed or out of memory)"
+                )
+            outcomes.append((result, engine.report(result) is not None))
+        return outcomes
 
     @staticmethod
     def _kill(pool: ProcessPoolExecutor) -> None:
