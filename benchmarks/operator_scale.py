@@ -30,7 +30,6 @@ from kube.server import KubeServer  # noqa: E402
 from kube.synthetic import synthetic  # noqa: E402
 from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store  # noqa: E402
 
-from hpo.crd import crd  # noqa: E402
 from hpo.handlers import make_registry  # noqa: E402
 from hpo.spec import API_VERSION  # noqa: E402
 
@@ -161,7 +160,6 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     with S3Server() as s3, KubeServer() as kube:
-        kube.emulator.register_crd(crd())
         kube.api().core.create_namespaced_secret(
             NS,
             {

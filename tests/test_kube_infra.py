@@ -82,7 +82,9 @@ def test_kubectl_apply_get_delete(kube_server: KubeServer, kubeconfig: Path) -> 
     assert "hpostudy.hpo-operator.dev/demo created" in out
     for name in ("hpostudies", "hpo", "hpos", "hpostudy"):
         listing = kube_server.kubectl("get", name).stdout
-        assert listing.splitlines()[0].split() == ["NAME", "AGE"]
+        # The CRD's printer columns (the project's own CRD is registered).
+        header = ["NAME", "PHASE", "STAGE", "TRAININGS", "RUNNING", "BEST", "MAE", "AGE"]
+        assert listing.splitlines()[0].split() == header
         assert "demo" in listing
     again = kube_server.kubectl(
         "apply", "--validate=false", "-f", "-", input=STUDY_YAML.replace("spec: {}", "spec: {x: 1}")

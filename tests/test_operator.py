@@ -31,7 +31,6 @@ from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, free_port, new_
 
 from conftest import EXAMPLE_CSV, REPO, study_dict
 from hpo.contract import SeedResult
-from hpo.crd import crd
 from hpo.handlers import make_registry
 from hpo.ledger import read_ledger
 from hpo.metrics import REGISTRY
@@ -44,7 +43,6 @@ HPO_OPERATOR = [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "
 @pytest.fixture(scope="module")
 def kube() -> Iterator[KubeServer]:
     server = KubeServer().start()
-    server.emulator.register_crd(crd())
     api = server.api()
     api.core.create_namespaced_secret(
         NS,

@@ -22,7 +22,6 @@ from kube.synthetic import synthetic
 from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
 
 from conftest import REPO, study_dict
-from hpo.crd import crd
 
 UV = Path(sys.executable).parent / "uv"
 
@@ -52,7 +51,6 @@ def test_no_tensorflow_in_the_operator_environment(operator_venv: Path) -> None:
 @pytest.fixture
 def cluster() -> Iterator[KubeServer]:
     with KubeServer() as kube:
-        kube.emulator.register_crd(crd())
         yield kube
 
 

@@ -73,9 +73,12 @@ import kmock
 from kmock._internal import parsing, rendering
 from typing_extensions import override
 
-HPO_GROUP = "hpo-operator.dev"
-HPO_VERSION = "v1alpha1"
-HPO_PLURAL = "hpostudies"
+from hpo.crd import PLURAL, VERSION, crd
+from hpo.spec import API_GROUP
+
+HPO_GROUP = API_GROUP
+HPO_VERSION = VERSION
+HPO_PLURAL = PLURAL
 HPO_RESOURCE = kmock.resource(HPO_GROUP, HPO_VERSION, HPO_PLURAL)
 PODS = kmock.resource("", "v1", "pods")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
@@ -1627,35 +1630,5 @@ def _pod_phase_text(pod: Mapping[str, Any]) -> str:
 
 
 def hpo_crd() -> dict[str, Any]:
-    """A minimal HPOStudy CRD (no schema): names, scope, version, status subresource."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{HPO_PLURAL}.{HPO_GROUP}"},
-        "spec": {
-            "group": HPO_GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": "HPOStudy",
-                "listKind": "HPOStudyList",
-                "plural": HPO_PLURAL,
-                "singular": "hpostudy",
-                "shortNames": ["hpo", "hpos"],
-                "categories": ["all"],
-            },
-            "versions": [
-                {
-                    "name": HPO_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    """The project's own HPOStudy CRD, as `hpo crd` generates it (one source)."""
+    return crd()
