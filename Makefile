@@ -13,7 +13,7 @@ S3STAMP := $(S3VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[trainer,dev]'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[trainer,dev,bench]'
 	touch $(STAMP)
 
 $(S3STAMP):
