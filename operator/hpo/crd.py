@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from hpo.spec import API_GROUP, KIND, StudySpec
+from hpo.spec import API_GROUP, DNS_LABEL, KIND, StudySpec
 
 PLURAL = "hpostudies"
 SINGULAR = "hpostudy"
@@ -56,8 +56,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             elif isinstance(value, dict):
                 out["additionalProperties"] = _resolve(value, defs)
             # ``false`` is the API server's pruning already.
-        elif key == "default" and isinstance(value, dict | list) and value:
-            continue  # object defaults are applied by the Python model, not the API server
+        elif key == "default" and (value is None or (isinstance(value, dict | list) and value)):
+            # Object defaults are applied by the Python model, not the API server; a null
+            # default would make ``has()`` in the CEL rules below true for an unset field.
+            continue
         elif key == "items":
             out["items"] = _resolve(value, defs)
         else:
@@ -79,6 +81,15 @@ PRINTER_COLUMNS = [
     {"name": "Best MAE", "type": "number", "jsonPath": ".status.best.maeMean"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+
+
+#: The study's name becomes pod-name prefixes and label values: a DNS label (<= 63),
+#: stricter than the DNS subdomain (<= 253) the API server asks of any object.
+NAME_RULE = {
+    "rule": f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS_LABEL}')",
+    "message": "metadata.name must be a DNS label: at most 63 lower-case letters, digits "
+    "and '-', starting and ending with a letter or digit",
+}
 
 
 def spec_schema() -> dict[str, Any]:
@@ -114,6 +125,7 @@ def crd() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -45,7 +45,8 @@ def prepare(
     except DatasetError as exc:
         raise DatasetProblem(f"spec.dataset.path: {exc}") from None
     features = list(ds.features)
-    if not features:
+    inferred = not features
+    if inferred:
         try:
             header = list(pd.read_csv(local.path, nrows=0).columns)
         except FileNotFoundError:
@@ -69,7 +70,13 @@ def prepare(
     try:
         summary = validate_dataset(dataclasses.replace(ref, path=local.path))
     except DatasetError as exc:
-        raise DatasetProblem(f"spec.dataset: {exc}") from None
+        hint = ""
+        if inferred and "is not numeric" in str(exc):
+            hint = (
+                "; spec.dataset.features is not set, so every column but the labels is a "
+                "feature: list the features to leave this column out"
+            )
+        raise DatasetProblem(f"spec.dataset: {exc}{hint}") from None
     ref = dataclasses.replace(ref, etag=local.etag, size=local.size)
     t = study.spec.training
     return Prepared(

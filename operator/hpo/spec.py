@@ -32,9 +32,42 @@ ACTIVATIONS = ("relu", "tanh", "elu", "selu", "gelu", "swish", "sigmoid", "leaky
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "adamax")
 ESTIMATORS = ("GP", "RF", "ET")
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# Patterns are RE2-compatible (no look-around): the CRD carries the same ones, and
+# both pydantic's Rust engine and the API server's Go engine evaluate them alike.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: Dot-separated labels of lower-case letters, digits and '-'; 3-63 characters.
+BUCKET = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+#: Dots as ``[.]``, not backslash-escaped: the pattern also sits in a CEL string literal.
+IPV4 = r"^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$"
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+#: ``host[:port]``: a host name, an IPv4 address or a bracketed IPv6 address; port 1-65535.
+ENDPOINT = (
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)(:" + _PORT + r")?$"
+)
+#: Keys of a Secret's ``data``.
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+#: A key prefix may not start with '/' nor hold a '..' segment.
+BAD_PREFIX = r"^/|(^|/)\.\.(/|$)"
+#: The key prefix the schema admits: one segment (not '.' or '..') of URL- and
+#: NFKC-stable characters, trailing '/' allowed; what ``Storage._prefix`` admits too.
+PREFIX = (
+    r"^([A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.[A-Za-z0-9_~-][A-Za-z0-9._~-]*|\.\.[A-Za-z0-9._~-]+)/*$"
+)
+
+_DNS_LABEL = re.compile(DNS_LABEL)
+
+#: What a pattern means, for messages: pydantic would print the regular expression.
+_PATTERN_HELP = {
+    DNS_SUBDOMAIN: "is not a valid Kubernetes object name (lower-case letters, digits, '-' "
+    "and '.', starting and ending with a letter or digit)",
+    BUCKET: "is not a valid bucket name (3-63 lower-case letters, digits, '.' and '-', "
+    "starting and ending with a letter or digit, no '..', '.-' or '-.')",
+    ENDPOINT: "must be host[:port] without a scheme or path, port 1-65535 "
+    "(set tls: false for http)",
+    SECRET_KEY: "is not a valid Secret key (letters, digits, '-', '_' and '.')",
+}
 
 
 class SpecError(ValueError):
@@ -52,13 +85,38 @@ class _Model(BaseModel):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        # No coercion ("10" -> 10, "yes" -> True, 2.0 -> 2): the CRD's schema types
+        # admit none of these either, so `hpo run` and the API server agree.
+        strict=True,
+        allow_inf_nan=False,
     )
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """A CRD ``x-kubernetes-validations`` entry: the API server's copy of a
+    cross-field rule that a JSON schema cannot state (the Python validator is the
+    other copy, with the same message)."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _set_of(item: dict[str, Any], min_items: int = 1) -> dict[str, Any]:
+    """Schema extras of a list of unique scalars (``uniqueItems`` is not allowed in CRDs)."""
+    return {"items": item, "minItems": min_items, "x-kubernetes-list-type": "set"}
+
+
+_ORDERED = {"x-kubernetes-validations": [_cel("self.min <= self.max", "min must be <= max")]}
+Name = Annotated[str, Field(min_length=1)]
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class Range(_Model):
+    model_config = ConfigDict(json_schema_extra=_ORDERED)
+
     min: int = Field(ge=1)
     max: int = Field(ge=1)
 
@@ -83,6 +141,8 @@ class NeuronsRange(Range):
 class LearningRateRange(_Model):
     """Sampled log-uniformly; values are kept to 3 significant digits."""
 
+    model_config = ConfigDict(json_schema_extra=_ORDERED)
+
     min: float = Field(default=1e-4, gt=0, le=1)
     max: float = Field(default=1e-2, gt=0, le=1)
 
@@ -105,10 +165,19 @@ def _unique_nonempty(values: list[Any], what: str) -> list[Any]:
 class SearchSpace(_Model):
     hidden_layers: LayersRange = LayersRange()
     neurons: NeuronsRange = NeuronsRange()
-    activations: list[str] = Field(default_factory=lambda: ["relu", "tanh"])
+    activations: list[str] = Field(
+        default_factory=lambda: ["relu", "tanh"],
+        json_schema_extra=_set_of({"type": "string", "enum": list(ACTIVATIONS)}),
+    )
     learning_rate: LearningRateRange = LearningRateRange()
-    batch_sizes: list[int] = Field(default_factory=lambda: [32, 64])
-    optimizers: list[str] = Field(default_factory=lambda: ["adam"])
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [32, 64],
+        json_schema_extra=_set_of({"type": "integer", "minimum": 1, "maximum": 65536}),
+    )
+    optimizers: list[str] = Field(
+        default_factory=lambda: ["adam"],
+        json_schema_extra=_set_of({"type": "string", "enum": list(OPTIMIZERS)}),
+    )
 
     @field_validator("activations")
     @classmethod
@@ -143,13 +212,19 @@ class Dataset(_Model):
     #: A local CSV path (relative to the study file) or, on a cluster, an object-store URL.
     path: str = Field(min_length=1)
     #: Input columns; empty means every column that is not a label.
-    features: list[str] = Field(default_factory=list)
-    labels: list[str] = Field(min_length=1)
+    features: list[Name] = Field(
+        default_factory=list, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    labels: list[Name] = Field(min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
     test_size: float = Field(default=0.2, gt=0, lt=1)
     validation_size: float = Field(default=0.2, gt=0, lt=1)
-    split_seed: int = Field(default=0, ge=0)
+    #: A numpy seed: below 2**32.
+    split_seed: int = Field(default=0, ge=0, le=2**32 - 1)
     #: Per-label reference value for percent errors; default: mean |label| on the test split.
-    reference_values: dict[str, float] = Field(default_factory=dict)
+    reference_values: dict[str, float] = Field(
+        default_factory=dict,
+        json_schema_extra={"additionalProperties": {"type": "number", "not": {"enum": [0]}}},
+    )
 
     @model_validator(mode="after")
     def _columns(self) -> Self:
@@ -181,7 +256,7 @@ class Training(_Model):
 class RandomStage(_Model):
     configurations: int = Field(default=20, ge=1, le=100_000)
     #: Seed of the sampler: the same seed proposes the same configurations.
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
 class BayesianStage(_Model):
@@ -197,7 +272,7 @@ class BayesianStage(_Model):
     #: Radius and grid step of the learning rate, in decades (log10 units).
     learning_rate_radius: float = Field(default=0.5, ge=0, le=5)
     learning_rate_step: float = Field(default=0.1, gt=0, le=5)
-    estimator: str = "GP"
+    estimator: str = Field(default="GP", json_schema_extra={"enum": list(ESTIMATORS)})
     initial_points: int = Field(default=2, ge=1, le=1000)
 
     @field_validator("estimator")
@@ -221,6 +296,14 @@ class FailurePolicy(_Model):
 
 
 class Threshold(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.maxMae) || has(self.maxPercent)", "set maxMae, maxPercent or both")
+            ]
+        }
+    )
+
     max_mae: float | None = Field(default=None, gt=0)
     max_percent: float | None = Field(default=None, gt=0)
 
@@ -240,9 +323,9 @@ class Result(_Model):
 class SecretRef(_Model):
     """A Kubernetes Secret holding the object store's credentials (on a cluster)."""
 
-    name: str = Field(min_length=1)
-    access_key_key: str = "accessKey"
-    secret_key_key: str = "secretKey"
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    access_key_key: str = Field(default="accessKey", max_length=253, pattern=SECRET_KEY)
+    secret_key_key: str = Field(default="secretKey", max_length=253, pattern=SECRET_KEY)
 
 
 class Storage(_Model):
@@ -252,13 +335,34 @@ class Storage(_Model):
     ``HPO_S3_ACCESS_KEY`` / ``HPO_S3_SECRET_KEY`` in the environment locally.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.type != 's3' || (has(self.endpoint) && has(self.bucket))",
+                    "endpoint and bucket are required when type is s3",
+                ),
+                # Not a ``not: {pattern}`` on the field: that would refuse a null bucket.
+                _cel(
+                    f"!has(self.bucket) || !self.bucket.matches('{IPV4}')",
+                    "bucket must not look like an IP address",
+                ),
+            ]
+        }
+    )
+
     type: Literal["local", "s3"] = "local"
     #: Root folder of local runs (relative to the working directory); ``hpo run --out`` wins.
     path: str = "runs"
     #: ``host:port`` of the S3 endpoint (no scheme: ``tls`` says which).
-    endpoint: str | None = None
-    bucket: str | None = None
-    prefix: str = "hpo"
+    endpoint: str | None = Field(default=None, pattern=ENDPOINT)
+    bucket: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=63,
+        pattern=BUCKET,
+    )
+    prefix: str = Field(default="hpo", json_schema_extra={"pattern": PREFIX, "maxLength": 255})
     tls: bool = True
     #: Path of a PEM bundle to verify the endpoint's certificate with.
     ca_bundle: str | None = None
@@ -268,30 +372,34 @@ class Storage(_Model):
     #: Keep the ledger, artifacts and plots when the HPOStudy is deleted (cluster).
     keep_on_delete: bool = True
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and ("://" in v or "/" in v or not v.strip()):
-            raise ValueError(
-                f"{v!r} must be host[:port] without a scheme or path (set tls: false for http)"
-            )
-        return v
-
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, v: str | None) -> str | None:
-        if v is not None and (not _BUCKET.match(v) or _IP.match(v)):
-            raise ValueError(
-                f"{v!r} is not a valid bucket name (3-63 lower-case letters, digits, '.' and "
-                "'-', starting and ending with a letter or digit)"
-            )
+        if v is not None and re.match(IPV4, v):
+            raise ValueError(f"{v!r} is not a valid bucket name (it looks like an IP address)")
         return v
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if v.startswith("/") or ".." in v.split("/"):
+        if re.search(BAD_PREFIX, v):
             raise ValueError(f"{v!r} must be a relative key prefix without '..'")
+        # One segment: keys are <prefix>/<namespace>/<study>/..., and a deeper (or empty)
+        # prefix could reach into another namespace's folder ("hpo/other-ns").
+        from hpo.store import StoreError, key_segment
+
+        try:
+            key_segment(v.strip("/"), "prefix")
+        except StoreError as exc:
+            raise ValueError(
+                f"{v!r} must be one path segment (no '/', '..', control characters or "
+                f"backslashes): studies are kept under <prefix>/<namespace>/<study> ({exc})"
+            ) from None
+        if len(v) > 255 or not re.match(PREFIX, v):  # the CRD's pattern: keep them equal
+            raise ValueError(
+                f"{v!r} must be one path segment of at most 255 ASCII letters, digits, "
+                "'.', '_', '~' and '-'"
+            )
         return v.strip("/")
 
     @model_validator(mode="after")
@@ -318,7 +426,7 @@ class Trainer(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] = Field(default_factory=dict)
-    service_account_name: str | None = None
+    service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
     #: Extra environment variables (Kubernetes EnvVar objects).
     env: list[dict[str, Any]] = Field(default_factory=list)
     #: Seeds trained by one pod: more than 1 saves start-up for small models.
@@ -416,6 +524,10 @@ def _format_error(err: dict[str, Any]) -> str:
     msg = msg.removeprefix("Value error, ")
     if err["type"] == "missing":
         msg = "is required"
+    elif err["type"] == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern", "")
+        if pattern in _PATTERN_HELP:
+            msg = f"{err['input']!r} {_PATTERN_HELP[pattern]}"
     elif err["type"] == "extra_forbidden":
         msg = "is not a known field"
     inp = err.get("input")
@@ -426,7 +538,7 @@ def _format_error(err: dict[str, Any]) -> str:
             msg = f"{msg}; did you mean {close[0]!r}?"
     elif (
         not isinstance(inp, dict | list)
-        and err["type"] not in ("missing", "value_error")
+        and err["type"] not in ("missing", "value_error", "string_pattern_mismatch")
         and "(got" not in msg
     ):
         msg = f"{msg} (got {inp!r})"
@@ -457,6 +569,23 @@ def parse_study(raw: Any) -> Study:
         raise SpecError([_format_error(e) for e in exc.errors()]) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as the API server reads it: ``1e-4`` is a number (PyYAML's YAML 1.1
+    resolver wants a dot and would hand the strict model a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?([0-9][0-9_]*)?\.?[0-9]+[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse a study file's YAML (``yaml.safe_load``, plus YAML 1.2 exponent floats)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+
+
 def load_study(path: Path | str) -> Study:
     """Read a study file; a relative local dataset path is taken from the file's folder."""
     path = Path(path)
@@ -465,7 +594,7 @@ def load_study(path: Path | str) -> Study:
     except FileNotFoundError:
         raise SpecError([f"study file not found: {path}"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
     study = parse_study(raw)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +93,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 def _not_found(name: str, available: Sequence[str]) -> str:
-    folded = {str(c).strip().casefold(): str(c) for c in available}
-    guess = folded.get(name.strip().casefold())
+    folded = {_fold(str(c)): str(c) for c in available}
+    guess = folded.get(_fold(name))
     if guess is None:
         close = difflib.get_close_matches(name, [str(c) for c in available], n=1, cutoff=0.6)
         guess = close[0] if close else None
     if guess is not None:
+        if unicodedata.normalize("NFC", guess) == unicodedata.normalize("NFC", name):
+            # Looks identical on screen: say why it still differs.
+            return (
+                f"column {name!r} not found; the file has {guess!r}, the same text in "
+                "another Unicode normalisation form (NFC vs NFD): write it as in the file"
+            )
         return f"column {name!r} not found; did you mean {guess!r}?"
     shown = ", ".join(repr(str(c)) for c in list(available)[:20])
     more = ", ..." if len(available) > 20 else ""
@@ -127,6 +138,31 @@ def _usable(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return selected.dropna(how="any")
 
 
+def _check_spread(df: pd.DataFrame, usable: pd.DataFrame, labels: list[str]) -> None:
+    """Columns the scalers cannot standardise: a spread that overflows float64 (the
+    training would see NaN) and a constant label (nothing to learn, and percent
+    errors of a zero label divide by zero)."""
+    for column in usable.columns:
+        values = usable[column].to_numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = float(np.std(values))
+        if not np.isfinite(spread):
+            at = int(np.argmax(np.abs(values)))
+            row = df.index.get_loc(usable.index[at]) + 1
+            raise DatasetError(
+                f"column {column!r} has values too large to standardise: e.g. {values[at]:g} "
+                f"in data row {row} (the spread overflows float64, so training would see NaN); "
+                "rescale the column, e.g. change its unit"
+            )
+    for label in labels:
+        distinct = usable[label].unique()
+        if len(distinct) == 1:
+            raise DatasetError(
+                f"label column {label!r} is constant ({distinct[0]:g} in every usable row): "
+                "there is nothing to learn; choose another label"
+            )
+
+
 def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[str]) -> None:
     """Raise ``DatasetError`` if ``df`` cannot train a model mapping features to labels."""
     features, labels = list(features), list(labels)
@@ -151,7 +187,8 @@ def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[s
     for column in columns:
         _check_numeric(df, column)
     total = len(df)
-    rows = len(_usable(df, columns))
+    usable = _usable(df, columns)
+    rows = len(usable)
     if rows == 0:
         if total == 0:
             raise DatasetError("the dataset has no rows")
@@ -166,6 +203,7 @@ def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[s
             f"only {rows} usable row(s) ({total - rows} dropped for missing values); "
             f"need at least {MIN_ROWS} to split into train/validation/test"
         )
+    _check_spread(df, usable, labels)
 
 
 def _check_fractions(ref: DatasetRef) -> None:

@@ -1,0 +1,496 @@
+"""The bad-input catalogue: every wrong spec field, name, dataset or credential gets a
+message naming what is wrong, from `hpo validate`/`hpo run` (exit 2) and as a
+condition on the study in the operator, and nothing is half-written.
+
+Each table row asserts the exact field path and reason. tests/test_spec.py and
+tests/test_dataset.py hold earlier cases; none is repeated here.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kopf
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kube.server import KubeServer
+from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, free_port, new_s3_store
+from typer.testing import CliRunner
+
+from conftest import EXAMPLE_CSV, LABELS, study_dict
+from hpo.cli import EXIT_BAD_INPUT, app
+from hpo.handlers import make_registry
+from hpo.pods import LABEL_STUDY, MAX_NAME, pod_name
+from hpo.prepare import DatasetProblem, prepare
+from hpo.spec import SpecError, parse_study
+from hpo_trainer.data import prepare as prepare_data
+from hpo_trainer.scaling import Scaler
+
+NS = "default"
+
+
+def _with(path: str, value: Any, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A valid study with the field at dotted ``path`` set to ``value``."""
+    raw = copy.deepcopy(raw) if raw is not None else study_dict()
+    node = raw
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return raw
+
+
+def _s3(**storage: Any) -> dict[str, Any]:
+    base = {"type": "s3", "endpoint": "minio:9000", "bucket": "results"}
+    return {**base, **storage}
+
+
+# -- spec fields ---------------------------------------------------------------------
+# (category, field path, value, expected message); ``None`` as path replaces the study.
+
+SPEC_CASES: list[tuple[str, str, Any, str]] = [
+    # types: no coercion, as the CRD's schema types admit none
+    ("type", "spec.training.epochs", "10", "spec.training.epochs: Input should be a valid integer (got '10')"),
+    ("type", "spec.training.epochs", True, "spec.training.epochs: Input should be a valid integer (got True)"),
+    ("type", "spec.bayesianStage.enabled", "yes", "spec.bayesianStage.enabled: Input should be a valid boolean (got 'yes')"),
+    ("type", "spec.searchSpace.batchSizes", ["32"], "spec.searchSpace.batchSizes.0: Input should be a valid integer (got '32')"),
+    ("type", "spec.searchSpace.activations", "relu", "spec.searchSpace.activations: Input should be a valid list (got 'relu')"),
+    ("type", "spec.dataset.labels", "Id_mA", "spec.dataset.labels: Input should be a valid list (got 'Id_mA')"),
+    ("type", "spec.dataset", "data.csv", "spec.dataset: Input should be a valid dictionary or instance of Dataset (got 'data.csv')"),
+    ("type", "spec.searchSpace.learningRate.max", float("nan"), "spec.searchSpace.learningRate.max: Input should be a finite number (got nan)"),
+    ("type", "spec.dataset.referenceValues", {"Id_mA": float("inf")}, "spec.dataset.referenceValues.Id_mA: Input should be a finite number (got inf)"),
+    ("type", "spec.trainer.nodeSelector", {"disk": 1}, "spec.trainer.nodeSelector.disk: Input should be a valid string (got 1)"),
+    # ranges
+    ("range", "spec.searchSpace.hiddenLayers.max", 50, "spec.searchSpace.hiddenLayers.max: Input should be less than or equal to 20 (got 50)"),
+    ("range", "spec.searchSpace.neurons.step", 0, "spec.searchSpace.neurons.step: Input should be greater than or equal to 1 (got 0)"),
+    ("range", "spec.searchSpace.learningRate.max", 2, "spec.searchSpace.learningRate.max: Input should be less than or equal to 1 (got 2)"),
+    ("range", "spec.dataset.validationSize", 0, "spec.dataset.validationSize: Input should be greater than 0 (got 0)"),
+    ("range", "spec.dataset.splitSeed", -1, "spec.dataset.splitSeed: Input should be greater than or equal to 0 (got -1)"),
+    ("range", "spec.trainer.pendingTimeoutSeconds", 1, "spec.trainer.pendingTimeoutSeconds: Input should be greater than or equal to 10 (got 1)"),
+    ("range", "spec.result.thresholds", {"Id_mA": {"maxMae": -1}}, "spec.result.thresholds.Id_mA.maxMae: Input should be greater than 0 (got -1)"),
+    ("range", "spec.dataset.referenceValues", {"Id_mA": 0}, "spec.dataset: referenceValues.Id_mA must not be 0 (it divides the error)"),
+    # inverted bounds against a default
+    ("inverted", "spec.searchSpace.neurons", {"min": 256}, "spec.searchSpace.neurons: min (256) must be <= max (128)"),
+    ("inverted", "spec.searchSpace.learningRate", {"min": 0.05}, "spec.searchSpace.learningRate: min (0.05) must be <= max (0.01)"),
+    ("inverted", "spec.searchSpace.hiddenLayers", {"min": 5}, "spec.searchSpace.hiddenLayers: min (5) must be <= max (3)"),
+    # empty lists and empty names
+    ("empty", "spec.searchSpace.batchSizes", [], "spec.searchSpace.batchSizes: at least one batch size is required"),
+    ("empty", "spec.dataset.labels", [""], "spec.dataset.labels.0: String should have at least 1 character (got '')"),
+    ("empty", "spec.dataset.features", ["W_um", "W_um"], "spec.dataset: duplicate feature: W_um"),
+    # unknown names
+    ("unknown", "spec.searchSpace.activations", ["RELU"], "spec.searchSpace.activations: unknown activation 'RELU'; choose from relu, tanh"),
+    ("unknown", "spec.bayesianStage.selection", "best", "spec.bayesianStage.selection: Input should be 'perDepth' or 'overall' (got 'best')"),
+    ("unknown", "spec.trainer.imagePullPolicy", "always", "spec.trainer.imagePullPolicy: Input should be 'Always', 'IfNotPresent' or 'Never' (got 'always')"),
+    ("unknown", "spec.storage.type", "S3", "spec.storage.type: Input should be 'local' or 's3' (got 'S3')"),
+    ("unknown", "spec.bayesianStage.estimator", "gbrt", "spec.bayesianStage.estimator: GBRT is not usable with this scikit-learn"),
+    ("unknown", "spec.training.seedsPerConfg", 2, "spec.training.seedsPerConfg: is not a known field; did you mean 'seedsPerConfig'?"),
+    ("unknown", "spec.searchSpace.batchSize", [32], "spec.searchSpace.batchSize: is not a known field; did you mean 'batchSizes'?"),
+    # huge budgets
+    ("huge", "spec.randomStage.configurations", 10**9, "spec.randomStage.configurations: Input should be less than or equal to 100000 (got 1000000000)"),
+    ("huge", "spec.parallelism", 10**6, "spec.parallelism: Input should be less than or equal to 10000 (got 1000000)"),
+    ("huge", "spec.training.epochs", 10**30, "spec.training.epochs: Input should be less than or equal to 100000"),
+    ("huge", "spec.bayesianStage.trialsPerConfig", 10**6, "spec.bayesianStage.trialsPerConfig: Input should be less than or equal to 10000"),
+    ("huge", "spec.training.seedsPerConfig", 1000, "spec.training.seedsPerConfig: Input should be less than or equal to 100 (got 1000)"),
+    ("huge", "spec.randomStage.seed", 2**40, "spec.randomStage.seed: Input should be less than or equal to 4294967295"),
+    ("huge", "spec.dataset.splitSeed", 2**32, "spec.dataset.splitSeed: Input should be less than or equal to 4294967295"),
+    # names: metadata.name becomes pod names, label values and object keys
+    ("name", "metadata.name", "a.b", "metadata.name: 'a.b' is not a valid Kubernetes name"),
+    ("name", "metadata.name", "-study", "metadata.name: '-study' is not a valid Kubernetes name"),
+    ("name", "metadata.name", "study-", "metadata.name: 'study-' is not a valid Kubernetes name"),
+    ("name", "metadata.name", "über", "metadata.name: 'über' is not a valid Kubernetes name"),
+    ("name", "metadata.name", "", "metadata.name: '' is not a valid Kubernetes name"),
+    ("name", "metadata.name", 5, "metadata.name: Input should be a valid string (got 5)"),
+    ("name", "metadata.name", "s" * 64, f"metadata.name: {'s' * 64!r} is longer than 63 characters"),
+    ("name", "metadata.namespace", "Prod", "metadata.namespace: 'Prod' is not a valid Kubernetes name"),
+    # storage
+    ("storage", "spec.storage", _s3(endpoint="minio:abc"), "spec.storage.endpoint: 'minio:abc' must be host[:port] without a scheme or path, port 1-65535"),
+    ("storage", "spec.storage", _s3(endpoint="minio:99999"), "spec.storage.endpoint: 'minio:99999' must be host[:port]"),
+    ("storage", "spec.storage", _s3(endpoint="minio host:9000"), "spec.storage.endpoint: 'minio host:9000' must be host[:port]"),
+    ("storage", "spec.storage", _s3(endpoint="minio:9000/bucket"), "spec.storage.endpoint: 'minio:9000/bucket' must be host[:port] without a scheme or path"),
+    ("storage", "spec.storage", _s3(bucket="a..b"), "spec.storage.bucket: 'a..b' is not a valid bucket name"),
+    ("storage", "spec.storage", _s3(bucket="10.0.0.1"), "spec.storage.bucket: '10.0.0.1' is not a valid bucket name (it looks like an IP address)"),
+    ("storage", "spec.storage", _s3(bucket="ab"), "spec.storage.bucket: String should have at least 3 characters (got 'ab')"),
+    ("storage", "spec.storage", _s3(bucket="b" * 64), "spec.storage.bucket: String should have at most 63 characters"),
+    ("storage", "spec.storage", _s3(bucket=None), "spec.storage: bucket is required when type is s3"),
+    ("storage", "spec.storage", _s3(prefix="../other"), "spec.storage.prefix: '../other' must be a relative key prefix without '..'"),
+    ("storage", "spec.storage", _s3(credentialsSecret={"name": "S3_Creds"}), "spec.storage.credentialsSecret.name: 'S3_Creds' is not a valid Kubernetes object name"),
+    ("storage", "spec.storage", _s3(credentialsSecret={"name": "s3", "secretKeyKey": "secret key"}), "spec.storage.credentialsSecret.secretKeyKey: 'secret key' is not a valid Secret key"),
+    ("storage", "spec.storage", _s3(credentialsSecret={"name": "s3", "token": "x"}), "spec.storage.credentialsSecret.token: is not a known field"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [c[1:] for c in SPEC_CASES],
+    ids=[f"{c[0]}:{c[1].removeprefix('spec.')}={str(c[2])[:24]}" for c in SPEC_CASES],
+)
+def test_bad_spec_field_is_named(path: str, value: Any, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_study(_with(path, value))
+    assert any(p.startswith(message) for p in info.value.problems), info.value.problems
+
+
+def test_the_longest_valid_name_still_makes_valid_pod_names() -> None:
+    name = "s" * 63
+    study = parse_study(_with("metadata.name", name))
+    for trial in ("r0001", "b0123"):
+        pod = pod_name(study.name, trial, [1, 2, 3], attempt=12)
+        assert len(pod) <= MAX_NAME and pod[0].isalnum() and pod[-1].isalnum(), pod
+
+
+def test_exponent_floats_in_yaml_are_numbers_as_kubectl_reads_them(tmp_path: Path) -> None:
+    """The strict model refuses strings for numbers: ``1e-4`` must not become one."""
+    f = tmp_path / "study.yaml"
+    text = yaml.safe_dump(study_dict()) + "\n"
+    text = text.replace(
+        "spec:\n", "spec:\n  searchSpace:\n    learningRate: {min: 1e-4, max: 3e-2}\n"
+    )
+    f.write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(f)])
+    assert result.exit_code == 0, result.output
+
+
+# -- datasets --------------------------------------------------------------------------
+
+
+def _frame(rows: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {"x1": rng.uniform(0, 3, rows), "x2": rng.uniform(0, 3, rows), "y": rng.random(rows)}
+    )
+
+
+def _write(tmp_path: Path, df: pd.DataFrame | str) -> Path:
+    path = tmp_path / "data.csv"
+    if isinstance(df, str):
+        path.write_text(df)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def _set(df: pd.DataFrame, column: str, row: int, value: Any) -> pd.DataFrame:
+    df = df.astype({column: object}) if isinstance(value, str) else df.copy()
+    df.loc[row, column] = value
+    return df
+
+
+NFC = unicodedata.normalize("NFC", "Température")
+NFD = unicodedata.normalize("NFD", NFC)
+
+# (case, file content or None for no file, dataset spec changes, expected message)
+DATASET_CASES: list[tuple[str, pd.DataFrame | str | None, dict[str, Any], str]] = [
+    ("missing file", None, {}, "spec.dataset.path: dataset file not found: {path}"),
+    ("empty file", "", {"features": ["x1"]}, "spec.dataset: dataset file is empty: {path}"),
+    ("header only", "x1,x2,y\n", {}, "spec.dataset: the dataset has no rows"),
+    ("ragged csv", "x1,x2,y\n1,2,3\n4,5,6,7,8\n", {}, "spec.dataset: could not parse dataset CSV {path}: Error tokenizing data"),
+    ("misspelt label", _frame(), {"labels": ["Y"]}, "spec.dataset: column 'Y' not found; did you mean 'y'?"),
+    ("misspelt feature", _frame(), {"features": ["x1", "x_2"]}, "spec.dataset: column 'x_2' not found; did you mean 'x2'?"),
+    ("missing column", _frame(), {"labels": ["current"]}, "spec.dataset: column 'current' not found (columns are: 'x1', 'x2', 'y')"),
+    ("non-numeric label", _set(_frame(), "y", 7, "high"), {"features": ["x1", "x2"]}, "spec.dataset: column 'y' is not numeric: e.g. 'high' in data row 8 (1 non-numeric value(s))"),
+    ("non-numeric inferred feature", _frame().assign(id="a"), {}, "spec.dataset: column 'id' is not numeric: e.g. 'a' in data row 1 (30 non-numeric value(s)); spec.dataset.features is not set"),
+    ("all-missing label", _frame().assign(y=np.nan), {}, "spec.dataset: no rows left after dropping rows with missing values: all 30 rows miss at least one of the selected columns (missing counts: 'y' (30))"),
+    ("single row", _frame(1), {}, "spec.dataset: only 1 usable row(s) (0 dropped for missing values); need at least 10"),
+    ("split leaves no training rows", _frame(12), {"testSize": 0.9}, "spec.dataset: cannot split 12 rows with test_size=0.9 and validation_size=0.2"),
+    ("constant label", _frame().assign(y=2.5), {}, "spec.dataset: label column 'y' is constant (2.5 in every usable row): there is nothing to learn"),
+    ("extreme feature", _set(_frame(), "x2", 3, 1e300), {}, "spec.dataset: column 'x2' has values too large to standardise: e.g. 1e+300 in data row 4"),
+    ("extreme label", _set(_frame(), "y", 0, -1e200), {}, "spec.dataset: column 'y' has values too large to standardise: e.g. -1e+200 in data row 1"),
+    ("NFD column name", _frame().rename(columns={"x1": NFD}), {"features": [NFC, "x2"]}, f"spec.dataset: column {NFC!r} not found; the file has {NFD!r}, the same text in another Unicode normalisation form"),
+]  # fmt: skip
+
+
+def _study_for(path: Path, labels: list[str] | None = None, **dataset: Any) -> Any:
+    raw = study_dict()
+    raw["spec"]["dataset"] = {"path": str(path), "labels": labels or ["y"], **dataset}
+    return parse_study(raw)
+
+
+@pytest.mark.parametrize(
+    ("content", "dataset", "message"),
+    [c[1:] for c in DATASET_CASES],
+    ids=[c[0] for c in DATASET_CASES],
+)
+def test_bad_dataset_is_named(
+    tmp_path: Path, content: pd.DataFrame | str | None, dataset: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "data.csv" if content is None else _write(tmp_path, content)
+    dataset = dict(dataset)
+    labels = dataset.pop("labels", None)
+    study = _study_for(path, labels, **dataset)
+    with pytest.raises(DatasetProblem) as info:
+        prepare(study)
+    assert str(info.value).startswith(message.format(path=path)), str(info.value)
+
+
+def test_non_ascii_column_names_work(tmp_path: Path) -> None:
+    df = _frame().rename(columns={"x1": "Température_°C", "x2": "Länge µm", "y": "Strom_Ω"})
+    path = _write(tmp_path, df)
+    prepared = prepare(_study_for(path, ["Strom_Ω"]))
+    assert prepared.dataset.features == ["Température_°C", "Länge µm"]
+    assert prepared.rows == 30
+    data = prepare_data(prepared.dataset)
+    saved = Scaler.from_json(data.feature_scaler.to_json())
+    assert saved.columns == ["Température_°C", "Länge µm"]
+    assert data.label_scaler.columns == ["Strom_Ω"]
+
+
+def test_large_but_finite_values_scale_to_finite_inputs(tmp_path: Path) -> None:
+    """The refusal threshold is where the spread overflows, not an arbitrary size."""
+    df = _frame()
+    df["x2"] *= 1e150
+    df["y"] *= 1e100
+    path = _write(tmp_path, df)
+    ref = prepare(_study_for(path)).dataset
+    data = prepare_data(ref)
+    for scaler, values in ((data.feature_scaler, data.x_train), (data.label_scaler, data.y_train)):
+        scaled = scaler.transform(values)
+        assert np.isfinite(scaled.astype(np.float32)).all()
+        assert np.abs(scaled).max() < 10
+
+
+# -- the command line: exit code 2, the message, and nothing written ------------------
+
+
+def _study_file(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return f
+
+
+CLI_CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
+    ("name not DNS", lambda d: _with("metadata.name", "My.Study"), "metadata.name: 'My.Study' is not a valid Kubernetes name"),
+    ("name too long", lambda d: _with("metadata.name", "n" * 70), "metadata.name: " + repr("n" * 70) + " is longer than 63 characters"),
+    ("label also a feature", lambda d: _with("spec.dataset.features", ["W_um", LABELS[0]]), f"spec.dataset: column {LABELS[0]!r} is listed both as a label and as a feature"),
+    ("constant label", lambda d: _with("spec.dataset", {"path": str(_write(d, _frame().assign(y=0.0))), "labels": ["y"]}), "spec.dataset: label column 'y' is constant (0 in every usable row)"),
+    ("bad endpoint", lambda d: _with("spec.storage", _s3(endpoint="https://minio")), "spec.storage.endpoint: 'https://minio' must be host[:port] without a scheme"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize(
+    ("make", "message"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES]
+)
+def test_cli_refuses_with_exit_2_and_writes_nothing(
+    tmp_path: Path, command: str, make: Callable[[Path], dict[str, Any]], message: str
+) -> None:
+    f = _study_file(tmp_path, make(tmp_path))
+    out = tmp_path / "runs"
+    args = [command, str(f)] + (["--out", str(out)] if command == "run" else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    text = " ".join(result.output.split())  # rich may fold long lines
+    assert f"error: {f}: {message}" in text, result.output
+    assert not out.exists() or not any(out.iterdir()), "a refused study wrote something"
+
+
+# -- the operator: a condition naming the problem, and no pod --------------------------
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[KubeServer]:
+    server = KubeServer().start()
+    server.api().core.create_namespaced_secret(
+        NS,
+        {
+            "metadata": {"name": "only-access-key"},
+            "data": {"accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode()},
+        },
+    )
+    server.api().core.create_namespaced_secret(
+        NS,
+        {
+            "metadata": {"name": "s3-creds"},
+            "data": {
+                "accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode(),
+                "secretKey": base64.b64encode(TEST_SECRET_KEY.encode()).decode(),
+            },
+        },
+    )
+    yield server
+    server.stop()
+
+
+@contextmanager
+def _operator(kube: KubeServer) -> Iterator[None]:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kube.connection_info()
+
+    make_registry(kube.api_client, poll_s=0.3, retry_s=30, registry=registry)
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    with KopfRunner(
+        ["run", "--standalone", "--all-namespaces"],
+        registry=registry,
+        settings=settings,
+        timeout=60,
+    ):
+        yield
+
+
+def _body(name: str, s3: S3Server, dataset: str, **storage: Any) -> dict[str, Any]:
+    raw = study_dict(
+        storage={
+            "type": "s3",
+            "endpoint": s3.endpoint,
+            "tls": False,
+            "bucket": f"results-{uuid.uuid4().hex[:8]}",
+            "createBucket": True,
+            "credentialsSecret": {"name": "s3-creds"},
+            **storage,
+        },
+        trainer={"image": "test/trainer:dev"},
+    )
+    raw["spec"]["dataset"]["path"] = dataset
+    raw["metadata"] = {"name": name, "namespace": NS}
+    return raw
+
+
+def _status(kube: KubeServer, name: str) -> dict[str, Any]:
+    obj = kube.api().custom.get_namespaced_custom_object(
+        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+    )
+    return obj.get("status") or {}
+
+
+def _condition(kube: KubeServer, name: str, type_: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in _status(kube, name).get("conditions") or []:
+            if c["type"] == type_ and c["status"] == "False":
+                return c
+        time.sleep(0.2)
+    raise AssertionError(f"no {type_}=False condition on {name}: {_status(kube, name)}")
+
+
+def _pods(kube: KubeServer, name: str) -> list[dict[str, Any]]:
+    raw = kube.api().core.list_namespaced_pod(
+        NS, label_selector=f"{LABEL_STUDY}={name}", _preload_content=False
+    )
+    return json.loads(raw.data)["items"]
+
+
+@pytest.fixture(scope="module")
+def s3_dataset(s3_server: S3Server) -> str:
+    bucket = f"data-{uuid.uuid4().hex[:10]}"
+    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
+    return f"s3://{bucket}/transistor.csv"
+
+
+# (case, name, body changes, condition type, reason, message, phase)
+OPERATOR_CASES: list[tuple[str, str, Callable[[dict[str, Any], str], None], str, str, str, str]] = [
+    (
+        # A DNS subdomain, so an API server without CEL stores it; the CRD's CEL rule
+        # refuses it at admission where CEL runs (the emulator runs none).
+        "name not a DNS label",
+        "dotted.name",
+        lambda body, port: None,
+        "Valid",
+        "InvalidSpec",
+        "metadata.name: 'dotted.name' is not a valid Kubernetes name",
+        "Failed",
+    ),
+    (
+        "missing key in the Secret",
+        "nokey",
+        lambda body, port: body["spec"]["storage"].update(
+            credentialsSecret={"name": "only-access-key"}
+        ),
+        "StoreReady",
+        "CredentialsMissing",
+        "spec.storage.credentialsSecret: Secret default/only-access-key has no key 'secretKey' "
+        "(keys: accessKey)",
+        "Failed",
+    ),
+    (
+        "endpoint not host:port",
+        "badendpoint",
+        lambda body, port: body["spec"]["storage"].update(endpoint="http://minio:9000"),
+        "Valid",
+        "InvalidSpec",
+        "spec.storage.endpoint: 'http://minio:9000' must be host[:port] without a scheme",
+        "Failed",
+    ),
+    (
+        "endpoint unreachable",
+        "nowhere",
+        lambda body, port: body["spec"]["storage"].update(endpoint=f"127.0.0.1:{port}"),
+        "StoreReady",
+        "StoreUnavailable",
+        "127.0.0.1:{port}",
+        "Pending",
+    ),
+    (
+        "dataset key missing",
+        "nodata",
+        lambda body, port: body["spec"]["dataset"].update(
+            path=body["spec"]["dataset"]["path"].replace("transistor.csv", "transistr.csv")
+        ),
+        "DatasetReady",
+        "InvalidDataset",
+        "spec.dataset.path: dataset not found: s3://",
+        "Failed",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def operator_outcomes(
+    kube: KubeServer, s3_server: S3Server, s3_dataset: str
+) -> dict[str, tuple[dict[str, Any], dict[str, Any], int]]:
+    """All studies of OPERATOR_CASES under one operator: (condition, status, pods) each."""
+    port = free_port()  # nothing listens there: connection refused at once
+    before = os.environ.get("HPO_S3_RETRIES")
+    os.environ["HPO_S3_RETRIES"] = "0"
+    outcomes = {}
+    try:
+        with _operator(kube):
+            for _, name, change, *_ in OPERATOR_CASES:
+                body = _body(name, s3_server, s3_dataset)
+                change(body, port)
+                kube.api().custom.create_namespaced_custom_object(
+                    "hpo-operator.dev", "v1alpha1", NS, "hpostudies", body
+                )
+            for _, name, _, type_, *_ in OPERATOR_CASES:
+                cond = _condition(kube, name, type_)
+                outcomes[name] = (cond, _status(kube, name), port)
+            time.sleep(1)  # a pod created late would show up now
+            outcomes = {n: (c, s, p, len(_pods(kube, n))) for n, (c, s, p) in outcomes.items()}
+    finally:
+        if before is None:
+            os.environ.pop("HPO_S3_RETRIES", None)
+        else:
+            os.environ["HPO_S3_RETRIES"] = before
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("name", "type_", "reason", "message", "phase"),
+    [c[1:2] + c[3:] for c in OPERATOR_CASES],
+    ids=[c[0] for c in OPERATOR_CASES],
+)
+def test_operator_names_the_problem_in_a_condition_and_starts_no_pod(
+    operator_outcomes: dict[str, Any], name: str, type_: str, reason: str, message: str, phase: str
+) -> None:
+    cond, status, port, pods = operator_outcomes[name]
+    assert cond["reason"] == reason, cond
+    assert message.format(port=port) in cond["message"], cond
+    assert status["phase"] == phase, status
+    assert pods == 0
+    assert TEST_SECRET_KEY not in json.dumps(status)
