@@ -3,12 +3,16 @@
 The ledger has one writer (this object); writes are conditional on the ETag
 of its last write, so a second writer on the same study gets a clear error
 instead of silently overwriting. Results are written in batches: rewriting
-the workbook per result would cost the whole book each time.
+the workbook per result would cost the whole book each time. A batch is also
+at least ``batch_growth`` of the rows already written, so the writes of a
+study of n trainings cost O(n) in all, not O(n²/batch) (every result is in
+its ``scores.json`` meanwhile, and ``max_delay_s`` bounds how stale the book gets).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,7 +23,16 @@ import yaml
 
 from hpo.contract import SeedResult
 from hpo.spec import Study
-from hpo.store import PreconditionFailed, Store, StoreError
+from hpo.store import (
+    PreconditionFailed,
+    Store,
+    StoreError,
+    is_valid_key,
+    join_key,
+    key_segment,
+)
+
+log = logging.getLogger("hpo.ledger")
 
 
 class LedgerConflict(StoreError):
@@ -28,9 +41,16 @@ class LedgerConflict(StoreError):
 
 @dataclass(frozen=True)
 class StudyPaths:
-    """Store keys of one study (the same layout for a folder and a bucket)."""
+    """Store keys of one study (the same layout for a folder and a bucket).
+
+    The root (the study's name) and trial ids are single key segments, checked
+    here, so no name or id can point a key outside the study's folder.
+    """
 
     root: str
+
+    def __post_init__(self) -> None:
+        key_segment(self.root, "study name")
 
     @property
     def ledger(self) -> str:
@@ -49,7 +69,10 @@ class StudyPaths:
         return f"{self.root}/plots"
 
     def trial(self, trial: str) -> str:
-        return f"{self.trials}/{trial}"
+        return join_key(self.trials, key_segment(trial, "trial id"))
+
+    def scores(self, trial: str, seed: int) -> str:
+        return join_key(self.trial(trial), f"seed-{int(seed)}", "scores.json")
 
 
 class Recorder:
@@ -63,6 +86,7 @@ class Recorder:
         labels: list[str],
         *,
         batch_size: int = 20,
+        batch_growth: float = 0.2,
         max_delay_s: float = 30.0,
     ) -> None:
         self.store = store
@@ -70,9 +94,11 @@ class Recorder:
         self.study = study
         self.labels = labels
         self.batch_size = batch_size
+        self.batch_growth = batch_growth
         self.max_delay_s = max_delay_s
         self._etag: str | None = None
         self._unwritten = 0
+        self._written = 0  # rows in the ledger as last written
         self._last_write = time.monotonic()
 
     def load(self) -> list[SeedResult]:
@@ -88,17 +114,21 @@ class Recorder:
         seen = {r.key for r in results}
         recovered = []
         for key in self.store.list(self.paths.trials):
-            if not key.endswith("/scores.json"):
-                continue
+            if not key.endswith("/scores.json") or not is_valid_key(key):
+                continue  # not a result, or a key no writer of ours makes
+            data = self.store.get_bytes(key)
             try:
-                r = SeedResult.from_json(self.store.get_bytes(key).decode())
-            except (ValueError, TypeError, KeyError):
+                r = SeedResult.from_json(data.decode())
+                # Only a file at its own place counts (not one planted deeper or elsewhere).
+                own = key == self.paths.scores(r.trial, r.seed) and r.study == self.paths.root
+            except (ValueError, TypeError, KeyError, StoreError):
                 continue  # a torn or foreign file: the training is simply redone
-            if r.status == "succeeded" and r.key not in seen:
+            if own and r.status == "succeeded" and r.key not in seen:
                 recovered.append(r)
                 seen.add(r.key)
         recovered.sort(key=lambda r: r.key)
         self._unwritten = len(recovered)
+        self._written = len(results)
         return results + recovered
 
     def save_study(self) -> None:
@@ -113,12 +143,14 @@ class Recorder:
         if self._unwritten == 0:
             return False
         waited = time.monotonic() - self._last_write
-        return self._unwritten >= self.batch_size or waited >= self.max_delay_s
+        batch = max(self.batch_size, self.batch_growth * self._written)
+        return self._unwritten >= batch or waited >= self.max_delay_s
 
     def write(self, results: list[SeedResult], best: Any = None) -> None:
         """Write the whole ledger now (conditionally on our last write)."""
         from hpo.ledger import write_ledger
 
+        started = time.perf_counter()
         try:
             self._etag = write_ledger(
                 self.store,
@@ -136,7 +168,15 @@ class Recorder:
                 f"({exc}); is the same study running twice? Not overwriting it."
             ) from exc
         self._unwritten = 0
+        self._written = len(results)
         self._last_write = time.monotonic()
+        # One line per write (an operator logs at INFO): its cost is visible at scale.
+        log.info(
+            "ledger %s: %d rows written in %.3fs",
+            self.paths.ledger,
+            len(results),
+            time.perf_counter() - started,
+        )
 
     def finish(self, results: list[SeedResult]) -> Any:
         """Final group, last ledger write, plots. Returns the final group (a DataFrame)."""

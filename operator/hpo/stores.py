@@ -7,7 +7,21 @@ from pathlib import Path
 
 from hpo.contract import StoreRef
 from hpo.spec import SpecError, Study
-from hpo.store import LocalStore, Store
+from hpo.store import LocalStore, Store, StoreError, join_key, key_segment
+
+
+def namespace_prefix(prefix: str, namespace: str, where: str) -> str:
+    """``<prefix>/<namespace>``, checked: the namespace is one segment, the prefix a safe key.
+
+    Every key of a study lies under it (``<prefix>/<namespace>/<study>/...``), so no
+    study writes into another namespace's folder.
+    """
+    try:
+        key_segment(namespace, "namespace")
+        prefix = prefix.strip("/")
+        return join_key(prefix, namespace) if prefix else namespace
+    except StoreError as exc:
+        raise SpecError([f"{where}: {exc}"]) from None
 
 
 def store_ref_for(study: Study, out: str | Path | None = None) -> StoreRef:
@@ -26,7 +40,7 @@ def store_ref_for(study: Study, out: str | Path | None = None) -> StoreRef:
             kind="s3",
             endpoint=storage.endpoint,
             bucket=bucket,
-            prefix="/".join(p for p in (prefix.strip("/"), namespace) if p),
+            prefix=namespace_prefix(prefix, namespace, str(out)),
             tls=storage.tls,
             region=storage.region,
             ca_bundle=storage.ca_bundle,
@@ -40,7 +54,7 @@ def store_ref_for(study: Study, out: str | Path | None = None) -> StoreRef:
         kind="s3",
         endpoint=storage.endpoint,
         bucket=storage.bucket,
-        prefix="/".join(p for p in (storage.prefix, namespace) if p),
+        prefix=namespace_prefix(storage.prefix, namespace, "spec.storage.prefix"),
         tls=storage.tls,
         region=storage.region,
         ca_bundle=storage.ca_bundle,

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from hpo.contract import DatasetRef, StoreRef
-from hpo.store import StoreError
+from hpo.store import StoreError, check_key, key_segment
 from hpo_trainer.data import DatasetError
 
 _lock = threading.Lock()
@@ -26,11 +26,30 @@ def split_s3_url(url: str) -> tuple[str, str]:
     bucket, _, key = url.removeprefix("s3://").partition("/")
     if not bucket or not key:
         raise DatasetError(f"dataset URL {url!r} must look like s3://bucket/key.csv")
+    try:
+        check_key(key)
+    except StoreError as exc:
+        raise DatasetError(f"dataset URL {url!r}: {exc}") from None
     return bucket, key
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("HPO_CACHE", Path(tempfile.gettempdir()) / "hpo-cache")) / "datasets"
+
+
+def cached_copy(url: str, etag: str) -> Path:
+    """The local file for one version of a dataset: always inside ``cache_dir()``.
+
+    The folder is a digest of URL and ETag; the file keeps the key's last segment
+    (checked by ``split_s3_url``) so its suffix still tells the format.
+    """
+    _, key = split_s3_url(url)
+    digest = hashlib.sha256(f"{url}@{etag}".encode()).hexdigest()[:16]
+    try:
+        name = key_segment(key.rsplit("/", 1)[-1], "dataset file name")
+    except StoreError as exc:
+        raise DatasetError(f"dataset URL {url!r}: {exc}") from None
+    return cache_dir() / digest / name
 
 
 def localise(
@@ -64,8 +83,7 @@ def localise(
     with _lock:
         local = _copies.get((ref.path, etag))
     if local is None or not local.exists():
-        digest = hashlib.sha256(f"{ref.path}@{etag}".encode()).hexdigest()[:16]
-        local = cache_dir() / digest / Path(key).name
+        local = cached_copy(ref.path, etag)
         if not local.exists():
             try:
                 tmp = local.with_name(f".{local.name}.{os.getpid()}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.contract import SeedResult, TrainingRequest
-from hpo.store import Store
+from hpo.store import Store, StoreError, join_key
 from hpo_trainer.data import DatasetError, PreparedData, prepare
 from hpo_trainer.fetch import localise
 from hpo_trainer.metrics import score
@@ -64,6 +64,23 @@ def error_message(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
+def artifacts_prefix(request: TrainingRequest, seed: int) -> str:
+    """Where a seed's artifacts go: ``<study>/trials/<trial>/seed-<n>``, nowhere else.
+
+    The request travels as a pod argument; a request whose ``output_prefix`` is not
+    its own trial's folder is refused rather than written wherever it points.
+    """
+    from hpo.recorder import StudyPaths
+
+    own = StudyPaths(request.study).trial(request.trial)
+    if request.output_prefix != own:
+        raise StoreError(
+            f"invalid training request: output_prefix {request.output_prefix!r} is not the "
+            f"folder of trial {request.trial!r} of study {request.study!r} ({own!r})"
+        )
+    return join_key(own, f"seed-{int(seed)}")
+
+
 def _write_artifacts(
     folder: Path, request: TrainingRequest, seed: int, model: keras.Model, data: PreparedData
 ) -> None:
@@ -103,8 +120,9 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
         seed=int(seed),
         status="failed",
     )
-    prefix = request.artifacts_prefix(seed)
+    prefix = ""
     try:
+        prefix = artifacts_prefix(request, seed)
         result.config = _plain(request.config)
         config = MlpConfig.parse(request.config)
         data = prepare(localise(request.dataset, request.store))
