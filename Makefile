@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 S3VENV := .venv-s3
 S3STAMP := $(S3VENV)/.installed-stamp
 
-.PHONY: install install-test demo test lint format bench clean
+.PHONY: install install-test demo test lint format bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: install-test
 	$(PY) benchmarks/local_throughput.py
 	$(PY) benchmarks/ledger_write.py
 	$(PY) benchmarks/operator_scale.py
+
+# A 2,000-training study with instant pods (~2-3 min); fails if the operator's
+# memory at the end is more than 10% above its level after 200 trainings.
+soak: install-test
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) $(S3VENV) runs .pytest_cache

@@ -7,6 +7,7 @@ A training is identified by ``(trial, seed)``; a trial is one configuration.
 
 from __future__ import annotations
 
+import heapq
 import re
 import statistics
 from collections import deque
@@ -100,7 +101,12 @@ def bayes_trial_id(i: int) -> str:
 
 
 class Engine:
-    """State machine of one study: random stage, hand-over, Bayesian stage, done."""
+    """State machine of one study: random stage, hand-over, Bayesian stage, done.
+
+    What every step asks (progress, the best configurations, whether the random
+    stage is complete, the failure count) is kept up to date result by result,
+    so a step costs the same at the 5,000th training as at the 10th.
+    """
 
     def __init__(
         self, spec: StudySpec, history: Iterable[SeedResult] = (), in_flight: Iterable[Task] = ()
@@ -118,6 +124,14 @@ class Engine:
         self.parents: list[_Parent] = []
         self._next_bayes = 0
         self._by_key: dict[str, str] = {}
+        # Kept up to date by _absorb, one result at a time.
+        self._live: dict[str, ConfigSummary] = {}
+        self._rank: list[tuple[float, float, str, int]] = []  # a heap; stale entries skipped
+        self._rank_version: dict[str, int] = {}
+        self._failed = 0
+        self._last_error: str | None = None
+        self._worst_mae: float | None = None
+        self._random_incomplete = 0
 
         plan = sample_unique(
             spec.search_space, spec.random_stage.configurations, spec.random_stage.seed
@@ -135,10 +149,19 @@ class Engine:
         for r in history:
             self.results[r.key] = r
             self.order.append(r.key)
+        for key in self.order:
+            self._absorb(self.results[key])
         for task in in_flight:
             self._adopt_history_trial_from_task(task)
             self.running[task.id] = task
             self.attempts[task.id] = max(self.attempts.get(task.id, 0), task.attempt)
+        self._random_incomplete = sum(
+            1
+            for t in self.trials.values()
+            if t.stage == "random" and not self._trial_complete(t.trial)
+        )
+        for r in self.results.values():
+            self._count(r)
 
         self._queue_missing("random")
         self.phase: Phase = "random"
@@ -158,6 +181,33 @@ class Engine:
         m = _TRIAL_ID.match(trial.trial)
         if m and m.group(1) == "b":
             self._next_bayes = max(self._next_bayes, int(m.group(2)) + 1)
+
+    def _absorb(self, r: SeedResult) -> None:
+        """Add one recorded result to the live summaries and the ranking."""
+        s = self._live.get(r.trial)
+        if s is None:
+            s = self._live[r.trial] = ConfigSummary(
+                trial=r.trial,
+                stage=r.stage,
+                parent=r.parent,
+                config_key=r.config_key,
+                config=r.config,
+            )
+        ranked_before = s.n
+        s.add(r)
+        if s.n != ranked_before:
+            version = self._rank_version.get(r.trial, 0) + 1
+            self._rank_version[r.trial] = version
+            assert s.mean is not None and s.std is not None
+            heapq.heappush(self._rank, (s.mean, s.std, r.trial, version))
+
+    def _count(self, r: SeedResult) -> None:
+        """Failures and the worst MAE seen, for the failure budget and ``_objective``."""
+        if r.status == "failed":
+            self._failed += 1
+            self._last_error = r.error
+        if r.mae is not None:
+            self._worst_mae = r.mae if self._worst_mae is None else max(self._worst_mae, r.mae)
 
     def _adopt_history_trial(self, r: SeedResult) -> None:
         known = self.trials.get(r.trial)
@@ -204,6 +254,19 @@ class Engine:
             rs = [r for r in rs if r.stage == stage]
         return summarise(rs)
 
+    def top(self, n: int) -> list[ConfigSummary]:
+        """The ``n`` best configurations, in ``ranked`` order, without ranking them all."""
+        found: list[ConfigSummary] = []
+        kept = []
+        while self._rank and len(found) < n:
+            entry = heapq.heappop(self._rank)
+            if self._rank_version.get(entry[2]) == entry[3]:  # else a superseded score
+                found.append(self._live[entry[2]])
+                kept.append(entry)
+        for entry in kept:
+            heapq.heappush(self._rank, entry)
+        return found
+
     def _trial_complete(self, trial: str) -> bool:
         return all((trial, s) in self.results for s in self.seeds)
 
@@ -217,12 +280,11 @@ class Engine:
         maes = [m for m in maes if m is not None]
         if maes:
             return statistics.fmean(maes)
-        ok = [r.mae for r in self.results.values() if r.mae is not None]
-        return max(ok) * 2 if ok else 10.0
+        return self._worst_mae * 2 if self._worst_mae is not None else 10.0
 
     def progress(self) -> Progress:
-        failed = sum(1 for r in self.results.values() if r.status == "failed")
-        best = ranked(self.summaries().values())
+        failed = self._failed
+        best = self.top(1)
         total = len(self.trials) * len(self.seeds)
         if self.phase == "random" and self.spec.bayesian_stage.enabled:
             stage = self.spec.bayesian_stage
@@ -279,6 +341,13 @@ class Engine:
             return retry
         self.results[tid] = result
         self.order.append(tid)
+        self._absorb(result)
+        self._count(result)
+        trial = self.trials.get(result.trial)
+        random = trial is not None and trial.stage == "random"
+        # Complete just now (results are never replaced): one random trial less to wait for.
+        if random and result.seed in self.seeds and self._trial_complete(result.trial):
+            self._random_incomplete -= 1
         if result.status == "failed":
             self._check_failures(result.error)
         if self.phase == "bayesian" and self._trial_complete(result.trial):
@@ -293,12 +362,11 @@ class Engine:
 
     def _check_failures(self, last_error: str | None) -> None:
         """Past the failure budget the study stops scheduling (also when rebuilt from records)."""
-        failed = [r for r in self.results.values() if r.status == "failed"]
         limit = self.spec.failure_policy.max_failed_trainings
-        if len(failed) > limit:
-            error = last_error if last_error is not None else failed[-1].error
+        if self._failed > limit:
+            error = last_error if last_error is not None else self._last_error
             self.failed_reason = (
-                f"{len(failed)} trainings failed, more than failurePolicy.maxFailedTrainings "
+                f"{self._failed} trainings failed, more than failurePolicy.maxFailedTrainings "
                 f"({limit}); last error: {error}"
             )
 
@@ -315,10 +383,7 @@ class Engine:
             self.queue.clear()
             return
         if self.phase == "random":
-            if any(
-                t.stage == "random" and not self._trial_complete(t.trial)
-                for t in self.trials.values()
-            ):
+            if self._random_incomplete:
                 return
             if not self.spec.bayesian_stage.enabled:
                 self.phase = "done"

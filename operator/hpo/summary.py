@@ -23,20 +23,29 @@ class ConfigSummary:
     seeds: list[int] = field(default_factory=list)
     failed: int = 0
     per_label: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    #: (seeds, mean, std) as last computed: ``statistics.stdev`` is exact, and slow.
+    _stats: tuple[int, float | None, float | None] = field(
+        default=(0, None, None), init=False, repr=False, compare=False
+    )
 
     @property
     def n(self) -> int:
         return len(self.maes)
 
+    def _mean_std(self) -> tuple[float | None, float | None]:
+        if self._stats[0] != len(self.maes):  # results are only ever added
+            mean = statistics.fmean(self.maes)
+            std = statistics.stdev(self.maes) if len(self.maes) > 1 else 0.0
+            self._stats = (len(self.maes), mean, std)
+        return self._stats[1], self._stats[2]
+
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.maes) if self.maes else None
+        return self._mean_std()[0]
 
     @property
     def std(self) -> float | None:
-        if not self.maes:
-            return None
-        return statistics.stdev(self.maes) if len(self.maes) > 1 else 0.0
+        return self._mean_std()[1]
 
     @property
     def min(self) -> float | None:
@@ -45,6 +54,18 @@ class ConfigSummary:
     @property
     def max(self) -> float | None:
         return max(self.maes) if self.maes else None
+
+    def add(self, r: SeedResult) -> None:
+        """Take one more result of this configuration (a seed, succeeded or failed)."""
+        if r.status == "succeeded" and r.mae is not None:
+            self.maes.append(float(r.mae))
+            self.seeds.append(r.seed)
+            for label, scores in r.per_label.items():
+                self.per_label.setdefault(label, []).append(
+                    (float(scores["mae"]), float(scores["pct"]))
+                )
+        else:
+            self.failed += 1
 
     def label_mean(self, label: str) -> tuple[float, float] | None:
         """Mean over seeds of (MAE in original units, MAE in percent) for ``label``."""
@@ -67,15 +88,7 @@ def summarise(results: Iterable[SeedResult]) -> dict[str, ConfigSummary]:
                 config_key=r.config_key,
                 config=r.config,
             )
-        if r.status == "succeeded" and r.mae is not None:
-            s.maes.append(float(r.mae))
-            s.seeds.append(r.seed)
-            for label, scores in r.per_label.items():
-                s.per_label.setdefault(label, []).append(
-                    (float(scores["mae"]), float(scores["pct"]))
-                )
-        else:
-            s.failed += 1
+        s.add(r)
     return out
 
 
