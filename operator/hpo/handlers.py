@@ -23,6 +23,8 @@ from hpo.runners.kube import StudyDriver
 from hpo.spec import API_GROUP
 
 log = logging.getLogger("hpo.operator")
+#: How long the deletion handler waits for a study's loop to stop (then kopf retries it).
+DAEMON_STOP_TIMEOUT_S = 60.0
 
 
 def make_registry(
@@ -35,6 +37,9 @@ def make_registry(
     """Register the operator's handlers on ``registry`` (a fresh one per test)."""
     registry = registry or kopf.OperatorRegistry()
     drivers: dict[str, StudyDriver] = {}
+    # Per study uid: set to make its daemon stop; set by the daemon once it has stopped.
+    halts: dict[str, threading.Event] = {}
+    ended: dict[str, threading.Event] = {}
     lock = threading.Lock()
     cluster_box: dict[str, Cluster] = {}
 
@@ -69,11 +74,14 @@ def make_registry(
         )
         with lock:
             drivers[uid] = driver
+            halt = halts.setdefault(uid, threading.Event())
+            done = ended[uid] = threading.Event()
         try:
-            driver.run(stopped=lambda: bool(stopped), retry_s=retry_s)
+            driver.run(stopped=lambda: bool(stopped) or halt.is_set(), retry_s=retry_s)
         finally:
             with lock:
                 drivers.pop(uid, None)
+            done.set()
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_STUDY: kopf.PRESENT}, registry=registry)
     def pod_event(meta: kopf.Meta, **_: Any) -> None:
@@ -84,9 +92,22 @@ def make_registry(
                 driver.wake.set()
 
     @kopf.on.delete(API_GROUP, VERSION, PLURAL, registry=registry, optional=True)
-    def study_deleted(name: str, namespace: str, body: kopf.Body, **_: Any) -> None:
+    def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body, **_: Any) -> None:
         """Pods go with their study (ownerReferences do it too); results stay unless
-        ``spec.storage.keepOnDelete`` is false."""
+        ``spec.storage.keepOnDelete`` is false.
+
+        kopf stops the study's daemon in parallel with this handler: the daemon is
+        stopped and waited for first, so no write of its lands after the removal.
+        """
+        with lock:
+            halt = halts.setdefault(uid, threading.Event())
+            done = ended.get(uid)
+            driver = drivers.get(uid)
+        halt.set()
+        if driver is not None:
+            driver.wake.set()
+        if done is not None and not done.wait(DAEMON_STOP_TIMEOUT_S):
+            raise kopf.TemporaryError("the study's loop has not stopped yet", delay=5)
         n = cluster().delete_study_pods(namespace, name)
         storage = (body.get("spec") or {}).get("storage") or {}
         if storage.get("keepOnDelete", True) is False:
@@ -95,6 +116,9 @@ def make_registry(
         log.info(
             "study %s/%s deleted; %d pods removed, results kept in the store", namespace, name, n
         )
+        with lock:
+            halts.pop(uid, None)
+            ended.pop(uid, None)
 
     return registry
 

@@ -40,6 +40,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from hpo import crashpoints
 from hpo.store import PreconditionFailed, Store, StoreError, check_key
 
 log = logging.getLogger(__name__)
@@ -420,14 +421,18 @@ class S3Store(Store):
         if if_match is not None:
             conditions["If-Match"] = f'"{_strip_etag(if_match)}"'
         ambiguous = [False]
+        point = key.rsplit("/", 1)[-1]
 
         def attempt() -> str:
+            crashpoints.reached(f"s3-put:{point}")
             try:
-                return self._put(name, data, conditions)
+                etag = self._put(name, data, conditions)
             except Exception as exc:
                 if _is_transient(exc) and not _not_sent(exc):
                     ambiguous[0] = True
                 raise
+            crashpoints.reached(f"s3-put-done:{point}")
+            return etag
 
         try:
             return self._call("put", key, attempt)

@@ -43,6 +43,13 @@ admission, quota, RBAC, managedFields or server-side apply (415).
 
 Every request is recorded in ``emulator.request_log`` (method, path, query, verb,
 status) so tests and benchmarks can count API calls per verb.
+
+Faults, for reliability tests: set ``emulator.faults = ApiFaults(...)`` and the
+emulator answers a seeded fraction of the requests of chosen clients (by
+User-Agent: the operator's and kopf's, not the test's) with 500, 409 or 429
+(``Retry-After: 1``) instead of serving them, or serves chosen requests and then
+answers 504 (a write applied whose answer is lost, as a real API server's
+timeout does). ``faults.injected`` lists what was answered so.
 """
 
 from __future__ import annotations
@@ -362,6 +369,101 @@ class RequestRecord:
     user_agent: str = ""
 
 
+@dataclasses.dataclass
+class ApiFaults:
+    """What the emulator answers wrongly on purpose (see the module docstring).
+
+    ``rate``: the fraction of requests from ``agents`` answered with one of
+    ``statuses`` (chosen by a ``random.Random(seed)``) instead of being served; 409
+    only for patch and update, as a real API server answers a write conflict (never
+    to a read).
+    ``lose[(verb, plural)] = n``: the next ``n`` such requests are served, then
+    answered 504. ``refuse[(verb, plural)] = n``: the next ``n`` are answered 500
+    unserved. ``verbs``: limit ``rate`` to these verbs (None: all, watches too).
+    """
+
+    rate: float = 0.0
+    seed: int = 0
+    statuses: tuple[int, ...] = (500, 409, 429)
+    agents: tuple[str, ...] = ("hpo-operator/", "kopf/")
+    verbs: frozenset[str] | None = None
+    lose: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    refuse: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    injected: list[tuple[str, str | None, int]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def _take(self, table: dict[tuple[str, str], int], record: RequestRecord) -> bool:
+        key = (record.verb, record.resource or "")
+        if table.get(key, 0) > 0:
+            table[key] -= 1
+            return True
+        return False
+
+    def before(self, record: RequestRecord) -> int | None:
+        """The status to answer instead of serving ``record``, or None to serve it."""
+        if not record.user_agent.startswith(self.agents):
+            return None
+        if self._take(self.refuse, record):
+            status: int | None = 500
+        elif self.rate and (self.verbs is None or record.verb in self.verbs):
+            hit = self._random.random() < self.rate
+            writes = record.verb in ("patch", "update")
+            choices = [s for s in self.statuses if s != 409 or writes]
+            status = self._random.choice(choices) if hit and choices else None
+        else:
+            status = None
+        if status is not None:
+            self.injected.append((record.verb, record.resource, status))
+        return status
+
+    def after(self, record: RequestRecord) -> bool:
+        """Whether to answer 504 to ``record`` although it was served."""
+        if record.user_agent.startswith(self.agents) and self._take(self.lose, record):
+            self.injected.append((record.verb, record.resource, 504))
+            return True
+        return False
+
+
+_FAULT_TEXT = {
+    409: (
+        "Conflict",
+        "Operation cannot be fulfilled: the object has been modified; please "
+        "apply your changes to the latest version and try again",
+    ),
+    429: (
+        "TooManyRequests",
+        "the server has received too many requests and has asked us to try again later",
+    ),
+    500: (
+        "InternalError",
+        'an error on the server ("injected") has prevented the request from succeeding',
+    ),
+    504: (
+        "Timeout",
+        "Timeout: request did not complete within requested timeout - context deadline exceeded",
+    ),
+}
+
+
+def fault_response(status: int) -> aiohttp.web.StreamResponse:
+    """A Kubernetes ``Status`` answer for an injected fault."""
+    reason, message = _FAULT_TEXT.get(status, ("InternalError", "injected fault"))
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {"retryAfterSeconds": 1} if status == 429 else {},
+        "code": status,
+    }
+    headers = {"Retry-After": "1"} if status == 429 else None
+    return aiohttp.web.json_response(body, status=status, headers=headers)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Event:
     rv: int
@@ -393,6 +495,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     keep_requests: bool = True  # also keep kmock's Request objects (for DSL assertions)
 
     request_log: list[RequestRecord] = attrs.field(factory=list, init=False)
+    #: Injected errors (None: none); may be set and cleared while the server runs.
+    faults: ApiFaults | None = attrs.field(default=None, init=False)
     pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=0, init=False)
     _events: list[_Event] = attrs.field(factory=list, init=False)
@@ -615,6 +719,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if self.keep_requests:
             self._requests.append(request)
 
+        faults = self.faults
+        status = faults.before(record) if faults is not None else None
+        if status is not None:
+            record.status = status
+            return fault_response(status)
+
         raw_response: aiohttp.web.StreamResponse | None = None
         try:
             try:
@@ -631,6 +741,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 await self._stream_error(e, raw_response)
                 await raw_response.write_eof()
                 response = raw_response
+        if faults is not None and faults.after(record) and not response.prepared:
+            response = fault_response(504)
         record.status = response.status
         return response
 

@@ -10,17 +10,19 @@ deterministic), no configuration is trained twice, no finished result is lost.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo import metrics
+from hpo import crashpoints, metrics
 from hpo.contract import SeedResult
-from hpo.engine import Engine, HistoryConflict, Task
-from hpo.kubeapi import Cluster, SecretProblem
+from hpo.engine import Engine, HistoryConflict, Task, TrainingId
+from hpo.kubeapi import Cluster, SecretProblem, transient
 from hpo.pods import (
     ANN_RECORDED,
     build_pod,
@@ -231,15 +233,66 @@ class StudyDriver:
             for t in tasks:  # a failed attempt's pod may be kept beside its retry's
                 if t.id not in in_flight or in_flight[t.id].attempt < t.attempt:
                     in_flight[t.id] = t
+        # Failed attempts whose pod is gone: a final one is a result (the ledger may not
+        # have it yet), an earlier one is an attempt used up. Else a restart would
+        # forget them and train the configuration again.
+        try:
+            failures = self._stored_failures()
+        except StoreError as exc:
+            raise _NotYet(str(exc)) from None
+        retries = study.spec.failure_policy.retries
+        used: dict[TrainingId, tuple[int, str]] = {}
+        for tid, (attempt, result) in failures.items():
+            if tid in recorded or (tid in in_flight and in_flight[tid].attempt >= attempt):
+                continue  # recorded already, or its pod (or a later attempt's) says it all
+            if attempt > retries:
+                history.append(result)
+                recorded.add(tid)
+                self.recorder.note()
+            else:
+                used[tid] = (attempt, result.config_key)
         try:
             self.engine = Engine(study.spec, history, list(in_flight.values()))
         except HistoryConflict as exc:
             self._fail("Valid", "RecordsConflict", str(exc))
             return False
+        self._resume_attempts(used)
         self.recorder.save_study()
         for note in self.engine.notes:
             self.cluster.event(body, "Normal", "Note", note)
         return True
+
+    def _failure_key(self, task_id: TrainingId, attempt: int) -> str:
+        trial, seed = task_id
+        return f"{self.name}/failures/{trial}/seed-{seed}/attempt-{attempt}.json"
+
+    def _stored_failures(self) -> dict[TrainingId, tuple[int, SeedResult]]:
+        """The last failed attempt of each training, from the store (see ``_report``)."""
+        assert self.store is not None
+        out: dict[TrainingId, tuple[int, SeedResult]] = {}
+        for key in self.store.list(f"{self.name}/failures"):
+            try:
+                raw = json.loads(self.store.get_bytes(key).decode())
+                attempt = int(raw["attempt"])
+                result = SeedResult.from_json(json.dumps(raw["result"]))
+            except (ValueError, TypeError, KeyError):
+                continue  # torn or foreign: at worst one more attempt
+            if result.status == "failed" and attempt > out.get(result.key, (0, result))[0]:
+                out[result.key] = (attempt, result)
+        return out
+
+    def _resume_attempts(self, used: dict[TrainingId, tuple[int, str]]) -> None:
+        """Count attempts a previous run used up, so the next one has the next number."""
+        assert self.engine is not None
+        engine = self.engine
+        for tid, (attempt, key) in used.items():
+            trial = engine.trials.get(tid[0])
+            if trial is not None and trial.config_key == key and tid not in engine.running:
+                engine.attempts[tid] = max(engine.attempts.get(tid, 0), attempt)
+        engine.queue = deque(
+            Task(t.trial, t.seed, max(t.attempt, engine.attempts.get(t.id, 0) + 1))
+            for t in engine.queue
+        )
 
     # -- the loop ----------------------------------------------------------
 
@@ -324,9 +377,10 @@ class StudyDriver:
         pods = {p["metadata"]["name"]: p for p in self.cluster.list_pods(self.namespace, self.name)}
         for name in list(self.pods):
             if name not in pods:
-                gone = self._gone(self.pods[name], f"pod {name} was deleted before it finished")
+                tasks = self._current(self.pods[name])
+                self._report(self._gone(tasks, f"pod {name} was deleted before it finished"))
+                crashpoints.reached("pod-reported:Deleted")
                 self.pods.pop(name)
-                self._report(gone)
         for name, pod in pods.items():
             self._reconcile_pod(name, pod)
         self._start_pods()
@@ -341,8 +395,32 @@ class StudyDriver:
                 )
         self._patch(self._progress_status())
 
+    def _current(self, tasks: list[Task]) -> list[Task]:
+        """The tasks whose outcome the engine still waits for (this very attempt).
+
+        A pod whose outcome was reported stays until it is deleted or annotated; if
+        that call failed, the pod is read again next step and must not count twice.
+        """
+        assert self.engine is not None
+        out = []
+        for t in tasks:
+            running = self.engine.running.get(t.id)
+            if running is not None and running.attempt == t.attempt:
+                out.append(t)
+        return out
+
     def _report(self, results: list[SeedResult]) -> None:
-        assert self.engine is not None and self.recorder is not None
+        assert self.engine is not None and self.recorder is not None and self.store is not None
+        # A failed attempt is stored before the engine (and then the pod) lets go of it:
+        # the store, not memory or the ledger's next batch, is what survives a restart.
+        for r in results:
+            if r.status == "failed" and r.key not in self.engine.results:
+                task = self.engine.running.get(r.key)
+                attempt = task.attempt if task else self.engine.attempts.get(r.key, 1)
+                record = {"attempt": attempt, "result": json.loads(r.to_json())}
+                self.store.put_bytes(self._failure_key(r.key, attempt), json.dumps(record).encode())
+        if any(r.status == "failed" for r in results):
+            crashpoints.reached("failure-stored")
         for r in results:
             if r.status == "succeeded":
                 metrics.SUCCEEDED.labels(self.namespace, self.name).inc()
@@ -426,19 +504,24 @@ class StudyDriver:
             tasks = [t for t in tasks_of(pod) if t.id not in self.engine.results]
             self.pods[name] = tasks
         if state.phase in ("Succeeded", "Failed"):
-            results = [
-                r
-                for r in results_of(pod, self.study.name, self._scores(tasks))
-                if r.key in {t.id for t in tasks}
-            ]
-            self._report(results)
+            current = self._current(tasks)
+            if current:
+                keys = {t.id for t in current}
+                results = [
+                    r
+                    for r in results_of(pod, self.study.name, self._scores(current))
+                    if r.key in keys
+                ]
+                self._report(results)
+            crashpoints.reached(f"pod-reported:{state.phase}")
             self.pods.pop(name, None)
             if state.phase == "Succeeded" or self.study.spec.trainer.failed_pod_ttl_seconds == 0:
                 self.cluster.delete_pod(self.namespace, name)
             else:
                 self.cluster.annotate_pod(self.namespace, name, {ANN_RECORDED: _now()})
         elif state.phase == "Unknown":
-            self._report(self._gone(tasks, "node lost: pod status Unknown"))
+            self._report(self._gone(self._current(tasks), "node lost: pod status Unknown"))
+            crashpoints.reached("pod-reported:Unknown")
             self.pods.pop(name, None)
             self.cluster.delete_pod(self.namespace, name)
         elif state.phase == "Pending":
@@ -448,7 +531,8 @@ class StudyDriver:
                 detail = f": {state.message}" if state.message else ""
                 error = f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
                 # Only this pod's unrecorded trainings (after a restart some may be recorded).
-                self._report(failed_attempts_from(tasks, self.study.name, error))
+                self._report(failed_attempts_from(self._current(tasks), self.study.name, error))
+                crashpoints.reached("pod-reported:Pending")
                 self.pods.pop(name, None)
                 self.cluster.delete_pod(self.namespace, name)
 
@@ -481,19 +565,33 @@ class StudyDriver:
                 attempt=group[0].attempt,
             )
             name = manifest["metadata"]["name"]
+            stage = group[0].trial.stage
+            crashpoints.reached(f"pod-create:{stage}")
             try:
+                # Idempotent: if an earlier try made the pod (its answer lost), it is adopted.
                 self.cluster.create_pod(self.namespace, manifest)
-            except Exception as exc:  # refused by the API (quota, admission): a failed attempt
+            except Exception as exc:
+                if transient(exc):
+                    # No answer, or "try later": the pod may or may not exist. Not a failed
+                    # attempt; the same name is tried again (and adopted if it exists).
+                    log.warning("pod %s: create failed, trying again: %s", name, exc)
+                    self.delayed.extend((now + self.poll_s, t) for t in group)
+                    continue
+                # Refused by the API (quota, admission, invalid): a failed attempt.
                 reason = getattr(exc, "reason", None) or type(exc).__name__
                 body_text = getattr(exc, "body", "") or str(exc)
-                self._report(
-                    failed_attempts_from(
-                        group,
-                        self.study.name,
-                        f"pod {name} could not be created: {reason}: {str(body_text)[:300]}",
+                try:
+                    self._report(
+                        failed_attempts_from(
+                            group,
+                            self.study.name,
+                            f"pod {name} could not be created: {reason}: {str(body_text)[:300]}",
+                        )
                     )
-                )
+                except StoreError:  # the failure cannot be stored now: try the pod again later
+                    self.delayed.extend((now + self.poll_s, t) for t in group)
                 continue
+            crashpoints.reached(f"pod-created:{stage}")
             self.pods[name] = group
             metrics.STARTED.labels(self.namespace, self.name).inc(len(group))
 
@@ -539,10 +637,8 @@ class StudyDriver:
             phase if not failing else "Failing",
             self.engine.failed_reason or f"{p.done + p.failed} of {p.total} trainings recorded",
         )
-        summaries = sorted(
-            (s for s in self.engine.summaries().values() if s.mean is not None),
-            key=lambda s: (s.mean, s.std, s.trial),
-        )
+        # The engine keeps its ranking up to date: no re-ranking of every result per step.
+        summaries = self.engine.top(TOP_N)
         top = [
             {
                 "trial": s.trial,

@@ -1,0 +1,49 @@
+"""Named crash points, for fault tests that kill the operator at a chosen moment.
+
+Inert unless the environment variable ``HPO_CRASH_AT`` is set (never in
+production): ``HPO_CRASH_AT="s3-put:ledger.xlsx:2"`` makes the process exit at
+once (``os._exit(137)``, as after SIGKILL: no ``finally``, no flush) the 2nd
+time the point ``s3-put:ledger.xlsx`` is reached; several comma-separated
+``point:n`` pairs arm several points. A SIGKILL at a random time can hardly
+hit these moments; a test needs them hit on purpose.
+
+The points (where ``reached`` is called):
+
+- ``pod-reported:<Succeeded|Failed|Unknown|Pending|Deleted>``: a pod's outcome
+  is in the engine (and a success in its ``scores.json``), the ledger not
+  written, the pod not yet deleted (runners/kube.py);
+- ``failure-stored``: a failed attempt's record is in the store, its pod not yet
+  deleted (runners/kube.py);
+- ``pod-create:<random|bayesian>``: the engine (for ``bayesian``: the optimiser)
+  chose the training, its pod is not created yet (runners/kube.py);
+- ``pod-created:<random|bayesian>``: the pod exists, the operator has not noted it;
+- ``s3-put:<file name>`` / ``s3-put-done:<file name>``: a store write is about to be
+  sent / was answered but not yet acted upon (store_s3.py); for ``ledger.xlsx``
+  these are the two sides of a ledger write (an S3 PUT is atomic: there is no
+  half-written object to crash in between).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+_PLAN: dict[str, int] = {}
+for _item in filter(None, (os.environ.get("HPO_CRASH_AT") or "").split(",")):
+    _point, _, _n = _item.strip().rpartition(":")
+    _PLAN[_point] = int(_n)
+_seen: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def reached(point: str) -> None:
+    """Exit the process here if ``HPO_CRASH_AT`` armed this point for this time."""
+    if point not in _PLAN:
+        return
+    with _lock:
+        _seen[point] = n = _seen.get(point, 0) + 1
+        if n == _PLAN[point]:
+            sys.stderr.write(f"hpo: crash point {point} reached ({n}x): exiting (HPO_CRASH_AT)\n")
+            sys.stderr.flush()
+            os._exit(137)
