@@ -564,6 +564,36 @@ def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
         assert not list(store.list(name))
 
 
+def test_deleting_a_finished_study_removes_its_results_when_asked(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """A finished study's loop is gone; the deletion must still remove its results."""
+    name = "deleted-finished"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(
+        name,
+        s3_server,
+        dataset,
+        bucket,
+        randomStage={"configurations": 2},
+        bayesianStage={"enabled": False},
+        storage={"keepOnDelete": False},
+    )
+    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube),
+    ):
+        create(kube, body)
+        assert finished(kube, name)["status"]["phase"] == "Succeeded"
+        assert store.exists(f"{name}/ledger.xlsx")
+        time.sleep(1.0)  # the daemon has returned; only the finalizer can bring the deletion
+        kube.api().custom.delete_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+        )
+        wait_for(lambda: not list(store.list(name)), timeout=30)
+
+
 def test_hpo_status_shows_where_a_study_stands(
     kube: KubeServer, s3_server: S3Server, dataset: str
 ) -> None:

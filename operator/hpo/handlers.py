@@ -91,8 +91,7 @@ def make_registry(
             if driver is not None:
                 driver.wake.set()
 
-    @kopf.on.delete(API_GROUP, VERSION, PLURAL, registry=registry, optional=True)
-    def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body, **_: Any) -> None:
+    def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body) -> None:
         """Pods go with their study (ownerReferences do it too); results stay unless
         ``spec.storage.keepOnDelete`` is false.
 
@@ -109,18 +108,60 @@ def make_registry(
         if done is not None and not done.wait(DAEMON_STOP_TIMEOUT_S):
             raise kopf.TemporaryError("the study's loop has not stopped yet", delay=5)
         n = cluster().delete_study_pods(namespace, name)
-        storage = (body.get("spec") or {}).get("storage") or {}
-        if storage.get("keepOnDelete", True) is False:
+        if _removes_results(body.get("spec") or {}):
             removed = delete_results(cluster(), dict(body))
-            log.info("study %s/%s: %d stored objects removed", namespace, name, removed)
-        log.info(
-            "study %s/%s deleted; %d pods removed, results kept in the store", namespace, name, n
-        )
+            log.info(
+                "study %s/%s deleted; %d pods and %d stored objects removed",
+                namespace,
+                name,
+                n,
+                removed,
+            )
+        else:
+            log.info(
+                "study %s/%s deleted; %d pods removed, results kept in the store",
+                namespace,
+                name,
+                n,
+            )
         with lock:
             halts.pop(uid, None)
             ended.pop(uid, None)
 
+    # Two registrations of one handler. Results to remove need a finalizer on
+    # the study for its whole life (a finished study's daemon no longer holds
+    # one, and without a finalizer kopf never sees the deletion); results kept
+    # need none, so such a study never blocks on an operator that is gone.
+    @kopf.on.delete(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        when=lambda spec, **_: _removes_results(spec),
+    )
+    def study_deleted_removing_results(
+        name: str, namespace: str, uid: str, body: kopf.Body, **_: Any
+    ) -> None:
+        study_deleted(name, namespace, uid, body)
+
+    @kopf.on.delete(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        optional=True,
+        when=lambda spec, **_: not _removes_results(spec),
+    )
+    def study_deleted_keeping_results(
+        name: str, namespace: str, uid: str, body: kopf.Body, **_: Any
+    ) -> None:
+        study_deleted(name, namespace, uid, body)
+
     return registry
+
+
+def _removes_results(spec: Any) -> bool:
+    return ((spec or {}).get("storage") or {}).get("keepOnDelete", True) is False
 
 
 def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
