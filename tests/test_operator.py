@@ -384,6 +384,9 @@ def test_operator_restart_loses_nothing_and_repeats_nothing(
         # No pod created twice: deterministic names, and each seen by the kubelet once.
         assert len(created) == len(set(created)) == expected
         assert len(node.records) == expected
+    text = log.read_text()
+    assert f"study default/{name}: StudySucceeded: best" in text  # the study's events are logged
+    assert "pod_event' succeeded" not in text  # kopf's line for every pod event is not
 
 
 # -- failures ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -218,7 +219,7 @@ def operator(
     """Run the operator: every HPOStudy in the watched namespaces is run as trainer pods."""
     import kopf
 
-    from hpo.handlers import default_api_client, make_registry
+    from hpo.handlers import QuietPodEvents, default_api_client, make_registry
 
     if log_format not in ("plain", "json"):
         _fail([f"--log-format {log_format!r}: choose plain or json"])
@@ -226,6 +227,8 @@ def operator(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
+    if not verbose:
+        logging.getLogger("kopf.objects").addFilter(QuietPodEvents())
     registry = make_registry(default_api_client, poll_s=poll)
     if metrics_port:
         from prometheus_client import start_http_server

@@ -160,6 +160,13 @@ def make_registry(
     return registry
 
 
+class QuietPodEvents(logging.Filter):
+    """Drops kopf's "Handler 'pod_event' succeeded." lines: several per training, no news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().endswith(".pod_event' succeeded.")
+
+
 def _removes_results(spec: Any) -> bool:
     return ((spec or {}).get("storage") or {}).get("keepOnDelete", True) is False
 

@@ -255,6 +255,14 @@ class Cluster:
     def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A Kubernetes Event on the study (best effort: events are not worth failing for)."""
         meta = study["metadata"]
+        log.log(
+            logging.WARNING if type_ == "Warning" else logging.INFO,
+            "study %s/%s: %s: %s",
+            meta["namespace"],
+            meta["name"],
+            reason,
+            message,
+        )
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",

@@ -708,7 +708,14 @@ class StudyDriver:
                 "StudyComplete",
                 f"final group of {len(best) if best is not None else 0}",
             )
-            self.cluster.event(self._body(), "Normal", "StudySucceeded", f"best {status['best']}")
+            top = status.get("best") or {}
+            message = (
+                f"best {top['trial']} {top['configKey']}: MAE {top['maeMean']:.4g} "
+                f"± {top['maeStd']:.2g} over {top['seeds']} seeds"
+                if top
+                else "no configuration succeeded"
+            )
+            self.cluster.event(self._body(), "Normal", "StudySucceeded", message)
         self._patch(status)
 
 
