@@ -389,6 +389,38 @@ def test_operator_restart_loses_nothing_and_repeats_nothing(
     assert "pod_event' succeeded" not in text  # kopf's line for every pod event is not
 
 
+def test_studies_past_kopfs_default_thread_pool_still_run(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """Each running study's daemon holds a handler thread for the study's whole life."""
+    default_pool = min(32, (os.cpu_count() or 1) + 4)
+    stuck = [f"stuck-{i}" for i in range(default_pool)]
+    late = ["late-0", "late-1"]
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+
+    def behaviour(pod: dict[str, Any]) -> str:
+        study_name = pod["metadata"]["labels"][LABEL_STUDY]
+        return "pending" if study_name in stuck else "instant"
+
+    result = synthetic(s3_server, bucket, delay_s=0.1)
+    with kubelet(kube, behaviour=behaviour, result=result, max_running=64), operator(kube):
+        for name in stuck:
+            create(kube, study_body(name, s3_server, dataset, bucket))
+        # Every stuck study is running (its daemon holds a thread) before the late ones come.
+        wait_for(lambda: all(phase(kube, n) == "RandomSearch" for n in stuck), 60)
+        for name in late:
+            create(kube, study_body(name, s3_server, dataset, bucket))
+        for name in late:
+            obj = finished(kube, name, timeout=90)
+            assert obj["status"]["phase"] == "Succeeded", (name, obj["status"])
+            check_complete(ledger_rows(s3_server, bucket, name), 8)
+        assert all(phase(kube, n) == "RandomSearch" for n in stuck)
+        for name in stuck:
+            kube.api().custom.delete_namespaced_custom_object(
+                "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+            )
+
+
 # -- failures ------------------------------------------------------------------
 
 
@@ -657,7 +689,7 @@ def test_a_store_problem_at_start_is_reported_and_retried(
         assert cond["status"] == "False" and f"bucket '{bucket}' does not exist" in cond["message"]
         assert phase(kube, name) == "Pending" and not pods(kube, name)
         new_s3_store(s3_server, bucket=bucket, prefix="")  # the bucket appears
-        obj = finished(kube, name, timeout=60)
+        obj = finished(kube, name, timeout=180)
     assert obj["status"]["phase"] == "Succeeded"
     assert conditions(obj)["StoreReady"]["status"] == "True"
     check_complete(ledger_rows(s3_server, bucket, name), 8)

@@ -25,6 +25,10 @@ from hpo.spec import API_GROUP
 log = logging.getLogger("hpo.operator")
 #: How long the deletion handler waits for a study's loop to stop (then kopf retries it).
 DAEMON_STOP_TIMEOUT_S = 60.0
+#: Handler threads. Every running study's daemon holds one for the study's whole life:
+#: kopf's default pool (min(32, CPUs + 4)) would leave the seventh study on a 2-CPU node,
+#: and every pod event, waiting.
+HANDLER_THREADS = 256
 
 
 def make_registry(
@@ -42,6 +46,10 @@ def make_registry(
     ended: dict[str, threading.Event] = {}
     lock = threading.Lock()
     cluster_box: dict[str, Cluster] = {}
+
+    @kopf.on.startup(registry=registry)
+    def _threads(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.execution.max_workers = HANDLER_THREADS
 
     def cluster() -> Cluster:
         with lock:

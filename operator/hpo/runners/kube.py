@@ -543,6 +543,10 @@ class StudyDriver:
         now = time.monotonic()
         ready = [t for at, t in self.delayed if at <= now]
         self.delayed = [(at, t) for at, t in self.delayed if at > now]
+        # A create that looked failed may have made its pod, since adopted and maybe
+        # finished: such a task is no longer wanted, and must not train a second time.
+        in_pods = {(t.id, t.attempt) for ts in self.pods.values() for t in ts}
+        ready = [t for t in self._current(ready) if (t.id, t.attempt) not in in_pods]
         running = sum(len(ts) for ts in self.pods.values())
         free = spec.parallelism * per_pod - running - len(self.delayed) - len(ready)
         tasks = ready + self.engine.next_tasks(max(0, free))
