@@ -49,7 +49,7 @@ from test_operator import (
 )
 
 from conftest import EXAMPLE_CSV
-from hpo.kubeapi import ATTEMPTS
+from hpo.kubeapi import ATTEMPTS, MAX_WAIT_S, retrying
 from hpo.pods import ANN_ATTEMPT, ANN_REQUEST, LABEL_TRIAL
 
 Behaviour = Callable[[dict[str, Any]], str]
@@ -787,3 +787,21 @@ def test_crash_points_are_inert_unless_armed() -> None:
     )
     assert armed.returncode == 137 and "alive" in armed.stdout and "still" not in armed.stdout
     assert "crash point x reached" in armed.stderr
+
+
+@pytest.mark.parametrize("header", ["1", "-5", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT", ""])
+def test_any_retry_after_answer_is_waited_out_and_retried(header: str) -> None:
+    """A 429 is retried whatever its Retry-After says (a bad one means our own backoff)."""
+    answers = iter([429, 429, 200])
+
+    def call() -> str:
+        status = next(answers)
+        if status == 200:
+            return "served"
+        exc = ApiException(status=status, reason="Too Many Requests")
+        exc.headers = {"Retry-After": header} if header else {}
+        raise exc
+
+    start = time.monotonic()
+    assert retrying("get thing", call) == "served"
+    assert time.monotonic() - start < 2 * MAX_WAIT_S

@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -72,9 +73,12 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     headers = getattr(exc, "headers", None) or {}
     try:
-        return min(float(headers.get("Retry-After", "")), MAX_WAIT_S)
-    except ValueError:
+        wait = float(headers.get("Retry-After", ""))
+    except ValueError:  # absent, or an HTTP date: our own backoff
         return _backoff(state)
+    if not math.isfinite(wait) or wait < 0:  # "nan", "-5": not a wait a server can mean
+        return _backoff(state)
+    return min(wait, MAX_WAIT_S)
 
 
 def retrying(what: str, fn: Callable[[], T]) -> T:
