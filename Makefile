@@ -43,6 +43,9 @@ bench: install-test
 	$(PY) benchmarks/local_throughput.py
 	$(PY) benchmarks/ledger_write.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/kt_side_by_side.py
+	# search quality last: 1,725 trainings, 1-2 h on 2 cores
+	$(PY) benchmarks/quality.py
 
 # A 2,000-training study with instant pods (~2-3 min); fails if the operator's
 # memory at the end is more than 10% above its level after 200 trainings.

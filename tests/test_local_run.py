@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -175,12 +174,12 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     seen = 0
-    deadline = time.monotonic() + 300
-    for line in proc.stdout:
+    for line in proc.stdout:  # ends by itself if the run exits early
         if ": mae " in line:
             seen += 1
-        if seen >= 3 or time.monotonic() > deadline:
+        if seen >= 3:
             break
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
