@@ -49,7 +49,7 @@ from test_operator import (
 )
 
 from conftest import EXAMPLE_CSV
-from hpo.kubeapi import ATTEMPTS, MAX_WAIT_S, retrying
+from hpo.kubeapi import ATTEMPTS, MAX_WAIT_S, Cluster, retrying
 from hpo.pods import ANN_ATTEMPT, ANN_REQUEST, LABEL_TRIAL
 
 Behaviour = Callable[[dict[str, Any]], str]
@@ -670,6 +670,73 @@ def test_pod_create_whose_answer_is_lost_is_adopted_not_a_failed_attempt(
     )
 
 
+def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
+    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+) -> None:
+    """An exhausted ResourceQuota (or missing RBAC) answers 403: the cluster's doing, so the
+    study says so and waits; no training is charged an attempt, none recorded failed."""
+    name = "create-forbidden"
+    bucket = _bucket()
+    body = study_body(
+        name,
+        s3_server,
+        dataset,
+        bucket,
+        randomStage={"configurations": 3},
+        bayesianStage={"enabled": False},
+        parallelism=3,
+    )
+    faults = ApiFaults(forbid={("create", "pods"): 3})
+    mark = kube.mark()
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, 0.1)),
+        operator(kube, retry_s=2),
+    ):
+        kube.emulator.faults = faults
+        try:
+            create(kube, body)
+            waiting = wait_for(
+                lambda: (
+                    (s := _status(kube, name))
+                    and "PodsAllowed" in {c["type"] for c in s.get("conditions") or []}
+                    and s
+                ),
+                timeout=60,
+            )
+            obj = finished(kube, name, timeout=90)
+        finally:
+            kube.emulator.faults = None
+    assert len(faults.injected) == 3
+    refused = {c["type"]: c for c in waiting["conditions"]}["PodsAllowed"]
+    assert refused["status"] == "False" and refused["reason"] == "PodCreateForbidden"
+    assert waiting["message"] == refused["message"]  # what Argo CD and kubectl get show
+    assert "exceeded quota" in refused["message"], refused
+    assert "not counted as a failed attempt" in refused["message"], refused
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    final = {c["type"]: c for c in obj["status"]["conditions"]}["PodsAllowed"]
+    assert final["status"] == "True", final
+    rows = ledger_rows(s3_server, bucket, name)
+    check_complete(rows, 6)
+    assert all(r.status == "succeeded" for r in rows)
+    reasons = [e["reason"] for e in events(kube, name)]
+    assert "TrainingFailed" not in reasons and {"PodCreateForbidden", "PodsCreated"} <= set(reasons)
+    # Once refused, the other pods of that round wait too rather than ask again: one
+    # refused create per round, then the three pods.
+    creates = [
+        r
+        for r in kube.requests_since(mark)
+        if r.verb == "create" and r.resource == "pods" and r.user_agent.startswith("hpo-operator/")
+    ]
+    assert len(creates) == 3 + 3, [(r.name, r.status) for r in creates]
+    report(
+        "pod create answered 403 (quota exceeded)",
+        injected=len(faults.injected),
+        outcome="PodsAllowed=False with the API's message, retried every 2s, no failed "
+        "attempt, study Succeeded",
+        lost=0,
+    )
+
+
 def test_restart_after_a_final_failure_does_not_retrain_it(
     kube: KubeServer,
     s3_server: S3Server,
@@ -805,3 +872,29 @@ def test_any_retry_after_answer_is_waited_out_and_retried(header: str) -> None:
     start = time.monotonic()
     assert retrying("get thing", call) == "served"
     assert time.monotonic() - start < 2 * MAX_WAIT_S
+
+
+def test_a_pod_name_taken_by_a_pod_now_gone_is_created_not_failed(kube: KubeServer) -> None:
+    """409 AlreadyExists, but the pod of that name is gone by the time we look (it was
+    deleted): the name is free, so the create is made again, not charged as a failure."""
+    cluster = Cluster(kube.api_client())
+    name = f"taken-{uuid.uuid4().hex[:6]}"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"},
+    }
+    faults = ApiFaults(taken={("create", "pods"): 1})
+    kube.emulator.faults = faults
+    try:
+        made = cluster.create_pod(NS, manifest)
+    finally:
+        kube.emulator.faults = None
+    assert faults.injected == [("create", "pods", 409)]
+    assert made is True  # made by us now, not adopted
+    listed = kube.api().core.list_namespaced_pod(NS, field_selector=f"metadata.name={name}")
+    assert [p.metadata.name for p in listed.items] == [name]
+    # A name whose pod does exist is still adopted (False), never created twice.
+    assert cluster.create_pod(NS, manifest) is False
+    cluster.delete_pod(NS, name)

@@ -178,15 +178,21 @@ class Cluster:
         earlier try of this call whose answer was lost, made it (adopt it)."""
         name = manifest["metadata"]["name"]
 
+        def create() -> None:
+            self.core.create_namespaced_pod(
+                namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+
         def call() -> bool:
             try:
-                self.core.create_namespaced_pod(
-                    namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
+                create()
+                return True
             except ApiException as exc:
-                if exc.status == 409 and self._pod_exists(namespace, name):
+                if exc.status != 409:
+                    raise
+                if self._pod_exists(namespace, name):
                     return False
-                raise
+            create()  # that pod went away between the two calls: its name is free again
             return True
 
         return retrying(f"create pod {namespace}/{name}", call)

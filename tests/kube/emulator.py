@@ -379,7 +379,9 @@ class ApiFaults:
     to a read).
     ``lose[(verb, plural)] = n``: the next ``n`` such requests are served, then
     answered 504. ``refuse[(verb, plural)] = n``: the next ``n`` are answered 500
-    unserved. ``verbs``: limit ``rate`` to these verbs (None: all, watches too).
+    unserved; ``forbid[(verb, plural)] = n``: 403, as an exhausted ResourceQuota or
+    missing RBAC answers; ``taken[(verb, plural)] = n``: 409 AlreadyExists, as for a
+    name whose old object goes away at once. ``verbs``: limit ``rate`` to these verbs (None: all, watches too).
     """
 
     rate: float = 0.0
@@ -389,6 +391,8 @@ class ApiFaults:
     verbs: frozenset[str] | None = None
     lose: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     refuse: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    forbid: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    taken: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     injected: list[tuple[str, str | None, int]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -407,6 +411,10 @@ class ApiFaults:
             return None
         if self._take(self.refuse, record):
             status: int | None = 500
+        elif self._take(self.forbid, record):
+            status = 403
+        elif self._take(self.taken, record):
+            status = 409
         elif self.rate and (self.verbs is None or record.verb in self.verbs):
             hit = self._random.random() < self.rate
             writes = record.verb in ("patch", "update")
@@ -432,6 +440,11 @@ _FAULT_TEXT = {
         "Operation cannot be fulfilled: the object has been modified; please "
         "apply your changes to the latest version and try again",
     ),
+    403: (
+        "Forbidden",
+        "pods is forbidden: exceeded quota: compute, requested: limits.cpu=1, "
+        "used: limits.cpu=4, limited: limits.cpu=4",
+    ),
     429: (
         "TooManyRequests",
         "the server has received too many requests and has asked us to try again later",
@@ -447,9 +460,11 @@ _FAULT_TEXT = {
 }
 
 
-def fault_response(status: int) -> aiohttp.web.StreamResponse:
+def fault_response(status: int, verb: str = "") -> aiohttp.web.StreamResponse:
     """A Kubernetes ``Status`` answer for an injected fault."""
     reason, message = _FAULT_TEXT.get(status, ("InternalError", "injected fault"))
+    if status == 409 and verb == "create":  # a create conflicts only with an existing name
+        reason, message = "AlreadyExists", "an object of that name already exists"
     body = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -723,7 +738,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         status = faults.before(record) if faults is not None else None
         if status is not None:
             record.status = status
-            return fault_response(status)
+            return fault_response(status, record.verb)
 
         raw_response: aiohttp.web.StreamResponse | None = None
         try:

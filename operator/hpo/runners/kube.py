@@ -149,6 +149,9 @@ class StudyDriver:
         self._last_running_phase = PHASES["random"]
         self._best: Any = None
         self.credentials: tuple[str, str] | None = None
+        #: Wait before trying again what the cluster refused for now (quota, RBAC).
+        self.retry_s = 15.0
+        self._forbidden = ""
 
     # -- set-up ------------------------------------------------------------
 
@@ -298,6 +301,7 @@ class StudyDriver:
 
     def run(self, stopped: Callable[[], bool], retry_s: float = 15.0) -> None:
         """Drive the study until it ends or the operator stops (then resume later)."""
+        self.retry_s = retry_s
         while True:
             try:
                 if not self._start():
@@ -553,7 +557,12 @@ class StudyDriver:
         paths = StudyPaths(self.study.name)
         body = self._body()
         uid = body["metadata"]["uid"]
+        forbidden = ""
+        made = 0
         for group in group_tasks(tasks, per_pod):
+            if forbidden:  # the next create would be refused the same way: wait
+                self.delayed.extend((now + self.retry_s, t) for t in group)
+                continue
             if len(self.pods) >= spec.parallelism:
                 for t in group:
                     self.delayed.append((now, t))
@@ -581,7 +590,14 @@ class StudyDriver:
                     log.warning("pod %s: create failed, trying again: %s", name, exc)
                     self.delayed.extend((now + self.poll_s, t) for t in group)
                     continue
-                # Refused by the API (quota, admission, invalid): a failed attempt.
+                if getattr(exc, "status", None) in (401, 403):
+                    # Quota used up, or no RBAC for pods here: the cluster's doing, not the
+                    # training's. Not an attempt; say so, and try again in a while.
+                    forbidden = f"pod {name} could not be created: {_api_message(exc)}"
+                    log.warning("study %s/%s: %s", self.namespace, self.name, forbidden)
+                    self.delayed.extend((now + self.retry_s, t) for t in group)
+                    continue
+                # Refused by the API (admission, invalid): a failed attempt.
                 reason = getattr(exc, "reason", None) or type(exc).__name__
                 body_text = getattr(exc, "body", "") or str(exc)
                 try:
@@ -597,7 +613,22 @@ class StudyDriver:
                 continue
             crashpoints.reached(f"pod-created:{stage}")
             self.pods[name] = group
+            made += 1
             metrics.STARTED.labels(self.namespace, self.name).inc(len(group))
+        self._pods_allowed(forbidden, made > 0)
+
+    def _pods_allowed(self, forbidden: str, created: bool) -> None:
+        """The ``PodsAllowed`` condition: set once the cluster refused a pod, until one is made."""
+        if forbidden and forbidden != self._forbidden:
+            message = f"{forbidden}; not counted as a failed attempt, trying again every "
+            message += f"{self.retry_s:.0f}s"
+            self.conditions.set("PodsAllowed", False, "PodCreateForbidden", message)
+            self.cluster.event(self._body(), "Warning", "PodCreateForbidden", message)
+        elif created and self._forbidden:
+            self.conditions.set("PodsAllowed", True, "PodsCreated", "pods are created again")
+            self.cluster.event(self._body(), "Normal", "PodsCreated", "pods are created again")
+        if forbidden or created:
+            self._forbidden = forbidden
 
     def _apply_spec_changes(self) -> None:
         assert self.study is not None and self.engine is not None
@@ -671,8 +702,12 @@ class StudyDriver:
             "best": top[0] if top else None,
             "top": top,
             "ledger": f"{self.store_ref.uri}/{StudyPaths(self.study.name).ledger}",
-            "message": self.engine.failed_reason or "",
+            "message": self.engine.failed_reason or self._waiting_for_pods(),
         }
+
+    def _waiting_for_pods(self) -> str:
+        allowed = self.conditions.items.get("PodsAllowed")
+        return allowed["message"] if allowed and allowed["status"] == "False" else ""
 
     def _patch(self, status: dict[str, Any]) -> None:
         body = self._body()
@@ -721,6 +756,17 @@ class StudyDriver:
             )
             self.cluster.event(self._body(), "Normal", "StudySucceeded", message)
         self._patch(status)
+
+
+def _api_message(exc: BaseException) -> str:
+    """The API server's own words (``Status.message``), else the exception's text."""
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    return f"{reason}: {message or str(body or exc)[:300]}"
 
 
 def failed_attempts_from(tasks: list[Task], study: str, error: str) -> list[SeedResult]:
