@@ -854,6 +854,15 @@ def test_crash_points_are_inert_unless_armed() -> None:
     )
     assert armed.returncode == 137 and "alive" in armed.stdout and "still" not in armed.stdout
     assert "crash point x reached" in armed.stderr
+    for typo in ("x", "x:two", "x:0", ":3"):
+        bad = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HPO_CRASH_AT": typo},
+        )
+        assert bad.returncode == 1 and "alive" not in bad.stdout, typo
+        assert f"HPO_CRASH_AT: {typo!r} is not point:n" in bad.stderr, bad.stderr
 
 
 @pytest.mark.parametrize("header", ["1", "-5", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT", ""])

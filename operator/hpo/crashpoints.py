@@ -29,10 +29,20 @@ import os
 import sys
 import threading
 
-_PLAN: dict[str, int] = {}
-for _item in filter(None, (os.environ.get("HPO_CRASH_AT") or "").split(",")):
-    _point, _, _n = _item.strip().rpartition(":")
-    _PLAN[_point] = int(_n)
+
+def _plan(raw: str) -> dict[str, int]:
+    """``point:n,...``; a typo stops the process with a message naming it, rather than
+    leaving a fault test to run with a point that never fires."""
+    plan: dict[str, int] = {}
+    for item in filter(None, (i.strip() for i in raw.split(","))):
+        point, _, n = item.rpartition(":")
+        if not point or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"HPO_CRASH_AT: {item!r} is not point:n (n a whole number >= 1)")
+        plan[point] = int(n)
+    return plan
+
+
+_PLAN = _plan(os.environ.get("HPO_CRASH_AT") or "")
 _seen: dict[str, int] = {}
 _lock = threading.Lock()
 
