@@ -151,6 +151,33 @@ def test_failed_training_is_retried_then_recorded() -> None:
     assert engine.phase == "done"
 
 
+def test_an_edited_spec_keeps_the_attempts_already_used() -> None:
+    """A spec edit (here parallelism) rebuilds the engine; a failed training waiting for
+    its retry must keep its attempt number, or the policy's retries start over."""
+    spec = _spec(failurePolicy={"retries": 2, "maxFailedTrainings": 10})
+    edited = _spec(failurePolicy={"retries": 2, "maxFailedTrainings": 10}, parallelism=5)
+    engine = Engine(spec)
+    bad = engine.trials["r0002"].config_key
+    seen: dict[int, list[int]] = {}
+    running: list[Task] = []
+    edits = 0
+    for _ in range(100):  # without the attempts carried over, the retries never end
+        if engine.finished:
+            break
+        running += engine.next_tasks(3 - len(running))
+        task = running.pop(0)
+        fail = task.trial.config_key == bad
+        if fail:
+            seen.setdefault(task.seed, []).append(task.attempt)
+        retry = engine.report(result(task, fail=fail))
+        if retry is not None:  # queued, not yet started: edit the spec now
+            engine = engine.with_spec(edited)
+            edits += 1
+    assert edits == 4  # after attempts 1 and 2 of each seed
+    assert seen == {1: [1, 2, 3], 2: [1, 2, 3]}
+    assert sum(r.status == "failed" for r in engine.recorded()) == 2
+
+
 def test_too_many_failures_fail_the_study_with_a_reason() -> None:
     spec = _spec(failurePolicy={"retries": 0, "maxFailedTrainings": 3})
     engine = Engine(spec)

@@ -244,6 +244,27 @@ class Engine:
     def finished(self) -> bool:
         return self.phase in ("done", "failed")
 
+    def resume_attempts(self, used: dict[TrainingId, tuple[int, str]]) -> None:
+        """Count attempts used up before (``used[tid] = (attempt, config key)``), so that
+        the next attempt of each training has the next number and the policy holds."""
+        for tid, (attempt, key) in used.items():
+            trial = self.trials.get(tid[0])
+            if trial is not None and trial.config_key == key and tid not in self.running:
+                self.attempts[tid] = max(self.attempts.get(tid, 0), attempt)
+        self.queue = deque(
+            Task(t.trial, t.seed, max(t.attempt, self.attempts.get(t.id, 0) + 1))
+            for t in self.queue
+        )
+
+    def with_spec(self, spec: StudySpec) -> Engine:
+        """This study under an edited spec (new budgets, policy): same results, same
+        trainings in flight, and the attempts already used still count."""
+        new = Engine(spec, self.recorded(), self.running.values())
+        new.resume_attempts(
+            {tid: (n, self.trials[tid[0]].config_key) for tid, n in self.attempts.items()}
+        )
+        return new
+
     def recorded(self) -> list[SeedResult]:
         """Every final result, in the order it was recorded."""
         return [self.results[k] for k in self.order]

@@ -14,7 +14,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,7 +258,7 @@ class StudyDriver:
         except HistoryConflict as exc:
             self._fail("Valid", "RecordsConflict", str(exc))
             return False
-        self._resume_attempts(used)
+        self.engine.resume_attempts(used)
         self.recorder.save_study()
         for note in self.engine.notes:
             self.cluster.event(body, "Normal", "Note", note)
@@ -283,19 +282,6 @@ class StudyDriver:
             if result.status == "failed" and attempt > out.get(result.key, (0, result))[0]:
                 out[result.key] = (attempt, result)
         return out
-
-    def _resume_attempts(self, used: dict[TrainingId, tuple[int, str]]) -> None:
-        """Count attempts a previous run used up, so the next one has the next number."""
-        assert self.engine is not None
-        engine = self.engine
-        for tid, (attempt, key) in used.items():
-            trial = engine.trials.get(tid[0])
-            if trial is not None and trial.config_key == key and tid not in engine.running:
-                engine.attempts[tid] = max(engine.attempts.get(tid, 0), attempt)
-        engine.queue = deque(
-            Task(t.trial, t.seed, max(t.attempt, engine.attempts.get(t.id, 0) + 1))
-            for t in engine.queue
-        )
 
     # -- the loop ----------------------------------------------------------
 
@@ -655,8 +641,7 @@ class StudyDriver:
         self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
         self._accepted_spec = new_spec
         self.study = study
-        running = list(self.engine.running.values())
-        self.engine = Engine(study.spec, self.engine.recorded(), running)
+        self.engine = self.engine.with_spec(study.spec)
         self.recorder.study = study
 
     # -- status --------------------------------------------------------------
