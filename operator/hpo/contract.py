@@ -67,6 +67,9 @@ class DatasetRef:
     validation_size: float = 0.2
     split_seed: int = 0
     reference_values: dict[str, float] = field(default_factory=dict)
+    #: Cross-validation folds over the non-test rows; seed s validates on fold s mod folds.
+    #: 0: one fixed validation split (``validation_size``).
+    folds: int = 0
     #: ETag and size of the dataset object when the study started; a trainer that
     #: finds another version refuses it rather than silently mixing data.
     etag: str | None = None
@@ -126,8 +129,11 @@ class SeedResult:
     config_key: str
     seed: int
     status: Status
-    #: MAE on standardised labels over the test split: the study's objective.
+    #: MAE on standardised labels over the test split: reported, never used to decide.
     mae: float | None = None
+    #: MAE on standardised labels over the validation split (the held-out fold with
+    #: cross-validation): the selection score every ranking and search decision reads.
+    val_mae: float | None = None
     #: label -> {"mae": in original units, "pct": in percent of the reference value}
     per_label: dict[str, dict[str, float]] = field(default_factory=dict)
     runtime_s: float = 0.0
