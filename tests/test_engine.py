@@ -16,8 +16,15 @@ from hpo.spec import StudySpec, parse_study
 def _spec(**kw: object) -> StudySpec:
     base = {
         "randomStage": {"configurations": 8, "seed": 3},
-        "training": {"seedsPerConfig": 2},
-        "bayesianStage": {"topK": 2, "trialsPerConfig": 3, "estimator": "ET"},
+        # The Gaussian-process stage with every seed for every configuration: the v0.1
+        # behaviour these tests pin down (seed racing and local search: test_search.py).
+        "training": {"seedsPerConfig": 2, "seedRacing": False},
+        "bayesianStage": {
+            "topK": 2,
+            "trialsPerConfig": 3,
+            "estimator": "ET",
+            "method": "gaussianProcess",
+        },
         "parallelism": 3,
     }
     base.update(kw)
@@ -97,7 +104,14 @@ def test_two_stages_end_to_end() -> None:
 
 
 def test_gp_estimator_works() -> None:
-    spec = _spec(bayesianStage={"topK": 1, "trialsPerConfig": 3, "estimator": "GP"})
+    spec = _spec(
+        bayesianStage={
+            "method": "gaussianProcess",
+            "topK": 1,
+            "trialsPerConfig": 3,
+            "estimator": "GP",
+        }
+    )
     engine = Engine(spec)
     drive(engine)
     assert engine.phase == "done"
@@ -193,6 +207,7 @@ def test_too_many_failures_fail_the_study_with_a_reason() -> None:
 def test_a_tiny_narrow_space_ends_without_duplicates() -> None:
     spec = _spec(
         bayesianStage={
+            "method": "gaussianProcess",
             "topK": 2,
             "trialsPerConfig": 50,
             "neuronsRadius": 8,

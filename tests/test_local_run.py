@@ -34,9 +34,17 @@ SMALL = {
         "learningRate": {"min": 0.003, "max": 0.03},
         "batchSizes": [64],
     },
-    "training": {"epochs": 4, "patience": 2, "seedsPerConfig": 2},
+    # Every seed for every configuration and the Gaussian-process stage: the counts
+    # below are exact (the default search has a test of its own).
+    "training": {"epochs": 4, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 4},
-    "bayesianStage": {"topK": 2, "trialsPerConfig": 1, "estimator": "ET", "neuronsRadius": 8},
+    "bayesianStage": {
+        "topK": 2,
+        "trialsPerConfig": 1,
+        "estimator": "ET",
+        "neuronsRadius": 8,
+        "method": "gaussianProcess",
+    },
     "parallelism": 2,
     "result": {"size": 3, "thresholds": {"Id_mA": {"maxPercent": 80}}},
 }

@@ -33,9 +33,15 @@ SMALL: dict[str, Any] = {
         "learningRate": {"min": 0.003, "max": 0.03},
         "batchSizes": [64],
     },
-    "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 2},
+    "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 3},
-    "bayesianStage": {"topK": 1, "trialsPerConfig": 1, "estimator": "ET", "neuronsRadius": 8},
+    "bayesianStage": {
+        "topK": 1,
+        "trialsPerConfig": 1,
+        "estimator": "ET",
+        "neuronsRadius": 8,
+        "method": "gaussianProcess",
+    },
     "parallelism": 2,
 }
 TRAININGS = (3 + 1) * 2

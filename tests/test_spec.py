@@ -183,7 +183,12 @@ def test_minimal_spec_gets_sensible_defaults() -> None:
     assert spec.bayesian_stage.enabled
     assert spec.seeds == [1, 2, 3]
     resource = study.as_resource()
-    assert resource["spec"]["searchSpace"]["neurons"] == {"min": 16, "max": 128, "step": 16}
+    assert resource["spec"]["searchSpace"]["neurons"] == {
+        "min": 16,
+        "max": 128,
+        "step": 16,
+        "choices": None,
+    }
     # The resource form round-trips: what `hpo run` records is a valid study again.
     assert parse_study(copy.deepcopy(resource)) == study
 

@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 from hpo.bayes import ParentSearch
 from hpo.contract import SeedResult
+from hpo.search import local
 from hpo.space import Config, NarrowSpace, config_key, narrow, normalise, sample_unique
 from hpo.spec import StudySpec
-from hpo.summary import ConfigSummary, ranked, summarise
+from hpo.summary import ConfigSummary, ranked, selection_score, summarise
 
 Phase = Literal["random", "bayesian", "done", "failed"]
 TrainingId = tuple[str, int]
@@ -132,6 +133,15 @@ class Engine:
         self._last_error: str | None = None
         self._worst_mae: float | None = None
         self._random_incomplete = 0
+        #: How many of ``seeds`` each trial is given (a prefix): 1 at first under seed
+        #: racing, all of them for the final group's contenders.
+        self.assigned: dict[str, int] = {}
+        self.racing = spec.training.seed_racing and len(self.seeds) > 1
+        self.local = spec.bayesian_stage.method == "localSearch"
+        #: Trials the narrow stage started from (the random stage's best at hand-over).
+        self.handed: list[str] = []
+        self._local_exhausted = False
+        self._racing_done = False
 
         plan = sample_unique(
             spec.search_space, spec.random_stage.configurations, spec.random_stage.seed
@@ -155,6 +165,11 @@ class Engine:
             self._adopt_history_trial_from_task(task)
             self.running[task.id] = task
             self.attempts[task.id] = max(self.attempts.get(task.id, 0), task.attempt)
+        # A trial keeps every seed it was given before (recorded or running).
+        for trial, seed in [*self.results, *self.running]:
+            if seed in self.seeds:
+                n = self.seeds.index(seed) + 1
+                self.assigned[trial] = max(self.assigned.get(trial, self._first_seeds()), n)
         self._random_incomplete = sum(
             1
             for t in self.trials.values()
@@ -169,6 +184,12 @@ class Engine:
         self._advance()
 
     # -- building up state -------------------------------------------------
+
+    def _first_seeds(self) -> int:
+        return 1 if self.racing else len(self.seeds)
+
+    def _seeds_of(self, trial: str) -> list[int]:
+        return self.seeds[: self.assigned.get(trial, self._first_seeds())]
 
     def _add_trial(self, trial: Trial) -> None:
         other = self._by_key.get(trial.config_key)
@@ -198,16 +219,17 @@ class Engine:
         if s.n != ranked_before:
             version = self._rank_version.get(r.trial, 0) + 1
             self._rank_version[r.trial] = version
-            assert s.mean is not None and s.std is not None
-            heapq.heappush(self._rank, (s.mean, s.std, r.trial, version))
+            assert s.score is not None and s.score_std is not None
+            heapq.heappush(self._rank, (s.score, s.score_std, r.trial, version))
 
     def _count(self, r: SeedResult) -> None:
         """Failures and the worst MAE seen, for the failure budget and ``_objective``."""
         if r.status == "failed":
             self._failed += 1
             self._last_error = r.error
-        if r.mae is not None:
-            self._worst_mae = r.mae if self._worst_mae is None else max(self._worst_mae, r.mae)
+        score = selection_score(r)
+        if score is not None:
+            self._worst_mae = score if self._worst_mae is None else max(self._worst_mae, score)
 
     def _adopt_history_trial(self, r: SeedResult) -> None:
         known = self.trials.get(r.trial)
@@ -233,7 +255,7 @@ class Engine:
         for trial in self.trials.values():
             if trial.stage != stage:
                 continue
-            for seed in self.seeds:
+            for seed in self._seeds_of(trial.trial):
                 tid = (trial.trial, seed)
                 if tid not in self.results and tid not in self.running:
                     self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
@@ -289,12 +311,13 @@ class Engine:
         return found
 
     def _trial_complete(self, trial: str) -> bool:
-        return all((trial, s) in self.results for s in self.seeds)
+        """Every seed the trial was given is recorded."""
+        return all((trial, s) in self.results for s in self._seeds_of(trial))
 
     def _objective(self, trial: str) -> float | None:
-        """Mean MAE over seeds; a trial with no successful seed gets twice the worst seen."""
+        """Mean selection score over seeds; no successful seed: twice the worst seen."""
         maes = [
-            self.results[(trial, s)].mae
+            selection_score(self.results[(trial, s)])
             for s in self.seeds
             if (trial, s) in self.results and self.results[(trial, s)].status == "succeeded"
         ]
@@ -306,14 +329,17 @@ class Engine:
     def progress(self) -> Progress:
         failed = self._failed
         best = self.top(1)
-        total = len(self.trials) * len(self.seeds)
-        if self.phase == "random" and self.spec.bayesian_stage.enabled:
-            stage = self.spec.bayesian_stage
-            total += stage.top_k * stage.trials_per_config * len(self.seeds)
+        per_config = self._first_seeds()
+        total = sum(len(self._seeds_of(t)) for t in self.trials)
+        stage = self.spec.bayesian_stage
+        if self.phase == "random" and stage.enabled:
+            total += stage.top_k * stage.trials_per_config * per_config
         elif self.phase == "bayesian":
-            remaining = sum(max(0, p.search.budget - p.search.planned) for p in self.parents)
-            remaining = 0 if all(p.search.exhausted for p in self.parents) else remaining
-            total += remaining * len(self.seeds)
+            total += self._narrow_remaining() * per_config
+        if self.racing and not self._racing_done:
+            # The final group's contenders get their other seeds at the end.
+            full = sum(1 for t in self.trials if len(self._seeds_of(t)) == len(self.seeds))
+            total += max(0, self.spec.result.size - full) * (len(self.seeds) - 1)
         return Progress(
             phase=self.phase,
             done=len(self.results) - failed,
@@ -325,6 +351,26 @@ class Engine:
             best_mae=best[0].mean if best else None,
             best_std=best[0].std if best else None,
         )
+
+    def _narrow_remaining(self) -> int:
+        """Configurations the narrow stage may still plan."""
+        if self.local:
+            if self._local_exhausted:
+                return 0
+            return max(0, self._narrow_budget() - self._narrow_planned())
+        if all(p.search.exhausted for p in self.parents):
+            return 0
+        return sum(max(0, p.search.budget - p.search.planned) for p in self.parents)
+
+    def _narrow_budget(self) -> int:
+        stage = self.spec.bayesian_stage
+        return stage.top_k * stage.trials_per_config
+
+    def _narrow_planned(self) -> int:
+        return sum(1 for t in self.trials.values() if t.stage == "bayesian")
+
+    def _narrow_exhausted(self) -> bool:
+        return self._narrow_remaining() == 0
 
     def lookup(self, key: str) -> float | None:
         trial = self._by_key.get(key)
@@ -338,7 +384,11 @@ class Engine:
         """Up to ``free_slots`` trainings to start now; they count as running."""
         if self.finished or free_slots <= 0:
             return []
-        if self.phase == "bayesian" and len(self.queue) < free_slots:
+        if (
+            self.phase == "bayesian"
+            and len(self.queue) < free_slots
+            and not self._narrow_exhausted()
+        ):
             self._plan_bayesian(free_slots - len(self.queue))
         out = []
         while self.queue and len(out) < free_slots:
@@ -367,11 +417,15 @@ class Engine:
         trial = self.trials.get(result.trial)
         random = trial is not None and trial.stage == "random"
         # Complete just now (results are never replaced): one random trial less to wait for.
-        if random and result.seed in self.seeds and self._trial_complete(result.trial):
+        if (
+            random
+            and result.seed in self._seeds_of(result.trial)
+            and self._trial_complete(result.trial)
+        ):
             self._random_incomplete -= 1
         if result.status == "failed":
             self._check_failures(result.error)
-        if self.phase == "bayesian" and self._trial_complete(result.trial):
+        if self.phase == "bayesian" and self._trial_complete(result.trial) and not self.local:
             trial = self.trials[result.trial]
             for p in self.parents:
                 if p.summary.trial == trial.parent:
@@ -407,15 +461,45 @@ class Engine:
             if self._random_incomplete:
                 return
             if not self.spec.bayesian_stage.enabled:
-                self.phase = "done"
+                if not self._race():
+                    self.phase = "done"
                 return
             if not self._hand_over():
                 return
             self.phase = "bayesian"
         if self.phase == "bayesian":
             busy = self.queue or self.running
-            if not busy and all(p.search.exhausted for p in self.parents):
+            if not busy and self._narrow_exhausted() and not self._race():
                 self.phase = "done"
+
+    # -- seed racing ---------------------------------------------------------
+
+    def _race(self) -> bool:
+        """Give every seed to the configurations that can still make the final group.
+
+        The final group is the ``result.size`` best by mean selection score; a
+        configuration with one seed that ranks there gets its other seeds, which
+        may push it out and bring the next one in. Repeated until the whole final
+        group has every seed. Returns whether trainings were queued.
+        """
+        if not self.racing:
+            self._racing_done = True
+            return False
+        queued = False
+        for s in self.top(self.spec.result.size):
+            if len(self._seeds_of(s.trial)) == len(self.seeds):
+                continue
+            trial = self.trials[s.trial]
+            self.assigned[s.trial] = len(self.seeds)
+            for seed in self.seeds:
+                tid = (s.trial, seed)
+                if tid not in self.results and tid not in self.running:
+                    self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
+                    queued = True
+            if trial.stage == "random" and not self._trial_complete(s.trial):
+                self._random_incomplete += 1
+        self._racing_done = not queued
+        return queued
 
     # -- the Bayesian stage ------------------------------------------------
 
@@ -431,7 +515,7 @@ class Engine:
             if s.config["hidden_layers"] not in depths:
                 chosen.append(s)
                 depths.add(s.config["hidden_layers"])
-        chosen.sort(key=lambda s: (s.mean, s.std, s.trial))
+        chosen.sort(key=lambda s: (s.score, s.score_std, s.trial))
         chosen = chosen[: stage.top_k]
         for s in best:
             if len(chosen) >= stage.top_k:
@@ -447,6 +531,10 @@ class Engine:
             self.phase = "failed"
             return False
         stage = self.spec.bayesian_stage
+        self.handed = [p.trial for p in parents]
+        if self.local:
+            self._queue_missing("bayesian")  # after a restart: what was planned before
+            return True
         for j, s in enumerate(parents):
             space = narrow(s.config, self.spec.search_space, stage)
             search = ParentSearch(
@@ -464,7 +552,7 @@ class Engine:
         """Tell each optimiser what is already recorded or running (after a restart)."""
         by_parent = {p.summary.trial: p for p in self.parents}
         told: dict[str, tuple[list[Config], list[float]]] = {
-            p.summary.trial: ([p.summary.config], [p.summary.mean or 0.0]) for p in self.parents
+            p.summary.trial: ([p.summary.config], [p.summary.score or 0.0]) for p in self.parents
         }
         bayes = sorted(
             (t for t in self.trials.values() if t.stage == "bayesian"), key=lambda t: t.trial
@@ -487,10 +575,41 @@ class Engine:
             by_parent[name].search.tell_many(configs, ys)
         self._queue_missing("bayesian")
 
+    def _plan_local(self, configs_needed: int) -> None:
+        """Untried neighbours of the best configurations so far (``hpo.search.local``)."""
+        n = min(configs_needed, self._narrow_budget() - self._narrow_planned())
+        if n <= 0:
+            return
+        best = [
+            (s.trial, s.config) for s in self.top(len(self._live)) if self._trial_complete(s.trial)
+        ]
+        rng = local.study_rng(self.spec.random_stage.seed, self._narrow_planned())
+        chosen = local.propose(
+            n,
+            best,
+            lambda key: key in self._by_key,
+            self.spec.search_space,
+            self.spec.bayesian_stage,
+            rng,
+        )
+        if not chosen and not self.running:
+            self._local_exhausted = True  # every neighbour of every result is known
+        for parent, config in chosen:
+            trial = Trial(
+                bayes_trial_id(self._next_bayes), "bayesian", config, config_key(config), parent
+            )
+            self._add_trial(trial)
+            for seed in self._seeds_of(trial.trial):
+                self.queue.append(Task(trial, seed))
+
     def _plan_bayesian(self, slots: int) -> None:
         """Ask the optimisers for enough configurations to fill ``slots`` trainings."""
-        n_seeds = len(self.seeds)
+        n_seeds = self._first_seeds()
         configs_needed = -(-slots // n_seeds)
+        if self.local:
+            self._plan_local(configs_needed)
+            self._advance()
+            return
         active = [p for p in self.parents if not p.search.exhausted]
         if not active:
             return
@@ -511,7 +630,7 @@ class Engine:
                 )
                 self._add_trial(trial)
                 p.trials.append(trial.trial)
-                for seed in self.seeds:
+                for seed in self._seeds_of(trial.trial):
                     self.queue.append(Task(trial, seed))
         self._advance()
 
@@ -530,7 +649,7 @@ class Engine:
             "failed": prog.failed,
             "random_configs": sum(1 for t in self.trials.values() if t.stage == "random"),
             "bayesian_configs": sum(1 for t in self.trials.values() if t.stage == "bayesian"),
-            "handed_over": [p.summary.trial for p in self.parents],
+            "handed_over": list(self.handed),
             "notes": list(self.notes),
             "failed_reason": self.failed_reason,
         }

@@ -31,6 +31,8 @@ KIND = "HPOStudy"
 ACTIVATIONS = ("relu", "tanh", "elu", "selu", "gelu", "swish", "sigmoid", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "adamax")
 ESTIMATORS = ("GP", "RF", "ET")
+SCHEDULES = ("constant", "cosine")
+METHODS = ("localSearch", "gaussianProcess")
 
 # Patterns are RE2-compatible (no look-around): the CRD carries the same ones, and
 # both pydantic's Rust engine and the API server's Go engine evaluate them alike.
@@ -133,24 +135,63 @@ class LayersRange(Range):
 
 
 class NeuronsRange(Range):
+    """Widths ``min, min+step, ... <= max``, or the explicit ``choices`` (then min/max/step
+    are not used): e.g. ``[16, 32, 64, 128]`` for powers of two."""
+
     min: int = Field(default=16, ge=1, le=4096)
     max: int = Field(default=128, ge=1, le=4096)
     step: int = Field(default=16, ge=1, le=4096)
+    choices: list[int] | None = Field(
+        default=None,
+        json_schema_extra=_set_of({"type": "integer", "minimum": 1, "maximum": 4096}),
+    )
+
+    @field_validator("choices")
+    @classmethod
+    def _choices(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        bad = [n for n in v if n < 1 or n > 4096]
+        if bad:
+            raise ValueError(f"width {bad[0]} is out of range (1..4096)")
+        return sorted(_unique_nonempty(v, "width"))
+
+    @property
+    def grid(self) -> list[int]:
+        return (
+            list(self.choices) if self.choices else list(range(self.min, self.max + 1, self.step))
+        )
 
 
 class LearningRateRange(_Model):
-    """Sampled log-uniformly; values are kept to 3 significant digits."""
+    """Sampled log-uniformly in ``[min, max]`` (3 significant digits), or one of the
+    explicit ``choices`` (then min/max are not used)."""
 
     model_config = ConfigDict(json_schema_extra=_ORDERED)
 
     min: float = Field(default=1e-4, gt=0, le=1)
     max: float = Field(default=1e-2, gt=0, le=1)
+    choices: list[float] | None = Field(
+        default=None,
+        json_schema_extra=_set_of({"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.min > self.max:
             raise ValueError(f"min ({self.min:g}) must be <= max ({self.max:g})")
         return self
+
+    @field_validator("choices")
+    @classmethod
+    def _choices(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        bad = [x for x in v if not 0 < x <= 1]
+        if bad:
+            raise ValueError(f"learning rate {bad[0]:g} is out of range (0, 1]")
+        rounded = [float(f"{x:.3g}") for x in v]
+        return sorted(_unique_nonempty(rounded, "learning rate (to 3 significant digits)"))
 
 
 def _unique_nonempty(values: list[Any], what: str) -> list[Any]:
@@ -178,6 +219,49 @@ class SearchSpace(_Model):
         default_factory=lambda: ["adam"],
         json_schema_extra=_set_of({"type": "string", "enum": list(OPTIMIZERS)}),
     )
+    #: Each hidden layer draws its own activation (else one for the whole network).
+    activation_per_layer: bool = False
+    #: Dropout rates after each hidden layer; 0 means no Dropout layer.
+    dropout: list[float] = Field(
+        default_factory=lambda: [0.0],
+        json_schema_extra=_set_of({"type": "number", "minimum": 0, "maximum": 0.95}),
+    )
+    #: Each hidden layer draws its own dropout rate (else one for the whole network).
+    dropout_per_layer: bool = False
+    #: L2 weight decay factors of the Dense kernels; 0 means none.
+    l2: list[float] = Field(
+        default_factory=lambda: [0.0],
+        json_schema_extra=_set_of({"type": "number", "minimum": 0, "maximum": 1}),
+    )
+    #: ``constant`` or ``cosine`` (decay to 0 over the epochs).
+    learning_rate_schedules: list[str] = Field(
+        default_factory=lambda: ["constant"],
+        json_schema_extra=_set_of({"type": "string", "enum": list(SCHEDULES)}),
+    )
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0 <= x <= 0.95]
+        if bad:
+            raise ValueError(f"dropout rate {bad[0]:g} is out of range (0..0.95)")
+        return sorted(_unique_nonempty(v, "dropout rate"))
+
+    @field_validator("l2")
+    @classmethod
+    def _l2(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0 <= x <= 1]
+        if bad:
+            raise ValueError(f"l2 factor {bad[0]:g} is out of range (0..1)")
+        return sorted(_unique_nonempty([float(f"{x:.3g}") for x in v], "l2 factor"))
+
+    @field_validator("learning_rate_schedules")
+    @classmethod
+    def _schedules(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in SCHEDULES]
+        if unknown:
+            raise ValueError(f"unknown schedule {unknown[0]!r}; choose from {', '.join(SCHEDULES)}")
+        return _unique_nonempty(v, "schedule")
 
     @field_validator("activations")
     @classmethod
@@ -218,6 +302,9 @@ class Dataset(_Model):
     labels: list[Name] = Field(min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
     test_size: float = Field(default=0.2, gt=0, lt=1)
     validation_size: float = Field(default=0.2, gt=0, lt=1)
+    #: Cross-validation over the non-test rows: seed s validates on fold s mod k, so
+    #: a configuration's seeds together see every row once. 0: one validation split.
+    cross_validation_folds: int = Field(default=0, ge=0, le=20)
     #: A numpy seed: below 2**32.
     split_seed: int = Field(default=0, ge=0, le=2**32 - 1)
     #: Per-label reference value for percent errors; default: mean |label| on the test split.
@@ -228,6 +315,8 @@ class Dataset(_Model):
 
     @model_validator(mode="after")
     def _columns(self) -> Self:
+        if self.cross_validation_folds == 1:
+            raise ValueError("crossValidationFolds must be 0 (one validation split) or at least 2")
         _unique_nonempty(self.labels, "label")
         if self.features:
             _unique_nonempty(self.features, "feature")
@@ -251,6 +340,9 @@ class Training(_Model):
     base_seed: int = Field(default=1, ge=0, le=2**31 - 200)
     #: TensorFlow threads per training; parallel processes use cores better than threads.
     threads: int = Field(default=1, ge=1, le=64)
+    #: Train a configuration's first seed only, and its other seeds only while it can
+    #: still make the final group (which always has every seed). False: every seed for all.
+    seed_racing: bool = True
 
 
 class RandomStage(_Model):
@@ -260,7 +352,15 @@ class RandomStage(_Model):
 
 
 class BayesianStage(_Model):
+    """The narrow stage: a search around the random stage's best configurations.
+
+    ``localSearch`` (the default, chosen on the exact FCNet benchmark) walks one-step
+    neighbours of the best configuration so far; ``gaussianProcess`` runs one
+    scikit-optimize optimiser on a narrow grid around each handed-over configuration.
+    """
+
     enabled: bool = True
+    method: Literal["localSearch", "gaussianProcess"] = "localSearch"
     #: How many random-stage configurations are handed over.
     top_k: int = Field(default=3, ge=1, le=100)
     #: ``perDepth``: the best of each depth first, then the next best overall.

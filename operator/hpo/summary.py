@@ -19,7 +19,10 @@ class ConfigSummary:
     parent: str | None
     config_key: str
     config: dict[str, Any]
+    #: Test MAE per successful seed: reported, never used to decide.
     maes: list[float] = field(default_factory=list)
+    #: Selection score (validation MAE) per successful seed: what ranks configurations.
+    scores: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     failed: int = 0
     per_label: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
@@ -31,6 +34,17 @@ class ConfigSummary:
     @property
     def n(self) -> int:
         return len(self.maes)
+
+    @property
+    def score(self) -> float | None:
+        """Mean selection score over seeds: the study's objective."""
+        return statistics.fmean(self.scores) if self.scores else None
+
+    @property
+    def score_std(self) -> float | None:
+        if not self.scores:
+            return None
+        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
 
     def _mean_std(self) -> tuple[float | None, float | None]:
         if self._stats[0] != len(self.maes):  # results are only ever added
@@ -59,6 +73,7 @@ class ConfigSummary:
         """Take one more result of this configuration (a seed, succeeded or failed)."""
         if r.status == "succeeded" and r.mae is not None:
             self.maes.append(float(r.mae))
+            self.scores.append(float(selection_score(r)))  # type: ignore[arg-type]
             self.seeds.append(r.seed)
             for label, scores in r.per_label.items():
                 self.per_label.setdefault(label, []).append(
@@ -73,6 +88,12 @@ class ConfigSummary:
         if not pairs:
             return None
         return (statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs))
+
+
+def selection_score(r: SeedResult) -> float | None:
+    """What ranks a training: its validation MAE; results recorded before v0.2 have
+    only the test MAE, which then stands in (such a study ranked on it from the start)."""
+    return r.val_mae if r.val_mae is not None else r.mae
 
 
 def summarise(results: Iterable[SeedResult]) -> dict[str, ConfigSummary]:
@@ -93,10 +114,10 @@ def summarise(results: Iterable[SeedResult]) -> dict[str, ConfigSummary]:
 
 
 def ranked(summaries: Iterable[ConfigSummary]) -> list[ConfigSummary]:
-    """Configurations with at least one successful seed, best mean MAE first.
+    """Configurations with at least one successful seed, best mean selection score first.
 
     Ties break on spread (a steadier configuration is preferred), then trial id
-    so the order is deterministic.
+    so the order is deterministic. The test MAE never enters the order.
     """
-    ok = [s for s in summaries if s.mean is not None]
-    return sorted(ok, key=lambda s: (s.mean, s.std, s.trial))
+    ok = [s for s in summaries if s.score is not None]
+    return sorted(ok, key=lambda s: (s.score, s.score_std, s.trial))
