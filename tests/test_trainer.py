@@ -124,7 +124,7 @@ def test_artifacts_at_documented_keys(trained: tuple[LocalStore, dict[int, SeedR
 def test_saved_model_reproduces_recorded_mae(
     trained: tuple[LocalStore, dict[int, SeedResult]],
 ) -> None:
-    from hpo_trainer.evaluate import load_and_score
+    from rescoring import load_and_score
 
     store, results = trained
     result = results[1]
