@@ -85,11 +85,11 @@ def kt_main(spec: dict[str, Any], tuner_name: str, out: str) -> None:
 
     from hpo.contract import DatasetRef
     from hpo.spec import SearchSpace
-    from hpo_trainer.data import prepare
+    from hpo_trainer.data import load_splits
     from hpo_trainer.model import MlpConfig, build_model
 
     ds = spec["dataset"]
-    data = prepare(DatasetRef(ds["path"], ds["features"], ds["labels"]))
+    data = load_splits(DatasetRef(ds["path"], ds["features"], ds["labels"]))
     fs, ls = data.feature_scaler, data.label_scaler
     x_train, y_train = fs.transform(data.x_train), ls.transform(data.y_train)
     x_val, y_val = fs.transform(data.x_val), ls.transform(data.y_val)

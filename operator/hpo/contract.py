@@ -17,6 +17,7 @@ from hpo.layout import seed_dir
 Stage = Literal["random", "bayesian"]
 Status = Literal["succeeded", "failed"]
 
+
 @dataclass(frozen=True)
 class StoreRef:
     """Where a study's store is; never holds credentials (they come from the environment)."""
@@ -83,7 +84,7 @@ class TrainingRequest:
     seeds: list[int]
     dataset: DatasetRef
     training: TrainingOptions
-    #: Store key prefix of the trial, ``StudyPaths(study).trial(trial)``: ``quickstart/trials/r0003``.
+    #: Store key prefix of the trial (``hpo.layout.StudyPaths.trial``): ``quickstart/trials/r0003``.
     output_prefix: str
     parent: str | None = None
     #: The store to write to (and to fetch an ``s3://`` dataset from); None: the caller's.

@@ -235,7 +235,7 @@ def split_indices(rows: int, ref: DatasetRef) -> tuple[np.ndarray, np.ndarray, n
 
 
 def load_usable(ref: DatasetRef) -> tuple[pd.DataFrame, int]:
-    """The checked dataset's feature and label columns as float64, and how many rows were dropped."""
+    """The checked dataset's feature and label columns (float64), and how many rows were dropped."""
     df = read_table(ref.path)
     validate_frame(df, ref.features, ref.labels)
     usable = _usable(df, [*ref.features, *ref.labels])

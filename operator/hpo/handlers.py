@@ -182,7 +182,7 @@ def _removes_results(spec: Any) -> bool:
 def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
     """Remove a deleted study's ledger, artifacts and plots from its store."""
     from hpo.spec import SpecError, parse_study
-    from hpo.stores import open_store, store_ref_for
+    from hpo.store import open_store, store_ref_for
 
     resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
     try:

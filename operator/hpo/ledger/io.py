@@ -68,18 +68,12 @@ def _labels_from_header(header: list[str]) -> list[str]:
     return labels
 
 
-
-
-
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
 def _int(value: Any, default: int = 0) -> int:
     return default if value is None else int(value)
-
-
-
 
 
 def _config(get: Callable[[str], Any]) -> dict[str, Any]:
