@@ -55,11 +55,13 @@ def study_file(folder: Path, parallelism: int, epochs: int | None) -> tuple[Path
 
 def run_hpo(path: Path, out: Path) -> dict[str, Any]:
     """``hpo run`` as a user types it; trainings counted from the stored scores."""
+    from hpo.layout import SCORES_FILE
+
     hpo = Path(sys.executable).parent / "hpo"
     start = time.perf_counter()
     subprocess.run([str(hpo), "run", str(path), "--out", str(out), "-q"], check=True)
     wall = time.perf_counter() - start
-    trainings = len(list(out.rglob("scores.json")))
+    trainings = len(list(out.rglob(SCORES_FILE)))
     return {"wall": wall, "trainings": trainings}
 
 

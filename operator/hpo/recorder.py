@@ -22,7 +22,7 @@ import yaml
 
 from hpo.contract import SeedResult
 from hpo.keys import StoreError, is_valid_key
-from hpo.layout import SCORES_FILE, StudyPaths
+from hpo.layout import BEST_FILE, SCORES_FILE, StudyPaths
 from hpo.spec import Study
 from hpo.store.base import PreconditionFailed, Store
 
@@ -150,7 +150,7 @@ class Recorder:
         with tempfile.TemporaryDirectory() as tmp:
             for png in make_plots(results, best, Path(tmp)):
                 self.store.put_file(self.paths.plot(png.name), png)
-            summary = Path(tmp) / "best.json"
+            summary = Path(tmp) / BEST_FILE
             summary.write_text(json.dumps(json.loads(best.to_json(orient="records")), indent=1))
             self.store.put_file(self.paths.best, summary)
         return best
