@@ -33,6 +33,7 @@ import pandas as pd
 
 from hpo.contract import DatasetRef, StoreRef
 from hpo.keys import StoreError, check_key, key_segment
+from hpo.store import open_store
 
 #: Fewest usable rows we accept: below this a three-way split is meaningless.
 MIN_ROWS = 10
@@ -298,8 +299,6 @@ def localise(
         return ref
     if store is None or store.kind != "s3":
         raise DatasetError(f"dataset {ref.path}: an s3:// dataset needs storage.type s3")
-    from hpo.store.open import open_store  # the storage package imports the spec
-
     bucket, key = split_s3_url(ref.path)
     try:
         source = open_store(store, bucket=bucket, prefix="", credentials=credentials)
