@@ -1,4 +1,4 @@
-"""The seams of DESIGN.md ("Shape of the code"), checked on the parsed import graph.
+"""The seams of the code (README, "Layout of the code"), checked on the parsed import graph.
 
 Imports are read with ``ast`` from every module of ``operator/hpo`` and
 ``trainer-image/hpo_trainer`` (module-level, inside functions and under
@@ -24,8 +24,8 @@ from conftest import REPO
 
 ROOTS = {"hpo": REPO / "operator" / "hpo", "hpo_trainer": REPO / "trainer-image" / "hpo_trainer"}
 
-#: Modules that decide (DESIGN.md: "Engine decides, runners execute"), with everything of
-#: ``hpo`` they import: none may reach a cluster client or TensorFlow.
+#: Modules that decide (the engine decides, runners execute), with everything of ``hpo``
+#: they import: none may reach a cluster client or TensorFlow.
 PURE = ("hpo.engine", "hpo.bayes", "hpo.space", "hpo.summary")
 CLUSTER_OR_TF = ("kopf", "kubernetes", "tensorflow", "keras")
 TF = ("tensorflow", "keras")

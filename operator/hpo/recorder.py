@@ -63,7 +63,8 @@ class Recorder:
         """What this study already recorded: the ledger plus finished trainings it missed.
 
         A training whose ``scores.json`` reached the store but whose row did not
-        reach the ledger (a crash between the two) is recovered here.
+        reach the ledger (a crash between the two) is recovered here; the ledger
+        wins where both know a training (``hpo.ledger``: "what is the truth on resume").
         """
         from hpo.ledger import read_ledger
 
