@@ -257,6 +257,7 @@ _copies: dict[tuple[str, str], Path] = {}
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as (bucket, key); the key is checked like any store key."""
     bucket, _, key = url.removeprefix("s3://").partition("/")
     if not bucket or not key:
         raise DatasetError(f"dataset URL {url!r} must look like s3://bucket/key.csv")
@@ -268,6 +269,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 
 def cache_dir() -> Path:
+    """Where downloaded datasets are kept: ``$HPO_CACHE/datasets`` (default: the temp folder)."""
     return Path(os.environ.get("HPO_CACHE", Path(tempfile.gettempdir()) / "hpo-cache")) / "datasets"
 
 
