@@ -14,6 +14,7 @@ import ast
 import itertools
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,6 +270,17 @@ def test_operator_side_loads_no_tensorflow_kopf_kubernetes_or_trainer() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_operator_image_ships_no_trainer() -> None:
+    """The operator image copies ``operator/`` alone; pyproject then finds only ``hpo``."""
+    copies = [
+        line for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+    ]
+    assert copies and not [c for c in copies if "trainer-image" in c], copies
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "packages" in setuptools and "find" in setuptools["packages"], setuptools
+    assert setuptools["packages"]["find"]["where"] == ["operator", "trainer-image"]
 
 
 # --------------------------------------------------------------------------- the rules can fail
