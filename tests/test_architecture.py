@@ -136,6 +136,22 @@ def hpo_importing_the_trainer(graph: list[Import]) -> list[Import]:
     return [i for i in graph if _within(i.module, ["hpo"]) and _within(i.target, ["hpo_trainer"])]
 
 
+#: What the trainer may use of ``hpo``: the contract, the layout, the store and dataset
+#: reading (not the recorder, ledger, report or engine, which the operator side owns).
+TRAINER_USES = ("hpo.contract", "hpo.keys", "hpo.layout", "hpo.store", "hpo.dataset")
+
+
+def trainer_beyond_its_seam(graph: list[Import]) -> list[Import]:
+    """Imports of ``hpo`` by ``hpo_trainer`` outside ``TRAINER_USES``."""
+    return [
+        i
+        for i in graph
+        if _within(i.module, ["hpo_trainer"])
+        and _within(i.target, ["hpo"])
+        and not _within(i.target, TRAINER_USES)
+    ]
+
+
 def tensorflow_outside_the_trainer(graph: list[Import]) -> list[Import]:
     """Only ``hpo_trainer`` imports TensorFlow or Keras."""
     return [i for i in graph if not _within(i.module, ["hpo_trainer"]) and _within(i.target, TF)]
@@ -242,6 +258,11 @@ def test_only_the_local_runner_names_the_trainer() -> None:
     ]
 
 
+def test_the_trainer_uses_only_contract_layout_store_and_dataset() -> None:
+    bad = trainer_beyond_its_seam(GRAPH)
+    assert not bad, "hpo_trainer reaches past its seam:\n" + _lines(bad)
+
+
 def test_only_the_trainer_imports_tensorflow() -> None:
     bad = tensorflow_outside_the_trainer(GRAPH)
     assert not bad, "TensorFlow/Keras outside hpo_trainer:\n" + _lines(bad)
@@ -302,6 +323,7 @@ def broken(tmp_path: Path) -> dict[str, Path]:
         hpo / "store" / "base.py": "from ..spec import Spec\n",
         trainer / "__init__.py": "",
         trainer / "model.py": "import tensorflow\nfrom hpo import spec\n",
+        trainer / "train.py": "from hpo.layout import StudyPaths\nfrom hpo.recorder import x\n",
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +338,10 @@ def test_each_rule_names_the_import_that_breaks_it(broken: dict[str, Path]) -> N
     ]
     assert [str(i) for i in tensorflow_outside_the_trainer(graph)] == [
         "hpo.plots (line 1) imports keras.layers"
+    ]
+    assert [str(i) for i in trainer_beyond_its_seam(graph)] == [
+        "hpo_trainer.model (line 2) imports hpo.spec",
+        "hpo_trainer.train (line 2) imports hpo.recorder",
     ]
     assert impure_deciders(graph, ["hpo.engine"]) == [
         "hpo.engine -> hpo.helper: hpo.helper (line 2) imports kubernetes"
