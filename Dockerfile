@@ -1,9 +1,10 @@
-# The operator image: the `hpo` package without TensorFlow.
+# The operator image: the `hpo` package alone, without TensorFlow and without
+# hpo_trainer (which depends on hpo, never the reverse; pyproject finds the
+# packages that are present, so only operator/ is copied).
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-COPY trainer-image/hpo_trainer ./trainer-image/hpo_trainer
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11.11-slim-bookworm

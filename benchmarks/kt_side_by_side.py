@@ -55,11 +55,13 @@ def study_file(folder: Path, parallelism: int, epochs: int | None) -> tuple[Path
 
 def run_hpo(path: Path, out: Path) -> dict[str, Any]:
     """``hpo run`` as a user types it; trainings counted from the stored scores."""
+    from hpo.layout import SCORES_FILE
+
     hpo = Path(sys.executable).parent / "hpo"
     start = time.perf_counter()
     subprocess.run([str(hpo), "run", str(path), "--out", str(out), "-q"], check=True)
     wall = time.perf_counter() - start
-    trainings = len(list(out.rglob("scores.json")))
+    trainings = len(list(out.rglob(SCORES_FILE)))
     return {"wall": wall, "trainings": trainings}
 
 
@@ -85,11 +87,11 @@ def kt_main(spec: dict[str, Any], tuner_name: str, out: str) -> None:
 
     from hpo.contract import DatasetRef
     from hpo.spec import SearchSpace
-    from hpo_trainer.data import prepare
+    from hpo_trainer.data import load_splits
     from hpo_trainer.model import MlpConfig, build_model
 
     ds = spec["dataset"]
-    data = prepare(DatasetRef(ds["path"], ds["features"], ds["labels"]))
+    data = load_splits(DatasetRef(ds["path"], ds["features"], ds["labels"]))
     fs, ls = data.feature_scaler, data.label_scaler
     x_train, y_train = fs.transform(data.x_train), ls.transform(data.y_train)
     x_val, y_val = fs.transform(data.x_val), ls.transform(data.y_val)

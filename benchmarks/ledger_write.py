@@ -14,12 +14,14 @@ import time
 from typing import Any
 
 from hpo.contract import SeedResult
+from hpo.layout import StudyPaths
 from hpo.ledger import read_ledger, write_ledger
 from hpo.report import final_group
 from hpo.store import LocalStore
 
 LABELS = ["yield", "strength", "density"]
 SEEDS = 3
+BENCH = StudyPaths("bench")
 STUDY: dict[str, Any] = {
     "metadata": {"name": "bench"},
     "spec": {"searchSpace": {"neurons": {"min": 8, "max": 256}}, "seeds": list(range(SEEDS))},
@@ -66,7 +68,7 @@ def synthetic(trainings: int, seed: int = 0) -> list[SeedResult]:
                 fit_s=rng.uniform(4, 590),
                 epochs_run=rng.randint(5, 200),
                 error=None if succeeded else "ResourceExhaustedError: OOM when allocating tensor",
-                artifacts=f"bench/trials/{trial}/seed-{i % SEEDS}" if succeeded else None,
+                artifacts=BENCH.seed(trial, i % SEEDS) if succeeded else None,
             )
         )
     return results
@@ -80,11 +82,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             store = LocalStore(tmp)
             start = time.perf_counter()
-            write_ledger(store, "bench/ledger.xlsx", results, LABELS, best, STUDY)
+            write_ledger(store, BENCH.ledger, results, LABELS, best, STUDY)
             wrote = time.perf_counter()
-            back = read_ledger(store, "bench/ledger.xlsx")
+            back = read_ledger(store, BENCH.ledger)
             read = time.perf_counter()
-            size = len(store.get_bytes("bench/ledger.xlsx")) / 1e6
+            size = len(store.get_bytes(BENCH.ledger)) / 1e6
         exact = back == sorted(results, key=lambda r: (r.trial, r.seed))
         print(
             f"{n:>10,} {wrote - start:>8.2f} {read - wrote:>8.2f} {size:>8.2f}  "

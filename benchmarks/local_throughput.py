@@ -25,8 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo.prepare import prepare  # noqa: E402
-from hpo.recorder import StudyPaths  # noqa: E402
+from hpo.dataset_check import check_dataset  # noqa: E402
+from hpo.layout import StudyPaths  # noqa: E402
 from hpo.runners.local import LocalRunner, request_for  # noqa: E402
 from hpo.spec import load_study  # noqa: E402
 
@@ -78,7 +78,7 @@ def run_process_per_training(path: Path, out: Path, n: int) -> dict[str, float]:
     from hpo.engine import Engine
 
     study = load_study(path)
-    prepared = prepare(study)
+    prepared = check_dataset(study)
     tasks = Engine(study.spec).next_tasks(n)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.perf_counter()

@@ -191,15 +191,16 @@ def fit_and_score(
     """One training by the trainer's own code; the test-split MAE, or the holdout MAE.
 
     The same functions as ``hpo_trainer.train.train_one`` (minus saving the
-    artifacts): ``prepare`` splits and fits the scalers on the training split,
+    artifacts): ``load_splits`` splits and fits the scalers on the training split,
     ``train_model`` fits with early stopping on the validation split.
     """
     from hpo.contract import DatasetRef
-    from hpo_trainer.data import prepare, read_table
+    from hpo.dataset import read_table
+    from hpo_trainer.data import load_splits
     from hpo_trainer.metrics import standardised_mae
     from hpo_trainer.model import MlpConfig, predict, train_model
 
-    data = prepare(DatasetRef(files.search, files.features, files.labels))
+    data = load_splits(DatasetRef(files.search, files.features, files.labels))
     fs, ls = data.feature_scaler, data.label_scaler
     fitted = train_model(
         MlpConfig.parse(config),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from s3server import S3Server, S3ServerUnavailable, new_s3_store
 
-from hpo.store_s3 import S3Store
+from hpo.store.s3 import S3Store
 
 
 @pytest.fixture(scope="session")

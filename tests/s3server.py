@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpo.store_s3 import S3Store
+    from hpo.store.s3 import S3Store
 
 REPO = Path(__file__).resolve().parent.parent
 S3_VENV = REPO / ".venv-s3"
@@ -177,7 +177,7 @@ def new_s3_store(server: S3Server, **options: Any) -> S3Store:
     ``options`` override ``S3Store``'s arguments (``bucket``, ``prefix``,
     ``timeout_s``, ``retries``...). moto does not check credentials.
     """
-    from hpo.store_s3 import S3Store  # the hpo package is only needed by store tests
+    from hpo.store.s3 import S3Store  # the hpo package is only needed by store tests
 
     args: dict[str, Any] = {
         "endpoint": server.endpoint,

@@ -32,11 +32,11 @@ from typer.testing import CliRunner
 
 from conftest import EXAMPLE_CSV, LABELS, study_dict
 from hpo.cli import EXIT_BAD_INPUT, app
+from hpo.dataset_check import DatasetProblem, check_dataset
 from hpo.handlers import make_registry
 from hpo.pods import LABEL_STUDY, MAX_NAME, pod_name
-from hpo.prepare import DatasetProblem, prepare
 from hpo.spec import SpecError, parse_study
-from hpo_trainer.data import prepare as prepare_data
+from hpo_trainer.data import load_splits
 from hpo_trainer.scaling import Scaler
 
 NS = "default"
@@ -231,17 +231,17 @@ def test_bad_dataset_is_named(
     labels = dataset.pop("labels", None)
     study = _study_for(path, labels, **dataset)
     with pytest.raises(DatasetProblem) as info:
-        prepare(study)
+        check_dataset(study)
     assert str(info.value).startswith(message.format(path=path)), str(info.value)
 
 
 def test_non_ascii_column_names_work(tmp_path: Path) -> None:
     df = _frame().rename(columns={"x1": "Température_°C", "x2": "Länge µm", "y": "Strom_Ω"})
     path = _write(tmp_path, df)
-    prepared = prepare(_study_for(path, ["Strom_Ω"]))
+    prepared = check_dataset(_study_for(path, ["Strom_Ω"]))
     assert prepared.dataset.features == ["Température_°C", "Länge µm"]
     assert prepared.rows == 30
-    data = prepare_data(prepared.dataset)
+    data = load_splits(prepared.dataset)
     saved = Scaler.from_json(data.feature_scaler.to_json())
     assert saved.columns == ["Température_°C", "Länge µm"]
     assert data.label_scaler.columns == ["Strom_Ω"]
@@ -253,8 +253,8 @@ def test_large_but_finite_values_scale_to_finite_inputs(tmp_path: Path) -> None:
     df["x2"] *= 1e150
     df["y"] *= 1e100
     path = _write(tmp_path, df)
-    ref = prepare(_study_for(path)).dataset
-    data = prepare_data(ref)
+    ref = check_dataset(_study_for(path)).dataset
+    data = load_splits(ref)
     for scaler, values in ((data.feature_scaler, data.x_train), (data.label_scaler, data.y_train)):
         scaled = scaler.transform(values)
         assert np.isfinite(scaled.astype(np.float32)).all()

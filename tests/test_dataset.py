@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from hpo.contract import DatasetRef
-from hpo_trainer.data import DatasetError, prepare, validate_dataset, validate_frame
+from hpo.dataset import DatasetError, validate_dataset, validate_frame
+from hpo_trainer.data import load_splits
 from hpo_trainer.scaling import Scaler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ def test_missing_values_are_dropped_and_counted(tmp_path: Path) -> None:
     path = _csv(tmp_path, df)
     ref = _ref(path, ["Vgs", "Vds"], ["Id"])
     assert validate_dataset(ref).rows == 37
-    data = prepare(ref)
+    data = load_splits(ref)
     assert data.rows_dropped == 3
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 37
     assert len(data.x_test) == 8  # ceil(0.2 * 37)
@@ -116,11 +117,11 @@ def test_missing_values_are_dropped_and_counted(tmp_path: Path) -> None:
 
 def test_split_is_deterministic_and_scalers_fit_on_train_only() -> None:
     ref = _ref(EXAMPLE, FEATURES, LABELS)
-    a, b = prepare(ref), prepare(ref)
+    a, b = load_splits(ref), load_splits(ref)
     np.testing.assert_array_equal(a.x_test, b.x_test)
     np.testing.assert_allclose(a.feature_scaler.mean, a.x_train.mean(axis=0))
     np.testing.assert_allclose(a.label_scaler.scale, a.y_train.std(axis=0))
-    other = prepare(DatasetRef(**{**ref.__dict__, "split_seed": 1}))
+    other = load_splits(DatasetRef(**{**ref.__dict__, "split_seed": 1}))
     assert not np.array_equal(a.x_test, other.x_test)
 
 
@@ -137,7 +138,7 @@ def test_scaler_json_round_trip_and_constant_column() -> None:
 
 def test_validation_does_not_import_tensorflow() -> None:
     code = (
-        "import sys; from hpo.contract import DatasetRef; import hpo_trainer.data as d; "
+        "import sys; from hpo.contract import DatasetRef; import hpo.dataset as d; "
         f"d.validate_dataset(DatasetRef(path={str(EXAMPLE)!r}, features={FEATURES!r}, "
         f"labels={LABELS!r})); import hpo_trainer.train, hpo_trainer.__main__; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"

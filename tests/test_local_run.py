@@ -125,7 +125,7 @@ def test_ledger_rows_are_unique_complete_and_inside_bounds(finished) -> None:
 
 
 def test_saved_model_reproduces_its_recorded_mae(finished) -> None:
-    from hpo_trainer.evaluate import load_and_score
+    from rescoring import load_and_score
 
     folder, _ = finished
     store = LocalStore(folder / "out")

@@ -19,8 +19,9 @@ from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
 
 from conftest import EXAMPLE_CSV, study_dict
 from hpo.contract import StoreRef
+from hpo.layout import StudyPaths
 from hpo.ledger import read_ledger
-from hpo.recorder import LedgerConflict, Recorder, StudyPaths
+from hpo.recorder import LedgerConflict, Recorder
 from hpo.spec import parse_study
 
 HPO = [sys.executable, "-m", "hpo.cli"]
@@ -276,8 +277,8 @@ def test_missing_dataset_key_is_named(s3_server: S3Server, tmp_path: Path) -> No
 
 
 def test_dataset_changed_mid_study_is_reported(s3_server: S3Server, tmp_path: Path) -> None:
+    from hpo.dataset_check import check_dataset
     from hpo.engine import Engine
-    from hpo.prepare import prepare
     from hpo.runners.local import request_for
     from hpo_trainer.train import train_one
 
@@ -295,14 +296,14 @@ def test_dataset_changed_mid_study_is_reported(s3_server: S3Server, tmp_path: Pa
         create_bucket=True,
     )
     os.environ.update(HPO_S3_ACCESS_KEY=TEST_ACCESS_KEY, HPO_S3_SECRET_KEY=TEST_SECRET_KEY)
-    prepared = prepare(study, ref)
+    prepared = check_dataset(study, ref)
     assert prepared.dataset.etag
     data_bucket, key = dataset.removeprefix("s3://").split("/", 1)
     source = new_s3_store(s3_server, bucket=data_bucket, prefix="", create_bucket=False)
     source.put_bytes(key, EXAMPLE_CSV.read_bytes().replace(b"\n1.", b"\n2.", 5))
     task = Engine(study.spec).next_tasks(1)[0]
     request = request_for(study, prepared, StudyPaths(study.name), task, ref)
-    from hpo.stores import open_store
+    from hpo.store import open_store
 
     result = train_one(request, task.seed, open_store(ref))
     assert result.status == "failed"

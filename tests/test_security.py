@@ -51,16 +51,22 @@ from test_chart import restricted_violations
 
 from conftest import EXAMPLE_CSV, REPO, study_dict
 from hpo.contract import DatasetRef, TrainingOptions, TrainingRequest
+from hpo.dataset import DatasetError, cache_dir, cached_copy, split_s3_url
 from hpo.handlers import make_registry
+from hpo.layout import StudyPaths
 from hpo.ledger import read_ledger
 from hpo.pods import LABEL_STUDY
-from hpo.recorder import StudyPaths
 from hpo.spec import SpecError, parse_study
-from hpo.store import LocalStore, StoreError, check_key, join_key, key_segment
-from hpo.store_s3 import S3Store
-from hpo.stores import open_store, store_ref_for
-from hpo_trainer.data import DatasetError
-from hpo_trainer.fetch import cache_dir, cached_copy, split_s3_url
+from hpo.store import (
+    LocalStore,
+    StoreError,
+    check_key,
+    join_key,
+    key_segment,
+    open_store,
+    store_ref_for,
+)
+from hpo.store.s3 import S3Store
 
 HPO = [sys.executable, "-m", "hpo.cli"]
 GROUP, VERSION, PLURAL = "hpo-operator.dev", "v1alpha1", "hpostudies"
@@ -715,7 +721,7 @@ def test_hostile_keys_are_refused(key: str, tmp_path: Path) -> None:
         lambda: store.put_bytes(key, b"x"),
         lambda: store.get_bytes(key),
         lambda: store.delete(key),
-        lambda: store.local_path(key),
+        lambda: store.etag(key),
     ):
         with pytest.raises(StoreError, match="invalid store key"):
             call()

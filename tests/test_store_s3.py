@@ -24,7 +24,7 @@ from s3server import (
 )
 
 from hpo.store import LocalStore, PreconditionFailed, Store, StoreError
-from hpo.store_s3 import S3Store, s3_store_from_env
+from hpo.store.s3 import S3Store, env_credentials
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_put_survives_an_outage(
     data = b"ledger after the outage" * 1000
     frozen(3.0)  # longer than one request's timeout; thawed by a timer
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="hpo.store_s3"):
+    with caplog.at_level(logging.INFO, logger="hpo.store.s3"):
         etag = store.put_bytes("study/ledger.xlsx", data, if_none_match=conditional)
     elapsed = time.monotonic() - started
 
@@ -406,6 +406,22 @@ def test_credentials_never_leak(
     assert TEST_SECRET_KEY not in joined
     assert TEST_ACCESS_KEY not in joined
     assert "not found" in joined and "cannot reach" in joined  # the errors did happen
+
+
+def s3_store_from_env(
+    endpoint: str, bucket: str, prefix: str, secure: bool, create_bucket: bool = False
+) -> S3Store:
+    """An ``S3Store`` with credentials from the environment, as ``open_store`` builds one."""
+    access, secret = env_credentials()
+    return S3Store(
+        endpoint,
+        bucket,
+        prefix,
+        access_key=access,
+        secret_key=secret,
+        secure=secure,
+        create_bucket=create_bucket,
+    )
 
 
 def test_store_from_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from hpo.contract import (
-    ARTIFACT_FILES,
     DatasetRef,
     SeedResult,
     TrainingOptions,
     TrainingRequest,
 )
+from hpo.layout import ARTIFACT_FILES
 from hpo.store import LocalStore
 from hpo_trainer.__main__ import termination_message
 
@@ -117,14 +117,14 @@ def test_artifacts_at_documented_keys(trained: tuple[LocalStore, dict[int, SeedR
         scaler = json.loads(store.get_bytes(f"{prefix}/feature_scaler.json"))
         assert set(scaler) == {"mean", "scale", "columns"}
         # scores.json is written last: it is at least as new as every other file.
-        newest = max(store.local_path(f"{prefix}/{n}").stat().st_mtime_ns for n in ARTIFACT_FILES)
-        assert store.local_path(f"{prefix}/scores.json").stat().st_mtime_ns == newest
+        newest = max((store.root / prefix / n).stat().st_mtime_ns for n in ARTIFACT_FILES)
+        assert (store.root / prefix / "scores.json").stat().st_mtime_ns == newest
 
 
 def test_saved_model_reproduces_recorded_mae(
     trained: tuple[LocalStore, dict[int, SeedResult]],
 ) -> None:
-    from hpo_trainer.evaluate import load_and_score
+    from rescoring import load_and_score
 
     store, results = trained
     result = results[1]

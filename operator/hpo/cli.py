@@ -121,13 +121,12 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Run a study on this machine; running it again resumes where it stopped."""
+    from hpo.dataset_check import DatasetProblem
     from hpo.engine import HistoryConflict
-    from hpo.prepare import DatasetProblem
     from hpo.recorder import LedgerConflict
     from hpo.report import render_table
     from hpo.runners.local import LocalRunner
-    from hpo.store import StoreError
-    from hpo.stores import store_ref_for
+    from hpo.store import StoreError, store_ref_for
 
     try:
         study = load_study(study_file)
@@ -181,12 +180,12 @@ def validate(
     study_file: Annotated[Path, typer.Argument(help="An HPOStudy YAML file.")],
 ) -> None:
     """Check a study file and its dataset without training anything."""
-    from hpo.prepare import DatasetProblem, prepare
+    from hpo.dataset_check import DatasetProblem, check_dataset
     from hpo.space import space_size
 
     try:
         study = load_study(study_file)
-        prepared = prepare(study)
+        prepared = check_dataset(study)
     except SpecError as exc:
         _fail([f"{study_file}: {p}" for p in exc.problems])
     except DatasetProblem as exc:
@@ -312,8 +311,7 @@ Tls = Annotated[bool, typer.Option("--tls/--no-tls", help="HTTPS to the S3 endpo
 
 
 def _open(where: str, endpoint: str | None, tls: bool) -> tuple[Store, str]:
-    from hpo.store import StoreError
-    from hpo.stores import open_location
+    from hpo.store import StoreError, open_location
 
     try:
         return open_location(where, endpoint=endpoint, tls=tls)
@@ -338,6 +336,7 @@ def report(
 
     import yaml
 
+    from hpo.layout import LEDGER_FILE, STUDY_FILE, StudyPaths
     from hpo.ledger import read_ledger
     from hpo.report import final_group, make_plots, render_table
     from hpo.spec import parse_study
@@ -345,12 +344,13 @@ def report(
 
     store, root = _study_location(run_dir, endpoint, tls)
     try:
-        if not store.exists(f"{root}/ledger.xlsx"):
-            _fail([f"{run_dir}: no ledger.xlsx there; give a study (e.g. runs/quickstart)"])
-        study = parse_study(yaml.safe_load(store.get_bytes(f"{root}/study.yaml")))
-        results = read_ledger(store, f"{root}/ledger.xlsx")
+        paths = StudyPaths.at(root)
+        if not store.exists(paths.ledger):
+            _fail([f"{run_dir}: no {LEDGER_FILE} there; give a study (e.g. runs/quickstart)"])
+        study = parse_study(yaml.safe_load(store.get_bytes(paths.study)))
+        results = read_ledger(store, paths.ledger)
     except SpecError as exc:
-        _fail([f"{run_dir}/study.yaml: {p}" for p in exc.problems])
+        _fail([f"{run_dir}/{STUDY_FILE}: {p}" for p in exc.problems])
     except StoreError as exc:
         _fail([str(exc)])
     spec = study.spec
@@ -365,8 +365,8 @@ def report(
     if plots:
         with tempfile.TemporaryDirectory() as tmp:
             for png in make_plots(results, best, Path(tmp)):
-                store.put_file(f"{root}/plots/{png.name}", png)
-                console.print(f"wrote {store.uri}/{root}/plots/{png.name}", highlight=False)
+                store.put_file(paths.plot(png.name), png)
+                console.print(f"wrote {store.uri}/{paths.plot(png.name)}", highlight=False)
 
 
 def _study_location(study: str, endpoint: str | None, tls: bool) -> tuple[Store, str]:
@@ -385,6 +385,7 @@ def ls(
     tls: Tls = True,
 ) -> None:
     """List the studies in a run folder or a bucket."""
+    from hpo.layout import study_of_best, study_of_ledger, study_of_scores
     from hpo.store import StoreError
 
     store, prefix = _open(where, endpoint, tls)
@@ -392,12 +393,12 @@ def ls(
         keys = list(store.list(prefix))
     except StoreError as exc:
         _fail([str(exc)])
-    studies = sorted(k.removesuffix("/ledger.xlsx") for k in keys if k.endswith("/ledger.xlsx"))
-    finished = {k.removesuffix("/best.json") for k in keys if k.endswith("/best.json")}
+    studies = sorted(s for s in map(study_of_ledger, keys) if s is not None)
+    finished = {s for s in map(study_of_best, keys) if s is not None}
     trainings: dict[str, int] = {}
     for k in keys:
-        if k.endswith("/scores.json") and "/trials/" in k:
-            study = k.split("/trials/")[0]
+        study = study_of_scores(k)
+        if study is not None:
             trainings[study] = trainings.get(study, 0) + 1
     if not studies:
         console.print(f"no studies in {store.uri}/{prefix}".rstrip("/"), highlight=False)
@@ -421,6 +422,7 @@ def get(
     tls: Tls = True,
 ) -> None:
     """Fetch a study's ledger, plots or a model from its store, with progress."""
+    from hpo.layout import StudyPaths
     from hpo.store import StoreError
 
     if what == "model" and (trial is None or seed is None):
@@ -433,12 +435,16 @@ def get(
         keys = list(store.list(root))
         if not keys:
             _fail([f"{study}: no such study (nothing stored under it)"])
-        wanted = {
-            "ledger": [f"{root}/ledger.xlsx", f"{root}/study.yaml", f"{root}/best.json"],
-            "plots": [k for k in keys if k.startswith(f"{root}/plots/")],
-            "model": [k for k in keys if k.startswith(f"{root}/trials/{trial}/seed-{seed}/")],
-            "all": keys,
-        }[what]
+        wanted = keys
+        if what != "all":
+            paths = StudyPaths.at(root)
+        if what == "ledger":
+            wanted = [paths.ledger, paths.study, paths.best]
+        elif what == "plots":
+            wanted = [k for k in keys if k.startswith(f"{paths.plots}/")]
+        elif what == "model":
+            assert trial is not None and seed is not None
+            wanted = [k for k in keys if k.startswith(f"{paths.seed(trial, seed)}/")]
         wanted = [k for k in wanted if k in set(keys)]
         if not wanted:
             _fail([f"{study}: nothing to fetch for --what {what}"])

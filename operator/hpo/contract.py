@@ -12,18 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from hpo.layout import seed_dir
+
 Stage = Literal["random", "bayesian"]
 Status = Literal["succeeded", "failed"]
-
-#: Files written per training under ``<study>/trials/<trial>/seed-<n>/``.
-ARTIFACT_FILES = (
-    "model.keras",
-    "feature_scaler.json",
-    "label_scaler.json",
-    "seed.json",
-    "config.json",
-    "scores.json",
-)
 
 
 @dataclass(frozen=True)
@@ -95,7 +87,7 @@ class TrainingRequest:
     seeds: list[int]
     dataset: DatasetRef
     training: TrainingOptions
-    #: Store key prefix of the trial, e.g. ``quickstart/trials/r0003``.
+    #: Store key prefix of the trial (``hpo.layout.StudyPaths.trial``): ``quickstart/trials/r0003``.
     output_prefix: str
     parent: str | None = None
     #: The store to write to (and to fetch an ``s3://`` dataset from); None: the caller's.
@@ -114,7 +106,8 @@ class TrainingRequest:
         return cls(**raw)
 
     def artifacts_prefix(self, seed: int) -> str:
-        return f"{self.output_prefix}/seed-{seed}"
+        """Where ``seed``'s artifacts go: ``<output_prefix>/seed-<n>`` (see ``hpo.layout``)."""
+        return seed_dir(self.output_prefix, seed)
 
 
 @dataclass

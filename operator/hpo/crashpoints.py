@@ -18,7 +18,7 @@ The points (where ``reached`` is called):
   chose the training, its pod is not created yet (runners/kube.py);
 - ``pod-created:<random|bayesian>``: the pod exists, the operator has not noted it;
 - ``s3-put:<file name>`` / ``s3-put-done:<file name>``: a store write is about to be
-  sent / was answered but not yet acted upon (store_s3.py); for ``ledger.xlsx``
+  sent / was answered but not yet acted upon (hpo/store/s3.py); for ``ledger.xlsx``
   these are the two sides of a ledger write (an S3 PUT is atomic: there is no
   half-written object to crash in between).
 """

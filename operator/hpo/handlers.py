@@ -181,8 +181,9 @@ def _removes_results(spec: Any) -> bool:
 
 def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
     """Remove a deleted study's ledger, artifacts and plots from its store."""
+    from hpo.layout import StudyPaths
     from hpo.spec import SpecError, parse_study
-    from hpo.stores import open_store, store_ref_for
+    from hpo.store import open_store, store_ref_for
 
     resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
     try:
@@ -196,7 +197,7 @@ def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
         study.metadata.namespace, secret.name, secret.access_key_key, secret.secret_key_key
     )
     store = open_store(store_ref_for(study), credentials=credentials)
-    return store.delete_prefix(study.name)
+    return store.delete_prefix(StudyPaths(study.name).root)
 
 
 def default_api_client() -> client.ApiClient:

@@ -99,7 +99,11 @@ def retrying(what: str, fn: Callable[[], T]) -> T:
 
 
 class Cluster:
-    """A thin, counted wrapper over CoreV1Api and CustomObjectsApi."""
+    """Every Kubernetes call the operator makes, over CoreV1Api and CustomObjectsApi.
+
+    Each call has a request timeout and retries transient errors (``retrying``);
+    the user agent tells the operator's calls apart in audit logs and tests.
+    """
 
     def __init__(self, api: client.ApiClient, user_agent: str = USER_AGENT) -> None:
         api.user_agent = user_agent  # so the operator's calls can be told apart (audit logs, tests)

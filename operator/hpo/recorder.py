@@ -15,64 +15,22 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hpo.contract import SeedResult
+from hpo.keys import StoreError, is_valid_key
+from hpo.layout import BEST_FILE, SCORES_FILE, StudyPaths
 from hpo.spec import Study
-from hpo.store import (
-    PreconditionFailed,
-    Store,
-    StoreError,
-    is_valid_key,
-    join_key,
-    key_segment,
-)
+from hpo.store.base import PreconditionFailed, Store
 
 log = logging.getLogger("hpo.ledger")
 
 
 class LedgerConflict(StoreError):
     """Someone else wrote this study's ledger."""
-
-
-@dataclass(frozen=True)
-class StudyPaths:
-    """Store keys of one study (the same layout for a folder and a bucket).
-
-    The root (the study's name) and trial ids are single key segments, checked
-    here, so no name or id can point a key outside the study's folder.
-    """
-
-    root: str
-
-    def __post_init__(self) -> None:
-        key_segment(self.root, "study name")
-
-    @property
-    def ledger(self) -> str:
-        return f"{self.root}/ledger.xlsx"
-
-    @property
-    def study(self) -> str:
-        return f"{self.root}/study.yaml"
-
-    @property
-    def trials(self) -> str:
-        return f"{self.root}/trials"
-
-    @property
-    def plots(self) -> str:
-        return f"{self.root}/plots"
-
-    def trial(self, trial: str) -> str:
-        return join_key(self.trials, key_segment(trial, "trial id"))
-
-    def scores(self, trial: str, seed: int) -> str:
-        return join_key(self.trial(trial), f"seed-{int(seed)}", "scores.json")
 
 
 class Recorder:
@@ -105,7 +63,8 @@ class Recorder:
         """What this study already recorded: the ledger plus finished trainings it missed.
 
         A training whose ``scores.json`` reached the store but whose row did not
-        reach the ledger (a crash between the two) is recovered here.
+        reach the ledger (a crash between the two) is recovered here; the ledger
+        wins where both know a training (``hpo.ledger``: "what is the truth on resume").
         """
         from hpo.ledger import read_ledger
 
@@ -114,13 +73,13 @@ class Recorder:
         seen = {r.key for r in results}
         recovered = []
         for key in self.store.list(self.paths.trials):
-            if not key.endswith("/scores.json") or not is_valid_key(key):
+            if not key.endswith(f"/{SCORES_FILE}") or not is_valid_key(key):
                 continue  # not a result, or a key no writer of ours makes
             data = self.store.get_bytes(key)
             try:
                 r = SeedResult.from_json(data.decode())
                 # Only a file at its own place counts (not one planted deeper or elsewhere).
-                own = key == self.paths.scores(r.trial, r.seed) and r.study == self.paths.root
+                own = key == self.paths.scores(r.trial, r.seed) and r.study == self.paths.name
             except (ValueError, TypeError, KeyError, StoreError):
                 continue  # a torn or foreign file: the training is simply redone
             if own and r.status == "succeeded" and r.key not in seen:
@@ -191,8 +150,8 @@ class Recorder:
         self.write(results, best)
         with tempfile.TemporaryDirectory() as tmp:
             for png in make_plots(results, best, Path(tmp)):
-                self.store.put_file(f"{self.paths.plots}/{png.name}", png)
-            summary = Path(tmp) / "best.json"
+                self.store.put_file(self.paths.plot(png.name), png)
+            summary = Path(tmp) / BEST_FILE
             summary.write_text(json.dumps(json.loads(best.to_json(orient="records")), indent=1))
-            self.store.put_file(f"{self.paths.root}/best.json", summary)
+            self.store.put_file(self.paths.best, summary)
         return best

@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from hpo.keys import StoreError, key_segment
+
 API_GROUP = "hpo-operator.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "HPOStudy"
@@ -486,8 +488,6 @@ class Storage(_Model):
             raise ValueError(f"{v!r} must be a relative key prefix without '..'")
         # One segment: keys are <prefix>/<namespace>/<study>/..., and a deeper (or empty)
         # prefix could reach into another namespace's folder ("hpo/other-ns").
-        from hpo.store import StoreError, key_segment
-
         try:
             key_segment(v.strip("/"), "prefix")
         except StoreError as exc:

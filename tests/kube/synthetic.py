@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hpo.contract import SeedResult, TrainingRequest
+from hpo.layout import StudyPaths
 from hpo.store import Store
 
 
@@ -60,7 +61,8 @@ def synthetic(
                 artifacts=request.artifacts_prefix(seed),
                 finished_at=time.time(),
             )
-            store.put_bytes(f"{request.artifacts_prefix(seed)}/scores.json", r.to_json().encode())
+            scores = StudyPaths(request.study).scores(request.trial, seed)
+            store.put_bytes(scores, r.to_json().encode())
             out.append({"seed": seed, "status": "succeeded", "mae": mae, "trial": request.trial})
         return 0, json.dumps(out)
 

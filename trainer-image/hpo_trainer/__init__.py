@@ -1,6 +1,7 @@
 """The trainer: trains one Keras MLP configuration per seed and uploads its artifacts.
 
-Importing this package is cheap: TensorFlow is imported lazily by
-``hpo_trainer.model`` when a training starts, so the operator can use
-``hpo_trainer.data.validate_dataset`` without it.
+TensorFlow lives only in this package, and only ``hpo_trainer.model`` imports
+it (lazily, when a training starts). The package depends on ``hpo`` (the
+contract, the layout, the store and dataset reading), never the reverse: the
+operator image does not ship it.
 """

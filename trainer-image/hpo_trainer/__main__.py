@@ -2,11 +2,13 @@
 
     python -m hpo_trainer --request FILE_OR_JSON --store-root DIR [--termination-log PATH]
 
-Stdout carries one ``SeedResult`` JSON per line (the local runner reads it);
-``--termination-log`` receives a compact JSON list of the same results under
-Kubernetes' 4 KB termination-message limit, so the operator gets the scores
-without reading the store. If the request itself cannot be read, that file
-receives ``{"error": "..."}`` instead. Exit code: 0 if every seed succeeded,
+Stdout carries one ``SeedResult`` JSON per line, for whoever runs the image by
+hand; no runner reads it (the local runner calls ``train_one`` in its worker
+processes). ``--termination-log`` receives a compact JSON list of the same
+results under Kubernetes' 4 KB termination-message limit: the operator takes a
+failure's reason from it, and a success from the seed's ``scores.json`` in the
+store. If the request itself cannot be read, that file receives
+``{"error": "..."}`` instead. Exit code: 0 if every seed succeeded,
 1 if any failed, 2 if the request was unusable.
 """
 
@@ -84,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.termination_log, json.dumps({"error": message[:2000]}))
         return 2
 
-    from hpo.store import LocalStore, Store, StoreError
-    from hpo.stores import open_store
+    from hpo.store import LocalStore, Store, StoreError, open_store
     from hpo_trainer.train import train_request
 
     store: Store

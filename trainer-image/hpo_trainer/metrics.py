@@ -1,7 +1,7 @@
 """Scores of a trained model on the test split (numpy only).
 
-Shared by training and ``evaluate`` so a reloaded model is scored by exactly
-the same arithmetic that produced the recorded objective.
+Kept apart from training so that re-scoring a reloaded model (the tests do)
+uses exactly the same arithmetic that produced the recorded objective.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Reproducibility is the point of this module: with op determinism enabled and
 fixed thread pools once per process, plus ``clear_session`` and
 ``set_random_seed`` before every training, the same configuration and seed
 give a bit-identical model, in a fresh process or in a long-lived worker after
-other trainings. TensorFlow is imported lazily so ``import hpo_trainer`` stays
-cheap for the operator.
+other trainings. TensorFlow is imported lazily, when a training starts, so
+importing the trainer package (a worker process, ``python -m hpo_trainer``
+reading its request) stays cheap.
 """
 
 from __future__ import annotations

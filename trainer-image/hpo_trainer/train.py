@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.contract import SeedResult, TrainingRequest
-from hpo.store import Store, StoreError, join_key
-from hpo_trainer.data import DatasetError, PreparedData, prepare
-from hpo_trainer.fetch import localise
+from hpo.dataset import DatasetError, localise
+from hpo.layout import StudyPaths
+from hpo.store import Store, StoreError
+from hpo_trainer.data import PreparedData, load_splits
 from hpo_trainer.metrics import score
 from hpo_trainer.model import (
     ConfigError,
@@ -70,21 +71,21 @@ def artifacts_prefix(request: TrainingRequest, seed: int) -> str:
     The request travels as a pod argument; a request whose ``output_prefix`` is not
     its own trial's folder is refused rather than written wherever it points.
     """
-    from hpo.recorder import StudyPaths
-
-    own = StudyPaths(request.study).trial(request.trial)
+    paths = StudyPaths(request.study)
+    own = paths.trial(request.trial)
     if request.output_prefix != own:
         raise StoreError(
             f"invalid training request: output_prefix {request.output_prefix!r} is not the "
             f"folder of trial {request.trial!r} of study {request.study!r} ({own!r})"
         )
-    return join_key(own, f"seed-{int(seed)}")
+    return paths.seed(request.trial, seed)
 
 
 def _write_artifacts(
     folder: Path, request: TrainingRequest, seed: int, model: keras.Model, data: PreparedData
 ) -> None:
-    """Everything but scores.json, into a local folder for one ``put_dir``."""
+    """Every artifact but scores.json (``hpo.layout.ARTIFACT_FILES``), into a folder for one
+    ``put_dir``."""
     save_model(model, folder / "model.keras")
     (folder / "feature_scaler.json").write_text(data.feature_scaler.to_json())
     (folder / "label_scaler.json").write_text(data.label_scaler.to_json())
@@ -125,7 +126,7 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
         prefix = artifacts_prefix(request, seed)
         result.config = _plain(request.config)
         config = MlpConfig.parse(request.config)
-        data = prepare(localise(request.dataset, request.store))
+        data = load_splits(localise(request.dataset, request.store))
         result.rows_dropped = data.rows_dropped
         configure_runtime(request.training.threads)
         fs, ls = data.feature_scaler, data.label_scaler
@@ -156,7 +157,8 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
         result.status, result.artifacts = "succeeded", prefix
         result.runtime_s = time.perf_counter() - started
         result.finished_at = time.time()
-        store.put_bytes(f"{prefix}/scores.json", result.to_json().encode())
+        scores = StudyPaths(request.study).scores(request.trial, seed)
+        store.put_bytes(scores, result.to_json().encode())
     except Exception as exc:
         result.status, result.artifacts = "failed", None
         result.mae, result.per_label = None, {}

@@ -20,8 +20,10 @@ from typing import Any
 
 from hpo import crashpoints, metrics
 from hpo.contract import SeedResult
+from hpo.dataset_check import DatasetProblem, Prepared, check_dataset
 from hpo.engine import Engine, HistoryConflict, Task, TrainingId
 from hpo.kubeapi import Cluster, SecretProblem, transient
+from hpo.layout import StudyPaths
 from hpo.pods import (
     ANN_RECORDED,
     build_pod,
@@ -30,12 +32,10 @@ from hpo.pods import (
     results_of,
     tasks_of,
 )
-from hpo.prepare import DatasetProblem, Prepared, prepare
-from hpo.recorder import LedgerConflict, Recorder, StudyPaths
+from hpo.recorder import LedgerConflict, Recorder
 from hpo.runners.local import request_for
 from hpo.spec import SpecError, Study, parse_study
-from hpo.store import Store, StoreError
-from hpo.stores import open_store, store_ref_for
+from hpo.store import Store, StoreError, open_store, store_ref_for
 
 log = logging.getLogger("hpo.operator")
 
@@ -203,7 +203,7 @@ class StudyDriver:
         ref = store_ref_for(study)
         try:
             self.store = open_store(ref, credentials=self.credentials)
-            self.prepared = prepare(study, ref, credentials=self.credentials)
+            self.prepared = check_dataset(study, ref, credentials=self.credentials)
         except StoreError as exc:
             # Perhaps an outage, perhaps a missing bucket: say so and try again later.
             raise _NotYet(str(exc)) from None
@@ -266,13 +266,13 @@ class StudyDriver:
 
     def _failure_key(self, task_id: TrainingId, attempt: int) -> str:
         trial, seed = task_id
-        return f"{self.name}/failures/{trial}/seed-{seed}/attempt-{attempt}.json"
+        return StudyPaths(self.name).failure(trial, seed, attempt)
 
     def _stored_failures(self) -> dict[TrainingId, tuple[int, SeedResult]]:
         """The last failed attempt of each training, from the store (see ``_report``)."""
         assert self.store is not None
         out: dict[TrainingId, tuple[int, SeedResult]] = {}
-        for key in self.store.list(f"{self.name}/failures"):
+        for key in self.store.list(StudyPaths(self.name).failures):
             try:
                 raw = json.loads(self.store.get_bytes(key).decode())
                 attempt = int(raw["attempt"])
@@ -445,7 +445,7 @@ class StudyDriver:
         out: dict[int, SeedResult | None] = {}
         paths = StudyPaths(self.name)
         for t in tasks:
-            key = f"{paths.trial(t.trial.trial)}/seed-{t.seed}/scores.json"
+            key = paths.scores(t.trial.trial, t.seed)
             # An unreachable store raises (the pod is read again next step); only a
             # missing or unreadable file means "no scores".
             if self.store.etag(key) is None:

@@ -7,6 +7,7 @@ building, saving and scoring its model.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -17,17 +18,28 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from hpo.contract import SeedResult, StoreRef, TrainingRequest
+from hpo.dataset_check import Prepared, check_dataset
 from hpo.engine import Engine, Progress, Task
-from hpo.prepare import Prepared, prepare
-from hpo.recorder import LedgerConflict, Recorder, StudyPaths
+from hpo.layout import StudyPaths
+from hpo.recorder import LedgerConflict, Recorder
 from hpo.spec import Study
-from hpo.store import Store, StoreError
-from hpo.stores import open_store, store_ref_for
+from hpo.store import Store, StoreError, open_store, store_ref_for
 
 _worker_store: Store | None = None
+
+#: What the worker processes run (``pip install '.[trainer]'``). Named, not imported:
+#: ``hpo`` never depends on ``hpo_trainer`` (the operator image does not ship it), just
+#: as the Kubernetes runner names the trainer image instead of importing it.
+TRAINER = "hpo_trainer.train"
+
+
+def _trainer() -> ModuleType:
+    """The trainer module, loaded in a worker process (it brings TensorFlow)."""
+    return importlib.import_module(TRAINER)
 
 
 def _worker_init(store_ref: str, threads: int) -> None:
@@ -42,17 +54,13 @@ def _worker_init(store_ref: str, threads: int) -> None:
     os.environ.setdefault("MPLCONFIGDIR", str(cache / "hpo-matplotlib"))
     _worker_store = open_store(ref)
     # Load TensorFlow now, not inside the first training (it would count in its runtime).
-    from hpo_trainer.model import configure_runtime
-
-    configure_runtime(threads)
+    _trainer().configure_runtime(threads)
 
 
 def _train(request_json: str, seed: int) -> str:
-    from hpo_trainer.train import train_one
-
     assert _worker_store is not None
     request = TrainingRequest.from_json(request_json)
-    return train_one(request, seed, _worker_store).to_json()
+    return _trainer().train_one(request, seed, _worker_store).to_json()
 
 
 @dataclass
@@ -123,7 +131,7 @@ class LocalRunner:
             self.listener(f"warning: ledger not written yet ({exc})", engine.progress(), None)
 
     def run(self) -> Outcome:
-        prepared = prepare(self.study, self.store_ref)
+        prepared = check_dataset(self.study, self.store_ref)
         recorder = Recorder(
             self.store,
             self.paths,

@@ -1,5 +1,10 @@
 """Checks a study's dataset when the study starts, before any training is scheduled.
 
+``check_dataset`` resolves the feature list, checks the file against the spec
+(with ``hpo.dataset``, the code the trainer reads it with) and returns what
+every training of the study gets: the dataset reference (with the ETag of an
+``s3://`` object) and the training options.
+
 Wrong columns or data are cheap to find here and costly to find as N failed
 trainings later.
 """
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hpo.contract import DatasetRef, StoreRef, TrainingOptions
+from hpo.dataset import DatasetError, localise, validate_dataset
 from hpo.spec import Study
 
 
@@ -21,13 +27,15 @@ class DatasetProblem(ValueError):
 
 @dataclass(frozen=True)
 class Prepared:
+    """What ``check_dataset`` found, and what every training request of the study carries."""
+
     dataset: DatasetRef
     training: TrainingOptions
     rows: int
     rows_dropped: int
 
 
-def prepare(
+def check_dataset(
     study: Study, store: StoreRef | None = None, credentials: tuple[str, str] | None = None
 ) -> Prepared:
     """Resolve the feature list and validate the dataset against the spec.
@@ -35,9 +43,6 @@ def prepare(
     An ``s3://`` dataset is fetched here once and its ETag recorded, so that
     every trainer can check it uses the very same object.
     """
-    from hpo_trainer.data import DatasetError, validate_dataset
-    from hpo_trainer.fetch import localise
-
     ds = study.spec.dataset
     remote = DatasetRef(path=ds.path, features=[], labels=list(ds.labels))
     try:

@@ -1,4 +1,4 @@
-"""Opens the store a ``StoreRef`` describes; the one place that knows every kind."""
+"""Opens the store a spec or a ``StoreRef`` describes; the one place that knows every kind."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 from hpo.contract import StoreRef
+from hpo.keys import StoreError, join_key, key_segment
 from hpo.spec import SpecError, Study
-from hpo.store import LocalStore, Store, StoreError, join_key, key_segment
+from hpo.store.base import Store
+from hpo.store.local import LocalStore
 
 
 def namespace_prefix(prefix: str, namespace: str, where: str) -> str:
@@ -78,7 +80,7 @@ def open_store(
     """
     if ref.kind == "local":
         return LocalStore(ref.root)
-    from hpo.store_s3 import S3Store, env_credentials
+    from hpo.store.s3 import S3Store, env_credentials  # minio loads only when needed
 
     access, secret = credentials or env_credentials()
     store = S3Store(

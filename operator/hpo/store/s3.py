@@ -41,7 +41,8 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from hpo import crashpoints
-from hpo.store import PreconditionFailed, Store, StoreError, check_key
+from hpo.keys import StoreError, check_key
+from hpo.store.base import PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
 
@@ -575,6 +576,11 @@ def _check_minio() -> None:
 
 
 def env_credentials() -> tuple[str, str]:
+    """Credentials from the environment (local runs; the operator reads a Secret instead).
+
+    ``HPO_S3_ACCESS_KEY`` / ``HPO_S3_SECRET_KEY`` first, then
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``; a half-set pair is an error.
+    """
     for access_var, secret_var in (
         ("HPO_S3_ACCESS_KEY", "HPO_S3_SECRET_KEY"),
         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
@@ -589,32 +595,4 @@ def env_credentials() -> tuple[str, str]:
     raise StoreError(
         "S3 credentials missing: set HPO_S3_ACCESS_KEY and HPO_S3_SECRET_KEY "
         "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-    )
-
-
-def s3_store_from_env(
-    endpoint: str,
-    bucket: str,
-    prefix: str = "",
-    secure: bool = True,
-    region: str | None = None,
-    ca_bundle: str | None = None,
-    create_bucket: bool = False,
-) -> S3Store:
-    """An ``S3Store`` whose credentials come from the environment.
-
-    ``HPO_S3_ACCESS_KEY`` / ``HPO_S3_SECRET_KEY`` first, then
-    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
-    """
-    access, secret = env_credentials()
-    return S3Store(
-        endpoint,
-        bucket,
-        prefix,
-        access_key=access,
-        secret_key=secret,
-        secure=secure,
-        region=region,
-        ca_bundle=ca_bundle,
-        create_bucket=create_bucket,
     )

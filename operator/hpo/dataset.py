@@ -1,0 +1,330 @@
+"""Reading and checking a study's dataset: used by the operator and by the trainer alike.
+
+Pure pandas / scikit-learn, no TensorFlow: the operator checks the dataset
+when a study starts (``hpo.dataset_check``) so a misspelt column fails the
+study at once with a clear message instead of failing every training later,
+and the trainer reads and splits it with the very same code.
+
+The split is a function of the file and ``DatasetRef`` only (``split_seed``),
+never of the training seed, so every training of a study sees the same test
+rows and their MAEs are comparable.
+
+An ``s3://`` dataset is downloaded once per process and checked every time:
+a dataset replaced in the bucket mid-study would silently mix two datasets in
+one ledger, so every use compares the object's ETag with the one recorded
+when the study started (one HEAD request) before using its copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import os
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpo.contract import DatasetRef, StoreRef
+from hpo.keys import StoreError, check_key, key_segment
+from hpo.store import open_store
+
+#: Fewest usable rows we accept: below this a three-way split is meaningless.
+MIN_ROWS = 10
+
+_CACHE_SIZE = 4
+_cache: dict[tuple[str, int, int], pd.DataFrame] = {}
+_cache_lock = threading.Lock()
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used as described; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What ``validate_dataset`` found: usable rows and rows dropped for missing values."""
+
+    rows: int
+    rows_dropped: int
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read the CSV, once per process while the file is unchanged.
+
+    Keyed by (path, size, mtime) so a long-lived worker that trains many
+    configurations parses the file once but still notices a replaced file.
+    Callers must not modify the returned frame.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise DatasetError(f"dataset file not found: {path}")
+    if not file.is_file():
+        raise DatasetError(f"dataset path is not a file: {path}")
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        frame = pd.read_csv(file)
+    except pd.errors.EmptyDataError as exc:
+        raise DatasetError(f"dataset file is empty: {path}") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"could not parse dataset CSV {path}: {first_line}") from exc
+    with _cache_lock:
+        for stale in [k for k in _cache if k[0] == key[0]]:
+            del _cache[stale]
+        while len(_cache) >= _CACHE_SIZE:
+            del _cache[next(iter(_cache))]
+        _cache[key] = frame
+    return frame
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+def _not_found(name: str, available: Sequence[str]) -> str:
+    folded = {_fold(str(c)): str(c) for c in available}
+    guess = folded.get(_fold(name))
+    if guess is None:
+        close = difflib.get_close_matches(name, [str(c) for c in available], n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    if guess is not None:
+        if unicodedata.normalize("NFC", guess) == unicodedata.normalize("NFC", name):
+            # Looks identical on screen: say why it still differs.
+            return (
+                f"column {name!r} not found; the file has {guess!r}, the same text in "
+                "another Unicode normalisation form (NFC vs NFD): write it as in the file"
+            )
+        return f"column {name!r} not found; did you mean {guess!r}?"
+    shown = ", ".join(repr(str(c)) for c in list(available)[:20])
+    more = ", ..." if len(available) > 20 else ""
+    return f"column {name!r} not found (columns are: {shown}{more})"
+
+
+def _check_numeric(df: pd.DataFrame, column: str) -> None:
+    series = df[column]
+    if pd.api.types.is_numeric_dtype(series):
+        return
+    coerced = pd.to_numeric(series, errors="coerce")
+    bad = series.notna() & coerced.isna()
+    if bad.any():
+        position = int(np.flatnonzero(bad.to_numpy())[0])
+        value = series.iloc[position]
+        raise DatasetError(
+            f"column {column!r} is not numeric: e.g. {value!r} in data row {position + 1} "
+            f"({int(bad.sum())} non-numeric value(s))"
+        )
+
+
+def _usable(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The selected columns as float64, rows with a missing or infinite value dropped."""
+    selected = df[columns].apply(pd.to_numeric).astype(np.float64)
+    selected = selected.replace([np.inf, -np.inf], np.nan)
+    return selected.dropna(how="any")
+
+
+def _check_spread(df: pd.DataFrame, usable: pd.DataFrame, labels: list[str]) -> None:
+    """Columns the scalers cannot standardise: a spread that overflows float64 (the
+    training would see NaN) and a constant label (nothing to learn, and percent
+    errors of a zero label divide by zero)."""
+    for column in usable.columns:
+        values = usable[column].to_numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = float(np.std(values))
+        if not np.isfinite(spread):
+            at = int(np.argmax(np.abs(values)))
+            row = df.index.get_loc(usable.index[at]) + 1
+            raise DatasetError(
+                f"column {column!r} has values too large to standardise: e.g. {values[at]:g} "
+                f"in data row {row} (the spread overflows float64, so training would see NaN); "
+                "rescale the column, e.g. change its unit"
+            )
+    for label in labels:
+        distinct = usable[label].unique()
+        if len(distinct) == 1:
+            raise DatasetError(
+                f"label column {label!r} is constant ({distinct[0]:g} in every usable row): "
+                "there is nothing to learn; choose another label"
+            )
+
+
+def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[str]) -> None:
+    """Raise ``DatasetError`` if ``df`` cannot train a model mapping features to labels."""
+    features, labels = list(features), list(labels)
+    if not features:
+        raise DatasetError("no feature columns given")
+    if not labels:
+        raise DatasetError("no label columns given")
+    for kind, names in (("feature", features), ("label", labels)):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise DatasetError(f"{kind} column(s) listed twice: {', '.join(map(repr, duplicates))}")
+    both = [n for n in labels if n in features]
+    if both:
+        raise DatasetError(
+            f"column(s) {', '.join(map(repr, both))} listed both as feature and label; "
+            "a label cannot also be an input"
+        )
+    columns = features + labels
+    missing = [n for n in columns if n not in df.columns]
+    if missing:
+        raise DatasetError("; ".join(_not_found(n, list(df.columns)) for n in missing))
+    for column in columns:
+        _check_numeric(df, column)
+    total = len(df)
+    usable = _usable(df, columns)
+    rows = len(usable)
+    if rows == 0:
+        if total == 0:
+            raise DatasetError("the dataset has no rows")
+        counts = df[columns].apply(pd.to_numeric).isna().sum().sort_values(ascending=False)
+        worst = ", ".join(f"{c!r} ({n})" for c, n in counts.items() if n > 0)
+        raise DatasetError(
+            f"no rows left after dropping rows with missing values: all {total} rows miss "
+            f"at least one of the selected columns (missing counts: {worst})"
+        )
+    if rows < MIN_ROWS:
+        raise DatasetError(
+            f"only {rows} usable row(s) ({total - rows} dropped for missing values); "
+            f"need at least {MIN_ROWS} to split into train/validation/test"
+        )
+    _check_spread(df, usable, labels)
+
+
+def _check_fractions(ref: DatasetRef) -> None:
+    for name in ("test_size", "validation_size"):
+        value = getattr(ref, name)
+        if not 0.0 < value < 1.0:
+            raise DatasetError(f"{name} must be a fraction between 0 and 1, got {value}")
+
+
+def split_indices(rows: int, ref: DatasetRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row positions of train, validation and test; deterministic in ``split_seed``."""
+    from sklearn.model_selection import train_test_split  # slow import; keep this module light
+
+    _check_fractions(ref)
+    positions = np.arange(rows)
+    try:
+        rest, test = train_test_split(
+            positions, test_size=ref.test_size, random_state=ref.split_seed
+        )
+        train, val = train_test_split(
+            rest, test_size=ref.validation_size, random_state=ref.split_seed
+        )
+    except ValueError as exc:
+        raise DatasetError(
+            f"cannot split {rows} rows with test_size={ref.test_size} and "
+            f"validation_size={ref.validation_size}: {exc}"
+        ) from exc
+    if len(train) < 2:
+        raise DatasetError(
+            f"only {len(train)} training row(s) after the split of {rows} rows; "
+            "lower test_size/validation_size or add data"
+        )
+    return train, val, test
+
+
+def load_usable(ref: DatasetRef) -> tuple[pd.DataFrame, int]:
+    """The checked dataset's feature and label columns (float64), and how many rows were dropped."""
+    df = read_table(ref.path)
+    validate_frame(df, ref.features, ref.labels)
+    usable = _usable(df, [*ref.features, *ref.labels])
+    return usable, len(df) - len(usable)
+
+
+def validate_dataset(ref: DatasetRef) -> DatasetSummary:
+    """Check file, columns, contents and split sizes without training anything."""
+    usable, dropped = load_usable(ref)
+    split_indices(len(usable), ref)
+    return DatasetSummary(rows=len(usable), rows_dropped=dropped)
+
+
+# --------------------------------------------------------------------------- s3:// datasets
+
+_lock = threading.Lock()
+_copies: dict[tuple[str, str], Path] = {}
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as (bucket, key); the key is checked like any store key."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise DatasetError(f"dataset URL {url!r} must look like s3://bucket/key.csv")
+    try:
+        check_key(key)
+    except StoreError as exc:
+        raise DatasetError(f"dataset URL {url!r}: {exc}") from None
+    return bucket, key
+
+
+def cache_dir() -> Path:
+    """Where downloaded datasets are kept: ``$HPO_CACHE/datasets`` (default: the temp folder)."""
+    return Path(os.environ.get("HPO_CACHE", Path(tempfile.gettempdir()) / "hpo-cache")) / "datasets"
+
+
+def cached_copy(url: str, etag: str) -> Path:
+    """The local file for one version of a dataset: always inside ``cache_dir()``.
+
+    The folder is a digest of URL and ETag; the file keeps the key's last segment
+    (checked by ``split_s3_url``) so its suffix still tells the format.
+    """
+    _, key = split_s3_url(url)
+    digest = hashlib.sha256(f"{url}@{etag}".encode()).hexdigest()[:16]
+    try:
+        name = key_segment(key.rsplit("/", 1)[-1], "dataset file name")
+    except StoreError as exc:
+        raise DatasetError(f"dataset URL {url!r}: {exc}") from None
+    return cache_dir() / digest / name
+
+
+def localise(
+    ref: DatasetRef, store: StoreRef | None, credentials: tuple[str, str] | None = None
+) -> DatasetRef:
+    """``ref`` with a local ``path``, its ``etag`` and ``size`` filled in.
+
+    Local paths are returned as they are. For ``s3://`` the object is fetched
+    from the study's endpoint (same credentials) unless this process already
+    holds the same version.
+    """
+    if not ref.path.startswith("s3://"):
+        return ref
+    if store is None or store.kind != "s3":
+        raise DatasetError(f"dataset {ref.path}: an s3:// dataset needs storage.type s3")
+    bucket, key = split_s3_url(ref.path)
+    try:
+        source = open_store(store, bucket=bucket, prefix="", credentials=credentials)
+        etag = source.etag(key)
+    except StoreError as exc:
+        raise DatasetError(f"dataset {ref.path}: {exc}") from exc
+    if etag is None:
+        raise DatasetError(f"dataset not found: {ref.path}")
+    if ref.etag is not None and etag != ref.etag:
+        raise DatasetError(
+            f"dataset {ref.path} changed since the study started (ETag {ref.etag} then, "
+            f"{etag} now); restore it or start a new study"
+        )
+    with _lock:
+        local = _copies.get((ref.path, etag))
+    if local is None or not local.exists():
+        local = cached_copy(ref.path, etag)
+        if not local.exists():
+            try:
+                tmp = local.with_name(f".{local.name}.{os.getpid()}")
+                source.get_file(key, tmp)
+                os.replace(tmp, local)
+            except StoreError as exc:
+                raise DatasetError(f"dataset {ref.path}: {exc}") from exc
+        with _lock:
+            _copies[(ref.path, etag)] = local
+    return dataclasses.replace(ref, path=str(local), etag=etag, size=local.stat().st_size)

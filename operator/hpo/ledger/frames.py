@@ -1,0 +1,154 @@
+"""The ledger's tables as DataFrames: one row per training, per configuration, per spec field.
+
+Column names and order are the ledger's documented layout (README); both the
+workbook writer and ``read_ledger`` go by them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from hpo.contract import SeedResult
+from hpo.summary import ConfigSummary, ranked, summarise
+
+HYPERPARAMS = ("hidden_layers", "neurons", "activation", "learning_rate", "batch_size", "optimizer")
+
+#: Trials columns before and after the per-label ``<label>_mae`` / ``<label>_pct`` pairs.
+TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "mae")
+TRIALS_TAIL = ("runtime_s", "fit_s", "epochs", "status", "error", "artifacts")
+#: Appended after the documented columns: ``SeedResult`` fields the documented
+#: layout has no place for, kept so the round trip through the ledger is exact.
+TRIALS_EXTRA = ("rows_dropped", "study", "finished_at")
+
+
+def _neurons_text(value: Any) -> Any:
+    """Lists as ``[64, 32]`` so the cell is readable and ``json.loads`` brings it back."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return value
+
+
+def _hyperparams(config: Mapping[str, Any]) -> dict[str, Any]:
+    row = {name: config.get(name) for name in HYPERPARAMS}
+    row["neurons"] = _neurons_text(row["neurons"])
+    return row
+
+
+def trials_columns(labels: list[str]) -> list[str]:
+    """The ``Trials`` header for ``labels``."""
+    pairs = [name for label in labels for name in (f"{label}_mae", f"{label}_pct")]
+    return [*TRIALS_HEAD, *pairs, *TRIALS_TAIL, *TRIALS_EXTRA]
+
+
+def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
+    """Sheet ``Trials``: one row per training, sorted by (trial, seed).
+
+    Columns follow ``trials_columns``; per-label scores of labels not in
+    ``labels`` are not written.
+    """
+    rows = []
+    for r in sorted(results, key=lambda r: (r.trial, r.seed)):
+        row: dict[str, Any] = {
+            "trial": r.trial,
+            "stage": r.stage,
+            "parent": r.parent,
+            "config_key": r.config_key,
+            **_hyperparams(r.config),
+            "seed": r.seed,
+            "mae": r.mae,
+        }
+        for label in labels:
+            scores = r.per_label.get(label) or {}
+            row[f"{label}_mae"] = scores.get("mae")
+            row[f"{label}_pct"] = scores.get("pct")
+        row.update(
+            runtime_s=r.runtime_s,
+            fit_s=r.fit_s,
+            epochs=r.epochs_run,
+            status=r.status,
+            error=r.error,
+            artifacts=r.artifacts,
+            rows_dropped=r.rows_dropped,
+            study=r.study,
+            finished_at=r.finished_at,
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=trials_columns(labels))
+
+
+def configurations_columns(labels: list[str]) -> list[str]:
+    """The ``Configurations`` header for ``labels``."""
+    per_label = [n for label in labels for n in (f"{label}_mae_mean", f"{label}_pct_mean")]
+    return [
+        "rank",
+        "trial",
+        "stage",
+        "parent",
+        "config_key",
+        *HYPERPARAMS,
+        "mae_mean",
+        "mae_std",
+        "mae_min",
+        "mae_max",
+        "seeds",
+        "failed",
+        *per_label,
+    ]
+
+
+def configurations_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
+    """Sheet ``Configurations``: one row per configuration, best mean MAE first.
+
+    ``seeds`` counts successful seeds, ``failed`` the failed ones. Configurations
+    without a successful seed have no rank and come last, by trial id.
+    """
+    summaries = summarise(results)
+    ordered = ranked(summaries.values())
+    unranked = sorted((s for s in summaries.values() if s.mean is None), key=lambda s: s.trial)
+
+    def row(rank: int | None, s: ConfigSummary) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rank": rank,
+            "trial": s.trial,
+            "stage": s.stage,
+            "parent": s.parent,
+            "config_key": s.config_key,
+            **_hyperparams(s.config),
+            "mae_mean": s.mean,
+            "mae_std": s.std,
+            "mae_min": s.min,
+            "mae_max": s.max,
+            "seeds": s.n,
+            "failed": s.failed,
+        }
+        for label in labels:
+            means = s.label_mean(label)
+            out[f"{label}_mae_mean"] = means[0] if means else None
+            out[f"{label}_pct_mean"] = means[1] if means else None
+        return out
+
+    rows = [row(i, s) for i, s in enumerate(ordered, 1)] + [row(None, s) for s in unranked]
+    frame = pd.DataFrame(rows, columns=configurations_columns(labels))
+    frame["rank"] = frame["rank"].astype("Int64")
+    return frame
+
+
+def study_frame(study: Mapping[str, Any]) -> pd.DataFrame:
+    """Sheet ``Study``: the spec flattened to ``field`` / ``value`` rows, lists as JSON."""
+    rows: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, child in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), child)
+        elif isinstance(value, (Mapping, list, tuple)):
+            rows.append((prefix, json.dumps(value, default=str)))
+        else:
+            rows.append((prefix, value))
+
+    walk("", study)
+    return pd.DataFrame(rows, columns=["field", "value"], dtype=object)

@@ -1,0 +1,119 @@
+"""A folder standing in for the bucket: ``hpo run``'s embedded default.
+
+Writes are atomic (a temporary file, then ``os.replace``) and conditional
+writes of one key are serialised with a lock file, so a folder gives the same
+guarantees as S3's conditional ``put``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hpo.keys import StoreError, check_key
+from hpo.store.base import PreconditionFailed, Store
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalStore(Store):
+    """A folder standing in for the bucket: ``hpo run``'s embedded default."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, conditional: bool) -> Iterator[None]:
+        """Serialise conditional writes of one key (check and replace must be one step)."""
+        if not conditional:
+            yield
+            return
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        with open(locks / name, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked(key, if_match is not None or if_none_match):
+            current = _md5(path.read_bytes()) if path.exists() else None
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{key}: already exists (another writer created it)")
+            if if_match is not None and current != if_match:
+                raise PreconditionFailed(
+                    f"{key}: changed since it was read (another writer); expected ETag "
+                    f"{if_match}, found {current}"
+                )
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return _md5(data)
+
+    def put_file(self, key: str, path: Path) -> str:
+        return self.put_bytes(key, Path(path).read_bytes())
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(f"{key}: not found in {self.uri}") from exc
+
+    def get_file(self, key: str, path: Path) -> Path:
+        src = self._path(key)
+        if not src.exists():
+            raise StoreError(f"{key}: not found in {self.uri}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if src.resolve() != path.resolve():
+            shutil.copyfile(src, path)
+        return path
+
+    def etag(self, key: str) -> str | None:
+        path = self._path(key)
+        return _md5(path.read_bytes()) if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return iter(())
+        keys = (
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+        return iter(sorted(keys))
