@@ -80,6 +80,8 @@ def test_final_group_ranking_and_columns() -> None:
         "stage",
         "config_key",
         *HYPERPARAMS,
+        "val_mae_mean",
+        "val_mae_std",
         "mae_mean",
         "mae_std",
         "seeds",
@@ -95,6 +97,8 @@ def test_final_group_ranking_and_columns() -> None:
     assert group["mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
     assert group["mae_std"].iloc[2] == pytest.approx(2**0.5 / 2)
     assert group["neurons"].iloc[0] == "[32]"
+    # Results recorded before validation scores existed rank on their test MAE.
+    assert group["val_mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
     r1 = group.iloc[2]
     assert (r1["yield_mae"], r1["yield_pct"]) == pytest.approx((1.0, 4.0))
     assert (r1["strength_mae"], r1["strength_pct"]) == pytest.approx((2.0, 20.0))
@@ -168,8 +172,15 @@ def test_render_table() -> None:
     table = render_table(group, LABELS)
 
     headers = [str(c.header) for c in table.columns]
-    assert headers[:5] == ["#", "trial", "configuration", "MAE mean ± std", "seeds"]
-    assert headers[5:] == ["yield", "all"]  # only labels with a threshold get a column
+    assert headers[:6] == [
+        "#",
+        "trial",
+        "configuration",
+        "val MAE (selection)",
+        "test MAE mean ± std",
+        "seeds",
+    ]
+    assert headers[6:] == ["yield", "all"]  # only labels with a threshold get a column
     assert table.row_count == 3
     console = Console(record=True, width=200, color_system=None)
     console.print(table)
@@ -178,3 +189,17 @@ def test_render_table() -> None:
     assert "0.8000 ± 0.1414" in text
     assert group.iloc[0]["config_key"] in text
     assert "✓" in text and "✗" in text
+
+
+def test_final_group_ranks_on_validation_never_on_test() -> None:
+    """The selection score decides; the test MAE is only reported (an unbiased estimate)."""
+    lucky_on_test = [result("r0001", s, 0.1) for s in (0, 1)]
+    steady = [result("r0002", s, 0.9) for s in (0, 1)]
+    for r in lucky_on_test:
+        r.val_mae = 0.8  # worse on validation
+    for r in steady:
+        r.val_mae = 0.5
+    group = final_group(lucky_on_test + steady, LABELS, {}, 2)
+    assert group["trial"].tolist() == ["r0002", "r0001"]
+    assert group["val_mae_mean"].tolist() == pytest.approx([0.5, 0.8])
+    assert group["mae_mean"].tolist() == pytest.approx([0.9, 0.1])

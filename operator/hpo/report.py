@@ -6,6 +6,7 @@ be rebuilt at any time from the ledger (``hpo.ledger.read_ledger``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo.contract import SeedResult
-from hpo.ledger import HYPERPARAMS
+from hpo.ledger import HYPERPARAMS, PER_LAYER
 from hpo.summary import ranked, summarise
 
 PLOT_FILES = ("mae_vs_hidden_layers.png", "best_seeds_boxplot.png", "convergence.png")
@@ -55,9 +56,13 @@ def final_group(
     thresholds: dict[str, dict[str, float | None]],
     size: int,
 ) -> pd.DataFrame:
-    """The ``size`` best configurations by mean MAE over seeds, with per-label pass marks.
+    """The ``size`` best configurations by mean selection score over seeds, with
+    per-label pass marks.
 
-    Per-label scores are means over successful seeds. ``<label>_pass`` exists
+    ``val_mae_*`` is the selection score (validation MAE) the ranking used;
+    ``mae_*`` and the per-label scores are on the test split, which no decision
+    read: an unbiased estimate of each member's error. Per-label scores are
+    means over successful seeds. ``<label>_pass`` exists
     for each label that has a ``max_mae`` or ``max_pct``; a label with no
     per-label scores fails its threshold. ``passes_all`` is True when every
     threshold passes (so also when there are none).
@@ -72,6 +77,8 @@ def final_group(
         "stage",
         "config_key",
         *HYPERPARAMS,
+        "val_mae_mean",
+        "val_mae_std",
         "mae_mean",
         "mae_std",
         "seeds",
@@ -87,13 +94,15 @@ def final_group(
             "stage": s.stage,
             "config_key": s.config_key,
             **{name: s.config.get(name) for name in HYPERPARAMS},
+            "val_mae_mean": s.score,
+            "val_mae_std": s.score_std,
             "mae_mean": s.mean,
             "mae_std": s.std,
             "seeds": s.n,
         }
-        neurons = row["neurons"]
-        if isinstance(neurons, (list, tuple)):
-            row["neurons"] = str(list(neurons))  # "[64, 32]", as in the ledger
+        for name in PER_LAYER:
+            if isinstance(row[name], (list, tuple)):
+                row[name] = json.dumps(list(row[name]))  # "[64, 32]", as in the ledger
         for label in labels:
             means = s.label_mean(label)
             row[f"{label}_mae"] = means[0] if means else None
@@ -294,12 +303,16 @@ def _mark(passed: bool, mae: Any, pct: Any) -> Text:
 def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
     """The final group for the terminal, with a pass/fail column per threshold label."""
     checked = [label for label in labels if f"{label}_pass" in best.columns]
-    table = Table(title="Final group (best mean test MAE across seeds)", header_style="bold")
+    table = Table(
+        title="Final group: ranked on validation MAE; test MAE is unbiased (no decision read it)",
+        header_style="bold",
+    )
     for name, justify in (
         ("#", "right"),
         ("trial", "left"),
         ("configuration", "left"),
-        ("MAE mean ± std", "right"),
+        ("val MAE (selection)", "right"),
+        ("test MAE mean ± std", "right"),
         ("seeds", "right"),
     ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -313,6 +326,7 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
             Text(_fmt(row.get("rank"))),
             Text(f"{_fmt(row.get('trial'))} ({str(row.get('stage', ''))[:1]})"),
             Text(_fmt(row.get("config_key"))),
+            Text(_fmt(row.get("val_mae_mean"), ".4f")),
             Text(f"{_fmt(row.get('mae_mean'), '.4f')} ± {_fmt(row.get('mae_std'), '.4f')}"),
             Text(_fmt(row.get("seeds"))),
         ]

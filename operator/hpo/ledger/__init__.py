@@ -42,6 +42,7 @@ is (its ``scores.json`` is there).
 
 from hpo.ledger.frames import (
     HYPERPARAMS,
+    PER_LAYER,
     configurations_columns,
     configurations_frame,
     study_frame,
@@ -54,6 +55,7 @@ from hpo.ledger.xlsx import NO_BEST_NOTE, SHEETS, number_format
 __all__ = [
     "HYPERPARAMS",
     "NO_BEST_NOTE",
+    "PER_LAYER",
     "SHEETS",
     "configurations_columns",
     "configurations_frame",

@@ -15,10 +15,24 @@ import pandas as pd
 from hpo.contract import SeedResult
 from hpo.summary import ConfigSummary, ranked, summarise
 
-HYPERPARAMS = ("hidden_layers", "neurons", "activation", "learning_rate", "batch_size", "optimizer")
+HYPERPARAMS = (
+    "hidden_layers",
+    "neurons",
+    "activation",
+    "learning_rate",
+    "batch_size",
+    "optimizer",
+    "dropout",
+    "l2",
+    "lr_schedule",
+)
+#: Hyperparameters that may hold one value per hidden layer (then written as a JSON list).
+PER_LAYER = ("neurons", "activation", "dropout")
 
 #: Trials columns before and after the per-label ``<label>_mae`` / ``<label>_pct`` pairs.
-TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "mae")
+#: ``val_mae`` is the selection score (validation split or held-out fold); ``mae`` the
+#: test MAE, which no decision reads.
+TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "val_mae", "mae")
 TRIALS_TAIL = ("runtime_s", "fit_s", "epochs", "status", "error", "artifacts")
 #: Appended after the documented columns: ``SeedResult`` fields the documented
 #: layout has no place for, kept so the round trip through the ledger is exact.
@@ -34,7 +48,8 @@ def _neurons_text(value: Any) -> Any:
 
 def _hyperparams(config: Mapping[str, Any]) -> dict[str, Any]:
     row = {name: config.get(name) for name in HYPERPARAMS}
-    row["neurons"] = _neurons_text(row["neurons"])
+    for name in PER_LAYER:
+        row[name] = _neurons_text(row[name])
     return row
 
 
@@ -59,6 +74,7 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
             "config_key": r.config_key,
             **_hyperparams(r.config),
             "seed": r.seed,
+            "val_mae": r.val_mae,
             "mae": r.mae,
         }
         for label in labels:
@@ -90,6 +106,8 @@ def configurations_columns(labels: list[str]) -> list[str]:
         "parent",
         "config_key",
         *HYPERPARAMS,
+        "val_mae_mean",
+        "val_mae_std",
         "mae_mean",
         "mae_std",
         "mae_min",
@@ -101,14 +119,14 @@ def configurations_columns(labels: list[str]) -> list[str]:
 
 
 def configurations_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
-    """Sheet ``Configurations``: one row per configuration, best mean MAE first.
+    """Sheet ``Configurations``: one row per configuration, best mean selection score first.
 
     ``seeds`` counts successful seeds, ``failed`` the failed ones. Configurations
     without a successful seed have no rank and come last, by trial id.
     """
     summaries = summarise(results)
     ordered = ranked(summaries.values())
-    unranked = sorted((s for s in summaries.values() if s.mean is None), key=lambda s: s.trial)
+    unranked = sorted((s for s in summaries.values() if s.score is None), key=lambda s: s.trial)
 
     def row(rank: int | None, s: ConfigSummary) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -118,6 +136,8 @@ def configurations_frame(results: list[SeedResult], labels: list[str]) -> pd.Dat
             "parent": s.parent,
             "config_key": s.config_key,
             **_hyperparams(s.config),
+            "val_mae_mean": s.score,
+            "val_mae_std": s.score_std,
             "mae_mean": s.mean,
             "mae_std": s.std,
             "mae_min": s.min,

@@ -17,6 +17,7 @@ from hpo.contract import SeedResult
 from hpo.keys import StoreError
 from hpo.ledger.frames import (
     HYPERPARAMS,
+    PER_LAYER,
     configurations_frame,
     study_frame,
     trials_frame,
@@ -82,7 +83,7 @@ def _config(get: Callable[[str], Any]) -> dict[str, Any]:
         value = get(name)
         if value is None:
             continue
-        if name == "neurons" and isinstance(value, str):
+        if name in PER_LAYER and isinstance(value, str) and value.startswith("["):
             value = json.loads(value)
         config[name] = value
     return config
@@ -132,6 +133,7 @@ def read_ledger(store: Store, key: str) -> list[SeedResult]:
                 seed=_int(get("seed")),
                 status=get("status"),
                 mae=_float(get("mae")),
+                val_mae=_float(get("val_mae")),
                 per_label=per_label,
                 runtime_s=_float(get("runtime_s")) or 0.0,
                 fit_s=_float(get("fit_s")) or 0.0,

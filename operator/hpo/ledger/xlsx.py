@@ -55,7 +55,9 @@ def number_format(column: str) -> str | None:
         return "0.00E+00"
     if column in ("runtime_s", "fit_s") or column.endswith(("_pct", "_pct_mean")):
         return "0.00"
-    if column == "mae" or column.startswith("mae_") or column.endswith(("_mae", "_mae_mean")):
+    if column in ("mae", "val_mae") or column.startswith(("mae_", "val_mae_")):
+        return "0.0000"
+    if column.endswith(("_mae", "_mae_mean")):
         return "0.0000"
     return None
 
