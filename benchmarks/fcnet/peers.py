@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-
 from fcnet.table import PARAMS, Table
 
 #: A study's first seed: what every peer's single training of a configuration uses.
@@ -37,7 +36,9 @@ def _optuna(sampler_factory: Callable[[int], object]) -> Peer:
         rows: list[int] = []
 
         def objective(trial: optuna.Trial) -> float:
-            params = {name: trial.suggest_categorical(name, values) for name, values in PARAMS.items()}  # type: ignore[arg-type]
+            params = {
+                name: trial.suggest_categorical(name, values) for name, values in PARAMS.items()
+            }  # type: ignore[arg-type]
             row = table.row(params)
             rows.append(row)
             return table.score(row, FIRST_SEED)
@@ -79,7 +80,9 @@ def skopt_gp(table: Table, n: int, seed: int) -> list[int]:
         warnings.simplefilter("ignore")
         for _ in range(n):
             point = opt.ask()
-            row = int(np.ravel_multi_index([int(v) for v in point], [len(v) for v in PARAMS.values()]))
+            row = int(
+                np.ravel_multi_index([int(v) for v in point], [len(v) for v in PARAMS.values()])
+            )
             rows.append(row)
             opt.tell(point, table.score(row, FIRST_SEED))
     return rows

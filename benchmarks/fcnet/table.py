@@ -64,7 +64,9 @@ class Table:
 
     def params(self, row: int) -> dict[str, object]:
         digits = np.unravel_index(row, SIZES)
-        return {name: values[int(d)] for (name, values), d in zip(PARAMS.items(), digits, strict=True)}
+        return {
+            name: values[int(d)] for (name, values), d in zip(PARAMS.items(), digits, strict=True)
+        }
 
     def score(self, row: int, seed: int) -> float:
         """What training ``row`` with ``seed`` gives: table seed ``seed mod 4``."""
