@@ -71,6 +71,7 @@ def check_dataset(
         validation_size=ds.validation_size,
         split_seed=ds.split_seed,
         reference_values=dict(ds.reference_values),
+        folds=ds.cross_validation_folds,
     )
     try:
         summary = validate_dataset(dataclasses.replace(ref, path=local.path))

@@ -306,7 +306,9 @@ class Dataset(_Model):
     validation_size: float = Field(default=0.2, gt=0, lt=1)
     #: Cross-validation over the non-test rows: seed s validates on fold s mod k, so
     #: a configuration's seeds together see every row once. 0: one validation split.
-    cross_validation_folds: int = Field(default=0, ge=0, le=20)
+    cross_validation_folds: int = Field(
+        default=0, ge=0, le=20, json_schema_extra={"not": {"enum": [1]}}
+    )
     #: A numpy seed: below 2**32.
     split_seed: int = Field(default=0, ge=0, le=2**32 - 1)
     #: Per-label reference value for percent errors; default: mean |label| on the test split.
