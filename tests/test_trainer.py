@@ -511,3 +511,29 @@ def test_one_fold_fails_the_training_naming_folds(small_csv: Path, tmp_path: Pat
     result = train_one(_small_request(small_csv, CONFIG, folds=1), 0, LocalStore(tmp_path))
     assert result.status == "failed"
     assert result.error.startswith("folds must be 0 (one validation split) or at least 2")
+
+
+def test_every_knob_together_trains_saves_and_reloads(small_csv: Path, tmp_path: Path) -> None:
+    """Dropout, L2 and the cosine schedule survive model.keras: the reloaded model
+    reproduces both recorded scores (dropout is off at inference)."""
+    from hpo_trainer.data import prepare
+    from hpo_trainer.train import train_one
+
+    config = {
+        **CONFIG,
+        "activation": ["tanh", "gelu"],
+        "dropout": [0.2, 0.1],
+        "l2": 1e-3,
+        "lr_schedule": "cosine",
+    }
+    store = LocalStore(tmp_path)
+    request = _small_request(small_csv, config, folds=2)
+    result = train_one(request, 1, store)
+    assert result.status == "succeeded", result.error
+    data = prepare(request.dataset, 1)
+    val = _rescore(store, result.artifacts, data.x_val, data.y_val)
+    assert val == pytest.approx(result.val_mae, abs=1e-6)
+    test = _rescore(store, result.artifacts, data.x_test, data.y_test)
+    assert test == pytest.approx(result.mae, abs=1e-6)
+    saved = json.loads(store.get_bytes(f"{result.artifacts}/config.json"))
+    assert saved["config"] == config and saved["dataset"]["folds"] == 2
