@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 
 from hpo.contract import DatasetRef
-from hpo.dataset import DatasetError, validate_dataset, validate_frame
+from hpo.dataset import (
+    DatasetError,
+    cv_split_indices,
+    split_indices,
+    validate_dataset,
+    validate_frame,
+)
 from hpo_trainer.data import load_splits
 from hpo_trainer.scaling import Scaler
 
@@ -144,3 +150,77 @@ def test_validation_does_not_import_tensorflow() -> None:
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- k-fold cross-validation -----------------------------------------------------------------
+
+
+def _folds(ref: DatasetRef, k: int) -> DatasetRef:
+    return DatasetRef(**{**ref.__dict__, "folds": k})
+
+
+def test_folds_partition_the_non_test_rows_and_never_touch_the_test_rows() -> None:
+    rows, ref = 100, _folds(_ref(EXAMPLE, FEATURES, LABELS), 3)
+    _, _, plain_test = split_indices(rows, _folds(ref, 0))
+    splits = [cv_split_indices(rows, ref, fold) for fold in range(3)]
+    vals = [set(val.tolist()) for _, val, _ in splits]
+    for train, val, test in splits:
+        np.testing.assert_array_equal(test, plain_test)  # the same test rows as without folds
+        assert not set(val) & set(test) and not set(train) & set(test)
+        assert not set(train) & set(val)
+        assert set(train) | set(val) | set(test) == set(range(rows))
+    assert all(not a & b for i, a in enumerate(vals) for b in vals[i + 1 :])
+    assert sorted(len(v) for v in vals) == [26, 27, 27]  # 80 non-test rows in 3 folds
+    # Deterministic in split_seed, and fold is taken modulo folds (a seed can be passed).
+    np.testing.assert_array_equal(cv_split_indices(rows, ref, 4)[1], splits[1][1])
+    other = _folds(DatasetRef(**{**ref.__dict__, "split_seed": 1}), 3)
+    assert not np.array_equal(cv_split_indices(rows, other, 0)[1], splits[0][1])
+
+
+def test_two_seeds_with_folds_validate_on_different_rows() -> None:
+    """load_splits(ref, seed) validates on fold seed mod folds, scalers fit on the rest."""
+    ref = _folds(_ref(EXAMPLE, FEATURES, LABELS), 3)
+    a, b, again = load_splits(ref, 0), load_splits(ref, 1), load_splits(ref, 3)
+    rows = {tuple(r) for r in a.x_val}
+    assert not rows & {tuple(r) for r in b.x_val}
+    assert not rows & {tuple(r) for r in a.x_test}
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    np.testing.assert_array_equal(a.x_val, again.x_val)
+    np.testing.assert_allclose(b.feature_scaler.mean, b.x_train.mean(axis=0))
+    np.testing.assert_allclose(b.label_scaler.scale, b.y_train.std(axis=0))
+    assert not np.allclose(a.feature_scaler.mean, b.feature_scaler.mean)
+    total = len(a.x_train) + len(a.x_val) + len(a.x_test)
+    assert total == validate_dataset(ref).rows
+
+
+def test_no_folds_is_todays_split_for_every_seed() -> None:
+    ref = _ref(EXAMPLE, FEATURES, LABELS)
+    assert ref.folds == 0
+    today, seeded = load_splits(ref), load_splits(ref, 7)
+    for name in ("x_train", "x_val", "x_test", "y_val"):
+        np.testing.assert_array_equal(getattr(today, name), getattr(seeded, name))
+    train, val, test = split_indices(100, ref)
+    assert (len(train), len(val), len(test)) == (64, 16, 20)
+
+
+@pytest.mark.parametrize(
+    ("folds", "message"),
+    [
+        (1, r"folds must be 0 \(one validation split\) or at least 2 .*got 1"),
+        (-2, "folds must be 0 .*got -2"),
+        (25, "folds=25 is more than the 24 rows left after the test split of 30 rows"),
+    ],
+)
+def test_bad_folds_are_refused_by_name(tmp_path: Path, folds: int, message: str) -> None:
+    ref = _folds(_ref(_csv(tmp_path, _frame()), ["Vgs", "Vds"], ["Id"]), folds)
+    with pytest.raises(DatasetError, match=message):
+        validate_dataset(ref)
+    with pytest.raises(DatasetError, match=message):
+        load_splits(ref, 3)
+
+
+def test_as_many_folds_as_rows_is_leave_one_out(tmp_path: Path) -> None:
+    ref = _folds(_ref(_csv(tmp_path, _frame()), ["Vgs", "Vds"], ["Id"]), 24)
+    assert validate_dataset(ref).rows == 30
+    data = load_splits(ref, 5)
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (23, 1, 6)

@@ -235,6 +235,58 @@ def split_indices(rows: int, ref: DatasetRef) -> tuple[np.ndarray, np.ndarray, n
     return train, val, test
 
 
+def cv_split_indices(
+    rows: int, ref: DatasetRef, fold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row positions of train, validation and test for k-fold cross-validation.
+
+    The test split is the one ``split_indices`` makes (same ``test_size`` and
+    ``split_seed``), so test scores stay comparable with and without folds. The
+    other rows are cut into ``ref.folds`` shuffled folds, deterministic in
+    ``split_seed``: fold ``fold % folds`` validates (so a training seed can be
+    passed as is), the others train. ``validation_size`` is not used.
+    """
+    from sklearn.model_selection import KFold, train_test_split  # slow import
+
+    k = ref.folds
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
+        raise DatasetError(
+            f"folds must be 0 (one validation split) or at least 2 for cross-validation, got {k!r}"
+        )
+    if not 0.0 < ref.test_size < 1.0:
+        raise DatasetError(f"test_size must be a fraction between 0 and 1, got {ref.test_size}")
+    try:
+        rest, test = train_test_split(
+            np.arange(rows), test_size=ref.test_size, random_state=ref.split_seed
+        )
+    except ValueError as exc:
+        raise DatasetError(
+            f"cannot split {rows} rows with test_size={ref.test_size}: {exc}"
+        ) from exc
+    if k > len(rest):
+        raise DatasetError(
+            f"folds={k} is more than the {len(rest)} rows left after the test split of "
+            f"{rows} rows; lower folds or test_size"
+        )
+    largest_fold = -(-len(rest) // k)
+    if len(rest) - largest_fold < 2:
+        raise DatasetError(
+            f"folds={k} over {len(rest)} rows leaves fewer than 2 training rows; lower folds"
+        )
+    splits = KFold(n_splits=k, shuffle=True, random_state=ref.split_seed).split(rest)
+    train, val = next(s for i, s in enumerate(splits) if i == fold % k)
+    return rest[train], rest[val], test
+
+
+def split_for_seed(
+    rows: int, ref: DatasetRef, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The split training ``seed`` uses: with ``ref.folds``, seed s validates on fold s % k."""
+    if ref.folds == 0:
+        return split_indices(rows, ref)
+    return cv_split_indices(rows, ref, seed)
+
+
 def load_usable(ref: DatasetRef) -> tuple[pd.DataFrame, int]:
     """The checked dataset's feature and label columns (float64), and how many rows were dropped."""
     df = read_table(ref.path)
@@ -246,7 +298,7 @@ def load_usable(ref: DatasetRef) -> tuple[pd.DataFrame, int]:
 def validate_dataset(ref: DatasetRef) -> DatasetSummary:
     """Check file, columns, contents and split sizes without training anything."""
     usable, dropped = load_usable(ref)
-    split_indices(len(usable), ref)
+    split_for_seed(len(usable), ref, 0)
     return DatasetSummary(rows=len(usable), rows_dropped=dropped)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpo.contract import DatasetRef
-from hpo.dataset import load_usable, split_indices
+from hpo.dataset import load_usable, split_for_seed
 from hpo_trainer.scaling import Scaler
 
 
@@ -31,12 +31,16 @@ class PreparedData:
     rows_dropped: int
 
 
-def load_splits(ref: DatasetRef) -> PreparedData:
-    """Load and split the dataset; fit both scalers on the training split only."""
+def load_splits(ref: DatasetRef, seed: int = 0) -> PreparedData:
+    """Load and split the dataset; fit both scalers on the training split only.
+
+    ``seed`` is the training seed; it only matters with ``ref.folds``, where it
+    picks the validation fold.
+    """
     usable, dropped = load_usable(ref)
     x = usable[list(ref.features)].to_numpy(dtype=np.float64)
     y = usable[list(ref.labels)].to_numpy(dtype=np.float64)
-    train, val, test = split_indices(len(usable), ref)
+    train, val, test = split_for_seed(len(usable), ref, seed)
     return PreparedData(
         x_train=x[train],
         y_train=y[train],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import numbers
 import os
 import sys
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 ACTIVATIONS = ("relu", "tanh", "elu", "selu", "gelu", "swish", "sigmoid", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "adamax")
+LR_SCHEDULES = ("constant", "cosine")
 PREDICT_BATCH = 4096
 
 # Must be set before TensorFlow is first imported to silence its C++ logging.
@@ -53,15 +55,71 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _per_layer(value: Any, layers: int, name: str) -> tuple[Any, ...] | None:
+    """A list/tuple given for a per-layer key, checked to have one entry per hidden layer.
+
+    ``None`` means "one value for every layer" (a scalar was given).
+    """
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        return None
+    if len(value) != layers:
+        raise ConfigError(
+            f"{name} must be one value or a list of one value per hidden layer ({layers}), "
+            f"got {len(value)}: {list(value)!r}"
+        )
+    return tuple(value)
+
+
+def _activation(value: Any) -> str:
+    activation = str(value).lower()
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    return activation
+
+
+def _fraction(value: Any, name: str) -> float:
+    """A dropout rate in [0, 1); bools and non-numbers are refused, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+    rate = float(value)
+    if not (np.isfinite(rate) and 0.0 <= rate < 1.0):
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+    return rate
+
+
 @dataclass(frozen=True)
 class MlpConfig:
-    """A validated configuration: what the search space may vary."""
+    """A validated configuration: what the search space may vary.
+
+    ``activation`` and ``dropout`` are one value for every hidden layer or a tuple
+    with one value per layer; use ``layer_activations``/``layer_dropout`` to read
+    them per layer. The defaults of the later fields build exactly the model of
+    configurations written before they existed.
+    """
 
     neurons: tuple[int, ...]
-    activation: str
+    activation: str | tuple[str, ...]
     learning_rate: float
     batch_size: int
     optimizer: str
+    #: Dropout rate after each hidden layer; 0 adds no Dropout layer at all.
+    dropout: float | tuple[float, ...] = 0.0
+    #: L2 weight decay factor on the kernels of every Dense layer, hidden and output.
+    l2: float = 0.0
+    #: "constant", or "cosine": decay from ``learning_rate`` to 0 over all training steps.
+    lr_schedule: str = "constant"
+
+    @property
+    def layer_activations(self) -> tuple[str, ...]:
+        if isinstance(self.activation, str):
+            return (self.activation,) * len(self.neurons)
+        return tuple(self.activation)
+
+    @property
+    def layer_dropout(self) -> tuple[float, ...]:
+        if isinstance(self.dropout, tuple | list):
+            return tuple(float(d) for d in self.dropout)
+        return (float(self.dropout),) * len(self.neurons)
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> MlpConfig:
@@ -76,9 +134,12 @@ class MlpConfig:
                 f"neurons must list one width per hidden layer ({layers}), got {neurons!r}"
             )
         widths = tuple(_positive_int(n, "each entry of neurons") for n in neurons)
-        activation = str(config["activation"]).lower()
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        per_layer = _per_layer(config["activation"], layers, "activation")
+        activation: str | tuple[str, ...] = (
+            _activation(config["activation"])
+            if per_layer is None
+            else tuple(_activation(a) for a in per_layer)
+        )
         optimizer = str(config["optimizer"]).lower()
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
@@ -89,7 +150,25 @@ class MlpConfig:
         if not (np.isfinite(learning_rate) and learning_rate > 0):
             raise ConfigError(f"learning_rate must be positive, got {config['learning_rate']!r}")
         batch_size = _positive_int(config["batch_size"], "batch_size")
-        return cls(widths, activation, learning_rate, batch_size, optimizer)
+        raw_dropout = config.get("dropout", 0.0)
+        rates = _per_layer(raw_dropout, layers, "dropout")
+        dropout: float | tuple[float, ...] = (
+            _fraction(raw_dropout, "dropout")
+            if rates is None
+            else tuple(_fraction(r, f"dropout[{i}]") for i, r in enumerate(rates))
+        )
+        raw_l2 = config.get("l2", 0.0)
+        if isinstance(raw_l2, bool) or not isinstance(raw_l2, numbers.Real):
+            raise ConfigError(f"l2 must be a number >= 0, got {raw_l2!r}")
+        l2 = float(raw_l2)
+        if not (np.isfinite(l2) and l2 >= 0.0):
+            raise ConfigError(f"l2 must be a finite number >= 0, got {raw_l2!r}")
+        schedule = str(config.get("lr_schedule", "constant")).lower()
+        if schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"unknown lr_schedule {config.get('lr_schedule')!r}; expected one of {LR_SCHEDULES}"
+            )
+        return cls(widths, activation, learning_rate, batch_size, optimizer, dropout, l2, schedule)
 
 
 @contextlib.contextmanager
@@ -145,7 +224,9 @@ def configure_runtime(threads: int | None = None) -> None:
         _runtime_threads = threads
 
 
-def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def _optimizer(
+    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
     import keras
 
     classes = {
@@ -159,17 +240,57 @@ def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     return classes[name](learning_rate=learning_rate)
 
 
-def build_model(config: MlpConfig, n_features: int, n_labels: int) -> keras.Model:
-    """Dense hidden layers, then a linear output unit per label; MSE loss."""
+def _learning_rate(
+    config: MlpConfig, decay_steps: int | None
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The constant rate, or a cosine decay to 0 that ends exactly at the last step."""
     import keras
 
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if decay_steps is None or decay_steps < 1:
+        raise ConfigError(
+            f"lr_schedule {config.lr_schedule!r} needs the number of training steps "
+            f"(decay_steps), got {decay_steps!r}"
+        )
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate, decay_steps=decay_steps, alpha=0.0
+    )
+
+
+def build_model(
+    config: MlpConfig, n_features: int, n_labels: int, decay_steps: int | None = None
+) -> keras.Model:
+    """Dense hidden layers (each optionally followed by Dropout), a linear output unit per
+    label; MSE loss.
+
+    ``l2`` regularises the kernels of the hidden and the output layer alike (not the
+    biases): the output layer is a weight matrix like any other, and leaving it out would
+    let it grow to undo the shrinking of the last hidden layer. The penalty is part of
+    the loss early stopping monitors. ``decay_steps`` (epochs x steps per epoch) is only
+    needed by the cosine schedule. With the defaults (no dropout, no l2, constant rate)
+    the layers, their names and their seeds are those of models built before the knobs
+    existed, so old configurations keep their bit-identical results.
+    """
+    import keras
+
+    regulariser = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     inputs = keras.Input(shape=(n_features,), name="features")
     x = inputs
-    for i, width in enumerate(config.neurons):
-        x = keras.layers.Dense(width, activation=config.activation, name=f"hidden_{i}")(x)
-    outputs = keras.layers.Dense(n_labels, activation="linear", name="labels")(x)
+    layers = zip(config.neurons, config.layer_activations, config.layer_dropout, strict=True)
+    for i, (width, activation, rate) in enumerate(layers):
+        x = keras.layers.Dense(
+            width, activation=activation, kernel_regularizer=regulariser, name=f"hidden_{i}"
+        )(x)
+        if rate > 0:
+            # Unseeded: its seed generator draws from keras.utils.set_random_seed.
+            x = keras.layers.Dropout(rate, name=f"dropout_{i}")(x)
+    outputs = keras.layers.Dense(
+        n_labels, activation="linear", kernel_regularizer=regulariser, name="labels"
+    )(x)
     model = keras.Model(inputs, outputs, name="mlp")
-    model.compile(optimizer=_optimizer(config.optimizer, config.learning_rate), loss="mse")
+    optimizer = _optimizer(config.optimizer, _learning_rate(config, decay_steps))
+    model.compile(optimizer=optimizer, loss="mse")
     return model
 
 
@@ -208,14 +329,18 @@ def train_model(
     """Build and fit from a clean, seeded session.
 
     ``data`` is (x_train, y_train, x_val, y_val), already standardised. The
-    best weights by validation loss are restored at the end.
+    best weights by validation loss are restored at the end. A cosine schedule
+    spans ``epochs`` full epochs; early stopping may end the training sooner.
     """
     import keras
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     x_train, y_train, x_val, y_val = (np.asarray(a, dtype=np.float32) for a in data)
-    model = build_model(config, x_train.shape[1], y_train.shape[1])
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    model = build_model(
+        config, x_train.shape[1], y_train.shape[1], decay_steps=epochs * steps_per_epoch
+    )
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True
     )

@@ -1,4 +1,7 @@
-"""One training per seed: fit, score on the test split, upload the artifacts.
+"""One training per seed: fit, score on the validation and test splits, upload the artifacts.
+
+The validation MAE (the held-out fold with cross-validation) is the selection
+score; the test MAE is only reported.
 
 ``train_one`` never raises: whatever goes wrong becomes a failed
 ``SeedResult`` with a one-line reason, so a worker can carry on with the next
@@ -22,7 +25,7 @@ from hpo.dataset import DatasetError, localise
 from hpo.layout import StudyPaths
 from hpo.store import Store, StoreError
 from hpo_trainer.data import PreparedData, load_splits
-from hpo_trainer.metrics import score
+from hpo_trainer.metrics import score, standardised_mae
 from hpo_trainer.model import (
     ConfigError,
     MlpConfig,
@@ -107,6 +110,9 @@ def _write_artifacts(
 def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
     """Train ``request.config`` with ``seed``, score it, upload it; never raises.
 
+    With ``dataset.folds`` the seed also picks the validation fold (seed mod folds):
+    early stopping and ``val_mae`` both use it, the scalers fit on the other folds.
+
     ``scores.json`` is uploaded last, after every other artifact, so its
     presence means the training is complete. Failed trainings upload nothing.
     """
@@ -126,7 +132,7 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
         prefix = artifacts_prefix(request, seed)
         result.config = _plain(request.config)
         config = MlpConfig.parse(request.config)
-        data = load_splits(localise(request.dataset, request.store))
+        data = load_splits(localise(request.dataset, request.store), int(seed))
         result.rows_dropped = data.rows_dropped
         configure_runtime(request.training.threads)
         fs, ls = data.feature_scaler, data.label_scaler
@@ -143,14 +149,17 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
             patience=request.training.patience,
         )
         model, result.epochs_run, result.fit_s = fitted.model, fitted.epochs_run, fitted.fit_s
+        val_pred_std = predict(model, fs.transform(data.x_val))
+        val_mae = standardised_mae(ls.transform(data.y_val), val_pred_std)
         y_pred_std = predict(model, fs.transform(data.x_test))
         mae, per_label = score(data.y_test, y_pred_std, ls, request.dataset.reference_values)
-        if not math.isfinite(mae):
-            raise TrainingDiverged(
-                f"training diverged: test MAE is {mae} after {result.epochs_run} epoch(s); "
-                "try a lower learning_rate"
-            )
-        result.mae, result.per_label = mae, per_label
+        for split, value in (("validation", val_mae), ("test", mae)):
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training diverged: {split} MAE is {value} after {result.epochs_run} "
+                    "epoch(s); try a lower learning_rate"
+                )
+        result.mae, result.val_mae, result.per_label = mae, val_mae, per_label
         with tempfile.TemporaryDirectory(prefix="hpo-trainer-") as tmp:
             _write_artifacts(Path(tmp), request, int(seed), model, data)
             store.put_dir(prefix, Path(tmp))
@@ -161,7 +170,7 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
         store.put_bytes(scores, result.to_json().encode())
     except Exception as exc:
         result.status, result.artifacts = "failed", None
-        result.mae, result.per_label = None, {}
+        result.mae, result.val_mae, result.per_label = None, None, {}
         result.error = error_message(exc)
         result.runtime_s = time.perf_counter() - started
         result.finished_at = time.time()
