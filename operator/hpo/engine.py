@@ -165,11 +165,11 @@ class Engine:
             self._adopt_history_trial_from_task(task)
             self.running[task.id] = task
             self.attempts[task.id] = max(self.attempts.get(task.id, 0), task.attempt)
-        # A trial keeps every seed it was given before (recorded or running).
+        # A trial keeps the seeds it was given before: a seed past its first ones is
+        # recorded or running only if it was raced, and a raced trial gets them all.
         for trial, seed in [*self.results, *self.running]:
-            if seed in self.seeds:
-                n = self.seeds.index(seed) + 1
-                self.assigned[trial] = max(self.assigned.get(trial, self._first_seeds()), n)
+            if seed in self.seeds and self.seeds.index(seed) >= self._first_seeds():
+                self.assigned[trial] = len(self.seeds)
         self._random_incomplete = sum(
             1
             for t in self.trials.values()
@@ -475,17 +475,18 @@ class Engine:
     # -- seed racing ---------------------------------------------------------
 
     def _race(self) -> bool:
-        """Give every seed to the configurations that can still make the final group.
+        """Give every seed to the best configuration that lacks some, one at a time.
 
-        The final group is the ``result.size`` best by mean selection score; a
-        configuration with one seed that ranks there gets its other seeds, which
-        may push it out and bring the next one in. Repeated until the whole final
-        group has every seed. Returns whether trainings were queued.
+        The final group is the ``result.size`` best by mean selection score; the
+        best of them with only its first seed gets its other seeds, which may push
+        it out and bring the next one in. Repeated until the whole final group has
+        every seed. One configuration per round keeps the decision a function of
+        what is recorded, so a restarted study races the same ones. Returns whether
+        trainings were queued.
         """
         if not self.racing:
             self._racing_done = True
             return False
-        queued = False
         for s in self.top(self.spec.result.size):
             if len(self._seeds_of(s.trial)) == len(self.seeds):
                 continue
@@ -495,11 +496,11 @@ class Engine:
                 tid = (s.trial, seed)
                 if tid not in self.results and tid not in self.running:
                     self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
-                    queued = True
             if trial.stage == "random" and not self._trial_complete(s.trial):
                 self._random_incomplete += 1
-        self._racing_done = not queued
-        return queued
+            return True
+        self._racing_done = True
+        return False
 
     # -- the Bayesian stage ------------------------------------------------
 
