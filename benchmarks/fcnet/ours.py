@@ -71,11 +71,9 @@ def study(budget: int, seed: int, overrides: dict[str, Any] | None = None) -> St
             "spec": spec,
         }
     ).spec
-    for path, value in (overrides or {}).items():
-        section, _, field = path.partition(".")
-        spec.setdefault(section, {})
-        if field:
-            spec[section] = {**spec[section], field: value}
+    for section, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            spec[section] = {**spec.get(section, {}), **value}
         else:
             spec[section] = value
     seeds = base.training.seeds_per_config
