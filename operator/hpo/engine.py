@@ -18,6 +18,7 @@ from typing import Any, Literal
 from hpo.bayes import ParentSearch
 from hpo.contract import SeedResult
 from hpo.search import local
+from hpo.search.surrogate import Surrogate
 from hpo.space import Config, NarrowSpace, config_key, narrow, normalise, sample_unique
 from hpo.spec import StudySpec
 from hpo.summary import ConfigSummary, ranked, selection_score, summarise
@@ -585,6 +586,11 @@ class Engine:
             (s.trial, s.config) for s in self.top(len(self._live)) if self._trial_complete(s.trial)
         ]
         rng = local.study_rng(self.spec.random_stage.seed, self._narrow_planned())
+        predict = None
+        if self.spec.bayesian_stage.surrogate:
+            seen = [s for s in self.top(len(self._live))]
+            model = Surrogate([s.config for s in seen], [s.score or 0.0 for s in seen])
+            predict = model.predict
         chosen = local.propose(
             n,
             best,
@@ -592,6 +598,7 @@ class Engine:
             self.spec.search_space,
             self.spec.bayesian_stage,
             rng,
+            predict,
         )
         if not chosen and not self.running:
             self._local_exhausted = True  # every neighbour of every result is known

@@ -365,6 +365,9 @@ class BayesianStage(_Model):
 
     enabled: bool = True
     method: Literal["localSearch", "gaussianProcess"] = "localSearch"
+    #: localSearch: order a configuration's untried neighbours by a ridge model fitted
+    #: on every result (else at random).
+    surrogate: bool = True
     #: How many random-stage configurations are handed over.
     top_k: int = Field(default=3, ge=1, le=100)
     #: ``perDepth``: the best of each depth first, then the next best overall.

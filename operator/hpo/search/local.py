@@ -128,11 +128,14 @@ def propose(
     space: SearchSpace,
     stage: BayesianStage,
     rng: np.random.Generator,
+    predict: Callable[[list[Config]], np.ndarray] | None = None,
 ) -> list[tuple[str, Config]]:
     """Up to ``n`` untried configurations, each with the trial it is a neighbour of.
 
     ``ranked_configs`` are (trial, config) best first; the untried neighbours of
-    the best one are taken in random order, then those of the next best, and so on.
+    the best one are taken first, then those of the next best, and so on. Among
+    one configuration's neighbours, ``predict`` (lower is better) orders them;
+    without it the order is random.
     """
     out: list[tuple[str, Config]] = []
     taken: set[str] = set()
@@ -144,7 +147,11 @@ def propose(
             for c in neighbours(config, space, stage)
             if not is_known(config_key(c)) and config_key(c) not in taken
         ]
-        for i in rng.permutation(len(fresh)):
+        order = rng.permutation(len(fresh))
+        if predict is not None and fresh:
+            guess = predict(fresh)
+            order = sorted(order, key=lambda i: float(guess[int(i)]))
+        for i in order:
             if len(out) >= n:
                 break
             chosen = fresh[int(i)]
