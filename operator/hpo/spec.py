@@ -350,7 +350,7 @@ class Training(_Model):
 
 
 class RandomStage(_Model):
-    configurations: int = Field(default=20, ge=1, le=100_000)
+    configurations: int = Field(default=12, ge=1, le=100_000)
     #: Seed of the sampler: the same seed proposes the same configurations.
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
@@ -373,7 +373,7 @@ class BayesianStage(_Model):
     #: ``perDepth``: the best of each depth first, then the next best overall.
     selection: Literal["perDepth", "overall"] = "perDepth"
     #: New configurations (each trained once per seed) searched around each handed-over one.
-    trials_per_config: int = Field(default=6, ge=1, le=10_000)
+    trials_per_config: int = Field(default=10, ge=1, le=10_000)
     neurons_radius: int = Field(default=32, ge=0, le=4096)
     neurons_step: int = Field(default=8, ge=1, le=4096)
     #: Radius and grid step of the learning rate, in decades (log10 units).
