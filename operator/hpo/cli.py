@@ -42,7 +42,7 @@ def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:
 def _best(p: StudyProgress) -> str:
     if p.best_mae is None:
         return "best -"
-    return f"best {p.best_mae:.4f} ± {p.best_std or 0:.4f} ({p.best_trial})"
+    return f"best val MAE {p.best_mae:.4f} ± {p.best_std or 0:.4f} ({p.best_trial})"
 
 
 class _Display:

@@ -349,8 +349,8 @@ class Engine:
             queued=len(self.queue),
             total=total,
             best_trial=best[0].trial if best else None,
-            best_mae=best[0].mean if best else None,
-            best_std=best[0].std if best else None,
+            best_mae=best[0].score if best else None,
+            best_std=best[0].score_std if best else None,
         )
 
     def _narrow_remaining(self) -> int:
