@@ -435,7 +435,7 @@ def _rescore(store: LocalStore, prefix: str, x: np.ndarray, y: np.ndarray) -> fl
 
     fs = Scaler.from_json(store.get_bytes(f"{prefix}/feature_scaler.json").decode())
     ls = Scaler.from_json(store.get_bytes(f"{prefix}/label_scaler.json").decode())
-    model = load_model(store.local_path(f"{prefix}/model.keras"))
+    model = load_model(store.root / f"{prefix}/model.keras")
     return standardised_mae(ls.transform(y), predict(model, fs.transform(x)))
 
 
