@@ -18,6 +18,7 @@ OPERATOR_MODULES = [
     "hpo.store",
     "hpo.prepare",
     "hpo.runners.local",
+    "hpo.session",
     "hpo.cli",
     "hpo_trainer.data",
     "hpo_trainer.fetch",

@@ -35,7 +35,7 @@ def result(task: Task, fail: bool = False) -> SeedResult:
     mae = objective(t.config) + task.seed * 1e-3
     return SeedResult(
         study="t",
-        trial=t.trial,
+        trial=t.id,
         stage=t.stage,
         parent=t.parent,
         config=t.config,
@@ -58,7 +58,7 @@ def drive(
         running += engine.next_tasks(slots - len(running))
         assert running, "engine stalled: nothing running and not finished"
         task = running.pop(0)
-        engine.report(result(task, fail=task.trial.config_key in fails))
+        engine.record(result(task, fail=task.trial.config_key in fails))
     raise AssertionError("engine did not finish")
 
 
@@ -144,7 +144,7 @@ def test_failed_training_is_retried_then_recorded() -> None:
         if task.trial.config_key == bad:
             attempts[task.seed] += 1
             assert task.attempt == attempts[task.seed]
-        engine.report(result(task, fail=task.trial.config_key == bad))
+        engine.record(result(task, fail=task.trial.config_key == bad))
     assert attempts == {1: 3, 2: 3}
     failed = [r for r in engine.recorded() if r.status == "failed"]
     assert [(r.trial, r.error) for r in failed] == [("r0002", "boom"), ("r0002", "boom")]
@@ -169,7 +169,7 @@ def test_an_edited_spec_keeps_the_attempts_already_used() -> None:
         fail = task.trial.config_key == bad
         if fail:
             seen.setdefault(task.seed, []).append(task.attempt)
-        retry = engine.report(result(task, fail=fail))
+        retry = engine.record(result(task, fail=fail))
         if retry is not None:  # queued, not yet started: edit the spec now
             engine = engine.with_spec(edited)
             edits += 1

@@ -1,4 +1,4 @@
-"""kopf handlers: thin glue from Kubernetes events to one ``StudyDriver`` per study.
+"""kopf handlers: thin glue from Kubernetes events to one ``KubeRunner`` per study.
 
 A daemon per HPOStudy runs the study's loop in a thread (the engine and
 scikit-optimize never block kopf's event loop). Pod events only wake the
@@ -19,7 +19,7 @@ from kubernetes import client
 from hpo.crd import PLURAL, VERSION
 from hpo.kubeapi import Cluster
 from hpo.pods import LABEL_STUDY
-from hpo.runners.kube import StudyDriver
+from hpo.runners.kube import KubeRunner
 from hpo.spec import API_GROUP
 
 log = logging.getLogger("hpo.operator")
@@ -40,7 +40,7 @@ def make_registry(
 ) -> kopf.OperatorRegistry:
     """Register the operator's handlers on ``registry`` (a fresh one per test)."""
     registry = registry or kopf.OperatorRegistry()
-    drivers: dict[str, StudyDriver] = {}
+    drivers: dict[str, KubeRunner] = {}
     # Per study uid: set to make its daemon stop; set by the daemon once it has stopped.
     halts: dict[str, threading.Event] = {}
     ended: dict[str, threading.Event] = {}
@@ -73,7 +73,7 @@ def make_registry(
         stopped: kopf.DaemonStopped,
         **_: Any,
     ) -> None:
-        driver = StudyDriver(
+        driver = KubeRunner(
             cluster(),
             namespace,
             name,
