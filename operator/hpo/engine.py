@@ -1,8 +1,12 @@
 """The study's brain: from what is recorded and what is running, decide what to train next.
 
-Pure: no TensorFlow, kopf or kubernetes. The local runner and the operator
-drive the very same engine; they only differ in how a ``Task`` is executed.
-A training is identified by ``(trial, seed)``; a trial is one configuration.
+Pure: no TensorFlow, kopf or kubernetes. The local runner, the operator and
+the benchmarks drive the very same engine (through ``hpo.session``); they only
+differ in how a ``Task`` is executed. The engine also decides retries and when
+they are due: times are the caller's ``now`` (monotonic seconds), so a runner
+asks ``next_tasks(n, now)`` and never schedules anything itself. Nothing outside
+the engine changes its state. A training is identified by ``(trial id, seed)``;
+a trial is one configuration.
 """
 
 from __future__ import annotations

@@ -257,7 +257,7 @@ class StudySession:
             failed = [r for r in results if r.status == "failed" and not engine.is_recorded(r.key)]
             for r in failed:
                 self.failures.put(r, engine.attempt_of(r.key))
-            if failed:
+            if any(r.status == "failed" for r in results):
                 crashpoints.reached("failure-stored")
         out = []
         for r in results:

@@ -27,7 +27,7 @@ from hpo.kubeapi import Cluster, SecretProblem, transient
 from hpo.pods import ANN_RECORDED, build_pod, group_tasks, pod_state, results_of, tasks_of
 from hpo.prepare import DatasetProblem
 from hpo.recorder import LedgerConflict
-from hpo.runners.kube_status import PHASES, StudyStatus, age_s, now_stamp
+from hpo.runners.kube_status import PHASES, Conditions, StudyStatus, age_s, now_stamp
 from hpo.session import StudySession
 from hpo.spec import SpecError, Study, parse_study, refused_changes
 from hpo.store import StoreError
@@ -79,7 +79,7 @@ class KubeRunner:
         self.retry_s = 15.0
 
     @property
-    def conditions(self) -> Any:
+    def conditions(self) -> Conditions:
         return self.status.conditions
 
     # -- set-up ------------------------------------------------------------
