@@ -121,9 +121,17 @@ class LocalRunner:
         running: dict[Future[str], Task] = {}
         try:
             while not engine.finished:
-                for task in session.take(self.parallelism - len(running)):
+                tasks = session.take(self.parallelism - len(running))
+                for i, task in enumerate(tasks):
                     request = session.request([task])
-                    running[pool.submit(_train, request.to_json(), task.seed)] = task
+                    try:
+                        running[pool.submit(_train, request.to_json(), task.seed)] = task
+                    except BrokenProcessPool:  # a worker died since the last wait
+                        session.requeue(tasks[i:])  # these never started: not an attempt
+                        self._told(session, self._restart_pool(pool, running, session))
+                        pool = self._pool(ctx, threads)
+                        running.clear()
+                        break
                 if session.stage_changed():
                     self._write(session, force=True)
                     self.listener("stage", engine.progress(), None)
