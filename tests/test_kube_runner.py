@@ -338,3 +338,22 @@ def test_resume_counts_the_attempts_in_the_failure_records(store: LocalStore) ->
     after.step()
     assert cluster.created == [first, pod_name(STUDY, "r0000", [1], 2)]
     assert _engine(after).attempt_of(("r0000", 1)) == 2
+
+
+def test_operational_spec_changes_apply_and_the_rest_is_refused(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1)
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    assert len(cluster.created) == 1
+    body["spec"]["parallelism"] = 2
+    runner.step()
+    assert len(cluster.created) == 2
+    applied = runner.conditions.items["SpecChangeRefused"]
+    assert (applied["status"], applied["reason"]) == ("False", "ChangesApplied")
+    body["spec"]["randomStage"]["seed"] = 9
+    runner.step()
+    refused = runner.conditions.items["SpecChangeRefused"]
+    assert (refused["status"], refused["reason"]) == ("True", "ImmutableField")
+    assert "spec.randomStage.seed" in refused["message"]
+    assert runner.session is not None and runner.session.study.spec.random_stage.seed == 1

@@ -13,6 +13,7 @@ twice, no finished result is lost.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -153,7 +154,7 @@ class KubeRunner:
             f"{prepared.rows} rows usable, {prepared.rows_dropped} with missing values",
         )
         self.study = study
-        self._accepted_spec = resource["spec"] or {}
+        self._accepted_spec = copy.deepcopy(resource["spec"] or {})  # not a live view
         # The pods of an earlier run of this loop (an operator restart): adopted, not redone.
         found_pods = self.cluster.list_pods(self.namespace, study.name)
         pods = {p["metadata"]["name"]: tasks_of(p) for p in found_pods}
@@ -452,7 +453,7 @@ class KubeRunner:
             )
             return
         self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
-        self._accepted_spec = new_spec
+        self._accepted_spec = copy.deepcopy(new_spec)
         self.study = study
 
     # -- status --------------------------------------------------------------
