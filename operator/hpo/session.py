@@ -307,10 +307,6 @@ class StudySession:
         self._phase = self.engine.phase
         return True
 
-    @property
-    def ledger_due(self) -> bool:
-        return self.recorder.due
-
     def flush(self, force: bool = False) -> bool:
         """Write the ledger if a batch is due (or ``force``); True if written.
 
