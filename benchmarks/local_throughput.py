@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
 from hpo.dataset_check import check_dataset  # noqa: E402
-from hpo.layout import StudyPaths  # noqa: E402
-from hpo.runners.local import LocalRunner, request_for  # noqa: E402
+from hpo.runners.local import LocalRunner  # noqa: E402
+from hpo.session import training_request  # noqa: E402
 from hpo.spec import load_study  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def run_process_per_training(path: Path, out: Path, n: int) -> dict[str, float]:
     start = time.perf_counter()
     fits = []
     for task in tasks:
-        request = request_for(study, prepared, StudyPaths(study.name), task)
+        request = training_request(study, prepared, [task])
         cmd = [sys.executable, "-m", "hpo_trainer", "--request", request.to_json()]
         proc = subprocess.run(
             [*cmd, "--store-root", str(out)],

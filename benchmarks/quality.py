@@ -346,24 +346,29 @@ def _study(files: Files, budget: Budget, seed: int, bayesian: bool) -> dict[str,
 
 
 def run_ours_engine(
-    files: Files, budget: Budget, seed: int, bayesian: bool, trainer: Trainer
+    files: Files, budget: Budget, seed: int, bayesian: bool, trainer: Trainer, out: Path
 ) -> Outcome:
-    """Our engine and Bayesian stage, deciding exactly as in ``hpo run``, on the shared pool.
+    """Our study session (engine, Bayesian stage, ledger in ``out``), deciding exactly as in
+    ``hpo run``, its trainings on the shared pool.
 
-    The local runner does the same with its own worker processes plus the
-    ledger and artifacts; ``--ours-via runner`` uses it instead (slower to start).
+    The local runner drives the same session with its own worker processes and
+    the trainer's artifacts; ``--ours-via runner`` uses it instead (slower to
+    start). No final group or plots are made here: only the search is measured.
     """
     from hpo.contract import SeedResult
-    from hpo.engine import Engine
+    from hpo.session import StudySession
     from hpo.spec import parse_study
+    from hpo.store import store_ref_for
     from hpo.summary import ranked
 
     study = parse_study(_study(files, budget, seed, bayesian))
     start = time.perf_counter()
-    engine = Engine(study.spec)
+    session = StudySession.open(study, store_ref_for(study, out), retry_backoff_s=0.0)
+    session.start()
+    engine = session.engine
     running: dict[Future[float | None], Any] = {}
     while not engine.finished:
-        for task in engine.next_tasks(2 - len(running)):
+        for task in session.take(2 - len(running)):
             config = task.trial.config
             running[trainer.submit(files, config, task.seed, budget)] = task
         if not running:
@@ -378,7 +383,7 @@ def run_ours_engine(
                 t = task.trial
                 result = SeedResult(
                     study=study.name,
-                    trial=t.trial,
+                    trial=t.id,
                     stage=t.stage,
                     parent=t.parent,
                     config=t.config,
@@ -388,7 +393,9 @@ def run_ours_engine(
                     mae=mae,
                 )
             trainer.trainings += 1
-            engine.report(result)
+            session.record([result])
+        session.flush()
+    session.flush(force=True)
     wall = time.perf_counter() - start
     best = ranked(engine.summaries().values())[0]
     return Outcome(best.config, float(best.mean or math.nan), len(engine.recorded()), wall)
@@ -541,7 +548,7 @@ def run_one(
         bayesian = method == "ours"
         if via == "runner":
             return run_ours(files, budget, seed, bayesian, out)
-        return run_ours_engine(files, budget, seed, bayesian, trainer)
+        return run_ours_engine(files, budget, seed, bayesian, trainer, out)
     if method == "optuna-tpe":
         return run_optuna(files, budget, seed, trainer)
     if method == "kt-bayes":

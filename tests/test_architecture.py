@@ -48,6 +48,7 @@ OPERATOR_MODULES = [
     "hpo.dataset",
     "hpo.dataset_check",
     "hpo.runners.local",
+    "hpo.session",
     "hpo.cli",
     "hpo.pods",
     "hpo.crd",

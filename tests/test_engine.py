@@ -42,7 +42,7 @@ def result(task: Task, fail: bool = False) -> SeedResult:
     mae = objective(t.config) + task.seed * 1e-3
     return SeedResult(
         study="t",
-        trial=t.trial,
+        trial=t.id,
         stage=t.stage,
         parent=t.parent,
         config=t.config,
@@ -65,7 +65,7 @@ def drive(
         running += engine.next_tasks(slots - len(running))
         assert running, "engine stalled: nothing running and not finished"
         task = running.pop(0)
-        engine.report(result(task, fail=task.trial.config_key in fails))
+        engine.record(result(task, fail=task.trial.config_key in fails))
     raise AssertionError("engine did not finish")
 
 
@@ -158,7 +158,7 @@ def test_failed_training_is_retried_then_recorded() -> None:
         if task.trial.config_key == bad:
             attempts[task.seed] += 1
             assert task.attempt == attempts[task.seed]
-        engine.report(result(task, fail=task.trial.config_key == bad))
+        engine.record(result(task, fail=task.trial.config_key == bad))
     assert attempts == {1: 3, 2: 3}
     failed = [r for r in engine.recorded() if r.status == "failed"]
     assert [(r.trial, r.error) for r in failed] == [("r0002", "boom"), ("r0002", "boom")]
@@ -183,7 +183,7 @@ def test_an_edited_spec_keeps_the_attempts_already_used() -> None:
         fail = task.trial.config_key == bad
         if fail:
             seen.setdefault(task.seed, []).append(task.attempt)
-        retry = engine.report(result(task, fail=fail))
+        retry = engine.record(result(task, fail=fail))
         if retry is not None:  # queued, not yet started: edit the spec now
             engine = engine.with_spec(edited)
             edits += 1
@@ -232,3 +232,86 @@ def test_random_only_study_stops_after_random_stage() -> None:
     drive(engine)
     assert engine.phase == "done"
     assert {r.stage for r in engine.recorded()} == {"random"}
+
+
+def _retrying_engine(**kw: object) -> Engine:
+    spec = _spec(failurePolicy={"retries": 2, "maxFailedTrainings": 10}, **kw)
+    return Engine(spec, retry_backoff_s=10.0)
+
+
+def test_a_retry_is_handed_out_only_once_its_backoff_is_due() -> None:
+    engine = _retrying_engine()
+    [task] = engine.next_tasks(1, now=0.0)
+    retry = engine.record(result(task, fail=True), now=100.0)
+    assert retry is not None and (retry.id, retry.attempt) == (task.id, 2)
+    assert not engine.is_recorded(task.id)
+    assert engine.due_at(task.id) == engine.next_due() == 110.0
+    assert engine.not_due(109.0) == 1 and engine.not_due(110.0) == 0
+    early = engine.next_tasks(3, now=109.0)
+    assert task.id not in {t.id for t in early}, "a retry ran before its backoff"
+    [again] = engine.next_tasks(1, now=110.0)
+    assert (again.id, again.attempt) == (task.id, 2), "the due retry comes before the queue"
+    assert engine.is_running(again) and not engine.is_running(task)
+    # The backoff doubles for each further attempt.
+    engine.record(result(again, fail=True), now=200.0)
+    assert engine.due_at(task.id) == 220.0
+    [third] = engine.next_tasks(1, now=220.0)
+    assert third.attempt == 3
+    assert engine.record(result(third, fail=True), now=300.0) is None  # retries used up
+    assert engine.is_recorded(task.id) and engine.next_due() is None
+
+
+def test_no_backoff_retries_at_once() -> None:
+    engine = Engine(_spec(failurePolicy={"retries": 1, "maxFailedTrainings": 10}))
+    [task] = engine.next_tasks(1, now=5.0)
+    engine.record(result(task, fail=True), now=5.0)
+    assert [(t.id, t.attempt) for t in engine.next_tasks(1, now=5.0)] == [(task.id, 2)]
+
+
+def test_a_postponed_task_keeps_its_attempt_and_waits() -> None:
+    engine = _retrying_engine()
+    [task] = engine.next_tasks(1, now=0.0)
+    engine.postpone([task], until=50.0)
+    assert not engine.is_running(task) and engine.progress().queued >= 1
+    assert task.id not in {t.id for t in engine.next_tasks(2, now=49.0)}
+    [again] = engine.next_tasks(1, now=50.0)
+    assert again == task, "postponing is not an attempt"
+
+
+def test_an_adopted_task_is_running_and_never_handed_out_again() -> None:
+    engine = _retrying_engine()
+    [task] = engine.next_tasks(1, now=0.0)
+    engine.postpone([task], until=50.0)
+    engine.adopt([task])  # its pod was there after all
+    assert engine.is_running(task) and engine.next_due() is None
+    assert task.id not in {t.id for t in engine.next_tasks(100, now=100.0)}
+    # A pod of an attempt older than the engine's own is not adopted.
+    retry = engine.record(result(task, fail=True), now=0.0)
+    assert retry is not None
+    engine.adopt([task])
+    assert not engine.is_running(task) and engine.due_at(task.id) == 10.0
+
+
+def test_an_edited_spec_keeps_a_waiting_retrys_due_time() -> None:
+    engine = _retrying_engine()
+    [task] = engine.next_tasks(1, now=0.0)
+    engine.record(result(task, fail=True), now=0.0)
+    edited = engine.with_spec(_spec(failurePolicy={"retries": 2, "maxFailedTrainings": 10}))
+    assert edited.retry_backoff_s == 10.0
+    assert edited.due_at(task.id) == 10.0
+    assert task.id not in {t.id for t in edited.next_tasks(100, now=9.0)}
+    [again] = edited.next_tasks(1, now=10.0)
+    assert (again.id, again.attempt) == (task.id, 2)
+
+
+def test_past_the_failure_budget_no_retry_waits() -> None:
+    spec = _spec(failurePolicy={"retries": 1, "maxFailedTrainings": 0})
+    engine = Engine(spec, retry_backoff_s=10.0)
+    a, b = engine.next_tasks(2, now=0.0)
+    engine.record(result(a, fail=True), now=0.0)  # a retry waits
+    assert engine.next_due() == 10.0
+    engine.record(result(b, fail=True), now=0.0)
+    again = engine.next_tasks(1, now=10.0)
+    engine.record(result(again[0], fail=True), now=10.0)  # a's second failure: over budget
+    assert engine.failed_reason is not None
+    assert engine.next_due() is None and engine.next_tasks(5, now=100.0) == []

@@ -20,8 +20,7 @@ from hpo.pods import (
     results_of,
     tasks_of,
 )
-from hpo.runners.kube import refused_changes
-from hpo.spec import parse_study
+from hpo.spec import parse_study, refused_changes
 
 DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -143,20 +142,20 @@ def test_tasks_round_trip_through_the_pod() -> None:
     tasks = engine.next_tasks(6)
     groups = group_tasks(tasks, 2)
     assert [len(g) for g in groups] == [2, 1, 2, 1]
-    assert all(len({t.trial.trial for t in g}) == 1 for g in groups)
+    assert all(len({t.trial.id for t in g}) == 1 for g in groups)
     g = groups[0]
     req = _request([t.seed for t in g])
     req = TrainingRequest(
         **{
             **req.__dict__,
-            "trial": g[0].trial.trial,
+            "trial": g[0].trial.id,
             "config": g[0].trial.config,
             "config_key": g[0].trial.config_key,
         }
     )
     pod = build_pod(study="demo", namespace="ns", owner_uid="u", spec=spec, request=req, attempt=1)
-    assert [(t.trial.trial, t.seed, t.attempt) for t in tasks_of(pod)] == [
-        (t.trial.trial, t.seed, 1) for t in g
+    assert [(t.trial.id, t.seed, t.attempt) for t in tasks_of(pod)] == [
+        (t.trial.id, t.seed, 1) for t in g
     ]
     assert (
         json.loads(pod["metadata"]["annotations"][ANN_REQUEST])["config_key"]

@@ -279,7 +279,7 @@ def test_missing_dataset_key_is_named(s3_server: S3Server, tmp_path: Path) -> No
 def test_dataset_changed_mid_study_is_reported(s3_server: S3Server, tmp_path: Path) -> None:
     from hpo.dataset_check import check_dataset
     from hpo.engine import Engine
-    from hpo.runners.local import request_for
+    from hpo.session import training_request
     from hpo_trainer.train import train_one
 
     dataset = upload_dataset(s3_server)
@@ -302,7 +302,7 @@ def test_dataset_changed_mid_study_is_reported(s3_server: S3Server, tmp_path: Pa
     source = new_s3_store(s3_server, bucket=data_bucket, prefix="", create_bucket=False)
     source.put_bytes(key, EXAMPLE_CSV.read_bytes().replace(b"\n1.", b"\n2.", 5))
     task = Engine(study.spec).next_tasks(1)[0]
-    request = request_for(study, prepared, StudyPaths(study.name), task, ref)
+    request = training_request(study, prepared, [task], ref)
     from hpo.store import open_store
 
     result = train_one(request, task.seed, open_store(ref))

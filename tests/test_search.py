@@ -38,10 +38,10 @@ def objective(config: dict) -> float:
 
 def result(task: Task) -> SeedResult:
     t = task.trial
-    score = objective(t.config) + ((task.seed * 7919 + len(t.trial)) % 13) * 1e-3
+    score = objective(t.config) + ((task.seed * 7919 + len(t.id)) % 13) * 1e-3
     return SeedResult(
         study="t",
-        trial=t.trial,
+        trial=t.id,
         stage=t.stage,
         parent=t.parent,
         config=t.config,
@@ -60,7 +60,7 @@ def drive(engine: Engine, slots: int = 2, limit: int = 10_000) -> None:
             return
         running += engine.next_tasks(slots - len(running))
         assert running, "engine stalled: nothing running and not finished"
-        engine.report(result(running.pop(0)))
+        engine.record(result(running.pop(0)))
     raise AssertionError("engine did not finish")
 
 

@@ -105,7 +105,7 @@ def lookup(table: Table, task: Task) -> SeedResult:
     score = table.score(table.row(table_params(t.config)), task.seed)
     return SeedResult(
         study="fcnet",
-        trial=t.trial,
+        trial=t.id,
         stage=t.stage,
         parent=t.parent,
         config=t.config,
@@ -132,6 +132,6 @@ def run(table: Table, budget: int, seed: int, overrides: dict[str, Any] | None =
         running += engine.next_tasks(spec.parallelism - len(running))
         if not running:
             raise RuntimeError("engine stalled")
-        engine.report(lookup(table, running.pop(0)))
+        engine.record(lookup(table, running.pop(0)))
     best = engine.top(1)[0]
     return Outcome(table.row(table_params(best.config)), len(engine.recorded()))

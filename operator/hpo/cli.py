@@ -15,7 +15,7 @@ from hpo.spec import SpecError, load_study
 
 if TYPE_CHECKING:  # the engine pulls in scikit-optimize: keep `--help` fast
     from hpo.contract import SeedResult
-    from hpo.engine import Progress as StudyProgress
+    from hpo.engine import StudyProgress
     from hpo.store import Store
 
 #: Exit codes: documented in the README, relied on by scripts.

@@ -1,8 +1,12 @@
 """The study's brain: from what is recorded and what is running, decide what to train next.
 
-Pure: no TensorFlow, kopf or kubernetes. The local runner and the operator
-drive the very same engine; they only differ in how a ``Task`` is executed.
-A training is identified by ``(trial, seed)``; a trial is one configuration.
+Pure: no TensorFlow, kopf or kubernetes. The local runner, the operator and
+the benchmarks drive the very same engine (through ``hpo.session``); they only
+differ in how a ``Task`` is executed. The engine also decides retries and when
+they are due: times are the caller's ``now`` (monotonic seconds), so a runner
+asks ``next_tasks(n, now)`` and never schedules anything itself. Nothing outside
+the engine changes its state. A training is identified by ``(trial id, seed)``;
+a trial is one configuration.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import heapq
 import re
 import statistics
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,7 +40,7 @@ class HistoryConflict(ValueError):
 class Trial:
     """One configuration of the study, trained once per seed."""
 
-    trial: str
+    id: str
     stage: Literal["random", "bayesian"]
     config: Config
     config_key: str
@@ -52,14 +57,14 @@ class Task:
 
     @property
     def id(self) -> TrainingId:
-        return (self.trial.trial, self.seed)
+        return (self.trial.id, self.seed)
 
     def failed(self, study: str, error: str) -> SeedResult:
         """This training's result when it could not run or finish (one failed attempt)."""
         t = self.trial
         return SeedResult(
             study=study,
-            trial=t.trial,
+            trial=t.id,
             stage=t.stage,
             parent=t.parent,
             config=t.config,
@@ -71,7 +76,9 @@ class Task:
 
 
 @dataclass
-class Progress:
+class StudyProgress:
+    """Counts of one study at one moment, for displays and the cluster status."""
+
     phase: Phase
     done: int
     failed: int
@@ -111,10 +118,17 @@ class Engine:
     """
 
     def __init__(
-        self, spec: StudySpec, history: Iterable[SeedResult] = (), in_flight: Iterable[Task] = ()
+        self,
+        spec: StudySpec,
+        history: Iterable[SeedResult] = (),
+        in_flight: Iterable[Task] = (),
+        *,
+        retry_backoff_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.seeds = spec.seeds
+        #: The first retry of a training waits this long, each further one twice as long.
+        self.retry_backoff_s = retry_backoff_s
         self.notes: list[str] = []
         self.failed_reason: str | None = None
         self.trials: dict[str, Trial] = {}
@@ -123,6 +137,8 @@ class Engine:
         self.attempts: dict[TrainingId, int] = {}
         self.running: dict[TrainingId, Task] = {}
         self.queue: deque[Task] = deque()
+        #: Trainings not to hand out before a time: retries (backoff) and postponed tasks.
+        self.waiting: dict[TrainingId, tuple[float, Task]] = {}
         self.parents: list[_Parent] = []
         self._next_bayes = 0
         self._by_key: dict[str, str] = {}
@@ -174,7 +190,7 @@ class Engine:
         self._random_incomplete = sum(
             1
             for t in self.trials.values()
-            if t.stage == "random" and not self._trial_complete(t.trial)
+            if t.stage == "random" and not self._trial_complete(t.id)
         )
         for r in self.results.values():
             self._count(r)
@@ -194,13 +210,13 @@ class Engine:
 
     def _add_trial(self, trial: Trial) -> None:
         other = self._by_key.get(trial.config_key)
-        if other is not None and other != trial.trial:
+        if other is not None and other != trial.id:
             raise HistoryConflict(
-                f"configuration {trial.config_key} appears as both {other} and {trial.trial}"
+                f"configuration {trial.config_key} appears as both {other} and {trial.id}"
             )
-        self.trials[trial.trial] = trial
-        self._by_key[trial.config_key] = trial.trial
-        m = _TRIAL_ID.match(trial.trial)
+        self.trials[trial.id] = trial
+        self._by_key[trial.config_key] = trial.id
+        m = _TRIAL_ID.match(trial.id)
         if m and m.group(1) == "b":
             self._next_bayes = max(self._next_bayes, int(m.group(2)) + 1)
 
@@ -249,15 +265,15 @@ class Engine:
         self._add_trial(Trial(r.trial, "bayesian", normalise(r.config), r.config_key, r.parent))
 
     def _adopt_history_trial_from_task(self, task: Task) -> None:
-        if task.trial.trial not in self.trials:
+        if task.trial.id not in self.trials:
             self._add_trial(task.trial)
 
     def _queue_missing(self, stage: str) -> None:
         for trial in self.trials.values():
             if trial.stage != stage:
                 continue
-            for seed in self._seeds_of(trial.trial):
-                tid = (trial.trial, seed)
+            for seed in self._seeds_of(trial.id):
+                tid = (trial.id, seed)
                 if tid not in self.results and tid not in self.running:
                     self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
 
@@ -279,14 +295,49 @@ class Engine:
             for t in self.queue
         )
 
-    def with_spec(self, spec: StudySpec) -> Engine:
+    def with_spec(self, spec: StudySpec, *, retry_backoff_s: float | None = None) -> Engine:
         """This study under an edited spec (new budgets, policy): same results, same
-        trainings in flight, and the attempts already used still count."""
-        new = Engine(spec, self.recorded(), self.running.values())
+        trainings in flight, the attempts already used still count and a waiting retry
+        keeps its due time. ``retry_backoff_s`` None keeps this engine's backoff."""
+        backoff = self.retry_backoff_s if retry_backoff_s is None else retry_backoff_s
+        new = Engine(spec, self.recorded(), self.running.values(), retry_backoff_s=backoff)
         new.resume_attempts(
             {tid: (n, self.trials[tid[0]].config_key) for tid, n in self.attempts.items()}
         )
+        for due, task in self.waiting.values():
+            if task.id not in new.results and task.id not in new.running:
+                new._wait(task, due)
         return new
+
+    def is_recorded(self, tid: TrainingId) -> bool:
+        """Whether this training has its final result (it will never run again)."""
+        return tid in self.results
+
+    def is_running(self, task: Task) -> bool:
+        """Whether the engine waits for the outcome of this very attempt."""
+        running = self.running.get(task.id)
+        return running is not None and running.attempt == task.attempt
+
+    def attempt_of(self, tid: TrainingId) -> int:
+        """The number of the training's current (or last handed out) attempt."""
+        task = self.running.get(tid)
+        return task.attempt if task else self.attempts.get(tid, 1)
+
+    def due_at(self, tid: TrainingId) -> float | None:
+        """When a waiting training (a retry, a postponed task) may be handed out."""
+        entry = self.waiting.get(tid)
+        return entry[0] if entry else None
+
+    def not_due(self, now: float) -> int:
+        """How many waiting trainings are not due yet at ``now`` (a runner that keeps
+        their slots for them subtracts these)."""
+        return sum(1 for due, _ in self.waiting.values() if due > now)
+
+    def next_due(self) -> float | None:
+        """The earliest time a waiting training becomes due (None: nothing waits).
+
+        A runner with nothing running sleeps until then instead of polling."""
+        return min((due for due, _ in self.waiting.values()), default=None)
 
     def recorded(self) -> list[SeedResult]:
         """Every final result, in the order it was recorded."""
@@ -327,7 +378,7 @@ class Engine:
             return statistics.fmean(maes)
         return self._worst_mae * 2 if self._worst_mae is not None else 10.0
 
-    def progress(self) -> Progress:
+    def progress(self) -> StudyProgress:
         failed = self._failed
         best = self.top(1)
         per_config = self._first_seeds()
@@ -341,12 +392,12 @@ class Engine:
             # The final group's contenders get their other seeds at the end.
             full = sum(1 for t in self.trials if len(self._seeds_of(t)) == len(self.seeds))
             total += max(0, self.spec.result.size - full) * (len(self.seeds) - 1)
-        return Progress(
+        return StudyProgress(
             phase=self.phase,
             done=len(self.results) - failed,
             failed=failed,
             running=len(self.running),
-            queued=len(self.queue),
+            queued=len(self.queue) + len(self.waiting),
             total=total,
             best_trial=best[0].trial if best else None,
             best_mae=best[0].score if best else None,
@@ -381,26 +432,43 @@ class Engine:
 
     # -- the loop ----------------------------------------------------------
 
-    def next_tasks(self, free_slots: int) -> list[Task]:
-        """Up to ``free_slots`` trainings to start now; they count as running."""
+    def next_tasks(self, free_slots: int, now: float | None = None) -> list[Task]:
+        """Up to ``free_slots`` trainings to start at ``now`` (``time.monotonic()`` if None):
+        waiting ones that are due first, then the queue. They count as running."""
         if self.finished or free_slots <= 0:
             return []
+        now = time.monotonic() if now is None else now
+        out = []
+        due = sorted((d, i, t) for i, (d, t) in enumerate(self.waiting.values()) if d <= now)
+        for _, _, task in due[:free_slots]:
+            del self.waiting[task.id]
+            out.append(task)
         if (
             self.phase == "bayesian"
-            and len(self.queue) < free_slots
+            and len(self.queue) < free_slots - len(out)
             and not self._narrow_exhausted()
         ):
-            self._plan_bayesian(free_slots - len(self.queue))
-        out = []
+            self._plan_bayesian(free_slots - len(out) - len(self.queue))
         while self.queue and len(out) < free_slots:
             task = self.queue.popleft()
+            if task.id in self.results or task.id in self.running or task.id in self.waiting:
+                continue  # adopted or recorded meanwhile: never twice
+            out.append(task)
+        for task in out:
             self.running[task.id] = task
             self.attempts[task.id] = task.attempt
-            out.append(task)
         return out
 
-    def report(self, result: SeedResult) -> Task | None:
-        """Take one attempt's outcome. Returns the retry task if the failure will be retried."""
+    def _wait(self, task: Task, due: float) -> None:
+        """Hold ``task`` back until ``due`` (it replaces any queued copy of the training)."""
+        if any(t.id == task.id for t in self.queue):
+            self.queue = deque(t for t in self.queue if t.id != task.id)
+        self.waiting[task.id] = (due, task)
+
+    def record(self, result: SeedResult, now: float | None = None) -> Task | None:
+        """Take one attempt's outcome at ``now``. A failure the policy retries is not
+        recorded: its next attempt waits (``retry_backoff_s``, doubling per attempt) and
+        is returned; ``due_at`` says until when."""
         tid = result.key
         task = self.running.pop(tid, None)
         if tid in self.results:
@@ -409,8 +477,10 @@ class Engine:
         if result.status == "failed" and attempt <= self.spec.failure_policy.retries:
             trial = task.trial if task else self.trials[result.trial]
             retry = Task(trial, result.seed, attempt + 1)
-            self.queue.appendleft(retry)
+            now = time.monotonic() if now is None else now
+            self._wait(retry, now + self.retry_backoff_s * 2 ** (attempt - 1))
             return retry
+        self.waiting.pop(tid, None)
         self.results[tid] = result
         self.order.append(tid)
         self._absorb(result)
@@ -452,11 +522,39 @@ class Engine:
         if task.id not in self.results:
             self.queue.appendleft(task)
 
+    def postpone(self, tasks: Iterable[Task], until: float) -> None:
+        """Handed-out trainings that could not start (the cluster refused or did not answer):
+        not an attempt; hand the same attempt out again at ``until``."""
+        for task in tasks:
+            if self.is_running(task):
+                del self.running[task.id]
+                self._wait(task, until)
+
+    def adopt(self, tasks: Iterable[Task]) -> None:
+        """Trainings found running (a pod whose creation looked failed): wait for them, and
+        never hand them out again. An older attempt than the engine's own is ignored."""
+        for task in tasks:
+            tid = task.id
+            if tid in self.results or task.attempt < self.attempts.get(tid, 0):
+                continue
+            running = self.running.get(tid)
+            if running is not None and running.attempt >= task.attempt:
+                continue
+            waiting = self.waiting.get(tid)
+            if waiting is not None and waiting[1].attempt > task.attempt:
+                continue  # a retry of it is due later: this pod is of the failed attempt
+            self.waiting.pop(tid, None)
+            if any(t.id == tid for t in self.queue):
+                self.queue = deque(t for t in self.queue if t.id != tid)
+            self.running[tid] = task
+            self.attempts[tid] = task.attempt
+
     def _advance(self) -> None:
         if self.failed_reason is not None:
             if not self.running:
                 self.phase = "failed"
             self.queue.clear()
+            self.waiting.clear()
             return
         if self.phase == "random":
             if self._random_incomplete:
@@ -469,7 +567,7 @@ class Engine:
                 return
             self.phase = "bayesian"
         if self.phase == "bayesian":
-            busy = self.queue or self.running
+            busy = self.queue or self.running or self.waiting
             if not busy and self._narrow_exhausted() and not self._race():
                 self.phase = "done"
 
@@ -557,17 +655,17 @@ class Engine:
             p.summary.trial: ([p.summary.config], [p.summary.score or 0.0]) for p in self.parents
         }
         bayes = sorted(
-            (t for t in self.trials.values() if t.stage == "bayesian"), key=lambda t: t.trial
+            (t for t in self.trials.values() if t.stage == "bayesian"), key=lambda t: t.id
         )
         for t in bayes:
             p = by_parent.get(t.parent or "")
             if p is None:
-                self.notes.append(f"trial {t.trial} has an unknown parent {t.parent}; kept as is")
+                self.notes.append(f"trial {t.id} has an unknown parent {t.parent}; kept as is")
                 continue
-            p.trials.append(t.trial)
+            p.trials.append(t.id)
             p.search.planned += 1
-            if self._trial_complete(t.trial):
-                objective = self._objective(t.trial)
+            if self._trial_complete(t.id):
+                objective = self._objective(t.id)
                 assert objective is not None
                 told[p.summary.trial][0].append(t.config)
                 told[p.summary.trial][1].append(objective)
@@ -600,14 +698,14 @@ class Engine:
             rng,
             predict,
         )
-        if not chosen and not self.running:
+        if not chosen and not self.running and not self.waiting:
             self._local_exhausted = True  # every neighbour of every result is known
         for parent, config in chosen:
             trial = Trial(
                 bayes_trial_id(self._next_bayes), "bayesian", config, config_key(config), parent
             )
             self._add_trial(trial)
-            for seed in self._seeds_of(trial.trial):
+            for seed in self._seeds_of(trial.id):
                 self.queue.append(Task(trial, seed))
 
     def _plan_bayesian(self, slots: int) -> None:
@@ -637,16 +735,10 @@ class Engine:
                     p.summary.trial,
                 )
                 self._add_trial(trial)
-                p.trials.append(trial.trial)
-                for seed in self._seeds_of(trial.trial):
+                p.trials.append(trial.id)
+                for seed in self._seeds_of(trial.id):
                     self.queue.append(Task(trial, seed))
         self._advance()
-
-    def narrow_space_of(self, parent_trial: str) -> NarrowSpace | None:
-        for p in self.parents:
-            if p.summary.trial == parent_trial:
-                return p.space
-        return None
 
     def describe(self) -> dict[str, Any]:
         """Numbers for the end-of-run summary."""

@@ -1,4 +1,4 @@
-"""kopf handlers: thin glue from Kubernetes events to one ``StudyDriver`` per study.
+"""kopf handlers: thin glue from Kubernetes events to one ``KubeRunner`` per study.
 
 A daemon per HPOStudy runs the study's loop in a thread (the engine and
 scikit-optimize never block kopf's event loop). Pod events only wake the
@@ -19,7 +19,7 @@ from kubernetes import client
 from hpo.crd import PLURAL, VERSION
 from hpo.kubeapi import Cluster
 from hpo.pods import LABEL_STUDY
-from hpo.runners.kube import StudyDriver
+from hpo.runners.kube import KubeRunner
 from hpo.spec import API_GROUP
 
 log = logging.getLogger("hpo.operator")
@@ -40,7 +40,7 @@ def make_registry(
 ) -> kopf.OperatorRegistry:
     """Register the operator's handlers on ``registry`` (a fresh one per test)."""
     registry = registry or kopf.OperatorRegistry()
-    drivers: dict[str, StudyDriver] = {}
+    runners: dict[str, KubeRunner] = {}
     # Per study uid: set to make its daemon stop; set by the daemon once it has stopped.
     halts: dict[str, threading.Event] = {}
     ended: dict[str, threading.Event] = {}
@@ -73,7 +73,7 @@ def make_registry(
         stopped: kopf.DaemonStopped,
         **_: Any,
     ) -> None:
-        driver = StudyDriver(
+        runner = KubeRunner(
             cluster(),
             namespace,
             name,
@@ -81,23 +81,23 @@ def make_registry(
             poll_s=poll_s,
         )
         with lock:
-            drivers[uid] = driver
+            runners[uid] = runner
             halt = halts.setdefault(uid, threading.Event())
             done = ended[uid] = threading.Event()
         try:
-            driver.run(stopped=lambda: bool(stopped) or halt.is_set(), retry_s=retry_s)
+            runner.run(stopped=lambda: bool(stopped) or halt.is_set(), retry_s=retry_s)
         finally:
             with lock:
-                drivers.pop(uid, None)
+                runners.pop(uid, None)
             done.set()
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_STUDY: kopf.PRESENT}, registry=registry)
     def pod_event(meta: kopf.Meta, **_: Any) -> None:
         for owner in meta.get("ownerReferences") or []:
             with lock:
-                driver = drivers.get(owner.get("uid", ""))
-            if driver is not None:
-                driver.wake.set()
+                runner = runners.get(owner.get("uid", ""))
+            if runner is not None:
+                runner.wake.set()
 
     def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body) -> None:
         """Pods go with their study (ownerReferences do it too); results stay unless
@@ -109,10 +109,10 @@ def make_registry(
         with lock:
             halt = halts.setdefault(uid, threading.Event())
             done = ended.get(uid)
-            driver = drivers.get(uid)
+            runner = runners.get(uid)
         halt.set()
-        if driver is not None:
-            driver.wake.set()
+        if runner is not None:
+            runner.wake.set()
         if done is not None and not done.wait(DAEMON_STOP_TIMEOUT_S):
             raise kopf.TemporaryError("the study's loop has not stopped yet", delay=5)
         n = cluster().delete_study_pods(namespace, name)

@@ -54,7 +54,7 @@ def group_tasks(tasks: list[Task], seeds_per_pod: int) -> list[list[Task]]:
         if (
             last
             and len(last) < seeds_per_pod
-            and last[0].trial.trial == task.trial.trial
+            and last[0].trial.id == task.trial.id
             and last[0].attempt == task.attempt
         ):
             last.append(task)

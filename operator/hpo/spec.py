@@ -622,6 +622,37 @@ class Study(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+#: Spec fields (camelCase paths) that may change while a study runs: budgets and policy.
+#: Anything else (dataset, search space, seeds, storage) would make it another study.
+MUTABLE_WHILE_RUNNING: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("parallelism",),
+        ("failurePolicy",),
+        ("randomStage", "configurations"),
+        ("bayesianStage", "trialsPerConfig"),
+        ("result",),
+        ("trainer",),
+    }
+)
+
+
+def refused_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Paths of spec fields that changed and may not change while the study runs."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
+        if any(path[: len(m)] == m for m in MUTABLE_WHILE_RUNNING):
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), (*path, key))
+        elif a != b:
+            out.append("spec." + ".".join(path))
+
+    walk(old, new, ())
+    return out
+
+
 def _format_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]

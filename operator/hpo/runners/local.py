@@ -22,10 +22,9 @@ from types import ModuleType
 from typing import Any
 
 from hpo.contract import SeedResult, StoreRef, TrainingRequest
-from hpo.dataset_check import Prepared, check_dataset
-from hpo.engine import Engine, Progress, Task
-from hpo.layout import StudyPaths
-from hpo.recorder import LedgerConflict, Recorder
+from hpo.engine import Engine, StudyProgress, Task
+from hpo.recorder import LedgerConflict
+from hpo.session import Recorded, StudySession
 from hpo.spec import Study
 from hpo.store import Store, StoreError, open_store, store_ref_for
 
@@ -75,30 +74,11 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-Listener = Callable[[str, Progress, SeedResult | None], None]
-
-
-def request_for(
-    study: Study, prepared: Prepared, paths: StudyPaths, task: Task, store: StoreRef | None = None
-) -> TrainingRequest:
-    t = task.trial
-    return TrainingRequest(
-        study=study.name,
-        trial=t.trial,
-        stage=t.stage,
-        config=t.config,
-        config_key=t.config_key,
-        seeds=[task.seed],
-        dataset=prepared.dataset,
-        training=prepared.training,
-        output_prefix=paths.trial(t.trial),
-        parent=t.parent,
-        store=store,
-    )
+Listener = Callable[[str, StudyProgress, SeedResult | None], None]
 
 
 class LocalRunner:
-    """Drives the engine with a pool of worker processes."""
+    """Executes a study session's tasks in a pool of worker processes."""
 
     def __init__(
         self,
@@ -111,103 +91,95 @@ class LocalRunner:
     ) -> None:
         self.study = study
         self.store_ref = out if isinstance(out, StoreRef) else store_ref_for(study, out)
-        self.store = open_store(self.store_ref)
-        self.paths = StudyPaths(study.name)
         self.parallelism = parallelism or study.spec.parallelism
         self.listener = listener or (lambda event, progress, result: None)
         self.ledger_batch = ledger_batch
 
-    @property
-    def location(self) -> str:
-        return f"{self.store.uri}/{self.paths.root}"
-
-    def _write(self, recorder: Recorder, engine: Engine) -> None:
-        """Write the ledger; during an outage keep the results and try again later."""
+    def _write(self, session: StudySession, force: bool = False) -> None:
+        """Write the ledger if due; during an outage keep the results and try again later."""
         try:
-            recorder.write(engine.recorded())
+            session.flush(force)
         except LedgerConflict:
             raise
         except StoreError as exc:
-            self.listener(f"warning: ledger not written yet ({exc})", engine.progress(), None)
+            self.listener(
+                f"warning: ledger not written yet ({exc})", session.engine.progress(), None
+            )
+
+    def _told(self, session: StudySession, recorded: list[Recorded]) -> None:
+        for r in recorded:
+            event = "retry" if r.retry else "result"
+            self.listener(event, session.engine.progress(), r.result)
 
     def run(self) -> Outcome:
-        prepared = check_dataset(self.study, self.store_ref)
-        recorder = Recorder(
-            self.store,
-            self.paths,
-            self.study,
-            prepared.dataset.labels,
-            batch_size=self.ledger_batch,
+        # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
+        session = StudySession.open(
+            self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
         )
-        history = recorder.load()
-        engine = Engine(self.study.spec, history)  # refuses records of another search space
-        recorder.save_study()
-        if prepared.rows_dropped:
-            engine.notes.append(
-                f"{prepared.rows_dropped} of {prepared.rows + prepared.rows_dropped} dataset rows "
-                "have missing values and are left out"
-            )
+        session.start()  # refuses records of another search space
+        engine = session.engine
+        location = session.location
         self.listener("start", engine.progress(), None)
-        if recorder.due or (history and not self.store.exists(self.paths.ledger)):
-            self._write(recorder, engine)
+        self._write(session, force=session.ledger_missing)
 
         ctx = multiprocessing.get_context("spawn")
-        threads = prepared.training.threads
+        threads = session.prepared.training.threads
         pool = self._pool(ctx, threads)
         running: dict[Future[str], Task] = {}
-        phase = engine.phase
         try:
             while not engine.finished:
-                for task in engine.next_tasks(self.parallelism - len(running)):
-                    request = request_for(self.study, prepared, self.paths, task, self.store_ref)
-                    running[pool.submit(_train, request.to_json(), task.seed)] = task
-                if engine.phase != phase:
-                    phase = engine.phase
-                    self._write(recorder, engine)
+                tasks = session.take(self.parallelism - len(running))
+                for i, task in enumerate(tasks):
+                    request = session.request([task])
+                    try:
+                        running[pool.submit(_train, request.to_json(), task.seed)] = task
+                    except BrokenProcessPool:  # a worker died since the last wait
+                        session.requeue(tasks[i:])  # these never started: not an attempt
+                        self._told(session, self._restart_pool(pool, running, session))
+                        pool = self._pool(ctx, threads)
+                        running.clear()
+                        break
+                if session.stage_changed():
+                    self._write(session, force=True)
                     self.listener("stage", engine.progress(), None)
                 if not running:
                     if engine.finished:
                         break
-                    raise RuntimeError("engine has nothing to run but is not finished")
+                    wait_s = session.wait_s()
+                    if wait_s is None:
+                        raise RuntimeError("engine has nothing to run but is not finished")
+                    time.sleep(min(wait_s, 1.0))  # a retry's backoff
+                    continue
                 done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
                     task = running[fut]
                     result = self._result_of(fut, task)
                     if result is None:
-                        for outcome, retried in self._restart_pool(pool, running, engine):
-                            if not retried:
-                                recorder.note()
-                            event = "retry" if retried else "result"
-                            self.listener(event, engine.progress(), outcome)
+                        self._told(session, self._restart_pool(pool, running, session))
                         pool = self._pool(ctx, threads)
                         running.clear()
                         break
                     del running[fut]
-                    retry = engine.report(result)
-                    if retry is None:
-                        recorder.note()
-                    self.listener("retry" if retry else "result", engine.progress(), result)
-                if recorder.due:
-                    self._write(recorder, engine)
+                    self._told(session, session.record([result]))
+                self._write(session)
         except KeyboardInterrupt:
             self._kill(pool)
-            for task in running.values():
-                engine.requeue(task)
-            self._write(recorder, engine)
+            session.requeue(running.values())
+            self._write(session, force=True)
             return Outcome(
                 "interrupted",
-                self.location,
+                location,
                 engine,
                 message="interrupted; run the same command again to resume",
-                notes=engine.notes,
+                notes=session.notes,
             )
         finally:
             self._kill(pool)
-        best = recorder.finish(engine.recorded())
+        best = session.finish()
         if engine.phase == "failed":
             reason = engine.failed_reason or ""
-            return Outcome("failed", self.location, engine, best, reason, engine.notes)
-        return Outcome("succeeded", self.location, engine, best, notes=engine.notes)
+            return Outcome("failed", location, engine, best, reason, session.notes)
+        return Outcome("succeeded", location, engine, best, notes=session.notes)
 
     def _pool(self, ctx: Any, threads: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -230,10 +202,10 @@ class LocalRunner:
         self,
         pool: ProcessPoolExecutor,
         running: dict[Future[str], Task],
-        engine: Engine,
-    ) -> list[tuple[SeedResult, bool]]:
+        session: StudySession,
+    ) -> list[Recorded]:
         """A worker died (killed, out of memory). Trainings that finished keep their result;
-        the others count a failed attempt each. Returns each outcome and whether it retries."""
+        the others count a failed attempt each."""
         self._kill(pool)
         outcomes = []
         for fut, task in list(running.items()):
@@ -244,7 +216,7 @@ class LocalRunner:
                 result = task.failed(
                     self.study.name, "worker process died (killed or out of memory)"
                 )
-            outcomes.append((result, engine.report(result) is not None))
+            outcomes.extend(session.record([result]))
         return outcomes
 
     @staticmethod

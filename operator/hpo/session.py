@@ -1,0 +1,335 @@
+"""One study on one store: the engine, the ledger and the failure records, for every runner.
+
+The local runner, the Kubernetes runner and the benchmarks drive this very
+object; they differ only in how a ``Task`` is executed. A runner opens the
+session (store and dataset checked), starts it (history read back, engine
+built, spec saved), then loops: ``take`` tasks that are due, execute them,
+``record`` their results, ``flush`` the ledger when due; and ``finish``.
+
+What the session keeps in the store, not in memory, is what survives a
+restart: every result (the trainer's ``scores.json``, then the ledger) and,
+on a cluster, every failed attempt (``failures/``), written before the
+engine lets go of the training, so a restart neither forgets a final failure
+nor gives a training more attempts than the policy allows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hpo import crashpoints
+from hpo.contract import SeedResult, StoreRef, TrainingRequest
+from hpo.dataset_check import Prepared, check_dataset
+from hpo.engine import Engine, Task, TrainingId
+from hpo.layout import StudyPaths
+from hpo.recorder import Recorder
+from hpo.spec import Study, refused_changes
+from hpo.store import Store, open_store
+
+
+def training_request(
+    study: Study, prepared: Prepared, tasks: list[Task], store: StoreRef | None = None
+) -> TrainingRequest:
+    """The trainer's request for ``tasks``: seeds of one trial, trained by one process or pod."""
+    t = tasks[0].trial
+    return TrainingRequest(
+        study=study.name,
+        trial=t.id,
+        stage=t.stage,
+        config=t.config,
+        config_key=t.config_key,
+        seeds=[task.seed for task in tasks],
+        dataset=prepared.dataset,
+        training=prepared.training,
+        output_prefix=StudyPaths(study.name).trial(t.id),
+        parent=t.parent,
+        store=store,
+    )
+
+
+class FailureRecords:
+    """Failed attempts, one object each: ``<study>/failures/<trial>/seed-<n>/attempt-<k>.json``.
+
+    The ledger is written in batches and a failed pod may be deleted, so a
+    failed attempt is kept here first; on resume the last one of each training
+    is either its final result or an attempt already used.
+    """
+
+    def __init__(self, store: Store, study: str) -> None:
+        self.store = store
+        self.paths = StudyPaths(study)
+        self.prefix = self.paths.failures
+
+    def key(self, tid: TrainingId, attempt: int) -> str:
+        trial, seed = tid
+        return self.paths.failure(trial, seed, attempt)
+
+    def put(self, result: SeedResult, attempt: int) -> None:
+        record = {"attempt": attempt, "result": json.loads(result.to_json())}
+        self.store.put_bytes(self.key(result.key, attempt), json.dumps(record).encode())
+
+    def load(self) -> dict[TrainingId, tuple[int, SeedResult]]:
+        """The last failed attempt of each training (a torn or foreign file is skipped)."""
+        out: dict[TrainingId, tuple[int, SeedResult]] = {}
+        for key in self.store.list(self.prefix):
+            try:
+                raw = json.loads(self.store.get_bytes(key).decode())
+                attempt = int(raw["attempt"])
+                result = SeedResult.from_json(json.dumps(raw["result"]))
+            except (ValueError, TypeError, KeyError):
+                continue  # at worst one more attempt
+            if result.status == "failed" and attempt > out.get(result.key, (0, result))[0]:
+                out[result.key] = (attempt, result)
+        return out
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of one result: final (``retry`` None), or a retry due in ``retry_in_s``."""
+
+    result: SeedResult
+    retry: Task | None = None
+    retry_in_s: float = 0.0
+
+
+class StudySession:
+    """One study on one store, driven by a runner.
+
+    ``retry_backoff_s`` None takes the spec's ``trainer.retryBackoffSeconds``
+    (a cluster); the local runner passes 0 (a retry starts at once).
+    ``keep_failures`` stores failed attempts (a cluster, where pods and the
+    operator may go away between a failure and the next ledger write).
+    """
+
+    def __init__(
+        self,
+        study: Study,
+        store_ref: StoreRef,
+        store: Store,
+        prepared: Prepared,
+        *,
+        ledger_batch: int = 20,
+        retry_backoff_s: float | None = None,
+        keep_failures: bool = False,
+    ) -> None:
+        self.study = study
+        self.store_ref = store_ref
+        self.store = store
+        self.prepared = prepared
+        self.paths = StudyPaths(study.name)
+        self.recorder = Recorder(
+            store, self.paths, study, prepared.dataset.labels, batch_size=ledger_batch
+        )
+        self.failures = FailureRecords(store, study.name) if keep_failures else None
+        self._fixed_backoff = retry_backoff_s
+        self._engine: Engine | None = None
+        self._phase = ""
+        #: True when results were read back but the store has no ledger yet.
+        self.ledger_missing = False
+
+    @classmethod
+    def open(
+        cls,
+        study: Study,
+        store_ref: StoreRef,
+        *,
+        credentials: tuple[str, str] | None = None,
+        ledger_batch: int = 20,
+        retry_backoff_s: float | None = None,
+        keep_failures: bool = False,
+    ) -> StudySession:
+        """Open the store and check the dataset (raises ``StoreError``, ``DatasetProblem``)."""
+        store = open_store(store_ref, credentials=credentials)
+        prepared = check_dataset(study, store_ref, credentials=credentials)
+        return cls(
+            study,
+            store_ref,
+            store,
+            prepared,
+            ledger_batch=ledger_batch,
+            retry_backoff_s=retry_backoff_s,
+            keep_failures=keep_failures,
+        )
+
+    def _backoff(self, study: Study) -> float:
+        if self._fixed_backoff is not None:
+            return self._fixed_backoff
+        return study.spec.trainer.retry_backoff_seconds
+
+    # -- start -----------------------------------------------------------------
+
+    def start(self, in_flight: Iterable[Task] = ()) -> None:
+        """Read back what the study recorded, build the engine, save the spec as run.
+
+        ``in_flight``: trainings found running (a cluster's pods after a restart);
+        recorded ones are left out, and of one training the latest attempt counts.
+        Raises ``StoreError`` (try later) and ``HistoryConflict`` (records of another
+        search space).
+        """
+        history = self.recorder.load()
+        recorded = {r.key for r in history}
+        running: dict[TrainingId, Task] = {}
+        for t in in_flight:  # a failed attempt's pod may be kept beside its retry's
+            if t.id not in recorded and (t.id not in running or running[t.id].attempt < t.attempt):
+                running[t.id] = t
+        used: dict[TrainingId, tuple[int, str]] = {}
+        if self.failures is not None:
+            # Failed attempts whose pod is gone: a final one is a result (the ledger may
+            # not have it yet), an earlier one is an attempt used up. Else a restart would
+            # forget them and train the configuration again.
+            retries = self.study.spec.failure_policy.retries
+            for tid, (attempt, result) in self.failures.load().items():
+                if tid in recorded or (tid in running and running[tid].attempt >= attempt):
+                    continue  # recorded already, or its pod (or a later attempt's) says it all
+                if attempt > retries:
+                    history.append(result)
+                    recorded.add(tid)
+                    self.recorder.note()
+                else:
+                    used[tid] = (attempt, result.config_key)
+        engine = Engine(
+            self.study.spec,
+            history,
+            list(running.values()),
+            retry_backoff_s=self._backoff(self.study),
+        )
+        engine.resume_attempts(used)
+        self.recorder.save_study()
+        self.ledger_missing = bool(history) and not self.store.exists(self.paths.ledger)
+        self._engine = engine
+        self._phase = engine.phase
+
+    @property
+    def engine(self) -> Engine:
+        """The study's engine: read it (progress, phase, ranking), never change it."""
+        if self._engine is None:
+            raise RuntimeError("the session is not started")
+        return self._engine
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about this run: the dataset's and the engine's notes."""
+        p = self.prepared
+        dropped = (
+            [
+                f"{p.rows_dropped} of {p.rows + p.rows_dropped} dataset rows have missing "
+                "values and are left out"
+            ]
+            if p.rows_dropped
+            else []
+        )
+        return dropped + self.engine.notes
+
+    @property
+    def location(self) -> str:
+        return f"{self.store.uri}/{self.paths.root}"
+
+    # -- the loop --------------------------------------------------------------
+
+    def take(self, n: int, now: float | None = None) -> list[Task]:
+        """Up to ``n`` trainings to start now (due retries first); they count as running."""
+        return self.engine.next_tasks(n, now)
+
+    def request(self, tasks: list[Task]) -> TrainingRequest:
+        """The trainer's request for seeds of one trial (one process or pod)."""
+        return training_request(self.study, self.prepared, tasks, self.store_ref)
+
+    def wait_s(self, now: float | None = None) -> float | None:
+        """Seconds until a waiting training is due (None: nothing waits)."""
+        due = self.engine.next_due()
+        if due is None:
+            return None
+        return max(0.0, due - (time.monotonic() if now is None else now))
+
+    def record(self, results: Iterable[SeedResult], now: float | None = None) -> list[Recorded]:
+        """Hand results to the engine; a failed attempt is stored first (``keep_failures``):
+        the store, not memory or the ledger's next batch, is what survives a restart.
+
+        Raises ``StoreError`` before the engine saw any of them if that store write fails.
+        """
+        results = list(results)
+        engine = self.engine
+        now = time.monotonic() if now is None else now
+        if self.failures is not None:
+            failed = [r for r in results if r.status == "failed" and not engine.is_recorded(r.key)]
+            for r in failed:
+                self.failures.put(r, engine.attempt_of(r.key))
+            if any(r.status == "failed" for r in results):
+                crashpoints.reached("failure-stored")
+        out = []
+        for r in results:
+            retry = engine.record(r, now)
+            if retry is None:
+                self.recorder.note()
+                out.append(Recorded(r))
+            else:
+                due = engine.due_at(retry.id)
+                out.append(Recorded(r, retry, max(0.0, (due or now) - now)))
+        return out
+
+    def postpone(self, tasks: Iterable[Task], until: float) -> None:
+        """Taken tasks that could not start (refused, no answer): not an attempt; again at
+        ``until``."""
+        self.engine.postpone(tasks, until)
+
+    def adopt(self, tasks: Iterable[Task]) -> None:
+        """Trainings found running that the engine did not know of (a lost create answer)."""
+        self.engine.adopt(tasks)
+
+    def requeue(self, tasks: Iterable[Task]) -> None:
+        """Interrupted trainings (Ctrl-C, a lost worker pool): not failed, run again."""
+        for task in tasks:
+            self.engine.requeue(task)
+
+    def stored_scores(self, tasks: list[Task]) -> dict[int, SeedResult | None]:
+        """Each seed's ``scores.json`` (None when missing or unreadable).
+
+        An unreachable store raises ``StoreError``: then nothing is concluded now."""
+        out: dict[int, SeedResult | None] = {}
+        for t in tasks:
+            key = self.paths.scores(t.trial.id, t.seed)
+            if self.store.etag(key) is None:
+                out[t.seed] = None
+                continue
+            try:
+                out[t.seed] = SeedResult.from_json(self.store.get_bytes(key).decode())
+            except (ValueError, TypeError):
+                out[t.seed] = None
+        return out
+
+    def stage_changed(self) -> bool:
+        """Whether the engine's phase moved since the last call (then flush and tell)."""
+        if self.engine.phase == self._phase:
+            return False
+        self._phase = self.engine.phase
+        return True
+
+    def flush(self, force: bool = False) -> bool:
+        """Write the ledger if a batch is due (or ``force``); True if written.
+
+        Raises ``StoreError`` (the results stay in memory and as ``scores.json``
+        until the next try) and ``LedgerConflict`` (another writer).
+        """
+        if not (force or self.recorder.due):
+            return False
+        self.recorder.write(self.engine.recorded())
+        return True
+
+    def change_spec(self, study: Study) -> list[str]:
+        """Run on under an edited spec: returns the changed fields that may not change
+        (then nothing changes), else applies it (budgets, policy, backoff)."""
+        refused = refused_changes(self.study.as_resource()["spec"], study.as_resource()["spec"])
+        if refused:
+            return refused
+        self.study = study
+        self.recorder.study = study
+        self._engine = self.engine.with_spec(study.spec, retry_backoff_s=self._backoff(study))
+        return []
+
+    def finish(self) -> Any:
+        """Final group, last ledger write, plots; returns the final group (a DataFrame)."""
+        return self.recorder.finish(self.engine.recorded())
