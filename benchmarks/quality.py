@@ -22,8 +22,8 @@ the same number on more configurations, one seed each, and every seed on the
 contenders for its final group. What is measured: a fifth of every dataset
 (the *holdout*) is cut off before any search and no method ever sees it. The
 configuration each method would hand the user (its best by that score) is
-retrained with fresh seeds on the same training split and scored on the holdout; the table reports that holdout MAE (mean over
-the fresh seeds), its mean and spread over repeated studies (study seeds
+retrained with fresh seeds on the same training split and scored on the
+holdout; the table reports that holdout MAE (mean over the fresh seeds), its mean and spread over repeated studies (study seeds
 0..repeats-1), its ratio to ours, and the wall time of each search on this
 machine (a shared 2-core machine: compare ratios within one run).
 
