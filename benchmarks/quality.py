@@ -23,9 +23,10 @@ contenders for its final group. What is measured: a fifth of every dataset
 (the *holdout*) is cut off before any search and no method ever sees it. The
 configuration each method would hand the user (its best by that score) is
 retrained with fresh seeds on the same training split and scored on the
-holdout; the table reports that holdout MAE (mean over the fresh seeds), its mean and spread over repeated studies (study seeds
-0..repeats-1), its ratio to ours, and the wall time of each search on this
-machine (a shared 2-core machine: compare ratios within one run).
+holdout; the table reports that holdout MAE (mean over the fresh seeds), its
+mean and spread over repeated studies (study seeds 0..repeats-1), its ratio to
+ours, and the wall time of each search on this machine (a shared 2-core
+machine: compare ratios within one run).
 
     .venv/bin/python benchmarks/quality.py                     # default: 75 studies
     # (1725 trainings; 109 min on this shared 2-core machine under other load)
