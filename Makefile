@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 S3VENV := .venv-s3
 S3STAMP := $(S3VENV)/.installed-stamp
 
-.PHONY: install install-test demo test lint format bench soak clean
+.PHONY: install install-test demo test lint format bench bench-gp soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,23 @@ format: install
 	$(VENV)/bin/ruff format .
 
 bench: install-test
+	# the search itself, exactly, on the FCNet tables: ours, its random stage, random, TPE
+	$(PY) benchmarks/exact_search.py
 	$(PY) benchmarks/local_throughput.py
 	$(PY) benchmarks/ledger_write.py
 	$(PY) benchmarks/operator_scale.py
 	$(PY) benchmarks/kt_side_by_side.py
-	# search quality last: 1,725 trainings, 1-2 h on 2 cores
+	# search quality on real training last: 1-2 h on 2 cores
 	$(PY) benchmarks/quality.py
+
+# The peers of the exact benchmark that take minutes per study (Gaussian processes:
+# Optuna's GPSampler needs torch, CPU build), with a few repeats each.
+bench-gp: install-test
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) benchmarks/exact_search.py --budgets 80 --repeats 5 --slow-repeats 5 \
+	    --methods ours optuna-gp --out benchmarks/results/exact_search_optuna_gp.json
+	$(PY) benchmarks/exact_search.py --budgets 80 --repeats 3 --slow-repeats 3 \
+	    --methods ours skopt-gp kt-bayes --out benchmarks/results/exact_search_slow_peers.json
 
 # A 2,000-training study with instant pods (~2-3 min); fails if the operator's
 # memory at the end is more than 10% above its level after 200 trainings.
