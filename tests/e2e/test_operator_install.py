@@ -14,14 +14,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from kube.kubelet import TestKubelet
-from kube.server import KubeServer
-from kube.synthetic import synthetic
-from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
 
-from conftest import REPO, study_dict
+from helpers.s3 import new_s3_store
+from helpers.study import REPO, study_dict
+from helpers.synthetic import synthetic
+from support.kube.kubelet import TestKubelet
+from support.kube.server import KubeServer
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
 UV = Path(sys.executable).parent / "uv"
 
@@ -49,8 +51,8 @@ def test_no_tensorflow_in_the_operator_environment(operator_venv: Path) -> None:
 
 
 @pytest.fixture
-def cluster() -> Iterator[KubeServer]:
-    with KubeServer() as kube:
+def cluster(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
+    with KubeServer(crds=(hpo_crd,)) as kube:
         yield kube
 
 

@@ -80,13 +80,6 @@ import kmock
 from kmock._internal import parsing, rendering
 from typing_extensions import override
 
-from hpo.crd import PLURAL, VERSION, crd
-from hpo.spec import API_GROUP
-
-HPO_GROUP = API_GROUP
-HPO_VERSION = VERSION
-HPO_PLURAL = PLURAL
-HPO_RESOURCE = kmock.resource(HPO_GROUP, HPO_VERSION, HPO_PLURAL)
 PODS = kmock.resource("", "v1", "pods")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 SECRETS = kmock.resource("", "v1", "secrets")
@@ -495,8 +488,9 @@ class _Event:
 class KubeEmulator(kmock.KubernetesEmulator):
     """kmock's KubernetesEmulator, fixed and extended (see the module docstring).
 
-    Built-in resources come from ``resources.load_bundled()``; HPOStudy is registered
-    (with its CRD object); ``namespaces`` exist from the start. Create objects in
+    Built-in resources come from ``resources.load_bundled()``; the CRDs in ``crds``
+    (CustomResourceDefinition dicts, handed in by the test's fixture) are registered
+    with their CRD objects; ``namespaces`` exist from the start. Create objects in
     other namespaces and they appear on the fly (``auto_namespaces``).
     All state changes happen on the server's event loop: from another thread, go
     through the HTTP API or ``KubeServer.call()``.
@@ -504,7 +498,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     namespaces: tuple[str, ...] = ("default", "kube-system")
     auto_namespaces: bool = True
-    register_hpo: bool = True
+    #: CustomResourceDefinition bodies to serve from the start (the emulator knows no product).
+    crds: tuple[Mapping[str, Any], ...] = ()
     history_limit: int = 10  # versions kept per object in ``objects[...].history``
     max_events: int = 100_000  # watch events kept for resumption from a resourceVersion
     keep_requests: bool = True  # also keep kmock's Request objects (for DSL assertions)
@@ -530,8 +525,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self.resources.load_bundled()
-        if self.register_hpo:
-            self.register_crd(hpo_crd())
+        for definition in self.crds:
+            self.register_crd(definition)
         for namespace in self.namespaces:
             self.ensure_namespace(namespace)
 
@@ -1754,8 +1749,3 @@ def _pod_phase_text(pod: Mapping[str, Any]) -> str:
         if "terminated" in state and state["terminated"].get("reason"):
             return str(state["terminated"]["reason"])
     return str(status.get("reason") or status.get("phase") or "Unknown")
-
-
-def hpo_crd() -> dict[str, Any]:
-    """The project's own HPOStudy CRD, as `hpo crd` generates it (one source)."""
-    return crd()

@@ -15,16 +15,11 @@ from typing import Any
 import pytest
 import urllib3
 from minio import Minio
-from s3server import (
-    TEST_ACCESS_KEY,
-    TEST_SECRET_KEY,
-    S3Server,
-    free_port,
-    new_s3_store,
-)
 
+from helpers.s3 import new_s3_store
 from hpo.store import LocalStore, PreconditionFailed, Store, StoreError
 from hpo.store_s3 import S3Store, s3_store_from_env
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, free_port
 
 
 @pytest.fixture

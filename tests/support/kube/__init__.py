@@ -5,5 +5,8 @@
 - ``kube.server.KubeServer``: runs it on its own loop and thread, with a kubeconfig.
 - ``kube.kubelet.TestKubelet``: plays pod lifecycles, optionally running the real
   container command as a subprocess.
-- ``kube.fixtures``: pytest fixtures (import them into a test module or a conftest).
+- ``kube.fixtures``: pytest fixtures (a plugin: list it in ``pytest_plugins``).
+
+It knows no product: CRDs are handed in (``KubeServer(crds=[...])``, or the
+``kube_crds`` fixture).
 """

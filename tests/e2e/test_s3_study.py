@@ -15,13 +15,14 @@ from typing import Any
 import openpyxl
 import pytest
 import yaml
-from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
 
-from conftest import EXAMPLE_CSV, study_dict
+from helpers.s3 import new_s3_store
+from helpers.study import EXAMPLE_CSV, study_dict
 from hpo.contract import StoreRef
 from hpo.ledger import read_ledger
 from hpo.recorder import LedgerConflict, Recorder, StudyPaths
 from hpo.spec import parse_study
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
 HPO = [sys.executable, "-m", "hpo.cli"]
 

@@ -5,7 +5,6 @@ written to the store exactly where the trainer writes them."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -19,188 +18,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
-from kopf.testing import KopfRunner
-from kube.kubelet import TestKubelet
-from kube.server import KubeServer
-from kube.synthetic import synthetic as synthetic_trainer
 from prometheus_client import generate_latest
-from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, free_port, new_s3_store
 
-from conftest import EXAMPLE_CSV, REPO, study_dict
-from hpo.contract import SeedResult
-from hpo.handlers import make_registry
-from hpo.ledger import read_ledger
+from helpers.operator import (
+    HPO_OPERATOR,
+    NS,
+    check_complete,
+    conditions,
+    create,
+    events,
+    finished,
+    kubelet,
+    ledger_rows,
+    operator,
+    phase,
+    pods,
+    study,
+    study_body,
+    synthetic,
+    wait_for,
+)
+from helpers.s3 import new_s3_store
+from helpers.study import REPO
 from hpo.metrics import REGISTRY
 from hpo.pods import ANN_ATTEMPT, LABEL_STUDY
-
-NS = "default"
-HPO_OPERATOR = [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "--poll", "0.3"]
-
-
-@pytest.fixture(scope="module")
-def kube() -> Iterator[KubeServer]:
-    server = KubeServer().start()
-    api = server.api()
-    api.core.create_namespaced_secret(
-        NS,
-        {
-            "metadata": {"name": "s3-creds"},
-            "data": {
-                "accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode(),
-                "secretKey": base64.b64encode(TEST_SECRET_KEY.encode()).decode(),
-            },
-        },
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def dataset(s3_server: S3Server) -> str:
-    bucket = f"data-{uuid.uuid4().hex[:10]}"
-    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
-    return f"s3://{bucket}/transistor.csv"
-
-
-@contextmanager
-def operator(kube: KubeServer, retry_s: float = 15.0) -> Iterator[KopfRunner]:
-    """A real kopf operator with our handlers, talking HTTP to the emulator."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kube.connection_info()
-
-    make_registry(kube.api_client, poll_s=0.3, retry_s=retry_s, registry=registry)
-    settings = kopf.OperatorSettings()
-    settings.peering.standalone = True
-    settings.posting.enabled = False
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces"],
-        registry=registry,
-        settings=settings,
-        timeout=120,
-    ) as runner:
-        yield runner
-
-
-@contextmanager
-def kubelet(kube: KubeServer, **options: Any) -> Iterator[TestKubelet]:
-    node = TestKubelet(kube.api_client(), **options).start()
-    try:
-        yield node
-    finally:
-        node.stop()
-
-
-def study_body(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
-    raw = study_dict(
-        searchSpace={
-            "hiddenLayers": {"min": 1, "max": 2},
-            "neurons": {"min": 8, "max": 32, "step": 8},
-            "activations": ["relu", "tanh"],
-            "learningRate": {"min": 0.003, "max": 0.03},
-            "batchSizes": [64],
-        },
-        training={"epochs": 3, "patience": 2, "seedsPerConfig": 2},
-        randomStage={"configurations": 3},
-        bayesianStage={"topK": 1, "trialsPerConfig": 1, "estimator": "ET", "neuronsRadius": 8},
-        parallelism=2,
-        failurePolicy={"retries": 1, "maxFailedTrainings": 3},
-        storage={
-            "type": "s3",
-            "endpoint": s3.endpoint,
-            "tls": False,
-            "bucket": bucket,
-            "prefix": "hpo",
-            "createBucket": True,
-            "credentialsSecret": {"name": "s3-creds"},
-        },
-        trainer={"image": "test/trainer:dev", "retryBackoffSeconds": 0, "seedsPerPod": 2},
-    )
-    raw["spec"]["dataset"]["path"] = dataset
-    raw["metadata"] = {"name": name, "namespace": NS}
-    for key, value in spec.items():
-        if isinstance(value, dict) and isinstance(raw["spec"].get(key), dict):
-            raw["spec"][key] = {**raw["spec"][key], **value}
-        else:
-            raw["spec"][key] = value
-    return raw
-
-
-def create(kube: KubeServer, body: dict[str, Any]) -> None:
-    api = kube.api()
-    api.custom.create_namespaced_custom_object(
-        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", body
-    )
-
-
-def study(kube: KubeServer, name: str) -> dict[str, Any]:
-    return kube.api().custom.get_namespaced_custom_object(
-        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
-    )
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 240, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def phase(kube: KubeServer, name: str) -> str:
-    return (study(kube, name).get("status") or {}).get("phase", "")
-
-
-def finished(kube: KubeServer, name: str, timeout: float = 240) -> dict[str, Any]:
-    wait_for(lambda: phase(kube, name) in ("Succeeded", "Failed"), timeout)
-    return study(kube, name)
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in obj["status"]["conditions"]}
-
-
-def pods(kube: KubeServer, name: str) -> list[dict[str, Any]]:
-    raw = kube.api().core.list_namespaced_pod(
-        NS, label_selector=f"{LABEL_STUDY}={name}", _preload_content=False
-    )
-    return json.loads(raw.data)["items"]
-
-
-def events(kube: KubeServer, name: str) -> list[dict[str, Any]]:
-    raw = kube.api().core.list_namespaced_event(NS, _preload_content=False)
-    return [e for e in json.loads(raw.data)["items"] if e["involvedObject"]["name"] == name]
-
-
-def synthetic(
-    s3: S3Server, bucket: str, delay_s: float = 0.3
-) -> Callable[[dict[str, Any]], tuple[int, str]]:
-    """Pods answered at once with synthetic scores (a training takes ``delay_s``)."""
-    return synthetic_trainer(
-        lambda: new_s3_store(s3, bucket=bucket, prefix="hpo/default", create_bucket=False), delay_s
-    )
-
-
-def ledger_rows(s3: S3Server, bucket: str, name: str) -> list[SeedResult]:
-    store = new_s3_store(s3, bucket=bucket, prefix="", create_bucket=False)
-    return read_ledger(store, f"hpo/default/{name}/ledger.xlsx")
-
-
-def check_complete(rows: list[SeedResult], trainings: int, seeds: int = 2) -> None:
-    assert len(rows) == trainings, [r.key for r in rows]
-    assert len({r.key for r in rows}) == trainings, "a training recorded twice"
-    per_key: dict[str, int] = {}
-    for r in rows:
-        per_key[r.config_key] = per_key.get(r.config_key, 0) + 1
-    assert all(n == seeds for n in per_key.values()), "a configuration trained twice"
-
+from support.kube.server import KubeServer
+from support.s3server import TEST_SECRET_KEY, S3Server, free_port
 
 # -- the whole path ------------------------------------------------------------
 

@@ -18,20 +18,20 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-from test_chart import (
+
+from helpers.chart import (
     CHART,
     DISCOVERY_RULES,
     KUBE_VERSION,
     NAMESPACE,
     OPERATOR_RULES,
     RELEASE,
-    _load_all,
-    _render,
-    restricted_violations,
+    load_all,
+    render,
 )
-
-from conftest import REPO
+from helpers.study import REPO
 from hpo.spec import API_VERSION, parse_study
+from support.podsecurity import restricted_violations
 
 MANIFESTS = REPO / "manifests"
 INSTALL = MANIFESTS / "install.yaml"
@@ -60,11 +60,11 @@ def fresh() -> str:
 
 @pytest.fixture(scope="module")
 def installed() -> list[dict[str, Any]]:
-    return _load_all(INSTALL.read_text())
+    return load_all(INSTALL.read_text())
 
 
 def _file(path: Path) -> dict[str, Any]:
-    (doc,) = _load_all(path.read_text())
+    (doc,) = load_all(path.read_text())
     return doc
 
 
@@ -137,7 +137,7 @@ def test_install_yaml_objects_are_the_charts_default_render(
 ) -> None:
     """Read back through the chart tests' own helper: same objects, with default values."""
     with helm.Chart.load(CHART) as chart:
-        expected = _render(chart, {})
+        expected = render(chart, {})
 
     def key(o: dict[str, Any]) -> str:
         return f"{o['kind']}/{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
@@ -274,7 +274,7 @@ def test_argocd_operator_application_installs_the_chart() -> None:
     values = source["helm"]["valuesObject"]
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)
-        assert _render(chart, values)
+        assert render(chart, values)
 
 
 def test_argocd_studies_application_syncs_the_studies_after_the_operator() -> None:

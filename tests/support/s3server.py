@@ -3,7 +3,7 @@
 moto lives in its own virtualenv, ``.venv-s3`` (not the product's ``.venv``):
 botocore, which moto pulls in, wants ``python-dateutil<3`` while the
 ``kubernetes`` client wants ``>=3``. The Makefile creates it; so does
-``python tests/s3server.py --install``.
+``python tests/support/s3server.py --install``.
 
 The server is a real HTTP process, so tests can freeze it (SIGSTOP) to play an
 outage: the kernel still accepts connections, nothing answers, clients time
@@ -21,19 +21,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from hpo.store_s3 import S3Store
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 S3_VENV = REPO / ".venv-s3"
 MOTO_REQUIREMENT = "moto[server]==5.2.5"
 INSTALL_HINT = (
     f"python3 -m venv {S3_VENV} && {S3_VENV}/bin/pip install '{MOTO_REQUIREMENT}'"
-    "  (or `python tests/s3server.py --install`)"
+    "  (or `python tests/support/s3server.py --install`)"
 )
 
 
@@ -169,34 +164,6 @@ class S3Server:
 
 TEST_ACCESS_KEY = "test-access-key"
 TEST_SECRET_KEY = "SECRET-do-not-leak-1234"  # recognisable: tests scan messages for it
-
-
-def new_s3_store(server: S3Server, **options: Any) -> S3Store:
-    """An ``S3Store`` on a fresh bucket of ``server`` (created), under prefix ``root``.
-
-    ``options`` override ``S3Store``'s arguments (``bucket``, ``prefix``,
-    ``timeout_s``, ``retries``...). moto does not check credentials.
-    """
-    from hpo.store_s3 import S3Store  # the hpo package is only needed by store tests
-
-    args: dict[str, Any] = {
-        "endpoint": server.endpoint,
-        "bucket": f"test-{uuid.uuid4().hex[:16]}",
-        "prefix": "root",
-        "access_key": TEST_ACCESS_KEY,
-        "secret_key": TEST_SECRET_KEY,
-        "secure": False,
-        "create_bucket": True,
-        "timeout_s": 2.0,
-        "retries": 3,
-        "backoff_s": 0.1,
-        "max_backoff_s": 1.0,
-    }
-    args.update(options)
-    store = S3Store(**args)
-    if args["create_bucket"]:
-        store.ensure_bucket()
-    return store
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, study_dict
+from helpers.study import REPO, study_dict
 from hpo.contract import DatasetRef
 from hpo.ledger import read_ledger
 from hpo.space import narrow

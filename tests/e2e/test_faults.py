@@ -9,7 +9,6 @@ are about what the operator does when things break, not about training.
 
 from __future__ import annotations
 
-import base64
 import collections
 import json
 import os
@@ -20,18 +19,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy
-from kube.emulator import ApiFaults
-from kube.server import KubeServer
-from kube.synthetic import synthetic as synthetic_trainer
 from kubernetes.client.exceptions import ApiException
-from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store
-from test_operator import (
+
+from helpers.operator import (
     HPO_OPERATOR,
     NS,
     check_complete,
@@ -47,36 +42,16 @@ from test_operator import (
     synthetic,
     wait_for,
 )
-
-from conftest import EXAMPLE_CSV
+from helpers.s3 import new_s3_store
+from helpers.synthetic import synthetic as synthetic_trainer
 from hpo.kubeapi import ATTEMPTS, MAX_WAIT_S, Cluster, retrying
 from hpo.pods import ANN_ATTEMPT, ANN_REQUEST, LABEL_TRIAL
+from support.faultproxy import FaultProxy
+from support.kube.emulator import ApiFaults
+from support.kube.server import KubeServer
+from support.s3server import S3Server
 
 Behaviour = Callable[[dict[str, Any]], str]
-
-
-@pytest.fixture(scope="module")
-def kube() -> Iterator[KubeServer]:
-    server = KubeServer().start()
-    server.api().core.create_namespaced_secret(
-        NS,
-        {
-            "metadata": {"name": "s3-creds"},
-            "data": {
-                "accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode(),
-                "secretKey": base64.b64encode(TEST_SECRET_KEY.encode()).decode(),
-            },
-        },
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def dataset(s3_server: S3Server) -> str:
-    bucket = f"data-{uuid.uuid4().hex[:10]}"
-    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
-    return f"s3://{bucket}/transistor.csv"
 
 
 @pytest.fixture

@@ -43,13 +43,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kopf.testing import KopfRunner
-from kube.kubelet import TestKubelet
-from kube.server import KubeServer
-from kube.synthetic import synthetic as synthetic_trainer
-from s3server import S3Server, new_s3_store
-from test_chart import restricted_violations
 
-from conftest import EXAMPLE_CSV, REPO, study_dict
+from helpers.s3 import new_s3_store
+from helpers.study import EXAMPLE_CSV, REPO, study_dict
+from helpers.synthetic import synthetic as synthetic_trainer
 from hpo.contract import DatasetRef, TrainingOptions, TrainingRequest
 from hpo.handlers import make_registry
 from hpo.ledger import read_ledger
@@ -61,6 +58,10 @@ from hpo.store_s3 import S3Store
 from hpo.stores import open_store, store_ref_for
 from hpo_trainer.data import DatasetError
 from hpo_trainer.fetch import cache_dir, cached_copy, split_s3_url
+from support.kube.kubelet import TestKubelet
+from support.kube.server import KubeServer
+from support.podsecurity import restricted_violations
+from support.s3server import S3Server
 
 HPO = [sys.executable, "-m", "hpo.cli"]
 GROUP, VERSION, PLURAL = "hpo-operator.dev", "v1alpha1", "hpostudies"
@@ -281,7 +282,9 @@ def _wait(what: Callable[[], Any], timeout: float = 90) -> Any:
 
 
 @pytest.fixture(scope="module")
-def run(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory, hpo_crd: dict[str, Any]
+) -> dict[str, Any]:
     """Six studies in two namespaces through one operator; everything it left behind.
 
     - ``sec-a/twin`` and ``sec-b/twin``: the same name in two namespaces, one bucket
@@ -336,7 +339,7 @@ def run(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             trainer={"env": [{"name": "HOSTILE", "value": HOSTILE_ENV}]},
         ),
     }
-    with KubeServer(namespaces=("default", "kube-system", NS_A, NS_B)) as kube:
+    with KubeServer(namespaces=("default", "kube-system", NS_A, NS_B), crds=(hpo_crd,)) as kube:
         api = kube.api()
         for ns in (NS_A, NS_B):
             api.core.create_namespaced_secret(ns, _secret(ns, CREDS))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO, study_dict
+from helpers.study import REPO, study_dict
 from hpo.spec import SpecError, load_study, parse_study
 
 

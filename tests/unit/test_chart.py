@@ -20,12 +20,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import REPO
-
-CHART = REPO / "charts" / "hpo-operator"
-MANIFESTS = REPO / "manifests"
-RELEASE, NAMESPACE = "hpo-operator", "hpo-system"
-KUBE_VERSION = "1.32"  # a version kubernetes-validate ships schemas for
+from helpers.chart import (
+    CHART,
+    DISCOVERY_RULES,
+    KUBE_VERSION,
+    MANIFESTS,
+    NAMESPACE,
+    OPERATOR_RULES,
+    RELEASE,
+    load_all,
+    render,
+)
+from support.podsecurity import restricted_violations
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -51,30 +57,6 @@ STANDARD_LABELS = {
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses duplicate keys (kubectl and the API server refuse them)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        duplicates = {k for k in keys if keys.count(k) > 1}
-        assert not duplicates, f"duplicate keys {sorted(duplicates)} at {node.start_mark}"
-        return super().construct_mapping(node, deep=deep)
-
-
-def _load_all(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.load_all(text, Loader=_UniqueKeyLoader) if doc]
-
-
-def _render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
-    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    objects = []
-    for path, text in sorted(rendered.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        objects += _load_all(text)
-    return objects
 
 
 def _of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -104,33 +86,6 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 def _container_sc(pod: dict[str, Any]) -> dict[str, Any]:
     return dict(pod["containers"][0]["securityContext"])
 
-
-# Exactly what the operator uses (tests/test_operator.py checks these against the API calls
-# it makes): studies get/list/watch/patch and their status patch; pods
-# list/watch/create/patch/delete; secrets get; events create (core and events.k8s.io).
-OPERATOR_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["hpo-operator.dev"],
-        "resources": ["hpostudies"],
-        "verbs": ["list", "watch", "patch"],
-    },
-    {"apiGroups": ["hpo-operator.dev"], "resources": ["hpostudies/status"], "verbs": ["patch"]},
-    {
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["list", "watch", "create", "patch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-]
-# Cluster-scoped: in the ClusterRole, or a ClusterRole of its own in namespaced mode.
-DISCOVERY_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["apiextensions.k8s.io"],
-        "resources": ["customresourcedefinitions"],
-        "verbs": ["list", "watch"],
-    }
-]
 
 # The operator's pod with default values ("restricted", a writable /tmp only).
 OPERATOR_POD_SECURITY_CONTEXT = {
@@ -185,87 +140,6 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-# -- the "restricted" Pod Security Standard ----------------------------------------------
-
-_RESTRICTED_VOLUMES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
-_SAFE_SYSCTLS = {
-    "kernel.shm_rmid_forced",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies",
-    "net.ipv4.ping_group_range",
-    "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
-}
-
-
-def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """What in a pod spec breaks the Pod Security Standard "restricted" (baseline included):
-    an empty list when it meets it."""
-    out: list[str] = []
-    psc = pod.get("securityContext") or {}
-    for field in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(field):
-            out.append(f"{field} is set")
-    for volume in pod.get("volumes") or []:
-        kinds = set(volume) - {"name"}
-        if "hostPath" in kinds:
-            out.append(f"volume {volume['name']}: hostPath")
-        elif not kinds <= _RESTRICTED_VOLUMES:
-            out.append(f"volume {volume['name']}: type {sorted(kinds)} not allowed")
-    for sysctl in psc.get("sysctls") or []:
-        if sysctl["name"] not in _SAFE_SYSCTLS:
-            out.append(f"sysctl {sysctl['name']} is not safe")
-    if psc.get("runAsUser") == 0:
-        out.append("pod runAsUser is 0")
-    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
-    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
-        out.append(f"pod seccompProfile {pod_seccomp}")
-    containers = [
-        *(pod.get("initContainers") or []),
-        *(pod.get("containers") or []),
-        *(pod.get("ephemeralContainers") or []),
-    ]
-    if not containers:
-        out.append("no containers")
-    for c in containers:
-        name, sc = c["name"], c.get("securityContext") or {}
-        if sc.get("privileged"):
-            out.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append(f"{name}: allowPrivilegeEscalation is not false")
-        caps = sc.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            out.append(f"{name}: capabilities do not drop ALL")
-        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-            out.append(f"{name}: adds capabilities {caps['add']}")
-        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
-            out.append(f"{name}: runAsNonRoot is not true")
-        if sc.get("runAsUser") == 0:
-            out.append(f"{name}: runAsUser is 0")
-        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            out.append(f"{name}: seccompProfile is {seccomp}, not RuntimeDefault or Localhost")
-        if sc.get("procMount", "Default") != "Default":
-            out.append(f"{name}: procMount {sc['procMount']}")
-        for port in c.get("ports") or []:
-            if port.get("hostPort"):
-                out.append(f"{name}: hostPort {port['hostPort']}")
-    return out
-
-
 # -- fixtures ----------------------------------------------------------------------------
 
 
@@ -277,7 +151,7 @@ def chart():
 
 @pytest.fixture(scope="module")
 def rendered(chart: helm.Chart) -> dict[str, list[dict[str, Any]]]:
-    return {option: _render(chart, values) for option, values in OPTIONS.items()}
+    return {option: render(chart, values) for option, values in OPTIONS.items()}
 
 
 # -- the chart as a whole ----------------------------------------------------------------
@@ -303,7 +177,7 @@ def test_crd_is_a_byte_identical_copy_of_the_manifest(chart: helm.Chart) -> None
     # Helm sees it as the chart's only CRD, and the API server would accept it.
     (crd,) = chart.crds
     assert crd["filename"] == "hpo-operator/crds/hpostudies.yaml"
-    (doc,) = _load_all(crd["data"])
+    (doc,) = load_all(crd["data"])
     assert doc["metadata"]["name"] == "hpostudies.hpo-operator.dev"
     kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
@@ -436,8 +310,8 @@ def test_operator_deployment(rendered: dict[str, list[dict[str, Any]]]):
 
 
 def test_settings_come_from_the_configmap(chart: helm.Chart) -> None:
-    default = _render(chart, {})
-    changed = _render(chart, {"operator": {"pollSeconds": 0.5, "logFormat": "plain"}})
+    default = render(chart, {})
+    changed = render(chart, {"operator": {"pollSeconds": 0.5, "logFormat": "plain"}})
     assert _resolved_args(changed)[:5] == ["operator", "--log-format", "plain", "--poll", "0.5"]
     configmap = _one(changed, "ConfigMap")["data"]
     assert (configmap["HPO_S3_TIMEOUT"], configmap["HPO_S3_RETRIES"]) == ("10", "5")
@@ -453,7 +327,7 @@ def test_image_tag_and_resources_come_from_values(chart: helm.Chart) -> None:
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"cpu": "2", "memory": "512Mi"},
     }
-    objects = _render(
+    objects = render(
         chart, {"image": {"repository": "example.org/hpo", "tag": "1.2.3"}, "resources": resources}
     )
     container = _container(_operator(objects))
@@ -537,7 +411,7 @@ def test_contradictory_values_fail_the_render(
 
 
 def test_watching_some_namespaces_with_cluster_wide_rbac(chart: helm.Chart) -> None:
-    objects = _render(chart, {"watchNamespaces": ["team-a"]})
+    objects = render(chart, {"watchNamespaces": ["team-a"]})
     assert _one(objects, "ClusterRole")["rules"] == OPERATOR_RULES + DISCOVERY_RULES
     assert _resolved_args(objects)[-2:] == ["--namespace", "team-a"]
 
@@ -586,7 +460,7 @@ def test_minio(chart: helm.Chart, rendered: dict[str, list[dict[str, Any]]]) -> 
     assert set(keys) == {"accessKey", "secretKey"}
     assert re.fullmatch(r"[A-Za-z0-9]{20}", keys["accessKey"])
     assert re.fullmatch(r"[A-Za-z0-9]{40}", keys["secretKey"])
-    again = _decoded(_one(_render(chart, OPTIONS["minio"]), "Secret"))
+    again = _decoded(_one(render(chart, OPTIONS["minio"]), "Secret"))
     assert again["secretKey"] != keys["secretKey"]
     source = (CHART / "templates" / "minio-secret.yaml").read_text()
     assert 'lookup "v1" "Secret" .Release.Namespace $name' in source
@@ -594,7 +468,7 @@ def test_minio(chart: helm.Chart, rendered: dict[str, list[dict[str, Any]]]) -> 
 
 def test_minio_storage_class(chart: helm.Chart) -> None:
     values = {"minio": {"enabled": True, "persistence": {"size": "1Gi", "storageClass": "fast"}}}
-    pvc = _one(_render(chart, values), "PersistentVolumeClaim")
+    pvc = _one(render(chart, values), "PersistentVolumeClaim")
     assert pvc["spec"]["storageClassName"] == "fast"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
 

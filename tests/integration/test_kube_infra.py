@@ -12,12 +12,16 @@ from typing import Any
 import kopf
 import kopf.testing
 import pytest
-from kube.emulator import HPO_GROUP, HPO_PLURAL, HPO_VERSION
-from kube.kubelet import TestKubelet
-from kube.server import KubeAPI, KubeServer
 from kubernetes.client.exceptions import ApiException
 
-pytest_plugins = ["kube.fixtures"]  # kube_server, kube_api, kubeconfig, make_kubelet
+from hpo.crd import PLURAL, VERSION
+from hpo.spec import API_GROUP
+from support.kube.kubelet import TestKubelet
+from support.kube.server import KubeAPI, KubeServer
+
+# kube_server, kube_api, kubeconfig, make_kubelet: support/kube/fixtures.py; the cluster
+# serves the CRDs of the ``kube_crds`` fixture (tests/conftest.py: the HPOStudy CRD).
+HPO_GROUP, HPO_VERSION, HPO_PLURAL = API_GROUP, VERSION, PLURAL
 
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 

@@ -1,8 +1,9 @@
 """Pytest fixtures for the emulated cluster.
 
-Import them where needed (``from kube.fixtures import kube_server, kube_api  # noqa: F401``)
-or list ``"kube.fixtures"`` in ``pytest_plugins`` of ``tests/conftest.py``.
+A pytest plugin: ``tests/conftest.py`` lists ``"support.kube.fixtures"`` in ``pytest_plugins``.
 
+- ``kube_crds`` (session): the CustomResourceDefinition dicts the cluster serves from
+  the start; none here: a conftest overrides it (the product's CRD).
 - ``kube_server`` (module): a running ``KubeServer``; objects persist across the
   module's tests, so give each test its own names or namespace.
 - ``kube_api`` (function): ``KubeAPI`` (``client``, ``core``, ``custom``) on a new ApiClient.
@@ -23,9 +24,14 @@ from .kubelet import TestKubelet
 from .server import KubeAPI, KubeServer
 
 
+@pytest.fixture(scope="session")
+def kube_crds() -> list[dict[str, Any]]:
+    return []
+
+
 @pytest.fixture(scope="module")
-def kube_server() -> Iterator[KubeServer]:
-    with KubeServer() as server:
+def kube_server(kube_crds: list[dict[str, Any]]) -> Iterator[KubeServer]:
+    with KubeServer(crds=tuple(kube_crds)) as server:
         yield server
 
 

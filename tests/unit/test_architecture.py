@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers.study import REPO
 
 OPERATOR_MODULES = [
     "hpo.spec",

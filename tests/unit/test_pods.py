@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import study_dict
+from helpers.study import study_dict
 from hpo.contract import DatasetRef, SeedResult, StoreRef, TrainingOptions, TrainingRequest
 from hpo.engine import Engine
 from hpo.pods import (
@@ -239,7 +239,7 @@ def test_only_operational_fields_may_change_while_running() -> None:
 
 
 def test_trainer_pod_passes_the_same_restricted_checker_as_the_chart() -> None:
-    from test_chart import restricted_violations
+    from support.podsecurity import restricted_violations
 
     pod = build_pod(
         study="demo", namespace="ns", owner_uid="u", spec=_spec(), request=_request([1]), attempt=1

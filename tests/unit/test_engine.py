@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import study_dict
+from helpers.study import study_dict
 from hpo.contract import SeedResult
 from hpo.engine import Engine, Task
 from hpo.spec import StudySpec, parse_study

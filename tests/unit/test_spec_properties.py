@@ -47,7 +47,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FEATURES, LABELS, study_dict
+from helpers.study import FEATURES, LABELS, study_dict
 from hpo.crd import crd
 from hpo.spec import IPV4, SpecError, load_study, parse_study
 

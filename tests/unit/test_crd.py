@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from conftest import REPO
+from helpers.study import REPO
 from hpo.crd import crd
 
 
