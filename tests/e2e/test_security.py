@@ -3,175 +3,75 @@
 1. No secret value anywhere: the operator path is scanned end to end here (logs, Events,
    status, every pod the operator created, every request body it sent, ledger cells,
    every stored object, trainer output). The local ``hpo run`` path is scanned in
-   ``test_s3_study.py::test_the_secret_key_is_nowhere``; ``test_pods.py::test_pod_manifest``
+   ``e2e/test_s3_study.py::test_the_secret_key_is_nowhere``; ``unit/test_pods.py::test_pod_manifest``
    checks one pod's secretKeyRef.
-2. Keys and local paths built from names and ids stay under the study's prefix or folder
-   (hostile inputs and hypothesis properties over every function that builds them).
+2. Keys and local paths built from names and ids stay under the study's prefix or folder:
+   tests/unit/test_security_keys.py and tests/integration/test_security_s3.py.
 3. A study reaches only its own namespace: Secrets, pods and stored data.
 4. Nothing from a spec reaches a shell: pods carry argument lists, spec strings arrive as data.
 5. Every pod the operator created in the end-to-end run passes the "restricted" Pod Security
-   Standard checker of ``test_chart.py`` (also used by ``test_pods.py`` and the chart tests).
+   Standard checker of ``support/podsecurity.py`` (also used by ``unit/test_pods.py`` and the
+   chart tests).
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import logging
-import os
-import re
 import subprocess
 import sys
 import threading
 import time
-import unicodedata
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
 import kopf
 import openpyxl
 import pandas as pd
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from kopf.testing import KopfRunner
 
 from helpers.s3 import new_s3_store
-from helpers.study import EXAMPLE_CSV, REPO, study_dict
+from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic as synthetic_trainer
-from hpo.contract import DatasetRef, TrainingOptions, TrainingRequest
+from hpo.contract import TrainingRequest
 from hpo.handlers import make_registry
 from hpo.ledger import read_ledger
 from hpo.pods import LABEL_STUDY
-from hpo.recorder import StudyPaths
-from hpo.spec import SpecError, parse_study
-from hpo.store import LocalStore, StoreError, check_key, join_key, key_segment
-from hpo.store_s3 import S3Store
-from hpo.stores import open_store, store_ref_for
-from hpo_trainer.data import DatasetError
-from hpo_trainer.fetch import cache_dir, cached_copy, split_s3_url
+from hpo.stores import open_store
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeServer
+from support.leaks import find_leaks
 from support.podsecurity import restricted_violations
 from support.s3server import S3Server
 
 HPO = [sys.executable, "-m", "hpo.cli"]
+
 GROUP, VERSION, PLURAL = "hpo-operator.dev", "v1alpha1", "hpostudies"
 
-# Distinctive values: the scan looks for them (and their encodings) everywhere.
 ACCESS_KEY = "AKIALEAKCHECK7F3A0ACCESS"
+
 SECRET_KEY = "leakcheck-SECRET-9c1e2b7d-never-logged"
+
 NS_A, NS_B = "sec-a", "sec-b"
+
 CREDS = "s3-creds"
+
 ONLY_IN_B = "only-in-b"
+
 OPERATOR_AGENTS = ("kopf/", "hpo-operator/")
+
 ENDED = ("Succeeded", "Failed")
 
-# Spec strings a shell would act on; the trainer must treat them as column names.
 HOSTILE_LABEL = "x; rm -rf / #"
+
 HOSTILE_ENV = "$(id) `id` ; echo pwned | cat > /tmp/p && true"
-
-HOSTILE_KEYS = [
-    "..",
-    ".",
-    "",
-    "../x",
-    "/abs",
-    "/etc/passwd",
-    "a/../../b",
-    "a/./b",
-    "a//b",
-    "a/",
-    "%2e%2e",
-    "a/%2e%2e/b",
-    "%2E%2E/x",
-    "..%2fx",
-    "\u2024\u2024",
-    "a/\u2024\u2024/b",
-    "\uff0e\uff0e/x",
-    "\uff05\uff12\uff45\uff05\uff12\uff45",
-    "a\x00b",
-    "a\nb",
-    "a\\..\\..\\b",
-    "..\\x",
-    "C:\\x",
-    "x" * 300,
-    "a/" * 600,
-    "\ud800",
-]
-#: Single segments (names, ids): the keys above plus anything with a separator in it.
-HOSTILE_SEGMENTS = [*HOSTILE_KEYS, "a/b", "a\uff0fb", "a%2fb", "a%2Fb", "x/../.."]
-
-
-# -- the scanner -------------------------------------------------------------------------
-
-
-def _needles(secrets: list[str]) -> list[bytes]:
-    """A secret as it may appear: raw, base64 (as in a Secret), URL-quoted, JSON-escaped."""
-    out = []
-    for s in secrets:
-        raw = s.encode()
-        out += [
-            raw,
-            base64.b64encode(raw),
-            quote(s, safe="").encode(),
-            json.dumps(s)[1:-1].encode(),
-        ]
-    return list(dict.fromkeys(out))
-
-
-def _readable(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
-    """``data`` and, for zip containers (xlsx, .keras), each member uncompressed."""
-    yield name, data
-    if data[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                for member in z.namelist():
-                    yield f"{name}!{member}", z.read(member)
-        except zipfile.BadZipFile:
-            pass
-
-
-def find_leaks(blobs: dict[str, bytes | str], secrets: list[str]) -> list[str]:
-    """Where any of ``secrets`` shows up in ``blobs`` (name -> content)."""
-    needles = _needles(secrets)
-    found = []
-    for name, blob in blobs.items():
-        data = blob.encode("utf-8", "replace") if isinstance(blob, str) else blob
-        for where, text in _readable(name, data):
-            found += [f"{where}: {n[:12]!r}..." for n in needles if n in text]
-    return found
-
-
-def test_the_scanner_finds_a_planted_secret() -> None:
-    """The scan below would catch a leak: raw, base64, inside a zipped workbook, in JSON."""
-    book = io.BytesIO()
-    wb = openpyxl.Workbook()
-    wb.active["A1"] = f"error: bad key {SECRET_KEY}"
-    wb.save(book)
-    assert SECRET_KEY.encode() not in book.getvalue()  # compressed: a raw scan misses it
-    pod = {"env": [{"name": "HPO_S3_SECRET_KEY", "value": SECRET_KEY}]}
-    planted = {
-        "log": f"INFO connecting with {ACCESS_KEY}",
-        "secret-data": base64.b64encode(SECRET_KEY.encode()),
-        "ledger.xlsx": book.getvalue(),
-        "pod.json": json.dumps(pod),
-        "url": f"https://x/?k={quote(SECRET_KEY)}",
-    }
-    for name, blob in planted.items():
-        assert find_leaks({name: blob}, [ACCESS_KEY, SECRET_KEY]), name
-    assert find_leaks({"clean": "nothing here", "zip": b"PK not a zip"}, [SECRET_KEY]) == []
-
-
-# -- the end-to-end operator run ---------------------------------------------------------
 
 
 class _Capture(logging.Handler):
@@ -503,9 +403,6 @@ def test_pods_take_credentials_by_reference_only(run: dict[str, Any]) -> None:
     assert hostile.env["HPO_S3_SECRET_KEY"] == SECRET_KEY and hostile.namespace == NS_B
 
 
-# -- 3. namespaces -------------------------------------------------------------------------
-
-
 def test_a_secret_of_another_namespace_is_not_used(run: dict[str, Any]) -> None:
     status = run["statuses"][(NS_A, "crossref")]
     assert status["phase"] == "Failed"
@@ -567,46 +464,6 @@ def test_same_name_in_two_namespaces_never_touch_each_others_keys(
         assert key.startswith("hpo/") and (ns, name) in run["studies"], key
 
 
-@pytest.mark.parametrize(
-    ("section", "value", "message"),
-    [
-        (
-            "storage",
-            {"credentialsSecret": {"name": "creds", "namespace": "other"}},
-            "spec.storage.credentialsSecret.namespace: is not a known field",
-        ),
-        ("storage", {"prefix": "hpo/other-ns"}, "spec.storage.prefix: 'hpo/other-ns' must be one"),
-        ("storage", {"prefix": "hpo/other-ns/victim/trials"}, "must be one path segment"),
-        ("storage", {"prefix": ""}, "spec.storage.prefix: '' must be one path segment"),
-        ("storage", {"prefix": "a\\..\\b"}, "must be one path segment"),
-        (
-            "trainer",
-            {"serviceAccountName": "system:serviceaccount:other:admin"},
-            "serviceAccountName",
-        ),
-        ("trainer", {"serviceAccountName": "other/admin"}, "serviceAccountName"),
-    ],
-)
-def test_no_spec_field_points_at_another_namespace(
-    section: str, value: dict[str, Any], message: str
-) -> None:
-    raw = study_dict(
-        storage={
-            "type": "s3",
-            "endpoint": "minio:9000",
-            "bucket": "hpo",
-            "credentialsSecret": {"name": "c"},
-        }
-    )
-    raw["spec"][section] = {**raw["spec"].get(section, {}), **value}
-    with pytest.raises(SpecError) as err:
-        parse_study(raw)
-    assert message in str(err.value)
-
-
-# -- 4. no shell -------------------------------------------------------------------------
-
-
 def test_spec_strings_reach_the_trainer_as_data(run: dict[str, Any], s3_server: S3Server) -> None:
     status = run["statuses"][(NS_B, "hostile")]
     assert status["phase"] == "Succeeded", status
@@ -658,268 +515,8 @@ def test_a_local_run_takes_a_shell_like_column_as_a_name(tmp_path: Path) -> None
     assert not marker.exists()
 
 
-def test_no_shell_calls_in_the_sources() -> None:
-    banned = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|commands\.getoutput|pty\.spawn")
-    sources = [*(REPO / "operator").rglob("*.py"), *(REPO / "trainer-image").rglob("*.py")]
-    assert len(sources) > 20
-    hits = [
-        f"{path.relative_to(REPO)}:{n}"
-        for path in sources
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if banned.search(line)
-    ]
-    assert hits == []
-    for dockerfile in (REPO / "Dockerfile", REPO / "trainer-image" / "Dockerfile"):
-        for line in dockerfile.read_text().splitlines():
-            if line.startswith(("ENTRYPOINT", "CMD")):
-                assert line.split(None, 1)[1].startswith("["), f"{dockerfile}: shell form {line}"
-
-
-# -- 5. Pod Security Standard ------------------------------------------------------------
-
-
 def test_every_pod_the_operator_created_is_restricted(run: dict[str, Any]) -> None:
     assert len(run["pods"]) >= 10
     for pod in run["pods"]:
         assert restricted_violations(pod["spec"]) == [], pod["metadata"]["name"]
         assert pod["spec"]["automountServiceAccountToken"] is False
-
-
-# -- 2. keys and paths -------------------------------------------------------------------
-
-
-def _readings(key: str) -> set[str]:
-    nfkc = unicodedata.normalize("NFKC", key)
-    return {key, nfkc, unquote(key), unquote(nfkc), unicodedata.normalize("NFKC", unquote(key))}
-
-
-def _safe_under(key: str) -> bool:
-    """A key that, however a server reads it, names something under its root."""
-    for form in _readings(key):
-        if PurePosixPath(form).is_absolute() or "\\" in form or "\x00" in form:
-            return False
-        if any(part in ("", ".", "..") for part in form.split("/")):
-            return False
-    return True
-
-
-@pytest.mark.parametrize("key", HOSTILE_KEYS, ids=repr)
-def test_hostile_keys_are_refused(key: str, tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="invalid store key"):
-        check_key(key)
-    store = LocalStore(tmp_path / "root")
-    for call in (
-        lambda: store.put_bytes(key, b"x"),
-        lambda: store.get_bytes(key),
-        lambda: store.delete(key),
-        lambda: store.local_path(key),
-    ):
-        with pytest.raises(StoreError, match="invalid store key"):
-            call()
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["root"]
-
-
-@pytest.mark.parametrize("value", HOSTILE_SEGMENTS, ids=repr)
-def test_hostile_names_and_ids_are_refused_where_keys_are_built(value: str) -> None:
-    with pytest.raises(StoreError, match="invalid study name"):
-        StudyPaths(value)
-    with pytest.raises(StoreError, match="invalid trial id"):
-        StudyPaths("study").trial(value)
-    with pytest.raises(StoreError):
-        key_segment(value, "name")
-
-
-def test_s3_keys_stay_under_the_prefix_and_are_refused_before_any_request(
-    s3_store: S3Store,
-) -> None:
-    for key in HOSTILE_KEYS:
-        with pytest.raises(StoreError, match="invalid store key"):
-            s3_store.put_bytes(key, b"x")
-    assert list(s3_store.list("")) == []
-
-
-def test_prefixes_of_a_study_are_checked() -> None:
-    raw = study_dict(storage={"type": "s3", "endpoint": "minio:9000", "bucket": "hpo"})
-    study = parse_study(raw)
-    assert store_ref_for(study).prefix == "hpo/default"
-    for out in ("s3://b/a/../../x", "s3://b/\u2024\u2024/x", "s3://b/a\\b", "s3://b/%2e%2e/x"):
-        with pytest.raises(SpecError, match="invalid store key"):
-            store_ref_for(study, out)
-    assert store_ref_for(study, "s3://b/team/hpo/").prefix == "team/hpo/default"
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "s3://bucket/../x.csv",
-        "s3://bucket/a/../../x.csv",
-        "s3://bucket//etc/passwd",
-        "s3://bucket/a/%2e%2e/x.csv",
-        "s3://bucket/\u2024\u2024/x.csv",
-        "s3://bucket/a\\..\\x.csv",
-        "s3://bucket/x\x00.csv",
-        "s3://bucket/x/",
-    ],
-)
-def test_dataset_urls_cannot_reach_outside_the_cache(url: str) -> None:
-    with pytest.raises(DatasetError, match="dataset URL"):
-        split_s3_url(url)
-    with pytest.raises(DatasetError):
-        cached_copy(url, "etag")
-    ok = cached_copy("s3://bucket/sets/data.csv", "etag")
-    assert ok.is_relative_to(cache_dir()) and ok.name == "data.csv"
-
-
-def _request(**changes: Any) -> TrainingRequest:
-    base = {
-        "study": "demo",
-        "trial": "r0001",
-        "stage": "random",
-        "config": {},
-        "config_key": "k",
-        "seeds": [1],
-        "dataset": DatasetRef(path="/nonexistent.csv", features=["a"], labels=["b"]),
-        "training": TrainingOptions(epochs=1),
-        "output_prefix": "demo/trials/r0001",
-    }
-    return TrainingRequest(**{**base, **changes})
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"output_prefix": "other/trials/r0001"},
-        {"output_prefix": "demo/trials/r0001/../../../other"},
-        {"output_prefix": "/abs/demo/trials/r0001"},
-        {"trial": "../r0001", "output_prefix": "demo/trials/../r0001"},
-        {"study": "..", "output_prefix": "../trials/r0001"},
-        {"study": "demo/../x", "output_prefix": "demo/../x/trials/r0001"},
-    ],
-)
-def test_the_trainer_refuses_an_output_outside_its_trial(
-    changes: dict[str, Any], tmp_path: Path
-) -> None:
-    from hpo_trainer.train import train_one
-
-    store = LocalStore(tmp_path / "store")
-    result = train_one(_request(**changes), 1, store)
-    assert result.status == "failed"
-    assert "invalid" in (result.error or "")
-    assert list(store.list("")) == []
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["store"]
-
-
-def test_hpo_get_refuses_planted_keys_that_climb_out(s3_server: S3Server, tmp_path: Path) -> None:
-    """A bucket written by someone else may hold ``..`` keys; nothing lands outside --to."""
-    store = new_s3_store(s3_server, prefix="")
-    store.put_bytes("hpo/default/s/ledger.xlsx", b"x")
-    conn = http.client.HTTPConnection(s3_server.endpoint, timeout=10)
-    for path in ("hpo/default/s/trials/../../../../../../escape.txt",):
-        conn.request("PUT", f"/{store.bucket}/{path}", body=b"planted")
-        assert conn.getresponse().read() is not None
-    assert any(".." in k for k in store.list("")), "the planted key did not land"
-    to = tmp_path / "to"
-    proc = subprocess.run(
-        [
-            *HPO,
-            "get",
-            f"s3://{store.bucket}/hpo/default/s",
-            "--to",
-            str(to),
-            "--endpoint",
-            s3_server.endpoint,
-            "--no-tls",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "HPO_S3_ACCESS_KEY": "a", "HPO_S3_SECRET_KEY": "b"},
-    )
-    assert proc.returncode != 0 and "invalid store key" in proc.stderr, proc.stderr
-    assert not list(tmp_path.rglob("escape.txt"))
-    assert all(p.resolve().is_relative_to(to.resolve()) for p in to.rglob("*"))
-
-
-# -- 2. properties (hypothesis, bounded and derandomised) ---------------------------------
-
-_ALPHABET = st.sampled_from(
-    [".", "/", "\\", "%", "2", "e", "E", "f", "F", "a", "\x00", "\u2024", "\uff0f", "\uff0e", "~"]
-)
-_KEYS = st.text(_ALPHABET, min_size=0, max_size=12)
-_PROPERTY = settings(
-    max_examples=300,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-
-
-@_PROPERTY
-@given(key=_KEYS)
-def test_property_a_checked_key_never_leaves_its_root(key: str) -> None:
-    try:
-        check_key(key)
-    except StoreError:
-        return
-    assert _safe_under(key)
-    root = Path("/srv/store")
-    assert Path(os.path.normpath(root / key)).is_relative_to(root)
-
-
-@_PROPERTY
-@given(key=_KEYS)
-def test_property_local_store_writes_only_inside_its_root(key: str, tmp_path: Path) -> None:
-    base = tmp_path / uuid.uuid4().hex
-    store = LocalStore(base / "root")
-    try:
-        store.put_bytes(key, b"x")
-    except StoreError:
-        written = []
-    else:
-        written = [p for p in base.rglob("*") if p.is_file()]
-        assert len(written) == 1
-    for path in written:
-        assert path.resolve().is_relative_to((base / "root").resolve())
-
-
-@_PROPERTY
-@given(study=_KEYS, trial=_KEYS)
-def test_property_trial_keys_stay_in_the_study_folder(study: str, trial: str) -> None:
-    try:
-        key = StudyPaths(study).trial(trial)
-    except StoreError:
-        return
-    assert key == f"{study}/trials/{trial}" and len(key.split("/")) == 3
-    assert _safe_under(key)
-    assert not any("/" in form for form in _readings(study) | _readings(trial))
-
-
-@_PROPERTY
-@given(key=_KEYS)
-def test_property_s3_object_names_start_with_the_prefix(key: str) -> None:
-    store = S3Store(
-        "127.0.0.1:9", "bucket-x", "hpo/ns", access_key="a", secret_key="b", secure=False
-    )
-    try:
-        name = store._name(key)
-    except StoreError:
-        return
-    assert name.startswith("hpo/ns/") and _safe_under(name)
-
-
-@_PROPERTY
-@given(name=_KEYS)
-def test_property_dataset_copies_stay_in_the_cache(name: str) -> None:
-    url = f"s3://bucket/sets/{name}"
-    try:
-        path = cached_copy(url, "etag")
-    except DatasetError:
-        return
-    assert Path(os.path.normpath(path)).is_relative_to(cache_dir())
-
-
-def test_join_key_is_the_checked_way_to_build_keys() -> None:
-    assert join_key("s", "trials", "r0001") == "s/trials/r0001"
-    with pytest.raises(StoreError):
-        join_key("s", "..", "x")

@@ -20,7 +20,7 @@ from hpo.contract import (
 from hpo.store import LocalStore
 from hpo_trainer.__main__ import termination_message
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "data" / "transistor.csv"
 
 CONFIG = {

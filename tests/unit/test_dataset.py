@@ -14,7 +14,7 @@ from hpo.contract import DatasetRef
 from hpo_trainer.data import DatasetError, prepare, validate_dataset, validate_frame
 from hpo_trainer.scaling import Scaler
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "data" / "transistor.csv"
 FEATURES = ["W_um", "L_um", "tox_nm", "Vth_V", "Vgs_V", "Vds_V"]
 LABELS = ["Id_mA", "gm_mS", "gds_uS"]
