@@ -28,6 +28,7 @@ from helpers.operator import (
     check_complete,
     conditions,
     create,
+    credentials_secret,
     events,
     finished,
     kubelet,
@@ -44,6 +45,7 @@ from helpers.s3 import new_s3_store
 from helpers.study import REPO
 from hpo.metrics import REGISTRY
 from hpo.pods import ANN_ATTEMPT, LABEL_STUDY
+from support.kube.emulator import RequestRecord
 from support.kube.server import KubeServer
 from support.s3server import TEST_SECRET_KEY, S3Server, free_port
 
@@ -540,7 +542,7 @@ def test_a_store_problem_at_start_is_reported_and_retried(
     check_complete(ledger_rows(s3_server, bucket, name), 8)
 
 
-# -- least privilege (keep this test last: it reads what every test above made the operator do)
+# -- least privilege -------------------------------------------------------------------
 
 
 def _granted() -> set[tuple[str, str, str]]:
@@ -559,12 +561,68 @@ def _granted() -> set[tuple[str, str, str]]:
     raise AssertionError("no ClusterRole in manifests/")
 
 
-def test_rbac_grants_exactly_the_calls_the_operator_made(kube: KubeServer) -> None:
-    used = {
+def _used(requests: list[RequestRecord]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource[/subresource], verb) of every call the operator made."""
+    return {
         (r.group or "", r.resource + (f"/{r.subresource}" if r.subresource else ""), r.verb)
-        for r in kube.emulator.request_log
+        for r in requests
         if r.resource and r.user_agent.startswith(("kopf/", "hpo-operator/"))
     }
+
+
+@pytest.fixture(autouse=True)
+def _every_call_is_granted(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test of this module that drives the operator on ``kube``: every API call
+    it made is one the install's RBAC allows (the other half needs a scenario: below)."""
+    if "kube" not in request.fixturenames:
+        yield
+        return
+    kube: KubeServer = request.getfixturevalue("kube")
+    mark = kube.mark()
+    yield
+    assert _used(kube.requests_since(mark)) - _granted() == set(), "calls the RBAC does not allow"
+
+
+@pytest.fixture(scope="module")
+def every_path(hpo_crd: dict[str, Any], s3_server: S3Server, dataset: str) -> list[RequestRecord]:
+    """A cluster of its own where the operator goes through every path that calls the API:
+    discovery and watches, a study through both stages with pods created, patched and
+    deleted, a failed pod retried, its Secret read, events, status patches, then the
+    study deleted (finalizer). Returns every request the emulator saw."""
+    name = "every-path"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = study_body(name, s3_server, dataset, bucket, trainer={"seedsPerPod": 2})
+
+    def behaviour(pod: dict[str, Any]) -> str:
+        first = pod["metadata"]["annotations"][ANN_ATTEMPT] == "1"
+        return (
+            "fail:1:RuntimeError: planted"
+            if first and "-r0000-" in pod["metadata"]["name"]
+            else "instant"
+        )
+
+    with KubeServer(crds=(hpo_crd,)) as cluster:
+        api = cluster.api()
+        api.core.create_namespaced_secret(NS, credentials_secret())
+        with (
+            kubelet(cluster, behaviour=behaviour, result=synthetic(s3_server, bucket)),
+            operator(cluster),
+        ):
+            create(cluster, body)
+            obj = finished(cluster, name, timeout=120)
+            assert obj["status"]["phase"] == "Succeeded", obj["status"]
+            assert "RuntimeError: planted" in "\n".join(e["message"] for e in events(cluster, name))
+            api.custom.delete_namespaced_custom_object(
+                "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+            )
+            wait_for(lambda: not cluster.list_objects("hpo-operator.dev/v1alpha1/hpostudies", NS))
+            wait_for(lambda: not pods(cluster, name), timeout=30)
+        api.close()
+        return list(cluster.requests)
+
+
+def test_rbac_grants_exactly_the_calls_the_operator_made(every_path: list[RequestRecord]) -> None:
+    used = _used(every_path)
     granted = _granted()
     assert used - granted == set(), "calls the RBAC does not allow"
     assert granted - used == set(), "grants the operator never used"

@@ -5,7 +5,7 @@ helm-python-sdk binds Helm's Go SDK (v4): the chart is linted and rendered exact
 by Helm itself. Every rendered object is validated against the Kubernetes schemas
 (kubernetes-validate) and every pod spec against the "restricted" Pod Security Standard.
 The chart is the only source of the install manifests: manifests/install.yaml is its render
-(charts/render_manifests.py; tests/test_manifests.py checks it), so what the operator must
+(charts/render_manifests.py; tests/unit/test_manifests.py checks it), so what the operator must
 get (its RBAC rules, its pod) is stated here as literal values.
 """
 
