@@ -28,8 +28,12 @@ install-test: $(STAMP) $(S3STAMP)
 demo: install
 	$(VENV)/bin/hpo run examples/quickstart.yaml --out runs
 
+# Parallel: most tests wait on subprocesses, servers and sleeps, so more workers than
+# cores pays; tests sharing an expensive set-up stay on one worker (tests/conftest.py).
+TEST_WORKERS ?= 4
+
 test: install-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check .

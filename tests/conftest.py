@@ -5,6 +5,10 @@
   the emulated cluster serves: ``kube_crds`` hands it to ``support.kube``.
 - ``s3_server`` (session, from ``support.s3fixtures``), ``make_s3_store``,
   ``s3_store``: a real S3 server and product stores on fresh buckets.
+
+Parallel runs (``make test``: pytest-xdist, ``--dist loadgroup``): each test goes to
+any worker, except that the tests sharing one of the expensive module-scoped set-ups
+in ``SHARED_SETUPS`` go to one worker together, so that set-up runs once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,28 @@ from support.s3server import S3Server
 pytest_plugins = ["support.s3fixtures", "support.kube.fixtures"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+#: Module-scoped fixtures too costly to build once per xdist worker (a whole study, a
+#: venv, trainings): the tests of one module that use one run on the same worker.
+SHARED_SETUPS = frozenset(
+    {
+        "finished",  # e2e/test_local_run.py: one `hpo run`, inspected from several sides
+        "s3_run",  # e2e/test_s3_study.py: one `hpo run` on S3
+        "run",  # e2e/test_security.py: six studies through one operator
+        "operator_venv",  # e2e/test_operator_install.py: a venv without TensorFlow
+        "trained",  # integration/test_trainer.py: real trainings
+        "operator_outcomes",  # integration/test_bad_input_operator.py: one operator, 5 studies
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        shared = sorted(SHARED_SETUPS & set(getattr(item, "fixturenames", ())))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{shared[0]}"))
 
 
 @pytest.fixture
