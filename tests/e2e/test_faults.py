@@ -221,6 +221,9 @@ def _crash_at(kube: KubeServer, name: str, log: Path, point: str) -> bool:
     return proc.returncode == 137
 
 
+# Twelve operator starts one after the other (each imports kopf, kubernetes and skopt):
+# ~4 minutes alone on 2 cores, more than the default 600 s timeout when the cores are shared.
+@pytest.mark.timeout(1500)
 def test_operator_killed_at_many_points_loses_nothing_and_repeats_nothing(
     kube: KubeServer,
     s3_server: S3Server,

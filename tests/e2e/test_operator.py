@@ -378,6 +378,7 @@ def test_running_study_takes_operational_changes_and_refuses_the_rest(
         operator(kube),
     ):
         create(kube, body)
+        wait_for(lambda: pods(kube, name), timeout=60)  # running: watch it for 3 s
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             most["before"] = max(most["before"], len(pods(kube, name)))

@@ -131,7 +131,8 @@ def finished(kube: KubeServer, name: str, timeout: float = 240) -> dict[str, Any
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in obj["status"]["conditions"]}
+    """The study's conditions by type (none before the operator first wrote a status)."""
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
 
 
 def pods(kube: KubeServer, name: str) -> list[dict[str, Any]]:
