@@ -52,6 +52,8 @@ from support.kube.server import KubeServer
 from support.s3server import S3Server
 
 Behaviour = Callable[[dict[str, Any]], str]
+#: The clients whose requests the emulator may answer wrongly: the operator's and kopf's.
+OPERATOR_AGENTS = ("hpo-operator/", "kopf/")
 
 
 @pytest.fixture
@@ -319,7 +321,7 @@ def test_api_errors_on_a_tenth_of_requests_do_not_stop_a_study(
         randomStage={"configurations": 8},
         bayesianStage={"trialsPerConfig": 3},
     )
-    faults = ApiFaults(rate=0.1, seed=7)
+    faults = ApiFaults(agents=OPERATOR_AGENTS, rate=0.1, seed=7)
     played = Played(lambda pod: "instant")
     mark = kube.mark()
     with (
@@ -578,7 +580,7 @@ def test_failed_annotate_after_a_report_does_not_count_the_failure_twice(
         return "instant"
 
     # Every try of the first annotate call fails: the call gives up after the report.
-    faults = ApiFaults(refuse={("patch", "pods"): ATTEMPTS})
+    faults = ApiFaults(agents=OPERATOR_AGENTS, refuse={("patch", "pods"): ATTEMPTS})
     with (
         kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 0.1)),
         operator(kube),
@@ -624,7 +626,7 @@ def test_pod_create_whose_answer_is_lost_is_adopted_not_a_failed_attempt(
         return "instant"
 
     # The API server makes the first two pods, then answers 504 (its own timeout).
-    faults = ApiFaults(lose={("create", "pods"): 2})
+    faults = ApiFaults(agents=OPERATOR_AGENTS, lose={("create", "pods"): 2})
     with (
         kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 0.5)),
         operator(kube),
@@ -664,7 +666,7 @@ def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
         bayesianStage={"enabled": False},
         parallelism=3,
     )
-    faults = ApiFaults(forbid={("create", "pods"): 3})
+    faults = ApiFaults(agents=OPERATOR_AGENTS, forbid={("create", "pods"): 3})
     mark = kube.mark()
     with (
         kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, 0.1)),
@@ -872,7 +874,7 @@ def test_a_pod_name_taken_by_a_pod_now_gone_is_created_not_failed(kube: KubeServ
         "metadata": {"name": name, "namespace": NS},
         "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"},
     }
-    faults = ApiFaults(taken={("create", "pods"): 1})
+    faults = ApiFaults(agents=OPERATOR_AGENTS, taken={("create", "pods"): 1})
     kube.emulator.faults = faults
     try:
         made = cluster.create_pod(NS, manifest)

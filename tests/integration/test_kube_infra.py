@@ -411,7 +411,7 @@ def test_kopf_lifecycle(
 # -- the kubelet ---------------------------------------------------------------------------
 
 WRITE_HELLO = (
-    "import sys,os; open(os.environ['HPO_TERMINATION_LOG'],'w').write('hello'); sys.exit(0)"
+    "import sys,os; open(os.environ['KUBELET_TERMINATION_LOG'],'w').write('hello'); sys.exit(0)"
 )
 
 
@@ -464,7 +464,7 @@ def test_kubelet_resolves_secrets_and_waits_for_missing_ones(
     kube_api.core.create_namespaced_secret(
         ns, {"metadata": {"name": secret}, "stringData": {"key": "s3cr3t"}}
     )
-    show = "import os; open(os.environ['HPO_TERMINATION_LOG'],'w').write(os.environ['TOKEN'] + ':' + os.environ['PLAIN'])"
+    show = "import os; open(os.environ['KUBELET_TERMINATION_LOG'],'w').write(os.environ['TOKEN'] + ':' + os.environ['PLAIN'])"
     env = [
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "key"}}},
         {"name": "PLAIN", "value": "v"},

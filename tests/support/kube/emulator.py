@@ -46,7 +46,7 @@ status) so tests and benchmarks can count API calls per verb.
 
 Faults, for reliability tests: set ``emulator.faults = ApiFaults(...)`` and the
 emulator answers a seeded fraction of the requests of chosen clients (by
-User-Agent: the operator's and kopf's, not the test's) with 500, 409 or 429
+User-Agent prefixes in ``agents``, e.g. an operator's and not the test's) with 500, 409 or 429
 (``Retry-After: 1``) instead of serving them, or serves chosen requests and then
 answers 504 (a write applied whose answer is lost, as a real API server's
 timeout does). ``faults.injected`` lists what was answered so.
@@ -380,7 +380,7 @@ class ApiFaults:
     rate: float = 0.0
     seed: int = 0
     statuses: tuple[int, ...] = (500, 409, 429)
-    agents: tuple[str, ...] = ("hpo-operator/", "kopf/")
+    agents: tuple[str, ...] = ()  # User-Agent prefixes; () for every client
     verbs: frozenset[str] | None = None
     lose: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     refuse: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
@@ -400,7 +400,7 @@ class ApiFaults:
 
     def before(self, record: RequestRecord) -> int | None:
         """The status to answer instead of serving ``record``, or None to serve it."""
-        if not record.user_agent.startswith(self.agents):
+        if self.agents and not record.user_agent.startswith(self.agents):
             return None
         if self._take(self.refuse, record):
             status: int | None = 500
@@ -421,7 +421,8 @@ class ApiFaults:
 
     def after(self, record: RequestRecord) -> bool:
         """Whether to answer 504 to ``record`` although it was served."""
-        if record.user_agent.startswith(self.agents) and self._take(self.lose, record):
+        mine = not self.agents or record.user_agent.startswith(self.agents)
+        if mine and self._take(self.lose, record):
             self.injected.append((record.verb, record.resource, 504))
             return True
         return False

@@ -14,7 +14,7 @@ What happens to a pod is chosen per pod by ``behaviour(pod) -> str``:
   ``configMapKeyRef`` / ``fieldRef``, ``envFrom``) over this process's environment,
   in ``workingDir`` or a scratch folder. The ``terminationMessagePath`` is mapped
   to a file in that folder: replaced wherever it appears in command/args, and
-  exported as ``HPO_TERMINATION_LOG``. Exit 0 → Succeeded/Completed, else
+  exported as ``KUBELET_TERMINATION_LOG``. Exit 0 → Succeeded/Completed, else
   Failed/Error; the file (max 4096 bytes) is the termination message, or the log
   tail under ``FallbackToLogsOnError``. A missing Secret/ConfigMap or key keeps
   the pod Pending (``CreateContainerConfigError``) and is retried, as a kubelet does.
@@ -581,7 +581,7 @@ class TestKubelet:
             **os.environ,
             "HOSTNAME": record.name,
             **env,
-            "HPO_TERMINATION_LOG": str(term_file),
+            "KUBELET_TERMINATION_LOG": str(term_file),
         }
         full_env.pop("KUBECONFIG", None)
         cwd = container.get("workingDir") or str(folder)
