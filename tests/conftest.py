@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _pytest.nodeid import NodeId
 
 from helpers.s3 import new_s3_store
 from helpers.study import study_dict
@@ -44,12 +45,19 @@ SHARED_SETUPS = frozenset(
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         shared = sorted(SHARED_SETUPS & set(getattr(item, "fixturenames", ())))
         if shared:
             item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{shared[0]}"))
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers
+        return
+    # pytest-xdist 3.8 groups by renaming item._nodeid, which pytest 9 no longer reads
+    # (the id lives in item._id): without this, --dist loadgroup silently acts as load.
+    for item in items:
+        groups = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
+        if groups and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Driving the operator in tests: a kopf runner with the product's handlers against the
 emulated cluster, a test kubelet, study bodies on the test S3 server, and the reads
 the assertions need (status, pods, events, ledger rows). Fixtures that use these
-(``kube``, ``dataset``) are in tests/e2e/conftest.py and tests/integration/conftest.py.
+(``kube``, ``dataset``) are in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
