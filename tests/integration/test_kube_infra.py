@@ -82,19 +82,30 @@ spec: {}
 
 def test_kubectl_apply_get_delete(kube_server: KubeServer, kubeconfig: Path) -> None:
     assert kubeconfig.exists()
-    out = kube_server.kubectl("apply", "--validate=false", "-f", "-", input=STUDY_YAML).stdout
+    # A namespace of its own: other tests of this module leave studies in "default".
+    ns = unique("kc")
+    kube_server.call(kube_server.emulator.ensure_namespace, ns)
+    out = kube_server.kubectl(
+        "-n", ns, "apply", "--validate=false", "-f", "-", input=STUDY_YAML
+    ).stdout
     assert "hpostudy.hpo-operator.dev/demo created" in out
     for name in ("hpostudies", "hpo", "hpos", "hpostudy"):
-        listing = kube_server.kubectl("get", name).stdout
+        listing = kube_server.kubectl("-n", ns, "get", name).stdout
         # The CRD's printer columns (the project's own CRD is registered).
         header = ["NAME", "PHASE", "STAGE", "TRAININGS", "RUNNING", "BEST", "MAE", "AGE"]
         assert listing.splitlines()[0].split() == header
         assert "demo" in listing
     again = kube_server.kubectl(
-        "apply", "--validate=false", "-f", "-", input=STUDY_YAML.replace("spec: {}", "spec: {x: 1}")
+        "-n",
+        ns,
+        "apply",
+        "--validate=false",
+        "-f",
+        "-",
+        input=STUDY_YAML.replace("spec: {}", "spec: {x: 1}"),
     )
     assert "configured" in again.stdout
-    stored = json.loads(kube_server.kubectl("get", "hpo", "demo", "-o", "json").stdout)
+    stored = json.loads(kube_server.kubectl("-n", ns, "get", "hpo", "demo", "-o", "json").stdout)
     assert stored["spec"] == {"x": 1} and stored["metadata"]["generation"] == 2
 
     pods = "\n---\n".join(
@@ -102,18 +113,20 @@ def test_kubectl_apply_get_delete(kube_server: KubeServer, kubeconfig: Path) -> 
         "spec: {containers: [{name: c, image: busybox}]}"
         for n in (1, 2)
     )
-    kube_server.kubectl("apply", "--validate=false", "-f", "-", input=pods)
-    selected = kube_server.kubectl("get", "pods", "-l", "app=kc,idx=2", "-o", "name").stdout.split()
+    kube_server.kubectl("-n", ns, "apply", "--validate=false", "-f", "-", input=pods)
+    selected = kube_server.kubectl(
+        "-n", ns, "get", "pods", "-l", "app=kc,idx=2", "-o", "name"
+    ).stdout.split()
     assert selected == ["pod/kc-2"]
-    assert "kc-1" in kube_server.kubectl("get", "pods", "-l", "idx in (1,3)").stdout
+    assert "kc-1" in kube_server.kubectl("-n", ns, "get", "pods", "-l", "idx in (1,3)").stdout
 
     assert (
         'hpostudy.hpo-operator.dev "demo" deleted'
-        in kube_server.kubectl("delete", "hpostudy", "demo").stdout
+        in kube_server.kubectl("-n", ns, "delete", "hpostudy", "demo").stdout
     )
-    assert "No resources found" in kube_server.kubectl("get", "hpostudies").stderr
-    kube_server.kubectl("delete", "pods", "-l", "app=kc")
-    assert kube_server.list_objects("v1/pods", "default", "app=kc") == []
+    assert "No resources found" in kube_server.kubectl("-n", ns, "get", "hpostudies").stderr
+    kube_server.kubectl("-n", ns, "delete", "pods", "-l", "app=kc")
+    assert kube_server.list_objects("v1/pods", ns, "app=kc") == []
 
 
 # -- the kubernetes client ------------------------------------------------------------------
