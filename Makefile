@@ -28,8 +28,13 @@ install-test: $(STAMP) $(S3STAMP)
 demo: install
 	$(VENV)/bin/hpo run examples/quickstart.yaml --out runs
 
+# Parallel (pytest-xdist): tests sharing an expensive set-up stay on one worker
+# (tests/conftest.py); collection order is kept, so the longest test (the operator
+# killed at many points, first in tests/e2e) starts first.
+TEST_WORKERS ?= 3
+
 test: install-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -43,12 +43,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from kube.kubelet import TestKubelet  # noqa: E402
-from kube.server import KubeServer  # noqa: E402
-from kube.synthetic import synthetic  # noqa: E402
-from s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, new_s3_store  # noqa: E402
-
+from helpers.s3 import new_s3_store  # noqa: E402
+from helpers.synthetic import synthetic  # noqa: E402
+from hpo.crd import crd  # noqa: E402
 from hpo.spec import API_VERSION  # noqa: E402
+from support.kube.kubelet import TestKubelet  # noqa: E402
+from support.kube.server import KubeServer  # noqa: E402
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server  # noqa: E402
 
 NS = "default"
 GROUP, VERSION, PLURAL = "hpo-operator.dev", "v1alpha1", "hpostudies"
@@ -300,7 +301,7 @@ def rescheduling_gaps(finished: dict[str, float], created: dict[str, float]) -> 
 
 @contextlib.contextmanager
 def bench() -> Iterator[Bench]:
-    with S3Server() as s3, KubeServer() as kube:
+    with S3Server() as s3, KubeServer(crds=(crd(),)) as kube:
         b = Bench(s3, kube)
         try:
             yield b

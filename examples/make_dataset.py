@@ -8,7 +8,7 @@ realistic to train on.
 
 The output is deterministic (fixed seed, values rounded to 6 significant
 digits, fixed formatting), so re-running the script reproduces the shipped
-CSV byte for byte; ``tests/test_dataset.py`` checks that.
+CSV byte for byte; ``tests/unit/test_dataset.py`` checks that.
 
     python examples/make_dataset.py [--out PATH] [--rows N]
 """

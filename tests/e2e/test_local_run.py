@@ -1,0 +1,332 @@
+"""`hpo run` end to end: real trainings in worker processes, a real run folder.
+
+One small study is run once per module and inspected from several sides; a
+second one is interrupted with Ctrl-C and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.study import REPO, study_dict
+from hpo.contract import DatasetRef
+from hpo.ledger import read_ledger
+from hpo.space import narrow
+from hpo.spec import parse_study
+from hpo.store import LocalStore
+
+HPO = [sys.executable, "-m", "hpo.cli"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+SMALL = {
+    "searchSpace": {
+        "hiddenLayers": {"min": 1, "max": 2},
+        "neurons": {"min": 8, "max": 32, "step": 8},
+        "activations": ["relu", "tanh"],
+        "learningRate": {"min": 0.003, "max": 0.03},
+        "batchSizes": [64],
+    },
+    # Every seed for every configuration and the Gaussian-process stage: the counts
+    # below are exact (the default search has a test of its own).
+    "training": {"epochs": 4, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
+    "randomStage": {"configurations": 4},
+    "bayesianStage": {
+        "topK": 2,
+        "trialsPerConfig": 1,
+        "estimator": "ET",
+        "neuronsRadius": 8,
+        "method": "gaussianProcess",
+    },
+    "parallelism": 2,
+    "result": {"size": 3, "thresholds": {"Id_mA": {"maxPercent": 80}}},
+}
+
+
+def write_study(folder: Path, name: str, **spec: object) -> Path:
+    raw = study_dict(**{**SMALL, **spec})
+    raw["metadata"]["name"] = name
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    folder = tmp_path_factory.mktemp("run")
+    study = write_study(folder, "small")
+    proc = subprocess.run(
+        [*HPO, "run", str(study), "--out", str(folder / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    return folder, proc
+
+
+def test_run_succeeds_and_prints_the_final_group(finished) -> None:
+    _, proc = finished
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "Final group" in proc.stdout
+    assert "stage: bayesian" in proc.stdout
+    assert "12 trainings (0 failed): 4 random and 2 Bayesian configurations" in proc.stdout
+
+
+def test_run_folder_layout(finished) -> None:
+    folder, _ = finished
+    study_dir = folder / "out" / "small"
+    assert (study_dir / "ledger.xlsx").is_file()
+    assert (study_dir / "study.yaml").is_file()
+    for png in ("mae_vs_hidden_layers.png", "best_seeds_boxplot.png", "convergence.png"):
+        data = (study_dir / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # The study as run is a valid study again, defaults filled in.
+    recorded = parse_study(yaml.safe_load((study_dir / "study.yaml").read_text()))
+    assert recorded.spec.training.epochs == 4
+
+
+def test_ledger_rows_are_unique_complete_and_inside_bounds(finished) -> None:
+    folder, _ = finished
+    store = LocalStore(folder / "out")
+    rows = read_ledger(store, "small/ledger.xlsx")
+    assert len(rows) == (4 + 2) * 2
+    assert all(r.status == "succeeded" for r in rows)
+    by_key: dict[str, set[int]] = {}
+    for r in rows:
+        by_key.setdefault(r.config_key, set()).add(r.seed)
+    assert len(by_key) == 6 and all(s == {1, 2} for s in by_key.values())
+    trials = {r.trial: r for r in rows}
+    spec = parse_study(study_dict(**SMALL)).spec
+    for r in rows:
+        if r.stage == "bayesian":
+            parent = trials[r.parent]
+            assert parent.stage == "random"
+            assert narrow(parent.config, spec.search_space, spec.bayesian_stage).contains(r.config)
+        for name in (
+            "model.keras",
+            "feature_scaler.json",
+            "label_scaler.json",
+            "seed.json",
+            "config.json",
+            "scores.json",
+        ):
+            assert store.exists(f"{r.artifacts}/{name}"), f"{r.artifacts}/{name}"
+        assert json.loads(store.get_bytes(f"{r.artifacts}/seed.json"))["seed"] == r.seed
+
+
+def test_saved_model_reproduces_its_recorded_mae(finished) -> None:
+    from helpers.rescoring import load_and_score
+
+    folder, _ = finished
+    store = LocalStore(folder / "out")
+    row = next(r for r in read_ledger(store, "small/ledger.xlsx") if r.stage == "bayesian")
+    spec = parse_study(study_dict(**SMALL)).spec
+    ds = spec.dataset
+    ref = DatasetRef(
+        path=ds.path, features=[c for c in _columns() if c not in ds.labels], labels=list(ds.labels)
+    )
+    assert load_and_score(store, row.artifacts, ref) == pytest.approx(row.mae, abs=1e-6)
+
+
+def _columns() -> list[str]:
+    return (REPO / "examples" / "data" / "transistor.csv").read_text().splitlines()[0].split(",")
+
+
+def test_running_again_retrains_nothing(finished) -> None:
+    folder, _ = finished
+    study_dir = folder / "out" / "small"
+    stamps = {p: p.stat().st_mtime_ns for p in study_dir.glob("trials/*/seed-*/model.keras")}
+    proc = subprocess.run(
+        [*HPO, "run", str(folder / "small.yaml"), "--out", str(folder / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "12 trainings (0 failed)" in proc.stdout
+    assert "seed 1: mae" not in proc.stdout  # no training ran
+    assert {
+        p: p.stat().st_mtime_ns for p in study_dir.glob("trials/*/seed-*/model.keras")
+    } == stamps
+
+
+def test_report_command_prints_the_final_group(finished) -> None:
+    folder, _ = finished
+    proc = subprocess.run(
+        [*HPO, "report", str(folder / "out" / "small")], capture_output=True, text=True, env=ENV
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Final group" in proc.stdout and "12 trainings succeeded, 0 failed" in proc.stdout
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
+    study = write_study(tmp_path, "interrupted", randomStage={"configurations": 6})
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*HPO, "run", str(study), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    seen = 0
+    for line in proc.stdout:  # ends by itself if the run exits early
+        if ": mae " in line:
+            seen += 1
+        if seen >= 3:
+            break
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    store = LocalStore(out)
+    before = read_ledger(store, "interrupted/ledger.xlsx")
+    assert len(before) >= 3
+    assert all(r.status == "succeeded" for r in before)  # Ctrl-C is not a failure
+    stamps = {r.key: (out / r.artifacts / "model.keras").stat().st_mtime_ns for r in before}
+    again = subprocess.run(
+        [*HPO, "run", str(study), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    after = read_ledger(store, "interrupted/ledger.xlsx")
+    assert len(after) == (6 + 2) * 2
+    assert len({(r.trial, r.seed) for r in after}) == len(after)
+    for key, stamp in stamps.items():  # nothing recorded before Ctrl-C was trained again
+        r = next(x for x in after if x.key == key)
+        assert (out / r.artifacts / "model.keras").stat().st_mtime_ns == stamp
+
+
+def test_bad_dataset_column_exits_2_with_the_column_named(tmp_path: Path) -> None:
+    raw = study_dict(**SMALL)
+    raw["spec"]["dataset"]["labels"] = ["Id_mA", "gm_ms"]
+    raw["spec"]["result"]["thresholds"] = {}
+    study = tmp_path / "bad.yaml"
+    study.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [*HPO, "run", str(study), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert proc.returncode == 2
+    assert "gm_ms" in proc.stderr and "did you mean 'gm_mS'" in proc.stderr
+    assert not (tmp_path / "out" / "t").exists()  # nothing half-written
+
+
+def test_bad_spec_exits_2_with_the_field_named(tmp_path: Path) -> None:
+    raw = study_dict(searchSpace={"neurons": {"min": 300, "max": 200}})
+    study = tmp_path / "bad.yaml"
+    study.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [*HPO, "run", str(study)], capture_output=True, text=True, env=ENV, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "spec.searchSpace.neurons: min (300) must be <= max (200)" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_command_has_help() -> None:
+    for cmd in ([], ["run"], ["report"], ["validate"]):
+        proc = subprocess.run([*HPO, *cmd, "--help"], capture_output=True, text=True, env=ENV)
+        assert proc.returncode == 0 and "Usage" in proc.stdout, cmd
+
+
+def test_changed_search_space_under_the_same_name_is_refused(finished, tmp_path: Path) -> None:
+    folder, _ = finished
+    changed = write_study(tmp_path, "small", randomStage={"configurations": 4, "seed": 99})
+    before = (folder / "out" / "small" / "study.yaml").read_text()
+    proc = subprocess.run(
+        [*HPO, "run", str(changed), "--out", str(folder / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the search space or the sampling seed changed" in proc.stderr
+    assert (folder / "out" / "small" / "study.yaml").read_text() == before  # nothing overwritten
+
+
+def test_a_failing_training_is_retried_then_recorded_with_its_error(tmp_path: Path) -> None:
+    # SGD at learning rate 1 with selu diverges on this data: a real failure, not a fake one.
+    diverging = {
+        "searchSpace": {
+            "hiddenLayers": {"min": 2, "max": 2},
+            "neurons": {"min": 128, "max": 128, "step": 8},
+            "activations": ["selu"],
+            "learningRate": {"min": 1.0, "max": 1.0},
+            "batchSizes": [16],
+            "optimizers": ["sgd"],
+        },
+        "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 1},
+        "randomStage": {"configurations": 2},
+        "failurePolicy": {"retries": 1, "maxFailedTrainings": 5},
+        "result": {"size": 3},
+    }
+    study = write_study(tmp_path, "diverges", **diverging)
+    proc = subprocess.run(
+        [*HPO, "run", str(study), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the search space holds only 1 unique configurations" in proc.stdout
+    assert "(will retry)" in proc.stdout  # the first attempt failed and was retried
+    assert "study failed: no configuration of the random stage trained successfully" in proc.stderr
+    (row,) = read_ledger(LocalStore(tmp_path / "out"), "diverges/ledger.xlsx")
+    assert row.status == "failed" and row.mae is None and row.artifacts is None
+    assert "training diverged" in (row.error or "")
+
+
+def _workers(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [
+        int(c)
+        for c in out
+        if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+    ]
+
+
+def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
+    study = write_study(
+        tmp_path, "killed", randomStage={"configurations": 4}, bayesianStage={"enabled": False}
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*HPO, "run", str(study), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ": mae " in line:  # workers are up and training
+            break
+    victims = _workers(proc.pid)
+    assert victims, "no worker processes found"
+    os.kill(victims[0], signal.SIGKILL)
+    rest, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, rest + err
+    assert "worker process died" in rest and "(will retry)" in rest
+    rows = read_ledger(LocalStore(out), "killed/ledger.xlsx")
+    assert len(rows) == 4 * 2 and all(r.status == "succeeded" for r in rows)
+    assert len({r.key for r in rows}) == 8

@@ -1,0 +1,132 @@
+"""The operator's own dependencies: a fresh environment without TensorFlow runs it.
+
+The operator image must stay small (no TensorFlow); this installs the package
+without the ``trainer`` extra into a new venv and runs a study with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.s3 import new_s3_store
+from helpers.study import REPO, study_dict
+from helpers.synthetic import synthetic
+from support.kube.kubelet import TestKubelet
+from support.kube.server import KubeServer
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
+
+UV = Path(sys.executable).parent / "uv"
+
+
+@pytest.fixture(scope="module")
+def operator_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = tmp_path_factory.mktemp("operator-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), str(REPO)],
+        check=True,
+        timeout=600,
+    )
+    return venv
+
+
+def test_no_tensorflow_in_the_operator_environment(operator_venv: Path) -> None:
+    py = str(operator_venv / "bin" / "python")
+    probe = subprocess.run([py, "-c", "import tensorflow"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
+    help_ = subprocess.run(
+        [str(operator_venv / "bin" / "hpo"), "operator", "--help"], capture_output=True, text=True
+    )
+    assert help_.returncode == 0 and "Run the operator" in help_.stdout
+
+
+@pytest.fixture
+def cluster(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
+    with KubeServer(crds=(hpo_crd,)) as kube:
+        yield kube
+
+
+def test_the_operator_runs_a_study_from_that_environment(
+    operator_venv: Path, cluster: KubeServer, s3_server: S3Server, tmp_path: Path
+) -> None:
+    api = cluster.api()
+    api.core.create_namespaced_secret(
+        "default",
+        {
+            "metadata": {"name": "s3-creds"},
+            "data": {
+                "accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode(),
+                "secretKey": base64.b64encode(TEST_SECRET_KEY.encode()).decode(),
+            },
+        },
+    )
+    data_bucket = f"data-{uuid.uuid4().hex[:10]}"
+    new_s3_store(s3_server, bucket=data_bucket, prefix="").put_file(
+        "d.csv", REPO / "examples" / "data" / "transistor.csv"
+    )
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    raw = study_dict(
+        training={"seedsPerConfig": 1},
+        randomStage={"configurations": 3},
+        bayesianStage={"enabled": False},
+        storage={
+            "type": "s3",
+            "endpoint": s3_server.endpoint,
+            "tls": False,
+            "bucket": bucket,
+            "createBucket": True,
+            "credentialsSecret": {"name": "s3-creds"},
+        },
+    )
+    raw["spec"]["dataset"]["path"] = f"s3://{data_bucket}/d.csv"
+    raw["metadata"] = {"name": "lean", "namespace": "default"}
+    answer = synthetic(
+        lambda: new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+    )
+    node = TestKubelet(cluster.api_client(), behaviour=lambda pod: "instant", result=answer).start()
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(operator_venv / "bin" / "hpo"),
+                "operator",
+                "--liveness",
+                "",
+                "--metrics-port",
+                "0",
+                "--poll",
+                "0.3",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        api.custom.create_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", "default", "hpostudies", raw
+        )
+        deadline = time.monotonic() + 120
+        phase = ""
+        while time.monotonic() < deadline and phase not in ("Succeeded", "Failed"):
+            obj = api.custom.get_namespaced_custom_object(
+                "hpo-operator.dev", "v1alpha1", "default", "hpostudies", "lean"
+            )
+            phase = (obj.get("status") or {}).get("phase", "")
+            time.sleep(0.3)
+        assert phase == "Succeeded", log.read_text()[-4000:]
+        assert obj["status"]["trainings"] == "3/3"
+    finally:
+        proc.kill()
+        proc.wait(30)
+        node.stop()

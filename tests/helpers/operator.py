@@ -1,0 +1,178 @@
+"""Driving the operator in tests: a kopf runner with the product's handlers against the
+emulated cluster, a test kubelet, study bodies on the test S3 server, and the reads
+the assertions need (status, pods, events, ledger rows). Fixtures that use these
+(``kube``, ``dataset``) are in tests/e2e/conftest.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kopf
+from kopf.testing import KopfRunner
+
+from helpers.s3 import new_s3_store
+from helpers.study import study_dict
+from helpers.synthetic import synthetic as synthetic_trainer
+from hpo.contract import SeedResult
+from hpo.handlers import make_registry
+from hpo.ledger import read_ledger
+from hpo.pods import LABEL_STUDY
+from support.kube.kubelet import TestKubelet
+from support.kube.server import KubeServer
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
+
+NS = "default"
+HPO_OPERATOR = [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "--poll", "0.3"]
+
+
+@contextmanager
+def operator(kube: KubeServer, retry_s: float = 15.0) -> Iterator[KopfRunner]:
+    """A real kopf operator with our handlers, talking HTTP to the emulator."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kube.connection_info()
+
+    make_registry(kube.api_client, poll_s=0.3, retry_s=retry_s, registry=registry)
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    with KopfRunner(
+        ["run", "--standalone", "--all-namespaces"],
+        registry=registry,
+        settings=settings,
+        timeout=120,
+    ) as runner:
+        yield runner
+
+
+@contextmanager
+def kubelet(kube: KubeServer, **options: Any) -> Iterator[TestKubelet]:
+    node = TestKubelet(kube.api_client(), **options).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def study_body(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
+    raw = study_dict(
+        searchSpace={
+            "hiddenLayers": {"min": 1, "max": 2},
+            "neurons": {"min": 8, "max": 32, "step": 8},
+            "activations": ["relu", "tanh"],
+            "learningRate": {"min": 0.003, "max": 0.03},
+            "batchSizes": [64],
+        },
+        training={"epochs": 3, "patience": 2, "seedsPerConfig": 2},
+        randomStage={"configurations": 3},
+        bayesianStage={"topK": 1, "trialsPerConfig": 1, "estimator": "ET", "neuronsRadius": 8},
+        parallelism=2,
+        failurePolicy={"retries": 1, "maxFailedTrainings": 3},
+        storage={
+            "type": "s3",
+            "endpoint": s3.endpoint,
+            "tls": False,
+            "bucket": bucket,
+            "prefix": "hpo",
+            "createBucket": True,
+            "credentialsSecret": {"name": "s3-creds"},
+        },
+        trainer={"image": "test/trainer:dev", "retryBackoffSeconds": 0, "seedsPerPod": 2},
+    )
+    raw["spec"]["dataset"]["path"] = dataset
+    raw["metadata"] = {"name": name, "namespace": NS}
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(raw["spec"].get(key), dict):
+            raw["spec"][key] = {**raw["spec"][key], **value}
+        else:
+            raw["spec"][key] = value
+    return raw
+
+
+def create(kube: KubeServer, body: dict[str, Any]) -> None:
+    api = kube.api()
+    api.custom.create_namespaced_custom_object(
+        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", body
+    )
+
+
+def study(kube: KubeServer, name: str) -> dict[str, Any]:
+    return kube.api().custom.get_namespaced_custom_object(
+        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+    )
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 240, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def phase(kube: KubeServer, name: str) -> str:
+    return (study(kube, name).get("status") or {}).get("phase", "")
+
+
+def finished(kube: KubeServer, name: str, timeout: float = 240) -> dict[str, Any]:
+    wait_for(lambda: phase(kube, name) in ("Succeeded", "Failed"), timeout)
+    return study(kube, name)
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The study's conditions by type (none before the operator first wrote a status)."""
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+
+
+def pods(kube: KubeServer, name: str) -> list[dict[str, Any]]:
+    raw = kube.api().core.list_namespaced_pod(
+        NS, label_selector=f"{LABEL_STUDY}={name}", _preload_content=False
+    )
+    return json.loads(raw.data)["items"]
+
+
+def events(kube: KubeServer, name: str) -> list[dict[str, Any]]:
+    raw = kube.api().core.list_namespaced_event(NS, _preload_content=False)
+    return [e for e in json.loads(raw.data)["items"] if e["involvedObject"]["name"] == name]
+
+
+def synthetic(
+    s3: S3Server, bucket: str, delay_s: float = 0.3
+) -> Callable[[dict[str, Any]], tuple[int, str]]:
+    """Pods answered at once with synthetic scores (a training takes ``delay_s``)."""
+    return synthetic_trainer(
+        lambda: new_s3_store(s3, bucket=bucket, prefix="hpo/default", create_bucket=False), delay_s
+    )
+
+
+def ledger_rows(s3: S3Server, bucket: str, name: str) -> list[SeedResult]:
+    store = new_s3_store(s3, bucket=bucket, prefix="", create_bucket=False)
+    return read_ledger(store, f"hpo/default/{name}/ledger.xlsx")
+
+
+def check_complete(rows: list[SeedResult], trainings: int, seeds: int = 2) -> None:
+    assert len(rows) == trainings, [r.key for r in rows]
+    assert len({r.key for r in rows}) == trainings, "a training recorded twice"
+    per_key: dict[str, int] = {}
+    for r in rows:
+        per_key[r.config_key] = per_key.get(r.config_key, 0) + 1
+    assert all(n == seeds for n in per_key.values()), "a configuration trained twice"
+
+
+def credentials_secret(name: str = "s3-creds", *, secret_key: bool = True) -> dict[str, Any]:
+    """A Secret body with the test S3 credentials (``accessKey``, ``secretKey``)."""
+    data = {"accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode()}
+    if secret_key:
+        data["secretKey"] = base64.b64encode(TEST_SECRET_KEY.encode()).decode()
+    return {"metadata": {"name": name}, "data": data}

@@ -1,0 +1,804 @@
+"""``TestKubelet``: a node for the emulator that plays each new pod's lifecycle.
+
+It watches pods (via the ``kubernetes`` client, over HTTP) in a background
+thread and writes their status through the status subresource, as a kubelet
+would: ``phase``, ``startTime``, ``conditions``, ``hostIP``/``podIP`` and
+``containerStatuses`` (``name``, ``image``, ``imageID``, ``containerID``,
+``ready``, ``started``, ``restartCount``, ``state``).
+
+What happens to a pod is chosen per pod by ``behaviour(pod) -> str``:
+
+- ``"run"`` (default): run the first container's ``command`` + ``args`` as a
+  subprocess (a leading ``python``/``python3`` becomes ``sys.executable``), with its
+  ``env`` (``value``, ``$(VAR)`` expansion, ``valueFrom.secretKeyRef`` /
+  ``configMapKeyRef`` / ``fieldRef``, ``envFrom``) over this process's environment,
+  in ``workingDir`` or a scratch folder. The ``terminationMessagePath`` is mapped
+  to a file in that folder: replaced wherever it appears in command/args, and
+  exported as ``KUBELET_TERMINATION_LOG``. Exit 0 → Succeeded/Completed, else
+  Failed/Error; the file (max 4096 bytes) is the termination message, or the log
+  tail under ``FallbackToLogsOnError``. A missing Secret/ConfigMap or key keeps
+  the pod Pending (``CreateContainerConfigError``) and is retried, as a kubelet does.
+  At most ``max_running`` run at once; the others wait in Pending (Unschedulable).
+  ``spec.activeDeadlineSeconds`` kills a pod (Failed, DeadlineExceeded).
+- ``"instant"``: Running, then at once Succeeded with ``result(pod) -> (exit_code,
+  message)`` (default ``(0, "")``); ``"instant:<message>"`` gives the message inline.
+- ``"fail:<code>:<message>"``: Running, then Failed/Error with that exit code and message.
+- ``"oom"``: Running, then Failed/OOMKilled, exit code 137.
+- ``"pending"``: stays Pending (``ContainerCreating``).
+- ``"unpullable"``: stays Pending (``ErrImagePull``, then ``ImagePullBackOff`` with
+  ``Back-off pulling image "<image>"``).
+- ``"unknown"``: Running briefly, then phase ``Unknown`` (node lost).
+
+A pod deleted while it runs has its process group killed; ``stop()`` kills all.
+``records`` keep what happened to every pod (steps, argv, env, exit code,
+message, output) for test assertions. Restart policies are not played: a
+container runs once. Only the first container runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .emulator import now_rfc3339
+
+Behaviour = Callable[[dict[str, Any]], str]
+Result = Callable[[dict[str, Any]], tuple[int, str]]
+OutputSink = Callable[[str, str, str], None]
+
+MESSAGE_LIMIT = 4096
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+class _ConfigError(Exception):
+    """The container's configuration cannot be resolved yet (CreateContainerConfigError)."""
+
+
+@dataclasses.dataclass
+class PodRecord:
+    """What the kubelet did with one pod (one uid)."""
+
+    namespace: str
+    name: str
+    uid: str
+    mode: str = ""
+    steps: list[str] = dataclasses.field(default_factory=list)
+    phase: str = "Pending"
+    reason: str | None = None  # waiting or terminated reason
+    exit_code: int | None = None
+    message: str = ""
+    argv: list[str] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # the pod's own env, resolved
+    output: str = ""  # stdout + stderr of a "run" pod
+    deleted: bool = False
+    active: bool = False  # a worker plays it now (it sets ``done`` when it ends)
+    settled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+
+class TestKubelet:
+    """Watch pods and play their lifecycle (see the module docstring)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        behaviour: Behaviour | None = None,
+        result: Result | None = None,
+        max_running: int = 2,
+        namespace: str | None = None,
+        node_name: str = "test-node",
+        config_retry: float = 0.5,
+        on_output: OutputSink | None = None,
+        keep_files: bool = False,
+    ) -> None:
+        """``namespace`` limits the pods served (default: all); ``on_output(ns, name, text)``
+        receives each run pod's output (``KubeServer`` wiring: ``pods/log``)."""
+        self.core = client.CoreV1Api(api_client)
+        self.behaviour = behaviour or (lambda pod: "run")
+        self.result = result
+        self.max_running = max_running
+        self.namespace = namespace
+        self.node_name = node_name
+        self.config_retry = config_retry
+        self.on_output = on_output
+        self.keep_files = keep_files
+        self.records: dict[str, PodRecord] = {}  # by uid, in arrival order
+        self.errors: list[str] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._running = 0
+        self._watch_response: Any = None
+        self._thread: threading.Thread | None = None
+        self._runner = concurrent.futures.ThreadPoolExecutor(
+            max_running, thread_name_prefix="kubelet-run"
+        )
+        self._quick = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="kubelet-quick")
+        self._dir = Path(tempfile.mkdtemp(prefix="kubelet-"))
+        self._ip = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start watching; return once the pods that exist already are taken in."""
+        self._thread = threading.Thread(target=self._watch, name="kubelet-watch", daemon=True)
+        self._thread.start()
+        if not self._synced.wait(timeout):
+            raise RuntimeError(f"TestKubelet could not list pods: {self.errors}")
+        return self
+
+    def stop(self) -> None:
+        """Stop watching, kill every process, wait for the workers."""
+        self._stop.set()
+        with self._lock:
+            response = self._watch_response
+            records = list(self.records.values())
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.shutdown()
+        for record in records:
+            _kill(record)
+        self._runner.shutdown(wait=True, cancel_futures=True)
+        self._quick.shutdown(wait=True, cancel_futures=True)
+        if self._thread is not None:
+            self._thread.join(5)
+        if not self.keep_files:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> Literal[False]:
+        self.stop()
+        return False
+
+    # -- queries --------------------------------------------------------------------------
+
+    def record(self, name: str, namespace: str = "default") -> PodRecord | None:
+        """The latest record of a pod by name (a re-created pod has a new record)."""
+        with self._lock:
+            found = [
+                r for r in self.records.values() if r.name == name and r.namespace == namespace
+            ]
+        return found[-1] if found else None
+
+    def wait(
+        self, name: str, namespace: str = "default", *, timeout: float = 30.0, settled: bool = False
+    ) -> PodRecord:
+        """Wait until the pod is done (terminal or deleted) or, with ``settled``, parked."""
+        deadline = time.monotonic() + timeout
+        while (record := self.record(name, namespace)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the kubelet never saw pod {namespace}/{name}")
+            time.sleep(0.01)
+        event = record.settled if settled else record.done
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(
+                f"pod {namespace}/{name} not {'settled' if settled else 'done'}: {record.steps}"
+            )
+        return record
+
+    # -- watching -------------------------------------------------------------------------
+
+    def _list(self, **kwargs: Any) -> Any:
+        if self.namespace:
+            return self.core.list_namespaced_pod(self.namespace, _preload_content=False, **kwargs)
+        return self.core.list_pod_for_all_namespaces(_preload_content=False, **kwargs)
+
+    def _watch(self) -> None:
+        version: str | None = None
+        while not self._stop.is_set():
+            response = None
+            try:
+                if version is None:
+                    listing = json.loads(self._list().data)
+                    version = listing["metadata"]["resourceVersion"]
+                    for pod in listing.get("items") or []:
+                        self._on_event("ADDED", pod)
+                    self._synced.set()
+                response = self._list(
+                    watch=True, resource_version=version, allow_watch_bookmarks=True
+                )
+                with self._lock:
+                    self._watch_response = response
+                if self._stop.is_set():
+                    break
+                for line in response:
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        version = None  # 410 Gone: list again
+                        break
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if event.get("type") != "BOOKMARK":
+                        self._on_event(event["type"], obj)
+            except Exception as e:
+                if self._stop.is_set():
+                    break
+                self.errors.append(f"watch: {e!r}")
+                time.sleep(0.2)
+            finally:
+                with self._lock:
+                    self._watch_response = None
+                if response is not None:
+                    with contextlib.suppress(Exception):
+                        response.release_conn()
+
+    def _on_event(self, type_: str, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        with self._lock:
+            record = self.records.get(uid)
+            if type_ == "DELETED":
+                if record is not None and not record.deleted:
+                    record.deleted = True
+                    record.step("deleted")
+                    _kill(record)
+                    if not record.active:
+                        record.done.set()
+                return
+            if record is not None or meta.get("deletionTimestamp"):
+                return
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                return  # finished before this kubelet started
+            record = PodRecord(
+                namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=uid
+            )
+            self.records[uid] = record
+        try:
+            record.mode = self.behaviour(pod)
+        except Exception as e:
+            record.mode = f"fail:1:behaviour() raised {e!r}"
+        kind = record.mode.split(":", 1)[0]
+        if kind == "run":
+            with self._lock:
+                queued = self._running >= self.max_running
+                self._running += 1
+            if queued:
+                record.step("queued")
+                self._write(record, self._queued_status())
+            self._runner.submit(self._guard, self._run, record, pod)
+        elif kind in ("instant", "fail", "oom", "pending", "unpullable", "unknown"):
+            self._quick.submit(self._guard, self._play, record, pod)
+        else:
+            self.errors.append(f"{record.name}: unknown behaviour {record.mode!r}")
+            record.step(f"unknown behaviour {record.mode!r}")
+            record.settled.set()
+
+    def _guard(
+        self,
+        fn: Callable[[PodRecord, dict[str, Any]], None],
+        record: PodRecord,
+        pod: dict[str, Any],
+    ) -> None:
+        with self._lock:
+            record.active = True
+        try:
+            fn(record, pod)
+        except Exception as e:
+            self.errors.append(f"{record.name}: {e!r}")
+            record.step(f"kubelet error: {e!r}")
+            record.settled.set()
+            record.done.set()
+        finally:
+            with self._lock:
+                record.active = False
+                if fn == self._run:
+                    self._running -= 1
+            if record.deleted:
+                record.done.set()
+
+    # -- status writing -------------------------------------------------------------------
+
+    def _write(self, record: PodRecord, status: dict[str, Any]) -> bool:
+        """Merge-patch the status (lists replace whole); False if the pod is gone."""
+        if record.deleted or self._stop.is_set():
+            return False
+        try:
+            self.core.patch_namespaced_pod_status(
+                record.name,
+                record.namespace,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                record.deleted = True  # the worker's guard sets ``done``
+                return False
+            raise
+        record.phase = status.get("phase", record.phase)
+        return True
+
+    def _queued_status(self) -> dict[str, Any]:
+        return {
+            "phase": "Pending",
+            "conditions": [
+                _condition(
+                    "PodScheduled",
+                    False,
+                    "Unschedulable",
+                    "0/1 nodes are available: 1 Insufficient cpu.",
+                ),
+            ],
+        }
+
+    def _status(
+        self,
+        pod: dict[str, Any],
+        phase: str,
+        state: dict[str, Any],
+        *,
+        started: str,
+        ready: bool = False,
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        running = "running" in state
+        terminal = phase in ("Succeeded", "Failed")
+        ready_reason = (
+            None
+            if ready
+            else "PodCompleted"
+            if phase == "Succeeded"
+            else "PodFailed"
+            if terminal
+            else "ContainersNotReady"
+        )
+        status: dict[str, Any] = {
+            "phase": phase,
+            "startTime": started,
+            "hostIP": "10.0.0.1",
+            "podIP": self._pod_ip(pod),
+            "qosClass": "BestEffort",
+            "conditions": [
+                _condition("PodScheduled", True),
+                _condition("Initialized", True),
+                _condition("ContainersReady", ready, ready_reason),
+                _condition("Ready", ready, ready_reason),
+            ],
+            "containerStatuses": [
+                {
+                    "name": c.get("name", ""),
+                    "image": c.get("image", ""),
+                    "imageID": _image_id(c.get("image", ""))
+                    if running or "terminated" in state
+                    else "",
+                    **(
+                        {"containerID": _container_id(pod, c)}
+                        if running or "terminated" in state
+                        else {}
+                    ),
+                    "ready": ready,
+                    "started": running,
+                    "restartCount": 0,
+                    "state": state,
+                }
+                for c in containers
+            ],
+        }
+        if reason:
+            status["reason"] = reason
+        if message:
+            status["message"] = message
+        return status
+
+    def _pod_ip(self, pod: dict[str, Any]) -> str:
+        digest = int(
+            hashlib.sha256(str((pod.get("metadata") or {}).get("uid")).encode()).hexdigest(), 16
+        )
+        return f"10.244.{digest % 250}.{digest // 250 % 250 + 2}"
+
+    def _creating(
+        self,
+        record: PodRecord,
+        pod: dict[str, Any],
+        started: str,
+        reason: str = "ContainerCreating",
+        message: str | None = None,
+    ) -> bool:
+        waiting: dict[str, Any] = {"reason": reason}
+        if message:
+            waiting["message"] = message
+        record.reason = reason
+        return self._write(
+            record, self._status(pod, "Pending", {"waiting": waiting}, started=started)
+        )
+
+    def _terminate(
+        self,
+        record: PodRecord,
+        pod: dict[str, Any],
+        started: str,
+        running_since: str,
+        code: int,
+        reason: str,
+        message: str,
+    ) -> None:
+        phase = "Succeeded" if code == 0 else "Failed"
+        terminated: dict[str, Any] = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": running_since,
+            "finishedAt": now_rfc3339(),
+            "containerID": _container_id(
+                pod, ((pod.get("spec") or {}).get("containers") or [{}])[0]
+            ),
+        }
+        if message:
+            terminated["message"] = message
+        record.exit_code, record.reason, record.message = code, reason, message
+        record.step(phase.lower())
+        self._write(record, self._status(pod, phase, {"terminated": terminated}, started=started))
+        record.settled.set()
+        record.done.set()
+
+    # -- scripted modes -------------------------------------------------------------------
+
+    def _play(self, record: PodRecord, pod: dict[str, Any]) -> None:
+        kind, _, arg = record.mode.partition(":")
+        started = now_rfc3339()
+        image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
+        if kind == "pending":
+            record.step("creating")
+            self._creating(record, pod, started)
+            record.settled.set()
+            return
+        if kind == "unpullable":
+            record.step("image-pull-error")
+            self._creating(
+                record,
+                pod,
+                started,
+                "ErrImagePull",
+                f'failed to pull and unpack image "{image}": not found',
+            )
+            record.step("image-pull-backoff")
+            self._creating(
+                record, pod, started, "ImagePullBackOff", f'Back-off pulling image "{image}"'
+            )
+            record.settled.set()
+            return
+        record.step("running")
+        if not self._write(
+            record,
+            self._status(
+                pod, "Running", {"running": {"startedAt": started}}, started=started, ready=True
+            ),
+        ):
+            return
+        if kind == "unknown":
+            time.sleep(0.1)
+            record.step("unknown")
+            status = self._status(
+                pod, "Unknown", {"running": {"startedAt": started}}, started=started
+            )
+            status["reason"] = "NodeLost"
+            status["message"] = (
+                f"Node {self.node_name} which was running pod {record.name} is unresponsive"
+            )
+            self._write(record, status)
+            record.settled.set()
+            record.done.set()
+            return
+        if kind == "instant":
+            code, message = (0, arg) if arg or self.result is None else self.result(pod)
+            self._terminate(
+                record,
+                pod,
+                started,
+                started,
+                code,
+                "Completed" if code == 0 else "Error",
+                message[:MESSAGE_LIMIT],
+            )
+        elif kind == "fail":
+            code_text, _, message = arg.partition(":")
+            code = int(code_text or 1)
+            self._terminate(
+                record,
+                pod,
+                started,
+                started,
+                code,
+                "Error" if code else "Completed",
+                message[:MESSAGE_LIMIT],
+            )
+        elif kind == "oom":
+            self._terminate(record, pod, started, started, 137, "OOMKilled", "")
+
+    # -- running for real -----------------------------------------------------------------
+
+    def _run(self, record: PodRecord, pod: dict[str, Any]) -> None:
+        if record.deleted or self._stop.is_set():
+            return
+        spec = pod.get("spec") or {}
+        container = (spec.get("containers") or [{}])[0]
+        started = now_rfc3339()
+        record.step("creating")
+        if not self._creating(record, pod, started):
+            return
+
+        # The configuration: a missing Secret/ConfigMap keeps the pod Pending, retried.
+        reported = False
+        while True:
+            try:
+                env = self._resolve_env(pod, container)
+                break
+            except _ConfigError as e:
+                if not reported:
+                    record.step("config-error")
+                    record.message = str(e)
+                    if not self._creating(
+                        record, pod, started, "CreateContainerConfigError", str(e)
+                    ):
+                        return
+                    record.settled.set()
+                    reported = True
+                if self._stop.wait(self.config_retry) or record.deleted:
+                    return
+        if reported:
+            self._creating(record, pod, started)
+
+        folder = Path(tempfile.mkdtemp(prefix=f"{record.name[:40]}-", dir=self._dir))
+        term_path = str(container.get("terminationMessagePath") or "/dev/termination-log")
+        term_file = folder / "termination-log"
+        term_file.touch()
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        argv = [_expand(a, env).replace(term_path, str(term_file)) for a in argv]
+        if argv and _PYTHON.fullmatch(os.path.basename(argv[0])):
+            argv[0] = sys.executable
+        record.argv, record.env = argv, dict(env)
+        full_env = {
+            **os.environ,
+            "HOSTNAME": record.name,
+            **env,
+            "KUBELET_TERMINATION_LOG": str(term_file),
+        }
+        full_env.pop("KUBECONFIG", None)
+        cwd = container.get("workingDir") or str(folder)
+        log_path = folder / "output.log"
+        running_since = now_rfc3339()
+        with open(log_path, "wb") as log:
+            try:
+                if not argv:
+                    raise FileNotFoundError(
+                        "no command: the emulator cannot use an image's entrypoint"
+                    )
+                process = subprocess.Popen(
+                    argv,
+                    env=full_env,
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                message = f"failed to create containerd task: exec: {e}"
+                self._terminate(record, pod, started, running_since, 128, "StartError", message)
+                self._cleanup(folder)
+                return
+            record.process = process
+            if record.deleted or self._stop.is_set():
+                _kill(record)
+            record.step("running")
+            self._write(
+                record,
+                self._status(
+                    pod,
+                    "Running",
+                    {"running": {"startedAt": running_since}},
+                    started=started,
+                    ready=True,
+                ),
+            )
+            deadline = spec.get("activeDeadlineSeconds")
+            limit = time.monotonic() + float(deadline) if deadline else None
+            expired = False
+            while process.poll() is None:
+                if limit is not None and time.monotonic() > limit:
+                    expired = True
+                    _kill(record)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(0.05)
+        code = process.returncode
+        code = 128 - code if code < 0 else code  # killed by a signal N: 128+N
+        record.output = log_path.read_bytes().decode("utf-8", errors="replace")
+        if self.on_output is not None:
+            with contextlib.suppress(Exception):
+                self.on_output(record.namespace, record.name, record.output)
+        if record.deleted or self._stop.is_set():
+            record.exit_code = code
+            record.step("killed")
+            record.done.set()
+            self._cleanup(folder)
+            return
+        message = term_file.read_bytes()[:MESSAGE_LIMIT].decode("utf-8", errors="replace")
+        if (
+            not message
+            and code != 0
+            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
+            tail = record.output.splitlines()[-80:]
+            message = "\n".join(tail)[-2048:]
+        if expired:
+            record.step("deadline-exceeded")
+            self._terminate(record, pod, started, running_since, code, "Error", message)
+            self._write(
+                record,
+                {
+                    "phase": "Failed",
+                    "reason": "DeadlineExceeded",
+                    "message": "Pod was active on the node longer than the specified deadline",
+                },
+            )
+        else:
+            self._terminate(
+                record,
+                pod,
+                started,
+                running_since,
+                code,
+                "Completed" if code == 0 else "Error",
+                message,
+            )
+        self._cleanup(folder)
+
+    def _cleanup(self, folder: Path) -> None:
+        if not self.keep_files:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _resolve_env(self, pod: dict[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
+        """The container's env as a kubelet resolves it; _ConfigError if something is missing."""
+        namespace = (pod.get("metadata") or {}).get("namespace", "default")
+        env: dict[str, str] = {}
+        sources: dict[tuple[str, str], dict[str, str] | None] = {}
+
+        def source(kind: str, name: str) -> dict[str, str] | None:
+            if (kind, name) not in sources:
+                try:
+                    if kind == "Secret":
+                        raw = json.loads(
+                            self.core.read_namespaced_secret(
+                                name, namespace, _preload_content=False
+                            ).data
+                        )
+                        data = {
+                            k: base64.b64decode(v).decode()
+                            for k, v in (raw.get("data") or {}).items()
+                        }
+                    else:
+                        raw = json.loads(
+                            self.core.read_namespaced_config_map(
+                                name, namespace, _preload_content=False
+                            ).data
+                        )
+                        data = dict(raw.get("data") or {})
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    data = None
+                sources[(kind, name)] = data
+            return sources[(kind, name)]
+
+        for item in container.get("envFrom") or []:
+            for kind, ref_key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+                ref = item.get(ref_key)
+                if ref is None:
+                    continue
+                data = source(kind, ref.get("name", ""))
+                if data is None:
+                    if ref.get("optional"):
+                        continue
+                    raise _ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
+                for k, v in data.items():
+                    env[item.get("prefix", "") + k] = v
+
+        for item in container.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                env[name] = _expand(str(item["value"]), env)
+                continue
+            value_from = item.get("valueFrom") or {}
+            for kind, ref_key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+                ref = value_from.get(ref_key)
+                if ref is None:
+                    continue
+                data = source(kind, ref.get("name", ""))
+                if data is None:
+                    if ref.get("optional"):
+                        break
+                    raise _ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
+                if ref.get("key") not in data:
+                    if ref.get("optional"):
+                        break
+                    raise _ConfigError(
+                        f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')}"
+                    )
+                env[name] = data[ref["key"]]
+                break
+            else:
+                field = (value_from.get("fieldRef") or {}).get("fieldPath")
+                if field:
+                    env[name] = _field(pod, field)
+                elif not value_from:
+                    env[name] = ""
+        return env
+
+
+def _condition(
+    type_: str, ok: bool, reason: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "lastTransitionTime": now_rfc3339(),
+    }
+    if reason:
+        condition["reason"] = reason
+    if message:
+        condition["message"] = message
+    return condition
+
+
+def _image_id(image: str) -> str:
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return f"{image.split(':')[0]}@sha256:{digest}"
+
+
+def _container_id(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    uid = (pod.get("metadata") or {}).get("uid", "")
+    return "containerd://" + hashlib.sha256(f"{uid}/{container.get('name')}".encode()).hexdigest()
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command, args and env values (``$$`` escapes)."""
+    return _VAR_REF.sub(lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text)
+
+
+def _field(pod: Mapping[str, Any], path: str) -> str:
+    meta = pod.get("metadata") or {}
+    if m := re.fullmatch(r"metadata\.(labels|annotations)\['([^']*)'\]", path):
+        return str((meta.get(m[1]) or {}).get(m[2], ""))
+    node: Any = pod
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if node is None and path == "spec.nodeName":
+        return "test-node"
+    return "" if node is None else str(node)
+
+
+def _kill(record: PodRecord) -> None:
+    process = record.process
+    if process is not None and process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,364 @@
+"""The seams of the code (README, "Layout of the code"), checked on the parsed import graph.
+
+Imports are read with ``ast`` from every module of ``operator/hpo`` and
+``trainer-image/hpo_trainer`` (module-level, inside functions and under
+``TYPE_CHECKING`` alike), so a rule cannot be dodged by moving an import
+into a function. Each rule is a function over the graph that returns the
+offending imports; it is run on the real code and on a small broken tree,
+which shows it fails and names the import when the rule is broken.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers.study import REPO
+
+ROOTS = {"hpo": REPO / "operator" / "hpo", "hpo_trainer": REPO / "trainer-image" / "hpo_trainer"}
+
+#: Modules that decide (the engine decides, runners execute), with everything of ``hpo``
+#: they import: none may reach a cluster client or TensorFlow.
+PURE = ("hpo.engine", "hpo.bayes", "hpo.space", "hpo.summary")
+CLUSTER_OR_TF = ("kopf", "kubernetes", "tensorflow", "keras")
+TF = ("tensorflow", "keras")
+
+#: Imported by the operator's side in a fresh interpreter: none may load TensorFlow,
+#: kopf, kubernetes or the trainer package.
+OPERATOR_MODULES = [
+    "hpo.spec",
+    "hpo.space",
+    "hpo.engine",
+    "hpo.bayes",
+    "hpo.keys",
+    "hpo.layout",
+    "hpo.ledger",
+    "hpo.report",
+    "hpo.recorder",
+    "hpo.store",
+    "hpo.store.s3",
+    "hpo.dataset",
+    "hpo.dataset_check",
+    "hpo.runners.local",
+    "hpo.session",
+    "hpo.cli",
+    "hpo.pods",
+    "hpo.crd",
+]
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import statement's target, where it is, and whether it runs at import time."""
+
+    module: str  # the importing module, e.g. hpo.store.open
+    target: str  # the imported module, e.g. hpo.spec
+    line: int
+    top_level: bool  # runs when the module is imported (not in a function, not type-only)
+
+    def __str__(self) -> str:
+        return f"{self.module} (line {self.line}) imports {self.target}"
+
+
+def module_files(roots: dict[str, Path]) -> dict[str, Path]:
+    """Dotted module name -> file, for every ``.py`` under each package root."""
+    out = {}
+    for package, root in roots.items():
+        for path in sorted(root.rglob("*.py")):
+            parts = [package, *path.relative_to(root).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(module: str, path: Path, known: Iterable[str]) -> list[Import]:
+    """Every import in ``path``; ``from a import b`` counts as ``a.b`` when that is a module."""
+    known = set(known)
+    is_package = path.name == "__init__.py"
+    out: list[Import] = []
+
+    def resolve(node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        base = module.split(".")
+        base = base[: len(base) - node.level + (1 if is_package else 0)]
+        return ".".join([*base, *([node.module] if node.module else [])])
+
+    def visit(node: ast.AST, top_level: bool) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                out.append(Import(module, alias.name, node.lineno, top_level))
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(node)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                out.append(Import(module, full if full in known else base, node.lineno, top_level))
+        for child in ast.iter_child_nodes(node):
+            inner = top_level
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                inner = False
+            if isinstance(node, ast.If) and _is_type_checking(node.test) and child in node.body:
+                inner = False
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(), str(path)), True)
+    return out
+
+
+def import_graph(roots: dict[str, Path]) -> list[Import]:
+    files = module_files(roots)
+    return [imp for name, path in files.items() for imp in imports_of(name, path, files)]
+
+
+def _within(name: str, packages: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def hpo_importing_the_trainer(graph: list[Import]) -> list[Import]:
+    """``hpo`` never imports ``hpo_trainer`` (the trainer depends on hpo, not the reverse)."""
+    return [i for i in graph if _within(i.module, ["hpo"]) and _within(i.target, ["hpo_trainer"])]
+
+
+#: What the trainer may use of ``hpo``: the contract, the layout, the store and dataset
+#: reading (not the recorder, ledger, report or engine, which the operator side owns).
+TRAINER_USES = ("hpo.contract", "hpo.keys", "hpo.layout", "hpo.store", "hpo.dataset")
+
+
+def trainer_beyond_its_seam(graph: list[Import]) -> list[Import]:
+    """Imports of ``hpo`` by ``hpo_trainer`` outside ``TRAINER_USES``."""
+    return [
+        i
+        for i in graph
+        if _within(i.module, ["hpo_trainer"])
+        and _within(i.target, ["hpo"])
+        and not _within(i.target, TRAINER_USES)
+    ]
+
+
+def tensorflow_outside_the_trainer(graph: list[Import]) -> list[Import]:
+    """Only ``hpo_trainer`` imports TensorFlow or Keras."""
+    return [i for i in graph if not _within(i.module, ["hpo_trainer"]) and _within(i.target, TF)]
+
+
+def impure_deciders(graph: list[Import], pure: Iterable[str] = PURE) -> list[str]:
+    """Imports of kopf, kubernetes, TensorFlow or Keras reachable from a deciding module
+    through the ``hpo`` modules it imports (each with the path that leads there)."""
+    by_module: dict[str, list[Import]] = {}
+    for i in graph:
+        by_module.setdefault(i.module, []).append(i)
+    problems = []
+    for start in pure:
+        seen, todo = {start}, [(start, [start])]
+        while todo:
+            name, path = todo.pop()
+            for i in by_module.get(name, []):
+                if _within(i.target, [*CLUSTER_OR_TF, "hpo.runners", "hpo_trainer"]):
+                    problems.append(f"{' -> '.join(path)}: {i}")
+                elif i.target in by_module and i.target not in seen:
+                    seen.add(i.target)
+                    todo.append((i.target, [*path, i.target]))
+    return problems
+
+
+def unit_of(module: str, packages: set[str]) -> str:
+    """The node of the package-level graph: a subpackage of hpo (hpo.store), or a module."""
+    parts = module.split(".")
+    for n in range(2, len(parts) + 1):
+        if ".".join(parts[:n]) in packages:
+            return ".".join(parts[:n])
+    return module
+
+
+def package_cycles(graph: list[Import], packages: set[str]) -> list[list[Import]]:
+    """Import cycles between hpo's modules and subpackages (imports inside one subpackage
+    do not count), each as the imports that close it."""
+    edges: dict[str, dict[str, Import]] = {}
+    for i in graph:
+        if not (_within(i.module, ["hpo"]) and _within(i.target, ["hpo"])):
+            continue
+        a, b = unit_of(i.module, packages), unit_of(i.target, packages)
+        if a != b and b != "hpo":
+            edges.setdefault(a, {}).setdefault(b, i)
+    cycles: list[list[Import]] = []
+    found: set[frozenset[str]] = set()
+
+    def walk(node: str, path: list[str]) -> None:
+        for nxt in edges.get(node, {}):
+            if nxt == path[0]:
+                members = frozenset(path)
+                if members not in found:
+                    found.add(members)
+                    ring = [*path, nxt]
+                    cycles.append([edges[x][y] for x, y in itertools.pairwise(ring)])
+            elif nxt not in path and nxt > path[0]:  # each cycle once, from its least node
+                walk(nxt, [*path, nxt])
+
+    for start in sorted(edges):
+        walk(start, [start])
+    return cycles
+
+
+def subpackages(roots: dict[str, Path]) -> set[str]:
+    return {name for name, path in module_files(roots).items() if path.name == "__init__.py"}
+
+
+def _lines(items: Iterable[object]) -> str:
+    return "\n".join(f"  {item}" for item in items)
+
+
+# --------------------------------------------------------------------------- on the real code
+
+GRAPH = import_graph(ROOTS)
+
+
+def test_the_graph_is_read() -> None:
+    """A sanity check on the parser itself: known imports of each kind are found."""
+    found = {(i.module, i.target, i.top_level) for i in GRAPH}
+    assert ("hpo.store.open", "hpo.spec", True) in found
+    assert ("hpo.store.open", "hpo.store.s3", False) in found  # inside a function
+    assert ("hpo_trainer.train", "hpo.layout", True) in found
+    assert ("hpo.runners.kube", "hpo.crashpoints", True) in found  # from hpo import crashpoints
+    assert any(i.target == "tensorflow" for i in GRAPH if i.module == "hpo_trainer.model")
+
+
+def test_hpo_never_imports_the_trainer() -> None:
+    bad = hpo_importing_the_trainer(GRAPH)
+    assert not bad, "hpo must not import hpo_trainer:\n" + _lines(bad)
+
+
+def test_only_the_local_runner_names_the_trainer() -> None:
+    """The one way hpo reaches the trainer: local workers load it by name (as the
+    operator names the trainer image's command); no other module spells it."""
+    named = []
+    for name, path in module_files({"hpo": ROOTS["hpo"]}).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and text.startswith("hpo_trainer"):
+                named.append((name, text))
+    assert sorted(named) == [
+        ("hpo.pods", "hpo_trainer"),
+        ("hpo.runners.local", "hpo_trainer.train"),
+    ]
+
+
+def test_the_trainer_uses_only_contract_layout_store_and_dataset() -> None:
+    bad = trainer_beyond_its_seam(GRAPH)
+    assert not bad, "hpo_trainer reaches past its seam:\n" + _lines(bad)
+
+
+def test_only_the_trainer_imports_tensorflow() -> None:
+    bad = tensorflow_outside_the_trainer(GRAPH)
+    assert not bad, "TensorFlow/Keras outside hpo_trainer:\n" + _lines(bad)
+
+
+def test_deciding_modules_import_no_cluster_client_and_no_tensorflow() -> None:
+    bad = impure_deciders(GRAPH)
+    assert not bad, "the engine and the search must stay pure:\n" + _lines(bad)
+
+
+def test_no_import_cycles_between_hpo_packages() -> None:
+    cycles = package_cycles(GRAPH, subpackages(ROOTS))
+    assert not cycles, "import cycles:\n" + "\n".join(
+        " -> ".join(str(i) for i in cycle) for cycle in cycles
+    )
+
+
+def test_operator_side_loads_no_tensorflow_kopf_kubernetes_or_trainer() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for m in {OPERATOR_MODULES!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'tensorflow', 'keras', 'kopf', 'kubernetes', 'hpo_trainer'})\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_operator_image_ships_no_trainer() -> None:
+    """The operator image copies ``operator/`` alone; pyproject then finds only ``hpo``."""
+    copies = [
+        line for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+    ]
+    assert copies and not [c for c in copies if "trainer-image" in c], copies
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "packages" in setuptools and "find" in setuptools["packages"], setuptools
+    assert setuptools["packages"]["find"]["where"] == ["operator", "trainer-image"]
+
+
+# --------------------------------------------------------------------------- the rules can fail
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> dict[str, Path]:
+    """A tiny tree breaking every rule once, each import in a different way."""
+    hpo, trainer = tmp_path / "hpo", tmp_path / "hpo_trainer"
+    files = {
+        hpo / "__init__.py": "",
+        hpo / "engine.py": "from hpo import helper\n",
+        hpo / "helper.py": "def f():\n    import kubernetes\n",
+        hpo / "spec.py": "from hpo.store import Store\n",
+        hpo / "prep.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from hpo_trainer.data import x\n",
+        hpo / "plots.py": "import keras.layers\n",
+        hpo / "store" / "__init__.py": "from .base import Store\n",
+        hpo / "store" / "base.py": "from ..spec import Spec\n",
+        trainer / "__init__.py": "",
+        trainer / "model.py": "import tensorflow\nfrom hpo import spec\n",
+        trainer / "train.py": "from hpo.layout import StudyPaths\nfrom hpo.recorder import x\n",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return {"hpo": hpo, "hpo_trainer": trainer}
+
+
+def test_each_rule_names_the_import_that_breaks_it(broken: dict[str, Path]) -> None:
+    graph = import_graph(broken)
+    assert [str(i) for i in hpo_importing_the_trainer(graph)] == [
+        "hpo.prep (line 3) imports hpo_trainer.data"
+    ]
+    assert [str(i) for i in tensorflow_outside_the_trainer(graph)] == [
+        "hpo.plots (line 1) imports keras.layers"
+    ]
+    assert [str(i) for i in trainer_beyond_its_seam(graph)] == [
+        "hpo_trainer.model (line 2) imports hpo.spec",
+        "hpo_trainer.train (line 2) imports hpo.recorder",
+    ]
+    assert impure_deciders(graph, ["hpo.engine"]) == [
+        "hpo.engine -> hpo.helper: hpo.helper (line 2) imports kubernetes"
+    ]
+    cycles = package_cycles(graph, subpackages(broken))
+    assert [[str(i) for i in cycle] for cycle in cycles] == [
+        [
+            "hpo.spec (line 1) imports hpo.store",
+            "hpo.store.base (line 1) imports hpo.spec",
+        ]
+    ]
+
+
+def test_ruff_check_and_format_are_clean() -> None:
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", str(REPO)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run([*ruff, "format", "--check", str(REPO)], capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout

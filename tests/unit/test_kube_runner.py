@@ -1,0 +1,359 @@
+"""The Kubernetes runner alone: a small fake of the pods API, a local store, a fake clock.
+
+No API server, no kopf, no training: the fake "kubelet" is the test itself,
+which finishes pods by writing their ``scores.json`` to the store (as a
+trainer would) and setting their phase. Each step is one ``KubeRunner.step``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiException
+
+from helpers.study import LABELS, study_dict
+from hpo.contract import SeedResult, StoreRef
+from hpo.pods import LABEL_STUDY, pod_name, tasks_of
+from hpo.runners.kube import KubeRunner
+from hpo.session import FailureRecords
+from hpo.store import LocalStore
+
+NS = "default"
+STUDY = "t"
+
+
+class FakeCluster:
+    """The calls ``KubeRunner`` makes, on pods kept in a dict; every create is logged."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.created: list[str] = []
+        #: Every create call's pod name, also those answered "exists already".
+        self.create_calls: list[str] = []
+        self.deleted: list[str] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.status: dict[str, Any] = {}
+        #: Raised by the next creates, in order (then a create goes through).
+        self.refusals: list[Exception] = []
+        #: Create the pod, then raise this anyway (an answer lost on the way back).
+        self.lose_answer: Exception | None = None
+
+    def list_pods(self, namespace: str, study: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(p)
+            for p in self.pods.values()
+            if p["metadata"]["labels"].get(LABEL_STUDY) == study
+        ]
+
+    def create_pod(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        self.create_calls.append(manifest["metadata"]["name"])
+        if self.refusals:
+            raise self.refusals.pop(0)
+        name = manifest["metadata"]["name"]
+        if name in self.pods:
+            return False
+        pod = copy.deepcopy(manifest)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        pod["metadata"]["creationTimestamp"] = stamp
+        pod["status"] = {"phase": "Pending"}
+        self.pods[name] = pod
+        self.created.append(name)
+        if self.lose_answer is not None:
+            exc, self.lose_answer = self.lose_answer, None
+            raise exc
+        return True
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.pods.pop(name, None)
+        self.deleted.append(name)
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        self.pods[name]["metadata"].setdefault("annotations", {}).update(annotations)
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.status = status
+
+    def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    # -- the test's kubelet ------------------------------------------------------
+
+    def succeed(self, name: str, store: LocalStore) -> None:
+        """The pod's trainer wrote its scores and exited 0."""
+        pod = self.pods[name]
+        for task in tasks_of(pod):
+            t = task.trial
+            mae = 0.1 + 0.01 * task.seed
+            result = SeedResult(
+                study=STUDY,
+                trial=t.id,
+                stage=t.stage,
+                parent=t.parent,
+                config=t.config,
+                config_key=t.config_key,
+                seed=task.seed,
+                status="succeeded",
+                mae=mae,
+                per_label={label: {"mae": mae, "pct": 10 * mae} for label in LABELS},
+            )
+            store.put_bytes(
+                f"{STUDY}/trials/{t.id}/seed-{task.seed}/scores.json", result.to_json().encode()
+            )
+        pod["status"] = _terminated("Succeeded", 0, "[]")
+
+    def fail(self, name: str) -> None:
+        """The pod's trainer failed and said why in its termination message."""
+        pod = self.pods[name]
+        rows = [{"seed": t.seed, "status": "failed", "error": "boom"} for t in tasks_of(pod)]
+        pod["status"] = _terminated("Failed", 1, json.dumps(rows))
+
+
+def _terminated(phase: str, code: int, message: str) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "containerStatuses": [
+            {"state": {"terminated": {"exitCode": code, "reason": "Completed", "message": message}}}
+        ],
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _body(**spec: Any) -> dict[str, Any]:
+    base = {
+        "randomStage": {"configurations": 3, "seed": 1},
+        "training": {"seedsPerConfig": 1},
+        "bayesianStage": {"enabled": False},
+        "parallelism": 2,
+        "failurePolicy": {"retries": 1, "maxFailedTrainings": 10},
+        "trainer": {"retryBackoffSeconds": 30},
+    }
+    base.update(spec)
+    body = study_dict(**base)
+    body["metadata"].update(namespace=NS, uid="uid-1", generation=1)
+    return body
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def _runner(
+    cluster: FakeCluster, store: LocalStore, body: dict[str, Any], clock: Clock
+) -> KubeRunner:
+    runner = KubeRunner(
+        cluster,  # type: ignore[arg-type]
+        NS,
+        STUDY,
+        body=lambda: body,
+        poll_s=0.01,
+        store_ref=StoreRef(kind="local", root=str(store.root)),
+        clock=clock,
+    )
+    assert runner.start(), cluster.events
+    return runner
+
+
+def _engine(runner: KubeRunner) -> Any:
+    assert runner.session is not None
+    return runner.session.engine
+
+
+def test_tasks_become_pods_with_deterministic_names(store: LocalStore, tmp_path: Path) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    runner = _runner(cluster, store, _body(), clock)
+    runner.step()
+    # parallelism 2: the first two trials, attempt 1, one seed each.
+    expected = [pod_name(STUDY, f"r000{i}", [1], 1) for i in range(2)]
+    assert cluster.created == expected
+    assert sorted(runner.pods) == expected
+    # Another operator on another store makes the very same names: creating is idempotent.
+    other = FakeCluster()
+    _runner(other, LocalStore(tmp_path / "other"), _body(), Clock()).step()
+    assert other.created == expected
+    runner.step()  # nothing finished: nothing more is created
+    assert cluster.created == expected
+
+
+def test_a_finished_pod_is_recorded_and_deleted(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    runner = _runner(cluster, store, _body(), clock)
+    runner.step()
+    first = cluster.created[0]
+    cluster.succeed(first, store)
+    runner.step()
+    engine = _engine(runner)
+    assert engine.is_recorded(("r0000", 1))
+    [result] = engine.recorded()
+    assert (result.trial, result.status, result.mae) == ("r0000", "succeeded", pytest.approx(0.11))
+    assert first in cluster.deleted and first not in cluster.pods
+    # Its slot went to the next trial.
+    assert cluster.created[-1] == pod_name(STUDY, "r0002", [1], 1)
+    assert cluster.status["counts"]["succeeded"] == 1
+
+
+def test_a_failed_pod_is_retried_only_when_its_backoff_is_due(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    runner = _runner(cluster, store, _body(parallelism=1), clock)
+    runner.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    assert cluster.created == [first]
+    cluster.fail(first)
+    runner.step()
+    engine = _engine(runner)
+    assert not engine.is_recorded(("r0000", 1)), "a failure the policy retries is not final"
+    # The failed attempt is in the store before anything else happens (restarts rely on it).
+    assert FailureRecords(store, STUDY).load()[("r0000", 1)][0] == 1
+    assert engine.due_at(("r0000", 1)) == pytest.approx(clock.t + 30)
+    assert any("retry 1 in 30s" in e[2] for e in cluster.events)
+    # The waiting retry keeps its slot (as the operator always did): nothing else starts.
+    assert cluster.created == [first]
+    clock.t += 29
+    runner.step()
+    retry = pod_name(STUDY, "r0000", [1], 2)
+    assert cluster.created == [first]
+    clock.t += 1
+    runner.step()
+    assert cluster.created == [first, retry]
+    cluster.succeed(retry, store)
+    runner.step()
+    assert engine.recorded()[0].status == "succeeded"
+
+
+def test_backoff_doubles_with_each_attempt(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1, failurePolicy={"retries": 2, "maxFailedTrainings": 10})
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    cluster.fail(pod_name(STUDY, "r0000", [1], 1))
+    runner.step()
+    assert _engine(runner).due_at(("r0000", 1)) == pytest.approx(clock.t + 30)
+    clock.t += 30
+    runner.step()
+    second = pod_name(STUDY, "r0000", [1], 2)
+    assert cluster.created[-1] == second
+    cluster.fail(second)
+    runner.step()
+    assert _engine(runner).due_at(("r0000", 1)) == pytest.approx(clock.t + 60)
+
+
+def test_a_forbidden_pod_create_is_not_an_attempt(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    cluster.refusals = [ApiException(status=403, reason="Forbidden")]
+    runner = _runner(cluster, store, _body(parallelism=1), clock)
+    runner.retry_s = 15.0
+    runner.step()
+    assert cluster.created == []
+    allowed = runner.conditions.items["PodsAllowed"]
+    assert (allowed["status"], allowed["reason"]) == ("False", "PodCreateForbidden")
+    engine = _engine(runner)
+    assert engine.recorded() == [] and engine.progress().failed == 0
+    clock.t += 14
+    runner.step()
+    assert cluster.created == [], "tried again before retry_s"
+    clock.t += 1
+    runner.step()
+    # The same training, the same attempt: the refusal charged nothing.
+    assert cluster.created == [pod_name(STUDY, "r0000", [1], 1)]
+    assert engine.attempt_of(("r0000", 1)) == 1
+    assert runner.conditions.items["PodsAllowed"]["status"] == "True"
+
+
+def test_an_invalid_pod_is_a_failed_attempt(store: LocalStore) -> None:
+    """The other side of the taxonomy: the API refuses the pod itself (422)."""
+    cluster, clock = FakeCluster(), Clock()
+    cluster.refusals = [ApiException(status=422, reason="Invalid")]
+    runner = _runner(cluster, store, _body(parallelism=1), clock)
+    runner.step()
+    engine = _engine(runner)
+    assert engine.attempt_of(("r0000", 1)) == 1
+    assert engine.due_at(("r0000", 1)) == pytest.approx(clock.t + 30)
+    assert FailureRecords(store, STUDY).load()[("r0000", 1)][0] == 1
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_made_twice(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    cluster.lose_answer = ApiException(status=503, reason="Service Unavailable")
+    runner = _runner(cluster, store, _body(parallelism=1), clock)
+    runner.step()  # the pod exists, the runner does not know it
+    first = pod_name(STUDY, "r0000", [1], 1)
+    assert cluster.created == [first] and first not in runner.pods
+    runner.step()  # listed: adopted
+    assert first in runner.pods
+    cluster.succeed(first, store)
+    clock.t += 10  # past the retry of the create
+    runner.step()
+    assert _engine(runner).is_recorded(("r0000", 1))
+    assert cluster.create_calls.count(first) == 1
+    assert [r.trial for r in _engine(runner).recorded()] == ["r0000"]
+
+
+def test_resume_after_a_restart_adopts_the_pods_it_finds(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    body = _body()
+    before = _runner(cluster, store, body, clock)
+    before.step()
+    made = list(cluster.created)
+    assert len(made) == 2
+    cluster.succeed(made[0], store)  # finishes while no operator runs
+    # The operator restarts: a new runner on the same cluster and store.
+    after = _runner(cluster, store, body, clock)
+    assert sorted(after.pods) == sorted(made)
+    engine = _engine(after)
+    assert engine.is_running(tasks_of(cluster.pods[made[1]])[0])
+    after.step()
+    # The finished pod is recorded from the store, the running one kept, neither made again.
+    assert engine.is_recorded(("r0000", 1))
+    assert made[0] in cluster.deleted
+    assert cluster.created == [*made, pod_name(STUDY, "r0002", [1], 1)]
+    assert cluster.create_calls == cluster.created, "an existing pod was created again"
+    assert made[1] in after.pods
+    assert [r.trial for r in engine.recorded()] == ["r0000"]
+
+
+def test_resume_counts_the_attempts_in_the_failure_records(store: LocalStore) -> None:
+    """A failed pod deleted while the operator was down: its stored failure is an attempt
+    used, so the next pod is the next attempt (not attempt 1 again)."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1)
+    before = _runner(cluster, store, body, clock)
+    before.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    cluster.fail(first)
+    before.step()  # a failed attempt, stored; its pod kept for debugging
+    del cluster.pods[first]  # then deleted (by a user, a TTL) while no operator runs
+    after = _runner(cluster, store, body, clock)
+    after.step()
+    assert cluster.created == [first, pod_name(STUDY, "r0000", [1], 2)]
+    assert _engine(after).attempt_of(("r0000", 1)) == 2
+
+
+def test_operational_spec_changes_apply_and_the_rest_is_refused(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1)
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    assert len(cluster.created) == 1
+    body["spec"]["parallelism"] = 2
+    runner.step()
+    assert len(cluster.created) == 2
+    applied = runner.conditions.items["SpecChangeRefused"]
+    assert (applied["status"], applied["reason"]) == ("False", "ChangesApplied")
+    body["spec"]["randomStage"]["seed"] = 9
+    runner.step()
+    refused = runner.conditions.items["SpecChangeRefused"]
+    assert (refused["status"], refused["reason"]) == ("True", "ImmutableField")
+    assert "spec.randomStage.seed" in refused["message"]
+    assert runner.session is not None and runner.session.study.spec.random_stage.seed == 1

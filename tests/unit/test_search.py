@@ -1,0 +1,237 @@
+"""The default search: seed racing and local search, driven with a synthetic objective."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.study import REPO, study_dict
+from hpo.contract import SeedResult
+from hpo.engine import Engine, Task
+from hpo.search.local import neighbours
+from hpo.space import config_key, normalise, sample_unique, space_size
+from hpo.spec import StudySpec, parse_study
+
+
+def _spec(**kw: object) -> StudySpec:
+    base: dict[str, object] = {
+        "randomStage": {"configurations": 8, "seed": 3},
+        "training": {"seedsPerConfig": 3},
+        "bayesianStage": {"topK": 2, "trialsPerConfig": 6},
+        "result": {"size": 3},
+        "parallelism": 2,
+    }
+    base.update(kw)
+    return parse_study(study_dict(**base)).spec
+
+
+def objective(config: dict) -> float:
+    """A smooth bowl: best near lr=3e-3 and 64 neurons per layer."""
+    lr_term = abs(math.log10(config["learning_rate"]) + 2.5) * 0.1
+    return lr_term + sum(abs(n - 64) for n in config["neurons"]) / 1000
+
+
+def result(task: Task) -> SeedResult:
+    t = task.trial
+    score = objective(t.config) + ((task.seed * 7919 + len(t.id)) % 13) * 1e-3
+    return SeedResult(
+        study="t",
+        trial=t.id,
+        stage=t.stage,
+        parent=t.parent,
+        config=t.config,
+        config_key=t.config_key,
+        seed=task.seed,
+        status="succeeded",
+        mae=score + 0.5,  # the test MAE: a different number, never read by decisions
+        val_mae=score,
+    )
+
+
+def drive(engine: Engine, slots: int = 2, limit: int = 10_000) -> None:
+    running: list[Task] = []
+    for _ in range(limit):
+        if engine.finished:
+            return
+        running += engine.next_tasks(slots - len(running))
+        assert running, "engine stalled: nothing running and not finished"
+        engine.record(result(running.pop(0)))
+    raise AssertionError("engine did not finish")
+
+
+def test_racing_gives_every_seed_to_the_final_group_only() -> None:
+    spec = _spec()
+    engine = Engine(spec)
+    drive(engine)
+    assert engine.phase == "done"
+    rs = engine.recorded()
+    assert len({r.key for r in rs}) == len(rs), "a training recorded twice"
+    trials_of = {}
+    for r in rs:
+        assert trials_of.setdefault(r.config_key, r.trial) == r.trial, "configuration twice"
+    seeds = Counter(r.trial for r in rs)
+    group = [s.trial for s in engine.top(spec.result.size)]
+    assert all(seeds[t] == 3 for t in group), "a final group member lacks a seed"
+    assert sum(1 for n in seeds.values() if n == 1) >= 8, "racing saved no training"
+    assert set(seeds.values()) <= {1, 3}
+    assert len(rs) < len(seeds) * 3
+    # The final group is ranked on the selection score (val_mae), not the test MAE.
+    by_trial = {s.trial: s for s in engine.top(len(seeds))}
+    scores = [by_trial[t].score for t in group]
+    assert scores == sorted(scores)
+
+
+def test_every_narrow_configuration_is_a_one_step_neighbour_of_its_parent() -> None:
+    spec = _spec()
+    engine = Engine(spec)
+    drive(engine)
+    bayes = [t for t in engine.trials.values() if t.stage == "bayesian"]
+    assert len(bayes) == spec.bayesian_stage.top_k * spec.bayesian_stage.trials_per_config
+    for t in bayes:
+        parent = engine.trials[t.parent]
+        keys = {
+            config_key(c) for c in neighbours(parent.config, spec.search_space, spec.bayesian_stage)
+        }
+        assert t.config_key in keys, f"{t.config_key} is not a neighbour of {parent.config_key}"
+
+
+def test_the_search_beats_its_own_random_stage_on_the_bowl() -> None:
+    spec = _spec()
+    engine = Engine(spec)
+    drive(engine)
+    random_best = min(objective(t.config) for t in engine.trials.values() if t.stage == "random")
+    assert objective(engine.top(1)[0].config) < random_best
+
+
+@pytest.mark.parametrize("cut", [0, 3, 8, 9, 14, 20, 25])
+def test_a_restart_at_any_point_makes_the_same_decisions(cut: int) -> None:
+    spec = _spec()
+    full = Engine(spec)
+    drive(full, slots=1)
+    history = full.recorded()[:cut]
+    again = Engine(spec, history)
+    drive(again, slots=1)
+    assert [(r.trial, r.config_key, r.seed) for r in again.recorded()] == [
+        (r.trial, r.config_key, r.seed) for r in full.recorded()
+    ]
+
+
+def test_without_racing_every_configuration_gets_every_seed() -> None:
+    spec = _spec(training={"seedsPerConfig": 3, "seedRacing": False})
+    engine = Engine(spec)
+    drive(engine)
+    seeds = Counter(r.trial for r in engine.recorded())
+    assert set(seeds.values()) == {3}
+
+
+def test_a_tiny_space_ends_without_duplicates() -> None:
+    spec = _spec(
+        searchSpace={
+            "hiddenLayers": {"min": 1, "max": 1},
+            "neurons": {"choices": [16, 32]},
+            "learningRate": {"choices": [0.001, 0.01]},
+            "activations": ["relu"],
+            "batchSizes": [32],
+        },
+        randomStage={"configurations": 2, "seed": 1},
+    )
+    assert space_size(spec.search_space) == 4
+    engine = Engine(spec)
+    drive(engine)
+    assert engine.phase == "done"
+    keys = {t.config_key for t in engine.trials.values()}
+    assert len(keys) == len(engine.trials) <= 4
+
+
+FCNET_SPACE = {
+    "hiddenLayers": {"min": 2, "max": 2},
+    "neurons": {"choices": [16, 32, 64, 128, 256, 512]},
+    "activations": ["relu", "tanh"],
+    "activationPerLayer": True,
+    "learningRate": {"choices": [5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1]},
+    "learningRateSchedules": ["cosine", "constant"],
+    "dropout": [0.0, 0.3, 0.6],
+    "dropoutPerLayer": True,
+    "batchSizes": [8, 16, 32, 64],
+}
+
+
+def test_the_new_knobs_sample_within_the_space_with_canonical_keys() -> None:
+    spec = _spec(searchSpace=FCNET_SPACE)
+    space = spec.search_space
+    assert space_size(space) == 62_208  # FCNet's table: every network once
+    plan = sample_unique(space, 300, seed=5)
+    keys = [config_key(c) for c in plan.configs]
+    assert len(set(keys)) == 300
+    for c in plan.configs:
+        acts = c["activation"] if isinstance(c["activation"], list) else [c["activation"]] * 2
+        drops = c["dropout"] if isinstance(c["dropout"], list) else [c["dropout"]] * 2
+        assert set(acts) <= {"relu", "tanh"} and set(drops) <= {0.0, 0.3, 0.6}
+        assert c["learning_rate"] in space.learning_rate.choices
+        assert c["lr_schedule"] in ("cosine", "constant")
+        assert all(n in (16, 32, 64, 128, 256, 512) for n in c["neurons"])
+    assert any(isinstance(c["activation"], list) for c in plan.configs)
+    assert any(isinstance(c["dropout"], list) for c in plan.configs)
+    # Equal values per layer are the same network as one value.
+    same = normalise({**plan.configs[0], "activation": ["tanh", "tanh"], "dropout": [0.3, 0.3]})
+    assert same["activation"] == "tanh" and same["dropout"] == 0.3
+
+
+def test_a_v01_configuration_keeps_its_key() -> None:
+    """Studies recorded before the new knobs resume: their keys did not change."""
+    old = {
+        "hidden_layers": 2,
+        "neurons": [64, 32],
+        "activation": "relu",
+        "learning_rate": 0.001,
+        "batch_size": 32,
+        "optimizer": "adam",
+    }
+    assert config_key(old) == "L2|64-32|relu|lr=0.001|bs=32|adam"
+    assert config_key({**old, "dropout": 0.3, "l2": 1e-4, "lr_schedule": "cosine"}) == (
+        "L2|64-32|relu|lr=0.001|bs=32|adam|do=0.3|l2=0.0001|cosine"
+    )
+
+
+def test_neighbours_change_one_knob_by_one_step() -> None:
+    spec = _spec(searchSpace=FCNET_SPACE)
+    c = normalise(
+        {
+            "hidden_layers": 2,
+            "neurons": [64, 512],
+            "activation": ["relu", "tanh"],
+            "learning_rate": 0.001,
+            "batch_size": 8,
+            "optimizer": "adam",
+            "dropout": [0.0, 0.3],
+            "lr_schedule": "cosine",
+        }
+    )
+    found = neighbours(c, spec.search_space, spec.bayesian_stage)
+    # widths: 64 -> 32/128, 512 -> 256; lr 2; batch 1; schedule 1; activations 2; dropout 1+2
+    assert len(found) == 3 + 2 + 1 + 1 + 2 + 3
+    for n in found:
+        changed = [k for k in c if n[k] != c[k]]
+        assert len(changed) == 1, (changed, n)
+
+
+def test_exact_benchmark_ours_beats_random_search() -> None:
+    """A small version of benchmarks/exact_search.py: on one FCNet table, at 80 trainings,
+    over fixed seeds, the median true rank of ours' pick is at most half random search's."""
+    sys.path.insert(0, str(Path(REPO) / "benchmarks"))
+    from fcnet import ours, peers
+    from fcnet.table import load
+
+    table = load("protein_structure")
+    mine, theirs = [], []
+    for k in range(20):
+        outcome = ours.run(table, 80, k)
+        mine.append(table.rank_pct(outcome.pick))
+        rows = peers.random_search(table, outcome.trainings, k)
+        theirs.append(table.rank_pct(peers.pick(table, rows, outcome.trainings)))
+    assert np.median(mine) <= 0.5 * np.median(theirs), (np.median(mine), np.median(theirs))

@@ -1,0 +1,220 @@
+"""Every wrong field gets a message that names it and says what is wrong."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from helpers.study import REPO, study_dict
+from hpo.spec import SpecError, load_study, parse_study
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    raw = study_dict()
+    node = raw
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return raw
+
+
+BAD = [
+    (
+        "spec.searchSpace.neurons",
+        {"min": 300, "max": 200},
+        "spec.searchSpace.neurons: min (300) must be <= max (200)",
+    ),
+    (
+        "spec.searchSpace.hiddenLayers",
+        {"min": 4, "max": 2},
+        "spec.searchSpace.hiddenLayers: min (4) must be <= max (2)",
+    ),
+    (
+        "spec.searchSpace.learningRate",
+        {"min": 0.1, "max": 0.001},
+        "spec.searchSpace.learningRate: min (0.1) must be <= max (0.001)",
+    ),
+    (
+        "spec.searchSpace.learningRate",
+        {"min": 0, "max": 0.01},
+        "spec.searchSpace.learningRate.min: Input should be greater than 0 (got 0)",
+    ),
+    (
+        "spec.searchSpace.activations",
+        [],
+        "spec.searchSpace.activations: at least one activation is required",
+    ),
+    (
+        "spec.searchSpace.activations",
+        ["relu", "softmaxx"],
+        "spec.searchSpace.activations: unknown activation 'softmaxx'",
+    ),
+    (
+        "spec.searchSpace.optimizers",
+        ["adam", "lbfgs"],
+        "spec.searchSpace.optimizers: unknown optimizer 'lbfgs'",
+    ),
+    (
+        "spec.searchSpace.optimizers",
+        [],
+        "spec.searchSpace.optimizers: at least one optimizer is required",
+    ),
+    (
+        "spec.searchSpace.batchSizes",
+        [32, 32],
+        "spec.searchSpace.batchSizes: duplicate batch size: 32",
+    ),
+    (
+        "spec.searchSpace.batchSizes",
+        [0],
+        "spec.searchSpace.batchSizes: batch size 0 is out of range",
+    ),
+    (
+        "spec.training.seedsPerConfig",
+        0,
+        "spec.training.seedsPerConfig: Input should be greater than or equal to 1 (got 0)",
+    ),
+    ("spec.training.epochs", "ten", "spec.training.epochs: Input should be a valid integer"),
+    ("spec.training.epochs", 2.5, "spec.training.epochs: Input should be a valid integer"),
+    (
+        "spec.parallelism",
+        -1,
+        "spec.parallelism: Input should be greater than or equal to 1 (got -1)",
+    ),
+    ("spec.dataset.testSize", 1.5, "spec.dataset.testSize: Input should be less than 1 (got 1.5)"),
+    ("spec.dataset.labels", [], "spec.dataset.labels: List should have at least 1 item"),
+    (
+        "spec.dataset.features",
+        ["W_um", "Id_mA"],
+        "spec.dataset: column 'Id_mA' is listed both as a label and as a feature",
+    ),
+    (
+        "spec.dataset.referenceValues",
+        {"nope": 1.0},
+        "referenceValues names 'nope', which is not a label",
+    ),
+    ("spec.bayesianStage.estimator", "GBRT", "spec.bayesianStage.estimator: GBRT is not usable"),
+    (
+        "spec.bayesianStage.estimator",
+        "XGB",
+        "spec.bayesianStage.estimator: unknown estimator 'XGB'; choose from GP, RF, ET",
+    ),
+    (
+        "spec.bayesianStage.topK",
+        0,
+        "spec.bayesianStage.topK: Input should be greater than or equal to 1 (got 0)",
+    ),
+    (
+        "spec.failurePolicy.retries",
+        -2,
+        "spec.failurePolicy.retries: Input should be greater than or equal to 0 (got -2)",
+    ),
+    (
+        "spec.result.thresholds",
+        {"Id_mA": {}},
+        "spec.result.thresholds.Id_mA: set maxMae, maxPercent or both",
+    ),
+    (
+        "spec.result.thresholds",
+        {"Vout": {"maxMae": 1}},
+        "result.thresholds names 'Vout', which is not one of the labels",
+    ),
+    ("spec.paralelism", 2, "spec.paralelism: is not a known field; did you mean 'parallelism'?"),
+    ("spec.dataset.path", None, "spec.dataset.path: Input should be a valid string"),
+    ("metadata.name", "My_Study", "metadata.name: 'My_Study' is not a valid Kubernetes name"),
+    ("metadata.name", "a" * 64, "is longer than 63 characters"),
+    ("kind", "Study", "kind: must be 'HPOStudy', got 'Study'"),
+    (
+        "spec.storage",
+        {"type": "s3", "bucket": "bucket-1"},
+        "spec.storage: endpoint is required when type is s3",
+    ),
+    (
+        "spec.storage",
+        {"type": "s3", "endpoint": "http://minio:9000", "bucket": "bucket-1"},
+        "spec.storage.endpoint: 'http://minio:9000' must be host[:port] without a scheme",
+    ),
+    (
+        "spec.storage",
+        {"type": "s3", "endpoint": "minio:9000", "bucket": "My_Bucket"},
+        "spec.storage.bucket: 'My_Bucket' is not a valid bucket name",
+    ),
+    ("spec.storage", {"type": "gcs"}, "spec.storage.type: Input should be 'local' or 's3'"),
+    ("apiVersion", "v1", "apiVersion: must be 'hpo-operator.dev/v1alpha1'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"), BAD, ids=[b[0] + "=" + str(b[1])[:20] for b in BAD]
+)
+def test_bad_field_is_named(path: str, value: Any, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_study(_with(path, value))
+    assert message in str(info.value), str(info.value)
+
+
+def test_missing_required_fields_are_named() -> None:
+    raw = study_dict()
+    del raw["spec"]["dataset"]["labels"]
+    del raw["metadata"]["name"]
+    with pytest.raises(SpecError) as info:
+        parse_study(raw)
+    assert "spec.dataset.labels: is required" in info.value.problems
+    assert "metadata.name: is required" in info.value.problems
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = study_dict(training={"seedsPerConfig": 0, "epochs": 0}, parallelism=0)
+    with pytest.raises(SpecError) as info:
+        parse_study(raw)
+    assert len(info.value.problems) == 3
+
+
+def test_minimal_spec_gets_sensible_defaults() -> None:
+    study = parse_study(study_dict())
+    spec = study.spec
+    assert spec.training.seeds_per_config >= 2
+    assert spec.random_stage.configurations > spec.bayesian_stage.top_k
+    assert spec.bayesian_stage.enabled
+    assert spec.seeds == [1, 2, 3]
+    resource = study.as_resource()
+    assert resource["spec"]["searchSpace"]["neurons"] == {
+        "min": 16,
+        "max": 128,
+        "step": 16,
+        "choices": None,
+    }
+    # The resource form round-trips: what `hpo run` records is a valid study again.
+    assert parse_study(copy.deepcopy(resource)) == study
+
+
+def test_dataset_path_is_relative_to_the_study_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    raw = study_dict()
+    raw["spec"]["dataset"]["path"] = "data.csv"
+    f = tmp_path / "sub" / "study.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    assert load_study(f).spec.dataset.path == str(tmp_path / "sub" / "data.csv")
+
+
+def test_unreadable_study_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="study file not found"):
+        load_study(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_study(bad)
+    bad.write_text("- just a list")
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_study(bad)
+
+
+def test_the_example_is_valid() -> None:
+    study = load_study(REPO / "examples" / "quickstart.yaml")
+    assert study.name == "quickstart"
+    assert Path(study.spec.dataset.path).exists()
