@@ -122,7 +122,7 @@ def test_hostile_keys_are_refused(key: str, tmp_path: Path) -> None:
         lambda: store.put_bytes(key, b"x"),
         lambda: store.get_bytes(key),
         lambda: store.delete(key),
-        lambda: store.local_path(key),
+        lambda: store.etag(key),
     ):
         with pytest.raises(StoreError, match="invalid store key"):
             call()
