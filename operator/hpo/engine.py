@@ -18,15 +18,17 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from hpo.bayes import ParentSearch
 from hpo.contract import SeedResult
 from hpo.search import local
 from hpo.search.surrogate import Surrogate
 from hpo.space import Config, NarrowSpace, config_key, narrow, normalise, sample_unique
 from hpo.spec import StudySpec
 from hpo.summary import ConfigSummary, ranked, selection_score, summarise
+
+if TYPE_CHECKING:  # scikit-optimize costs seconds to import: only the GP stage needs it
+    from hpo.bayes import ParentSearch
 
 Phase = Literal["random", "bayesian", "done", "failed"]
 TrainingId = tuple[str, int]
@@ -637,6 +639,8 @@ class Engine:
             return True
         for j, s in enumerate(parents):
             space = narrow(s.config, self.spec.search_space, stage)
+            from hpo.bayes import ParentSearch
+
             search = ParentSearch(
                 space,
                 budget=stage.trials_per_config,
