@@ -72,9 +72,18 @@ def study_body(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) 
             "learningRate": {"min": 0.003, "max": 0.03},
             "batchSizes": [64],
         },
-        training={"epochs": 3, "patience": 2, "seedsPerConfig": 2},
+        # Every seed for every configuration and the Gaussian-process stage: the counts the
+        # operator tests check are exact (the default search: tests/unit/test_search.py,
+        # tests/e2e/test_default_search_run.py).
+        training={"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
         randomStage={"configurations": 3},
-        bayesianStage={"topK": 1, "trialsPerConfig": 1, "estimator": "ET", "neuronsRadius": 8},
+        bayesianStage={
+            "topK": 1,
+            "trialsPerConfig": 1,
+            "estimator": "ET",
+            "neuronsRadius": 8,
+            "method": "gaussianProcess",
+        },
         parallelism=2,
         failurePolicy={"retries": 1, "maxFailedTrainings": 3},
         storage={
