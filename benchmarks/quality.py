@@ -663,7 +663,7 @@ def print_table(table: dict, datasets: dict[str, Data], budget: Budget, verdict_
         print(f"{'':<11}({datasets[ds].source})")
     print()
     print("holdout: mean over repeats of the holdout MAE; std: over repeats; /ours: ratio to ours")
-    print("search: the method's own best score during search (test split, mean over seeds)")
+    print("search: the method's own best score during search (validation split, mean over seeds)")
     print("W/T/L: repeats (same study seed) where ours is better / equal / worse than the method")
     print(
         "wall: search only, every method on the same started pool of 2 worker processes\n"
