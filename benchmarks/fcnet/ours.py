@@ -131,6 +131,8 @@ def run(table: Table, budget: int, seed: int, overrides: dict[str, Any] | None =
     while not engine.finished:
         running += engine.next_tasks(spec.parallelism - len(running))
         if not running:
+            if engine.finished:  # planning found the study complete
+                break
             raise RuntimeError("engine stalled")
         engine.record(lookup(table, running.pop(0)))
     best = engine.top(1)[0]
