@@ -45,6 +45,10 @@ def ours_random_only(table: Table, budget: int, seed: int) -> ours.Outcome:
     )
 
 
+#: Study-file sections merged into ours' spec (``--ours-overrides``), to try other defaults.
+OURS_OVERRIDES: dict[str, Any] = {}
+
+
 def run(
     datasets: list[str], budgets: list[int], repeats: int, slow_repeats: int, methods: list[str]
 ) -> dict[str, Any]:
@@ -66,7 +70,7 @@ def run(
         for k in range(repeats):
             spent: dict[str, int] = {}
             for budget in budgets:
-                mine = timed("ours", ours.run, table, budget, k)
+                mine = timed("ours", ours.run, table, budget, k, OURS_OVERRIDES)
                 spent[str(budget)] = mine.trainings
                 used[str(budget)].append(mine.trainings)
                 per[str(budget)]["ours"].append(table.rank_pct(mine.pick))
@@ -162,8 +166,15 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "exact_search.json"
     )
+    ap.add_argument(
+        "--ours-overrides",
+        type=json.loads,
+        default={},
+        help='JSON merged into ours\' study spec, e.g. \'{"training": {"seedRacing": false}}\'',
+    )
     args = ap.parse_args()
     methods = ["ours", *[m for m in args.methods if m != "ours"]]
+    OURS_OVERRIDES.update(args.ours_overrides)
     started = time.perf_counter()
     result = run(args.datasets, args.budgets, args.repeats, args.slow_repeats, methods)
     result["wall_s"] = time.perf_counter() - started
