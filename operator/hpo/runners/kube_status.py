@@ -169,6 +169,8 @@ class StudyStatus:
             {
                 "trial": s.trial,
                 "configKey": s.config_key,
+                # The selection score the ranking read, and the test MAE (reported only).
+                "valMaeMean": round(s.score or 0, 6),
                 "maeMean": round(s.mean or 0, 6),
                 "maeStd": round(s.std or 0, 6),
                 "seeds": s.n,
