@@ -498,7 +498,13 @@ class Engine:
             self._random_incomplete -= 1
         if result.status == "failed":
             self._check_failures(result.error)
-        if self.phase == "bayesian" and self._trial_complete(result.trial) and not self.local:
+        raced = len(self._seeds_of(result.trial)) > self._first_seeds()
+        if (
+            self.phase == "bayesian"
+            and self._trial_complete(result.trial)
+            and not self.local
+            and not raced  # told once, after its first seeds: racing adds no new point
+        ):
             trial = self.trials[result.trial]
             for p in self.parents:
                 if p.summary.trial == trial.parent:
@@ -606,9 +612,16 @@ class Engine:
     # -- the Bayesian stage ------------------------------------------------
 
     def handed_over(self) -> list[ConfigSummary]:
-        """The random stage's configurations the Bayesian stage searches around."""
+        """The random stage's configurations the Bayesian stage searches around.
+
+        Under seed racing they are ranked on the first seed only, what every random
+        configuration has when the stage ends: seeds raced later (the final group's)
+        must not change the hand-over of a restarted study.
+        """
         stage = self.spec.bayesian_stage
-        best = ranked(self.summaries("random").values())
+        first = self.seeds[: self._first_seeds()]
+        rs = [r for r in self.recorded() if r.stage == "random" and r.seed in first]
+        best = ranked(summarise(rs).values())
         if stage.selection == "overall":
             return best[: stage.top_k]
         chosen: list[ConfigSummary] = []
@@ -702,8 +715,11 @@ class Engine:
             rng,
             predict,
         )
-        if not chosen and not self.running and not self.waiting:
-            self._local_exhausted = True  # every neighbour of every result is known
+        # Every neighbour of every result is known, unless a training is still to come
+        # (a retry handed out in this very call is in neither running nor waiting).
+        idle = not chosen and not self.running and not self.waiting and not self.queue
+        if idle and all(self._trial_complete(t) for t in self.trials):
+            self._local_exhausted = True
         for parent, config in chosen:
             trial = Trial(
                 bayes_trial_id(self._next_bayes), "bayesian", config, config_key(config), parent

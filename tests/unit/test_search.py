@@ -235,3 +235,86 @@ def test_exact_benchmark_ours_beats_random_search() -> None:
         rows = peers.random_search(table, outcome.trainings, k)
         theirs.append(table.rank_pct(peers.pick(table, rows, outcome.trainings)))
     assert np.median(mine) <= 0.5 * np.median(theirs), (np.median(mine), np.median(theirs))
+
+
+def test_a_restarted_gp_study_hands_over_the_same_parents_despite_raced_seeds() -> None:
+    """The hand-over ranks on first seeds: seeds raced later (here scoring worse) must not
+    change the parents of a study rebuilt from its records, nor its number of trainings."""
+
+    def worse_later(task: Task) -> SeedResult:
+        r = result(task)
+        if task.seed != 1:
+            r.val_mae = (r.val_mae or 0) + 0.3
+        return r
+
+    def run(engine: Engine) -> None:
+        running: list[Task] = []
+        while not engine.finished:
+            running += engine.next_tasks(1 - len(running))
+            if not running:
+                assert engine.finished
+                break
+            engine.record(worse_later(running.pop(0)))
+
+    spec = _spec(
+        bayesianStage={
+            "topK": 2,
+            "trialsPerConfig": 3,
+            "estimator": "ET",
+            "method": "gaussianProcess",
+        },
+        result={"size": 2},
+    )
+    full = Engine(spec)
+    run(full)
+    recorded = full.recorded()
+    for cut in range(0, len(recorded), 3):
+        again = Engine(spec, recorded[:cut])
+        run(again)
+        assert again.describe()["handed_over"] == full.describe()["handed_over"], cut
+        assert len(again.recorded()) == len(recorded), cut
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_retries_in_hand_do_not_end_the_local_search_early(seed: int) -> None:
+    """A retry handed out in the same call that plans is still to come: the narrow stage
+    must not be declared exhausted then (a rebuilt study would plan more)."""
+    import random
+
+    spec = _spec(
+        searchSpace={
+            "hiddenLayers": {"min": 1, "max": 1},
+            "neurons": {"min": 32, "max": 64, "step": 16},
+            "learningRate": {"choices": [0.001, 0.003]},
+            "batchSizes": [32],
+            "activations": ["relu"],
+        },
+        randomStage={"configurations": 2, "seed": 3},
+        bayesianStage={"topK": 2, "trialsPerConfig": 3},
+        result={"size": 1},
+        failurePolicy={"retries": 1, "maxFailedTrainings": 1000},
+        training={"seedsPerConfig": 2},
+    )
+    rnd = random.Random(seed)
+    engine = Engine(spec, retry_backoff_s=1.0)
+    running: dict[tuple[str, int], Task] = {}
+    now = 0.0
+    for _ in range(500):
+        if engine.finished:
+            break
+        for t in engine.next_tasks(3 - len(running), now=now):
+            running[t.id] = t
+        if not running:
+            now += 0.5
+            continue
+        task = running.pop(rnd.choice(list(running)))
+        r = result(task)
+        if task.attempt == 1 and rnd.random() < 0.5:
+            r = task.failed("t", "boom")
+        engine.record(r, now=now)
+        now += 0.3
+    assert engine.finished
+    again = Engine(spec, engine.recorded())
+    before = len(again.recorded())
+    drive(again)
+    assert len(again.recorded()) == before, "a rebuilt study planned what the live one gave up"
