@@ -148,17 +148,8 @@ def test_a_tiny_space_ends_without_duplicates() -> None:
     assert len(keys) == len(engine.trials) <= 4
 
 
-FCNET_SPACE = {
-    "hiddenLayers": {"min": 2, "max": 2},
-    "neurons": {"choices": [16, 32, 64, 128, 256, 512]},
-    "activations": ["relu", "tanh"],
-    "activationPerLayer": True,
-    "learningRate": {"choices": [5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1]},
-    "learningRateSchedules": ["cosine", "constant"],
-    "dropout": [0.0, 0.3, 0.6],
-    "dropoutPerLayer": True,
-    "batchSizes": [8, 16, 32, 64],
-}
+sys.path.insert(0, str(Path(REPO) / "benchmarks"))
+from fcnet.ours import SEARCH_SPACE as FCNET_SPACE  # noqa: E402  (the exact benchmark's space)
 
 
 def test_the_new_knobs_sample_within_the_space_with_canonical_keys() -> None:
@@ -223,7 +214,6 @@ def test_neighbours_change_one_knob_by_one_step() -> None:
 def test_exact_benchmark_ours_beats_random_search() -> None:
     """A small version of benchmarks/exact_search.py: on one FCNet table, at 80 trainings,
     over fixed seeds, the median true rank of ours' pick is at most half random search's."""
-    sys.path.insert(0, str(Path(REPO) / "benchmarks"))
     from fcnet import ours, peers
     from fcnet.table import load
 
