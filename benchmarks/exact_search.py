@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,40 +50,126 @@ def ours_random_only(table: Table, budget: int, seed: int) -> ours.Outcome:
 OURS_OVERRIDES: dict[str, Any] = {}
 
 
-def run(
-    datasets: list[str], budgets: list[int], repeats: int, slow_repeats: int, methods: list[str]
+def one_repeat(
+    name: str, k: int, budgets: list[int], methods: list[str], overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """Per dataset and repeat: ours at every budget, then each peer once, long enough for
-    the largest budget ours used (no peer plans by budget, so a prefix is a shorter run)."""
+    """Repeat ``k`` on one dataset: ours at every budget, then each peer once, long enough
+    for the largest budget ours used (no peer plans by budget, so a prefix is a shorter run).
+    Seeded by ``k`` alone, so a repeat gives the same answer in any process and order."""
+    OURS_OVERRIDES.clear()
+    OURS_OVERRIDES.update(overrides)
+    table = load(name)
+    ranks: dict[str, dict[str, float]] = {str(b): {} for b in budgets}
+    spent: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+
+    def timed(method: str, fn: Any, *a: Any) -> Any:
+        started = time.perf_counter()
+        value = fn(*a)
+        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - started
+        return value
+
+    for budget in budgets:
+        mine = timed("ours", ours.run, table, budget, k, OURS_OVERRIDES)
+        spent[str(budget)] = mine.trainings
+        ranks[str(budget)]["ours"] = table.rank_pct(mine.pick)
+        if "ours-random" in methods:
+            alone = timed("ours-random", ours_random_only, table, budget, k)
+            ranks[str(budget)]["ours-random"] = table.rank_pct(alone.pick)
+    for m in methods:
+        if m in ("ours", "ours-random"):
+            continue
+        rows = timed(m, peers.PEERS[m], table, max(spent.values()), k)
+        for b, n in spent.items():
+            ranks[b][m] = table.rank_pct(peers.pick(table, rows, n))
+    return {"dataset": name, "k": k, "ranks": ranks, "spent": spent, "seconds": seconds}
+
+
+def _unit_key(name: str, k: int, methods: list[str], budgets: list[int]) -> str:
+    return json.dumps([name, k, sorted(methods), sorted(budgets), OURS_OVERRIDES], sort_keys=True)
+
+
+def _quiet_worker() -> None:
+    """One thread per process (the pool is the parallelism), and no Keras Tuner chatter."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the worker's life)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def run(
+    datasets: list[str],
+    budgets: list[int],
+    repeats: int,
+    slow_repeats: int,
+    methods: list[str],
+    jobs: int = 1,
+    parts: Path | None = None,
+) -> dict[str, Any]:
+    """Every (dataset, repeat) as one unit of work, ``jobs`` at a time.
+
+    A finished unit is appended to ``parts`` (JSON lines) at once, and units already
+    there are not run again: a long run (the Gaussian-process peers take minutes per
+    study) can be stopped and continued, and its partial results read meanwhile.
+    """
+    done: dict[str, dict[str, Any]] = {}
+    if parts is not None and parts.exists():
+        for line in parts.read_text().splitlines():
+            if line.strip():
+                unit = json.loads(line)
+                done[unit["key"]] = unit
+    todo = []
+    for name in datasets:
+        for k in range(repeats):
+            ms = [m for m in methods if not (m in SLOW_PEERS and k >= slow_repeats)]
+            key = _unit_key(name, k, ms, budgets)
+            if key not in done:
+                todo.append((key, name, k, ms))
+    overrides = dict(OURS_OVERRIDES)
+
+    def keep(key: str, unit: dict[str, Any]) -> None:
+        unit["key"] = key
+        done[key] = unit
+        if parts is not None:
+            with parts.open("a") as f:
+                f.write(json.dumps(unit) + "\n")
+
+    if jobs <= 1:
+        for key, name, k, ms in todo:
+            keep(key, one_repeat(name, k, budgets, ms, overrides))
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, initializer=_quiet_worker) as pool:
+            futures = {
+                pool.submit(one_repeat, name, k, budgets, ms, overrides): key
+                for key, name, k, ms in todo
+            }
+            for n, fut in enumerate(as_completed(futures), 1):
+                keep(futures[fut], fut.result())
+                if n % max(1, len(todo) // 20) == 0 or n == len(todo):
+                    print(f"  {n}/{len(todo)} repeats done", file=sys.stderr, flush=True)
+
     out: dict[str, Any] = {"budgets": budgets, "repeats": repeats, "datasets": {}}
     for name in datasets:
-        table = load(name)
-        per = {str(b): {m: [] for m in methods} for b in budgets}
+        per: dict[str, dict[str, list[float]]] = {str(b): {m: [] for m in methods} for b in budgets}
         used: dict[str, list[int]] = {str(b): [] for b in budgets}
         seconds: dict[str, float] = {}
-
-        def timed(method: str, fn: Any, *a: Any, seconds: dict[str, float] = seconds) -> Any:
-            started = time.perf_counter()
-            value = fn(*a)
-            seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - started
-            return value
-
         for k in range(repeats):
-            spent: dict[str, int] = {}
-            for budget in budgets:
-                mine = timed("ours", ours.run, table, budget, k, OURS_OVERRIDES)
-                spent[str(budget)] = mine.trainings
-                used[str(budget)].append(mine.trainings)
-                per[str(budget)]["ours"].append(table.rank_pct(mine.pick))
-                if "ours-random" in methods:
-                    alone = timed("ours-random", ours_random_only, table, budget, k)
-                    per[str(budget)]["ours-random"].append(table.rank_pct(alone.pick))
-            for m in methods:
-                if m in ("ours", "ours-random") or (m in SLOW_PEERS and k >= slow_repeats):
-                    continue
-                rows = timed(m, peers.PEERS[m], table, max(spent.values()), k)
-                for b, n in spent.items():
-                    per[b][m].append(table.rank_pct(peers.pick(table, rows, n)))
+            ms = [m for m in methods if not (m in SLOW_PEERS and k >= slow_repeats)]
+            unit = done[_unit_key(name, k, ms, budgets)]
+            for b in per:
+                used[b].append(unit["spent"][b])
+                for m, r in unit["ranks"][b].items():
+                    per[b][m].append(r)
+            for m, s in unit["seconds"].items():
+                seconds[m] = seconds.get(m, 0.0) + s
         for b in per:
             print(
                 f"{name} @ {b}: "
@@ -172,11 +259,29 @@ def main() -> None:
         default={},
         help='JSON merged into ours\' study spec, e.g. \'{"training": {"seedRacing": false}}\'',
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes (default: one per CPU); every repeat is seeded alone, so any number "
+        "of jobs gives the same table",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the repeats already in <out>.parts.jsonl and run only the rest",
+    )
     args = ap.parse_args()
     methods = ["ours", *[m for m in args.methods if m != "ours"]]
     OURS_OVERRIDES.update(args.ours_overrides)
     started = time.perf_counter()
-    result = run(args.datasets, args.budgets, args.repeats, args.slow_repeats, methods)
+    parts = args.out.with_suffix(".parts.jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        parts.unlink(missing_ok=True)
+    result = run(
+        args.datasets, args.budgets, args.repeats, args.slow_repeats, methods, args.jobs, parts
+    )
     result["wall_s"] = time.perf_counter() - started
     rows = summarise(result)
     result["summary"] = rows

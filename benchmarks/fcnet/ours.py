@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fcnet.table import Table
@@ -55,6 +56,13 @@ def table_params(config: dict[str, Any]) -> dict[str, object]:
 
 
 def study(budget: int, seed: int, overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Our defaults, with the random stage and the narrow stage sized to ``budget``."""
+    return study_resource(budget, seed, overrides)["spec_parsed"]
+
+
+def study_resource(
+    budget: int, seed: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Our defaults, with the random stage and the narrow stage sized to ``budget`` trainings:
     a quarter of it for the random stage, the final group's extra seeds set aside."""
     spec: dict[str, Any] = {
@@ -96,7 +104,7 @@ def study(budget: int, seed: int, overrides: dict[str, Any] | None = None) -> St
         "metadata": {"name": "fcnet"},
         "spec": copy.deepcopy(spec),
     }
-    return parse_study(raw).spec
+    return {"resource": raw, "spec_parsed": parse_study(raw).spec}
 
 
 def lookup(table: Table, task: Task) -> SeedResult:
@@ -123,8 +131,15 @@ class Outcome:
     trainings: int
 
 
-def run(table: Table, budget: int, seed: int, overrides: dict[str, Any] | None = None) -> Outcome:
-    """One study to its end; the pick is the final group's first member."""
+def run(
+    table: Table,
+    budget: int,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    order: list[tuple[str, str, int]] | None = None,
+) -> Outcome:
+    """One study to its end; the pick is the final group's first member. ``order`` gets
+    every training (trial, configuration key, seed) in the order it was made."""
     spec = study(budget, seed, overrides)
     engine = Engine(spec)
     running: list[Task] = []
@@ -134,6 +149,46 @@ def run(table: Table, budget: int, seed: int, overrides: dict[str, Any] | None =
             if engine.finished:  # planning found the study complete
                 break
             raise RuntimeError("engine stalled")
-        engine.record(lookup(table, running.pop(0)))
+        task = running.pop(0)
+        if order is not None:
+            order.append((task.trial.id, task.trial.config_key, task.seed))
+        engine.record(lookup(table, task))
     best = engine.top(1)[0]
     return Outcome(table.row(table_params(best.config)), len(engine.recorded()))
+
+
+def run_session(
+    table: Table,
+    budget: int,
+    seed: int,
+    folder: Path,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Outcome, list[tuple[str, str, int]]]:
+    """The same study through ``StudySession`` on a local folder: the object ``hpo run``
+    drives (store, ledger, spec saved). Slower (the ledger is written), so the benchmark
+    uses ``run``; a test checks that both make the very same trainings and pick."""
+    from hpo.session import StudySession
+    from hpo.spec import parse_study
+    from hpo.store import store_ref_for
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "fcnet.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{i % 7}\n" for i in range(40)))
+    raw = study_resource(budget, seed, overrides)["resource"]
+    raw["spec"]["dataset"]["path"] = str(data)
+    spec = parse_study(raw)
+    session = StudySession.open(spec, store_ref_for(spec, folder / "runs"), retry_backoff_s=0.0)
+    session.start()
+    order: list[tuple[str, str, int]] = []
+    running: list[Task] = []
+    while not session.engine.finished:
+        running += session.take(spec.spec.parallelism - len(running))
+        if not running:
+            break
+        task = running.pop(0)
+        order.append((task.trial.id, task.trial.config_key, task.seed))
+        session.record([lookup(table, task)])
+        session.flush()
+    session.flush(force=True)
+    best = session.engine.top(1)[0]
+    return Outcome(table.row(table_params(best.config)), len(session.engine.recorded())), order

@@ -308,3 +308,20 @@ def test_retries_in_hand_do_not_end_the_local_search_early(seed: int) -> None:
     before = len(again.recorded())
     drive(again)
     assert len(again.recorded()) == before, "a rebuilt study planned what the live one gave up"
+
+
+def test_the_exact_benchmark_decides_as_the_session_hpo_run_drives(tmp_path: Path) -> None:
+    """The benchmark drives the engine alone (fast); ``hpo run`` drives it through a
+    StudySession (store, ledger, spec saved). Both must make the same trainings in the same
+    order and hand back the same configuration, or the benchmark measures something else."""
+    from fcnet import ours
+    from fcnet.table import load
+
+    table = load("naval_propulsion")
+    for k in (0, 1):
+        direct: list[tuple[str, str, int]] = []
+        alone = ours.run(table, 40, k, order=direct)
+        through, order = ours.run_session(table, 40, k, tmp_path / str(k))
+        assert order == direct
+        assert through == alone
+        assert (tmp_path / str(k) / "runs" / "fcnet" / "ledger.xlsx").exists()
