@@ -55,13 +55,14 @@ bench: install-test
 	$(PY) benchmarks/quality.py
 
 # The peers of the exact benchmark that take minutes per study (Gaussian processes:
-# Optuna's GPSampler needs torch, CPU build), with a few repeats each.
+# Optuna's GPSampler needs torch, CPU build). Resumable: every finished repeat is kept in
+# benchmarks/results/*.parts.jsonl, so an interrupted run continues where it stopped.
+GP_RUN = $(PY) benchmarks/exact_search.py --budgets 40 80 160 --repeats 10 --slow-repeats 10 --resume
 bench-gp: install-test
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) benchmarks/exact_search.py --budgets 80 --repeats 5 --slow-repeats 5 \
-	    --methods ours optuna-gp --out benchmarks/results/exact_search_optuna_gp.json
-	$(PY) benchmarks/exact_search.py --budgets 80 --repeats 3 --slow-repeats 3 \
-	    --methods ours skopt-gp kt-bayes --out benchmarks/results/exact_search_slow_peers.json
+	$(GP_RUN) --methods ours optuna-gp --out benchmarks/results/exact_search_optuna_gp.json
+	$(GP_RUN) --methods ours kt-bayes --out benchmarks/results/exact_search_kt_bayes.json
+	$(GP_RUN) --methods ours skopt-gp --out benchmarks/results/exact_search_skopt_gp.json
 
 # A 2,000-training study with instant pods (~2-3 min); fails if the operator's
 # memory at the end is more than 10% above its level after 200 trainings.

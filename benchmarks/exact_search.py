@@ -111,12 +111,14 @@ def run(
     methods: list[str],
     jobs: int = 1,
     parts: Path | None = None,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Every (dataset, repeat) as one unit of work, ``jobs`` at a time.
 
     A finished unit is appended to ``parts`` (JSON lines) at once, and units already
     there are not run again: a long run (the Gaussian-process peers take minutes per
-    study) can be stopped and continued, and its partial results read meanwhile.
+    study) can be stopped and continued. ``report_only`` runs nothing and tables the
+    repeats finished so far (a repeat holds ours and every peer, so pairs stay paired).
     """
     done: dict[str, dict[str, Any]] = {}
     if parts is not None and parts.exists():
@@ -125,11 +127,11 @@ def run(
                 unit = json.loads(line)
                 done[unit["key"]] = unit
     todo = []
-    for name in datasets:
-        for k in range(repeats):
+    for k in range(repeats):  # repeat-major: a run stopped early covers every dataset alike
+        for name in datasets:
             ms = [m for m in methods if not (m in SLOW_PEERS and k >= slow_repeats)]
             key = _unit_key(name, k, ms, budgets)
-            if key not in done:
+            if key not in done and not report_only:
                 todo.append((key, name, k, ms))
     overrides = dict(OURS_OVERRIDES)
 
@@ -163,7 +165,9 @@ def run(
         seconds: dict[str, float] = {}
         for k in range(repeats):
             ms = [m for m in methods if not (m in SLOW_PEERS and k >= slow_repeats)]
-            unit = done[_unit_key(name, k, ms, budgets)]
+            unit = done.get(_unit_key(name, k, ms, budgets))
+            if unit is None:
+                continue  # not run yet (report_only)
             for b in per:
                 used[b].append(unit["spent"][b])
                 for m, r in unit["ranks"][b].items():
@@ -267,6 +271,11 @@ def main() -> None:
         "of jobs gives the same table",
     )
     ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: table the repeats in <out>.parts.jsonl finished so far",
+    )
+    ap.add_argument(
         "--resume",
         action="store_true",
         help="keep the repeats already in <out>.parts.jsonl and run only the rest",
@@ -277,10 +286,17 @@ def main() -> None:
     started = time.perf_counter()
     parts = args.out.with_suffix(".parts.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
+    if not (args.resume or args.report_only):
         parts.unlink(missing_ok=True)
     result = run(
-        args.datasets, args.budgets, args.repeats, args.slow_repeats, methods, args.jobs, parts
+        args.datasets,
+        args.budgets,
+        args.repeats,
+        args.slow_repeats,
+        methods,
+        args.jobs,
+        parts,
+        args.report_only,
     )
     result["wall_s"] = time.perf_counter() - started
     rows = summarise(result)
