@@ -1,14 +1,17 @@
 """The scikit-optimize bridge: one optimiser per handed-over configuration.
 
-The optimiser lives over grid indices of a ``NarrowSpace``; it is rebuilt
-from recorded results (after a restart) simply by telling it everything
-recorded again, in trial order.
+The optimiser lives over grid indices of a ``NarrowSpace``. Every ask builds
+it afresh from what the study has recorded in that space at that moment, with
+a random state drawn from the number of configurations planned so far: what
+it proposes is a function of the records alone, so a study rebuilt after a
+restart proposes exactly what the live study would have (the optimiser's own
+state, grown by one tell after another, could not be rebuilt that way).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from skopt import Optimizer
 from skopt.space import Integer
@@ -35,31 +38,15 @@ class ParentSearch:
         self.space = space
         self.budget = budget
         self.planned = 0
-        self.barren_asks = 0
-        self.known: dict[str, float | None] = {}
+        self.estimator = estimator
+        self.initial_points = initial_points
+        self.random_state = random_state
         self._free = space.free_dims
-        self._opt: Optimizer | None = None
-        if self._free:
-            dims = [Integer(0, len(space.choices[i]) - 1) for i in self._free]
-            # The narrow grid is small: scoring a few hundred candidates per ask
-            # covers it, where skopt's default 10,000 cost seconds per ask.
-            self._opt = Optimizer(
-                dims,
-                base_estimator=estimator,
-                n_initial_points=initial_points,
-                random_state=random_state,
-                acq_optimizer="sampling",
-                acq_optimizer_kwargs={"n_points": min(ACQ_POINTS, 4 * space.size)},
-            )
+        self._barren = False
 
     @property
     def exhausted(self) -> bool:
-        return (
-            self._opt is None
-            or self.planned >= self.budget
-            or self.barren_asks >= MAX_BARREN_ASKS
-            or len(self.known) >= self.space.size
-        )
+        return not self._free or self.planned >= self.budget or self._barren
 
     def _point(self, config: Config) -> list[int]:
         idx = self.space.to_indices(config)
@@ -71,55 +58,57 @@ class ParentSearch:
             idx[dim] = int(value)
         return self.space.to_config(idx)
 
-    def tell(self, config: Config, objective: float) -> None:
-        """Record an observed mean MAE (from a training or from the ledger)."""
-        self.tell_many([config], [objective])
+    def _optimizer(self, observed: list[tuple[Config, float]]) -> Optimizer:
+        dims = [Integer(0, len(self.space.choices[i]) - 1) for i in self._free]
+        # The narrow grid is small: scoring a few hundred candidates per ask
+        # covers it, where skopt's default 10,000 cost seconds per ask.
+        opt = Optimizer(
+            dims,
+            base_estimator=self.estimator,
+            n_initial_points=self.initial_points,
+            random_state=(self.random_state * 100_003 + self.planned) % 2**32,
+            acq_optimizer="sampling",
+            acq_optimizer_kwargs={"n_points": min(ACQ_POINTS, 4 * self.space.size)},
+        )
+        if observed:
+            # One canonical order (by key): the same records give the same model.
+            ordered = sorted(observed, key=lambda o: config_key(o[0]))
+            opt.tell([self._point(c) for c, _ in ordered], [float(y) for _, y in ordered])
+        return opt
 
-    def tell_many(self, configs: list[Config], objectives: list[float]) -> None:
-        """Several observations with one model fit (rebuilding after a restart)."""
-        if not configs:
-            return
-        for config, y in zip(configs, objectives, strict=True):
-            self.known[config_key(config)] = y
-        if self._opt is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._opt.tell([self._point(c) for c in configs], [float(y) for y in objectives])
+    def ask(
+        self,
+        n: int,
+        observed: Iterable[tuple[Config, float]],
+        taken: Callable[[str], bool],
+    ) -> list[Config]:
+        """Up to ``n`` new configurations of this space.
 
-    def mark_pending(self, config: Config) -> None:
-        """A configuration is planned; it must not be suggested again."""
-        self.known.setdefault(config_key(config), None)
-
-    def ask(self, n: int, lookup: Callable[[str], float | None]) -> list[Config]:
-        """Up to ``n`` new configurations; repeats of recorded ones are answered via ``lookup``.
-
-        ``lookup(key)`` returns the recorded objective of a configuration that
-        was trained elsewhere in the study (e.g. by the random stage), or None.
+        ``observed``: every configuration of this space with a recorded objective
+        (whichever stage trained it); ``taken(key)``: whether a configuration is a
+        trial of the study already (recorded, running or planned), never proposed.
         """
         n = min(n, self.budget - self.planned)
-        if n <= 0 or self.exhausted or self._opt is None:
+        if n <= 0 or self.exhausted:
             return []
+        seen = [(c, y) for c, y in observed if self.space.contains(c)]
         out: list[Config] = []
-        while len(out) < n and not self.exhausted:
-            pending = sum(1 for v in self.known.values() if v is None)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                points = self._opt.ask(n_points=n - len(out) + pending)
-            fresh = False
-            for p in points:
-                config = self._config([int(v) for v in p])
-                key = config_key(config)
-                if key in self.known:
-                    continue
-                recorded = lookup(key)
-                if recorded is not None:
-                    self.tell(config, recorded)
-                    fresh = True
-                    continue
-                if len(out) < n:
-                    self.mark_pending(config)
+        keys: set[str] = set()
+        barren = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = self._optimizer(seen)
+            while len(out) < n and barren < MAX_BARREN_ASKS:
+                fresh = False
+                for p in opt.ask(n_points=n - len(out) + barren):
+                    config = self._config([int(v) for v in p])
+                    key = config_key(config)
+                    if key in keys or taken(key) or len(out) >= n:
+                        continue
+                    keys.add(key)
                     out.append(config)
                     fresh = True
-            self.barren_asks = 0 if fresh else self.barren_asks + 1
+                barren = 0 if fresh else barren + 1
+        self._barren = barren >= MAX_BARREN_ASKS
         self.planned += len(out)
         return out

@@ -498,19 +498,6 @@ class Engine:
             self._random_incomplete -= 1
         if result.status == "failed":
             self._check_failures(result.error)
-        raced = len(self._seeds_of(result.trial)) > self._first_seeds()
-        if (
-            self.phase == "bayesian"
-            and self._trial_complete(result.trial)
-            and not self.local
-            and not raced  # told once, after its first seeds: racing adds no new point
-        ):
-            trial = self.trials[result.trial]
-            for p in self.parents:
-                if p.summary.trial == trial.parent:
-                    objective = self._objective(result.trial)
-                    assert objective is not None
-                    p.search.tell(trial.config, objective)
         self._advance()
         return None
 
@@ -666,11 +653,9 @@ class Engine:
         return True
 
     def _rebuild_bayesian(self) -> None:
-        """Tell each optimiser what is already recorded or running (after a restart)."""
+        """Count what each optimiser planned already (after a restart); what it was told
+        needs no rebuilding: every ask reads the records afresh (``hpo.bayes``)."""
         by_parent = {p.summary.trial: p for p in self.parents}
-        told: dict[str, tuple[list[Config], list[float]]] = {
-            p.summary.trial: ([p.summary.config], [p.summary.score or 0.0]) for p in self.parents
-        }
         bayes = sorted(
             (t for t in self.trials.values() if t.stage == "bayesian"), key=lambda t: t.id
         )
@@ -681,16 +666,17 @@ class Engine:
                 continue
             p.trials.append(t.id)
             p.search.planned += 1
+        self._queue_missing("bayesian")
+
+    def _observed(self) -> list[tuple[Config, float]]:
+        """Every configuration with all its seeds recorded, and its objective."""
+        out = []
+        for t in self.trials.values():
             if self._trial_complete(t.id):
                 objective = self._objective(t.id)
                 assert objective is not None
-                told[p.summary.trial][0].append(t.config)
-                told[p.summary.trial][1].append(objective)
-            else:
-                p.search.mark_pending(t.config)
-        for name, (configs, ys) in told.items():
-            by_parent[name].search.tell_many(configs, ys)
-        self._queue_missing("bayesian")
+                out.append((t.config, objective))
+        return out
 
     def _plan_local(self, configs_needed: int) -> None:
         """Untried neighbours of the best configurations so far (``hpo.search.local``)."""
@@ -740,11 +726,12 @@ class Engine:
         if not active:
             return
         share, extra = divmod(configs_needed, len(active))
+        observed = self._observed()
         for i, p in enumerate(active):
             n = share + (1 if i < extra else 0)
             if n == 0:
                 continue
-            for config in p.search.ask(n, self.lookup):
+            for config in p.search.ask(n, observed, lambda key: key in self._by_key):
                 if config_key(config) in self._by_key:
                     continue  # planned by another parent's search meanwhile: not twice
                 trial = Trial(

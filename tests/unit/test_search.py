@@ -325,3 +325,31 @@ def test_the_exact_benchmark_decides_as_the_session_hpo_run_drives(tmp_path: Pat
         assert order == direct
         assert through == alone
         assert (tmp_path / str(k) / "runs" / "fcnet" / "ledger.xlsx").exists()
+
+
+def _gp_spec() -> StudySpec:
+    return _spec(
+        bayesianStage={"topK": 2, "trialsPerConfig": 4, "method": "gaussianProcess"},
+        training={"seedsPerConfig": 2, "seedRacing": False},
+    )
+
+
+@pytest.fixture(scope="module")
+def gp_study() -> list[SeedResult]:
+    full = Engine(_gp_spec())
+    drive(full, slots=1)
+    return full.recorded()
+
+
+@pytest.mark.parametrize("cut", [17, 21, 26])
+def test_a_restarted_gp_study_makes_the_same_decisions(
+    cut: int, gp_study: list[SeedResult]
+) -> None:
+    """The Gaussian-process stage too: a study rebuilt from its records in the middle of
+    that stage proposes exactly what the live study proposed (a sequential study)."""
+    assert gp_study[cut - 1].stage == "bayesian" and len(gp_study) > cut + 2
+    again = Engine(_gp_spec(), gp_study[:cut])
+    drive(again, slots=1)
+    assert [(r.trial, r.config_key, r.seed) for r in again.recorded()] == [
+        (r.trial, r.config_key, r.seed) for r in gp_study
+    ]
