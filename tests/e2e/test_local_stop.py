@@ -229,11 +229,8 @@ def test_the_study_resumes_after_each_stop_and_retrains_nothing(stopped: Stopped
     rows = read_ledger(LocalStore(stopped.out), f"{NAME}/ledger.xlsx")
     assert len(rows) == CONFIGS and len({r.key for r in rows}) == CONFIGS
     assert all(r.status == "succeeded" for r in rows)  # no stop was charged as a failure
+    assert sorted(p.name for p in stopped.out.iterdir()) == [NAME]  # no .cache, no .locks
     recorded = [p.parent / "model.keras" for p in stopped.scores_after_kill]
     assert recorded
     for model in recorded:  # recorded before C (by A and B): not trained again
         assert model.stat().st_mtime_ns == stopped.models_before_c[model], model
-
-
-def test_timings(stopped: Stopped) -> None:
-    print({k: round(getattr(stopped, k).seconds, 1) for k in "abdc"})
