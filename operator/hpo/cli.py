@@ -126,7 +126,8 @@ def run(
     from hpo.recorder import LedgerConflict
     from hpo.report import render_table
     from hpo.runners.local import LocalRunner
-    from hpo.store import StoreError, store_ref_for
+    from hpo.runners.study_lock import StudyBusy
+    from hpo.store import OutputUnwritable, StoreError, store_ref_for
 
     try:
         study = load_study(study_file)
@@ -144,6 +145,16 @@ def run(
         _fail([f"{study_file}: {exc}"])
     except LedgerConflict as exc:
         _fail([str(exc)], EXIT_STUDY_FAILED)
+    except StudyBusy as exc:
+        _fail([str(exc)])
+    except OutputUnwritable as exc:  # disk full, read-only: not a failed training
+        _fail(
+            [
+                f"stopped: {exc}",
+                "finished trainings are kept; make room (or make it writable), then run the "
+                "same command again to resume",
+            ]
+        )
     except StoreError as exc:
         _fail(
             [
@@ -158,7 +169,7 @@ def run(
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if outcome.status == "interrupted":
         err.print(f"[yellow]{outcome.message}[/]")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(128 + outcome.signum)  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     labels = study.spec.dataset.labels
     if outcome.best is not None and len(outcome.best):
         console.print(render_table(outcome.best, labels))

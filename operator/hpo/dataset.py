@@ -12,7 +12,8 @@ rows and their MAEs are comparable.
 An ``s3://`` dataset is downloaded once per process and checked every time:
 a dataset replaced in the bucket mid-study would silently mix two datasets in
 one ledger, so every use compares the object's ETag with the one recorded
-when the study started (one HEAD request) before using its copy.
+when the study started (one HEAD request) before using its copy. A local file
+is fingerprinted the same way, by the sha256 of its bytes.
 """
 
 from __future__ import annotations
@@ -340,17 +341,74 @@ def cached_copy(url: str, etag: str) -> Path:
     return cache_dir() / digest / name
 
 
+# --------------------------------------------------------------------------- local datasets
+
+_digests: dict[tuple[str, int, int, int, int], str] = {}
+
+#: How a local file's fingerprint is spelled in ``DatasetRef.etag`` (an S3 ETag never
+#: starts so).
+SHA256 = "sha256:"
+
+
+def file_fingerprint(path: str | Path) -> tuple[str, int]:
+    """``sha256:<hex>`` of the file's bytes and its size.
+
+    Cached per process while the file's size, mtime, ctime and inode stay the
+    same: a worker that trains many configurations reads the file once, yet a
+    file edited, replaced or copied over (``cp -p`` keeps the mtime, not the
+    ctime) is hashed again.
+    """
+    file = Path(path)
+    try:
+        st = file.stat()
+        key = (str(file.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        with _cache_lock:
+            digest = _digests.get(key)
+        if digest is None:
+            h = hashlib.sha256()
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digest = SHA256 + h.hexdigest()
+            with _cache_lock:
+                _digests.clear()  # one dataset per study: keep the latest only
+                _digests[key] = digest
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {path}: {exc.strerror or exc}") from exc
+    return digest, st.st_size
+
+
+def short_fingerprint(etag: str | None) -> str:
+    """A fingerprint as shown in messages: ``sha256 1a2b3c4d5e6f`` or ``ETag "..."``."""
+    if etag is None:
+        return "no fingerprint"
+    if etag.startswith(SHA256):
+        return f"sha256 {etag.removeprefix(SHA256)[:12]}"
+    return f"ETag {etag}"
+
+
 def localise(
     ref: DatasetRef, store: StoreRef | None, credentials: tuple[str, str] | None = None
 ) -> DatasetRef:
     """``ref`` with a local ``path``, its ``etag`` and ``size`` filled in.
 
-    Local paths are returned as they are. For ``s3://`` the object is fetched
-    from the study's endpoint (same credentials) unless this process already
-    holds the same version.
+    A local file keeps its path; its ``etag`` is the sha256 of its bytes. For
+    ``s3://`` the object is fetched from the study's endpoint (same credentials)
+    unless this process already holds the same version. Either way a ``ref`` that
+    carries a fingerprint (a training request) is refused if the data differs.
     """
     if not ref.path.startswith("s3://"):
-        return ref
+        if not Path(ref.path).is_file():
+            return ref  # read_table says what is wrong with the path
+        digest, size = file_fingerprint(ref.path)
+        if ref.etag is not None and digest != ref.etag:
+            raise DatasetError(
+                f"dataset {ref.path} changed since the study started "
+                f"({short_fingerprint(ref.etag)}, {ref.size} bytes then; "
+                f"{short_fingerprint(digest)}, {size} bytes now): not training on other data; "
+                "restore the file, or start a new study (another metadata.name) on the new data"
+            )
+        return dataclasses.replace(ref, etag=digest, size=size)
     if store is None or store.kind != "s3":
         raise DatasetError(f"dataset {ref.path}: an s3:// dataset needs storage.type s3")
     bucket, key = split_s3_url(ref.path)

@@ -3,11 +3,16 @@
 ::
 
     <study>/study.yaml                                 the spec as run
+    <study>/dataset.json                               the dataset's fingerprint at the start
     <study>/ledger.xlsx                                every training (hpo.ledger)
     <study>/best.json                                  the final group, once finished
     <study>/plots/<name>.png                           hpo.report's plots
     <study>/trials/<trial>/seed-<n>/<artifact>         ARTIFACT_FILES, scores.json last
     <study>/failures/<trial>/seed-<n>/attempt-<k>.json a failed attempt (operator only)
+
+Besides these keys, a local folder holds dot files the store never lists: the
+lock of the run that owns the study (``<study>/.lock``, ``hpo.runners.study_lock``)
+and per-key locks of conditional writes (``.<file>.lock`` beside the file).
 
 ``<study>`` is the study's name, a single key segment, under an optional
 prefix (``hpo/<namespace>`` in a bucket). Names and ids built into keys are
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from hpo.keys import check_key, join_key, key_segment
 
 STUDY_FILE = "study.yaml"
+DATASET_FILE = "dataset.json"
 LEDGER_FILE = "ledger.xlsx"
 BEST_FILE = "best.json"
 SCORES_FILE = "scores.json"
@@ -76,6 +82,11 @@ class StudyPaths:
     @property
     def study(self) -> str:
         return join_key(self.root, STUDY_FILE)
+
+    @property
+    def dataset(self) -> str:
+        """``<study>/dataset.json``: the dataset's fingerprint when the study started."""
+        return join_key(self.root, DATASET_FILE)
 
     @property
     def ledger(self) -> str:

@@ -21,14 +21,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from hpo import crashpoints
 from hpo.contract import SeedResult, StoreRef, TrainingRequest
+from hpo.dataset import short_fingerprint
 from hpo.dataset_check import Prepared, check_dataset
-from hpo.engine import Engine, Task, TrainingId
+from hpo.engine import Engine, HistoryConflict, Task, TrainingId
 from hpo.layout import StudyPaths
 from hpo.recorder import Recorder
-from hpo.spec import Study, refused_changes
-from hpo.store import Store, open_store
+from hpo.spec import Study, refused_changes, refused_message, spec_value
+from hpo.store import Store, StoreError, open_store
+
+
+class DatasetChanged(HistoryConflict):
+    """The dataset is not the one the study's recorded trainings were trained on."""
+
+
+class SpecChanged(HistoryConflict):
+    """Spec fields that give a training its meaning differ from the study's saved spec."""
 
 
 def training_request(
@@ -162,13 +173,16 @@ class StudySession:
 
     # -- start -----------------------------------------------------------------
 
-    def start(self, in_flight: Iterable[Task] = ()) -> None:
+    def start(self, in_flight: Iterable[Task] = (), *, refuse_spec_changes: bool = False) -> None:
         """Read back what the study recorded, build the engine, save the spec as run.
 
         ``in_flight``: trainings found running (a cluster's pods after a restart);
         recorded ones are left out, and of one training the latest attempt counts.
         Raises ``StoreError`` (try later) and ``HistoryConflict`` (records of another
-        search space).
+        search space; ``DatasetChanged``: other data than the records were trained
+        on; ``SpecChanged``, with ``refuse_spec_changes``: the saved spec differs in a
+        field ``hpo.spec.MUTABLE_WHILE_RUNNING`` does not list). Nothing is written
+        then.
         """
         history = self.recorder.load()
         recorded = {r.key for r in history}
@@ -198,10 +212,81 @@ class StudySession:
             retry_backoff_s=self._backoff(self.study),
         )
         engine.resume_attempts(used)
+        self._check_dataset(bool(history))
+        if refuse_spec_changes and history:
+            self._check_spec()
         self.recorder.save_study()
+        self._record_dataset()
         self.ledger_missing = bool(history) and not self.store.exists(self.paths.ledger)
         self._engine = engine
         self._phase = engine.phase
+
+    def _recorded_dataset(self) -> dict[str, Any] | None:
+        try:
+            raw = json.loads(self.store.get_bytes(self.paths.dataset).decode())
+        except StoreError:
+            if self.store.exists(self.paths.dataset):
+                raise
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return None  # torn or foreign: recorded again below
+        return raw if isinstance(raw, dict) else None
+
+    def _check_dataset(self, has_records: bool) -> None:
+        """Refuse other data than the study's records were trained on (a file edited,
+        replaced or pointed elsewhere; an object replaced in its bucket)."""
+        then = self._recorded_dataset()
+        now = self.prepared.dataset
+        if not has_records or then is None or then.get("fingerprint") == now.etag:
+            return
+        where = (
+            f"the file {then.get('path')}"
+            if then.get("path") == self.study.spec.dataset.path
+            else f"{then.get('path')} (now {self.study.spec.dataset.path})"
+        )
+        raise DatasetChanged(
+            f"spec.dataset.path: the data changed since this study started: its trainings "
+            f"were trained on {where} with {short_fingerprint(then.get('fingerprint'))}, "
+            f"{then.get('size')} bytes; it now has {short_fingerprint(now.etag)}, "
+            f"{now.size} bytes. Not mixing two datasets in one study: restore the file, or "
+            "start a new study (another metadata.name) on the new data"
+        )
+
+    def _record_dataset(self) -> None:
+        now = self.prepared.dataset
+        record = {"path": self.study.spec.dataset.path, "fingerprint": now.etag, "size": now.size}
+        if self._recorded_dataset() != record:
+            self.store.put_bytes(self.paths.dataset, json.dumps(record, indent=1).encode())
+
+    def _check_spec(self) -> None:
+        """Refuse what the operator refuses on a running study (``refused_changes``):
+        the records were trained under the saved spec."""
+        try:
+            saved = yaml.safe_load(self.store.get_bytes(self.paths.study))
+        except StoreError:
+            if self.store.exists(self.paths.study):
+                raise
+            return
+        except yaml.YAMLError:
+            return
+        old = (saved or {}).get("spec") if isinstance(saved, dict) else None
+        if not isinstance(old, dict):
+            return
+        new = self.study.as_resource()["spec"]
+        refused = refused_changes(old, new)
+        # The same bytes (checked above) under another path are the same data: a moved
+        # project folder is not a new dataset.
+        refused = [p for p in refused if p != "spec.dataset.path"]
+        if not refused:
+            return
+        values = "; ".join(
+            f"{p}: {spec_value(old, p)!r} then, {spec_value(new, p)!r} now" for p in refused
+        )
+        raise SpecChanged(
+            f"{refused_message(refused)} ({values}): the study's recorded trainings were "
+            f"run with {self.store.uri}/{self.paths.study}; restore those values, or start a new "
+            "study (another metadata.name) to change them"
+        )
 
     @property
     def engine(self) -> Engine:

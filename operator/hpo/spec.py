@@ -653,6 +653,19 @@ def refused_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def refused_message(refused: list[str]) -> str:
+    """The one wording of refused spec changes (the operator's condition, ``hpo run``)."""
+    return f"{', '.join(refused)} cannot change while the study runs"
+
+
+def spec_value(spec: dict[str, Any], path: str) -> Any:
+    """The value at a ``refused_changes`` path (``spec.training.epochs``); None if absent."""
+    value: Any = spec
+    for part in path.removeprefix("spec.").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _format_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]

@@ -8,8 +8,9 @@ processes). ``--termination-log`` receives a compact JSON list of the same
 results under Kubernetes' 4 KB termination-message limit: the operator takes a
 failure's reason from it, and a success from the seed's ``scores.json`` in the
 store. If the request itself cannot be read, that file receives
-``{"error": "..."}`` instead. Exit code: 0 if every seed succeeded,
-1 if any failed, 2 if the request was unusable.
+``{"error": "..."}`` instead, as it does when the output cannot be written
+(no space left, read-only). Exit code: 0 if every seed succeeded, 1 if any
+failed, 2 if the request was unusable, 3 if the output could not be written.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.termination_log, json.dumps({"error": message[:2000]}))
         return 2
 
-    from hpo.store import LocalStore, Store, StoreError, open_store
+    from hpo.store import LocalStore, OutputUnwritable, Store, StoreError, open_store
     from hpo_trainer.train import train_request
 
     store: Store
@@ -103,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.termination_log, json.dumps({"error": message[:2000]}))
         return 2
     # Stdout carries only result lines; stray library prints go to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        results = train_request(request, store)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            results = train_request(request, store)
+    except OutputUnwritable as exc:
+        print(str(exc), file=sys.stderr)
+        _write(args.termination_log, json.dumps({"error": str(exc)[:2000]}))
+        return 3
     for result in results:
         print(result.to_json(), flush=True)
         if result.status != "succeeded":

@@ -3,9 +3,12 @@
 The validation MAE (the held-out fold with cross-validation) is the selection
 score; the test MAE is only reported.
 
-``train_one`` never raises: whatever goes wrong becomes a failed
-``SeedResult`` with a one-line reason, so a worker can carry on with the next
-seed and the operator can record the failure in the ledger.
+``train_one`` does not raise for anything the training is to blame for: that
+becomes a failed ``SeedResult`` with a one-line reason, so a worker can carry
+on with the next seed and the operator can record the failure in the ledger.
+Output that cannot be written (no space left, read-only, file too large: the
+store's or the staging folder's) raises ``OutputUnwritable`` instead: it is no
+fault of the configuration, and the runner stops rather than retrying it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from hpo.contract import SeedResult, TrainingRequest
 from hpo.dataset import DatasetError, localise
 from hpo.layout import StudyPaths
-from hpo.store import Store, StoreError
+from hpo.store import OutputUnwritable, Store, StoreError
 from hpo_trainer.data import PreparedData, load_splits
 from hpo_trainer.metrics import score, standardised_mae
 from hpo_trainer.model import (
@@ -68,6 +71,16 @@ def error_message(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The file system's refusal behind ``exc`` (Keras and h5py wrap it), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def artifacts_prefix(request: TrainingRequest, seed: int) -> str:
     """Where a seed's artifacts go: ``<study>/trials/<trial>/seed-<n>``, nowhere else.
 
@@ -108,7 +121,8 @@ def _write_artifacts(
 
 
 def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
-    """Train ``request.config`` with ``seed``, score it, upload it; never raises.
+    """Train ``request.config`` with ``seed``, score it, upload it; raises only
+    ``OutputUnwritable``.
 
     With ``dataset.folds`` the seed also picks the validation fold (seed mod folds):
     early stopping and ``val_mae`` both use it, the scalers fit on the other folds.
@@ -161,13 +175,21 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
                 )
         result.mae, result.val_mae, result.per_label = mae, val_mae, per_label
         with tempfile.TemporaryDirectory(prefix="hpo-trainer-") as tmp:
-            _write_artifacts(Path(tmp), request, int(seed), model, data)
+            try:
+                _write_artifacts(Path(tmp), request, int(seed), model, data)
+            except Exception as exc:
+                refused = _os_error(exc)
+                if refused is None:
+                    raise
+                raise OutputUnwritable.of(refused, tmp) from exc
             store.put_dir(prefix, Path(tmp))
         result.status, result.artifacts = "succeeded", prefix
         result.runtime_s = time.perf_counter() - started
         result.finished_at = time.time()
         scores = StudyPaths(request.study).scores(request.trial, seed)
         store.put_bytes(scores, result.to_json().encode())
+    except OutputUnwritable:
+        raise
     except Exception as exc:
         result.status, result.artifacts = "failed", None
         result.mae, result.val_mae, result.per_label = None, None, {}

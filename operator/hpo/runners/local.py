@@ -3,17 +3,29 @@
 Workers keep TensorFlow loaded between trainings (importing it costs
 seconds, more than a small model's fit), so a training's overhead is only
 building, saving and scoring its model.
+
+Workers die with the run: on Linux the kernel kills each one when the run's
+process dies (``PR_SET_PDEATHSIG``, so a SIGKILLed run leaves no 700 MB
+TensorFlow process behind), and a worker whose run is gone writes nothing.
+SIGTERM and SIGHUP stop a run as Ctrl-C does (``Stopped``): running trainings
+are dropped and redone next time. Output that cannot be written
+(``OutputUnwritable``: disk full, read-only) stops the run; it is not a failed
+training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -23,12 +35,18 @@ from typing import Any
 
 from hpo.contract import SeedResult, StoreRef, TrainingRequest
 from hpo.engine import Engine, StudyProgress, Task
+from hpo.layout import StudyPaths
 from hpo.recorder import LedgerConflict
+from hpo.runners.study_lock import study_lock
+from hpo.runners.worker_store import ParentGuard
 from hpo.session import Recorded, StudySession
 from hpo.spec import Study
-from hpo.store import Store, StoreError, open_store, store_ref_for
+from hpo.store import OutputUnwritable, Store, StoreError, open_store, store_ref_for
 
 _worker_store: Store | None = None
+_PR_SET_PDEATHSIG = 1
+#: Signals that stop a run as Ctrl-C does; the exit code is 128 + the signal's number.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 #: What the worker processes run (``pip install '.[trainer]'``). Named, not imported:
 #: ``hpo`` never depends on ``hpo_trainer`` (the operator image does not ship it), just
@@ -41,25 +59,93 @@ def _trainer() -> ModuleType:
     return importlib.import_module(TRAINER)
 
 
-def _worker_init(store_ref: str, threads: int) -> None:
-    """Runs once per worker process: the parent handles Ctrl-C, workers just stop."""
+def user_cache() -> Path:
+    """Per-user cache of the tools the workers load (Keras' config, matplotlib's font
+    list): ``$HPO_CACHE``, else ``$XDG_CACHE_HOME/hpo``, else ``~/.cache/hpo``. Not the
+    run folder: it is the user's, shared by every study, and no result."""
+    if os.environ.get("HPO_CACHE"):
+        return Path(os.environ["HPO_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hpo"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when the run's process dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the run died before the line above took effect
+        os._exit(1)
+
+
+def _worker_init(store_ref: str, threads: int, parent: int) -> None:
+    """Runs once per worker process: the parent handles the signals, workers just stop."""
     global _worker_store
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     ref = StoreRef.from_json(store_ref)
     # Keras and matplotlib write to the home folder otherwise.
-    cache = Path(ref.root) / ".cache" if ref.kind == "local" else Path(tempfile.gettempdir())
-    os.environ.setdefault("KERAS_HOME", str(cache / "hpo-keras"))
-    os.environ.setdefault("MPLCONFIGDIR", str(cache / "hpo-matplotlib"))
-    _worker_store = open_store(ref)
+    cache = user_cache()
+    with contextlib.suppress(OSError):
+        cache.mkdir(parents=True, exist_ok=True)
+    if not os.access(cache, os.W_OK):
+        cache = Path(tempfile.gettempdir()) / f"hpo-cache-{os.getuid()}"
+    os.environ.setdefault("KERAS_HOME", str(cache / "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
+    _worker_store = ParentGuard(open_store(ref), parent)
     # Load TensorFlow now, not inside the first training (it would count in its runtime).
     _trainer().configure_runtime(threads)
 
 
 def _train(request_json: str, seed: int) -> str:
+    """One training; ``OutputUnwritable`` travels to the runner as the future's error."""
     assert _worker_store is not None
     request = TrainingRequest.from_json(request_json)
     return _trainer().train_one(request, seed, _worker_store).to_json()
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled as Ctrl-C is (a ``KeyboardInterrupt``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise ``Stopped`` in the main thread while the loop runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    before = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """While a stopped run cleans up (the ledger's last write), a second Ctrl-C or
+    SIGTERM does not cut it short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -72,6 +158,8 @@ class Outcome:
     best: Any = None
     message: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The signal that stopped an interrupted run (SIGINT for Ctrl-C).
+    signum: int = signal.SIGINT
 
 
 Listener = Callable[[str, StudyProgress, SeedResult | None], None]
@@ -99,7 +187,7 @@ class LocalRunner:
         """Write the ledger if due; during an outage keep the results and try again later."""
         try:
             session.flush(force)
-        except LedgerConflict:
+        except (LedgerConflict, OutputUnwritable):
             raise
         except StoreError as exc:
             self.listener(
@@ -112,11 +200,24 @@ class LocalRunner:
             self.listener(event, session.engine.progress(), r.result)
 
     def run(self) -> Outcome:
+        """Run the study to its end, or until stopped.
+
+        Raises ``StudyBusy`` (another run has the study), ``HistoryConflict`` (records
+        of other data, another search space or other training settings),
+        ``OutputUnwritable`` (disk full: stopped, resumable), ``StoreError``."""
         # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
         session = StudySession.open(
             self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
         )
-        session.start()  # refuses records of another search space
+        held: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.store_ref.kind == "local":
+            held = study_lock(Path(self.store_ref.root) / StudyPaths(self.study.name).root)
+        with held:
+            return self._run(session)
+
+    def _run(self, session: StudySession) -> Outcome:
+        # Refuses records of another search space, other data, other training settings.
+        session.start(refuse_spec_changes=True)
         engine = session.engine
         location = session.location
         self.listener("start", engine.progress(), None)
@@ -124,69 +225,93 @@ class LocalRunner:
 
         ctx = multiprocessing.get_context("spawn")
         threads = session.prepared.training.threads
-        pool = self._pool(ctx, threads)
+        pools: list[ProcessPoolExecutor] = []  # the last one is in use
         running: dict[Future[str], Task] = {}
         try:
-            while not engine.finished:
-                tasks = session.take(self.parallelism - len(running))
-                for i, task in enumerate(tasks):
-                    request = session.request([task])
-                    try:
-                        running[pool.submit(_train, request.to_json(), task.seed)] = task
-                    except BrokenProcessPool:  # a worker died since the last wait
-                        session.requeue(tasks[i:])  # these never started: not an attempt
-                        self._told(session, self._restart_pool(pool, running, session))
-                        pool = self._pool(ctx, threads)
-                        running.clear()
-                        break
-                if session.stage_changed():
-                    self._write(session, force=True)
-                    self.listener("stage", engine.progress(), None)
-                if not running:
-                    if engine.finished:
-                        break
-                    wait_s = session.wait_s()
-                    if wait_s is None:
-                        raise RuntimeError("engine has nothing to run but is not finished")
-                    time.sleep(min(wait_s, 1.0))  # a retry's backoff
-                    continue
-                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task = running[fut]
-                    result = self._result_of(fut, task)
-                    if result is None:
-                        self._told(session, self._restart_pool(pool, running, session))
-                        pool = self._pool(ctx, threads)
-                        running.clear()
-                        break
-                    del running[fut]
-                    self._told(session, session.record([result]))
-                self._write(session)
-        except KeyboardInterrupt:
-            self._kill(pool)
-            session.requeue(running.values())
-            self._write(session, force=True)
+            with _stop_signals():
+                self._loop(session, lambda: self._pool(ctx, threads), pools, running)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or Stopped by SIGTERM/SIGHUP
+            with _signals_deferred():
+                self._kill(pools)
+                session.requeue(running.values())
+                self._write(session, force=True)
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+            what = "interrupted" if signum == signal.SIGINT else f"stopped by {exc}"
             return Outcome(
                 "interrupted",
                 location,
                 engine,
-                message="interrupted; run the same command again to resume",
+                message=f"{what}; run the same command again to resume",
                 notes=session.notes,
+                signum=signum,
             )
         finally:
-            self._kill(pool)
-        best = session.finish()
+            self._kill(pools)
+        try:
+            best = session.finish()
+        except OutputUnwritable:
+            raise
+        except OSError as exc:  # a plot or summary staged in the temporary folder
+            raise OutputUnwritable.of(exc, tempfile.gettempdir()) from exc
         if engine.phase == "failed":
             reason = engine.failed_reason or ""
             return Outcome("failed", location, engine, best, reason, session.notes)
         return Outcome("succeeded", location, engine, best, notes=session.notes)
+
+    def _loop(
+        self,
+        session: StudySession,
+        new_pool: Callable[[], ProcessPoolExecutor],
+        pools: list[ProcessPoolExecutor],
+        running: dict[Future[str], Task],
+    ) -> None:
+        """Until the engine is finished: submit what is due, record what finished.
+
+        ``pools`` and ``running`` are the caller's, so that a stop kills the pool in
+        use and requeues what was running."""
+        engine = session.engine
+        pools.append(new_pool())
+        while not engine.finished:
+            pool = pools[-1]
+            tasks = session.take(self.parallelism - len(running))
+            for i, task in enumerate(tasks):
+                request = session.request([task])
+                try:
+                    running[pool.submit(_train, request.to_json(), task.seed)] = task
+                except BrokenProcessPool:  # a worker died since the last wait
+                    session.requeue(tasks[i:])  # these never started: not an attempt
+                    self._told(session, self._restart_pool(pools, running, session))
+                    pools.append(new_pool())
+                    break
+            if session.stage_changed():
+                self._write(session, force=True)
+                self.listener("stage", engine.progress(), None)
+            if not running:
+                if engine.finished:
+                    break
+                wait_s = session.wait_s()
+                if wait_s is None:
+                    raise RuntimeError("engine has nothing to run but is not finished")
+                time.sleep(min(wait_s, 1.0))  # a retry's backoff
+                continue
+            done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = running[fut]
+                result = self._result_of(fut, task)
+                if result is None:
+                    self._told(session, self._restart_pool(pools, running, session))
+                    pools.append(new_pool())
+                    break
+                del running[fut]
+                self._told(session, session.record([result]))
+            self._write(session)
 
     def _pool(self, ctx: Any, threads: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.parallelism,
             mp_context=ctx,
             initializer=_worker_init,
-            initargs=(self.store_ref.to_json(), threads),
+            initargs=(self.store_ref.to_json(), threads, os.getpid()),
         )
 
     def _result_of(self, fut: Future[str], task: Task) -> SeedResult | None:
@@ -195,18 +320,20 @@ class LocalRunner:
             return SeedResult.from_json(fut.result())
         except BrokenProcessPool:
             return None
+        except OutputUnwritable:
+            raise  # the run's output, not the training: stop the run
         except Exception as exc:  # an error outside the trainer's own handling
             return task.failed(self.study.name, f"{type(exc).__name__}: {exc}")
 
     def _restart_pool(
         self,
-        pool: ProcessPoolExecutor,
+        pools: list[ProcessPoolExecutor],
         running: dict[Future[str], Task],
         session: StudySession,
     ) -> list[Recorded]:
         """A worker died (killed, out of memory). Trainings that finished keep their result;
-        the others count a failed attempt each."""
-        self._kill(pool)
+        the others count a failed attempt each; ``running`` is emptied."""
+        self._kill(pools)
         outcomes = []
         for fut, task in list(running.items()):
             result: SeedResult | None = None
@@ -217,12 +344,14 @@ class LocalRunner:
                     self.study.name, "worker process died (killed or out of memory)"
                 )
             outcomes.extend(session.record([result]))
+        running.clear()
         return outcomes
 
     @staticmethod
-    def _kill(pool: ProcessPoolExecutor) -> None:
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
+    def _kill(pools: list[ProcessPoolExecutor]) -> None:
+        procs = [p for pool in pools for p in (getattr(pool, "_processes", None) or {}).values()]
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             if p.is_alive():
                 p.terminate()

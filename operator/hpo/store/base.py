@@ -19,6 +19,24 @@ class PreconditionFailed(StoreError):
     """A conditional write lost: someone else wrote the object first."""
 
 
+class OutputUnwritable(StoreError):
+    """The run's own output cannot be written here (no space left, quota, read-only
+    file system, file too large, no permission): no fault of the training, so a runner
+    stops instead of charging it a failed attempt; running again resumes."""
+
+    def __init__(self, path: str, errno: int | None, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path, self.errno, self.reason = path, errno, reason
+
+    def __reduce__(self) -> tuple[type[OutputUnwritable], tuple[str, int | None, str]]:
+        # Travels from a worker process to the runner: pickled with its own arguments.
+        return (type(self), (self.path, self.errno, self.reason))
+
+    @classmethod
+    def of(cls, exc: OSError, path: str | Path) -> OutputUnwritable:
+        return cls(str(exc.filename or path), exc.errno, exc.strerror or str(exc))
+
+
 class Store(ABC):
     """Object-store interface; implementations must make ``put_*`` atomic."""
 

@@ -1,8 +1,11 @@
 """A folder standing in for the bucket: ``hpo run``'s embedded default.
 
 Writes are atomic (a temporary file, then ``os.replace``) and conditional
-writes of one key are serialised with a lock file, so a folder gives the same
-guarantees as S3's conditional ``put``.
+writes of one key are serialised with a lock file beside it (``.<name>.lock``,
+never listed), so a folder gives the same guarantees as S3's conditional
+``put``. A write the file system refuses (no space left, quota, read-only, file
+too large, no permission) raises ``OutputUnwritable`` naming the path, any other
+failure ``StoreError``: never a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hpo.keys import StoreError, check_key
-from hpo.store.base import PreconditionFailed, Store
+from hpo.store.base import OutputUnwritable, PreconditionFailed, Store
 
 
 def _md5(data: bytes) -> str:
@@ -29,7 +32,10 @@ class LocalStore(Store):
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputUnwritable.of(exc, self.root) from exc
 
     @property
     def uri(self) -> str:
@@ -39,15 +45,15 @@ class LocalStore(Store):
         return self.root / check_key(key)
 
     @contextlib.contextmanager
-    def _locked(self, key: str, conditional: bool) -> Iterator[None]:
-        """Serialise conditional writes of one key (check and replace must be one step)."""
+    def _locked(self, path: Path, conditional: bool) -> Iterator[None]:
+        """Serialise conditional writes of one key (check and replace must be one step).
+
+        The lock file sits beside the key, inside the study's own folder: no
+        ``.locks`` folder in the run folder, and every writer of the key finds it."""
         if not conditional:
             yield
             return
-        locks = self.root / ".locks"
-        locks.mkdir(exist_ok=True)
-        name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
-        with open(locks / name, "w") as lock:
+        with open(path.parent / f".{path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -58,8 +64,16 @@ class LocalStore(Store):
         self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False
     ) -> str:
         path = self._path(key)
+        try:
+            return self._put(key, path, data, if_match, if_none_match)
+        except OSError as exc:
+            raise OutputUnwritable.of(exc, path) from exc
+
+    def _put(
+        self, key: str, path: Path, data: bytes, if_match: str | None, if_none_match: bool
+    ) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked(key, if_match is not None or if_none_match):
+        with self._locked(path, if_match is not None or if_none_match):
             current = _md5(path.read_bytes()) if path.exists() else None
             if if_none_match and current is not None:
                 raise PreconditionFailed(f"{key}: already exists (another writer created it)")
@@ -81,31 +95,43 @@ class LocalStore(Store):
         return _md5(data)
 
     def put_file(self, key: str, path: Path) -> str:
-        return self.put_bytes(key, Path(path).read_bytes())
+        return self.put_bytes(key, self._read(Path(path)))
+
+    def _read(self, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError as exc:
-            raise StoreError(f"{key}: not found in {self.uri}") from exc
+        if not path.exists():
+            raise StoreError(f"{key}: not found in {self.uri}")
+        return self._read(path)
 
     def get_file(self, key: str, path: Path) -> Path:
         src = self._path(key)
         if not src.exists():
             raise StoreError(f"{key}: not found in {self.uri}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if src.resolve() != path.resolve():
-            shutil.copyfile(src, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if src.resolve() != path.resolve():
+                shutil.copyfile(src, path)
+        except OSError as exc:
+            raise OutputUnwritable.of(exc, path) from exc
         return path
 
     def etag(self, key: str) -> str | None:
         path = self._path(key)
-        return _md5(path.read_bytes()) if path.is_file() else None
+        return _md5(self._read(path)) if path.is_file() else None
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputUnwritable.of(exc, path) from exc
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix) if prefix else self.root
