@@ -47,6 +47,11 @@ class DatasetError(ValueError):
     """The dataset cannot be used as described; the message says why and where."""
 
 
+class DatasetUnreachable(DatasetError):
+    """The store holding an ``s3://`` dataset did not answer (or refused the credentials):
+    nothing is known about the dataset itself yet."""
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What ``validate_dataset`` found: usable rows and rows dropped for missing values."""
@@ -64,6 +69,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     file = Path(path)
     if not file.exists():
+        if file.is_symlink():
+            raise DatasetError(
+                f"dataset path is a symbolic link that leads nowhere (broken, or a loop): {path}"
+            )
         raise DatasetError(f"dataset file not found: {path}")
     if not file.is_file():
         raise DatasetError(f"dataset path is not a file: {path}")
@@ -358,7 +367,7 @@ def localise(
         source = open_store(store, bucket=bucket, prefix="", credentials=credentials)
         etag = source.etag(key)
     except StoreError as exc:
-        raise DatasetError(f"dataset {ref.path}: {exc}") from exc
+        raise DatasetUnreachable(f"dataset {ref.path}: {exc}") from exc
     if etag is None:
         raise DatasetError(f"dataset not found: {ref.path}")
     if ref.etag is not None and etag != ref.etag:
@@ -376,7 +385,7 @@ def localise(
                 source.get_file(key, tmp)
                 os.replace(tmp, local)
             except StoreError as exc:
-                raise DatasetError(f"dataset {ref.path}: {exc}") from exc
+                raise DatasetUnreachable(f"dataset {ref.path}: {exc}") from exc
         with _lock:
             _copies[(ref.path, etag)] = local
     return dataclasses.replace(ref, path=str(local), etag=etag, size=local.stat().st_size)

@@ -17,12 +17,17 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hpo.contract import DatasetRef, StoreRef, TrainingOptions
-from hpo.dataset import DatasetError, localise, validate_dataset
+from hpo.dataset import DatasetError, DatasetUnreachable, localise, validate_dataset
 from hpo.spec import Study
 
 
 class DatasetProblem(ValueError):
     """The dataset does not fit the study; the message names the column or file."""
+
+
+class DatasetUnavailable(DatasetProblem):
+    """The store holding the dataset could not be reached: try again, nothing is wrong
+    with the study (yet)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ def check_dataset(
     remote = DatasetRef(path=ds.path, features=[], labels=list(ds.labels))
     try:
         local = localise(remote, store, credentials)
+    except DatasetUnreachable as exc:
+        raise DatasetUnavailable(f"spec.dataset.path: {exc}") from None
     except DatasetError as exc:
         raise DatasetProblem(f"spec.dataset.path: {exc}") from None
     features = list(ds.features)
