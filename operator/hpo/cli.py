@@ -326,6 +326,8 @@ def validate(
         )
     except DatasetProblem as exc:
         _fail([f"{study_file}: {exc}"])
+    for note in prepared.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print(
         f"{study.name}: valid; {prepared.rows} rows ({prepared.rows_dropped} dropped), "
         f"{len(prepared.dataset.features)} features, {len(prepared.dataset.labels)} labels; "
