@@ -54,6 +54,20 @@ def stored_results(store: Store, paths: StudyPaths) -> list[SeedResult]:
     return [found[k] for k in sorted(found)]
 
 
+def best_records(best: Any) -> list[dict[str, Any]]:
+    """The final group as JSON records (``best.json``): per-layer values as lists, as in
+    ``config.json`` (the ledger's cells hold them as JSON text, ``"[80, 48, 80]"``)."""
+    from hpo.ledger import PER_LAYER
+
+    records: list[dict[str, Any]] = json.loads(best.to_json(orient="records"))
+    for record in records:
+        for name in PER_LAYER:
+            value = record.get(name)
+            if isinstance(value, str) and value.startswith("["):
+                record[name] = json.loads(value)
+    return records
+
+
 def set_aside_unreadable_ledger(store: Store, paths: StudyPaths) -> str | None:
     """Move an unreadable ledger to ``ledger.xlsx.corrupt-<UTC time>``; its new key, or
     None when there is nothing to move (no ledger, or one that reads back).
@@ -180,6 +194,6 @@ class Recorder:
             for png in make_plots(results, best, Path(tmp)):
                 self.store.put_file(self.paths.plot(png.name), png)
             summary = Path(tmp) / BEST_FILE
-            summary.write_text(json.dumps(json.loads(best.to_json(orient="records")), indent=1))
+            summary.write_text(json.dumps(best_records(best), indent=1))
             self.store.put_file(self.paths.best, summary)
         return best

@@ -107,8 +107,9 @@ def _config(get: Callable[[str], Any]) -> dict[str, Any]:
 def read_ledger(store: Store, key: str) -> list[SeedResult]:
     """Rebuild the ``SeedResult`` of every ``Trials`` row; [] if the ledger does not exist yet.
 
-    Rows come back in the sheet's order. A ledger that is there but cannot be
-    read back raises ``LedgerUnreadable`` naming it.
+    Rows come back in (trial, seed) order, whatever the sheet's order (people read
+    it by stage and time). A ledger that is there but cannot be read back raises
+    ``LedgerUnreadable`` naming it.
     """
     try:
         data = store.get_bytes(key)
@@ -117,7 +118,7 @@ def read_ledger(store: Store, key: str) -> list[SeedResult]:
             return []
         raise
     try:
-        return _results(data)
+        return sorted(_results(data), key=lambda r: (r.trial, r.seed))
     except (
         zipfile.BadZipFile,
         zlib.error,
