@@ -579,6 +579,8 @@ def report(
     """Print a study's final group from its ledger (and optionally redraw its plots)."""
     import tempfile
 
+    import yaml
+
     from hpo.layout import STUDY_FILE, StudyPaths
     from hpo.report import final_group, render_table
     from hpo.spec import SpecError, load_yaml, parse_study
@@ -593,7 +595,7 @@ def report(
         results = _results_of(store, root, run_dir)
     except SpecError as exc:
         _fail([f"{run_dir}/{STUDY_FILE}: {p}" for p in exc.problems])
-    except (ValueError, UnicodeDecodeError) as exc:  # YAML errors are ValueErrors too
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         _fail([f"{run_dir}/{STUDY_FILE}: cannot be read: {exc}"])
     except StoreError as exc:
         _fail([str(exc)])

@@ -229,6 +229,13 @@ def test_study_file_that_is_not_utf8(tmp_path: Path) -> None:
         assert f"error: {f}: not UTF-8 text (byte 0xe9" in _text(result)
 
 
+def test_report_on_a_study_whose_study_yaml_is_not_yaml(runs: Path) -> None:
+    (runs / "t" / "study.yaml").write_text("spec: [unclosed\n")
+    result = _invoke("report", str(runs / "t"))
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert f"{runs / 't'}/study.yaml: cannot be read" in _text(result)
+
+
 def test_study_file_that_is_a_folder(tmp_path: Path) -> None:
     result = _invoke("validate", str(tmp_path))
     assert result.exit_code == EXIT_BAD_INPUT, result.output
