@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -11,11 +12,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpo.spec import SpecError, load_study
-
-if TYPE_CHECKING:  # the engine pulls in scikit-optimize: keep `--help` fast
+if TYPE_CHECKING:  # pydantic, pandas, scikit-optimize load when a command needs them
     from hpo.contract import SeedResult
     from hpo.engine import StudyProgress
+    from hpo.spec import Study
     from hpo.store import Store
 
 #: Exit codes: documented in the README, relied on by scripts.
@@ -26,10 +26,53 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 # Logs and pipes get wide lines rather than a table folded to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpo-operator")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"hpo {_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Two-stage hyperparameter optimisation for Keras MLPs, locally or on Kubernetes."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _spread(mean: float | None, std: float | None, n: int | None) -> str:
+    """``mean ± std``; a single seed has no spread to show, so only its value."""
+    if mean is None:
+        return "-"
+    if n is not None and n < 2:
+        return f"{mean:.4f} (1 seed)"
+    if std is None:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {std:.4f}"
 
 
 def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:
@@ -42,7 +85,7 @@ def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:
 def _best(p: StudyProgress) -> str:
     if p.best_mae is None:
         return "best -"
-    return f"best val MAE {p.best_mae:.4f} ± {p.best_std or 0:.4f} ({p.best_trial})"
+    return f"best val MAE {_spread(p.best_mae, p.best_std, p.best_seeds)} ({p.best_trial})"
 
 
 class _Display:
@@ -97,48 +140,68 @@ class _Display:
             )
             retry = " (will retry)" if event == "retry" else ""
             console.print(
-                f"[{p.done + p.failed}/{p.total}] {p.phase} {result.trial} seed {result.seed}: "
-                f"{what}{retry}  running {p.running}  {_best(p)}",
+                f"[{p.done + p.failed}/{p.total}] {result.stage} {result.trial} "
+                f"seed {result.seed}: {what}{retry}  running {p.running}  {_best(p)}",
                 highlight=False,
                 soft_wrap=True,
             )
 
 
+StudyFile = Annotated[Path, typer.Argument(metavar="STUDY.yaml", help="An HPOStudy YAML file.")]
+
+
 @app.command()
 def run(
-    study_file: Annotated[Path, typer.Argument(help="An HPOStudy YAML file.")],
+    study_file: Annotated[
+        Path, typer.Argument(metavar="STUDY.yaml", help="An HPOStudy YAML file.")
+    ],
     out: Annotated[
         str | None,
         typer.Option(
             "--out",
             "-o",
+            metavar="DIR|s3://BUCKET/PREFIX",
             help="Run folder, or s3://bucket/prefix (default: spec.storage).",
         ),
     ] = None,
     parallelism: Annotated[
-        int | None, typer.Option(min=1, help="Trainings at once (default: spec.parallelism).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Trainings at once (default: spec.parallelism)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+    rebuild_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild-ledger",
+            help="If the ledger cannot be read, keep it as ledger.xlsx.corrupt-<time> and "
+            "rebuild it from the trainings' scores.json files.",
+        ),
+    ] = False,
 ) -> None:
     """Run a study on this machine; running it again resumes where it stopped."""
-    from hpo.dataset_check import DatasetProblem
+    from hpo.dataset_check import DatasetProblem, DatasetUnavailable
     from hpo.engine import HistoryConflict
+    from hpo.ledger import LedgerUnreadable
     from hpo.recorder import LedgerConflict
     from hpo.report import render_table
     from hpo.runners.local import LocalRunner
     from hpo.runners.study_lock import StudyBusy
-    from hpo.store import OutputUnwritable, StoreError, store_ref_for
+    from hpo.spec import SpecError
+    from hpo.store import FolderError, OutputUnwritable, StoreError, store_ref_for
 
+    study = _load(study_file)
     try:
-        study = load_study(study_file)
-    except SpecError as exc:
-        _fail([f"{study_file}: {p}" for p in exc.problems])
-    try:
+        ref = store_ref_for(study, out)
+        if rebuild_ledger:
+            _set_aside_ledger(study, ref)
         with _Display(quiet) as display:
-            runner = LocalRunner(
-                study, store_ref_for(study, out), parallelism=parallelism, listener=display
-            )
+            runner = LocalRunner(study, ref, parallelism=parallelism, listener=display)
             outcome = runner.run()
+    except DatasetUnavailable as exc:
+        _fail(
+            [f"{study_file}: {exc}", "nothing was trained; run again once it answers"],
+            EXIT_STUDY_FAILED,
+        )
     except DatasetProblem as exc:
         _fail([f"{study_file}: {exc}"])
     except HistoryConflict as exc:
@@ -155,6 +218,17 @@ def run(
                 "same command again to resume",
             ]
         )
+    except LedgerUnreadable as exc:
+        _fail(
+            [
+                str(exc),
+                "every finished training is also kept in its scores.json: run again with "
+                "--rebuild-ledger to keep this file as ledger.xlsx.corrupt-<time> and rebuild "
+                "the ledger from them (failed trainings, which have none, are tried again)",
+            ]
+        )
+    except FolderError as exc:
+        _fail([f"{'--out' if out is not None else 'spec.storage.path'}: {exc}"])
     except StoreError as exc:
         _fail(
             [
@@ -175,8 +249,9 @@ def run(
         console.print(render_table(outcome.best, labels))
     d = outcome.engine.describe()
     console.print(
-        f"{d['trainings']} trainings ({d['failed']} failed): {d['random_configs']} random and "
-        f"{d['bayesian_configs']} Bayesian configurations; handed over: "
+        f"{_plural(d['trainings'], 'training')} ({d['failed']} failed): "
+        f"{d['random_configs']} random and {d['bayesian_configs']} Bayesian "
+        f"{'configuration' if d['bayesian_configs'] == 1 else 'configurations'}; handed over: "
         f"{', '.join(d['handed_over']) or '-'}",
         highlight=False,
     )
@@ -186,26 +261,88 @@ def run(
         raise typer.Exit(EXIT_STUDY_FAILED)
 
 
-@app.command()
-def validate(
-    study_file: Annotated[Path, typer.Argument(help="An HPOStudy YAML file.")],
-) -> None:
-    """Check a study file and its dataset without training anything."""
-    from hpo.dataset_check import DatasetProblem, check_dataset
-    from hpo.space import space_size
+def _load(study_file: Path) -> Study:
+    """The study file, or exit 2 with every problem named under the file's name."""
+    from hpo.spec import SpecError, load_study
 
     try:
-        study = load_study(study_file)
-        prepared = check_dataset(study)
+        return load_study(study_file)
     except SpecError as exc:
         _fail([f"{study_file}: {p}" for p in exc.problems])
+    raise AssertionError("unreachable")
+
+
+def _set_aside_ledger(study: Study, ref: Any) -> None:
+    """``--rebuild-ledger``: an unreadable ledger is moved aside (never overwritten), so
+    the run rebuilds it from the ``scores.json`` files as it does a deleted one."""
+    from hpo.layout import StudyPaths
+    from hpo.recorder import set_aside_unreadable_ledger, stored_results
+    from hpo.store import open_store
+
+    store = open_store(ref)
+    paths = StudyPaths(study.name)
+    aside = set_aside_unreadable_ledger(store, paths)
+    if aside is None:
+        console.print("note: the ledger reads back fine; nothing to rebuild", highlight=False)
+        return
+    n = len(stored_results(store, paths))
+    console.print(
+        f"note: the unreadable ledger is kept as {store.uri}/{aside}; rebuilding it from "
+        f"{_plural(n, 'scores.json file')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def validate(
+    study_file: Annotated[
+        Path, typer.Argument(metavar="STUDY.yaml", help="An HPOStudy YAML file.")
+    ],
+    spec_only: Annotated[
+        bool,
+        typer.Option(
+            "--spec-only",
+            help="Check the spec alone: no dataset read, no network (an s3:// dataset is "
+            "otherwise read from the study's store, with HPO_S3_ACCESS_KEY/SECRET_KEY).",
+        ),
+    ] = False,
+) -> None:
+    """Check a study file and its dataset without training anything."""
+    from hpo.dataset_check import DatasetProblem, DatasetUnavailable, check_dataset
+    from hpo.space import space_size
+    from hpo.spec import SpecError
+    from hpo.store import store_ref_for
+
+    study = _load(study_file)
+    spec = study.spec
+    space = f"search space of {space_size(spec.search_space):,} configurations"
+    if spec_only:
+        console.print(f"{study.name}: spec valid (dataset not checked); {space}", highlight=False)
+        return
+    try:
+        # The study's own store: an s3:// dataset is read from its endpoint, as `hpo run` does.
+        store = store_ref_for(study) if spec.dataset.path.startswith("s3://") else None
+        prepared = check_dataset(study, store)
+    except SpecError as exc:
+        _fail([f"{study_file}: {p}" for p in exc.problems])
+    except DatasetUnavailable as exc:
+        _fail(
+            [
+                f"{study_file}: {exc}",
+                "the spec is valid; the dataset could not be checked: check the endpoint "
+                "and credentials, or give --spec-only to check the spec alone",
+            ],
+            EXIT_STUDY_FAILED,
+        )
     except DatasetProblem as exc:
         _fail([f"{study_file}: {exc}"])
-    spec = study.spec
+    for note in prepared.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     console.print(
         f"{study.name}: valid; {prepared.rows} rows ({prepared.rows_dropped} dropped), "
         f"{len(prepared.dataset.features)} features, {len(prepared.dataset.labels)} labels; "
-        f"search space of {space_size(spec.search_space):,} configurations",
+        f"{space}",
         highlight=False,
     )
 
@@ -214,15 +351,22 @@ def validate(
 def operator(
     namespace: Annotated[
         list[str] | None,
-        typer.Option("--namespace", "-n", help="Watch only these namespaces (repeatable)."),
+        typer.Option(
+            "--namespace", "-n", metavar="NS", help="Watch only these namespaces (repeatable)."
+        ),
     ] = None,
     liveness: Annotated[
-        str, typer.Option(help="Liveness endpoint for the kubelet's probe ('' for none).")
+        str,
+        typer.Option(
+            metavar="URL", help="Liveness endpoint for the kubelet's probe ('' for none)."
+        ),
     ] = "http://0.0.0.0:8080/healthz",
-    log_format: Annotated[str, typer.Option(help="plain or json.")] = "plain",
-    poll: Annotated[float, typer.Option(help="Seconds between reconciliations (at most).")] = 2.0,
+    log_format: Annotated[str, typer.Option(metavar="plain|json", help="Log lines.")] = "plain",
+    poll: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds between reconciliations (at most).")
+    ] = 2.0,
     metrics_port: Annotated[
-        int, typer.Option(help="Port of the Prometheus metrics endpoint (0: none).")
+        int, typer.Option(metavar="PORT", help="Port of the Prometheus metrics endpoint (0: none).")
     ] = 9090,
     verbose: Annotated[bool, typer.Option(help="Debug logs.")] = False,
 ) -> None:
@@ -268,9 +412,9 @@ def operator(
 
 @app.command()
 def status(
-    name: Annotated[str, typer.Argument(help="The HPOStudy's name.")],
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
-    kubeconfig: Annotated[Path | None, typer.Option(envvar="KUBECONFIG")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The HPOStudy's name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", metavar="NS")] = "default",
+    kubeconfig: Annotated[Path | None, typer.Option(envvar="KUBECONFIG", metavar="FILE")] = None,
 ) -> None:
     """Where a study on the cluster stands: phase, counts, best, conditions."""
     from kubernetes import client, config
@@ -278,7 +422,9 @@ def status(
     from hpo.kubeapi import Cluster
 
     config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None)
-    study = Cluster(client.ApiClient(), user_agent="hpo-cli/0.1.0").get_study(namespace, name)
+    study = Cluster(client.ApiClient(), user_agent=f"hpo-cli/{_version()}").get_study(
+        namespace, name
+    )
     if study is None:
         _fail([f"HPOStudy {namespace}/{name} not found"])
     st = study.get("status") or {}
@@ -291,11 +437,8 @@ def status(
     )
     best = st.get("best")
     if best:
-        console.print(
-            f"best: {best['trial']} {best['configKey']} MAE {best['maeMean']:.4f} ± "
-            f"{best['maeStd']:.4f}",
-            highlight=False,
-        )
+        spread = _spread(best["maeMean"], best.get("maeStd"), best.get("seeds"))
+        console.print(f"best: {best['trial']} {best['configKey']} MAE {spread}", highlight=False)
     if st.get("ledger"):
         console.print(f"ledger: {st['ledger']}", highlight=False)
     for c in st.get("conditions") or []:
@@ -316,52 +459,155 @@ def crd() -> None:
 
 Endpoint = Annotated[
     str | None,
-    typer.Option(envvar="HPO_S3_ENDPOINT", help="S3 endpoint host:port, for s3:// locations."),
+    typer.Option(
+        envvar="HPO_S3_ENDPOINT",
+        metavar="HOST:PORT",
+        help="S3 endpoint, for s3:// locations (default: the study file's spec.storage).",
+    ),
 ]
-Tls = Annotated[bool, typer.Option("--tls/--no-tls", help="HTTPS to the S3 endpoint.")]
+Tls = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls/--no-tls",
+        envvar="HPO_S3_TLS",
+        show_default=False,
+        help="HTTPS to the S3 endpoint (default: the study file's spec.storage.tls, else HTTPS).",
+    ),
+]
+#: What a browsing command is pointed at: a folder, a bucket URL or a study file.
+WHERE_HELP = "runs/NAME, s3://bucket/prefix/namespace/NAME, or the study's YAML file"
 
 
-def _open(where: str, endpoint: str | None, tls: bool) -> tuple[Store, str]:
+def _open(where: str, endpoint: str | None, tls: bool | None) -> tuple[Store, str]:
+    from hpo.spec import SpecError
     from hpo.store import StoreError, open_location
 
     try:
-        return open_location(where, endpoint=endpoint, tls=tls)
+        return open_location(where, endpoint=endpoint, tls=True if tls is None else tls)
     except SpecError as exc:
         _fail(exc.problems)
     except StoreError as exc:
-        _fail([str(exc)])
+        _fail([_store_problem(exc, endpoint, tls)])
     raise AssertionError("unreachable")
+
+
+def _store_problem(exc: Exception, endpoint: str | None, tls: bool | None) -> str:
+    """The store's error, plus the likely fix when HTTPS met a plain-http endpoint."""
+    text = str(exc)
+    if tls is not False and any(
+        s in text for s in ("WRONG_VERSION_NUMBER", "wrong version number", "SSL", "record layer")
+    ):
+        text += f"; if {endpoint or 'the endpoint'} speaks plain http, add --no-tls"
+    return text
+
+
+def _study_file(where: str) -> Path | None:
+    """``where`` as a study file (YAML), if it is one."""
+    path = Path(where)
+    return path if path.suffix in (".yaml", ".yml") and path.is_file() else None
+
+
+def _study_location(
+    where: str, endpoint: str | None, tls: bool | None, *, study_folder: bool = True
+) -> tuple[Store, str]:
+    """The store and the key prefix of a study (``study_folder``) or of a folder of studies.
+
+    A study file gives its own store: endpoint, TLS, bucket and prefix from its
+    ``spec.storage`` (``--endpoint``/``--tls`` still win), the study under
+    ``<prefix>/<namespace>/<name>`` as ``hpo run`` wrote it.
+    """
+    from hpo.spec import SpecError
+    from hpo.store import StoreError, open_store, store_ref_for
+
+    study_file = _study_file(where)
+    if study_file is not None:
+        study = _load(study_file)
+        ref = store_ref_for(study)
+        if ref.kind == "s3":
+            changes = {"endpoint": endpoint} if endpoint else {}
+            if tls is not None:
+                changes["tls"] = tls  # type: ignore[assignment]
+            ref = dataclasses.replace(ref, **changes, create_bucket=False)
+        elif not Path(ref.root).is_dir():
+            _fail([f"{where}: its run folder {ref.root} does not exist (has it run?)"])
+        try:
+            store = open_store(ref)
+        except SpecError as exc:
+            _fail(exc.problems)
+        except StoreError as exc:
+            _fail([_store_problem(exc, ref.endpoint, ref.tls)])
+        return store, study.name if study_folder else ""
+    if where.startswith("s3://"):
+        return _open(where, endpoint, tls)
+    path = Path(where)
+    if not path.exists():
+        what = "study" if study_folder else "folder"
+        _fail([f"{where}: no such {what} (nothing there)"])
+    if not path.is_dir():
+        _fail([f"{where}: is a file; give a run folder, a study folder or a study's YAML file"])
+    if not study_folder:
+        return _open(where, endpoint, tls)
+    path = path.resolve()
+    store, _ = _open(str(path.parent), endpoint, tls)
+    return store, path.name
+
+
+def _results_of(store: Store, root: str, where: str) -> list[SeedResult]:
+    """The ledger's results, else (no ledger, or an unreadable one) those the trainings'
+    ``scores.json`` files hold, with a note saying so and what rewrites the ledger."""
+    from hpo.layout import LEDGER_FILE, StudyPaths
+    from hpo.ledger import LedgerUnreadable, read_ledger
+    from hpo.recorder import stored_results
+
+    paths = StudyPaths.at(root)
+    try:
+        if store.exists(paths.ledger):
+            return read_ledger(store, paths.ledger)
+        why = f"no {LEDGER_FILE} yet"
+    except LedgerUnreadable as exc:
+        why = str(exc)
+    results = stored_results(store, paths)
+    if not results:
+        _fail([f"{where}: {why}, and no training's scores.json either: nothing to report"])
+    err.print(
+        f"[yellow]note:[/] {why}; this report is built from the "
+        f"{_plural(len(results), 'scores.json file')} of the trainings (failed trainings have "
+        f"none). `hpo run STUDY.yaml` writes the ledger again (with --rebuild-ledger if "
+        f"it is unreadable).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return results
 
 
 @app.command()
 def report(
-    run_dir: Annotated[
-        str, typer.Argument(help="A study: runs/NAME, or s3://bucket/prefix/namespace/NAME.")
-    ],
+    run_dir: Annotated[str, typer.Argument(metavar="STUDY", help=f"A study: {WHERE_HELP}.")],
     plots: Annotated[bool, typer.Option(help="Redraw the plots into the study's plots/.")] = False,
     endpoint: Endpoint = None,
-    tls: Tls = True,
+    tls: Tls = None,
 ) -> None:
     """Print a study's final group from its ledger (and optionally redraw its plots)."""
     import tempfile
 
     import yaml
 
-    from hpo.layout import LEDGER_FILE, STUDY_FILE, StudyPaths
-    from hpo.ledger import read_ledger
-    from hpo.report import final_group, make_plots, render_table
-    from hpo.spec import parse_study
+    from hpo.layout import STUDY_FILE, StudyPaths
+    from hpo.report import final_group, render_table
+    from hpo.spec import SpecError, load_yaml, parse_study
     from hpo.store import StoreError
 
     store, root = _study_location(run_dir, endpoint, tls)
+    paths = StudyPaths.at(root)
     try:
-        paths = StudyPaths.at(root)
-        if not store.exists(paths.ledger):
-            _fail([f"{run_dir}: no {LEDGER_FILE} there; give a study (e.g. runs/quickstart)"])
-        study = parse_study(yaml.safe_load(store.get_bytes(paths.study)))
-        results = read_ledger(store, paths.ledger)
+        if not store.exists(paths.study):
+            _fail([f"{run_dir}: no {STUDY_FILE} there: not a study (e.g. runs/quickstart)"])
+        study = parse_study(load_yaml(store.get_bytes(paths.study).decode("utf-8")))
+        results = _results_of(store, root, run_dir)
     except SpecError as exc:
         _fail([f"{run_dir}/{STUDY_FILE}: {p}" for p in exc.problems])
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        _fail([f"{run_dir}/{STUDY_FILE}: cannot be read: {exc}"])
     except StoreError as exc:
         _fail([str(exc)])
     spec = study.spec
@@ -372,65 +618,77 @@ def report(
     best = final_group(results, spec.dataset.labels, thresholds, spec.result.size)
     console.print(render_table(best, spec.dataset.labels))
     ok = sum(1 for r in results if r.status == "succeeded")
-    console.print(f"{ok} trainings succeeded, {len(results) - ok} failed", highlight=False)
+    console.print(
+        f"{_plural(ok, 'training')} succeeded, {len(results) - ok} failed", highlight=False
+    )
     if plots:
+        from hpo.report import make_plots
+
         with tempfile.TemporaryDirectory() as tmp:
             for png in make_plots(results, best, Path(tmp)):
                 store.put_file(paths.plot(png.name), png)
                 console.print(f"wrote {store.uri}/{paths.plot(png.name)}", highlight=False)
 
 
-def _study_location(study: str, endpoint: str | None, tls: bool) -> tuple[Store, str]:
-    """The store holding a study and the study's key prefix in it."""
-    if study.startswith("s3://"):
-        return _open(study, endpoint, tls)
-    path = Path(study).resolve()
-    store, _ = _open(str(path.parent), endpoint, tls)
-    return store, path.name
-
-
 @app.command("ls")
 def ls(
-    where: Annotated[str, typer.Argument(help="A run folder or s3://bucket/prefix.")] = "runs",
+    where: Annotated[
+        str,
+        typer.Argument(
+            metavar="WHERE",
+            help="A run folder, s3://bucket/prefix, or a study's YAML file (its store).",
+        ),
+    ] = "runs",
     endpoint: Endpoint = None,
-    tls: Tls = True,
+    tls: Tls = None,
 ) -> None:
     """List the studies in a run folder or a bucket."""
     from hpo.layout import study_of_best, study_of_ledger, study_of_scores
     from hpo.store import StoreError
 
-    store, prefix = _open(where, endpoint, tls)
+    store, prefix = _study_location(where, endpoint, tls, study_folder=False)
     try:
         keys = list(store.list(prefix))
     except StoreError as exc:
         _fail([str(exc)])
-    studies = sorted(s for s in map(study_of_ledger, keys) if s is not None)
-    finished = {s for s in map(study_of_best, keys) if s is not None}
+    found = {s for s in map(study_of_ledger, keys) if s is not None}
     trainings: dict[str, int] = {}
     for k in keys:
         study = study_of_scores(k)
         if study is not None:
             trainings[study] = trainings.get(study, 0) + 1
+    finished = {s for s in map(study_of_best, keys) if s is not None}
+    studies = sorted(found | set(trainings))  # a study whose ledger is gone still counts
     if not studies:
         console.print(f"no studies in {store.uri}/{prefix}".rstrip("/"), highlight=False)
         return
     for s in studies:
         state = "finished" if s in finished else "in progress"
+        if s not in found:
+            state += " (no ledger)"
         shown = s.removeprefix(prefix).lstrip("/") if prefix else s
-        console.print(f"{shown:<40} {trainings.get(s, 0):>6} trainings  {state}", highlight=False)
+        count = _plural(trainings.get(s, 0), "training")
+        console.print(f"{shown:<40} {count:>15}  {state}", highlight=False)
 
 
 @app.command()
 def get(
-    study: Annotated[str, typer.Argument(help="A study: runs/NAME or s3://bucket/prefix/ns/NAME.")],
-    to: Annotated[Path, typer.Option("--to", help="Local folder to download into.")] = Path("."),
+    study: Annotated[str, typer.Argument(metavar="STUDY", help=f"A study: {WHERE_HELP}.")],
+    to: Annotated[
+        Path, typer.Option("--to", metavar="DIR", help="Local folder to download into.")
+    ] = Path("."),
     what: Annotated[
-        str, typer.Option(help="ledger, plots, model (with --trial and --seed), or all.")
+        str,
+        typer.Option(
+            metavar="WHAT", help="ledger, plots, model (with --trial and --seed), or all."
+        ),
     ] = "all",
-    trial: Annotated[str | None, typer.Option(help="Trial of the model, e.g. b0002.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the model.")] = None,
+    trial: Annotated[
+        str | None, typer.Option(metavar="TRIAL", help="Trial of the model, e.g. b0002.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Seed of the model.")] = None,
     endpoint: Endpoint = None,
-    tls: Tls = True,
+    tls: Tls = None,
 ) -> None:
     """Fetch a study's ledger, plots or a model from its store, with progress."""
     from hpo.layout import StudyPaths
@@ -440,6 +698,8 @@ def get(
         _fail(["--what model needs --trial and --seed"])
     if what not in ("ledger", "plots", "model", "all"):
         _fail([f"--what {what!r}: choose ledger, plots, model or all"])
+    if to.exists() and not to.is_dir():
+        _fail([f"--to {to}: is a file; give a folder to download into"])
     store, root = _study_location(study, endpoint, tls)
     name = root.rsplit("/", 1)[-1]
     try:
@@ -447,8 +707,7 @@ def get(
         if not keys:
             _fail([f"{study}: no such study (nothing stored under it)"])
         wanted = keys
-        if what != "all":
-            paths = StudyPaths.at(root)
+        paths = StudyPaths.at(root)
         if what == "ledger":
             wanted = [paths.ledger, paths.study, paths.best]
         elif what == "plots":
@@ -456,6 +715,8 @@ def get(
         elif what == "model":
             assert trial is not None and seed is not None
             wanted = [k for k in keys if k.startswith(f"{paths.seed(trial, seed)}/")]
+            if not wanted:
+                _fail([_no_model(keys, f"{paths.trials}/", trial, seed, study)])
         wanted = [k for k in wanted if k in set(keys)]
         if not wanted:
             _fail([f"{study}: nothing to fetch for --what {what}"])
@@ -468,7 +729,26 @@ def get(
                 bar.advance(task)
     except StoreError as exc:
         _fail([str(exc)])
-    console.print(f"{len(wanted)} files in {to / name}", highlight=False)
+    except OSError as exc:  # the local side: a file in the way, no permission, disk full
+        _fail([f"--to {to}: cannot write {exc.filename or to}: {exc.strerror or exc}"])
+    console.print(f"{_plural(len(wanted), 'file')} in {to / name}", highlight=False)
+
+
+def _no_model(keys: list[str], trials: str, trial: str, seed: int, study: str) -> str:
+    """Why ``--trial``/``--seed`` found nothing: no such trial, or no such seed of it."""
+    seeds: dict[str, set[str]] = {}
+    for k in keys:
+        if k.startswith(trials):
+            parts = k.removeprefix(trials).split("/")
+            if len(parts) >= 2:
+                seeds.setdefault(parts[0], set()).add(parts[1].removeprefix("seed-"))
+    if trial not in seeds:
+        known = ", ".join(sorted(seeds)[:20]) + (", ..." if len(seeds) > 20 else "")
+        return f"{study}: trial {trial!r} does not exist (trials: {known or 'none yet'})"
+    return (
+        f"{study}: trial {trial} has no seed {seed} stored "
+        f"(seeds: {', '.join(sorted(seeds[trial], key=lambda s: (len(s), s)))})"
+    )
 
 
 def main() -> None:

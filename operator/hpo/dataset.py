@@ -48,6 +48,15 @@ class DatasetError(ValueError):
     """The dataset cannot be used as described; the message says why and where."""
 
 
+class DatasetMissing(DatasetError):
+    """No file at the dataset's path (or not a file): ``spec.dataset.path`` is what is wrong."""
+
+
+class DatasetUnreachable(DatasetError):
+    """The store holding an ``s3://`` dataset did not answer (or refused the credentials):
+    nothing is known about the dataset itself yet."""
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What ``validate_dataset`` found: usable rows and rows dropped for missing values."""
@@ -65,22 +74,29 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     file = Path(path)
     if not file.exists():
-        raise DatasetError(f"dataset file not found: {path}")
+        if file.is_symlink():
+            raise DatasetMissing(
+                f"dataset path is a symbolic link that leads nowhere (broken, or a loop): {path}"
+            )
+        raise DatasetMissing(f"dataset file not found: {path}")
     if not file.is_file():
-        raise DatasetError(f"dataset path is not a file: {path}")
+        raise DatasetMissing(f"dataset path is not a file: {path}")
     stat = file.stat()
     key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
         return cached
+    _check_not_binary(file, path)
     try:
         frame = pd.read_csv(file)
     except pd.errors.EmptyDataError as exc:
         raise DatasetError(f"dataset file is empty: {path}") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(f"could not parse dataset CSV {path}: {first_line}") from exc
+        hint = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
+        raise DatasetError(f"could not parse dataset CSV {path}: {first_line}{hint}") from exc
+    _check_header(file, path, frame)
     with _cache_lock:
         for stale in [k for k in _cache if k[0] == key[0]]:
             del _cache[stale]
@@ -88,6 +104,59 @@ def read_table(path: str | Path) -> pd.DataFrame:
             del _cache[next(iter(_cache))]
         _cache[key] = frame
     return frame
+
+
+#: File signatures of formats people save tables in that are not CSV.
+_NOT_CSV = (
+    (b"PK\x03\x04", "an Excel workbook (or another zip file)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls)"),
+    (b"PAR1", "a Parquet file"),
+)
+#: Separators a CSV saved with another locale or tool uses instead of ','.
+_OTHER_SEPARATORS = (";", "\t", "|")
+
+
+def _check_not_binary(file: Path, path: str | Path) -> None:
+    """A workbook or Parquet file named as the dataset: say what it is, not a UTF-8 error."""
+    with file.open("rb") as f:
+        head = f.read(8)
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise DatasetError(
+                f"dataset {path} is {what}, not a CSV file: save it as CSV "
+                "(comma-separated, UTF-8) and point spec.dataset.path at that file"
+            )
+
+
+def _check_header(file: Path, path: str | Path, frame: pd.DataFrame) -> None:
+    """What pandas would otherwise silently repair in the header: a file separated by
+    another character (one column), a name given twice (renamed ``x.1``) and a column
+    without a name (``Unnamed: 0``, usually an index written by ``DataFrame.to_csv``)."""
+    columns = [str(c) for c in frame.columns]
+    if len(columns) == 1:
+        for sep in _OTHER_SEPARATORS:
+            if sep in columns[0]:
+                shown = "tab" if sep == "\t" else repr(sep)
+                raise DatasetError(
+                    f"dataset {path} has a single column {columns[0][:60]!r}: it looks "
+                    f"separated by {shown}, not ','; save it comma-separated"
+                )
+    raw = pd.read_csv(file, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = [str(v).strip() for v in raw.iloc[0].tolist()] if len(raw) else []
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:
+        raise DatasetError(
+            f"dataset {path}: column name(s) {', '.join(map(repr, twice))} appear more than "
+            "once in the header; give every column its own name"
+        )
+    unnamed = [i for i, n in enumerate(names) if not n]
+    if unnamed and len(names) == len(columns):
+        frame.attrs["unnamed"] = [columns[i] for i in unnamed]
+
+
+def unnamed_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns whose header cell is empty (pandas calls them ``Unnamed: <i>``)."""
+    return list(frame.attrs.get("unnamed", []))
 
 
 def _fold(name: str) -> str:
@@ -126,6 +195,11 @@ def _check_numeric(df: pd.DataFrame, column: str) -> None:
             f"column {column!r} is not numeric: e.g. {value!r} in data row {position + 1} "
             f"({int(bad.sum())} non-numeric value(s))"
         )
+
+
+def _counted(missing: int, infinite: int) -> str:
+    parts = [f"{missing} missing"] if missing else []
+    return ", ".join([*parts, f"{infinite} infinite"] if infinite else parts)
 
 
 def _usable(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -189,11 +263,17 @@ def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[s
     if rows == 0:
         if total == 0:
             raise DatasetError("the dataset has no rows")
-        counts = df[columns].apply(pd.to_numeric).isna().sum().sort_values(ascending=False)
-        worst = ", ".join(f"{c!r} ({n})" for c, n in counts.items() if n > 0)
+        values = df[columns].apply(pd.to_numeric).astype(np.float64)
+        missing, infinite = values.isna().sum(), np.isinf(values).sum()
+        worst = ", ".join(
+            f"{c!r} ({_counted(int(missing[c]), int(infinite[c]))})"
+            for c in (missing + infinite).sort_values(ascending=False, kind="stable").index
+            if missing[c] + infinite[c] > 0
+        )
         raise DatasetError(
-            f"no rows left after dropping rows with missing values: all {total} rows miss "
-            f"at least one of the selected columns (missing counts: {worst})"
+            f"no rows left after dropping rows with missing or infinite values: all {total} "
+            f"rows miss at least one of the selected columns or hold inf there (counts: "
+            f"{worst}); fill in the values or choose other columns"
         )
     if rows < MIN_ROWS:
         raise DatasetError(
@@ -416,7 +496,7 @@ def localise(
         source = open_store(store, bucket=bucket, prefix="", credentials=credentials)
         etag = source.etag(key)
     except StoreError as exc:
-        raise DatasetError(f"dataset {ref.path}: {exc}") from exc
+        raise DatasetUnreachable(f"dataset {ref.path}: {exc}") from exc
     if etag is None:
         raise DatasetError(f"dataset not found: {ref.path}")
     if ref.etag is not None and etag != ref.etag:
@@ -434,7 +514,7 @@ def localise(
                 source.get_file(key, tmp)
                 os.replace(tmp, local)
             except StoreError as exc:
-                raise DatasetError(f"dataset {ref.path}: {exc}") from exc
+                raise DatasetUnreachable(f"dataset {ref.path}: {exc}") from exc
         with _lock:
             _copies[(ref.path, etag)] = local
     return dataclasses.replace(ref, path=str(local), etag=etag, size=local.stat().st_size)

@@ -14,15 +14,26 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import pandas as pd
-
 from hpo.contract import DatasetRef, StoreRef, TrainingOptions
-from hpo.dataset import DatasetError, localise, validate_dataset
+from hpo.dataset import (
+    DatasetError,
+    DatasetMissing,
+    DatasetUnreachable,
+    localise,
+    read_table,
+    unnamed_columns,
+    validate_dataset,
+)
 from hpo.spec import Study
 
 
 class DatasetProblem(ValueError):
     """The dataset does not fit the study; the message names the column or file."""
+
+
+class DatasetUnavailable(DatasetProblem):
+    """The store holding the dataset could not be reached: try again, nothing is wrong
+    with the study (yet)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,8 @@ class Prepared:
     training: TrainingOptions
     rows: int
     rows_dropped: int
+    #: What the user should know about the dataset (e.g. a column left out, and why).
+    notes: tuple[str, ...] = ()
 
 
 def check_dataset(
@@ -47,18 +60,33 @@ def check_dataset(
     remote = DatasetRef(path=ds.path, features=[], labels=list(ds.labels))
     try:
         local = localise(remote, store, credentials)
+    except DatasetUnreachable as exc:
+        raise DatasetUnavailable(f"spec.dataset.path: {exc}") from None
     except DatasetError as exc:
         raise DatasetProblem(f"spec.dataset.path: {exc}") from None
     features = list(ds.features)
     inferred = not features
+    notes: list[str] = []
     if inferred:
         try:
-            header = list(pd.read_csv(local.path, nrows=0).columns)
-        except FileNotFoundError:
-            raise DatasetProblem(f"spec.dataset.path: dataset file not found: {ds.path}") from None
-        except (OSError, ValueError) as exc:
+            table = read_table(local.path)
+        except DatasetMissing as exc:
+            raise DatasetProblem(f"spec.dataset.path: {exc}") from None
+        except DatasetError as exc:
+            raise DatasetProblem(f"spec.dataset: {exc}") from None
+        except OSError as exc:
             raise DatasetProblem(f"spec.dataset.path: cannot read {ds.path}: {exc}") from None
-        features = [c for c in header if c not in ds.labels]
+        header = [str(c) for c in table.columns]
+        # A column without a name is nearly always the index `DataFrame.to_csv` writes:
+        # a row number is no feature, so it is left out (and said so), never trained on.
+        unnamed = set(unnamed_columns(table))
+        if unnamed:
+            notes.append(
+                f"{ds.path}: {len(unnamed)} column(s) without a name in the header (e.g. an "
+                "index written by pandas' to_csv) left out of the features; name them and "
+                "list them in spec.dataset.features to use them"
+            )
+        features = [c for c in header if c not in ds.labels and c not in unnamed]
         if not features:
             raise DatasetProblem(
                 f"spec.dataset: {ds.path} has no column left as a feature besides the labels"
@@ -90,4 +118,5 @@ def check_dataset(
         training=TrainingOptions(epochs=t.epochs, patience=t.patience, threads=t.threads),
         rows=summary.rows,
         rows_dropped=summary.rows_dropped,
+        notes=tuple(notes),
     )

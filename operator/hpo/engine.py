@@ -90,6 +90,8 @@ class StudyProgress:
     best_trial: str | None
     best_mae: float | None
     best_std: float | None
+    #: Seeds behind ``best_mae``: a spread of one seed is no spread at all.
+    best_seeds: int | None = None
 
 
 @dataclass
@@ -404,6 +406,7 @@ class Engine:
             best_trial=best[0].trial if best else None,
             best_mae=best[0].score if best else None,
             best_std=best[0].score_std if best else None,
+            best_seeds=len(best[0].scores) if best else None,
         )
 
     def _narrow_remaining(self) -> int:

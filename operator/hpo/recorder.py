@@ -33,6 +33,62 @@ class LedgerConflict(StoreError):
     """Someone else wrote this study's ledger."""
 
 
+def stored_results(store: Store, paths: StudyPaths) -> list[SeedResult]:
+    """Every success the trainer stored as ``scores.json``, by (trial, seed).
+
+    Only a valid file at its own key counts (not one planted deeper or elsewhere,
+    not a torn or foreign one). Failures never have one.
+    """
+    found: dict[tuple[str, int], SeedResult] = {}
+    for key in store.list(paths.trials):
+        if not key.endswith(f"/{SCORES_FILE}") or not is_valid_key(key):
+            continue  # not a result, or a key no writer of ours makes
+        data = store.get_bytes(key)
+        try:
+            r = SeedResult.from_json(data.decode())
+            own = key == paths.scores(r.trial, r.seed) and r.study == paths.name
+        except (ValueError, TypeError, KeyError, StoreError):
+            continue  # a torn or foreign file: the training is simply redone
+        if own and r.status == "succeeded":
+            found.setdefault(r.key, r)
+    return [found[k] for k in sorted(found)]
+
+
+def best_records(best: Any) -> list[dict[str, Any]]:
+    """The final group as JSON records (``best.json``): per-layer values as lists, as in
+    ``config.json`` (the ledger's cells hold them as JSON text, ``"[80, 48, 80]"``)."""
+    from hpo.ledger import PER_LAYER
+
+    records: list[dict[str, Any]] = json.loads(best.to_json(orient="records"))
+    for record in records:
+        for name in PER_LAYER:
+            value = record.get(name)
+            if isinstance(value, str) and value.startswith("["):
+                record[name] = json.loads(value)
+    return records
+
+
+def set_aside_unreadable_ledger(store: Store, paths: StudyPaths) -> str | None:
+    """Move an unreadable ledger to ``ledger.xlsx.corrupt-<UTC time>``; its new key, or
+    None when there is nothing to move (no ledger, or one that reads back).
+
+    The next run then rebuilds the ledger from the ``scores.json`` files, as it does
+    for a deleted one; the damaged file is kept for whoever wants to look at it.
+    """
+    from hpo.ledger import LedgerUnreadable, read_ledger
+
+    try:
+        read_ledger(store, paths.ledger)
+        return None
+    except LedgerUnreadable:
+        pass
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = f"{paths.ledger}.corrupt-{stamp}"
+    store.put_bytes(aside, store.get_bytes(paths.ledger), if_none_match=True)
+    store.delete(paths.ledger)
+    return aside
+
+
 class Recorder:
     """Owns a study's ledger; keeps results that are not written yet until they are."""
 
@@ -71,21 +127,7 @@ class Recorder:
         self._etag = self.store.etag(self.paths.ledger)
         results = read_ledger(self.store, self.paths.ledger) if self._etag else []
         seen = {r.key for r in results}
-        recovered = []
-        for key in self.store.list(self.paths.trials):
-            if not key.endswith(f"/{SCORES_FILE}") or not is_valid_key(key):
-                continue  # not a result, or a key no writer of ours makes
-            data = self.store.get_bytes(key)
-            try:
-                r = SeedResult.from_json(data.decode())
-                # Only a file at its own place counts (not one planted deeper or elsewhere).
-                own = key == self.paths.scores(r.trial, r.seed) and r.study == self.paths.name
-            except (ValueError, TypeError, KeyError, StoreError):
-                continue  # a torn or foreign file: the training is simply redone
-            if own and r.status == "succeeded" and r.key not in seen:
-                recovered.append(r)
-                seen.add(r.key)
-        recovered.sort(key=lambda r: r.key)
+        recovered = [r for r in stored_results(self.store, self.paths) if r.key not in seen]
         self._unwritten = len(recovered)
         self._written = len(results)
         return results + recovered
@@ -152,6 +194,6 @@ class Recorder:
             for png in make_plots(results, best, Path(tmp)):
                 self.store.put_file(self.paths.plot(png.name), png)
             summary = Path(tmp) / BEST_FILE
-            summary.write_text(json.dumps(json.loads(best.to_json(orient="records")), indent=1))
+            summary.write_text(json.dumps(best_records(best), indent=1))
             self.store.put_file(self.paths.best, summary)
         return best

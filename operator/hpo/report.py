@@ -10,22 +10,20 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")  # no display in pods or CI; must precede any pyplot import anywhere
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from rich.table import Table
 from rich.text import Text
 
 from hpo.contract import SeedResult
 from hpo.ledger import HYPERPARAMS, PER_LAYER
 from hpo.summary import ranked, summarise
+
+if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn (~1 s; `hpo report` needs none)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 PLOT_FILES = ("mae_vs_hidden_layers.png", "best_seeds_boxplot.png", "convergence.png")
 STAGE_COLOURS = {"random": "tab:blue", "bayesian": "tab:orange"}
@@ -138,6 +136,16 @@ def _stages(results: list[SeedResult]) -> list[str]:
     return [s for s in STAGE_COLOURS if s in seen] + sorted(seen - set(STAGE_COLOURS))
 
 
+def _figure(width: float, height: float) -> Figure:
+    """A figure of its own (no pyplot: no global state), matplotlib loaded on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in pods or CI; before any pyplot import anywhere
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
 def _empty(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12)
     ax.set_xticks([])
@@ -159,7 +167,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _plot_depth(results: list[SeedResult], path: Path) -> Path:
     """Every training's MAE by depth: shows whether depth matters and how noisy seeds are."""
-    fig = Figure(figsize=(8, 5))
+    fig = _figure(8, 5)
     ax = fig.add_subplot()
     ok = [r for r in _succeeded(results) if r.config.get("hidden_layers") is not None]
     if not ok:
@@ -201,7 +209,7 @@ def _plot_best(results: list[SeedResult], best: pd.DataFrame, path: Path) -> Pat
         if r.trial in by_trial:
             by_trial[r.trial].append(float(r.mae))  # type: ignore[arg-type]
     shown = [(rank, t) for rank, t in zip(ranks, trials, strict=True) if by_trial[t]]
-    fig = Figure(figsize=(max(6.0, 0.9 * len(shown) + 2), 5))
+    fig = _figure(max(6.0, 0.9 * len(shown) + 2), 5)
     ax = fig.add_subplot()
     if not shown:
         _empty(ax, "no final group yet")
@@ -229,7 +237,7 @@ def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
     results = sorted(
         results, key=lambda r: (stage_order.get(r.stage, len(stage_order)), r.finished_at)
     )
-    fig = Figure(figsize=(9, 5))
+    fig = _figure(9, 5)
     ax = fig.add_subplot()
     index = {id(r): i for i, r in enumerate(results, 1)}
     ok = _succeeded(results)
@@ -295,6 +303,13 @@ def _fmt(value: Any, spec: str = "") -> str:
     return format(value, spec) if spec else str(value)
 
 
+def _mean_spread(mean: Any, std: Any, seeds: Any) -> str:
+    """``mean ± std``; one seed has no spread, so its value alone."""
+    if not _missing(seeds) and int(seeds) < 2:
+        return _fmt(mean, ".4f")
+    return f"{_fmt(mean, '.4f')} ± {_fmt(std, '.4f')}"
+
+
 def _mark(passed: bool, mae: Any, pct: Any) -> Text:
     detail = f" {pct:.1f}%" if not _missing(pct) else f" {_fmt(mae, '#.4g')}"
     return Text(("✓" if passed else "✗") + detail, style="green" if passed else "red")
@@ -327,7 +342,7 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
             Text(f"{_fmt(row.get('trial'))} ({str(row.get('stage', ''))[:1]})"),
             Text(_fmt(row.get("config_key"))),
             Text(_fmt(row.get("val_mae_mean"), ".4f")),
-            Text(f"{_fmt(row.get('mae_mean'), '.4f')} ± {_fmt(row.get('mae_std'), '.4f')}"),
+            Text(_mean_spread(row.get("mae_mean"), row.get("mae_std"), row.get("seeds"))),
             Text(_fmt(row.get("seeds"))),
         ]
         for label in checked:

@@ -302,12 +302,12 @@ class StudySession:
         dropped = (
             [
                 f"{p.rows_dropped} of {p.rows + p.rows_dropped} dataset rows have missing "
-                "values and are left out"
+                "(empty, NaN) or infinite values and are left out"
             ]
             if p.rows_dropped
             else []
         )
-        return dropped + self.engine.notes
+        return [*p.notes, *dropped, *self.engine.notes]
 
     @property
     def location(self) -> str:

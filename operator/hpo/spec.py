@@ -730,26 +730,101 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: Most nodes a study file may expand to once its aliases are followed. A real study
+#: has a few hundred; an alias bomb ("billion laughs") has billions, which cost nothing
+#: to parse (aliases are shared references) but exhaust memory wherever the study is
+#: copied or dumped (saving ``study.yaml``, the ledger's ``Study`` sheet).
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """How many nodes ``root`` stands for with every alias followed, counted without
+    expanding anything (each shared node's count is computed once); a node that
+    contains itself counts as too many."""
+    counts: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in counts:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if children_done:
+            open_.discard(id(node))
+            total = 1 + sum(counts[id(c)] for c in children)
+            counts[id(node)] = min(total, MAX_YAML_NODES + 1)
+            continue
+        if id(node) in open_:
+            return MAX_YAML_NODES + 1  # recursive: infinitely many
+        open_.add(id(node))
+        stack.append((node, True))
+        for c in children:
+            if id(c) in open_:
+                return MAX_YAML_NODES + 1
+            if id(c) not in counts:
+                stack.append((c, False))
+    return counts[id(root)]
+
+
 def load_yaml(text: str) -> Any:
-    """Parse a study file's YAML (``yaml.safe_load``, plus YAML 1.2 exponent floats)."""
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+    """Parse a study file's YAML (``yaml.safe_load``, plus YAML 1.2 exponent floats).
+
+    The one loader of study files (``hpo validate``, ``hpo run``, ``hpo report``):
+    a document expanding past ``MAX_YAML_NODES`` through its aliases is refused
+    before anything is built from it.
+    """
+    loader = _Loader(text)  # a SafeLoader subclass: safe
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node) > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"the document expands to more than {MAX_YAML_NODES:,} nodes through its "
+                "aliases (*name) or refers to itself; write the values out instead"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_study(path: Path | str) -> Study:
     """Read a study file; a relative local dataset path is taken from the file's folder."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError([f"study file not found: {path}"]) from None
+        raise SpecError(["study file not found"]) from None
+    except IsADirectoryError:
+        raise SpecError(["is a folder, not a study file"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [
+                f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                f"{exc.start}); save the study file as UTF-8"
+            ]
+        ) from None
+    except OSError as exc:
+        raise SpecError([f"cannot read the study file: {exc.strerror or exc}"]) from None
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
+        raise SpecError([f"not valid YAML: {exc}"]) from None
+    except RecursionError:
+        raise SpecError(["not valid YAML: nested too deeply"]) from None
     study = parse_study(raw)
     ds = study.spec.dataset
     if "://" not in ds.path and not Path(ds.path).is_absolute():
-        resolved = str((path.parent / ds.path).resolve())
+        try:
+            resolved = str((path.parent / ds.path).resolve())
+        except (RuntimeError, OSError):  # Python 3.11: RuntimeError on a symlink loop
+            raise SpecError(
+                [f"spec.dataset.path: {ds.path} is a symbolic link loop; point it at the file"]
+            ) from None
         new_ds = ds.model_copy(update={"path": resolved})
         new_spec = study.spec.model_copy(update={"dataset": new_ds})
         study = study.model_copy(update={"spec": new_spec})

@@ -166,7 +166,7 @@ def _frame(rows: int = 30) -> pd.DataFrame:
 def _write(tmp_path: Path, df: pd.DataFrame | str) -> Path:
     path = tmp_path / "data.csv"
     if isinstance(df, str):
-        path.write_text(df)
+        path.write_bytes(df.encode("utf-8", "surrogateescape"))
     else:
         df.to_csv(path, index=False)
     return path
@@ -192,7 +192,13 @@ DATASET_CASES: list[tuple[str, pd.DataFrame | str | None, dict[str, Any], str]] 
     ("missing column", _frame(), {"labels": ["current"]}, "spec.dataset: column 'current' not found (columns are: 'x1', 'x2', 'y')"),
     ("non-numeric label", _set(_frame(), "y", 7, "high"), {"features": ["x1", "x2"]}, "spec.dataset: column 'y' is not numeric: e.g. 'high' in data row 8 (1 non-numeric value(s))"),
     ("non-numeric inferred feature", _frame().assign(id="a"), {}, "spec.dataset: column 'id' is not numeric: e.g. 'a' in data row 1 (30 non-numeric value(s)); spec.dataset.features is not set"),
-    ("all-missing label", _frame().assign(y=np.nan), {}, "spec.dataset: no rows left after dropping rows with missing values: all 30 rows miss at least one of the selected columns (missing counts: 'y' (30))"),
+    ("all-missing label", _frame().assign(y=np.nan), {}, "spec.dataset: no rows left after dropping rows with missing or infinite values: all 30 rows miss at least one of the selected columns or hold inf there (counts: 'y' (30 missing))"),
+    ("all-infinite label", _frame().assign(y=np.inf), {}, "spec.dataset: no rows left after dropping rows with missing or infinite values: all 30 rows miss at least one of the selected columns or hold inf there (counts: 'y' (30 infinite))"),
+    ("duplicate header", "x1,x2,x1,y\n" + "1,2,3,4\n" * 12, {}, "spec.dataset: dataset {path}: column name(s) 'x1' appear more than once in the header; give every column its own name"),
+    ("duplicate header, features listed", "x1,x2,x1,y\n" + "1,2,3,4\n" * 12, {"features": ["x2"]}, "spec.dataset: dataset {path}: column name(s) 'x1' appear more than once"),
+    ("semicolon-separated", "x1;x2;y\n" + "1;2;3\n" * 12, {}, "spec.dataset: dataset {path} has a single column 'x1;x2;y': it looks separated by ';', not ','; save it comma-separated"),
+    ("tab-separated", "x1\tx2\ty\n" + "1\t2\t3\n" * 12, {"features": ["x1"]}, "spec.dataset: dataset {path} has a single column 'x1\\tx2\\ty': it looks separated by tab"),
+    ("not UTF-8", "x1,x2,y\n" + "1,2,3\n" * 11 + "1,2,\udce9\n", {}, "spec.dataset: could not parse dataset CSV {path}"),
     ("single row", _frame(1), {}, "spec.dataset: only 1 usable row(s) (0 dropped for missing values); need at least 10"),
     ("split leaves no training rows", _frame(12), {"testSize": 0.9}, "spec.dataset: cannot split 12 rows with test_size=0.9 and validation_size=0.2"),
     ("constant label", _frame().assign(y=2.5), {}, "spec.dataset: label column 'y' is constant (2.5 in every usable row): there is nothing to learn"),
@@ -223,6 +229,41 @@ def test_bad_dataset_is_named(
     with pytest.raises(DatasetProblem) as info:
         check_dataset(study)
     assert str(info.value).startswith(message.format(path=path)), str(info.value)
+
+
+def test_a_workbook_or_parquet_file_is_named_as_such(tmp_path: Path) -> None:
+    """Not "could not parse dataset CSV: 'utf-8' codec can't decode byte 0x..."."""
+    xlsx = tmp_path / "data.xlsx"
+    _frame().to_excel(xlsx, index=False)
+    with pytest.raises(DatasetProblem) as info:
+        check_dataset(_study_for(xlsx))
+    assert str(info.value).startswith(
+        f"spec.dataset: dataset {xlsx} is an Excel workbook (or another zip file), not a CSV "
+        "file: save it as CSV"
+    ), str(info.value)
+    parquet = tmp_path / "data.csv"
+    parquet.write_bytes(b"PAR1" + bytes(range(200)))
+    with pytest.raises(DatasetProblem, match="is a Parquet file, not a CSV file"):
+        check_dataset(_study_for(parquet, features=["x1"]))
+
+
+def test_an_unnamed_index_column_is_left_out_of_inferred_features(tmp_path: Path) -> None:
+    """``DataFrame.to_csv`` without ``index=False`` writes a nameless first column of row
+    numbers: never a feature (a row number would leak the split), and the user is told."""
+    path = tmp_path / "data.csv"
+    _frame().to_csv(path)  # with its index
+    prepared = check_dataset(_study_for(path))
+    assert prepared.dataset.features == ["x1", "x2"]
+    assert any("without a name" in n and str(path) in n for n in prepared.notes)
+    listed = check_dataset(_study_for(path, features=["x1", "x2"]))
+    assert listed.notes == ()
+
+
+def test_an_infinite_value_is_counted_as_such_not_as_missing(tmp_path: Path) -> None:
+    df = _set(_frame(), "y", 4, np.inf)
+    df = _set(df, "x1", 5, np.nan)
+    prepared = check_dataset(_study_for(_write(tmp_path, df)))
+    assert (prepared.rows, prepared.rows_dropped) == (28, 2)
 
 
 def test_non_ascii_column_names_work(tmp_path: Path) -> None:

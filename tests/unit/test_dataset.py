@@ -93,7 +93,9 @@ def test_all_rows_missing(tmp_path: Path) -> None:
     df.loc[::2, "Vgs"] = np.nan
     df.loc[1::2, "Id"] = np.nan
     path = _csv(tmp_path, df)
-    with pytest.raises(DatasetError, match="no rows left after dropping rows with missing values"):
+    with pytest.raises(
+        DatasetError, match="no rows left after dropping rows with missing or infinite values"
+    ):
         validate_dataset(_ref(path, ["Vgs", "Vds"], ["Id"]))
 
 

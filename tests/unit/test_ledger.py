@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import io
+import json
 import math
 import statistics
 from pathlib import Path
@@ -166,6 +169,7 @@ def test_trials_columns_and_order() -> None:
         "runtime_s",
         "fit_s",
         "epochs",
+        "finished",
         "status",
         "error",
         "artifacts",
@@ -174,13 +178,14 @@ def test_trials_columns_and_order() -> None:
         "study",
         "finished_at",
     ]
+    # By stage, then completion time (unknown here: then by trial and seed).
     assert list(zip(frame["trial"], frame["seed"], strict=True)) == [
-        ("b0001", 0),
         ("r0001", 0),
         ("r0001", 1),
         ("r0002", 0),
         ("r0002", 1),
         ("r0003", 0),
+        ("b0001", 0),
     ]
     assert frame.loc[frame["trial"] == "b0001", "neurons"].item() == "[64, 32, 16, 8]"
 
@@ -264,16 +269,17 @@ def test_workbook_layout_and_formatting(store: LocalStore) -> None:
 
     trials = wb["Trials"]
     col = {c.value: c.column for c in trials[1]}
-    mae_cell = trials.cell(2, col["mae"])
+    b0001 = 1 + len(results)  # the Bayesian row comes last
+    mae_cell = trials.cell(b0001, col["mae"])
     assert mae_cell.number_format == "0.0000"
     assert mae_cell.value == 2.0  # full value stored, only the display is rounded
     assert trials.cell(2, col["yield_pct"]).number_format == "0.00"
     assert trials.cell(2, col["runtime_s"]).number_format == "0.00"
-    lr_cell = trials.cell(2, col["learning_rate"])
-    assert lr_cell.number_format == "0.00E+00"
+    lr_cell = trials.cell(b0001, col["learning_rate"])
+    assert lr_cell.number_format == "0.0#####"  # 0.00003, not 3.00E-05
     assert lr_cell.value == 3.0e-05
-    assert trials.cell(3, col["mae"]).value == 1 / 3  # 17 significant digits survive
-    assert trials.cell(2, col["error"]).value is None
+    assert trials.cell(2, col["mae"]).value == 1 / 3  # 17 significant digits survive
+    assert trials.cell(b0001, col["error"]).value is None
     assert trials.max_row == 1 + len(results)
 
     conf = wb["Configurations"]
@@ -337,3 +343,70 @@ def test_overlong_error_keeps_its_tail(store: LocalStore) -> None:
     assert len(back.error) <= 32_767
     assert back.error.startswith("[truncated]")
     assert back.error.endswith("ValueError: the real cause")
+
+
+# -- the ledger as people read it ------------------------------------------------------------
+
+
+def _timed(trial: str, seed: int, finished_at: float, stage: str = "random") -> SeedResult:
+    r = ok(trial, seed, 0.4, stage=stage, parent="r0001" if stage == "bayesian" else None)
+    return dataclasses.replace(r, finished_at=finished_at)
+
+
+def test_finished_shows_a_date_time_and_finished_at_still_round_trips(store: LocalStore) -> None:
+    at = 1_767_312_245.123456  # 2026-01-02 00:04:05.123456 UTC
+    results = [_timed("r0001", 0, at), _timed("r0002", 0, 0.0)]  # 0: not known
+    write_ledger(store, KEY, results, LABELS, None, STUDY)
+    trials = workbook(store)["Trials"]
+    col = {c.value: c.column for c in trials[1]}
+    row = {trials.cell(r, 1).value: r for r in range(2, trials.max_row + 1)}
+    cell = trials.cell(row["r0001"], col["finished"])
+    assert cell.number_format == "yyyy-mm-dd hh:mm:ss"
+    assert isinstance(cell.value, dt.datetime)  # a real date-time cell, not epoch seconds
+    shown = dt.datetime.fromtimestamp(at, dt.UTC).replace(tzinfo=None)
+    assert abs(cell.value - shown) < dt.timedelta(milliseconds=1)
+    assert trials.cell(row["r0002"], col["finished"]).value is None
+    back = read_ledger(store, KEY)
+    assert [r.finished_at for r in back] == [at, 0.0]  # exact, from finished_at
+    assert back == sorted(results, key=lambda r: (r.trial, r.seed))
+
+
+def test_trials_sheet_reads_in_the_order_the_study_ran(store: LocalStore) -> None:
+    """Random rows first, then Bayesian, each by completion time: not by trial id (then
+    every b-row came before every r-row)."""
+    results = [
+        _timed("b0000", 0, 300.0, "bayesian"),
+        _timed("r0002", 0, 100.0),
+        _timed("r0001", 0, 200.0),
+        _timed("b0001", 0, 250.0, "bayesian"),
+    ]
+    write_ledger(store, KEY, results, LABELS, None, STUDY)
+    rows = list(workbook(store)["Trials"].iter_rows(min_row=2, max_col=1, values_only=True))
+    assert [r[0] for r in rows] == ["r0002", "r0001", "b0001", "b0000"]
+    back = read_ledger(store, KEY)  # readers still get (trial, seed) order
+    assert [r.trial for r in back] == ["b0000", "b0001", "r0001", "r0002"]
+
+
+def test_best_json_holds_per_layer_values_as_lists(tmp_path: Path) -> None:
+    """As ``config.json`` does; the ledger's cells hold them as JSON text, which
+    ``read_ledger`` parses back."""
+    from helpers.study import study_dict
+    from hpo.layout import StudyPaths
+    from hpo.recorder import Recorder
+    from hpo.spec import parse_study
+
+    study = parse_study(study_dict())
+    labels = list(study.spec.dataset.labels)
+    store = LocalStore(tmp_path / "runs")
+    results = [
+        dataclasses.replace(
+            ok("r0001", s, 0.4 + s / 100, cfg=config(3)),
+            study="t",
+            per_label={label: {"mae": 1.0, "pct": 2.0} for label in labels},
+        )
+        for s in (0, 1)
+    ]
+    Recorder(store, StudyPaths("t"), study, labels).finish(results)
+    best = json.loads((tmp_path / "runs" / "t" / "best.json").read_text())
+    assert best[0]["neurons"] == [64, 32, 16]
+    assert read_ledger(store, "t/ledger.xlsx")[0].config["neurons"] == [64, 32, 16]

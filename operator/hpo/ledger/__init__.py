@@ -49,7 +49,7 @@ from hpo.ledger.frames import (
     trials_columns,
     trials_frame,
 )
-from hpo.ledger.io import read_ledger, write_ledger
+from hpo.ledger.io import LedgerUnreadable, read_ledger, write_ledger
 from hpo.ledger.xlsx import NO_BEST_NOTE, SHEETS, number_format
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "NO_BEST_NOTE",
     "PER_LAYER",
     "SHEETS",
+    "LedgerUnreadable",
     "configurations_columns",
     "configurations_frame",
     "number_format",

@@ -33,7 +33,8 @@ PER_LAYER = ("neurons", "activation", "dropout")
 #: ``val_mae`` is the selection score (validation split or held-out fold); ``mae`` the
 #: test MAE, which no decision reads.
 TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "val_mae", "mae")
-TRIALS_TAIL = ("runtime_s", "fit_s", "epochs", "status", "error", "artifacts")
+#: ``finished`` is ``finished_at`` as a date-time (UTC) for people; code reads ``finished_at``.
+TRIALS_TAIL = ("runtime_s", "fit_s", "epochs", "finished", "status", "error", "artifacts")
 #: Appended after the documented columns: ``SeedResult`` fields the documented
 #: layout has no place for, kept so the round trip through the ledger is exact.
 TRIALS_EXTRA = ("rows_dropped", "study", "finished_at")
@@ -59,14 +60,33 @@ def trials_columns(labels: list[str]) -> list[str]:
     return [*TRIALS_HEAD, *pairs, *TRIALS_TAIL, *TRIALS_EXTRA]
 
 
+#: Stages in the order a study runs them: the ``Trials`` sheet reads top to bottom so.
+STAGE_ORDER = ("random", "bayesian")
+#: 1970-01-01 as an Excel serial date (days since 1899-12-30).
+_EXCEL_EPOCH_DAYS = 25569.0
+
+
+def excel_datetime(epoch_s: float) -> float | None:
+    """Unix seconds as an Excel date-time serial (UTC), which Excel shows as a date and
+    time; None for an unknown time (0)."""
+    return epoch_s / 86400.0 + _EXCEL_EPOCH_DAYS if epoch_s else None
+
+
+def trial_order(r: SeedResult) -> tuple[int, float, str, int]:
+    """Stage, then completion time: the order the study ran (ids of the two stages are
+    numbered apart, so sorting by trial id put every Bayesian row before the random ones)."""
+    stage = STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else len(STAGE_ORDER)
+    return (stage, r.finished_at, r.trial, r.seed)
+
+
 def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
-    """Sheet ``Trials``: one row per training, sorted by (trial, seed).
+    """Sheet ``Trials``: one row per training, by stage then completion time.
 
     Columns follow ``trials_columns``; per-label scores of labels not in
     ``labels`` are not written.
     """
     rows = []
-    for r in sorted(results, key=lambda r: (r.trial, r.seed)):
+    for r in sorted(results, key=trial_order):
         row: dict[str, Any] = {
             "trial": r.trial,
             "stage": r.stage,
@@ -85,6 +105,7 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
             runtime_s=r.runtime_s,
             fit_s=r.fit_s,
             epochs=r.epochs_run,
+            finished=excel_datetime(r.finished_at),
             status=r.status,
             error=r.error,
             artifacts=r.artifacts,

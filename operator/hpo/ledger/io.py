@@ -8,6 +8,8 @@ from its ledger.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,19 @@ from hpo.ledger.frames import (
 )
 from hpo.ledger.xlsx import sheet_rows, workbook_bytes
 from hpo.store.base import Store
+
+
+class LedgerUnreadable(StoreError):
+    """The ledger exists but cannot be read back (truncated, corrupt, not a workbook).
+
+    Every success is also in its ``scores.json``, so the ledger can be rebuilt
+    (``hpo run --rebuild-ledger``); the message names the file and says so.
+    """
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"the ledger {location} cannot be read ({reason})")
 
 
 def write_ledger(
@@ -92,7 +107,9 @@ def _config(get: Callable[[str], Any]) -> dict[str, Any]:
 def read_ledger(store: Store, key: str) -> list[SeedResult]:
     """Rebuild the ``SeedResult`` of every ``Trials`` row; [] if the ledger does not exist yet.
 
-    Rows come back in the sheet's (trial, seed) order.
+    Rows come back in (trial, seed) order, whatever the sheet's order (people read
+    it by stage and time). A ledger that is there but cannot be read back raises
+    ``LedgerUnreadable`` naming it.
     """
     try:
         data = store.get_bytes(key)
@@ -100,6 +117,24 @@ def read_ledger(store: Store, key: str) -> list[SeedResult]:
         if not store.exists(key):
             return []
         raise
+    try:
+        return sorted(_results(data), key=lambda r: (r.trial, r.seed))
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        KeyError,
+        ValueError,
+        TypeError,
+        SyntaxError,
+    ) as exc:
+        # A torn zip, a damaged deflate stream, a missing part (KeyError), XML that does
+        # not parse (ElementTree's ParseError is a SyntaxError), cells of the wrong kind.
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise LedgerUnreadable(f"{store.uri}/{key}", reason) from exc
+
+
+def _results(data: bytes) -> list[SeedResult]:
     rows = sheet_rows(data, "Trials")
     header = [str(h) if h is not None else "" for h in next(rows, [])]
     if not header:

@@ -52,7 +52,9 @@ _XML_ESCAPED = re.compile("_x([0-9A-Fa-f]{4})_")
 def number_format(column: str) -> str | None:
     """Display format by column name; values themselves keep full precision."""
     if column == "learning_rate":
-        return "0.00E+00"
+        return "0.0#####"  # 0.00577, not 5.77E-03
+    if column == "finished":
+        return "yyyy-mm-dd hh:mm:ss"
     if column in ("runtime_s", "fit_s") or column.endswith(("_pct", "_pct_mean")):
         return "0.00"
     if column in ("mae", "val_mae") or column.startswith(("mae_", "val_mae_")):
@@ -137,8 +139,8 @@ def _display_width(column: str, values: pd.Series, fmt: str | None) -> float:
     if len(present):
         if fmt is not None and pd.api.types.is_numeric_dtype(present):
             biggest = float(present.abs().max())
-            if fmt == "0.00E+00":
-                shown = 9
+            if fmt.startswith("yyyy"):
+                shown = len(fmt)
             else:
                 decimals = len(fmt.split(".")[1]) if "." in fmt else 0
                 shown = len(f"{biggest:.{decimals}f}") + int(bool((present < 0).any()))

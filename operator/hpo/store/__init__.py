@@ -12,10 +12,11 @@ The public names are re-exported here: ``from hpo.store import Store, open_store
 
 from hpo.keys import StoreError, check_key, is_valid_key, join_key, key_segment
 from hpo.store.base import OutputUnwritable, PreconditionFailed, Store
-from hpo.store.local import LocalStore
+from hpo.store.local import FolderError, LocalStore
 from hpo.store.open import namespace_prefix, open_location, open_store, store_ref_for
 
 __all__ = [
+    "FolderError",
     "LocalStore",
     "OutputUnwritable",
     "PreconditionFailed",

@@ -27,15 +27,24 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+class FolderError(StoreError):
+    """The folder cannot serve as a store (a file is in the way, no permission): the
+    user's choice of folder, not an outage."""
+
+
 class LocalStore(Store):
     """A folder standing in for the bucket: ``hpo run``'s embedded default."""
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).resolve()
+        self.root = Path(os.path.abspath(root))
+        if self.root.exists() and not self.root.is_dir():
+            raise FolderError(f"{self.root}: is a file, not a folder")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputUnwritable.of(exc, self.root) from exc
+            self.root = self.root.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise FolderError(f"{self.root}: cannot be used as a folder ({reason})") from None
 
     @property
     def uri(self) -> str:

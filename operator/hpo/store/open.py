@@ -9,7 +9,7 @@ from hpo.contract import StoreRef
 from hpo.keys import StoreError, join_key, key_segment
 from hpo.spec import SpecError, Study
 from hpo.store.base import Store
-from hpo.store.local import LocalStore
+from hpo.store.local import FolderError, LocalStore
 
 
 def namespace_prefix(prefix: str, namespace: str, where: str) -> str:
@@ -49,7 +49,11 @@ def store_ref_for(study: Study, out: str | Path | None = None) -> StoreRef:
             create_bucket=storage.create_bucket,
         )
     if out is not None or storage.type == "local":
-        root = Path(out if out is not None else storage.path).resolve()
+        where = Path(out if out is not None else storage.path)
+        try:
+            root = where.resolve()
+        except RuntimeError:  # Python 3.11: a symlink loop
+            raise FolderError(f"{where}: is a symbolic link loop") from None
         return StoreRef(kind="local", root=str(root))
     assert storage.endpoint is not None and storage.bucket is not None
     return StoreRef(
