@@ -9,7 +9,10 @@ Kubernetes API; errors name the field by that path
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -572,10 +575,24 @@ class StudySpec(_Model):
         return list(range(base, base + self.training.seeds_per_config))
 
 
+#: What a study keeps of its ``metadata``: its identity. The rest is the API server's
+#: bookkeeping (``resourceVersion``, ``managedFields``, finalizers, kubectl's whole
+#: last-applied copy in an annotation), which would otherwise land in the ledger's Study
+#: sheet and ``study.yaml`` as if it were part of the study.
+IDENTITY = ("name", "namespace", "uid", "labels")
+
+
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
     namespace: str = "default"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identity(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items() if k in IDENTITY}
+        return raw
 
     @field_validator("name", "namespace")
     @classmethod
@@ -653,6 +670,23 @@ def refused_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def spec_digest(spec: dict[str, Any]) -> str:
+    """A digest of the fields of a spec that may not change while it runs: equal digests,
+    no refused change (the status keeps it, so a finished study can tell a revert)."""
+
+    def fixed(value: Any, path: tuple[str, ...]) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: fixed(v, (*path, k))
+            for k, v in value.items()
+            if v is not None and not any((*path, k)[: len(m)] == m for m in MUTABLE_WHILE_RUNNING)
+        }
+
+    text = json.dumps(fixed(spec, ()), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def _format_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
@@ -693,6 +727,11 @@ def _known_fields(loc: tuple[Any, ...]) -> list[str]:
             return []
         model = field.annotation
     return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def study_resource(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an API object that make the study (no ``status``)."""
+    return {k: obj.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
 
 
 def parse_study(raw: Any) -> Study:
