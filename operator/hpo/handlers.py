@@ -24,7 +24,7 @@ from hpo.kubeapi import Cluster
 from hpo.pods import LABEL_STUDY
 from hpo.runners.kube import REVERTED, KubeRunner
 from hpo.runners.kube_status import Conditions
-from hpo.spec import API_GROUP, spec_digest
+from hpo.spec import API_GROUP, refused_changes
 
 log = logging.getLogger("hpo.operator")
 #: How long the deletion handler waits for a study's loop to stop (then kopf retries it).
@@ -168,8 +168,11 @@ def make_registry(
         metrics.finished(namespace, name, dict(status))
         conditions = Conditions()
         conditions.load(status.get("conditions"))
-        if meta.get("deletionTimestamp") or status.get("acceptedSpec") != spec_digest(dict(spec)):
+        accepted = status.get("acceptedSpec")
+        if meta.get("deletionTimestamp") or not isinstance(accepted, dict):
             return
+        if refused_changes(dict(accepted), dict(spec)):
+            return  # still refused
         if conditions.clear("SpecChangeRefused", "Reverted", REVERTED):
             cluster().patch_status(
                 namespace,

@@ -9,8 +9,6 @@ Kubernetes API; errors name the field by that path
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -668,23 +666,6 @@ def refused_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     walk(old, new, ())
     return out
-
-
-def spec_digest(spec: dict[str, Any]) -> str:
-    """A digest of the fields of a spec that may not change while it runs: equal digests,
-    no refused change (the status keeps it, so a finished study can tell a revert)."""
-
-    def fixed(value: Any, path: tuple[str, ...]) -> Any:
-        if not isinstance(value, dict):
-            return value
-        return {
-            k: fixed(v, (*path, k))
-            for k, v in value.items()
-            if v is not None and not any((*path, k)[: len(m)] == m for m in MUTABLE_WHILE_RUNNING)
-        }
-
-    text = json.dumps(fixed(spec, ()), sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _format_error(err: dict[str, Any]) -> str:

@@ -375,8 +375,31 @@ def test_a_refused_change_undone_clears_spec_change_refused(store: LocalStore) -
     runner.step()
     cleared = runner.conditions.items["SpecChangeRefused"]
     assert (cleared["status"], cleared["reason"]) == ("False", "Reverted")
-    # The digest of the spec it runs with (what a finished study compares a revert with).
+    # The spec it runs with (what a finished study compares a revert with).
     assert accepted and refused_with == accepted == cluster.status["acceptedSpec"]
+    assert accepted["randomStage"]["seed"] == 1
+
+
+def test_a_restart_goes_on_with_the_spec_it_ran_not_a_refused_change(store: LocalStore) -> None:
+    """Before: a restarted loop took the spec as it then was, refused change and all (a new
+    dataset or search space mid-study), while the condition still said it was refused."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1)
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    body["spec"]["randomStage"]["seed"] = 9
+    runner.step()
+    assert runner.conditions.items["SpecChangeRefused"]["status"] == "True"
+    body["status"] = copy.deepcopy(cluster.status)  # what the API server keeps
+    restarted = _runner(cluster, store, body, clock)
+    assert restarted.session is not None
+    assert restarted.session.study.spec.random_stage.seed == 1
+    restarted.step()
+    refused = restarted.conditions.items["SpecChangeRefused"]
+    assert refused["status"] == "True" and "spec.randomStage.seed" in refused["message"]
+    body["spec"]["randomStage"]["seed"] = 1
+    restarted.step()
+    assert restarted.conditions.items["SpecChangeRefused"]["reason"] == "Reverted"
 
 
 def test_the_study_as_recorded_keeps_its_identity_not_the_api_servers_bookkeeping(

@@ -30,7 +30,7 @@ from hpo.pods import ANN_RECORDED, build_pod, group_tasks, pod_state, results_of
 from hpo.recorder import LedgerConflict
 from hpo.runners.kube_status import PHASES, Conditions, StudyStatus, age_s, now_stamp
 from hpo.session import StudySession
-from hpo.spec import SpecError, Study, parse_study, refused_changes, spec_digest, study_resource
+from hpo.spec import SpecError, Study, parse_study, refused_changes, study_resource
 from hpo.store import StoreError, store_ref_for
 
 log = logging.getLogger("hpo.operator")
@@ -150,6 +150,11 @@ class KubeRunner:
         if status.get("phase") == "Failed" and self.status.failed_for not in FIXABLE:
             return False
         resource = study_resource(body)
+        accepted = status.get("acceptedSpec")
+        if isinstance(accepted, dict) and accepted != resource["spec"]:
+            # Changed since the study started (refused while it ran, or made while no
+            # operator ran it): it goes on as it was; the first step says what is refused.
+            resource["spec"] = accepted
         try:
             study = parse_study(resource)
         except SpecError as exc:
@@ -509,7 +514,7 @@ class KubeRunner:
 
     def _accept(self, spec: dict[str, Any]) -> None:
         self._accepted_spec = copy.deepcopy(spec)  # not a live view
-        self.status.accepted_spec = spec_digest(spec)
+        self.status.accepted_spec = self._accepted_spec
 
     # -- status --------------------------------------------------------------
 

@@ -92,8 +92,9 @@ class StudyStatus:
         self._last_running_phase = PHASES["random"]
         self._forbidden = ""
         self._stalled = ""
-        #: ``spec_digest`` of the spec the study runs with (``status.acceptedSpec``).
-        self.accepted_spec = ""
+        #: The spec the study runs with (``status.acceptedSpec``): what a restarted loop
+        #: runs, and what a refused change is undone to, also once the study has ended.
+        self.accepted_spec: dict[str, Any] = {}
 
     def starting(self) -> None:
         """A study the operator has not written a phase for yet: ``Pending`` at once, before
