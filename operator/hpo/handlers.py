@@ -76,6 +76,7 @@ def make_registry(
         PLURAL,
         registry=registry,
         initial_delay=0,
+        backoff=retry_s,  # a loop that failed (the API server down at its start) starts again
         # kopf asks the daemon to stop and waits this long before it gives up on it; the
         # loop exits at its next step (``halt``), a few seconds at most.
         cancellation_backoff=DAEMON_GRACE_S,
@@ -113,17 +114,18 @@ def make_registry(
         exited: asyncio.Future[None] = loop.create_future()
 
         def loop_thread() -> None:
+            error: BaseException | None = None
             try:
                 runner.run(stopped=halt.is_set, retry_s=retry_s)
-            except Exception:
-                log.exception("study %s/%s: the study's loop failed", namespace, name)
+            except Exception as exc:  # raised in the daemon: kopf starts it again later
+                error = exc
             finally:
                 with lock:
                     if runners.get(uid) is runner:
                         runners.pop(uid)
                 done.set()
                 with contextlib.suppress(RuntimeError):  # the event loop is gone (exit)
-                    loop.call_soon_threadsafe(_resolve, exited)
+                    loop.call_soon_threadsafe(_settle, exited, error)
 
         threading.Thread(target=loop_thread, name=f"study {namespace}/{name}", daemon=True).start()
         stop = asyncio.ensure_future(stopped.wait())
@@ -267,9 +269,13 @@ def _finished(status: Any) -> bool:
     return (status or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
         future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _removes_results(spec: Any) -> bool:

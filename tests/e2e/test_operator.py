@@ -530,6 +530,7 @@ def test_a_store_problem_at_start_is_reported_and_retried(
         ),
         operator(kube, retry_s=registry_retry),
     ):
+        mark = kube.mark()
         create(kube, body)
         cond = wait_for(
             lambda: (
@@ -541,11 +542,20 @@ def test_a_store_problem_at_start_is_reported_and_retried(
         )
         assert cond["status"] == "False" and f"bucket '{bucket}' does not exist" in cond["message"]
         assert phase(kube, name) == "Pending" and not pods(kube, name)
+
+        def tries() -> int:  # each try to start reads the study's Secret
+            reads = kube.requests_since(mark)
+            return sum(r.resource == "secrets" and r.verb == "get" for r in reads)
+
+        wait_for(lambda: tries() >= 3, timeout=30)
         new_s3_store(s3_server, bucket=bucket, prefix="")  # the bucket appears
         obj = finished(kube, name, timeout=180)
     assert obj["status"]["phase"] == "Succeeded"
     assert conditions(obj)["StoreReady"]["status"] == "True"
     check_complete(ledger_rows(s3_server, bucket, name), 8)
+    # Retried every second, told once (one event per new problem).
+    warned = [e for e in events(kube, name) if e["reason"] == "StoreUnavailable"]
+    assert len(warned) == 1, [e["message"] for e in warned]
 
 
 # -- least privilege -------------------------------------------------------------------

@@ -32,7 +32,9 @@ from helpers.operator import (
 )
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV
+from hpo.kubeapi import ATTEMPTS
 from hpo.metrics import REGISTRY
+from support.kube.emulator import ApiFaults
 from support.kube.server import KubeServer
 from support.s3server import S3Server
 
@@ -98,6 +100,29 @@ def test_deleting_a_running_study_stops_its_loop_at_once_and_cleans_up_once(
     assert len(handled) == 1 and "2 pods removed" in handled[0], handled
     assert out.count("study_deleted_keeping_results' succeeded") == 1
     assert "Deletion is processed" in out and "is cancelled" not in out
+
+
+def test_a_loop_that_fails_at_its_start_is_started_again(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """The API server refuses every try of the study's first status write: the loop
+    raises, and kopf (``backoff``: ``retry_s``) starts the daemon again."""
+    name = "retried-loop"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    kube.emulator.faults = ApiFaults(
+        agents=("hpo-operator/",), refuse={("patch", "hpostudies"): ATTEMPTS}
+    )
+    try:
+        with (
+            kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+            operator(kube, retry_s=1.0) as runner,
+        ):
+            create(kube, small(name, s3_server, dataset, bucket))
+            obj = finished(kube, name, timeout=90)
+    finally:
+        kube.emulator.faults = None
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert "study_daemon' failed with an exception" in runner.output
 
 
 # -- the first status --------------------------------------------------------------------

@@ -91,6 +91,7 @@ class StudyStatus:
         self._status: dict[str, Any] = {}
         self._last_running_phase = PHASES["random"]
         self._forbidden = ""
+        #: The message of the last warning while the study waits to start.
         self._stalled = ""
         #: The spec the study runs with (``status.acceptedSpec``): what a restarted loop
         #: runs, and what a refused change is undone to, also once the study has ended.
@@ -143,7 +144,9 @@ class StudyStatus:
         self.conditions.set("StoreReady", False, "StoreUnavailable", message)
         self.conditions.set("Progressing", False, "WaitingForStore", message)
         self.patch({"phase": "Pending", "message": message})
-        self.event("Warning", "StoreUnavailable", message)
+        if message != self._stalled:  # one event per new problem, not one per retry
+            self.event("Warning", "StoreUnavailable", message)
+        self._stalled = message
 
     def store_ready(self, uri: str) -> None:
         self.conditions.set("StoreReady", True, "StoreReachable", uri)
