@@ -35,9 +35,9 @@ DAEMON_STOP_TIMEOUT_S = 60.0
 DAEMON_EXIT_WAIT_S = 5.0
 #: How long a stopped daemon may take before kopf gives up waiting for it.
 DAEMON_GRACE_S = 10.0
-#: Handler threads. Every running study's daemon holds one for the study's whole life:
-#: kopf's default pool (min(32, CPUs + 4)) would leave the seventh study on a 2-CPU node,
-#: and every pod event, waiting.
+#: Handler threads, for pod events, deletions and finished studies' events (each running
+#: study's loop has a thread of its own, outside this pool): kopf's default pool
+#: (min(32, CPUs + 4)) is small for many studies' pod events at once.
 HANDLER_THREADS = 256
 
 

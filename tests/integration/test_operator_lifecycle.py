@@ -32,7 +32,6 @@ from helpers.operator import (
 )
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV
-from hpo.kubeapi import ATTEMPTS
 from hpo.metrics import REGISTRY
 from support.kube.emulator import ApiFaults
 from support.kube.server import KubeServer
@@ -105,13 +104,11 @@ def test_deleting_a_running_study_stops_its_loop_at_once_and_cleans_up_once(
 def test_a_loop_that_fails_at_its_start_is_started_again(
     kube: KubeServer, s3_server: S3Server, dataset: str
 ) -> None:
-    """The API server refuses every try of the study's first status write: the loop
+    """The API server refuses the study's first status write (403, not retried): the loop
     raises, and kopf (``backoff``: ``retry_s``) starts the daemon again."""
     name = "retried-loop"
     bucket = f"results-{uuid.uuid4().hex[:10]}"
-    kube.emulator.faults = ApiFaults(
-        agents=("hpo-operator/",), refuse={("patch", "hpostudies"): ATTEMPTS}
-    )
+    kube.emulator.faults = ApiFaults(agents=("hpo-operator/",), forbid={("patch", "hpostudies"): 1})
     try:
         with (
             kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
