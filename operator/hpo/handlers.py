@@ -8,6 +8,8 @@ instead of at the next poll.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -16,18 +18,26 @@ from typing import Any
 import kopf
 from kubernetes import client
 
+from hpo import metrics
 from hpo.crd import PLURAL, VERSION
 from hpo.kubeapi import Cluster
 from hpo.pods import LABEL_STUDY
-from hpo.runners.kube import KubeRunner
-from hpo.spec import API_GROUP
+from hpo.runners.kube import REVERTED, KubeRunner
+from hpo.runners.kube_status import Conditions
+from hpo.spec import API_GROUP, refused_changes
 
 log = logging.getLogger("hpo.operator")
 #: How long the deletion handler waits for a study's loop to stop (then kopf retries it).
 DAEMON_STOP_TIMEOUT_S = 60.0
-#: Handler threads. Every running study's daemon holds one for the study's whole life:
-#: kopf's default pool (min(32, CPUs + 4)) would leave the seventh study on a 2-CPU node,
-#: and every pod event, waiting.
+#: How long kopf waits for a stopped daemon to end before it falls back to re-checking
+#: (then the finalizer waits for that re-check): a loop between steps ends in
+#: milliseconds, one in a ledger write takes that write's time.
+DAEMON_EXIT_WAIT_S = 5.0
+#: How long a stopped daemon may take before kopf gives up waiting for it.
+DAEMON_GRACE_S = 10.0
+#: Handler threads, for pod events, deletions and finished studies' events (each running
+#: study's loop has a thread of its own, outside this pool): kopf's default pool
+#: (min(32, CPUs + 4)) is small for many studies' pod events at once.
 HANDLER_THREADS = 256
 
 
@@ -41,15 +51,18 @@ def make_registry(
     """Register the operator's handlers on ``registry`` (a fresh one per test)."""
     registry = registry or kopf.OperatorRegistry()
     runners: dict[str, KubeRunner] = {}
-    # Per study uid: set to make its daemon stop; set by the daemon once it has stopped.
+    # Per study uid: set to make its loop stop; set by the loop once it has stopped.
     halts: dict[str, threading.Event] = {}
     ended: dict[str, threading.Event] = {}
+    # Uids whose deletion this process has carried out (a uid is never reused).
+    deleted: set[str] = set()
     lock = threading.Lock()
     cluster_box: dict[str, Cluster] = {}
 
     @kopf.on.startup(registry=registry)
     def _threads(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.execution.max_workers = HANDLER_THREADS
+        settings.background.instant_exit_timeout = DAEMON_EXIT_WAIT_S
 
     def cluster() -> Cluster:
         with lock:
@@ -62,10 +75,14 @@ def make_registry(
         VERSION,
         PLURAL,
         registry=registry,
-        cancellation_timeout=30,
         initial_delay=0,
+        backoff=retry_s,  # a loop that failed (the API server down at its start) starts again
+        # kopf asks the daemon to stop and waits this long before it gives up on it; the
+        # loop exits at its next step (``halt``), a few seconds at most.
+        cancellation_backoff=DAEMON_GRACE_S,
+        cancellation_timeout=1,
     )
-    def study_daemon(
+    async def study_daemon(
         name: str,
         namespace: str,
         uid: str,
@@ -73,6 +90,13 @@ def make_registry(
         stopped: kopf.DaemonStopped,
         **_: Any,
     ) -> None:
+        """The study's loop in a thread of its own; kopf's stop request halts it at once.
+
+        A sync daemon could only poll ``stopped`` between steps; kopf would then see it
+        still running, hold the finalizer for ``cancellation_timeout`` and run the
+        deletion handler a second time. Here the stop wakes the loop, and the task ends
+        when the loop has (within kopf's instant-exit wait, ``DAEMON_EXIT_WAIT_S``).
+        """
         runner = KubeRunner(
             cluster(),
             namespace,
@@ -80,16 +104,38 @@ def make_registry(
             body=lambda: dict(body),
             poll_s=poll_s,
         )
+        halt = threading.Event()
+        done = threading.Event()
         with lock:
             runners[uid] = runner
-            halt = halts.setdefault(uid, threading.Event())
-            done = ended[uid] = threading.Event()
+            halts[uid] = halt
+            ended[uid] = done
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def loop_thread() -> None:
+            error: BaseException | None = None
+            try:
+                runner.run(stopped=halt.is_set, retry_s=retry_s)
+            except Exception as exc:  # raised in the daemon: kopf starts it again later
+                error = exc
+            finally:
+                with lock:
+                    if runners.get(uid) is runner:
+                        runners.pop(uid)
+                done.set()
+                with contextlib.suppress(RuntimeError):  # the event loop is gone (exit)
+                    loop.call_soon_threadsafe(_settle, exited, error)
+
+        threading.Thread(target=loop_thread, name=f"study {namespace}/{name}", daemon=True).start()
+        stop = asyncio.ensure_future(stopped.wait())
         try:
-            runner.run(stopped=lambda: bool(stopped) or halt.is_set(), retry_s=retry_s)
+            await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            with lock:
-                runners.pop(uid, None)
-            done.set()
+            halt.set()
+            runner.wake.set()
+            stop.cancel()
+        await asyncio.shield(exited)
 
     @kopf.on.event("", "v1", "pods", labels={LABEL_STUDY: kopf.PRESENT}, registry=registry)
     def pod_event(meta: kopf.Meta, **_: Any) -> None:
@@ -99,18 +145,59 @@ def make_registry(
             if runner is not None:
                 runner.wake.set()
 
+    @kopf.on.event(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        when=lambda type, status, **_: type == "DELETED" or _finished(status),
+    )
+    def finished_study(
+        type: str | None,
+        name: str,
+        namespace: str,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        **_: Any,
+    ) -> None:
+        """A finished study has no loop. Its phase still counts in ``hpo_studies`` after a
+        restart (kopf lists every study at start), and a refused change undone after the
+        end still clears ``SpecChangeRefused`` (else Argo CD shows it Degraded for good)."""
+        if type == "DELETED":
+            metrics.forget(namespace, name)
+            return
+        metrics.finished(namespace, name, dict(status))
+        conditions = Conditions()
+        conditions.load(status.get("conditions"))
+        accepted = status.get("acceptedSpec")
+        if meta.get("deletionTimestamp") or not isinstance(accepted, dict):
+            return
+        if refused_changes(dict(accepted), dict(spec)):
+            return  # still refused
+        if conditions.clear("SpecChangeRefused", "Reverted", REVERTED):
+            cluster().patch_status(
+                namespace,
+                name,
+                {"conditions": conditions.as_list(), "observedGeneration": meta.get("generation")},
+            )
+
     def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body) -> None:
         """Pods go with their study (ownerReferences do it too); results stay unless
         ``spec.storage.keepOnDelete`` is false.
 
-        kopf stops the study's daemon in parallel with this handler: the daemon is
-        stopped and waited for first, so no write of its lands after the removal.
+        The study's loop is stopped and waited for first, so no write of its lands after
+        the removal. Done once per study: kopf calls this again if its finalizer had to
+        wait for the daemon (a re-check cycle), and a second run has nothing to do.
         """
         with lock:
-            halt = halts.setdefault(uid, threading.Event())
+            if uid in deleted:
+                return
+            halt = halts.get(uid)
             done = ended.get(uid)
             runner = runners.get(uid)
-        halt.set()
+        if halt is not None:
+            halt.set()
         if runner is not None:
             runner.wake.set()
         if done is not None and not done.wait(DAEMON_STOP_TIMEOUT_S):
@@ -135,6 +222,7 @@ def make_registry(
         with lock:
             halts.pop(uid, None)
             ended.pop(uid, None)
+            deleted.add(uid)
 
     # Two registrations of one handler. Results to remove need a finalizer on
     # the study for its whole life (a finished study's daemon no longer holds
@@ -169,10 +257,25 @@ def make_registry(
 
 
 class QuietPodEvents(logging.Filter):
-    """Drops kopf's "Handler 'pod_event' succeeded." lines: several per training, no news."""
+    """Drops kopf's "Handler 'pod_event' succeeded." lines (several per training) and those
+    of ``finished_study`` (one per finished study at each start): no news."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().endswith(".pod_event' succeeded.")
+        message = record.getMessage()
+        return not message.endswith((".pod_event' succeeded.", ".finished_study' succeeded."))
+
+
+def _finished(status: Any) -> bool:
+    return (status or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _removes_results(spec: Any) -> bool:
@@ -182,12 +285,11 @@ def _removes_results(spec: Any) -> bool:
 def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
     """Remove a deleted study's ledger, artifacts and plots from its store."""
     from hpo.layout import StudyPaths
-    from hpo.spec import SpecError, parse_study
+    from hpo.spec import SpecError, parse_study, study_resource
     from hpo.store import open_store, store_ref_for
 
-    resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
     try:
-        study = parse_study(resource)
+        study = parse_study(study_resource(body))
     except SpecError:
         return 0  # an invalid study never wrote anything
     secret = study.spec.storage.credentials_secret

@@ -252,7 +252,9 @@ class Cluster:
         except ApiException as exc:
             if exc.status == 404:
                 raise SecretProblem(
-                    f"spec.storage.credentialsSecret: Secret {namespace}/{secret} not found"
+                    f"spec.storage.credentialsSecret: Secret {namespace}/{secret} not found; "
+                    f"create it in namespace {namespace} with the keys {access_key!r} and "
+                    f"{secret_key!r} (the store's access and secret keys), or name another"
                 ) from None
             raise
         data = raw.get("data") or {}
@@ -261,7 +263,8 @@ class Cluster:
             if key not in data:
                 raise SecretProblem(
                     f"spec.storage.credentialsSecret: Secret {namespace}/{secret} has no key "
-                    f"{key!r} (keys: {', '.join(sorted(data)) or 'none'})"
+                    f"{key!r} (keys: {', '.join(sorted(data)) or 'none'}); add it, or name the "
+                    "key that holds it (credentialsSecret.accessKeyKey or .secretKeyKey)"
                 )
             values.append(base64.b64decode(data[key]).decode())
         return values[0], values[1]

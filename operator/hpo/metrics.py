@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -52,3 +55,20 @@ PHASES = ("Pending", "RandomSearch", "BayesianSearch", "Succeeded", "Failed")
 def set_phase(namespace: str, study: str, phase: str) -> None:
     for p in PHASES:
         STUDIES.labels(namespace, study, p).set(1 if p == phase else 0)
+
+
+def finished(namespace: str, study: str, status: dict[str, Any]) -> None:
+    """A study that ended before this process saw it run: counted from its status."""
+    set_phase(namespace, study, str(status.get("phase")))
+    best = status.get("best") or {}
+    if isinstance(best, dict) and isinstance(best.get("maeMean"), int | float):
+        BEST_MAE.labels(namespace, study).set(best["maeMean"])
+
+
+def forget(namespace: str, study: str) -> None:
+    """A deleted study is no longer counted in any phase (its counters stay: totals)."""
+    for p in PHASES:
+        with contextlib.suppress(KeyError):
+            STUDIES.remove(namespace, study, p)
+    with contextlib.suppress(KeyError):
+        BEST_MAE.remove(namespace, study)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -572,10 +573,24 @@ class StudySpec(_Model):
         return list(range(base, base + self.training.seeds_per_config))
 
 
+#: What a study keeps of its ``metadata``: its identity. The rest is the API server's
+#: bookkeeping (``resourceVersion``, ``managedFields``, finalizers, kubectl's whole
+#: last-applied copy in an annotation), which would otherwise land in the ledger's Study
+#: sheet and ``study.yaml`` as if it were part of the study.
+IDENTITY = ("name", "namespace", "uid", "labels")
+
+
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
     namespace: str = "default"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identity(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items() if k in IDENTITY}
+        return raw
 
     @field_validator("name", "namespace")
     @classmethod
@@ -706,6 +721,11 @@ def _known_fields(loc: tuple[Any, ...]) -> list[str]:
             return []
         model = field.annotation
     return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def study_resource(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an API object that make the study (no ``status``)."""
+    return {k: obj.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
 
 
 def parse_study(raw: Any) -> Study:

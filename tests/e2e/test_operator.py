@@ -115,13 +115,17 @@ def test_invalid_study_gets_a_condition_naming_the_field_and_no_pod(
     )
     with operator(kube), kubelet(kube, behaviour=lambda pod: "instant"):
         create(kube, body)
-        obj = finished(kube, "invalid", timeout=60)
+        cond = wait_for(lambda: _false(study(kube, "invalid"), "Valid"), timeout=60)
         time.sleep(1)
         assert not pods(kube, "invalid")
-    cond = conditions(obj)["Valid"]
-    assert cond["status"] == "False" and cond["reason"] == "InvalidSpec"
+    assert cond["reason"] == "InvalidSpec"
     assert "spec.searchSpace.neurons: min (300) must be <= max (200)" in cond["message"]
-    assert obj["status"]["phase"] == "Failed"
+    assert phase(kube, "invalid") == "Pending"  # waits for a corrected spec
+
+
+def _false(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    cond = conditions(obj).get(type_)
+    return cond if cond and cond["status"] == "False" else None
 
 
 def test_missing_secret_is_named(kube: KubeServer, s3_server: S3Server, dataset: str) -> None:
@@ -129,9 +133,9 @@ def test_missing_secret_is_named(kube: KubeServer, s3_server: S3Server, dataset:
     body["spec"]["storage"]["credentialsSecret"] = {"name": "absent"}
     with operator(kube):
         create(kube, body)
-        obj = finished(kube, "nosecret", timeout=60)
-    cond = conditions(obj)["StoreReady"]
-    assert cond["status"] == "False" and "Secret default/absent not found" in cond["message"]
+        cond = wait_for(lambda: _false(study(kube, "nosecret"), "StoreReady"), timeout=60)
+        obj = study(kube, "nosecret")
+    assert "Secret default/absent not found" in cond["message"]
     assert TEST_SECRET_KEY not in json.dumps(obj)
 
 
@@ -526,6 +530,7 @@ def test_a_store_problem_at_start_is_reported_and_retried(
         ),
         operator(kube, retry_s=registry_retry),
     ):
+        mark = kube.mark()
         create(kube, body)
         cond = wait_for(
             lambda: (
@@ -537,11 +542,20 @@ def test_a_store_problem_at_start_is_reported_and_retried(
         )
         assert cond["status"] == "False" and f"bucket '{bucket}' does not exist" in cond["message"]
         assert phase(kube, name) == "Pending" and not pods(kube, name)
+
+        def tries() -> int:  # each try to start reads the study's Secret
+            reads = kube.requests_since(mark)
+            return sum(r.resource == "secrets" and r.verb == "get" for r in reads)
+
+        wait_for(lambda: tries() >= 3, timeout=30)
         new_s3_store(s3_server, bucket=bucket, prefix="")  # the bucket appears
         obj = finished(kube, name, timeout=180)
     assert obj["status"]["phase"] == "Succeeded"
     assert conditions(obj)["StoreReady"]["status"] == "True"
     check_complete(ledger_rows(s3_server, bucket, name), 8)
+    # Retried every second, told once (one event per new problem).
+    warned = [e for e in events(kube, name) if e["reason"] == "StoreUnavailable"]
+    assert len(warned) == 1, [e["message"] for e in warned]
 
 
 # -- least privilege -------------------------------------------------------------------

@@ -122,7 +122,7 @@ OPERATOR_CASES: list[tuple[str, str, Callable[[dict[str, Any], str], None], str,
         "dotted.name",
         lambda body, port: None,
         "Valid",
-        "InvalidSpec",
+        "InvalidName",
         "metadata.name: 'dotted.name' is not a valid Kubernetes name",
         "Failed",
     ),
@@ -136,7 +136,7 @@ OPERATOR_CASES: list[tuple[str, str, Callable[[dict[str, Any], str], None], str,
         "CredentialsMissing",
         "spec.storage.credentialsSecret: Secret default/only-access-key has no key 'secretKey' "
         "(keys: accessKey)",
-        "Failed",
+        "Pending",
     ),
     (
         "endpoint not host:port",
@@ -145,7 +145,7 @@ OPERATOR_CASES: list[tuple[str, str, Callable[[dict[str, Any], str], None], str,
         "Valid",
         "InvalidSpec",
         "spec.storage.endpoint: 'http://minio:9000' must be host[:port] without a scheme",
-        "Failed",
+        "Pending",
     ),
     (
         "endpoint unreachable",
@@ -165,7 +165,7 @@ OPERATOR_CASES: list[tuple[str, str, Callable[[dict[str, Any], str], None], str,
         "DatasetReady",
         "InvalidDataset",
         "spec.dataset.path: dataset not found: s3://",
-        "Failed",
+        "Pending",
     ),
 ]
 
@@ -213,4 +213,9 @@ def test_operator_names_the_problem_in_a_condition_and_starts_no_pod(
     assert message.format(port=port) in cond["message"], cond
     assert status["phase"] == phase, status
     assert pods == 0
+    if phase == "Pending" and reason != "StoreUnavailable":
+        # The user can fix it in place: the study waits, and says what to do.
+        stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
+        assert stalled["status"] == "True" and stalled["message"] == cond["message"]
+        assert "correct the spec" in cond["message"] or "checked again every" in cond["message"]
     assert TEST_SECRET_KEY not in json.dumps(status)

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
+import yaml
 from kubernetes.client import ApiException
 
 from helpers.study import LABELS, study_dict
@@ -357,3 +359,80 @@ def test_operational_spec_changes_apply_and_the_rest_is_refused(store: LocalStor
     assert (refused["status"], refused["reason"]) == ("True", "ImmutableField")
     assert "spec.randomStage.seed" in refused["message"]
     assert runner.session is not None and runner.session.study.spec.random_stage.seed == 1
+
+
+def test_a_refused_change_undone_clears_spec_change_refused(store: LocalStore) -> None:
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1)
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    accepted = cluster.status.get("acceptedSpec")
+    body["spec"]["randomStage"]["seed"] = 9
+    runner.step()
+    assert runner.conditions.items["SpecChangeRefused"]["status"] == "True"
+    refused_with = cluster.status.get("acceptedSpec")
+    body["spec"]["randomStage"]["seed"] = 1  # put back as it was
+    runner.step()
+    cleared = runner.conditions.items["SpecChangeRefused"]
+    assert (cleared["status"], cleared["reason"]) == ("False", "Reverted")
+    # The spec it runs with (what a finished study compares a revert with).
+    assert accepted and refused_with == accepted == cluster.status["acceptedSpec"]
+    assert accepted["randomStage"]["seed"] == 1
+
+
+def test_a_restart_goes_on_with_the_spec_it_ran_not_a_refused_change(store: LocalStore) -> None:
+    """Before: a restarted loop took the spec as it then was, refused change and all (a new
+    dataset or search space mid-study), while the condition still said it was refused."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1)
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    body["spec"]["randomStage"]["seed"] = 9
+    runner.step()
+    assert runner.conditions.items["SpecChangeRefused"]["status"] == "True"
+    body["status"] = copy.deepcopy(cluster.status)  # what the API server keeps
+    restarted = _runner(cluster, store, body, clock)
+    assert restarted.session is not None
+    assert restarted.session.study.spec.random_stage.seed == 1
+    restarted.step()
+    refused = restarted.conditions.items["SpecChangeRefused"]
+    assert refused["status"] == "True" and "spec.randomStage.seed" in refused["message"]
+    body["spec"]["randomStage"]["seed"] = 1
+    restarted.step()
+    assert restarted.conditions.items["SpecChangeRefused"]["reason"] == "Reverted"
+
+
+def test_the_study_as_recorded_keeps_its_identity_not_the_api_servers_bookkeeping(
+    store: LocalStore,
+) -> None:
+    """The spec as run (study.yaml) and the ledger's Study sheet: name, namespace, uid and
+    labels of the study, not its annotations (kubectl's whole last-applied copy),
+    resourceVersion, managedFields or finalizers."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body()
+    body["metadata"].update(
+        uid="uid-1",
+        labels={"team": "ml"},
+        resourceVersion="4711",
+        creationTimestamp="2026-01-01T00:00:00Z",
+        finalizers=["kopf.zalando.org/KopfFinalizerMarker"],
+        managedFields=[{"manager": "kubectl", "operation": "Apply"}],
+        annotations={
+            "kubectl.kubernetes.io/last-applied-configuration": json.dumps(body),
+            "kopf.zalando.org/last-handled-configuration": "{}",
+        },
+    )
+    runner = _runner(cluster, store, body, clock)
+    runner._flush(force=True)
+    as_run = yaml.safe_load(store.get_bytes(f"{STUDY}/study.yaml"))
+    assert as_run["metadata"] == {
+        "name": STUDY,
+        "namespace": NS,
+        "uid": "uid-1",
+        "labels": {"team": "ml"},
+    }
+    book = openpyxl.load_workbook(store.root / STUDY / "ledger.xlsx")
+    fields = [row[0] for row in book["Study"].iter_rows(min_row=2, values_only=True)]
+    meta = sorted(f for f in fields if f.startswith("metadata."))
+    assert meta == ["metadata.labels.team", "metadata.name", "metadata.namespace", "metadata.uid"]
+    assert any(f.startswith("spec.") for f in fields)

@@ -416,6 +416,36 @@ HEALTH_CASES: dict[str, tuple[dict[str, Any] | None, str, str]] = {
         "Degraded",
         "Spec change refused",
     ),
+    "stalled on a missing Secret": (
+        {
+            "phase": "Pending",
+            "message": "Secret default/s3 not found; create it",
+            "conditions": [
+                _condition("StoreReady", "False", "CredentialsMissing", "Secret default/s3 ..."),
+                _condition("Stalled", "True", "CredentialsMissing", "Secret default/s3 not found"),
+            ],
+        },
+        "Degraded",
+        "Waiting for a fix: Secret default/s3 not found",
+    ),
+    "stalled, then fixed": (
+        {
+            "phase": "RandomSearch",
+            "trainings": "1/8",
+            "conditions": [_condition("Stalled", "False", "Resolved")],
+        },
+        "Progressing",
+        "RandomSearch: 1/8 trainings",
+    ),
+    "succeeded, a refused change undone": (
+        {
+            "phase": "Succeeded",
+            "trainings": "8/8",
+            "conditions": [_condition("SpecChangeRefused", "False", "Reverted")],
+        },
+        "Healthy",
+        "Succeeded: 8/8 trainings",
+    ),
     "failed": (
         {"phase": "Failed", "message": "6 trainings failed (more than 5)"},
         "Degraded",

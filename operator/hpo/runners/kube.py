@@ -30,7 +30,7 @@ from hpo.pods import ANN_RECORDED, build_pod, group_tasks, pod_state, results_of
 from hpo.recorder import LedgerConflict
 from hpo.runners.kube_status import PHASES, Conditions, StudyStatus, age_s, now_stamp
 from hpo.session import StudySession
-from hpo.spec import SpecError, Study, parse_study, refused_changes
+from hpo.spec import SpecError, Study, parse_study, refused_changes, study_resource
 from hpo.store import StoreError, store_ref_for
 
 log = logging.getLogger("hpo.operator")
@@ -38,6 +38,25 @@ log = logging.getLogger("hpo.operator")
 
 class NotYet(Exception):
     """The study cannot start yet (its store is unreachable); try again later."""
+
+
+class Stalled(Exception):
+    """The study cannot start until its user fixes something: a wrong spec, a missing
+    Secret or dataset. It waits in ``Pending`` and checks again (at once on a new
+    generation of its spec); the message says what to fix."""
+
+    def __init__(self, condition: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.condition = condition
+        self.reason = reason
+        self.message = message
+
+
+#: ``Failed`` reasons an earlier operator gave up on that a user can fix in place: such a
+#: study is checked again when its loop starts.
+FIXABLE = frozenset({"InvalidSpec", "CredentialsMissing", "InvalidDataset", "RecordsConflict"})
+REVERTED = "the spec is back to the one the study runs with"
+FIX_SPEC = "correct the spec (kubectl apply or edit): the study starts once it is valid"
 
 
 class KubeRunner:
@@ -84,66 +103,84 @@ class KubeRunner:
 
     # -- set-up ------------------------------------------------------------
 
-    def _store_for(self, study: Study) -> tuple[StoreRef, tuple[str, str] | None] | None:
-        """The store and its credentials (None: the study failed, with a condition)."""
+    def _store_for(self, study: Study) -> tuple[StoreRef, tuple[str, str] | None]:
+        """The store and its credentials; raises ``Stalled`` naming what is missing."""
         if self._store_ref is not None:
             return self._store_ref, None
         storage = study.spec.storage
         if storage.type != "s3":
-            self.status.fail(
+            raise Stalled(
                 "Valid",
                 "InvalidSpec",
                 "spec.storage.type: trainer pods share no disk with the operator; "
-                "use an s3 store (MinIO) on a cluster",
+                f"use an s3 store (MinIO) on a cluster; {FIX_SPEC}",
             )
-            return None
         if storage.credentials_secret is None:
-            self.status.fail(
+            raise Stalled(
                 "Valid",
                 "InvalidSpec",
                 "spec.storage.credentialsSecret: is required on a cluster (a Secret with the "
-                "store's access and secret keys)",
+                f"store's access and secret keys); {FIX_SPEC}",
             )
-            return None
         secret = storage.credentials_secret
         try:
             credentials = self.cluster.read_credentials(
                 self.namespace, secret.name, secret.access_key_key, secret.secret_key_key
             )
         except SecretProblem as exc:
-            self.status.fail("StoreReady", "CredentialsMissing", str(exc))
-            return None
+            raise Stalled(
+                "StoreReady", "CredentialsMissing", f"{exc}; {self._checked_again()}"
+            ) from None
         return store_ref_for(study), credentials
+
+    def _checked_again(self) -> str:
+        return f"checked again every {self.retry_s:.0f}s"
 
     def start(self) -> bool:
         """Set the study up: spec, store, dataset, history, the pods of an earlier run.
 
-        False when it cannot run (a condition and an event say why, or it has ended);
-        raises ``NotYet`` while its store is unreachable."""
+        False when it has ended, or cannot run (a condition and an event say why);
+        raises ``NotYet`` while its store is unreachable, ``Stalled`` while it waits for
+        its user to fix something."""
         body = self._body()
         status = body.get("status") or {}
         self.conditions.load(status.get("conditions"))
-        if status.get("phase") in ("Succeeded", "Failed"):
+        if status.get("phase") == "Succeeded":
             return False
-        resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+        if status.get("phase") == "Failed" and self.status.failed_for not in FIXABLE:
+            return False
+        resource = study_resource(body)
+        accepted = status.get("acceptedSpec")
+        if isinstance(accepted, dict) and accepted != resource["spec"]:
+            # Changed since the study started (refused while it ran, or made while no
+            # operator ran it): it goes on as it was; the first step says what is refused.
+            resource["spec"] = accepted
         try:
             study = parse_study(resource)
         except SpecError as exc:
-            self.status.fail("Valid", "InvalidSpec", "; ".join(exc.problems))
-            return False
+            problems = "; ".join(exc.problems)
+            if all(p.startswith("metadata.") for p in exc.problems):
+                # A name cannot change: nothing to wait for.
+                self.status.fail(
+                    "Valid",
+                    "InvalidName",
+                    f"{problems}; delete the study and create it under a valid name",
+                )
+                return False
+            raise Stalled("Valid", "InvalidSpec", f"{problems}; {FIX_SPEC}") from None
         self.conditions.set("Valid", True, "SpecValid")
-        found = self._store_for(study)
-        if found is None:
-            return False
-        ref, credentials = found
+        ref, credentials = self._store_for(study)
         try:
             session = StudySession.open(study, ref, credentials=credentials, keep_failures=True)
         except StoreError as exc:
             # Perhaps an outage, perhaps a missing bucket: say so and try again later.
             raise NotYet(str(exc)) from None
         except DatasetProblem as exc:
-            self.status.fail("DatasetReady", "InvalidDataset", str(exc))
-            return False
+            raise Stalled(
+                "DatasetReady",
+                "InvalidDataset",
+                f"{exc}; put the dataset there or correct spec.dataset: {self._checked_again()}",
+            ) from None
         prepared = session.prepared
         self.status.store_ready(ref.uri)
         self.conditions.set(
@@ -153,7 +190,7 @@ class KubeRunner:
             f"{prepared.rows} rows usable, {prepared.rows_dropped} with missing values",
         )
         self.study = study
-        self._accepted_spec = copy.deepcopy(resource["spec"] or {})  # not a live view
+        self._accept(resource["spec"] or {})
         # The pods of an earlier run of this loop (an operator restart): adopted, not redone.
         found_pods = self.cluster.list_pods(self.namespace, study.name)
         pods = {p["metadata"]["name"]: tasks_of(p) for p in found_pods}
@@ -162,22 +199,41 @@ class KubeRunner:
         except StoreError as exc:
             raise NotYet(str(exc)) from None
         except HistoryConflict as exc:
-            self.status.fail("Valid", "RecordsConflict", str(exc))
-            return False
+            raise Stalled(
+                "Valid",
+                "RecordsConflict",
+                f"{exc}; point spec.storage (bucket or prefix) at a place of its own, or "
+                "remove the old records there",
+            ) from None
         engine = session.engine
         self.pods = {
             name: [t for t in tasks if not engine.is_recorded(t.id)] for name, tasks in pods.items()
         }
         self.session = session
+        self.status.resolved()
         for note in engine.notes:
             self.cluster.event(body, "Normal", "Note", note)
         return True
+
+    def _wait_to_start(self, stopped: Callable[[], bool], retry_s: float) -> bool:
+        """Sleep ``retry_s`` or until the spec has a new generation; False once stopped."""
+        generation = (self._body().get("metadata") or {}).get("generation")
+        deadline = time.monotonic() + retry_s
+        while time.monotonic() < deadline:
+            if stopped():
+                return False
+            if (self._body().get("metadata") or {}).get("generation") != generation:
+                return True
+            self.wake.wait(0.2)
+            self.wake.clear()
+        return not stopped()
 
     # -- the loop ----------------------------------------------------------
 
     def run(self, stopped: Callable[[], bool], retry_s: float = 15.0) -> None:
         """Drive the study until it ends or the operator stops (then resume later)."""
         self.retry_s = retry_s
+        self.status.starting()
         while True:
             try:
                 if not self.start():
@@ -185,11 +241,10 @@ class KubeRunner:
                 break
             except NotYet as exc:
                 self.status.waiting_for_store(f"{exc}; retrying every {retry_s:.0f}s")
-                deadline = time.monotonic() + retry_s
-                while time.monotonic() < deadline:
-                    if stopped():
-                        return
-                    time.sleep(0.2)
+            except Stalled as exc:
+                self.status.stalled(exc.condition, exc.reason, exc.message)
+            if not self._wait_to_start(stopped, retry_s):
+                return
         session = self.session
         assert session is not None
         self.status.event("Normal", PHASES[session.engine.phase], "study started")
@@ -428,12 +483,14 @@ class KubeRunner:
         body = self._body()
         new_spec = body.get("spec") or {}
         if new_spec == self._accepted_spec:
+            # A refused change undone: what the spec declares is what runs again.
+            self.conditions.clear("SpecChangeRefused", "Reverted", REVERTED)
             return
         # The raw spec first: the user's own field names, and no parse of a refused spec.
         refused = refused_changes(self._accepted_spec, new_spec)
         study = self.study
         if not refused:
-            resource = {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")}
+            resource = study_resource(body)
             try:
                 study = parse_study(resource)
             except SpecError as exc:
@@ -452,8 +509,12 @@ class KubeRunner:
             )
             return
         self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
-        self._accepted_spec = copy.deepcopy(new_spec)
+        self._accept(new_spec)
         self.study = study
+
+    def _accept(self, spec: dict[str, Any]) -> None:
+        self._accepted_spec = copy.deepcopy(spec)  # not a live view
+        self.status.accepted_spec = self._accepted_spec
 
     # -- status --------------------------------------------------------------
 

@@ -58,6 +58,16 @@ class Conditions:
             "lastTransitionTime": since,
         }
 
+    def clear(self, type_: str, reason: str, message: str = "") -> bool:
+        """Set ``type_`` False if it is True (its cause is gone); True if it was."""
+        if (self.items.get(type_) or {}).get("status") != "True":
+            return False
+        self.set(type_, False, reason, message)
+        return True
+
+    def drop(self, type_: str) -> None:
+        self.items.pop(type_, None)
+
     def load(self, raw: list[dict[str, Any]] | None) -> None:
         for c in raw or []:
             if "type" in c:
@@ -81,6 +91,19 @@ class StudyStatus:
         self._status: dict[str, Any] = {}
         self._last_running_phase = PHASES["random"]
         self._forbidden = ""
+        #: The message of the last warning while the study waits to start.
+        self._stalled = ""
+        #: The spec the study runs with (``status.acceptedSpec``): what a restarted loop
+        #: runs, and what a refused change is undone to, also once the study has ended.
+        self.accepted_spec: dict[str, Any] = {}
+
+    def starting(self) -> None:
+        """A study the operator has not written a phase for yet: ``Pending`` at once, before
+        the Secret, store and dataset are read (seconds on a large dataset)."""
+        if ((self._body().get("status") or {}).get("phase")) is None:
+            message = "checking the spec, the store and the dataset"
+            self.conditions.set("Progressing", False, "Starting", message)
+            self.patch({"phase": "Pending", "message": message})
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.cluster.event(self._body(), type_, reason, message)
@@ -93,6 +116,25 @@ class StudyStatus:
         self.patch({"phase": "Failed", "message": message})
         self.event("Warning", reason, message)
 
+    def stalled(self, condition: str, reason: str, message: str) -> None:
+        """A problem the user can fix in place: ``Pending`` with the condition and ``Stalled``
+        (kstatus' name for "waits for someone"), the message saying what to do; one event
+        per new problem, not one per re-check."""
+        self.conditions.set(condition, False, reason, message)
+        self.conditions.set("Stalled", True, reason, message)
+        self.conditions.set("Progressing", False, reason, message)
+        self.conditions.drop("Failed")  # from an operator that gave up on it
+        self.patch({"phase": "Pending", "message": message})
+        if message != self._stalled:
+            self.event("Warning", reason, message)
+        self._stalled = message
+
+    def resolved(self) -> None:
+        """The study could start: what stalled it is fixed."""
+        self.conditions.clear("Stalled", "Resolved", "the study started")
+        self.conditions.drop("Failed")
+        self._stalled = ""
+
     @property
     def failed_for(self) -> str:
         """The reason of the ``Failed`` condition, if set."""
@@ -102,7 +144,9 @@ class StudyStatus:
         self.conditions.set("StoreReady", False, "StoreUnavailable", message)
         self.conditions.set("Progressing", False, "WaitingForStore", message)
         self.patch({"phase": "Pending", "message": message})
-        self.event("Warning", "StoreUnavailable", message)
+        if message != self._stalled:  # one event per new problem, not one per retry
+            self.event("Warning", "StoreUnavailable", message)
+        self._stalled = message
 
     def store_ready(self, uri: str) -> None:
         self.conditions.set("StoreReady", True, "StoreReachable", uri)
@@ -211,6 +255,8 @@ class StudyStatus:
             "observedGeneration": (body.get("metadata") or {}).get("generation"),
             "conditions": self.conditions.as_list(),
         }
+        if self.accepted_spec:
+            status["acceptedSpec"] = self.accepted_spec
         if status == self._status:
             return
         self.cluster.patch_status(self.namespace, self.name, status)

@@ -1,0 +1,378 @@
+"""A study's life through a real kopf operator on the emulated cluster, with a real S3
+server and synthetic trainer pods (answered at once by the test kubelet): how it looks
+from its first status write, what it waits for that the user can fix, what a change to
+its spec shows, how it is deleted, what the metrics count across a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import watch
+from prometheus_client import generate_latest
+
+from helpers.operator import (
+    NS,
+    conditions,
+    create,
+    credentials_secret,
+    events,
+    finished,
+    kubelet,
+    operator,
+    pods,
+    study,
+    study_body,
+    synthetic,
+    wait_for,
+)
+from helpers.s3 import new_s3_store
+from helpers.study import EXAMPLE_CSV
+from hpo.metrics import REGISTRY
+from support.kube.emulator import ApiFaults
+from support.kube.server import KubeServer
+from support.s3server import S3Server
+
+STUDIES = "hpo-operator.dev/v1alpha1/hpostudies"
+
+
+@pytest.fixture(scope="module")
+def kube(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
+    server = KubeServer(crds=(hpo_crd,)).start()
+    api = server.api()
+    api.core.create_namespaced_secret(NS, credentials_secret())
+    api.close()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dataset(s3_server: S3Server) -> str:
+    bucket = f"data-{uuid.uuid4().hex[:10]}"
+    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
+    return f"s3://{bucket}/transistor.csv"
+
+
+def small(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
+    """Two configurations of two seeds, no Bayesian stage: four trainings, two pods."""
+    spec = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}, **spec}
+    return study_body(name, s3, dataset, bucket, **spec)
+
+
+def _gone(kube: KubeServer, name: str) -> bool:
+    return all(o["metadata"]["name"] != name for o in kube.list_objects(STUDIES, NS))
+
+
+# -- deletion --------------------------------------------------------------------------
+
+
+def test_deleting_a_running_study_stops_its_loop_at_once_and_cleans_up_once(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """kopf holds the finalizer until the study's daemon has ended: a daemon that ends
+    within kopf's instant-exit wait lets the deletion finish in one pass (before: the
+    daemon outlived it, kopf came back after ``cancellation_timeout``, 30 s, and ran
+    the deletion handler a second time)."""
+    name = "deleted-running"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = small(name, s3_server, dataset, bucket)
+    with (
+        kubelet(kube, behaviour=lambda pod: "pending", result=synthetic(s3_server, bucket)),
+        operator(kube) as runner,
+    ):
+        create(kube, body)
+        wait_for(lambda: len(pods(kube, name)) == 2, timeout=60)
+        started = time.monotonic()
+        kube.api().custom.delete_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+        )
+        wait_for(lambda: _gone(kube, name), timeout=60)
+        took = time.monotonic() - started
+        assert not pods(kube, name)
+    print(f"DELETE running study gone after {took:.1f}s")
+    out = runner.output
+    handled = [line for line in out.splitlines() if f"study default/{name} deleted;" in line]
+    assert len(handled) == 1 and "2 pods removed" in handled[0], handled
+    assert out.count("study_deleted_keeping_results' succeeded") == 1
+    assert "Deletion is processed" in out and "is cancelled" not in out
+
+
+def test_a_loop_that_fails_at_its_start_is_started_again(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """The API server refuses the study's first status write (403, not retried): the loop
+    raises, and kopf (``backoff``: ``retry_s``) starts the daemon again."""
+    name = "retried-loop"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    kube.emulator.faults = ApiFaults(agents=("hpo-operator/",), forbid={("patch", "hpostudies"): 1})
+    try:
+        with (
+            kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+            operator(kube, retry_s=1.0) as runner,
+        ):
+            create(kube, small(name, s3_server, dataset, bucket))
+            obj = finished(kube, name, timeout=90)
+    finally:
+        kube.emulator.faults = None
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert "study_daemon' failed with an exception" in runner.output
+
+
+# -- the first status --------------------------------------------------------------------
+
+
+def _watch_statuses(kube: KubeServer, name: str, seen: list[dict[str, Any]], stop: Any) -> None:
+    """Every status the study has had, in order (a watch sees every write)."""
+    api = kube.api()
+    w = watch.Watch()
+    for event in w.stream(
+        api.custom.list_namespaced_custom_object,
+        "hpo-operator.dev",
+        "v1alpha1",
+        NS,
+        "hpostudies",
+        timeout_seconds=60,
+    ):
+        obj = event["object"]
+        status = obj.get("status")
+        if obj["metadata"]["name"] == name and status and (not seen or seen[-1] != status):
+            seen.append(status)
+        if stop.is_set():
+            w.stop()
+
+
+def test_a_new_study_is_pending_from_its_first_status_write(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """Before: the first write came after the Secret, store and dataset were read (seconds
+    on a large dataset), and said RandomSearch; ``kubectl get`` showed no phase until then."""
+    name = "first-status"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    seen: list[dict[str, Any]] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_statuses, args=(kube, name, seen, stop))
+    watcher.start()
+    try:
+        with (
+            kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+            operator(kube),
+        ):
+            create(kube, small(name, s3_server, dataset, bucket))
+            assert finished(kube, name, timeout=60)["status"]["phase"] == "Succeeded"
+    finally:
+        stop.set()
+        kube.api().custom.patch_namespaced_custom_object(  # one more event: the watch ends
+            "hpo-operator.dev",
+            "v1alpha1",
+            NS,
+            "hpostudies",
+            name,
+            {"metadata": {"labels": {"x": "y"}}},
+        )
+        watcher.join(70)
+    phases = [st.get("phase") for st in seen]
+    assert phases[0] == "Pending", phases
+    assert None not in phases, seen
+    assert phases[-1] == "Succeeded"
+
+
+# -- what the user can fix in place ----------------------------------------------------------
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return conditions(obj).get(type_) or {}
+
+
+def test_a_study_applied_before_its_secret_waits_and_runs_once_the_secret_exists(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "secret-later"
+    secret = f"creds-{uuid.uuid4().hex[:6]}"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = small(name, s3_server, dataset, bucket, storage={"credentialsSecret": {"name": secret}})
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube, retry_s=1.0),
+    ):
+        create(kube, body)
+        wait_for(lambda: _condition(study(kube, name), "Stalled").get("status") == "True", 60)
+        obj = study(kube, name)
+        assert obj["status"]["phase"] == "Pending"
+        store = _condition(obj, "StoreReady")
+        assert (store["status"], store["reason"]) == ("False", "CredentialsMissing")
+        message = obj["status"]["message"]
+        assert f"Secret default/{secret} not found" in message, message
+        assert "create it" in message and "'accessKey'" in message and "'secretKey'" in message
+        assert "checked again every 1s" in message
+        assert "Failed" not in conditions(obj) and not pods(kube, name)
+        kube.api().core.create_namespaced_secret(NS, credentials_secret(secret))
+        obj = finished(kube, name, timeout=60)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert _condition(obj, "StoreReady")["status"] == "True"
+    assert (_condition(obj, "Stalled")["status"], _condition(obj, "Stalled")["reason"]) == (
+        "False",
+        "Resolved",
+    )
+    # One warning for the missing Secret, not one per re-check.
+    warned = [e for e in events(kube, name) if e["reason"] == "CredentialsMissing"]
+    assert len(warned) == 1, warned
+
+
+def test_an_invalid_spec_waits_and_runs_once_corrected(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "corrected"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = small(
+        name, s3_server, dataset, bucket, searchSpace={"neurons": {"min": 300, "max": 200}}
+    )
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube),  # retry_s 15: the new generation, not a re-check, starts it
+    ):
+        create(kube, body)
+        wait_for(lambda: _condition(study(kube, name), "Valid").get("status") == "False", 60)
+        obj = study(kube, name)
+        valid = _condition(obj, "Valid")
+        assert valid["reason"] == "InvalidSpec"
+        assert "spec.searchSpace.neurons: min (300) must be <= max (200)" in valid["message"]
+        assert "correct the spec" in valid["message"]
+        assert obj["status"]["phase"] == "Pending"
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
+        kube.api().custom.patch_namespaced_custom_object(
+            "hpo-operator.dev",
+            "v1alpha1",
+            NS,
+            "hpostudies",
+            name,
+            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32}}}},
+        )
+        started = time.monotonic()
+        obj = finished(kube, name, timeout=60)
+    print(f"CORRECTED spec: Succeeded {time.monotonic() - started:.1f}s after the fix")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
+    assert _condition(obj, "Valid")["status"] == "True"
+
+
+def test_a_study_an_earlier_operator_failed_on_a_missing_secret_runs_once_it_exists(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """What an operator before this fix left: phase Failed for a missing Secret."""
+    name = "failed-before"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    create(kube, small(name, s3_server, dataset, bucket))
+    message = "spec.storage.credentialsSecret: Secret default/s3-creds not found"
+    failed = [
+        {"type": t, "status": s, "reason": "CredentialsMissing", "message": message}
+        for t, s in (("StoreReady", "False"), ("Failed", "True"), ("Progressing", "False"))
+    ]
+    _patch_status(kube, name, {"phase": "Failed", "message": message, "conditions": failed})
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube),
+    ):
+        wait_for(lambda: study(kube, name)["status"]["phase"] == "Succeeded", timeout=60)
+        obj = study(kube, name)
+    assert "Failed" not in conditions(obj)
+
+
+def _patch_status(kube: KubeServer, name: str, status: dict[str, Any]) -> None:
+    kube.api().custom.patch_namespaced_custom_object_status(
+        "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name, {"status": status}
+    )
+
+
+# -- a refused change undone ---------------------------------------------------------------
+
+
+def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refused(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """Argo CD shows a study Degraded while ``SpecChangeRefused`` is True; before, nothing
+    looked at a finished study again, so putting the spec back left it Degraded for good."""
+    name = "undone"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    gate = threading.Event()
+    answer = synthetic(s3_server, bucket)
+
+    def result(pod: dict[str, Any]) -> tuple[int, str]:
+        gate.wait(60)  # the study runs until the change has been refused
+        return answer(pod)
+
+    body = small(name, s3_server, dataset, bucket, parallelism=1)
+    api = kube.api().custom
+
+    def neurons(top: int) -> None:
+        api.patch_namespaced_custom_object(
+            "hpo-operator.dev",
+            "v1alpha1",
+            NS,
+            "hpostudies",
+            name,
+            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": top, "step": 8}}}},
+        )
+
+    with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
+        create(kube, body)
+        wait_for(lambda: pods(kube, name), timeout=60)
+        neurons(64)
+        refused = wait_for(
+            lambda: _condition(study(kube, name), "SpecChangeRefused").get("status") == "True",
+            30,
+        )
+        gate.set()
+        obj = finished(kube, name, timeout=60)
+        assert obj["status"]["phase"] == "Succeeded"
+        # Ended with the change still refused: what Git declares is not what ran.
+        assert _condition(obj, "SpecChangeRefused")["status"] == "True", refused
+        neurons(32)  # back as it was
+        cond = wait_for(
+            lambda: (
+                (c := _condition(study(kube, name), "SpecChangeRefused"))["status"] == "False" and c
+            ),
+            30,
+        )
+    assert cond["reason"] == "Reverted"
+    obj = study(kube, name)
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert obj["status"]["phase"] == "Succeeded"
+
+
+# -- metrics across a restart ----------------------------------------------------------------
+
+
+def _gauge(name: str, phase: str) -> str:
+    return f'hpo_studies{{namespace="default",phase="{phase}",study="{name}"}} 1.0'
+
+
+def test_finished_studies_are_counted_by_phase_after_a_restart_and_forgotten_when_deleted(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """As an operator that starts finds them: studies a previous operator finished."""
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    ended = {"ended-ok": "Succeeded", "ended-bad": "Failed"}
+    for name, phase in ended.items():
+        create(kube, small(name, s3_server, dataset, bucket))
+        best = {"trial": "r0000", "maeMean": 0.25} if phase == "Succeeded" else None
+        _patch_status(kube, name, {"phase": phase, "best": best})
+    with operator(kube):
+        wait_for(lambda: all(_gauge(n, p) in _metrics() for n, p in ended.items()), 30)
+        assert 'hpo_best_mae{namespace="default",study="ended-ok"} 0.25' in _metrics()
+        for name in ended:
+            kube.api().custom.delete_namespaced_custom_object(
+                "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+            )
+        wait_for(lambda: not any(f'study="{n}"' in _studies_lines() for n in ended), 30)
+
+
+def _metrics() -> str:
+    return generate_latest(REGISTRY).decode()
+
+
+def _studies_lines() -> str:
+    return "\n".join(line for line in _metrics().splitlines() if line.startswith("hpo_"))
