@@ -81,12 +81,15 @@ class ParentSearch:
         n: int,
         observed: Iterable[tuple[Config, float]],
         taken: Callable[[str], bool],
+        pending: int = 0,
     ) -> list[Config]:
         """Up to ``n`` new configurations of this space.
 
         ``observed``: every configuration of this space with a recorded objective
         (whichever stage trained it); ``taken(key)``: whether a configuration is a
-        trial of the study already (recorded, running or planned), never proposed.
+        trial of the study already (recorded, running or planned), never proposed;
+        ``pending``: this search's configurations still training, which the optimiser
+        does not know of and may well propose again (so it is asked for that many more).
         """
         n = min(n, self.budget - self.planned)
         if n <= 0 or self.exhausted:
@@ -100,7 +103,7 @@ class ParentSearch:
             opt = self._optimizer(seen)
             while len(out) < n and barren < MAX_BARREN_ASKS:
                 fresh = False
-                for p in opt.ask(n_points=n - len(out) + barren):
+                for p in opt.ask(n_points=n - len(out) + pending + barren):
                     config = self._config([int(v) for v in p])
                     key = config_key(config)
                     if key in keys or taken(key) or len(out) >= n:

@@ -734,7 +734,8 @@ class Engine:
             n = share + (1 if i < extra else 0)
             if n == 0:
                 continue
-            for config in p.search.ask(n, observed, lambda key: key in self._by_key):
+            pending = sum(1 for t in p.trials if not self._trial_complete(t))
+            for config in p.search.ask(n, observed, lambda key: key in self._by_key, pending):
                 if config_key(config) in self._by_key:
                     continue  # planned by another parent's search meanwhile: not twice
                 trial = Trial(

@@ -170,6 +170,23 @@ def test_report_command_prints_the_final_group(finished) -> None:
     assert "Final group" in proc.stdout and "12 trainings succeeded, 0 failed" in proc.stdout
 
 
+def _as_at_a_terminal() -> None:
+    """Ctrl-C reaches a run started at a terminal: SIGINT neither ignored nor blocked,
+    whatever the test process inherited (a run once ignored it here, only in the full
+    suite)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
+def _signal_state(pid: int) -> str:
+    """The kernel's view of a process's signals (blocked, ignored, caught), for a failure."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return str(exc)
+    return " ".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
     study = write_study(tmp_path, "interrupted", randomStage={"configurations": 6})
     out = tmp_path / "out"
@@ -179,6 +196,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=_as_at_a_terminal,
     )
     assert proc.stdout is not None
     seen = 0
@@ -188,9 +206,10 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
         if seen >= 3:
             break
     assert proc.poll() is None, "the run ended before it could be interrupted"
+    state = _signal_state(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, f"{err}\nthe run's signal state at Ctrl-C: {state}"
     assert "run the same command again to resume" in err
     store = LocalStore(out)
     before = read_ledger(store, "interrupted/ledger.xlsx")

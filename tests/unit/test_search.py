@@ -353,3 +353,14 @@ def test_a_restarted_gp_study_makes_the_same_decisions(
     assert [(r.trial, r.config_key, r.seed) for r in again.recorded()] == [
         (r.trial, r.config_key, r.seed) for r in gp_study
     ]
+
+
+def test_a_parallel_gp_stage_plans_its_whole_budget() -> None:
+    """With many trainings at once, the optimiser does not know the configurations still
+    training and proposes them again; those repeats must not count as barren asks that
+    end a parent's search early (16 slots: 37 of 40 planned before the fix)."""
+    spec = _spec(bayesianStage={"topK": 2, "trialsPerConfig": 20, "method": "gaussianProcess"})
+    engine = Engine(spec)
+    drive(engine, slots=16)
+    assert engine.phase == "done"
+    assert sum(1 for t in engine.trials.values() if t.stage == "bayesian") == 40
