@@ -192,10 +192,11 @@ def run(
     study = _load(study_file)
     try:
         ref = store_ref_for(study, out)
-        if rebuild_ledger:
-            _set_aside_ledger(study, ref)
+        set_aside = (lambda: _set_aside_ledger(study, ref)) if rebuild_ledger else None
         with _Display(quiet) as display:
-            runner = LocalRunner(study, ref, parallelism=parallelism, listener=display)
+            runner = LocalRunner(
+                study, ref, parallelism=parallelism, listener=display, when_held=set_aside
+            )
             outcome = runner.run()
     except DatasetUnavailable as exc:
         _fail(

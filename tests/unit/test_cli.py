@@ -148,6 +148,24 @@ def test_rebuild_ledger_keeps_the_damaged_file_and_rebuilds_from_scores(
     assert sorted(r.key for r in rebuilt) == sorted(r.key for r in RESULTS)
 
 
+def test_rebuild_ledger_leaves_a_study_another_run_holds_alone(
+    runs: Path, tmp_path: Path
+) -> None:
+    """The damaged ledger is set aside only once the study is this run's: under another
+    run's feet it would pull the ledger from that run."""
+    from hpo.runners.study_lock import study_lock
+
+    ledger = runs / "t" / "ledger.xlsx"
+    damaged = _truncate(ledger)
+    f = _study_file(tmp_path, _study_raw())
+    with study_lock(runs / "t"):
+        result = _invoke("run", str(f), "--out", str(runs), "-q", "--rebuild-ledger")
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "is being run by another `hpo run`" in _text(result), _text(result)
+    assert ledger.read_bytes() == damaged
+    assert not list((runs / "t").glob("ledger.xlsx.corrupt-*"))
+
+
 def test_report_reads_the_results_when_the_ledger_is_unreadable_or_gone(runs: Path) -> None:
     ledger = runs / "t" / "ledger.xlsx"
     _truncate(ledger)

@@ -176,8 +176,13 @@ class LocalRunner:
         parallelism: int | None = None,
         listener: Listener | None = None,
         ledger_batch: int = 20,
+        when_held: Callable[[], None] | None = None,
     ) -> None:
+        """``when_held`` runs once the study is this run's (its lock taken), before
+        anything is read: e.g. ``--rebuild-ledger`` moving a damaged ledger aside, which
+        must not happen under another run's feet."""
         self.study = study
+        self.when_held = when_held
         self.store_ref = out if isinstance(out, StoreRef) else store_ref_for(study, out)
         self.parallelism = parallelism or study.spec.parallelism
         self.listener = listener or (lambda event, progress, result: None)
@@ -213,6 +218,8 @@ class LocalRunner:
         if self.store_ref.kind == "local":
             held = study_lock(Path(self.store_ref.root) / StudyPaths(self.study.name).root)
         with held:
+            if self.when_held is not None:
+                self.when_held()
             return self._run(session)
 
     def _run(self, session: StudySession) -> Outcome:
