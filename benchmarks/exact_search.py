@@ -123,9 +123,11 @@ def run(
     done: dict[str, dict[str, Any]] = {}
     if parts is not None and parts.exists():
         for line in parts.read_text().splitlines():
-            if line.strip():
+            try:
                 unit = json.loads(line)
-                done[unit["key"]] = unit
+            except ValueError:
+                continue  # a line torn by a killed run: that repeat runs again
+            done[unit["key"]] = unit
     todo = []
     for k in range(repeats):  # repeat-major: a run stopped early covers every dataset alike
         for name in datasets:

@@ -313,7 +313,7 @@ def validate(
     from hpo.dataset_check import DatasetProblem, DatasetUnavailable, check_dataset
     from hpo.space import space_size
     from hpo.spec import SpecError
-    from hpo.store import store_ref_for
+    from hpo.store import FolderError, store_ref_for
 
     study = _load(study_file)
     spec = study.spec
@@ -327,6 +327,8 @@ def validate(
         prepared = check_dataset(study, store)
     except SpecError as exc:
         _fail([f"{study_file}: {p}" for p in exc.problems])
+    except FolderError as exc:
+        _fail([f"{study_file}: spec.storage.path: {exc}"])
     except DatasetUnavailable as exc:
         _fail(
             [

@@ -161,6 +161,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
     lines = _until_trained(proc)
     b = Run(pid=proc.pid, helpers=_children(proc.pid))
     proc.kill()
+    proc.wait()  # dead, not just signalled: a worker may still write before this
     scores_at_kill = _scores(out)
     b = _finish(proc, b, lines, started)
     left_after_sigkill = _gone_within(b.helpers, 5)

@@ -148,9 +148,7 @@ def test_rebuild_ledger_keeps_the_damaged_file_and_rebuilds_from_scores(
     assert sorted(r.key for r in rebuilt) == sorted(r.key for r in RESULTS)
 
 
-def test_rebuild_ledger_leaves_a_study_another_run_holds_alone(
-    runs: Path, tmp_path: Path
-) -> None:
+def test_rebuild_ledger_leaves_a_study_another_run_holds_alone(runs: Path, tmp_path: Path) -> None:
     """The damaged ledger is set aside only once the study is this run's: under another
     run's feet it would pull the ledger from that run."""
     from hpo.runners.study_lock import study_lock

@@ -226,3 +226,26 @@ def test_the_local_store_names_the_path_the_disk_refused(tmp_path: Path) -> None
     assert caught.value.errno == errno.ENOSPC and "/dev/full" in str(caught.value)
     assert "No space left on device" in str(caught.value)
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["s"]  # no .locks
+
+
+def test_only_the_places_refusals_stop_a_run_other_save_errors_fail_the_training() -> None:
+    """A full disk stops the run (resumable); an I/O error saving one model is that
+    training's failure, or every resume would stop on the same configuration."""
+    import errno
+
+    from hpo_trainer.train import _os_error
+
+    def wrapped(code: int) -> Exception:
+        try:
+            try:
+                raise OSError(code, os.strerror(code), "/out/model.keras")
+            except OSError as inner:
+                raise RuntimeError("Keras could not save") from inner
+        except RuntimeError as outer:
+            return outer
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        found = _os_error(wrapped(code))
+        assert found is not None and found.errno == code
+    assert _os_error(wrapped(errno.EIO)) is None
+    assert _os_error(ValueError("not a file system error")) is None

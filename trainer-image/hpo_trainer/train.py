@@ -13,6 +13,7 @@ fault of the configuration, and the runner stops rather than retrying it.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import tempfile
@@ -71,11 +72,19 @@ def error_message(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
+#: The file system's refusals that are the place's fault, not the training's: no space,
+#: quota, read-only, file too large, no permission. Any other error saving a model (EIO,
+#: a bug) stays a failed training, or every resume would stop on the same one.
+_UNWRITABLE = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+)
+
+
 def _os_error(exc: BaseException) -> OSError | None:
     """The file system's refusal behind ``exc`` (Keras and h5py wrap it), if any."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
+        if isinstance(seen, OSError) and seen.errno in _UNWRITABLE:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

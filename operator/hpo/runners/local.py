@@ -252,6 +252,14 @@ class LocalRunner:
                 notes=session.notes,
                 signum=signum,
             )
+        except OutputUnwritable:
+            # Stopped for the place, not the trainings: what is recorded in memory (failed
+            # attempts have no scores.json) goes to the ledger if anything still fits.
+            self._kill(pools)
+            session.requeue(running.values())
+            with contextlib.suppress(StoreError):
+                session.flush(force=True)
+            raise
         finally:
             self._kill(pools)
         try:
