@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiException
 
-from helpers.study import LABELS, study_dict
+from helpers.study import EXAMPLE_CSV, LABELS, study_dict
 from hpo.contract import SeedResult, StoreRef
 from hpo.pods import LABEL_STUDY, pod_name, tasks_of
 from hpo.runners.kube import KubeRunner
@@ -436,3 +437,40 @@ def test_the_study_as_recorded_keeps_its_identity_not_the_api_servers_bookkeepin
     meta = sorted(f for f in fields if f.startswith("metadata."))
     assert meta == ["metadata.labels.team", "metadata.name", "metadata.namespace", "metadata.uid"]
     assert any(f.startswith("spec.") for f in fields)
+
+
+def test_a_dataset_replaced_under_a_running_study_stalls_it_with_its_own_advice(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """A restarted loop finds other data than its recorded trainings were trained on: it
+    waits (Stalled, DatasetChanged) saying to restore the data or start a new study, not
+    the advice for records of another study."""
+    from hpo.runners.kube import Stalled
+
+    data = tmp_path / "data.csv"
+    shutil.copy(EXAMPLE_CSV, data)
+    cluster, clock = FakeCluster(), Clock()
+    body = _body()
+    body["spec"]["dataset"]["path"] = str(data)
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    cluster.succeed(cluster.created[0], store)
+    runner.step()
+    runner.session.flush(force=True)  # type: ignore[union-attr]
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # one row fewer
+    body["status"] = copy.deepcopy(cluster.status)
+    again = KubeRunner(
+        cluster,  # type: ignore[arg-type]
+        NS,
+        STUDY,
+        body=lambda: body,
+        poll_s=0.01,
+        store_ref=StoreRef(kind="local", root=str(store.root)),
+        clock=clock,
+    )
+    with pytest.raises(Stalled) as stalled:
+        again.start()
+    assert (stalled.value.condition, stalled.value.reason) == ("DatasetReady", "DatasetChanged")
+    assert "the data changed since this study started" in stalled.value.message
+    assert "new study" in stalled.value.message and "place of its own" not in stalled.value.message

@@ -29,7 +29,7 @@ from hpo.kubeapi import Cluster, SecretProblem, transient
 from hpo.pods import ANN_RECORDED, build_pod, group_tasks, pod_state, results_of, tasks_of
 from hpo.recorder import LedgerConflict
 from hpo.runners.kube_status import PHASES, Conditions, StudyStatus, age_s, now_stamp
-from hpo.session import StudySession
+from hpo.session import DatasetChanged, StudySession
 from hpo.spec import SpecError, Study, parse_study, refused_changes, study_resource
 from hpo.store import StoreError, store_ref_for
 
@@ -198,6 +198,12 @@ class KubeRunner:
             session.start([t for tasks in pods.values() for t in tasks])
         except StoreError as exc:
             raise NotYet(str(exc)) from None
+        except DatasetChanged as exc:
+            raise Stalled(
+                "DatasetReady",
+                "DatasetChanged",
+                f"{exc}; {self._checked_again()}",
+            ) from None
         except HistoryConflict as exc:
             raise Stalled(
                 "Valid",
