@@ -10,6 +10,7 @@ state, grown by one tell after another, could not be rebuilt that way).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -22,6 +23,8 @@ from hpo.space import Config, NarrowSpace, config_key
 MAX_BARREN_ASKS = 5
 #: Candidate points scored per ask.
 ACQ_POINTS = 1_000
+#: Grids up to this size are checked for being used up before the optimiser is built.
+SMALL_GRID = 4_096
 
 
 class ParentSearch:
@@ -57,6 +60,24 @@ class ParentSearch:
         for dim, value in zip(self._free, point, strict=True):
             idx[dim] = int(value)
         return self.space.to_config(idx)
+
+    def _free_points(self, taken: Callable[[str], bool]) -> list[Config] | None:
+        """Every configuration of a small grid that is no trial yet (None for a large grid:
+        walking it would cost more than the asks, and repeats there are rare)."""
+        if self.space.size > SMALL_GRID:
+            return None
+        sizes = [len(c) for c in self.space.choices]
+        grid = (self.space.to_config(i) for i in itertools.product(*(range(n) for n in sizes)))
+        return [c for c in grid if not taken(config_key(c))]
+
+    def _by_prediction(self, opt: Optimizer, configs: list[Config]) -> list[Config]:
+        """``configs`` by the fitted model's prediction (as given while there is none yet)."""
+        if not configs or not opt.models:
+            return configs
+        x = opt.space.transform([self._point(c) for c in configs])
+        predicted = opt.models[-1].predict(x)
+        order = sorted(range(len(configs)), key=lambda i: (float(predicted[i]), i))
+        return [configs[i] for i in order]
 
     def _optimizer(self, observed: list[tuple[Config, float]]) -> Optimizer:
         dims = [Integer(0, len(self.space.choices[i]) - 1) for i in self._free]
@@ -94,6 +115,10 @@ class ParentSearch:
         n = min(n, self.budget - self.planned)
         if n <= 0 or self.exhausted:
             return []
+        free = self._free_points(taken)
+        if free is not None and not free:
+            self._barren = True  # every point is a trial: nothing to fit a model for
+            return []
         seen = [(c, y) for c, y in observed if self.space.contains(c)]
         out: list[Config] = []
         keys: set[str] = set()
@@ -103,7 +128,8 @@ class ParentSearch:
             opt = self._optimizer(seen)
             while len(out) < n and barren < MAX_BARREN_ASKS:
                 fresh = False
-                for p in opt.ask(n_points=n - len(out) + pending + barren):
+                extra = 0 if free is not None else pending + barren  # small: filled below
+                for p in opt.ask(n_points=n - len(out) + extra):
                     config = self._config([int(v) for v in p])
                     key = config_key(config)
                     if key in keys or taken(key) or len(out) >= n:
@@ -111,6 +137,14 @@ class ParentSearch:
                     keys.add(key)
                     out.append(config)
                     fresh = True
+                if free is not None and len(out) < n:
+                    # A small grid: the optimiser's repeats say little; the free points
+                    # it did not propose go next, best predicted first.
+                    rest = [c for c in free if config_key(c) not in keys]
+                    for config in self._by_prediction(opt, rest)[: n - len(out)]:
+                        keys.add(config_key(config))
+                        out.append(config)
+                    break
                 barren = 0 if fresh else barren + 1
         self._barren = barren >= MAX_BARREN_ASKS
         self.planned += len(out)

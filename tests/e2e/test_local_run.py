@@ -188,7 +188,7 @@ def _signal_state(pid: int) -> str:
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
-    study = write_study(tmp_path, "interrupted", randomStage={"configurations": 6})
+    study = write_study(tmp_path, "interrupted", randomStage={"configurations": 4})
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [*HPO, "run", str(study), "--out", str(out)],
@@ -225,7 +225,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     after = read_ledger(store, "interrupted/ledger.xlsx")
-    assert len(after) == (6 + 2) * 2
+    assert len(after) == (4 + 2) * 2
     assert len({(r.trial, r.seed) for r in after}) == len(after)
     for key, stamp in stamps.items():  # nothing recorded before Ctrl-C was trained again
         r = next(x for x in after if x.key == key)

@@ -131,7 +131,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
         training={"epochs": 8, "patience": 8, "seedsPerConfig": 1, "seedRacing": False},
         randomStage={"configurations": CONFIGS},
         bayesianStage={"enabled": False},
-        parallelism=2,
+        parallelism=1,  # one TensorFlow worker per run is enough to be orphaned
         result={"size": 2},
     )
     raw["metadata"]["name"] = NAME
