@@ -8,10 +8,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kubernetes import watch
 from prometheus_client import generate_latest
 
@@ -30,31 +28,12 @@ from helpers.operator import (
     synthetic,
     wait_for,
 )
-from helpers.s3 import new_s3_store
-from helpers.study import EXAMPLE_CSV
 from hpo.metrics import REGISTRY
 from support.kube.emulator import ApiFaults
 from support.kube.server import KubeServer
 from support.s3server import S3Server
 
 STUDIES = "hpo-operator.dev/v1alpha1/hpostudies"
-
-
-@pytest.fixture(scope="module")
-def kube(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
-    server = KubeServer(crds=(hpo_crd,)).start()
-    api = server.api()
-    api.core.create_namespaced_secret(NS, credentials_secret())
-    api.close()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def dataset(s3_server: S3Server) -> str:
-    bucket = f"data-{uuid.uuid4().hex[:10]}"
-    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
-    return f"s3://{bucket}/transistor.csv"
 
 
 def small(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
