@@ -109,20 +109,8 @@ def study_resource(
 
 def lookup(table: Table, task: Task) -> SeedResult:
     """The trainer contract, answered from the table."""
-    t = task.trial
-    score = table.score(table.row(table_params(t.config)), task.seed)
-    return SeedResult(
-        study="fcnet",
-        trial=t.id,
-        stage=t.stage,
-        parent=t.parent,
-        config=t.config,
-        config_key=t.config_key,
-        seed=task.seed,
-        status="succeeded",
-        mae=score,
-        val_mae=score,
-    )
+    score = table.score(table.row(table_params(task.trial.config)), task.seed)
+    return task.succeeded("fcnet", mae=score, val_mae=score)
 
 
 @dataclass(frozen=True)

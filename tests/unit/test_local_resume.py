@@ -20,7 +20,7 @@ import yaml
 
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic_mae
-from hpo.contract import SeedResult, StoreRef
+from hpo.contract import StoreRef
 from hpo.dataset import DatasetError, localise
 from hpo.dataset_check import check_dataset
 from hpo.session import StudySession
@@ -55,19 +55,11 @@ def _record_whole_study(study_file: Path, out: Path) -> None:
     session.start(refuse_spec_changes=True)
     while not session.engine.finished:
         for task in session.take(4):
-            t = task.trial
-            mae = synthetic_mae(t.config, task.seed)
+            mae = synthetic_mae(task.trial.config, task.seed)
             session.record(
                 [
-                    SeedResult(
-                        study=study.name,
-                        trial=t.id,
-                        stage=t.stage,
-                        parent=t.parent,
-                        config=t.config,
-                        config_key=t.config_key,
-                        seed=task.seed,
-                        status="succeeded",
+                    task.succeeded(
+                        study.name,
                         mae=mae,
                         val_mae=mae,
                         per_label={
