@@ -12,11 +12,11 @@ from pathlib import Path
 
 from hpo.contract import DatasetRef
 from hpo.keys import join_key
+from hpo.scaling import Scaler
 from hpo.store import Store
 from hpo_trainer.data import load_splits
 from hpo_trainer.metrics import standardised_mae
 from hpo_trainer.model import configure_runtime, load_model, predict
-from hpo_trainer.scaling import Scaler
 
 
 def load_and_score(store: Store, artifacts_prefix: str, dataset: DatasetRef) -> float:

@@ -429,9 +429,9 @@ def test_bad_knob_fails_the_training_with_its_message(tmp_path: Path) -> None:
 
 def _rescore(store: LocalStore, prefix: str, x: np.ndarray, y: np.ndarray) -> float:
     """MAE of the saved model with its saved scalers on the given rows."""
+    from hpo.scaling import Scaler
     from hpo_trainer.metrics import standardised_mae
     from hpo_trainer.model import load_model, predict
-    from hpo_trainer.scaling import Scaler
 
     fs = Scaler.from_json(store.get_bytes(f"{prefix}/feature_scaler.json").decode())
     ls = Scaler.from_json(store.get_bytes(f"{prefix}/label_scaler.json").decode())
@@ -482,8 +482,8 @@ def test_non_finite_validation_mae_is_a_divergence(
 def test_folds_validate_each_seed_on_its_own_fold(small_csv: Path, tmp_path: Path) -> None:
     """Seed s validates on fold s mod 3: the recorded val_mae is the saved model's MAE on
     that fold's rows (not another fold's), the scalers fit on the other folds."""
+    from hpo.scaling import Scaler
     from hpo_trainer.data import load_splits
-    from hpo_trainer.scaling import Scaler
     from hpo_trainer.train import train_request
 
     store = LocalStore(tmp_path)

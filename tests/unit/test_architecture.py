@@ -139,7 +139,7 @@ def hpo_importing_the_trainer(graph: list[Import]) -> list[Import]:
 
 #: What the trainer may use of ``hpo``: the contract, the layout, the store and dataset
 #: reading (not the recorder, ledger, report or engine, which the operator side owns).
-TRAINER_USES = ("hpo.contract", "hpo.keys", "hpo.layout", "hpo.store", "hpo.dataset")
+TRAINER_USES = ("hpo.contract", "hpo.keys", "hpo.layout", "hpo.store", "hpo.dataset", "hpo.scaling")
 
 
 def trainer_beyond_its_seam(graph: list[Import]) -> list[Import]:

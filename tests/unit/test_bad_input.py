@@ -25,9 +25,9 @@ from helpers.study import LABELS, study_dict
 from hpo.cli import EXIT_BAD_INPUT, app
 from hpo.dataset_check import DatasetProblem, check_dataset
 from hpo.pods import MAX_NAME, pod_name
+from hpo.scaling import Scaler
 from hpo.spec import SpecError, parse_study
 from hpo_trainer.data import load_splits
-from hpo_trainer.scaling import Scaler
 
 NS = "default"
 

@@ -18,8 +18,8 @@ from hpo.dataset import (
     validate_dataset,
     validate_frame,
 )
+from hpo.scaling import Scaler
 from hpo_trainer.data import load_splits
-from hpo_trainer.scaling import Scaler
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "data" / "transistor.csv"

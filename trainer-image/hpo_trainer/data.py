@@ -13,7 +13,7 @@ import numpy as np
 
 from hpo.contract import DatasetRef
 from hpo.dataset import load_usable, split_for_seed
-from hpo_trainer.scaling import Scaler
+from hpo.scaling import Scaler
 
 
 @dataclass(frozen=True)

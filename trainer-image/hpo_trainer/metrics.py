@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hpo_trainer.scaling import Scaler
+from hpo.scaling import Scaler
 
 
 def standardised_mae(y_true_std: np.ndarray, y_pred_std: np.ndarray) -> float:
