@@ -27,6 +27,7 @@ from hpo.results.keras_model import load_keras
 from hpo.results.location import open_where
 from hpo.results.predictor import Member, Predictor
 from hpo.scaling import Scaler
+from hpo.spec import SpecError, load_yaml
 from hpo.store import Store
 
 _SHOWN = 20
@@ -75,7 +76,11 @@ class StudyResults:
             if not self._exists(self._paths.study):
                 raise ResultsError(f"{self.where}: no {STUDY_FILE} recorded")
             try:
-                raw = yaml.safe_load(self._get(self._paths.study).decode("utf-8"))
+                raw = load_yaml(self._get(self._paths.study).decode("utf-8"))
+            except SpecError as exc:
+                raise ResultsError(
+                    f"{self.where}/{STUDY_FILE}: {'; '.join(exc.problems)}"
+                ) from None
             except (yaml.YAMLError, UnicodeDecodeError) as exc:
                 raise ResultsError(f"{self.where}/{STUDY_FILE}: cannot be read ({exc})") from None
             if not isinstance(raw, dict):
