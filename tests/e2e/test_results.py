@@ -8,6 +8,7 @@ recorded by the real session with synthetic scores, which costs no training.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -82,8 +83,12 @@ def _synthetic(folder: Path, name: str, dataset: Path, *, finish: bool = True) -
             mae = synthetic_mae(task.trial.config, task.seed)
             per_label = {label: {"mae": mae, "pct": mae} for label in LABELS}
             session.record([task.succeeded(name, mae=mae, val_mae=mae, per_label=per_label)])
+        if not finish:
+            break  # a study still running: its first trainings in the ledger
     if finish:
         session.finish()
+    else:
+        session.flush(force=True)
     return folder / "runs" / name
 
 
@@ -256,6 +261,20 @@ def test_the_readme_example_runs_as_written(
     assert out.splitlines()[1].split() == LABELS and len(out.splitlines()) == 7
 
 
+def test_a_study_still_running_reads_as_such(tmp_path: Path) -> None:
+    """No best.json yet: not finished, an empty (typed) final group, ranked configurations,
+    and no model by rank (a trial must be named)."""
+    running = _synthetic(tmp_path, "running", EXAMPLE_CSV, finish=False)
+    assert find_studies(tmp_path / "runs") == [str(running)]
+    s = open_study(running)
+    assert not s.finished
+    assert len(s.trainings()) == 4 and s.configurations()["rank"].tolist() == [1, 2]
+    group = s.final_group()
+    assert group.empty and {"rank", "trial", "test_mae_mean", "Id_mA_mae"} <= set(group.columns)
+    with pytest.raises(ResultsError, match="has not finished"):
+        s.load_model()
+
+
 # --------------------------------------------------------------------------- the commands
 
 
@@ -374,7 +393,7 @@ def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path:
 
 
 def test_the_api_reads_a_study_in_a_bucket(
-    trained, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    trained, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The same study, uploaded as the operator lays it out: the same tables, the same
     model, the same predictions."""
@@ -399,3 +418,10 @@ def test_the_api_reads_a_study_in_a_bucket(
     )
     with pytest.raises(ResultsError, match="no study there"):
         open_study(f"s3://{bucket.bucket}/hpo/default/nope", endpoint=s3_server.endpoint, tls=False)
+    # `hpo predict` on the bucket, with --endpoint and --no-tls as the other commands take them.
+    data = tmp_path / "new.csv"
+    frame.to_csv(data, index=False)
+    result = _cli("predict", url, data, "--endpoint", s3_server.endpoint, "--no-tls")
+    assert result.exit_code == EXIT_OK, result.output
+    got = pd.read_csv(io.StringIO(result.stdout))
+    np.testing.assert_allclose(got.to_numpy(), local.load_model().predict(frame).to_numpy())
