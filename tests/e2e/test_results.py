@@ -317,6 +317,10 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
     (unfinished / "best.json").unlink()
     parquet = tmp_path / "parquet.csv"
     pd.read_csv(EXAMPLE_CSV).to_parquet(parquet)
+    holes = tmp_path / "holes.csv"
+    with_hole = pd.read_csv(EXAMPLE_CSV).dropna().head(5).reset_index(drop=True)
+    with_hole.loc[2, "tox_nm"] = np.nan
+    with_hole.to_csv(holes, index=False)
     cases = [
         ((folder, data), "column 'Vgs_V' not found"),
         ((folder, data, "--trial", "r0042"), "no trial 'r0042' (trials: r0000, r0001)"),
@@ -326,6 +330,7 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
         ((unfinished, data), "has not finished (no final group yet): name a trial"),
         ((folder, tmp_path / "none.csv"), "dataset file not found"),
         ((folder, parquet), "is a Parquet file, not a CSV file"),
+        ((folder, holes), "column 'tox_nm' has 1 missing or infinite value(s), e.g. in data row 3"),
         ((tmp_path, data), "no study there"),
     ]
     for args, message in cases:
