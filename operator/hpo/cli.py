@@ -188,6 +188,7 @@ def run(
     from hpo.runners.study_lock import StudyBusy
     from hpo.spec import SpecError
     from hpo.store import FolderError, OutputUnwritable, StoreError, store_ref_for
+    from hpo.warmstart import WarmStartProblem
 
     study = _load(study_file)
     try:
@@ -207,6 +208,8 @@ def run(
         _fail([f"{study_file}: {exc}"])
     except HistoryConflict as exc:
         _fail([f"{study_file}: {exc}"])
+    except WarmStartProblem as exc:
+        _fail([f"{study_file}: {exc}", "nothing was trained or written"])
     except LedgerConflict as exc:
         _fail([str(exc)], EXIT_STUDY_FAILED)
     except StudyBusy as exc:
@@ -249,10 +252,14 @@ def run(
     if outcome.best is not None and len(outcome.best):
         console.print(render_table(outcome.best, labels))
     d = outcome.engine.describe()
+    taken = f", {d['warm_trainings']} taken from earlier studies" if d["warm_trainings"] else ""
+    warm = f", {d['warm_configs']} from earlier studies" if d["warm_configs"] else ""
     console.print(
-        f"{_plural(d['trainings'], 'training')} ({d['failed']} failed): "
+        f"{_plural(d['trainings'], 'training')} ({d['failed']} failed{taken}): "
         f"{d['random_configs']} random and {d['bayesian_configs']} Bayesian "
-        f"{'configuration' if d['bayesian_configs'] == 1 else 'configurations'}; handed over: "
+        f"{'configuration' if d['bayesian_configs'] == 1 else 'configurations'}"
+        f"{warm}"
+        "; handed over: "
         f"{', '.join(d['handed_over']) or '-'}",
         highlight=False,
     )
