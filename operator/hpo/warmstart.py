@@ -34,7 +34,7 @@ from hpo.layout import SCORES_FILE, StudyPaths
 from hpo.matching import changed_settings, same_data
 from hpo.spec import TRAINING_FIELDS, SpecError, Study, is_study_name, refused_message
 from hpo.store import LocalStore, Store, open_store
-from hpo.summary import ranked, summarise
+from hpo.summary import ranked, selection_score, summarise
 
 FIELD = "spec.warmStart.studies"
 
@@ -156,7 +156,7 @@ def _read(source: Source) -> tuple[dict[str, Any], dict[str, Any] | None, list[S
         raise
     except (StoreError, yaml.YAMLError) as exc:
         raise WarmStartProblem(f"{where}: cannot be read ({exc})") from None
-    good = [r for r in results if r.status == "succeeded" and r.val_mae is not None]
+    good = [r for r in results if r.status == "succeeded" and selection_score(r) is not None]
     if not good:
         raise WarmStartProblem(f"{where}: {source.location} has no successful training")
     return spec, dataset if isinstance(dataset, dict) else None, good
