@@ -238,10 +238,8 @@ class StudySession:
             if new_warm_start:
                 # Written before the copies: a restart decides from it, not the sources.
                 self.store.put_bytes(self.paths.warm_start, taken.to_json().encode())
-            missing = [
-                r for r in taken.warm.results if (r.trial, r.seed) not in {h.key for h in history}
-            ]
-            self.recorder.note(len(missing))
+            # Rows the ledger lacks yet: the next write adds them.
+            self.recorder.note(sum(1 for r in taken.warm.results if r.key not in recorded))
             self.warm_notes = [
                 *taken.notes,
                 *copy_artifacts(taken, self.study, self.store, self._credentials),
