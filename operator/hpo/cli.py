@@ -349,12 +349,34 @@ def validate(
         _fail([f"{study_file}: {exc}"])
     for note in prepared.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if spec.warm_start is not None:
+        for line in _warm_start_check(study_file, study, prepared):
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(
         f"{study.name}: valid; {prepared.rows} rows ({prepared.rows_dropped} dropped), "
         f"{len(prepared.dataset.features)} features, {len(prepared.dataset.labels)} labels; "
         f"{space}",
         highlight=False,
     )
+
+
+def _warm_start_check(study_file: Path, study: Study, prepared: Any) -> list[str]:
+    """What ``hpo run`` would take from each warm-start source (read only), or exit 2."""
+    from hpo.store import LocalStore, StoreError, open_store, store_ref_for
+    from hpo.warmstart import WarmStartProblem, describe, take
+
+    ref = store_ref_for(study)
+    try:
+        if ref.kind == "local":
+            store = LocalStore(ref.root) if Path(ref.root).is_dir() else None
+        else:
+            store = open_store(dataclasses.replace(ref, create_bucket=False))
+        return describe(take(study, prepared, store))
+    except WarmStartProblem as exc:
+        _fail([f"{study_file}: {exc}"])
+    except StoreError as exc:
+        _fail([f"{study_file}: spec.storage: {exc}"], EXIT_STUDY_FAILED)
+    raise AssertionError("unreachable")
 
 
 @app.command()

@@ -91,13 +91,16 @@ class Taken:
 
 
 def locate(
-    entry: str, study: Study, store: Store, credentials: tuple[str, str] | None = None
+    entry: str, study: Study, store: Store | None, credentials: tuple[str, str] | None = None
 ) -> Source:
-    """The store and folder a ``warmStart.studies`` entry names (see ``hpo.spec.WarmStart``)."""
+    """The store and folder a ``warmStart.studies`` entry names (see ``hpo.spec.WarmStart``);
+    ``store`` is this study's (None: it has none yet, so no study is there)."""
     where = f"{FIELD}: {entry}"
     if is_study_name(entry):
         if entry == study.name:
             raise WarmStartProblem(f"{where}: is this study itself; name an earlier study")
+        if store is None:
+            raise WarmStartProblem(f"{where}: no study there (this study's store does not exist)")
         return Source(entry, store, StudyPaths(entry))
     if entry.startswith("s3://"):
         bucket, _, key = entry.removeprefix("s3://").partition("/")
@@ -184,7 +187,10 @@ def _why_not_counted(
 
 
 def take(
-    study: Study, prepared: Prepared, store: Store, credentials: tuple[str, str] | None = None
+    study: Study,
+    prepared: Prepared,
+    store: Store | None,
+    credentials: tuple[str, str] | None = None,
 ) -> Taken:
     """Read every source and decide what this study takes from it (nothing is written)."""
     from hpo.ledger.frames import trial_order
@@ -255,6 +261,18 @@ def take(
             )
         sources.append(record)
     return Taken(list(warm.studies), sources, WarmStart(tuple(results), tuple(first)), notes)
+
+
+def describe(taken: Taken) -> list[str]:
+    """One line per source: what this study takes from it (``hpo validate``)."""
+    out = []
+    for rec in taken.sources:
+        if rec.get("why"):
+            what = f"{rec['why']}: its {len(rec['tried_first'])} best configurations tried first"
+        else:
+            what = f"{rec['counted']} trainings count, none trained again"
+        out.append(f"warm start from {rec['study']} ({rec['location']}): {what}")
+    return out
 
 
 def load_taken(store: Store, paths: StudyPaths) -> Taken | None:

@@ -8,18 +8,17 @@ engine's part (the plan, restarts) is driven directly, as in test_search.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic_mae
+from hpo.cli import app
 from hpo.contract import SeedResult, StoreRef
 from hpo.engine import Engine, Task, WarmStart
 from hpo.layout import StudyPaths
@@ -30,7 +29,6 @@ from hpo.store import LocalStore
 from hpo.summary import ranked, summarise
 from hpo.warmstart import WarmStartProblem
 
-HPO = [sys.executable, "-m", "hpo.cli"]
 SOURCE = "first"
 SPEC: dict[str, Any] = {
     "searchSpace": {
@@ -236,16 +234,22 @@ def test_a_source_with_other_labels_is_refused_and_nothing_is_written(source) ->
 def test_a_missing_source_is_refused_by_hpo_run_with_exit_2(source) -> None:
     data, out = source
     study = _write(out.parent, "second", data, warmStart={"studies": ["./nowhere"]})
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HPO_CACHE": str(out.parent / "cache")},
-        timeout=300,
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert f"spec.warmStart.studies: {out.parent / 'nowhere'}: no such study folder" in (
+        result.output
     )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"spec.warmStart.studies: {out.parent / 'nowhere'}: no such study folder" in proc.stderr
-    assert "nothing was trained or written" in proc.stderr and "Traceback" not in proc.stderr
+    assert "nothing was trained or written" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert _nothing_written(out, "second")
+
+
+def test_hpo_validate_says_what_a_warm_start_would_take(source) -> None:
+    data, out = source
+    study = _write(out.parent, "second", data, warmStart={"studies": ["out/first"]})
+    result = CliRunner().invoke(app, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    assert f"warm start from {out}/first ({out}/first): 4 trainings count" in result.output
     assert _nothing_written(out, "second")
 
 
