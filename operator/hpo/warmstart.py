@@ -224,6 +224,11 @@ def take(
         usable = [r for r in inside if r.seed in seeds]
         if why is None and inside and not usable:
             why = "other seeds (training.baseSeed)"
+        elif why is None and len(usable) < len(inside):
+            notes.append(
+                f"warm start from {entry}: {len(inside) - len(usable)} of its trainings are of "
+                "seeds this study does not train; left out"
+            )
         record: dict[str, Any] = {"study": entry, "location": source.location}
         if why is None:
             counted = 0

@@ -296,3 +296,17 @@ def test_the_engine_plans_around_a_warm_start_and_restarts_the_same() -> None:
     for cut in (0, 2, 3, 6, len(full) - 1):
         again = _run(Engine(spec, full[:cut], warm=warm))
         assert [(r.trial, r.config_key) for r in again] == [(r.trial, r.config_key) for r in full]
+
+
+def test_a_taken_configuration_gets_only_the_seeds_its_source_lacks() -> None:
+    training = {**SPEC["training"], "seedsPerConfig": 2}
+    spec = parse_study(study_dict(**{**SPEC, "training": training})).spec
+    one_seed = parse_study(study_dict(**SPEC)).spec
+    taken = tuple(
+        SeedResult(**{**r.__dict__, "trial": f"w{i:04d}", "source": "earlier"})
+        for i, r in enumerate(_run(Engine(one_seed))[:2])
+    )
+    full = _run(Engine(spec, warm=WarmStart(taken)))
+    trained = [r.key for r in full if r.source is None]
+    assert ("w0000", 2) in trained and ("w0001", 2) in trained
+    assert ("w0000", 1) not in trained and ("w0001", 1) not in trained
