@@ -38,6 +38,7 @@ SHARED_SETUPS = frozenset(
         "finished",  # e2e/test_local_run.py: one `hpo run`, inspected from several sides
         "stopped",  # e2e/test_local_stop.py: one study stopped four ways, then finished
         "recorded_once",  # unit/test_local_resume.py: a finished study, copied per test
+        "source_once",  # unit/test_warmstart.py: a finished source study, copied per test
         "s3_run",  # e2e/test_s3_study.py: one `hpo run` on S3
         "run",  # e2e/test_security.py: six studies through one operator
         "operator_venv",  # e2e/test_operator_install.py: a venv without TensorFlow

@@ -189,6 +189,7 @@ def run(
     from hpo.runners.study_lock import StudyBusy
     from hpo.spec import SpecError
     from hpo.store import FolderError, OutputUnwritable, StoreError, store_ref_for
+    from hpo.warmstart import WarmStartProblem
 
     study = _load(study_file)
     try:
@@ -208,6 +209,8 @@ def run(
         _fail([f"{study_file}: {exc}"])
     except HistoryConflict as exc:
         _fail([f"{study_file}: {exc}"])
+    except WarmStartProblem as exc:
+        _fail([f"{study_file}: {exc}", "nothing was trained or written"])
     except LedgerConflict as exc:
         _fail([str(exc)], EXIT_STUDY_FAILED)
     except StudyBusy as exc:
@@ -250,10 +253,14 @@ def run(
     if outcome.best is not None and len(outcome.best):
         console.print(render_table(outcome.best, labels))
     d = outcome.engine.describe()
+    taken = f", {d['warm_trainings']} taken from earlier studies" if d["warm_trainings"] else ""
+    warm = f", {d['warm_configs']} from earlier studies" if d["warm_configs"] else ""
     console.print(
-        f"{_plural(d['trainings'], 'training')} ({d['failed']} failed): "
+        f"{_plural(d['trainings'], 'training')} ({d['failed']} failed{taken}): "
         f"{d['random_configs']} random and {d['bayesian_configs']} Bayesian "
-        f"{'configuration' if d['bayesian_configs'] == 1 else 'configurations'}; handed over: "
+        f"{'configuration' if d['bayesian_configs'] == 1 else 'configurations'}"
+        f"{warm}"
+        "; handed over: "
         f"{', '.join(d['handed_over']) or '-'}",
         highlight=False,
     )
@@ -343,12 +350,34 @@ def validate(
         _fail([f"{study_file}: {exc}"])
     for note in prepared.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if spec.warm_start is not None:
+        for line in _warm_start_check(study_file, study, prepared):
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(
         f"{study.name}: valid; {prepared.rows} rows ({prepared.rows_dropped} dropped), "
         f"{len(prepared.dataset.features)} features, {len(prepared.dataset.labels)} labels; "
         f"{space}",
         highlight=False,
     )
+
+
+def _warm_start_check(study_file: Path, study: Study, prepared: Any) -> list[str]:
+    """What ``hpo run`` would take from each warm-start source (read only), or exit 2."""
+    from hpo.store import LocalStore, StoreError, open_store, store_ref_for
+    from hpo.warmstart import WarmStartProblem, describe, take
+
+    ref = store_ref_for(study)
+    try:
+        if ref.kind == "local":
+            store = LocalStore(ref.root) if Path(ref.root).is_dir() else None
+        else:
+            store = open_store(dataclasses.replace(ref, create_bucket=False))
+        return describe(take(study, prepared, store))
+    except WarmStartProblem as exc:
+        _fail([f"{study_file}: {exc}"])
+    except StoreError as exc:
+        _fail([f"{study_file}: spec.storage: {exc}"], EXIT_STUDY_FAILED)
+    raise AssertionError("unreachable")
 
 
 @app.command()

@@ -137,6 +137,10 @@ class SeedResult:
     artifacts: str | None = None
     #: Unix time the training ended: completion order survives the ledger round trip.
     finished_at: float = 0.0
+    #: Where a warm start took this result from (the source study's location) and its
+    #: trial id there; None: trained by this study.
+    source: str | None = None
+    source_trial: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

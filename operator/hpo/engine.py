@@ -94,6 +94,21 @@ class Task:
         )
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """What earlier studies give this one (``hpo.warmstart`` reads them; fixed for the
+    study's life, so a restart decides the same).
+
+    ``results``: successful trainings that count as this study's (trial ids
+    ``w0000``..., stage ``random``, their ``source`` set); their configurations are
+    never sampled again, and they rank and hand over like any result. ``first``:
+    configurations to train first, anew: the first of the random stage's budget.
+    """
+
+    results: tuple[SeedResult, ...] = ()
+    first: tuple[Config, ...] = ()
+
+
 @dataclass
 class StudyProgress:
     """Counts of one study at one moment, for displays and the cluster status."""
@@ -119,11 +134,16 @@ class _Parent:
     trials: list[str] = field(default_factory=list)
 
 
-_TRIAL_ID = re.compile(r"^([rb])(\d+)$")
+_TRIAL_ID = re.compile(r"^([rbw])(\d+)$")
 
 
 def random_trial_id(i: int) -> str:
     return f"r{i:04d}"
+
+
+def warm_trial_id(i: int) -> str:
+    """A configuration a warm start brought in with its results."""
+    return f"w{i:04d}"
 
 
 def bayes_trial_id(i: int) -> str:
@@ -145,8 +165,10 @@ class Engine:
         in_flight: Iterable[Task] = (),
         *,
         retry_backoff_s: float = 0.0,
+        warm: WarmStart | None = None,
     ) -> None:
         self.spec = spec
+        self.warm = warm or WarmStart()
         self.seeds = spec.seeds
         #: The first retry of a training waits this long, each further one twice as long.
         self.retry_backoff_s = retry_backoff_s
@@ -181,17 +203,29 @@ class Engine:
         self._local_exhausted = False
         self._racing_done = False
 
+        budget = spec.random_stage.configurations
+        known = {r.config_key for r in self.warm.results}
+        first: list[Config] = []
+        for config in self.warm.first:
+            key = config_key(config)
+            if key not in known and len(first) < budget:
+                known.add(key)
+                first.append(normalise(config))
         plan = sample_unique(
-            spec.search_space, spec.random_stage.configurations, spec.random_stage.seed
+            spec.search_space, budget - len(first), spec.random_stage.seed, frozenset(known)
         )
         if plan.shortfall:
             self.notes.append(plan.shortfall)
-        for i, config in enumerate(plan.configs):
+        for i, config in enumerate([*first, *plan.configs]):
             self._add_trial(
                 Trial(random_trial_id(i), "random", normalise(config), config_key(config))
             )
 
+        # A warm start's results come first, as if recorded before anything else; the
+        # study's own records of the same trainings (their copies) are the same results.
         history = list(history)
+        own = {r.key for r in history}
+        history = [*(r for r in self.warm.results if r.key not in own), *history]
         for r in history:
             self._adopt_history_trial(r)
         for r in history:
@@ -321,7 +355,9 @@ class Engine:
         trainings in flight, the attempts already used still count and a waiting retry
         keeps its due time. ``retry_backoff_s`` None keeps this engine's backoff."""
         backoff = self.retry_backoff_s if retry_backoff_s is None else retry_backoff_s
-        new = Engine(spec, self.recorded(), self.running.values(), retry_backoff_s=backoff)
+        new = Engine(
+            spec, self.recorded(), self.running.values(), retry_backoff_s=backoff, warm=self.warm
+        )
         new.resume_attempts(
             {tid: (n, self.trials[tid[0]].config_key) for tid, n in self.attempts.items()}
         )
@@ -775,7 +811,11 @@ class Engine:
             "phase": prog.phase,
             "trainings": prog.done + prog.failed,
             "failed": prog.failed,
-            "random_configs": sum(1 for t in self.trials.values() if t.stage == "random"),
+            "random_configs": sum(
+                1 for t in self.trials.values() if t.stage == "random" and t.id[0] != "w"
+            ),
+            "warm_configs": sum(1 for t in self.trials.values() if t.id[0] == "w"),
+            "warm_trainings": len(self.warm.results),
             "bayesian_configs": sum(1 for t in self.trials.values() if t.stage == "bayesian"),
             "handed_over": list(self.handed),
             "notes": list(self.notes),

@@ -4,6 +4,7 @@
 
     <study>/study.yaml                                 the spec as run
     <study>/dataset.json                               the dataset's fingerprint at the start
+    <study>/warmstart.json                             what a warm start took (hpo.warmstart)
     <study>/ledger.xlsx                                every training (hpo.ledger)
     <study>/best.json                                  the final group, once finished
     <study>/plots/<name>.png                           hpo.report's plots
@@ -28,6 +29,7 @@ from hpo.keys import check_key, join_key, key_segment
 
 STUDY_FILE = "study.yaml"
 DATASET_FILE = "dataset.json"
+WARM_START_FILE = "warmstart.json"
 LEDGER_FILE = "ledger.xlsx"
 BEST_FILE = "best.json"
 SCORES_FILE = "scores.json"
@@ -87,6 +89,11 @@ class StudyPaths:
     def dataset(self) -> str:
         """``<study>/dataset.json``: the dataset's fingerprint when the study started."""
         return join_key(self.root, DATASET_FILE)
+
+    @property
+    def warm_start(self) -> str:
+        """``<study>/warmstart.json``: the results and configurations a warm start took."""
+        return join_key(self.root, WARM_START_FILE)
 
     @property
     def ledger(self) -> str:

@@ -29,9 +29,11 @@ from hpo.dataset import short_fingerprint
 from hpo.dataset_check import Prepared, check_dataset
 from hpo.engine import Engine, HistoryConflict, Task, TrainingId
 from hpo.layout import StudyPaths
+from hpo.matching import changed_settings, same_data, settings_values
 from hpo.recorder import Recorder
-from hpo.spec import Study, refused_changes, refused_message, spec_value
+from hpo.spec import Study, refused_changes, refused_message
 from hpo.store import Store, StoreError, open_store
+from hpo.warmstart import Taken, check_unchanged, copy_artifacts, load_taken, take
 
 
 class DatasetChanged(HistoryConflict):
@@ -126,8 +128,11 @@ class StudySession:
         ledger_batch: int = 20,
         retry_backoff_s: float | None = None,
         keep_failures: bool = False,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.study = study
+        #: The store's credentials, for warm-start sources in other buckets (never logged).
+        self._credentials = credentials
         self.store_ref = store_ref
         self.store = store
         self.prepared = prepared
@@ -141,6 +146,10 @@ class StudySession:
         self._phase = ""
         #: True when results were read back but the store has no ledger yet.
         self.ledger_missing = False
+        #: What a warm start took (``hpo.warmstart``), None without one.
+        self.warm_start: Taken | None = None
+        #: What the user should know of the warm start (sources not counted, left out).
+        self.warm_notes: list[str] = []
 
     @classmethod
     def open(
@@ -164,6 +173,7 @@ class StudySession:
             ledger_batch=ledger_batch,
             retry_backoff_s=retry_backoff_s,
             keep_failures=keep_failures,
+            credentials=credentials,
         )
 
     def _backoff(self, study: Study) -> float:
@@ -181,10 +191,16 @@ class StudySession:
         Raises ``StoreError`` (try later) and ``HistoryConflict`` (records of another
         search space; ``DatasetChanged``: other data than the records were trained
         on; ``SpecChanged``, with ``refuse_spec_changes``: the saved spec differs in a
-        field ``hpo.spec.MUTABLE_WHILE_RUNNING`` does not list). Nothing is written
-        then.
+        field ``hpo.spec.MUTABLE_WHILE_RUNNING`` does not list) and ``WarmStartProblem``
+        (a warm-start source missing, unreadable or of other labels; a warm start
+        added or changed after the study started). Nothing is written then.
         """
         history = self.recorder.load()
+        taken = load_taken(self.store, self.paths)
+        check_unchanged(self.study, taken, bool(history))
+        new_warm_start = taken is None and self.study.spec.warm_start is not None
+        if new_warm_start:
+            taken = take(self.study, self.prepared, self.store, self._credentials)
         recorded = {r.key for r in history}
         running: dict[TrainingId, Task] = {}
         for t in in_flight:  # a failed attempt's pod may be kept beside its retry's
@@ -210,6 +226,7 @@ class StudySession:
             history,
             list(running.values()),
             retry_backoff_s=self._backoff(self.study),
+            warm=taken.warm if taken is not None else None,
         )
         engine.resume_attempts(used)
         self._check_dataset(bool(history))
@@ -217,6 +234,17 @@ class StudySession:
             self._check_spec()
         self.recorder.save_study()
         self._record_dataset()
+        if taken is not None:
+            if new_warm_start:
+                # Written before the copies: a restart decides from it, not the sources.
+                self.store.put_bytes(self.paths.warm_start, taken.to_json().encode())
+            # Rows the ledger lacks yet: the next write adds them.
+            self.recorder.note(sum(1 for r in taken.warm.results if r.key not in recorded))
+            self.warm_notes = [
+                *taken.notes,
+                *copy_artifacts(taken, self.study, self.store, self._credentials),
+            ]
+            self.warm_start = taken
         self.ledger_missing = bool(history) and not self.store.exists(self.paths.ledger)
         self._engine = engine
         self._phase = engine.phase
@@ -237,7 +265,7 @@ class StudySession:
         replaced or pointed elsewhere; an object replaced in its bucket)."""
         then = self._recorded_dataset()
         now = self.prepared.dataset
-        if not has_records or then is None or then.get("fingerprint") == now.etag:
+        if not has_records or then is None or same_data(then, now):
             return
         where = (
             f"the file {then.get('path')}"
@@ -273,15 +301,11 @@ class StudySession:
         if not isinstance(old, dict):
             return
         new = self.study.as_resource()["spec"]
-        refused = refused_changes(old, new)
-        # The same bytes (checked above) under another path are the same data: a moved
-        # project folder is not a new dataset.
-        refused = [p for p in refused if p != "spec.dataset.path"]
+        # The same bytes (checked above) under another path are the same data.
+        refused = changed_settings(old, new)
         if not refused:
             return
-        values = "; ".join(
-            f"{p}: {spec_value(old, p)!r} then, {spec_value(new, p)!r} now" for p in refused
-        )
+        values = settings_values(old, new, refused)
         raise SpecChanged(
             f"{refused_message(refused)} ({values}): the study's recorded trainings were "
             f"run with {self.store.uri}/{self.paths.study}; restore those values, or start a new "
@@ -307,7 +331,7 @@ class StudySession:
             if p.rows_dropped
             else []
         )
-        return [*p.notes, *dropped, *self.engine.notes]
+        return [*p.notes, *dropped, *self.warm_notes, *self.engine.notes]
 
     @property
     def location(self) -> str:

@@ -223,27 +223,35 @@ class Plan:
     shortfall: str | None = None
 
 
-def sample_unique(space: SearchSpace, n: int, seed: int) -> Plan:
+def sample_unique(
+    space: SearchSpace, n: int, seed: int, exclude: frozenset[str] = frozenset()
+) -> Plan:
     """The first ``n`` unique configurations of the study's deterministic stream.
 
     The stream depends only on the space and the seed, so asking for more
     later (a bigger budget, a restart) extends the same list: ``n`` is only
-    where it is cut.
+    where it is cut. Configurations whose key is in ``exclude`` (known already:
+    a warm start's) are skipped.
     """
     rng = np.random.default_rng(seed)
     size = space_size(space)
     if size <= ENUMERATE_LIMIT:
         everything = list(_enumerate(space))
         order = rng.permutation(len(everything))
-        configs = [everything[i] for i in order[:n]]
+        if exclude:
+            kept = [i for i in order if config_key(everything[i]) not in exclude]
+        else:
+            kept = list(order[:n])
+        configs = [everything[i] for i in kept[:n]]
         if len(configs) < n:
             return Plan(
                 configs,
-                f"the search space holds only {size} unique configurations; "
-                f"{n} were asked for, going on with {size}",
+                f"the search space holds only {size} unique configurations"
+                f"{f' ({size - len(kept)} known already)' if exclude else ''}; "
+                f"{n} were asked for, going on with {len(configs)}",
             )
         return Plan(configs)
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     configs = []
     repeats = 0
     while len(configs) < n:
@@ -262,6 +270,33 @@ def sample_unique(space: SearchSpace, n: int, seed: int) -> Plan:
         seen.add(k)
         configs.append(c)
     return Plan(configs)
+
+
+def contains(space: SearchSpace, config: Config) -> bool:
+    """Whether ``space`` can give ``config`` (a warm start's configurations must)."""
+    c = normalise(config)
+    depth = c["hidden_layers"]
+    lrs = space.learning_rate
+    lr_ok = (
+        c["learning_rate"] in lrs.choices
+        if lrs.choices
+        else round_lr(lrs.min) <= c["learning_rate"] <= round_lr(lrs.max)
+    )
+    acts = c["activation"] if isinstance(c["activation"], list) else [c["activation"]]
+    drops = c["dropout"] if isinstance(c["dropout"], list) else [c["dropout"]]
+    return (
+        space.hidden_layers.min <= depth <= space.hidden_layers.max
+        and all(n in space.neurons.grid for n in c["neurons"])
+        and lr_ok
+        and all(a in space.activations for a in acts)
+        and (space.activation_per_layer or len(acts) == 1)
+        and all(d in space.dropout for d in drops)
+        and (space.dropout_per_layer or len(drops) == 1)
+        and c["batch_size"] in space.batch_sizes
+        and c["optimizer"] in space.optimizers
+        and c["l2"] in space.l2
+        and c["lr_schedule"] in space.learning_rate_schedules
+    )
 
 
 @dataclass(frozen=True)

@@ -545,6 +545,32 @@ class Trainer(_Model):
     retry_backoff_seconds: float = Field(default=10, ge=0, le=3600)
 
 
+class WarmStart(_Model):
+    """Earlier studies this one starts from (README, "Warm start").
+
+    Each entry is a study folder (relative to the study file, like
+    ``dataset.path``), ``s3://bucket/prefix/NAME`` on this study's endpoint, or the
+    bare name of another study in this study's own store (its run folder, or its
+    bucket and namespace on a cluster). Where a source was trained on the same data
+    (the same bytes, split and columns) with the same epochs, patience and threads,
+    its successful trainings count as this study's, none trained again; else its
+    ``configurations`` best are the first configurations of this study's random
+    stage, trained anew. Sources with other labels are refused.
+    """
+
+    studies: list[Name] = Field(
+        min_length=1, max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    #: From a source whose data or training settings differ: how many of its best
+    #: configurations (by mean validation MAE) are tried first.
+    configurations: int = Field(default=5, ge=1, le=1000)
+
+    @field_validator("studies")
+    @classmethod
+    def _studies(cls, v: list[str]) -> list[str]:
+        return _unique_nonempty(v, "study")
+
+
 class StudySpec(_Model):
     dataset: Dataset
     search_space: SearchSpace = SearchSpace()
@@ -556,6 +582,7 @@ class StudySpec(_Model):
     result: Result = Result()
     storage: Storage = Storage()
     trainer: Trainer = Trainer()
+    warm_start: WarmStart | None = None
 
     @model_validator(mode="after")
     def _cross(self) -> Self:
@@ -651,12 +678,37 @@ MUTABLE_WHILE_RUNNING: frozenset[tuple[str, ...]] = frozenset(
 )
 
 
-def refused_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Paths of spec fields that changed and may not change while the study runs."""
+#: Spec fields that give one training its result: the data, its split, and how a
+#: model is fitted. A study's recorded training means the same in another study iff
+#: these are equal and so is the data's fingerprint (``hpo.session.changed_settings``,
+#: shared by the resume check and warm start). Which seeds a configuration gets
+#: (``seedsPerConfig``, ``baseSeed``, ``seedRacing``) is not among them: a result is one
+#: seed's.
+TRAINING_FIELDS: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("dataset",),
+        ("training", "epochs"),
+        ("training", "patience"),
+        ("training", "threads"),
+    }
+)
+
+
+def refused_changes(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    within: frozenset[tuple[str, ...]] | None = None,
+) -> list[str]:
+    """Paths of spec fields that changed and may not change while the study runs;
+    ``within``: only fields under these paths (``TRAINING_FIELDS``) are compared."""
     out: list[str] = []
 
     def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
         if any(path[: len(m)] == m for m in MUTABLE_WHILE_RUNNING):
+            return
+        if within is not None and not any(
+            path[: len(m)] == m or m[: len(path)] == path for m in within
+        ):
             return
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
@@ -848,4 +900,28 @@ def load_study(path: Path | str) -> Study:
         new_ds = ds.model_copy(update={"path": resolved})
         new_spec = study.spec.model_copy(update={"dataset": new_ds})
         study = study.model_copy(update={"spec": new_spec})
+    warm = study.spec.warm_start
+    if warm is not None:
+        studies = [_local_source(path.parent, s) for s in warm.studies]
+        new_warm = warm.model_copy(update={"studies": studies})
+        study = study.model_copy(
+            update={"spec": study.spec.model_copy(update={"warm_start": new_warm})}
+        )
     return study
+
+
+def is_study_name(source: str) -> bool:
+    """A ``warmStart.studies`` entry naming a study in this study's own store (no '/')."""
+    return "/" not in source and bool(_DNS_LABEL.match(source))
+
+
+def _local_source(folder: Path, source: str) -> str:
+    """A warm-start folder relative to the study file, made absolute (like ``dataset.path``)."""
+    if "://" in source or is_study_name(source) or Path(source).is_absolute():
+        return source
+    try:
+        return str((folder / source).resolve())
+    except (RuntimeError, OSError):
+        raise SpecError(
+            [f"spec.warmStart.studies: {source} is a symbolic link loop; point it at the folder"]
+        ) from None

@@ -349,3 +349,49 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
     rows = read_ledger(LocalStore(out), "killed/ledger.xlsx")
     assert len(rows) == 4 * 2 and all(r.status == "succeeded" for r in rows)
     assert len({r.key for r in rows}) == 8
+
+
+def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
+    finished, tmp_path: Path
+) -> None:
+    folder, _ = finished
+    source = folder / "out" / "small"
+    study = write_study(
+        tmp_path,
+        "warm",
+        randomStage={"configurations": 1},
+        bayesianStage={"enabled": False},
+        parallelism=1,  # one worker to start: two trainings to run
+        warmStart={"studies": [str(source)]},
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [*HPO, "run", str(study), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert (
+        "14 trainings (0 failed, 12 taken from earlier studies): 1 random and 0 Bayesian "
+        "configurations, 6 from earlier studies"
+    ) in proc.stdout
+    assert proc.stdout.count(": mae ") == 2  # the one new configuration's two seeds
+    before = read_ledger(LocalStore(folder / "out"), "small/ledger.xlsx")
+    rows = read_ledger(LocalStore(out), "warm/ledger.xlsx")
+    taken = [r for r in rows if r.source == str(source)]
+    assert len(taken) == 12 and all(r.trial.startswith("w") for r in taken)
+    assert {(r.config_key, r.seed, r.val_mae) for r in taken} == {
+        (r.config_key, r.seed, r.val_mae) for r in before
+    }
+    assert [r.trial for r in rows if r.source is None] == ["r0000", "r0000"]
+    for r in taken:  # the study is self-contained: every taken model is in its folder
+        mine = out / "warm" / "trials" / r.trial / f"seed-{r.seed}"
+        theirs = source / "trials" / str(r.source_trial) / f"seed-{r.seed}"
+        for name in ("model.keras", "feature_scaler.json", "label_scaler.json"):
+            assert (mine / name).read_bytes() == (theirs / name).read_bytes()
+    report = subprocess.run(
+        [*HPO, "report", str(out / "warm")], capture_output=True, text=True, env=ENV
+    )
+    assert report.returncode == 0 and "14 trainings succeeded, 0 failed" in report.stdout

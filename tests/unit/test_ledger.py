@@ -173,6 +173,8 @@ def test_trials_columns_and_order() -> None:
         "status",
         "error",
         "artifacts",
+        "source",
+        "source_trial",
         # beyond the documented layout, so SeedResult round-trips exactly
         "rows_dropped",
         "study",

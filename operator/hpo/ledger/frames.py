@@ -34,7 +34,19 @@ PER_LAYER = ("neurons", "activation", "dropout")
 #: test MAE, which no decision reads.
 TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "val_mae", "mae")
 #: ``finished`` is ``finished_at`` as a date-time (UTC) for people; code reads ``finished_at``.
-TRIALS_TAIL = ("runtime_s", "fit_s", "epochs", "finished", "status", "error", "artifacts")
+#: ``source``/``source_trial``: the study a warm start took the row from, and its trial
+#: id there (empty: trained by this study).
+TRIALS_TAIL = (
+    "runtime_s",
+    "fit_s",
+    "epochs",
+    "finished",
+    "status",
+    "error",
+    "artifacts",
+    "source",
+    "source_trial",
+)
 #: Appended after the documented columns: ``SeedResult`` fields the documented
 #: layout has no place for, kept so the round trip through the ledger is exact.
 TRIALS_EXTRA = ("rows_dropped", "study", "finished_at")
@@ -109,6 +121,8 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
             status=r.status,
             error=r.error,
             artifacts=r.artifacts,
+            source=r.source,
+            source_trial=r.source_trial,
             rows_dropped=r.rows_dropped,
             study=r.study,
             finished_at=r.finished_at,

@@ -176,6 +176,8 @@ def _results(data: bytes) -> list[SeedResult]:
                 rows_dropped=_int(get("rows_dropped")),
                 error=get("error"),
                 artifacts=get("artifacts"),
+                source=get("source"),
+                source_trial=get("source_trial"),
                 finished_at=_float(get("finished_at")) or 0.0,
             )
         )

@@ -32,6 +32,7 @@ from hpo.runners.kube_status import PHASES, Conditions, StudyStatus, age_s, now_
 from hpo.session import DatasetChanged, StudySession
 from hpo.spec import SpecError, Study, parse_study, refused_changes, study_resource
 from hpo.store import StoreError, store_ref_for
+from hpo.warmstart import WarmStartProblem
 
 log = logging.getLogger("hpo.operator")
 
@@ -204,6 +205,12 @@ class KubeRunner:
                 "DatasetChanged",
                 f"{exc}; {self._checked_again()}",
             ) from None
+        except WarmStartProblem as exc:
+            raise Stalled(
+                "WarmStartReady",
+                "InvalidWarmStart",
+                f"{exc}; correct spec.warmStart (nothing was written): {self._checked_again()}",
+            ) from None
         except HistoryConflict as exc:
             raise Stalled(
                 "Valid",
@@ -217,7 +224,16 @@ class KubeRunner:
         }
         self.session = session
         self.status.resolved()
-        for note in engine.notes:
+        taken = session.warm_start
+        if taken is not None:
+            self.conditions.set(
+                "WarmStartReady",
+                True,
+                "WarmStartTaken",
+                f"{len(taken.warm.results)} trainings counted, {len(taken.warm.first)} "
+                "configurations tried first",
+            )
+        for note in [*session.warm_notes, *engine.notes]:
             self.cluster.event(body, "Normal", "Note", note)
         return True
 

@@ -1,0 +1,82 @@
+"""Warm start on a cluster: the operator reads the source study from the store (a real S3
+server), with synthetic trainer pods answered at once by the test kubelet."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from helpers.operator import (
+    conditions,
+    create,
+    finished,
+    kubelet,
+    ledger_rows,
+    operator,
+    pods,
+    study,
+    study_body,
+    synthetic,
+    wait_for,
+)
+from helpers.s3 import new_s3_store
+from hpo.pods import tasks_of
+from support.kube.server import KubeServer
+from support.s3server import S3Server
+
+
+def _small(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
+    """Two configurations of two seeds, no narrow stage: four trainings."""
+    spec = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}, **spec}
+    return study_body(name, s3, dataset, bucket, **spec)
+
+
+def test_a_study_warm_started_from_another_in_its_bucket_trains_none_of_its_trainings(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    trained: list[tuple[str, int]] = []
+
+    def result(pod: dict[str, Any]) -> tuple[int, str]:
+        trained.extend((t.trial.config_key, t.seed) for t in tasks_of(pod))
+        return answer(pod)
+
+    answer = synthetic(s3_server, bucket, delay_s=0.0)
+    with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
+        create(kube, _small("source", s3_server, dataset, bucket))
+        assert finished(kube, "source", timeout=90)["status"]["phase"] == "Succeeded"
+        before = {(r.config_key, r.seed) for r in ledger_rows(s3_server, bucket, "source")}
+        trained.clear()
+        create(kube, _small("warm", s3_server, dataset, bucket, warmStart={"studies": ["source"]}))
+        obj = finished(kube, "warm", timeout=90)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert len(before) == 4 and len(trained) == 4 and not before & set(trained)
+    rows = ledger_rows(s3_server, bucket, "warm")
+    taken = [r for r in rows if r.source is not None]
+    assert {(r.config_key, r.seed) for r in taken} == before
+    assert {r.source for r in taken} == {f"s3://{bucket}/hpo/default/source"}
+    cond = conditions(obj)["WarmStartReady"]
+    assert cond["status"] == "True" and cond["message"].startswith("4 trainings counted")
+
+
+def test_a_missing_source_stalls_the_study_with_a_condition_and_writes_nothing(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    name = "warm-from-nothing"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    body = _small(name, s3_server, dataset, bucket, warmStart={"studies": ["never-ran"]})
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube),
+    ):
+        create(kube, body)
+        cond = wait_for(lambda: conditions(study(kube, name)).get("WarmStartReady"), timeout=60)
+        obj = study(kube, name)
+    assert cond["status"] == "False" and cond["reason"] == "InvalidWarmStart", cond
+    assert "spec.warmStart.studies: never-ran: no study there" in cond["message"]
+    assert f"s3://{bucket}/hpo/default/never-ran/study.yaml does not exist" in cond["message"]
+    assert obj["status"]["phase"] == "Pending"
+    assert conditions(obj)["Stalled"]["status"] == "True"
+    assert not pods(kube, name)
+    store = new_s3_store(s3_server, bucket=bucket, prefix="", create_bucket=False)
+    assert list(store.list(f"hpo/default/{name}")) == []

@@ -1,0 +1,312 @@
+"""Warm start (``spec.warmStart``): what a study takes from an earlier one, and what not.
+
+No training runs: studies are driven by the real session with synthetic scores
+(``helpers.synthetic``), which also leaves each training's ``scores.json`` and a
+stand-in model file where the trainer puts them, so copies can be checked. The
+engine's part (the plan, restarts) is driven directly, as in test_search.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from helpers.study import EXAMPLE_CSV, study_dict
+from helpers.synthetic import synthetic_mae
+from hpo.cli import app
+from hpo.contract import SeedResult, StoreRef
+from hpo.engine import Engine, Task, WarmStart
+from hpo.layout import StudyPaths
+from hpo.ledger import read_ledger
+from hpo.session import StudySession
+from hpo.spec import load_study, parse_study
+from hpo.store import LocalStore
+from hpo.summary import ranked, summarise
+from hpo.warmstart import WarmStartProblem
+
+SOURCE = "first"
+SPEC: dict[str, Any] = {
+    "searchSpace": {
+        "hiddenLayers": {"min": 1, "max": 2},
+        "neurons": {"min": 8, "max": 32, "step": 8},
+        "learningRate": {"min": 0.001, "max": 0.01},
+        "batchSizes": [64],
+    },
+    "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 1, "seedRacing": False},
+    "randomStage": {"configurations": 4, "seed": 0},
+    "bayesianStage": {"enabled": False},
+    "result": {"size": 2},
+}
+
+
+def _write(folder: Path, name: str, data: Path, **changes: Any) -> Path:
+    raw = study_dict(**{**SPEC, **changes})
+    raw["metadata"]["name"] = name
+    raw["spec"]["dataset"]["path"] = str(data)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _model(task: Task) -> bytes:
+    return f"model of {task.trial.config_key} seed {task.seed}".encode()
+
+
+def _drive(study_file: Path, out: Path, stop_after: int | None = None) -> list[Task]:
+    """Run the study with synthetic trainings (as the trainer would leave them); returns
+    the trainings handed out. ``stop_after``: stop there, as a killed run would."""
+    study = load_study(study_file)
+    session = StudySession.open(study, StoreRef(kind="local", root=str(out)))
+    session.start(refuse_spec_changes=True)
+    paths = StudyPaths(study.name)
+    trained: list[Task] = []
+    while not session.engine.finished:
+        if stop_after is not None and len(trained) >= stop_after:
+            return trained
+        for task in session.take(1):
+            trained.append(task)
+            mae = synthetic_mae(task.trial.config, task.seed)
+            result = task.succeeded(
+                study.name,
+                mae=mae + 0.5,
+                val_mae=mae,
+                per_label={lb: {"mae": mae, "pct": mae} for lb in study.spec.dataset.labels},
+                artifacts=paths.seed(task.trial.id, task.seed),
+            )
+            session.store.put_bytes(
+                paths.artifact(task.trial.id, task.seed, "model.keras"), _model(task)
+            )
+            session.store.put_bytes(
+                paths.scores(task.trial.id, task.seed), result.to_json().encode()
+            )
+            session.record([result])
+            session.flush()
+    session.flush(force=True)  # the ledger as `hpo run` leaves it (plots are not needed here)
+    return trained
+
+
+def _ledger(out: Path, name: str) -> list[SeedResult]:
+    return read_ledger(LocalStore(out), StudyPaths(name).ledger)
+
+
+@pytest.fixture(scope="module")
+def source_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished source study ``first`` (4 configurations, 1 seed) in ``out/``."""
+    folder = tmp_path_factory.mktemp("source")
+    shutil.copyfile(EXAMPLE_CSV, folder / "data.csv")
+    _drive(_write(folder, SOURCE, folder / "data.csv"), folder / "out")
+    return folder
+
+
+@pytest.fixture
+def source(source_once: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(the dataset, the run folder) of a copy of the source study."""
+    shutil.copytree(source_once / "out", tmp_path / "out")
+    shutil.copyfile(source_once / "data.csv", tmp_path / "data.csv")
+    return tmp_path / "data.csv", tmp_path / "out"
+
+
+def test_a_matching_source_counts_none_of_its_trainings_is_trained_again(source) -> None:
+    data, out = source
+    before = _ledger(out, SOURCE)
+    # The same sampling seed: the source's configurations are the first of the stream,
+    # so only skipping them (not luck) keeps them from being trained again.
+    study = _write(
+        out.parent,
+        "second",
+        data,
+        warmStart={"studies": [SOURCE]},
+        bayesianStage={"enabled": True, "topK": 1, "trialsPerConfig": 2},
+    )
+    trained = _drive(study, out)
+    recorded = {(r.config_key, r.seed) for r in before}
+    assert trained and not recorded & {(t.trial.config_key, t.seed) for t in trained}
+    rows = _ledger(out, "second")
+    taken = [r for r in rows if r.source is not None]
+    location = f"{out}/{SOURCE}"
+    assert sorted((r.source_trial, r.config_key) for r in taken) == sorted(
+        (r.trial, r.config_key) for r in before
+    )
+    assert {r.source for r in taken} == {location}
+    assert all(r.trial.startswith("w") and r.stage == "random" for r in taken)
+    assert {(r.config_key, r.val_mae) for r in taken} == {(r.config_key, r.val_mae) for r in before}
+    own = [r for r in rows if r.source is None]
+    assert sorted(r.key for r in own) == sorted(t.id for t in trained)
+    # The random stage trains its whole budget of new configurations besides them.
+    assert len({r.trial for r in own if r.stage == "random"}) == 4
+    # The narrow stage starts from the best of everything, the taken rows included.
+    best = min((r for r in rows if r.stage == "random"), key=lambda r: r.val_mae or 0)
+    assert any(r.parent == best.trial for r in own if r.stage == "bayesian")
+    # The study is self-contained: the taken trainings' artifacts are copied into it.
+    for r in taken:
+        copied = out / "second" / "trials" / r.trial / f"seed-{r.seed}"
+        src = out / SOURCE / "trials" / str(r.source_trial) / f"seed-{r.seed}"
+        assert (copied / "model.keras").read_bytes() == (src / "model.keras").read_bytes()
+        assert SeedResult.from_json((copied / "scores.json").read_text()).trial == r.trial
+    assert (out / "second" / "warmstart.json").is_file()
+
+
+def test_a_warm_started_study_resumes_with_the_same_decisions_without_its_source(
+    source, tmp_path: Path
+) -> None:
+    data, out = source
+    shutil.copytree(out, tmp_path / "again")
+    again = tmp_path / "again"
+    spec = {
+        "warmStart": {"studies": [SOURCE]},
+        "bayesianStage": {"enabled": True, "topK": 1, "trialsPerConfig": 3},
+    }
+    whole = [t.id for t in _drive(_write(out.parent, "second", data, **spec), out)]
+    study = _write(tmp_path, "second", data, **spec)
+    first = _drive(study, again, stop_after=3)
+    shutil.rmtree(again / SOURCE)  # what was taken is in warmstart.json and the copies
+    rest = _drive(study, again)
+    assert [t.id for t in first + rest] == whole
+
+    def rows(out: Path) -> list[tuple[Any, ...]]:
+        return [(r.key, r.config_key, r.val_mae, r.source_trial) for r in _ledger(out, "second")]
+
+    assert rows(again) == rows(out)
+    assert {r.source for r in _ledger(again, "second") if r.trial[0] == "w"} == {
+        f"{again}/{SOURCE}"
+    }
+
+
+def test_a_source_with_other_training_settings_gives_its_best_first_trained_anew(
+    source,
+) -> None:
+    data, out = source
+    before = _ledger(out, SOURCE)
+    best = [s.config_key for s in ranked(summarise(before).values())][:2]
+    study = _write(
+        out.parent,
+        "second",
+        data,
+        warmStart={"studies": [f"out/{SOURCE}"], "configurations": 2},  # relative to the file
+        training={**SPEC["training"], "epochs": 5},
+    )
+    trained = _drive(study, out)
+    assert [t.trial.config_key for t in trained[:2]] == best
+    assert [t.trial.id for t in trained[:2]] == ["r0000", "r0001"]
+    assert len(trained) == 4  # the budget: 2 tried first, 2 sampled
+    rows = _ledger(out, "second")
+    assert all(r.source is None for r in rows) and len(rows) == 4
+    taken = yaml.safe_load((out / "second" / "warmstart.json").read_text())
+    assert "other training settings (spec.training.epochs)" in taken["sources"][0]["why"]
+
+
+def test_a_source_on_other_data_gives_its_best_first(source) -> None:
+    data, out = source
+    other = data.parent / "other.csv"
+    lines = data.read_text().splitlines()
+    other.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # one row fewer
+    study = load_study(_write(out.parent, "second", other, warmStart={"studies": [SOURCE]}))
+    session = StudySession.open(study, StoreRef(kind="local", root=str(out)))
+    session.start()
+    assert session.engine.warm.results == () and len(session.engine.warm.first) == 4
+    assert any("other data (sha256" in n for n in session.notes), session.notes
+
+
+def _nothing_written(out: Path, name: str) -> bool:
+    """No file of the study (the run's lock aside)."""
+    return not [p for p in (out / name).rglob("*") if p.is_file() and p.name != ".lock"]
+
+
+def test_a_source_with_other_labels_is_refused_and_nothing_is_written(source) -> None:
+    data, out = source
+    raw = _write(out.parent, "second", data, warmStart={"studies": [SOURCE]})
+    doc = yaml.safe_load(raw.read_text())
+    doc["spec"]["dataset"]["labels"] = ["Id_mA"]
+    raw.write_text(yaml.safe_dump(doc))
+    session = StudySession.open(load_study(raw), StoreRef(kind="local", root=str(out)))
+    with pytest.raises(WarmStartProblem) as err:
+        session.start()
+    assert f"spec.warmStart.studies: {SOURCE}: {out}/{SOURCE} has labels" in str(err.value)
+    assert "chosen for another problem" in str(err.value)
+    assert _nothing_written(out, "second")
+
+
+def test_a_missing_source_is_refused_by_hpo_run_with_exit_2(source) -> None:
+    data, out = source
+    study = _write(out.parent, "second", data, warmStart={"studies": ["./nowhere"]})
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert f"spec.warmStart.studies: {out.parent / 'nowhere'}: no such study folder" in (
+        result.output
+    )
+    assert "nothing was trained or written" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert _nothing_written(out, "second")
+
+
+def test_hpo_validate_says_what_a_warm_start_would_take(source) -> None:
+    data, out = source
+    study = _write(out.parent, "second", data, warmStart={"studies": ["out/first"]})
+    result = CliRunner().invoke(app, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    assert f"warm start from {out}/first ({out}/first): 4 trainings count" in result.output
+    assert _nothing_written(out, "second")
+
+
+def test_a_warm_start_added_to_a_started_study_is_refused(source) -> None:
+    data, out = source
+    _drive(_write(out.parent, "second", data), out, stop_after=2)
+    later = load_study(_write(out.parent, "second", data, warmStart={"studies": [SOURCE]}))
+    session = StudySession.open(later, StoreRef(kind="local", root=str(out)))
+    with pytest.raises(WarmStartProblem, match=r"spec.warmStart cannot change while the study"):
+        session.start()
+
+
+# -- the engine's part -------------------------------------------------------------------
+
+
+def _result(task: Task) -> SeedResult:
+    mae = synthetic_mae(task.trial.config, task.seed)
+    return task.succeeded("t", mae=mae + 0.5, val_mae=mae)
+
+
+def _run(engine: Engine) -> list[SeedResult]:
+    while not engine.finished:
+        for task in engine.next_tasks(1):
+            engine.record(_result(task))
+    return engine.recorded()
+
+
+def test_the_engine_plans_around_a_warm_start_and_restarts_the_same() -> None:
+    spec = parse_study(
+        study_dict(**{**SPEC, "bayesianStage": {"topK": 1, "trialsPerConfig": 3}})
+    ).spec
+    cold = _run(Engine(spec))
+    taken = tuple(
+        SeedResult(**{**r.__dict__, "trial": f"w{i:04d}", "source": "earlier"})
+        for i, r in enumerate(cold[:2])
+    )
+    first = (cold[5].config,)
+    warm = WarmStart(taken, first)
+    full = _run(Engine(spec, warm=warm))
+    keys = [r.config_key for r in full if r.source is None]
+    assert not {r.config_key for r in taken} & set(keys)  # never sampled, never trained
+    assert keys[0] == cold[5].config_key and full[2].trial == "r0000"  # tried first
+    assert len({r.trial for r in full if r.trial.startswith("r")}) == 4  # the budget
+    for cut in (0, 2, 3, 6, len(full) - 1):
+        again = _run(Engine(spec, full[:cut], warm=warm))
+        assert [(r.trial, r.config_key) for r in again] == [(r.trial, r.config_key) for r in full]
+
+
+def test_a_taken_configuration_gets_only_the_seeds_its_source_lacks() -> None:
+    training = {**SPEC["training"], "seedsPerConfig": 2}
+    spec = parse_study(study_dict(**{**SPEC, "training": training})).spec
+    one_seed = parse_study(study_dict(**SPEC)).spec
+    taken = tuple(
+        SeedResult(**{**r.__dict__, "trial": f"w{i:04d}", "source": "earlier"})
+        for i, r in enumerate(_run(Engine(one_seed))[:2])
+    )
+    full = _run(Engine(spec, warm=WarmStart(taken)))
+    trained = [r.key for r in full if r.source is None]
+    assert ("w0000", 2) in trained and ("w0001", 2) in trained
+    assert ("w0000", 1) not in trained and ("w0001", 1) not in trained
