@@ -358,9 +358,10 @@ def test_a_restarted_gp_study_makes_the_same_decisions(
 def test_a_parallel_gp_stage_plans_its_whole_budget() -> None:
     """With many trainings at once, the optimiser does not know the configurations still
     training and proposes them again; those repeats must not count as barren asks that
-    end a parent's search early (16 slots: 37 of 40 planned before the fix)."""
-    spec = _spec(bayesianStage={"topK": 2, "trialsPerConfig": 20, "method": "gaussianProcess"})
+    end a parent's search early (16 slots: 37 of 40 planned before the fix, when a small
+    grid was still asked like a large one; the free-point fill now covers this grid too)."""
+    spec = _spec(bayesianStage={"topK": 2, "trialsPerConfig": 10, "method": "gaussianProcess"})
     engine = Engine(spec)
-    drive(engine, slots=16)
+    drive(engine, slots=8)
     assert engine.phase == "done"
-    assert sum(1 for t in engine.trials.values() if t.stage == "bayesian") == 40
+    assert sum(1 for t in engine.trials.values() if t.stage == "bayesian") == 20
