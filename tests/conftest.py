@@ -42,7 +42,7 @@ SHARED_SETUPS = frozenset(
         "run",  # e2e/test_security.py: six studies through one operator
         "operator_venv",  # e2e/test_operator_install.py: a venv without TensorFlow
         "trained",  # integration/test_trainer.py: real trainings
-        "materials",  # integration/test_categorical.py: trainings with and without a text column
+        "materials",  # e2e/test_categorical.py: a study on a text column, one training without
         "operator_outcomes",  # integration/test_bad_input_operator.py: one operator, 5 studies
     }
 )

@@ -800,7 +800,6 @@ def predict(
     from hpo.dataset import DatasetError, read_table
     from hpo.results import ResultsError
     from hpo.results.features import feature_matrix
-    from hpo.scaling import Scaler
 
     results = _results(study, endpoint, tls)
     try:
@@ -810,8 +809,7 @@ def predict(
     try:
         chosen, seeds = results.resolve(rank=rank, trial=trial, seed=seed)
         # The columns are checked before TensorFlow loads (seconds): a refusal is quick.
-        scaler = results.read_artifact(chosen, seeds[0], "feature_scaler.json")
-        feature_matrix(frame, Scaler.from_json(scaler.decode("utf-8")).columns)
+        feature_matrix(frame, results.feature_encoding(chosen, seeds[0]))
         predictions = results.load_model(trial=chosen, seed=seed).predict(frame)
     except ResultsError as exc:
         _fail([f"{data}: {exc}" if "column" in str(exc) else str(exc)])

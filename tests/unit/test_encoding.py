@@ -124,3 +124,26 @@ def test_features_file_round_trips_and_says_the_prediction_units() -> None:
     assert "label units" in text and "feature_scaler.json" in text
     with pytest.raises(EncodingError, match="disagree"):
         FeatureEncoding.from_json(text.replace('"material=copper"', '"material=tin"'))
+
+
+def test_the_results_feature_step_reads_features_json_or_falls_back_to_the_scaler() -> None:
+    from hpo.results import ResultsError
+    from hpo.results.features import encoding_of, feature_matrix
+    from hpo.scaling import Scaler
+
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    x = encoding.transform(_frame())
+    scaler = Scaler.fit(x, encoding.encoded_columns())
+    recorded = FeaturesFile(encoding, ("y",)).to_json().encode()
+    assert encoding_of(recorded, scaler, "t") == encoding
+    np.testing.assert_array_equal(feature_matrix(_frame(), encoding_of(recorded, scaler, "t")), x)
+    # No features.json (a training recorded before it existed): the scaler's columns.
+    numeric = encoding_of(
+        None, Scaler.fit(_frame()[["x", "grade"]].to_numpy(), ["x", "grade"]), "t"
+    )
+    assert numeric.names == ["x", "grade"] and numeric.categorical == []
+    other = Scaler.fit(x[:, :2], ["x", "material=aluminium"])
+    with pytest.raises(ResultsError, match=r"t: features\.json's encoded columns differ"):
+        encoding_of(recorded, other, "t")
+    with pytest.raises(ResultsError, match=r"column 'material' not found.*study's features are"):
+        feature_matrix(_frame().drop(columns="material"), encoding)
