@@ -82,6 +82,8 @@ def category_of(value: Any) -> str | None:
 
 def as_categories(series: pd.Series) -> pd.Series:
     """A column as category texts (object dtype), missing cells as None."""
+    if pd.api.types.infer_dtype(series, skipna=True) == "string":  # text only: no cell to spell
+        return series.astype(object).where(series.notna(), None)
     return pd.Series([category_of(v) for v in series], index=series.index, dtype=object)
 
 
@@ -170,17 +172,16 @@ class FeatureEncoding:
             if feature.categories is None:
                 blocks.append(_numbers(series, feature.name)[:, None])
                 continue
-            index = {c: i for i, c in enumerate(feature.categories)}
-            codes = np.empty(len(series), dtype=np.int64)
-            for row, value in enumerate(as_categories(series)):
-                if value is None:
+            values = as_categories(series)
+            codes = pd.Index(feature.categories, dtype=object).get_indexer(values)
+            if (codes < 0).any():
+                row = int(np.flatnonzero(codes < 0)[0])
+                if values.iloc[row] is None:
                     raise EncodingError(
                         f"column {feature.name!r} has no value in data row {row + 1}: "
                         "give it one of its categories"
                     )
-                if value not in index:
-                    raise UnseenCategory(feature.name, value, feature.categories)
-                codes[row] = index[value]
+                raise UnseenCategory(feature.name, values.iloc[row], feature.categories)
             block = np.zeros((len(series), len(feature.categories)), dtype=np.float64)
             block[np.arange(len(series)), codes] = 1.0
             blocks.append(block)

@@ -39,7 +39,7 @@ SPEC = {
         "learningRate": {"choices": [0.01]},
         "batchSizes": [32],
     },
-    "training": {"epochs": 30, "patience": 5, "seedsPerConfig": 1},
+    "training": {"epochs": 10, "patience": 3, "seedsPerConfig": 1},
     "randomStage": {"configurations": 1},
     "bayesianStage": {"enabled": False},
     "parallelism": 1,
