@@ -808,11 +808,17 @@ def predict(
         _fail([f"{data}: {exc}"])
     try:
         chosen, seeds = results.resolve(rank=rank, trial=trial, seed=seed)
-        # The columns are checked before TensorFlow loads (seconds): a refusal is quick.
-        feature_matrix(frame, results.feature_encoding(chosen, seeds[0]))
+        encoding = results.feature_encoding(chosen, seeds[0])
+    except ResultsError as exc:
+        _fail([str(exc)])
+    try:  # the columns are checked before TensorFlow loads (seconds): a refusal is quick
+        feature_matrix(frame, encoding)
+    except ResultsError as exc:
+        _fail([f"{data}: {exc}"])
+    try:
         predictions = results.load_model(trial=chosen, seed=seed).predict(frame)
     except ResultsError as exc:
-        _fail([f"{data}: {exc}" if "column" in str(exc) else str(exc)])
+        _fail([str(exc)])
     text = predictions.to_csv(index=False)
     if out is None:
         sys.stdout.write(text)

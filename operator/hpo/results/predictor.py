@@ -71,5 +71,9 @@ class Predictor:
         column and value.
         """
         x = feature_matrix(frame, self.encoding)
+        if not len(x):
+            return pd.DataFrame(
+                np.empty((0, len(self.labels))), index=frame.index, columns=self.labels
+            )
         y = np.mean([m.predict(x) for m in self.members], axis=0)
         return pd.DataFrame(y, index=frame.index, columns=self.labels)
