@@ -1,7 +1,7 @@
 """Using what a study found (hpo.results, `hpo predict | export | compare`), end to end.
 
 One small real study (2 configurations x 2 seeds, 3 epochs) is trained once per module
-by `hpo run`; every test reads it, through the API and the commands, on its folder and
+by the session `hpo run` drives and the real trainer; every test reads it, through the API and the commands, on its folder and
 (once) on a real S3 server. Studies that need no model (compare's other studies) are
 recorded by the real session with synthetic scores, which costs no training.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +30,9 @@ from hpo.results import ResultsError, find_studies, open_study
 from hpo.scaling import Scaler
 from hpo.session import StudySession
 from hpo.spec import load_study
+from hpo.store import LocalStore
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
-HPO = [sys.executable, "-m", "hpo.cli"]
 NAME = "used"
 SPEC: dict[str, Any] = {
     "searchSpace": {
@@ -60,28 +58,40 @@ def _study_file(folder: Path, name: str, dataset: Path = EXAMPLE_CSV, **spec: An
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """(the study's folder, `hpo run`'s output) of one real study."""
-    folder = tmp_path_factory.mktemp("results")
-    proc = subprocess.run(
-        [*HPO, "run", str(_study_file(folder, NAME)), "--out", str(folder / "runs")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return folder / "runs" / NAME, proc.stdout
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one real study: the session `hpo run` drives, with the real trainer
+    in this process (TensorFlow loads once for the module, no worker processes)."""
+    from hpo_trainer.train import train_request
+
+    runs = tmp_path_factory.mktemp("results") / "runs"
+    study = load_study(_study_file(runs.parent, NAME))
+    session = StudySession.open(study, StoreRef(kind="local", root=str(runs)))
+    session.start(refuse_spec_changes=True)
+    store = LocalStore(runs)
+    while not session.engine.finished:
+        for task in session.take(4):
+            results = train_request(session.request([task]), store)
+            assert [r.status for r in results] == ["succeeded"], results
+            session.record(results)
+    session.finish()
+    return runs / NAME
 
 
-def _synthetic(folder: Path, name: str, dataset: Path, *, finish: bool = True) -> Path:
-    """A study recorded by the real session with synthetic scores (no model trained)."""
-    study = load_study(_study_file(folder, name, dataset))
+def _synthetic(
+    folder: Path, name: str, dataset: Path, *, finish: bool = True, failing: int = -1
+) -> Path:
+    """A study recorded by the real session with synthetic scores (no model trained);
+    the ``failing``-th training fails for good (no retries)."""
+    study = load_study(_study_file(folder, name, dataset, failurePolicy={"retries": 0}))
     session = StudySession.open(study, StoreRef(kind="local", root=str(folder / "runs")))
     session.start(refuse_spec_changes=True)
     while not session.engine.finished:
-        for task in session.take(4):
+        for i, task in enumerate(session.take(4)):
             mae = synthetic_mae(task.trial.config, task.seed)
             per_label = {label: {"mae": mae, "pct": mae} for label in LABELS}
+            if i == failing:
+                session.record([task.failed(name, "out of memory (a test's failure)")])
+                continue
             session.record([task.succeeded(name, mae=mae, val_mae=mae, per_label=per_label)])
         if not finish:
             break  # a study still running: its first trainings in the ledger
@@ -135,7 +145,7 @@ def _text(result: Any) -> str:
 
 
 def test_the_api_reads_the_studys_tables(trained) -> None:
-    folder, _ = trained
+    folder = trained
     assert find_studies(folder.parent) == [str(folder)]
     s = open_study(folder)
     assert (s.name, s.finished, s.spec["metadata"]["name"]) == (NAME, True, NAME)
@@ -171,7 +181,7 @@ def test_predictions_are_the_models_own_and_give_back_the_ledgers_test_mae(
     """Per seed: the API's prediction on the test split equals the saved model's own
     output (scalers applied by hand), and recomputes the ledger's test MAE (standardised,
     and per label in label units)."""
-    s = open_study(trained[0])
+    s = open_study(trained)
     trial = s.final_group()["trial"][0]
     for seed in (1, 2):
         frame, y_true = _test_split(s, trial, seed)
@@ -191,7 +201,7 @@ def test_predictions_are_the_models_own_and_give_back_the_ledgers_test_mae(
 
 
 def test_an_ensemble_is_the_mean_of_its_members(trained) -> None:
-    s = open_study(trained[0])
+    s = open_study(trained)
     trial = s.final_group()["trial"][0]
     frame, _ = _test_split(s, trial, 1)
     frame.index = frame.index + 100  # the caller's index is kept
@@ -207,7 +217,12 @@ def test_an_ensemble_is_the_mean_of_its_members(trained) -> None:
 def test_best_json_and_the_final_table_show_per_label_errors_without_thresholds(
     trained,
 ) -> None:
-    folder, stdout = trained
+    """No thresholds: best.json and the final table (`hpo run`'s and `hpo report`'s)
+    still give every label's test MAE in its units and in percent of its mean."""
+    folder = trained
+    report = _cli("report", folder)
+    assert report.exit_code == EXIT_OK, report.output
+    stdout = report.output
     s = open_study(folder)
     trainings = s.trainings()
     for record in json.loads((folder / "best.json").read_text()):
@@ -221,7 +236,7 @@ def test_best_json_and_the_final_table_show_per_label_errors_without_thresholds(
 
 
 def test_the_api_refuses_what_is_not_there(trained, tmp_path: Path) -> None:
-    folder, _ = trained
+    folder = trained
     s = open_study(folder)
     with pytest.raises(ResultsError, match="no such folder"):
         open_study(tmp_path / "nothing")
@@ -256,7 +271,7 @@ def test_the_readme_example_runs_as_written(
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert '"runs/quickstart"' in code
     monkeypatch.chdir(REPO)
-    exec(compile(code.replace('"runs/quickstart"', repr(str(trained[0]))), "README.md", "exec"), {})
+    exec(compile(code.replace('"runs/quickstart"', repr(str(trained))), "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert f"{FEATURES} [1, 2]" in out
     assert out.splitlines()[1].split() == LABELS and len(out.splitlines()) == 7
@@ -265,11 +280,16 @@ def test_the_readme_example_runs_as_written(
 def test_a_study_still_running_reads_as_such(tmp_path: Path) -> None:
     """No best.json yet: not finished, an empty (typed) final group, ranked configurations,
     and no model by rank (a trial must be named)."""
-    running = _synthetic(tmp_path, "running", EXAMPLE_CSV, finish=False)
+    running = _synthetic(tmp_path, "running", EXAMPLE_CSV, finish=False, failing=3)
     assert find_studies(tmp_path / "runs") == [str(running)]
     s = open_study(running)
     assert not s.finished
-    assert len(s.trainings()) == 4 and s.configurations()["rank"].tolist() == [1, 2]
+    trainings = s.trainings()
+    assert trainings["status"].tolist().count("succeeded") == 3
+    failed = trainings[trainings["status"] == "failed"].iloc[0]
+    assert failed["error"] == "out of memory (a test's failure)" and pd.isna(failed["test_mae"])
+    configs = s.configurations()
+    assert configs["rank"].tolist() == [1, 2] and sorted(configs["failed"]) == [0, 1]
     group = s.final_group()
     assert group.empty and {"rank", "trial", "test_mae_mean", "Id_mA_mae"} <= set(group.columns)
     with pytest.raises(ResultsError, match="has not finished"):
@@ -280,7 +300,7 @@ def test_a_study_still_running_reads_as_such(tmp_path: Path) -> None:
 
 
 def test_hpo_predict_writes_the_apis_predictions(trained, tmp_path: Path) -> None:
-    folder, _ = trained
+    folder = trained
     s = open_study(folder)
     trial = s.final_group()["trial"][0]
     frame, y_true = _test_split(s, trial, 1)
@@ -301,7 +321,7 @@ def test_hpo_predict_writes_the_apis_predictions(trained, tmp_path: Path) -> Non
 
 
 def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
-    folder, _ = trained
+    folder = trained
     data = tmp_path / "data.csv"
     pd.read_csv(EXAMPLE_CSV).dropna().head(20).drop(columns=["Vgs_V"]).to_csv(data, index=False)
     unfinished = tmp_path / "unfinished" / NAME
@@ -309,6 +329,10 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
     (unfinished / "best.json").unlink()
     parquet = tmp_path / "parquet.csv"
     pd.read_csv(EXAMPLE_CSV).to_parquet(parquet)
+    holes = tmp_path / "holes.csv"
+    with_hole = pd.read_csv(EXAMPLE_CSV).dropna().head(5).reset_index(drop=True)
+    with_hole.loc[2, "tox_nm"] = np.nan
+    with_hole.to_csv(holes, index=False)
     cases = [
         ((folder, data), "column 'Vgs_V' not found"),
         ((folder, data, "--trial", "r0042"), "no trial 'r0042' (trials: r0000, r0001)"),
@@ -318,6 +342,7 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
         ((unfinished, data), "has not finished (no final group yet): name a trial"),
         ((folder, tmp_path / "none.csv"), "dataset file not found"),
         ((folder, parquet), "is a Parquet file, not a CSV file"),
+        ((folder, holes), "column 'tox_nm' has 1 missing or infinite value(s), e.g. in data row 3"),
         ((tmp_path, data), "no study there"),
     ]
     for args, message in cases:
@@ -336,7 +361,7 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_hpo_export_round_trips_into_pandas(trained, tmp_path: Path, fmt: str) -> None:
-    folder, _ = trained
+    folder = trained
     s = open_study(folder)
     result = _cli("export", folder, "--format", fmt, "--out", tmp_path)
     assert result.exit_code == EXIT_OK, result.output
@@ -357,13 +382,13 @@ def test_hpo_export_round_trips_into_pandas(trained, tmp_path: Path, fmt: str) -
 
 
 def test_hpo_export_refuses_an_unknown_format(trained) -> None:
-    result = _cli("export", trained[0], "--format", "xlsx")
+    result = _cli("export", trained, "--format", "xlsx")
     assert result.exit_code == EXIT_BAD_INPUT
     assert "--format 'xlsx': choose csv, json, parquet" in _text(result)
 
 
 def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path: Path) -> None:
-    folder, _ = trained
+    folder = trained
     bigger = _synthetic(tmp_path, "bigger", EXAMPLE_CSV)
     other_data = tmp_path / "other.csv"
     pd.read_csv(EXAMPLE_CSV).iloc[:-50].to_csv(other_data, index=False)
@@ -401,7 +426,7 @@ def test_the_api_reads_a_study_in_a_bucket(
     monkeypatch.setenv("HPO_S3_ACCESS_KEY", TEST_ACCESS_KEY)
     monkeypatch.setenv("HPO_S3_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("HPO_S3_RETRIES", "0")
-    folder, _ = trained
+    folder = trained
     bucket = new_s3_store(s3_server, prefix="")
     bucket.put_dir(f"hpo/default/{NAME}", folder)
     url = f"s3://{bucket.bucket}/hpo/default/{NAME}"
