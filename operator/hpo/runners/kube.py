@@ -217,7 +217,7 @@ class KubeRunner:
         }
         self.session = session
         self.status.resolved()
-        for note in engine.notes:
+        for note in session.notes:  # the dataset's (categorical columns, rows left out) too
             self.cluster.event(body, "Normal", "Note", note)
         return True
 
