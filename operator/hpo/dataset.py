@@ -248,7 +248,9 @@ def _usable(df: pd.DataFrame, columns: list[str], categorical: Sequence[str] = (
     return selected[columns].dropna(how="any")
 
 
-def _check_categories(df: pd.DataFrame, usable: pd.DataFrame, categorical: list[str]) -> list[str]:
+def _check_categories(
+    df: pd.DataFrame, usable: pd.DataFrame, categorical: list[str], declared: Sequence[str]
+) -> list[str]:
     """Refuse an identifier column; say what else is worth knowing about categories."""
     notes = []
     rows = len(usable)
@@ -258,11 +260,16 @@ def _check_categories(df: pd.DataFrame, usable: pd.DataFrame, categorical: list[
     for name in categorical:
         distinct = usable[name].nunique()
         if distinct > 2 and distinct >= ID_LIKE * rows:
+            fix = (
+                "take it out of spec.dataset.categorical if its values are measurements"
+                if name in declared
+                else "leave the column out of the features"
+            )
             raise DatasetError(
                 f"column {name!r} looks like an identifier, not a category: {distinct} "
                 f"distinct values in {rows} usable rows, e.g. {usable[name].iloc[0]!r}; "
                 "one-hot encoding would give the network one input per row, and every new "
-                "row would be a category it never saw; leave the column out of the features"
+                f"row would be a category it never saw; {fix}"
             )
         missing = int(df[name].isna().sum())
         if missing:
@@ -392,7 +399,7 @@ def validate_frame(
             f"need at least {MIN_ROWS} to split into train/validation/test"
         )
     _check_spread(df, usable[[c for c in columns if c not in encoded]], labels)
-    return _check_categories(df, usable, encoded)
+    return _check_categories(df, usable, encoded, categorical)
 
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:

@@ -321,3 +321,18 @@ def test_a_declared_categorical_column_must_be_a_feature() -> None:
         DatasetError, match=r"categorical column\(s\) 'Id' are not among the features"
     ):
         validate_frame(_frame(), ["Vgs"], ["Id"], categorical=["Id"])
+
+
+def test_measurements_declared_categorical_are_refused_saying_where_they_are_declared(
+    tmp_path: Path,
+) -> None:
+    declared = DatasetRef(
+        path=str(_csv(tmp_path, _frame())), features=["Vgs"], labels=["Id"], categorical=["Vgs"]
+    )
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(declared)
+    message = str(info.value)
+    assert message.startswith("column 'Vgs' looks like an identifier, not a category: 30 ")
+    assert message.endswith(
+        "take it out of spec.dataset.categorical if its values are measurements"
+    )
