@@ -43,6 +43,7 @@ SHARED_SETUPS = frozenset(
         "run",  # e2e/test_security.py: six studies through one operator
         "operator_venv",  # e2e/test_operator_install.py: a venv without TensorFlow
         "trained",  # integration/test_trainer.py, e2e/test_results.py: real trainings
+        "materials",  # e2e/test_categorical.py: a study on a text column, one training without
         "operator_outcomes",  # integration/test_bad_input_operator.py: one operator, 5 studies
     }
 )

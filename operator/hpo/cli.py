@@ -829,7 +829,6 @@ def predict(
     from hpo.dataset import DatasetError, read_table
     from hpo.results import ResultsError
     from hpo.results.features import feature_matrix
-    from hpo.scaling import Scaler
 
     results = _results(study, endpoint, tls)
     try:
@@ -838,11 +837,11 @@ def predict(
         _fail([f"{data}: {exc}"])
     try:
         chosen, seeds = results.resolve(rank=rank, trial=trial, seed=seed)
-        scaler = results.read_artifact(chosen, seeds[0], "feature_scaler.json")
+        encoding = results.feature_encoding(chosen, seeds[0])
     except ResultsError as exc:
         _fail([str(exc)])
     try:  # the columns are checked before TensorFlow loads (seconds): a refusal is quick
-        feature_matrix(frame, Scaler.from_json(scaler.decode("utf-8")).columns)
+        feature_matrix(frame, encoding)
     except ResultsError as exc:
         _fail([f"{data}: {exc}"])
     try:

@@ -62,6 +62,9 @@ class DatasetRef:
     #: Cross-validation folds over the non-test rows; seed s validates on fold s mod folds.
     #: 0: one fixed validation split (``validation_size``).
     folds: int = 0
+    #: Feature columns declared categorical (``spec.dataset.categorical``: numeric codes);
+    #: text feature columns are categorical without being listed.
+    categorical: list[str] = field(default_factory=list)
     #: ETag and size of the dataset object when the study started; a trainer that
     #: finds another version refuses it rather than silently mixing data.
     etag: str | None = None

@@ -33,11 +33,17 @@ import numpy as np
 import pandas as pd
 
 from hpo.contract import DatasetRef, StoreRef
+from hpo.encoding import as_categories, is_text
 from hpo.keys import StoreError, check_key, key_segment
 from hpo.store import open_store
 
 #: Fewest usable rows we accept: below this a three-way split is meaningless.
 MIN_ROWS = 10
+#: More categories than this in one column is worth a note (as many network inputs).
+MANY_CATEGORIES = 50
+#: A categorical column with at least this many distinct values per usable row is an
+#: identifier (a name, a serial number), not a category.
+ID_LIKE = 0.9
 
 _CACHE_SIZE = 4
 _cache: dict[tuple[str, int, int], pd.DataFrame] = {}
@@ -59,10 +65,13 @@ class DatasetUnreachable(DatasetError):
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    """What ``validate_dataset`` found: usable rows and rows dropped for missing values."""
+    """What ``validate_dataset`` found: usable rows and rows dropped for missing values,
+    the feature columns encoded as categories, and what the user should know."""
 
     rows: int
     rows_dropped: int
+    categorical: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -182,19 +191,45 @@ def _not_found(name: str, available: Sequence[str]) -> str:
     return f"column {name!r} not found (columns are: {shown}{more})"
 
 
-def _check_numeric(df: pd.DataFrame, column: str) -> None:
-    series = df[column]
+def _non_numeric(series: pd.Series) -> pd.Series:
+    """Cells that hold something other than a number (missing cells are not counted)."""
     if pd.api.types.is_numeric_dtype(series):
-        return
-    coerced = pd.to_numeric(series, errors="coerce")
-    bad = series.notna() & coerced.isna()
+        return pd.Series(False, index=series.index)
+    return series.notna() & pd.to_numeric(series, errors="coerce").isna()
+
+
+def _check_numeric(df: pd.DataFrame, column: str, hint: str = "") -> None:
+    bad = _non_numeric(df[column])
     if bad.any():
         position = int(np.flatnonzero(bad.to_numpy())[0])
-        value = series.iloc[position]
+        value = df[column].iloc[position]
         raise DatasetError(
             f"column {column!r} is not numeric: e.g. {value!r} in data row {position + 1} "
-            f"({int(bad.sum())} non-numeric value(s))"
+            f"({int(bad.sum())} non-numeric value(s)){hint}"
         )
+
+
+def categorical_columns(
+    df: pd.DataFrame, features: Sequence[str], declared: Sequence[str] = ()
+) -> list[str]:
+    """The feature columns encoded as categories: those declared
+    (``spec.dataset.categorical``, e.g. numeric codes) and those holding text.
+
+    A column of numbers with a few text cells among them ("1,5 V", "n/a") is a
+    numeric column with typos, not a categorical one: it stays numeric and is
+    refused by ``validate_frame`` naming a bad cell. Text means: at most half of
+    its filled cells read as numbers.
+    """
+    out = []
+    for name in features:
+        series = df[name]
+        if name in declared:
+            out.append(name)
+        elif is_text(series):
+            filled = int(series.notna().sum())
+            if int(_non_numeric(series).sum()) * 2 >= filled:
+                out.append(name)
+    return out
 
 
 def _counted(missing: int, infinite: int) -> str:
@@ -202,11 +237,60 @@ def _counted(missing: int, infinite: int) -> str:
     return ", ".join([*parts, f"{infinite} infinite"] if infinite else parts)
 
 
-def _usable(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The selected columns as float64, rows with a missing or infinite value dropped."""
-    selected = df[columns].apply(pd.to_numeric).astype(np.float64)
+def _usable(df: pd.DataFrame, columns: list[str], categorical: Sequence[str] = ()) -> pd.DataFrame:
+    """The selected columns, rows with a missing or infinite value dropped: numeric ones as
+    float64, categorical ones as category text (``hpo.encoding.as_categories``)."""
+    numeric = [c for c in columns if c not in categorical]
+    selected = df[numeric].apply(pd.to_numeric).astype(np.float64)
     selected = selected.replace([np.inf, -np.inf], np.nan)
-    return selected.dropna(how="any")
+    for name in categorical:
+        selected[name] = as_categories(df[name])
+    return selected[columns].dropna(how="any")
+
+
+def _check_categories(
+    df: pd.DataFrame, usable: pd.DataFrame, categorical: list[str], declared: Sequence[str]
+) -> list[str]:
+    """Refuse an identifier column; say what else is worth knowing about categories."""
+    notes = []
+    rows = len(usable)
+    if categorical:
+        counted = ", ".join(f"{n!r} ({usable[n].nunique()})" for n in categorical)
+        notes.append(f"categorical feature column(s), one network input per category: {counted}")
+    for name in categorical:
+        distinct = usable[name].nunique()
+        if distinct > 2 and distinct >= ID_LIKE * rows:
+            fix = (
+                "take it out of spec.dataset.categorical if its values are measurements"
+                if name in declared
+                else "leave the column out of the features"
+            )
+            raise DatasetError(
+                f"column {name!r} looks like an identifier, not a category: {distinct} "
+                f"distinct values in {rows} usable rows, e.g. {usable[name].iloc[0]!r}; "
+                "one-hot encoding would give the network one input per row, and every new "
+                f"row would be a category it never saw; {fix}"
+            )
+        missing = int(df[name].isna().sum())
+        if missing:
+            notes.append(
+                f"categorical column {name!r}: {missing} row(s) have no value and are left "
+                "out, as rows with missing numbers are; give them a category of their own "
+                "(e.g. 'unknown') to keep them"
+            )
+        if distinct == 1:
+            notes.append(
+                f"categorical column {name!r} has one category only "
+                f"({usable[name].iloc[0]!r} in every usable row): it tells the model nothing; "
+                "leave it out of the features"
+            )
+        elif distinct > MANY_CATEGORIES:
+            notes.append(
+                f"categorical column {name!r} has {distinct} categories: as many network "
+                "inputs, and a category with few rows is learnt poorly; consider grouping "
+                "the rare ones"
+            )
+    return notes
 
 
 def _check_spread(df: pd.DataFrame, usable: pd.DataFrame, labels: list[str]) -> None:
@@ -234,8 +318,18 @@ def _check_spread(df: pd.DataFrame, usable: pd.DataFrame, labels: list[str]) -> 
             )
 
 
-def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[str]) -> None:
-    """Raise ``DatasetError`` if ``df`` cannot train a model mapping features to labels."""
+def validate_frame(
+    df: pd.DataFrame,
+    features: Sequence[str],
+    labels: Sequence[str],
+    categorical: Sequence[str] = (),
+) -> list[str]:
+    """Raise ``DatasetError`` if ``df`` cannot train a model mapping features to labels.
+
+    ``categorical``: the declared categorical features (text columns are categorical
+    anyway); labels are always numeric. Returns notes for the user (e.g. a
+    categorical column with one category only).
+    """
     features, labels = list(features), list(labels)
     if not features:
         raise DatasetError("no feature columns given")
@@ -251,20 +345,44 @@ def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[s
             f"column(s) {', '.join(map(repr, both))} listed both as feature and label; "
             "a label cannot also be an input"
         )
+    stray = [n for n in categorical if n not in features]
+    if stray:
+        raise DatasetError(
+            f"categorical column(s) {', '.join(map(repr, stray))} are not among the features"
+        )
     columns = features + labels
     missing = [n for n in columns if n not in df.columns]
     if missing:
         raise DatasetError("; ".join(_not_found(n, list(df.columns)) for n in missing))
-    for column in columns:
+    for column in labels:
         _check_numeric(df, column)
+    encoded = categorical_columns(df, features, categorical)
+    for column in features:
+        if column not in encoded:
+            _check_numeric(
+                df,
+                column,
+                "; if it holds categories, list it in spec.dataset.categorical"
+                if is_text(df[column])
+                else "",
+            )
     total = len(df)
-    usable = _usable(df, columns)
+    usable = _usable(df, columns, encoded)
     rows = len(usable)
     if rows == 0:
         if total == 0:
             raise DatasetError("the dataset has no rows")
-        values = df[columns].apply(pd.to_numeric).astype(np.float64)
-        missing, infinite = values.isna().sum(), np.isinf(values).sum()
+        numeric = [c for c in columns if c not in encoded]
+        values = df[numeric].apply(pd.to_numeric).astype(np.float64)
+        missing = pd.Series(
+            {
+                c: int(df[c].isna().sum()) if c in encoded else int(values[c].isna().sum())
+                for c in columns
+            }
+        )
+        infinite = pd.Series(
+            {c: 0 if c in encoded else int(np.isinf(values[c]).sum()) for c in columns}
+        )
         worst = ", ".join(
             f"{c!r} ({_counted(int(missing[c]), int(infinite[c]))})"
             for c in (missing + infinite).sort_values(ascending=False, kind="stable").index
@@ -280,7 +398,8 @@ def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[s
             f"only {rows} usable row(s) ({total - rows} dropped for missing values); "
             f"need at least {MIN_ROWS} to split into train/validation/test"
         )
-    _check_spread(df, usable, labels)
+    _check_spread(df, usable[[c for c in columns if c not in encoded]], labels)
+    return _check_categories(df, usable, encoded, categorical)
 
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
@@ -378,19 +497,31 @@ def split_for_seed(
     return cv_split_indices(rows, ref, seed)
 
 
-def load_usable(ref: DatasetRef) -> tuple[pd.DataFrame, int]:
-    """The checked dataset's feature and label columns (float64), and how many rows were dropped."""
+def _load(ref: DatasetRef) -> tuple[pd.DataFrame, int, list[str], list[str]]:
     df = read_table(ref.path)
-    validate_frame(df, ref.features, ref.labels)
-    usable = _usable(df, [*ref.features, *ref.labels])
-    return usable, len(df) - len(usable)
+    notes = validate_frame(df, ref.features, ref.labels, ref.categorical)
+    encoded = categorical_columns(df, ref.features, ref.categorical)
+    usable = _usable(df, [*ref.features, *ref.labels], encoded)
+    return usable, len(df) - len(usable), encoded, notes
+
+
+def load_usable(ref: DatasetRef) -> tuple[pd.DataFrame, int]:
+    """The checked dataset's feature and label columns, and how many rows were dropped.
+
+    Numeric columns are float64; categorical features (``categorical_columns``) hold
+    category text, for ``hpo.encoding.FeatureEncoding.fit``.
+    """
+    usable, dropped, _, _ = _load(ref)
+    return usable, dropped
 
 
 def validate_dataset(ref: DatasetRef) -> DatasetSummary:
     """Check file, columns, contents and split sizes without training anything."""
-    usable, dropped = load_usable(ref)
+    usable, dropped, encoded, notes = _load(ref)
     split_for_seed(len(usable), ref, 0)
-    return DatasetSummary(rows=len(usable), rows_dropped=dropped)
+    return DatasetSummary(
+        rows=len(usable), rows_dropped=dropped, categorical=tuple(encoded), notes=tuple(notes)
+    )
 
 
 # --------------------------------------------------------------------------- s3:// datasets

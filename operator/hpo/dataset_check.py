@@ -100,12 +100,13 @@ def check_dataset(
         split_seed=ds.split_seed,
         reference_values=dict(ds.reference_values),
         folds=ds.cross_validation_folds,
+        categorical=list(ds.categorical),
     )
     try:
         summary = validate_dataset(dataclasses.replace(ref, path=local.path))
     except DatasetError as exc:
         hint = ""
-        if inferred and "is not numeric" in str(exc):
+        if inferred and ("is not numeric" in str(exc) or "looks like an identifier" in str(exc)):
             hint = (
                 "; spec.dataset.features is not set, so every column but the labels is a "
                 "feature: list the features to leave this column out"
@@ -118,5 +119,5 @@ def check_dataset(
         training=TrainingOptions(epochs=t.epochs, patience=t.patience, threads=t.threads),
         rows=summary.rows,
         rows_dropped=summary.rows_dropped,
-        notes=tuple(notes),
+        notes=(*notes, *summary.notes),
     )

@@ -33,6 +33,9 @@ WARM_START_FILE = "warmstart.json"
 LEDGER_FILE = "ledger.xlsx"
 BEST_FILE = "best.json"
 SCORES_FILE = "scores.json"
+#: A training's inputs and outputs, enough to predict without the study spec
+#: (``hpo.encoding.FeaturesFile``).
+FEATURES_FILE = "features.json"
 PLOTS_DIR = "plots"
 TRIALS_DIR = "trials"
 FAILURES_DIR = "failures"
@@ -45,6 +48,7 @@ ARTIFACT_FILES = (
     "label_scaler.json",
     "seed.json",
     "config.json",
+    FEATURES_FILE,
     SCORES_FILE,
 )
 

@@ -303,6 +303,11 @@ class Dataset(_Model):
         default_factory=list, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     labels: list[Name] = Field(min_length=1, json_schema_extra={"x-kubernetes-list-type": "set"})
+    #: Feature columns to one-hot encode although they hold numbers (codes of a
+    #: category); text columns are encoded without being listed.
+    categorical: list[Name] = Field(
+        default_factory=list, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
     test_size: float = Field(default=0.2, gt=0, lt=1)
     validation_size: float = Field(default=0.2, gt=0, lt=1)
     #: Cross-validation over the non-test rows: seed s validates on fold s mod k, so
@@ -328,6 +333,16 @@ class Dataset(_Model):
         both = [c for c in self.labels if c in self.features]
         if both:
             raise ValueError(f"column {both[0]!r} is listed both as a label and as a feature")
+        if self.categorical:
+            _unique_nonempty(self.categorical, "categorical column")
+        label = [c for c in self.categorical if c in self.labels]
+        if label:
+            raise ValueError(
+                f"categorical names {label[0]!r}, a label: labels are numbers to predict"
+            )
+        stray = [c for c in self.categorical if self.features and c not in self.features]
+        if stray:
+            raise ValueError(f"categorical names {stray[0]!r}, which is not one of the features")
         stray = [k for k in self.reference_values if k not in self.labels]
         if stray:
             raise ValueError(f"referenceValues names {stray[0]!r}, which is not a label")
@@ -694,6 +709,12 @@ TRAINING_FIELDS: frozenset[tuple[str, ...]] = frozenset(
 )
 
 
+def _absent(value: Any) -> bool:
+    """Absent and empty are the same: a list field added later with an empty default (a
+    study saved before it existed has no such key) is no change."""
+    return value is None or (isinstance(value, list | dict) and not value)
+
+
 def refused_changes(
     old: dict[str, Any],
     new: dict[str, Any],
@@ -713,7 +734,7 @@ def refused_changes(
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
                 walk(a.get(key), b.get(key), (*path, key))
-        elif a != b:
+        elif a != b and not (_absent(a) and _absent(b)):
             out.append("spec." + ".".join(path))
 
     walk(old, new, ())

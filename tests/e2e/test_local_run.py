@@ -118,6 +118,7 @@ def test_ledger_rows_are_unique_complete_and_inside_bounds(finished) -> None:
             "label_scaler.json",
             "seed.json",
             "config.json",
+            "features.json",
             "scores.json",
         ):
             assert store.exists(f"{r.artifacts}/{name}"), f"{r.artifacts}/{name}"

@@ -170,6 +170,7 @@ def test_the_api_reads_the_studys_tables(trained) -> None:
         "label_scaler.json",
         "seed.json",
         "config.json",
+        "features.json",
         "scores.json",
     }
 

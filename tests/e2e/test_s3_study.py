@@ -53,6 +53,7 @@ ARTIFACTS = (
     "label_scaler.json",
     "seed.json",
     "config.json",
+    "features.json",
     "scores.json",
 )
 

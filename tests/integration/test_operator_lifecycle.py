@@ -159,6 +159,23 @@ def test_a_new_study_is_pending_from_its_first_status_write(
     assert phases[-1] == "Succeeded"
 
 
+def test_the_datasets_notes_are_events_of_the_study(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """What ``hpo run`` prints as notes (rows left out for missing values, categorical
+    columns, a column with one category) a cluster user reads in the study's events."""
+    name = "dataset-notes"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube),
+    ):
+        create(kube, small(name, s3_server, dataset, bucket))
+        assert finished(kube, name, timeout=60)["status"]["phase"] == "Succeeded"
+    notes = [e["message"] for e in events(kube, name) if e["reason"] == "Note"]
+    assert any("dataset rows have missing (empty, NaN) or infinite values" in n for n in notes)
+
+
 # -- what the user can fix in place ----------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ ROOTS = {"hpo": REPO / "operator" / "hpo", "hpo_trainer": REPO / "trainer-image"
 
 #: Modules that decide (the engine decides, runners execute), with everything of ``hpo``
 #: they import: none may reach a cluster client or TensorFlow.
-PURE = ("hpo.engine", "hpo.bayes", "hpo.space", "hpo.summary")
+PURE = ("hpo.engine", "hpo.bayes", "hpo.space", "hpo.summary", "hpo.encoding", "hpo.scaling")
 CLUSTER_OR_TF = ("kopf", "kubernetes", "tensorflow", "keras")
 TF = ("tensorflow", "keras")
 
@@ -47,6 +47,7 @@ OPERATOR_MODULES = [
     "hpo.store.s3",
     "hpo.dataset",
     "hpo.dataset_check",
+    "hpo.encoding",
     "hpo.runners.local",
     "hpo.session",
     "hpo.cli",
@@ -156,7 +157,15 @@ def hpo_importing_the_trainer(
 
 #: What the trainer may use of ``hpo``: the contract, the layout, the store and dataset
 #: reading (not the recorder, ledger, report or engine, which the operator side owns).
-TRAINER_USES = ("hpo.contract", "hpo.keys", "hpo.layout", "hpo.store", "hpo.dataset", "hpo.scaling")
+TRAINER_USES = (
+    "hpo.contract",
+    "hpo.keys",
+    "hpo.layout",
+    "hpo.store",
+    "hpo.dataset",
+    "hpo.scaling",
+    "hpo.encoding",
+)
 
 
 def trainer_beyond_its_seam(graph: list[Import]) -> list[Import]:

@@ -226,3 +226,113 @@ def test_as_many_folds_as_rows_is_leave_one_out(tmp_path: Path) -> None:
     assert validate_dataset(ref).rows == 30
     data = load_splits(ref, 5)
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (23, 1, 6)
+
+
+# -- categorical features ----------------------------------------------------------------
+
+
+def test_a_text_feature_is_categorical_and_one_hot_before_scaling(tmp_path: Path) -> None:
+    from helpers.categorical import FEATURES as CAT_FEATURES
+    from helpers.categorical import categorical_csv
+
+    ref = _ref(categorical_csv(tmp_path), CAT_FEATURES, ["y"])
+    summary = validate_dataset(ref)
+    assert summary.categorical == ("material",)
+    assert summary.notes[0] == (
+        "categorical feature column(s), one network input per category: 'material' (4)"
+    )
+    data = load_splits(ref)
+    columns = ["x1", *(f"material={m}" for m in ("aluminium", "copper", "steel", "titanium")), "x2"]
+    assert data.encoding.encoded_columns() == data.feature_scaler.columns == columns
+    one_hot = data.x_train[:, 1:5]
+    assert set(np.unique(one_hot)) <= {0.0, 1.0} and (one_hot.sum(axis=1) == 1).all()
+    # One-hot columns are left 0/1; numeric ones are standardised on the training split.
+    np.testing.assert_array_equal(data.feature_scaler.mean[1:5], 0.0)
+    np.testing.assert_array_equal(data.feature_scaler.scale[1:5], 1.0)
+    np.testing.assert_allclose(data.feature_scaler.mean[[0, 5]], data.x_train[:, [0, 5]].mean(0))
+
+
+def test_categories_come_from_every_usable_row_so_every_fold_shares_them(tmp_path: Path) -> None:
+    """The rare category is in one row only: every fold and split knows it, so a
+    validation or test row never holds a category the encoding lacks."""
+    from helpers.categorical import FEATURES as CAT_FEATURES
+    from helpers.categorical import categorical_csv
+
+    ref = DatasetRef(
+        path=str(categorical_csv(tmp_path)), features=CAT_FEATURES, labels=["y"], folds=3
+    )
+    encodings = {load_splits(ref, seed).encoding for seed in range(3)}
+    assert len(encodings) == 1
+    assert "material=titanium" in encodings.pop().encoded_columns()
+
+
+def test_numeric_codes_are_categorical_when_declared(tmp_path: Path) -> None:
+    df = _frame(40).assign(grade=[1, 2, 3, 4] * 10)
+    path = _csv(tmp_path, df)
+    plain = validate_dataset(_ref(path, ["Vgs", "grade"], ["Id"]))
+    assert plain.categorical == ()
+    declared = DatasetRef(
+        path=str(path), features=["Vgs", "grade"], labels=["Id"], categorical=["grade"]
+    )
+    assert validate_dataset(declared).categorical == ("grade",)
+    assert load_splits(declared).encoding.encoded_columns()[1:] == [
+        "grade=1", "grade=2", "grade=3", "grade=4",
+    ]  # fmt: skip
+
+
+def test_missing_single_and_many_categories_are_noted(tmp_path: Path) -> None:
+    rows = 200
+    df = _frame(rows).assign(
+        site=["north", "south"] * (rows // 2),
+        batch=[f"b{i % 60}" for i in range(rows)],
+        plant="only",
+    )
+    df.loc[[3, 8], "site"] = np.nan
+    path = _csv(tmp_path, df)
+    summary = validate_dataset(_ref(path, ["Vgs", "site", "batch", "plant"], ["Id"]))
+    assert summary.rows == rows - 2 and summary.rows_dropped == 2
+    notes = "\n".join(summary.notes)
+    assert (
+        "categorical column 'site': 2 row(s) have no value and are left out, as rows with "
+        "missing numbers are; give them a category of their own (e.g. 'unknown')" in notes
+    )
+    assert (
+        "categorical column 'plant' has one category only ('only' in every usable row): it "
+        "tells the model nothing" in notes
+    )
+    assert "categorical column 'batch' has 60 categories: as many network inputs" in notes
+
+
+def test_a_numeric_column_with_a_few_text_cells_is_still_refused_as_not_numeric(
+    tmp_path: Path,
+) -> None:
+    df = _frame().astype({"Vds": object})
+    df.loc[[4, 9], "Vds"] = "n/a V"
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(_ref(_csv(tmp_path, df), ["Vgs", "Vds"], ["Id"]))
+    assert str(info.value) == (
+        "column 'Vds' is not numeric: e.g. 'n/a V' in data row 5 (2 non-numeric value(s)); "
+        "if it holds categories, list it in spec.dataset.categorical"
+    )
+
+
+def test_a_declared_categorical_column_must_be_a_feature() -> None:
+    with pytest.raises(
+        DatasetError, match=r"categorical column\(s\) 'Id' are not among the features"
+    ):
+        validate_frame(_frame(), ["Vgs"], ["Id"], categorical=["Id"])
+
+
+def test_measurements_declared_categorical_are_refused_saying_where_they_are_declared(
+    tmp_path: Path,
+) -> None:
+    declared = DatasetRef(
+        path=str(_csv(tmp_path, _frame())), features=["Vgs"], labels=["Id"], categorical=["Vgs"]
+    )
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(declared)
+    message = str(info.value)
+    assert message.startswith("column 'Vgs' looks like an identifier, not a category: 30 ")
+    assert message.endswith(
+        "take it out of spec.dataset.categorical if its values are measurements"
+    )

@@ -218,3 +218,29 @@ def test_the_example_is_valid() -> None:
     study = load_study(REPO / "examples" / "quickstart.yaml")
     assert study.name == "quickstart"
     assert Path(study.spec.dataset.path).exists()
+
+
+def test_categorical_columns_must_be_features_not_labels() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_study(_with("spec.dataset.categorical", ["Id_mA"]))
+    assert "categorical names 'Id_mA', a label: labels are numbers to predict" in str(info.value)
+    raw = _with("spec.dataset.categorical", ["grade"])
+    raw["spec"]["dataset"]["features"] = ["W_um"]
+    with pytest.raises(SpecError, match="categorical names 'grade', which is not one of the"):
+        parse_study(raw)
+    raw["spec"]["dataset"]["features"] = ["W_um", "grade"]
+    assert parse_study(raw).spec.dataset.categorical == ["grade"]
+
+
+def test_a_study_saved_before_dataset_categorical_existed_resumes_unchanged() -> None:
+    """A saved spec without the key (an older version) and today's empty default are the
+    same study; any real change of the list is refused."""
+    from hpo.spec import refused_changes
+
+    new = parse_study(study_dict()).as_resource()["spec"]
+    old = copy.deepcopy(new)
+    del old["dataset"]["categorical"]
+    assert refused_changes(old, new) == []
+    changed = copy.deepcopy(new)
+    changed["dataset"]["categorical"] = ["W_um"]
+    assert refused_changes(old, changed) == ["spec.dataset.categorical"]

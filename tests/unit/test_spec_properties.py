@@ -184,6 +184,8 @@ PYTHON_ONLY = [
     r"^spec\.dataset: column '.*' is listed both as a label and as a feature$",
     r"^spec\.dataset: referenceValues names '.*', which is not a label$",
     r"^spec: result\.thresholds names '.*', which is not one of the labels",
+    r"^spec\.dataset: categorical names '.*', a label: labels are numbers to predict$",
+    r"^spec\.dataset: categorical names '.*', which is not one of the features$",
 ]
 
 

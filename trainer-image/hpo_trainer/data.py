@@ -2,7 +2,9 @@
 
 Reading, checking and splitting live in ``hpo.dataset`` (the operator checks
 the dataset with the same code when a study starts); this module only adds
-what training needs.
+what training needs. Categorical features are one-hot encoded first
+(``hpo.encoding``: categories from every usable row, so every split and every
+seed has the same columns), then scaled; one-hot columns are left 0/1.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import numpy as np
 
 from hpo.contract import DatasetRef
 from hpo.dataset import load_usable, split_for_seed
+from hpo.encoding import ONE_HOT_MEAN, ONE_HOT_SCALE, FeatureEncoding
 from hpo.scaling import Scaler
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Unscaled splits (float64) plus scalers fitted on the training split only."""
+    """Encoded, unscaled splits (float64) plus scalers fitted on the training split only."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -29,6 +32,8 @@ class PreparedData:
     feature_scaler: Scaler
     label_scaler: Scaler
     rows_dropped: int
+    #: How the raw feature columns became ``x_*``'s columns (the feature scaler's).
+    encoding: FeatureEncoding
 
 
 def load_splits(ref: DatasetRef, seed: int = 0) -> PreparedData:
@@ -38,9 +43,17 @@ def load_splits(ref: DatasetRef, seed: int = 0) -> PreparedData:
     picks the validation fold.
     """
     usable, dropped = load_usable(ref)
-    x = usable[list(ref.features)].to_numpy(dtype=np.float64)
+    encoding = FeatureEncoding.fit(usable, ref.features, ref.categorical)
+    x = encoding.transform(usable)
     y = usable[list(ref.labels)].to_numpy(dtype=np.float64)
     train, val, test = split_for_seed(len(usable), ref, seed)
+    fitted = Scaler.fit(x[train], encoding.encoded_columns())
+    one_hot = np.isin(fitted.columns, encoding.one_hot_columns())
+    feature_scaler = Scaler(
+        fitted.columns,
+        np.where(one_hot, ONE_HOT_MEAN, fitted.mean),
+        np.where(one_hot, ONE_HOT_SCALE, fitted.scale),
+    )
     return PreparedData(
         x_train=x[train],
         y_train=y[train],
@@ -48,7 +61,8 @@ def load_splits(ref: DatasetRef, seed: int = 0) -> PreparedData:
         y_val=y[val],
         x_test=x[test],
         y_test=y[test],
-        feature_scaler=Scaler.fit(x[train], ref.features),
+        feature_scaler=feature_scaler,
         label_scaler=Scaler.fit(y[train], ref.labels),
         rows_dropped=dropped,
+        encoding=encoding,
     )

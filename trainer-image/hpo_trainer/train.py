@@ -26,6 +26,7 @@ import numpy as np
 
 from hpo.contract import SeedResult, TrainingRequest
 from hpo.dataset import DatasetError, localise
+from hpo.encoding import FeaturesFile
 from hpo.layout import StudyPaths
 from hpo.store import OutputUnwritable, Store, StoreError
 from hpo_trainer.data import PreparedData, load_splits
@@ -114,6 +115,8 @@ def _write_artifacts(
     save_model(model, folder / "model.keras")
     (folder / "feature_scaler.json").write_text(data.feature_scaler.to_json())
     (folder / "label_scaler.json").write_text(data.label_scaler.to_json())
+    features = FeaturesFile(data.encoding, tuple(request.dataset.labels))
+    (folder / "features.json").write_text(features.to_json())
     (folder / "seed.json").write_text(json.dumps({"seed": seed}))
     config = {
         "study": request.study,

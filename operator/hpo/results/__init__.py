@@ -7,7 +7,8 @@ TensorFlow (only ``Predictor`` loading needs the trainer extra). The modules:
 - ``location``: a folder or ``s3://`` URL as a store and a study folder; ``find_studies``;
 - ``frames``: the ledger's results as the API's data frames;
 - ``study``: ``StudyResults`` and ``open_study``;
-- ``features``: raw feature columns -> the model's input matrix (the one feature step);
+- ``features``: raw feature columns -> the model's input matrix through the training's
+  ``features.json`` (categorical columns one-hot; the one feature step);
 - ``keras_model``: the one seam to ``hpo_trainer`` (lazy: loads a Keras model);
 - ``predictor``: ``Predictor``, one seed or an ensemble of seeds;
 - ``export``: every training and configuration as csv, json or parquet;

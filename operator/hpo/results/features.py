@@ -1,42 +1,71 @@
 """Raw feature columns -> the model's input matrix: the one feature step of prediction.
 
-The columns and their order are the ones the trainer recorded in the feature
-scaler (``feature_scaler.json``), so a prediction needs nothing of the study's
-spec. Checks are ``hpo.dataset``'s (the training side's names and messages).
-This is the single function an encoding of categorical features replaces.
+What the columns are, in which order, and how a categorical one is one-hot
+encoded comes from the training's ``features.json`` (``hpo.encoding``); a
+training recorded before that file existed has numeric features only, in the
+order of its feature scaler (``feature_scaler.json``). Either way a prediction
+needs nothing of the study's spec. Checks are ``hpo.dataset``'s and
+``hpo.encoding``'s (the training side's names and messages).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from hpo.dataset import DatasetError, check_columns
+from hpo.encoding import EncodingError, Feature, FeatureEncoding, FeaturesFile, UnseenCategory
 from hpo.results.errors import ResultsError
+from hpo.scaling import Scaler
 
 
-def _names(columns: Sequence[str]) -> str:
-    return ", ".join(repr(c) for c in columns)
+class UnknownCategory(ResultsError, UnseenCategory):
+    """A categorical column holds a category the model was not trained with (``column``,
+    ``value``, ``known``); both a ``ResultsError`` and an ``hpo.encoding.UnseenCategory``."""
 
 
-def feature_matrix(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
-    """``frame``'s ``features`` as float64, in that order; every value must be a finite
-    number (a model cannot predict from a missing one)."""
-    features = list(features)
+def encoding_of(features_json: bytes | None, feature_scaler: Scaler, where: str) -> FeatureEncoding:
+    """The training's encoding: from ``features.json``, or (a training without one)
+    every column of its feature scaler as a numeric feature. ``where`` names it in errors."""
+    if features_json is None:
+        return FeatureEncoding(tuple(Feature(c) for c in feature_scaler.columns))
     try:
-        check_columns(frame, features)
+        encoding = FeaturesFile.from_json(features_json.decode("utf-8")).encoding
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{where}: features.json cannot be read ({exc})") from None
+    if encoding.encoded_columns() != feature_scaler.columns:
+        raise ResultsError(
+            f"{where}: features.json's encoded columns differ from feature_scaler.json's"
+        )
+    return encoding
+
+
+def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """``frame``'s feature columns encoded as the model's inputs (float64, the feature
+    scaler's column order); every numeric value must be a finite number and every
+    categorical one a known category (a model cannot predict from a missing one)."""
+    names = encoding.names
+    numeric = [f.name for f in encoding.features if not f.categorical]
+    absent = [n for n in names if n not in frame.columns]
+    try:
+        # Missing columns first (any kind, with close matches), then numeric contents.
+        check_columns(frame, absent or numeric)
     except DatasetError as exc:
-        raise ResultsError(f"{exc}; the study's features are {_names(features)}") from None
-    values = frame[features].apply(pd.to_numeric).astype(np.float64)
+        shown = ", ".join(repr(c) for c in names)
+        raise ResultsError(f"{exc}; the study's features are {shown}") from None
+    values = frame[numeric].apply(pd.to_numeric).astype(np.float64)
     bad = ~np.isfinite(values.to_numpy())
     if bad.any():
         row, col = (int(i[0]) for i in np.nonzero(bad))
-        column = features[col]
+        column = numeric[col]
         count = int(bad[:, col].sum())
         raise ResultsError(
             f"column {column!r} has {count} missing or infinite value(s), e.g. in data row "
             f"{row + 1}: a prediction needs every feature; fill them in or drop those rows"
         )
-    return values.to_numpy()
+    try:
+        return encoding.transform(frame)
+    except UnseenCategory as exc:
+        raise UnknownCategory(exc.column, exc.value, exc.known) from None
+    except EncodingError as exc:
+        raise ResultsError(str(exc)) from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hpo.encoding import FeatureEncoding
 from hpo.results.errors import ResultsError
 from hpo.results.features import feature_matrix
 from hpo.results.keras_model import KerasFunction
@@ -20,15 +21,16 @@ from hpo.scaling import Scaler
 
 @dataclass(frozen=True)
 class Member:
-    """One training: its scalers and its model."""
+    """One training: its feature encoding, its scalers and its model."""
 
     seed: int
     feature_scaler: Scaler
     label_scaler: Scaler
     model: KerasFunction
+    encoding: FeatureEncoding
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Raw feature matrix (the scaler's column order) -> labels in their own units."""
+        """Encoded feature matrix (the scaler's column order) -> labels in their own units."""
         return self.label_scaler.inverse_transform(self.model(self.feature_scaler.transform(x)))
 
 
@@ -41,7 +43,8 @@ class Predictor:
         first = members[0]
         for m in members[1:]:
             if (
-                m.feature_scaler.columns != first.feature_scaler.columns
+                m.encoding != first.encoding
+                or m.feature_scaler.columns != first.feature_scaler.columns
                 or m.label_scaler.columns != first.label_scaler.columns
             ):
                 raise ResultsError(
@@ -50,7 +53,9 @@ class Predictor:
                 )
         self.trial = trial
         self.members = members
-        self.features: list[str] = list(first.feature_scaler.columns)
+        #: The raw feature columns, in order (a categorical one is one column here).
+        self.features: list[str] = first.encoding.names
+        self.encoding: FeatureEncoding = first.encoding
         self.labels: list[str] = list(first.label_scaler.columns)
         self.seeds: list[int] = [m.seed for m in members]
 
@@ -61,9 +66,11 @@ class Predictor:
         """One row per row of ``frame`` (its index kept), one column per label.
 
         ``frame`` needs every feature column (others are ignored); missing ones
-        are refused naming them and the study's features.
+        are refused naming them and the study's features, and a category the
+        model was not trained with is refused (``UnknownCategory``) naming its
+        column and value.
         """
-        x = feature_matrix(frame, self.features)
+        x = feature_matrix(frame, self.encoding)
         if not len(x):
             return pd.DataFrame(
                 np.empty((0, len(self.labels))), index=frame.index, columns=self.labels

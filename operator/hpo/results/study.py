@@ -17,12 +17,21 @@ import pandas as pd
 import yaml
 
 from hpo.contract import SeedResult
+from hpo.encoding import FeatureEncoding
 from hpo.keys import StoreError
-from hpo.layout import ARTIFACT_FILES, BEST_FILE, LEDGER_FILE, STUDY_FILE, StudyPaths
+from hpo.layout import (
+    ARTIFACT_FILES,
+    BEST_FILE,
+    FEATURES_FILE,
+    LEDGER_FILE,
+    STUDY_FILE,
+    StudyPaths,
+)
 from hpo.ledger import LedgerUnreadable, read_ledger
 from hpo.recorder import stored_results
 from hpo.results import frames
 from hpo.results.errors import ResultsError
+from hpo.results.features import encoding_of
 from hpo.results.keras_model import load_keras
 from hpo.results.location import open_where
 from hpo.results.predictor import Member, Predictor
@@ -258,9 +267,29 @@ class StudyResults:
                 ) from None
 
         features, labels = scaler("feature_scaler.json"), scaler("label_scaler.json")
+        encoding = self.feature_encoding(trial, seed, features)
         where = f"{self.where}: trial {trial} seed {seed}: model.keras"
         model = load_keras(self.read_artifact(trial, seed, "model.keras"), where)
-        return Member(seed, features, labels, model)
+        return Member(seed, features, labels, model, encoding)
+
+    def feature_encoding(
+        self, trial: str, seed: int, feature_scaler: Scaler | None = None
+    ) -> FeatureEncoding:
+        """How a training's raw feature columns become its inputs: its ``features.json``,
+        or, for a training recorded before that file existed, its feature scaler's
+        columns as numeric features. Cheap (no TensorFlow)."""
+        if feature_scaler is None:
+            raw = self.read_artifact(trial, seed, "feature_scaler.json")
+            try:
+                feature_scaler = Scaler.from_json(raw.decode("utf-8"))
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise ResultsError(
+                    f"{self.where}: trial {trial} seed {seed}: feature_scaler.json cannot be "
+                    f"read ({exc})"
+                ) from None
+        recorded = FEATURES_FILE in self.artifacts(trial, seed)
+        data = self.read_artifact(trial, seed, FEATURES_FILE) if recorded else None
+        return encoding_of(data, feature_scaler, f"{self.where}: trial {trial} seed {seed}")
 
 
 def open_study(

@@ -233,7 +233,7 @@ class KubeRunner:
                 f"{len(taken.warm.results)} trainings counted, {len(taken.warm.first)} "
                 "configurations tried first",
             )
-        for note in [*session.warm_notes, *engine.notes]:
+        for note in session.notes:  # the dataset's, the warm start's and the engine's
             self.cluster.event(body, "Normal", "Note", note)
         return True
 

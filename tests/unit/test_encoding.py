@@ -1,0 +1,149 @@
+"""Categorical features: the encoding (order, round trip, refusals) and features.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpo.encoding import (
+    EncodingError,
+    FeatureEncoding,
+    FeaturesFile,
+    UnseenCategory,
+    category_of,
+)
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "x": [1.5, 2.0, 3.0, 4.0],
+            "material": ["steel", "copper", "steel", "aluminium"],
+            "grade": [3, 1, 2, 3],
+            "y": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+
+
+def test_text_columns_become_one_hot_in_sorted_category_order() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    assert encoding.categorical == ["material"]
+    assert encoding.encoded_columns() == [
+        "x",
+        "material=aluminium",
+        "material=copper",
+        "material=steel",
+    ]
+    np.testing.assert_array_equal(
+        encoding.transform(_frame()),
+        [[1.5, 0, 0, 1], [2.0, 0, 1, 0], [3.0, 0, 0, 1], [4.0, 1, 0, 0]],
+    )
+    # The same categories in another row order give the same columns.
+    shuffled = _frame().iloc[::-1]
+    assert FeatureEncoding.fit(shuffled, ["x", "material"]) == encoding
+
+
+def test_columns_in_any_order_and_extra_columns_give_the_same_matrix() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["material", "x"])
+    frame = _frame()
+    reordered = frame[["y", "x", "material"]].assign(extra="ignored")
+    np.testing.assert_array_equal(encoding.transform(reordered), encoding.transform(frame))
+    assert encoding.encoded_columns()[-1] == "x"  # the study's order, not the frame's
+
+
+def test_numeric_only_is_the_plain_matrix() -> None:
+    frame = _frame()
+    encoding = FeatureEncoding.fit(frame, ["x", "grade"])
+    assert encoding.encoded_columns() == ["x", "grade"] and encoding.one_hot_columns() == []
+    expected = frame[["x", "grade"]].to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(encoding.transform(frame), expected)
+
+
+def test_declared_numeric_codes_match_however_the_numbers_are_typed() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["grade"], categorical=["grade"])
+    assert encoding.encoded_columns() == ["grade=1", "grade=2", "grade=3"]
+    as_floats = pd.DataFrame({"grade": [3.0, 1.0]})
+    as_text = pd.DataFrame({"grade": ["3", "1"]})
+    for frame in (as_floats, as_text):
+        np.testing.assert_array_equal(encoding.transform(frame), [[0, 0, 1], [1, 0, 0]])
+    assert [category_of(v) for v in (3, 3.0, np.int64(3), 2.5, True, None, np.nan)] == [
+        "3", "3", "3", "2.5", "True", None, None,
+    ]  # fmt: skip
+
+
+def test_json_round_trip_keeps_categories_and_order() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["material", "x", "grade"], categorical=["grade"])
+    again = FeatureEncoding.from_json(encoding.to_json())
+    assert again == encoding
+    assert again.encoded_columns() == encoding.encoded_columns()
+    np.testing.assert_array_equal(again.transform(_frame()), encoding.transform(_frame()))
+
+
+def test_an_unseen_category_is_refused_with_column_value_and_known_ones() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    new = pd.DataFrame({"x": [1.0, 2.0], "material": ["steel", "brass"]})
+    with pytest.raises(UnseenCategory) as info:
+        encoding.transform(new)
+    assert isinstance(info.value, ValueError)
+    assert (info.value.column, info.value.value) == ("material", "brass")
+    assert str(info.value) == (
+        "column 'material': category 'brass' is not one the model was trained with "
+        "(known categories: 'aluminium', 'copper', 'steel')"
+    )
+
+
+def test_a_missing_column_is_refused_naming_it_and_the_studys_columns() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    with pytest.raises(EncodingError) as info:
+        encoding.transform(pd.DataFrame({"x": [1.0]}))
+    assert str(info.value) == (
+        "feature column(s) 'material' missing; the study's features are: 'x', 'material'"
+    )
+
+
+def test_a_missing_category_or_text_in_a_numeric_column_is_refused_by_row() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    with pytest.raises(EncodingError, match="column 'material' has no value in data row 2"):
+        encoding.transform(pd.DataFrame({"x": [1.0, 2.0], "material": ["steel", None]}))
+    with pytest.raises(EncodingError, match="column 'x' is numeric in the study, but holds 'a'"):
+        encoding.transform(pd.DataFrame({"x": ["a"], "material": ["steel"]}))
+
+
+def test_a_column_named_like_a_one_hot_column_is_refused() -> None:
+    frame = pd.DataFrame({"m": ["a", "b"], "m=a": [1.0, 2.0]})
+    with pytest.raises(EncodingError, match="'m=a' would appear twice"):
+        FeatureEncoding.fit(frame, ["m", "m=a"])
+
+
+def test_features_file_round_trips_and_says_the_prediction_units() -> None:
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    text = FeaturesFile(encoding, ("y",)).to_json()
+    again = FeaturesFile.from_json(text)
+    assert again.encoding == encoding and again.labels == ("y",)
+    assert "label units" in text and "feature_scaler.json" in text
+    with pytest.raises(EncodingError, match="disagree"):
+        FeatureEncoding.from_json(text.replace('"material=copper"', '"material=tin"'))
+
+
+def test_the_results_feature_step_reads_features_json_or_falls_back_to_the_scaler() -> None:
+    from hpo.results import ResultsError
+    from hpo.results.features import encoding_of, feature_matrix
+    from hpo.scaling import Scaler
+
+    encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
+    x = encoding.transform(_frame())
+    scaler = Scaler.fit(x, encoding.encoded_columns())
+    recorded = FeaturesFile(encoding, ("y",)).to_json().encode()
+    assert encoding_of(recorded, scaler, "t") == encoding
+    np.testing.assert_array_equal(feature_matrix(_frame(), encoding_of(recorded, scaler, "t")), x)
+    # No features.json (a training recorded before it existed): the scaler's columns.
+    numeric = encoding_of(
+        None, Scaler.fit(_frame()[["x", "grade"]].to_numpy(), ["x", "grade"]), "t"
+    )
+    assert numeric.names == ["x", "grade"] and numeric.categorical == []
+    other = Scaler.fit(x[:, :2], ["x", "material=aluminium"])
+    with pytest.raises(ResultsError, match=r"t: features\.json's encoded columns differ"):
+        encoding_of(recorded, other, "t")
+    with pytest.raises(ResultsError, match=r"column 'material' not found.*study's features are"):
+        feature_matrix(_frame().drop(columns="material"), encoding)
