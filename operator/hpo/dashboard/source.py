@@ -1,0 +1,145 @@
+"""The studies the dashboard shows, read through the results API and cached by revision.
+
+A refresh costs one ``revision()`` per study (a stat or a HEAD): the frames are
+read and the page data built again only when that changes, so the cost of a
+refresh stays flat as a ledger grows. Finding the studies lists the whole
+prefix, so it is redone at most every ``discover_every`` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo.dashboard import views
+
+try:  # the contract (RESULTS_API.md); the stand-in until it is on this branch
+    from hpo.results import ResultsError, find_studies, open_study
+except ImportError:  # pragma: no cover - which one depends on the branch
+    from hpo.dashboard.interim import ResultsError, find_studies, open_study
+
+log = logging.getLogger(__name__)
+
+
+def problem(exc: BaseException) -> str:
+    """An exception as a message for the page: never a stack trace."""
+    if isinstance(exc, (ResultsError, OSError, ValueError, KeyError)):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Entry:
+    """One study: its handle and the page data of the last revision that could be read."""
+
+    sid: str
+    where: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    handle: Any = None
+    revision: str | None = None
+    detail: dict[str, Any] | None = None
+    read_at: float | None = None
+    error: str | None = None
+
+
+class Source:
+    """The studies under one folder or bucket prefix."""
+
+    def __init__(
+        self,
+        where: str,
+        *,
+        endpoint: str | None = None,
+        tls: bool | None = None,
+        discover_every: float = 5.0,
+    ) -> None:
+        self.where = where
+        self.endpoint, self.tls = endpoint, tls
+        self.discover_every = discover_every
+        self._entries: dict[str, Entry] = {}
+        self._found_at = -1e9
+        self._discover_error: str | None = None
+        self._lock = threading.Lock()
+
+    def _sid(self, found: str) -> str:
+        base = self.where.rstrip("/")
+        if found.startswith("s3://"):
+            rest = found.removeprefix(base).strip("/")
+        else:
+            try:
+                rest = Path(found).resolve().relative_to(Path(base).resolve()).as_posix()
+            except ValueError:
+                rest = Path(found).name
+        return rest if rest not in ("", ".") else Path(found).name
+
+    def discover(self) -> str | None:
+        """Find the studies again if the last look is older than ``discover_every``;
+        returns the reason when they cannot be listed."""
+        with self._lock:
+            if time.monotonic() - self._found_at < self.discover_every:
+                return self._discover_error
+            try:
+                found = find_studies(self.where, endpoint=self.endpoint, tls=self.tls)
+                self._discover_error = None
+            except Exception as exc:  # shown on the page; keep serving
+                self._discover_error = problem(exc)
+                found = [e.where for e in self._entries.values()]
+            self._found_at = time.monotonic()
+            for where in found:
+                sid = self._sid(where)
+                if sid not in self._entries:
+                    self._entries[sid] = Entry(sid, where)
+            return self._discover_error
+
+    def ids(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, sid: str) -> Entry | None:
+        if sid not in self._entries:
+            self._found_at = -1e9  # a study created since the last look
+            self.discover()
+        return self._entries.get(sid)
+
+    def revision(self, entry: Entry) -> str:
+        """The study's revision now (cheap); raises what ``open_study`` raises."""
+        if entry.handle is None:
+            entry.handle = open_study(entry.where, endpoint=self.endpoint, tls=self.tls)
+        return str(entry.handle.revision())
+
+    def read(self, entry: Entry) -> Entry:
+        """``entry`` brought up to date: rebuilt only if its revision changed. A read that
+        fails keeps the last good page data and sets ``error`` (shown beside it)."""
+        with entry.lock:
+            try:
+                rev = self.revision(entry)
+                if rev == entry.revision and entry.detail is not None:
+                    return entry
+                started = time.perf_counter()
+                detail = views.build(entry.handle)
+                detail["summary"]["id"] = entry.sid
+                entry.detail, entry.revision, entry.read_at = detail, rev, time.time()
+                entry.error = None
+                log.debug("%s: built in %.3fs", entry.sid, time.perf_counter() - started)
+            except Exception as exc:  # a message on the page, never a trace
+                log.info(
+                    "%s: %s", entry.sid, problem(exc), exc_info=not isinstance(exc, ValueError)
+                )
+                entry.error = problem(exc)
+                entry.handle = None if entry.detail is None else entry.handle
+            return entry
+
+    def list_revision(self) -> str:
+        """One tag for the whole list: the ids and every study's revision."""
+        parts = [self._discover_error or ""]
+        for sid in self.ids():
+            entry = self._entries[sid]
+            try:
+                parts.append(f"{sid}={self.revision(entry)}")
+            except Exception as exc:
+                parts.append(f"{sid}!{problem(exc)}")
+        return hashlib.sha1("\n".join(parts).encode()).hexdigest()
