@@ -117,13 +117,16 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
         if entry.detail is None:
             return _json({"error": entry.error or "the study cannot be read"}, 503)
         trial = request.query_params.get("trial", "")
+        tag = f"{entry.revision}:{entry.error}:{trial}"
+        if _not_modified(request, tag):
+            return Response(status_code=304, headers={"ETag": f'"{tag}"'})
         try:
             data = views.configuration(entry.handle, entry.detail, trial)
         except Exception as exc:  # a message, not a trace
             return _json({"error": problem(exc)}, 503)
         if data is None:
             return _json({"error": f"study {entry.sid} has no training of trial {trial!r}"}, 404)
-        return _json({"config": data, "error": entry.error}, etag=f"{entry.revision}:{trial}")
+        return _json({"config": data, "error": entry.error}, etag=tag)
 
     def artifact(request: Request) -> Response:
         entry, missing = find(request)
