@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 if TYPE_CHECKING:  # pydantic, pandas, scikit-optimize load when a command needs them
     from hpo.contract import SeedResult
     from hpo.engine import StudyProgress
+    from hpo.results import StudyResults
     from hpo.spec import Study
     from hpo.store import Store
 
@@ -792,6 +793,163 @@ def _no_model(keys: list[str], trials: str, trial: str, seed: int, study: str) -
         f"{study}: trial {trial} has no seed {seed} stored "
         f"(seeds: {', '.join(sorted(seeds[trial], key=lambda s: (len(s), s)))})"
     )
+
+
+def _results(where: str, endpoint: str | None, tls: bool | None) -> StudyResults:
+    """A study's results (``hpo.results``): a folder, an ``s3://`` URL or its YAML file."""
+    from hpo.results import ResultsError, StudyResults, open_study
+
+    try:
+        if _study_file(where) is not None:
+            store, root = _study_location(where, endpoint, tls)
+            return StudyResults(store, root, where)
+        return open_study(where, endpoint=endpoint, tls=tls)
+    except ResultsError as exc:
+        _fail([_store_problem(exc, endpoint, tls)])
+    raise AssertionError("unreachable")
+
+
+StudyArg = Annotated[str, typer.Argument(metavar="STUDY", help=f"A study: {WHERE_HELP}.")]
+
+
+@app.command()
+def predict(
+    study: StudyArg,
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA.csv", help="Rows to predict: the feature columns.")
+    ],
+    rank: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Model of the final group's rank N (default 1)."),
+    ] = None,
+    trial: Annotated[
+        str | None, typer.Option(metavar="TRIAL", help="Model of this trial instead, e.g. r0003.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(metavar="S", help="One seed's model (default: every seed, averaged)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="PREDS.csv", help="Write here (default: stdout)."),
+    ] = None,
+    endpoint: Endpoint = None,
+    tls: Tls = None,
+) -> None:
+    """Predict the labels of a CSV's rows with a study's model, in the labels' own units."""
+    from hpo.dataset import DatasetError, read_table
+    from hpo.results import ResultsError
+    from hpo.results.features import feature_matrix
+    from hpo.scaling import Scaler
+
+    results = _results(study, endpoint, tls)
+    try:
+        frame = read_table(data)
+    except DatasetError as exc:
+        _fail([f"{data}: {exc}"])
+    try:
+        chosen, seeds = results.resolve(rank=rank, trial=trial, seed=seed)
+        # The columns are checked before TensorFlow loads (seconds): a refusal is quick.
+        scaler = results.read_artifact(chosen, seeds[0], "feature_scaler.json")
+        feature_matrix(frame, Scaler.from_json(scaler.decode("utf-8")).columns)
+        predictions = results.load_model(trial=chosen, seed=seed).predict(frame)
+    except ResultsError as exc:
+        _fail([f"{data}: {exc}" if "column" in str(exc) else str(exc)])
+    text = predictions.to_csv(index=False)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        _fail([f"--out {out}: cannot write ({exc.strerror or exc})"])
+    err.print(
+        f"{_plural(len(predictions), 'prediction')} of trial {chosen} "
+        f"({_plural(len(seeds), 'seed')}{' averaged' if len(seeds) > 1 else ''}) in {out}",
+        highlight=False,
+    )
+
+
+@app.command()
+def export(
+    study: StudyArg,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", metavar="csv|json|parquet", help="File format.")
+    ] = "csv",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write into.")
+    ] = Path("."),
+    endpoint: Endpoint = None,
+    tls: Tls = None,
+) -> None:
+    """Write every training and every configuration as two files (csv, json or parquet)."""
+    from hpo.results import ResultsError
+    from hpo.results.export import FORMATS, export_study
+
+    if fmt not in FORMATS:
+        _fail([f"--format {fmt!r}: choose {', '.join(FORMATS)}"])
+    if out.exists() and not out.is_dir():
+        _fail([f"--out {out}: is a file; give a folder"])
+    results = _results(study, endpoint, tls)
+    try:
+        paths = export_study(results, fmt, out)
+    except ResultsError as exc:
+        _fail([str(exc)])
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def compare(
+    studies: Annotated[
+        list[str], typer.Argument(metavar="STUDY...", help=f"Two or more studies: {WHERE_HELP}.")
+    ],
+    endpoint: Endpoint = None,
+    tls: Tls = None,
+) -> None:
+    """The final groups of several studies side by side, with their datasets and budgets."""
+    from rich.table import Table
+
+    from hpo.dataset import short_fingerprint
+    from hpo.results import ResultsError
+    from hpo.results.compare import compare as compare_studies
+
+    if len(studies) < 2:
+        _fail(["give two or more studies to compare"])
+    try:
+        comparison = compare_studies([_results(s, endpoint, tls) for s in studies])
+    except ResultsError as exc:
+        _fail([str(exc)])
+    table = Table(title="Final groups: ranked on validation MAE", header_style="bold")
+    for name in ("study", "#", "trial", "configuration", "val MAE", "test MAE", "seeds"):
+        table.add_column(name, overflow="fold")
+    for row in comparison.table.to_dict("records"):
+        table.add_row(
+            str(row["study"]),
+            str(row["rank"]),
+            str(row["trial"]),
+            str(row["config_key"]),
+            f"{row['val_mae_mean']:.4f}",
+            f"{row['test_mae_mean']:.4f}",
+            str(row["seeds"]),
+        )
+    console.print(table)
+    for line in comparison.studies:
+        state = "finished" if line.finished else "not finished (no final group yet)"
+        console.print(
+            f"{line.name}: {state}; {_plural(line.trainings, 'training')} succeeded; "
+            f"budget {line.budget}; dataset {short_fingerprint(line.fingerprint)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if comparison.same_dataset:
+        console.print("same dataset: the errors are comparable", highlight=False)
+    else:
+        console.print(
+            "different datasets (or one not recorded): the errors are not comparable "
+            "across these studies",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -283,6 +283,16 @@ def validate_frame(df: pd.DataFrame, features: Sequence[str], labels: Sequence[s
     _check_spread(df, usable, labels)
 
 
+def check_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Raise ``DatasetError`` unless every column is in ``df`` and numeric: the check of
+    training's ``validate_frame``, for data that only has features (predictions)."""
+    missing = [n for n in columns if n not in df.columns]
+    if missing:
+        raise DatasetError("; ".join(_not_found(n, list(df.columns)) for n in missing))
+    for column in columns:
+        _check_numeric(df, column)
+
+
 def _check_fractions(ref: DatasetRef) -> None:
     for name in ("test_size", "validation_size"):
         value = getattr(ref, name)

@@ -310,16 +310,37 @@ def _mean_spread(mean: Any, std: Any, seeds: Any) -> str:
     return f"{_fmt(mean, '.4f')} ± {_fmt(std, '.4f')}"
 
 
-def _mark(passed: bool, mae: Any, pct: Any) -> Text:
-    detail = f" {pct:.1f}%" if not _missing(pct) else f" {_fmt(mae, '#.4g')}"
-    return Text(("✓" if passed else "✗") + detail, style="green" if passed else "red")
+def _label_error(mae: Any, pct: Any) -> str:
+    """A label's test MAE in its own units, and in percent of the label's mean."""
+    if _missing(mae):
+        return "–"
+    return f"{mae:#.4g}" + (f" ({pct:.1f}%)" if not _missing(pct) else "")
+
+
+def _label_cell(passed: bool | None, mae: Any, pct: Any) -> Text:
+    """The label's errors, marked ✓/✗ when the label has a threshold (``passed`` not None)."""
+    if passed is None:
+        return Text(_label_error(mae, pct))
+    return Text(
+        ("✓ " if passed else "✗ ") + _label_error(mae, pct), style="green" if passed else "red"
+    )
+
+
+#: Under the table: what the per-label columns hold (the standardised MAE alone can hide
+#: a large error on one label, e.g. a count label off by 74% of its mean).
+LABEL_CAPTION = (
+    "per label: test MAE in the label's units (in % of its mean |value| on the test split, "
+    "or of its reference value)"
+)
 
 
 def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
-    """The final group for the terminal, with a pass/fail column per threshold label."""
+    """The final group for the terminal: a column of errors per label (label units and
+    percent), marked pass/fail where the label has a threshold."""
     checked = [label for label in labels if f"{label}_pass" in best.columns]
     table = Table(
         title="Final group: ranked on validation MAE; test MAE is unbiased (no decision read it)",
+        caption=(LABEL_CAPTION + ("; ✓/✗: its threshold" if checked else "")) if labels else None,
         header_style="bold",
     )
     for name, justify in (
@@ -331,7 +352,7 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
         ("seeds", "right"),
     ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for label in checked:
+    for label in labels:
         table.add_column(label, justify="left")
     if checked:
         table.add_column("all", justify="center")
@@ -345,9 +366,9 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
             Text(_mean_spread(row.get("mae_mean"), row.get("mae_std"), row.get("seeds"))),
             Text(_fmt(row.get("seeds"))),
         ]
-        for label in checked:
-            passed = bool(row[f"{label}_pass"])
-            cells.append(_mark(passed, row.get(f"{label}_mae"), row.get(f"{label}_pct")))
+        for label in labels:
+            passed = bool(row[f"{label}_pass"]) if label in checked else None
+            cells.append(_label_cell(passed, row.get(f"{label}_mae"), row.get(f"{label}_pct")))
         if checked:
             ok = bool(row.get("passes_all"))
             cells.append(Text("✓" if ok else "✗", style="bold green" if ok else "bold red"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,8 +77,10 @@ class ConfigSummary:
             self.scores.append(float(selection_score(r)))  # type: ignore[arg-type]
             self.seeds.append(r.seed)
             for label, scores in r.per_label.items():
+                # No pct when the label's reference is 0 (hpo_trainer.metrics): NaN, not a crash.
+                pct = scores.get("pct")
                 self.per_label.setdefault(label, []).append(
-                    (float(scores["mae"]), float(scores["pct"]))
+                    (float(scores["mae"]), math.nan if pct is None else float(pct))
                 )
         else:
             self.failed += 1

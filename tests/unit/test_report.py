@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,8 @@ def test_render_table() -> None:
         "test MAE mean ± std",
         "seeds",
     ]
-    assert headers[6:] == ["yield", "all"]  # only labels with a threshold get a column
+    # Every label gets a column of its errors (units and %), marked where it has a threshold.
+    assert headers[6:] == ["yield", "strength", "all"]
     assert table.row_count == 3
     console = Console(record=True, width=200, color_system=None)
     console.print(table)
@@ -189,6 +191,32 @@ def test_render_table() -> None:
     assert "0.8000 ± 0.1414" in text
     assert group.iloc[0]["config_key"] in text
     assert "✓" in text and "✗" in text
+
+
+def test_the_table_shows_every_labels_errors_without_thresholds() -> None:
+    """No threshold set: each label's test MAE still shows, in its units and in percent
+    (the standardised MAE alone hid errors of 74% and 112% on a count label)."""
+    group = final_group(study_results(), LABELS, {}, 3)
+    table = render_table(group, LABELS)
+    assert [str(c.header) for c in table.columns][6:] == ["yield", "strength"]
+    console = Console(record=True, width=200, color_system=None)
+    console.print(table)
+    text = console.export_text()
+    # r0001 (rank 3): yield (0.5, 3%) and (1.5, 5%), strength (1, 10%) and (3, 30%)
+    assert "1.000 (4.0%)" in text and "2.000 (20.0%)" in text
+    assert "✓" not in text and "✗" not in text
+    assert "in % of its mean" in text
+
+
+def test_a_label_without_percent_is_summarised_not_crashed() -> None:
+    """The trainer leaves out pct when a label's reference is 0: its mean is NaN, shown '–'."""
+    r = result("r0001", 0, 0.5, labels={"yield": (0.5, 1.0), "strength": (1.0, 1.0)})
+    del r.per_label["yield"]["pct"]
+    group = final_group([r], LABELS, {}, 1)
+    assert group.loc[0, "yield_mae"] == 0.5 and math.isnan(group.loc[0, "yield_pct"])
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render_table(group, LABELS))
+    assert "0.5000 " in console.export_text()
 
 
 def test_final_group_ranks_on_validation_never_on_test() -> None:

@@ -375,6 +375,9 @@ def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
 
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:
-    import keras
+    """A saved ``.keras`` model for prediction (no optimiser state); TensorFlow's native
+    banners are kept off stderr as in ``configure_runtime``."""
+    with _quiet_stderr():
+        import keras
 
     return keras.saving.load_model(path, compile=False)

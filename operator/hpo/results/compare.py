@@ -1,0 +1,87 @@
+"""Several studies' final groups side by side: did the bigger budget help?
+
+A comparison says whether the studies share a dataset (the fingerprint each
+recorded in ``dataset.json`` when it started): errors on different data are
+not comparable, and the comparison says so rather than ranking them together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from hpo.results.study import StudyResults
+from hpo.spec import SpecError, parse_study
+
+#: The final group's columns a comparison shows, per study.
+SHOWN = ("rank", "trial", "config_key", "val_mae_mean", "test_mae_mean", "seeds")
+
+
+@dataclass(frozen=True)
+class StudyLine:
+    """What a comparison says of one study besides its final group."""
+
+    #: The study's name, or its place where two studies share a name.
+    name: str
+    where: str
+    finished: bool
+    fingerprint: str | None
+    trainings: int
+    budget: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    studies: list[StudyLine]
+    #: One row per (study, rank): ``study`` plus ``SHOWN``.
+    table: pd.DataFrame
+
+    @property
+    def same_dataset(self) -> bool:
+        """True when every study recorded the same dataset fingerprint."""
+        prints = {s.fingerprint for s in self.studies}
+        return len(prints) == 1 and None not in prints
+
+
+def budget(study: StudyResults) -> str:
+    """The search budget the spec set: configurations per stage, seeds, epochs."""
+    try:
+        spec = parse_study(study.spec).spec
+    except SpecError:
+        return "unknown (study.yaml does not parse with this version)"
+    bayes = spec.bayesian_stage
+    narrow = bayes.top_k * bayes.trials_per_config if bayes.enabled else 0
+    seeds = spec.training.seeds_per_config
+    most = (spec.random_stage.configurations + narrow) * seeds
+    return (
+        f"{spec.random_stage.configurations} random + {narrow} Bayesian configurations "
+        f"x {seeds} seeds (at most {most} trainings), {spec.training.epochs} epochs"
+    )
+
+
+def compare(studies: list[StudyResults]) -> Comparison:
+    """The final groups of ``studies`` (each study's own ranks), with what tells them apart."""
+    lines, parts = [], []
+    names = [s.name for s in studies]
+    for s in studies:
+        label = s.name if names.count(s.name) == 1 else s.where
+        trainings = s.trainings()
+        lines.append(
+            StudyLine(
+                name=label,
+                where=s.where,
+                finished=s.finished,
+                fingerprint=s.dataset.get("fingerprint"),
+                trainings=int((trainings["status"] == "succeeded").sum()),
+                budget=budget(s),
+            )
+        )
+        group = s.final_group()
+        part = group[[c for c in SHOWN if c in group.columns]].copy()
+        part.insert(0, "study", label)
+        parts.append(part)
+    table = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["study", *SHOWN])
+    )
+    return Comparison(lines, table)

@@ -1,0 +1,61 @@
+"""Every training and every configuration of a study as files for pandas, spreadsheets
+and notebooks, without Excel: ``<study>-trainings.<ext>`` and ``<study>-configurations.<ext>``.
+
+csv and json (records, ISO dates) need nothing more; parquet is written with pyarrow
+and keeps every column's type. Each reads back with ``pandas.read_csv``,
+``read_json`` or ``read_parquet``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from hpo.results.errors import ResultsError
+from hpo.results.study import StudyResults
+
+FORMATS = ("csv", "json", "parquet")
+
+
+def _one_type_per_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing kinds (a per-layer value as a number in one row and JSON
+    text in another) as text, which every format keeps; others as they are."""
+    out = frame.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype == object:
+            kinds = {type(v) for v in column.dropna()}
+            if len(kinds) > 1:
+                out[name] = column.map(lambda v: v if v is None else str(v))
+    return out
+
+
+def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
+    """``frame`` as one file of ``fmt``."""
+    frame = _one_type_per_column(frame)
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "json":
+        frame.to_json(path, orient="records", date_format="iso", indent=1)
+    elif fmt == "parquet":
+        frame.to_parquet(path, index=False, engine="pyarrow")
+    else:
+        raise ResultsError(f"format {fmt!r}: choose {', '.join(FORMATS)}")
+    return path
+
+
+def export_study(study: StudyResults, fmt: str, out: Path) -> list[Path]:
+    """Write the study's trainings and configurations into folder ``out`` (created);
+    returns the two paths."""
+    if fmt not in FORMATS:
+        raise ResultsError(f"format {fmt!r}: choose {', '.join(FORMATS)}")
+    tables = {"trainings": study.trainings(), "configurations": study.configurations()}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return [
+            write_frame(frame, out / f"{study.name}-{name}.{fmt}", fmt)
+            for name, frame in tables.items()
+        ]
+    except OSError as exc:
+        raise ResultsError(f"{out}: cannot write ({exc.strerror or exc})") from None

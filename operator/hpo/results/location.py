@@ -1,0 +1,83 @@
+"""A study's place: a local folder or ``s3://bucket/prefix/NAME``, as a store and a key.
+
+Opening goes through ``hpo.store.open_location`` (the browsing commands' way), and
+every key is ``hpo.layout``'s, so the results API reads what ``hpo run`` and the
+operator write, on either kind of store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpo.keys import StoreError
+from hpo.layout import study_of_best, study_of_ledger, study_of_scores
+from hpo.results.errors import ResultsError
+from hpo.spec import SpecError
+from hpo.store import Store, open_location
+
+
+def open_where(
+    where: str | Path, *, endpoint: str | None = None, tls: bool | None = None
+) -> tuple[Store, str]:
+    """The store holding ``where`` and the key prefix of ``where`` inside it.
+
+    A local folder is opened at its parent (the store's root), so the prefix is the
+    study's name, as the runners lay it out; a URL keeps its bucket and prefix.
+    """
+    text = str(where)
+    try:
+        if text.startswith("s3://"):
+            return open_location(text, endpoint=endpoint, tls=True if tls is None else tls)
+        path = Path(text)
+        if not path.is_dir():
+            what = "is a file, not a study folder" if path.exists() else "no such folder"
+            raise ResultsError(f"{text}: {what}")
+        path = path.resolve()
+        store, _ = open_location(str(path.parent))
+        return store, path.name
+    except SpecError as exc:
+        raise ResultsError("; ".join(exc.problems)) from None
+    except StoreError as exc:
+        raise ResultsError(f"{text}: {exc}") from None
+
+
+def studies_in(keys: list[str]) -> list[str]:
+    """Study folders among listed keys: a ledger, a best.json or a training's scores.json."""
+    found: set[str] = set()
+    for key in keys:
+        for of in (study_of_ledger, study_of_best, study_of_scores):
+            folder = of(key)
+            if folder is not None:
+                found.add(folder)
+        if key.endswith("/study.yaml") and key.count("/") >= 1:
+            found.add(key.rsplit("/", 1)[0])
+    return sorted(found)
+
+
+def find_studies(
+    where: str | Path, *, endpoint: str | None = None, tls: bool | None = None
+) -> list[str]:
+    """Every study under a folder or an ``s3://bucket/prefix``, each usable with
+    ``open_study`` (a folder path, or an ``s3://`` URL); sorted.
+
+    A study is a folder with ``study.yaml``, a ledger, a ``best.json`` or a
+    training's ``scores.json`` (a study whose ledger is not written yet counts).
+    """
+    text = str(where)
+    if text.startswith("s3://"):
+        store, prefix = open_where(text, endpoint=endpoint, tls=tls)
+        bucket = text.removeprefix("s3://").partition("/")[0]
+    else:
+        path = Path(text)
+        if not path.is_dir():
+            raise ResultsError(f"{text}: no such folder")
+        store, prefix = open_location(str(path.resolve()))[0], ""
+    try:
+        keys = list(store.list(prefix))
+    except StoreError as exc:
+        raise ResultsError(f"{text}: {exc}") from None
+    folders = studies_in(keys)
+    if text.startswith("s3://"):
+        return [f"s3://{bucket}/{folder}" for folder in folders]
+    root = Path(text).resolve()
+    return [str(root / folder) for folder in folders]

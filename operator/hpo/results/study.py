@@ -1,0 +1,283 @@
+"""``StudyResults``: one study's records, read back through its store (folder or bucket).
+
+Everything is read from the study's own keys (``hpo.layout``): ``study.yaml``,
+``dataset.json``, the ledger (``hpo.ledger.read_ledger``, the parser resume
+uses), ``best.json`` and the trainings' artifacts. Trainings whose
+``scores.json`` is stored but whose row the ledger does not hold yet (it is
+written in batches) are included, as a resuming study would count them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from hpo.contract import SeedResult
+from hpo.keys import StoreError
+from hpo.layout import ARTIFACT_FILES, LEDGER_FILE, STUDY_FILE, StudyPaths
+from hpo.ledger import LedgerUnreadable, read_ledger
+from hpo.recorder import stored_results
+from hpo.results import frames
+from hpo.results.errors import ResultsError
+from hpo.results.keras_model import load_keras
+from hpo.results.location import open_where
+from hpo.results.predictor import Member, Predictor
+from hpo.scaling import Scaler
+from hpo.spec import SpecError, load_yaml
+from hpo.store import Store
+
+_SHOWN = 20
+
+
+def _listed(items: list[Any]) -> str:
+    shown = ", ".join(str(i) for i in items[:_SHOWN])
+    return (shown + (", ..." if len(items) > _SHOWN else "")) or "none"
+
+
+class StudyResults:
+    """A study's trainings, configurations, final group and models (see ``open_study``)."""
+
+    def __init__(self, store: Store, root: str, where: str) -> None:
+        try:
+            self._paths = StudyPaths.at(root)
+        except StoreError as exc:
+            raise ResultsError(f"{where}: not a study folder ({exc})") from None
+        self._store = store
+        self.where = where
+        self.name: str = self._paths.name
+        self._cache: tuple[str, list[SeedResult]] | None = None
+        self._spec: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"StudyResults({self.where!r})"
+
+    # ------------------------------------------------------------------ reading
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self._store.get_bytes(key)
+        except StoreError as exc:
+            raise ResultsError(f"{self.where}: {exc}") from None
+
+    def _exists(self, key: str) -> bool:
+        try:
+            return self._store.exists(key)
+        except StoreError as exc:
+            raise ResultsError(f"{self.where}: {exc}") from None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """``study.yaml`` as recorded when the study ran (the whole resource, parsed)."""
+        if self._spec is None:
+            if not self._exists(self._paths.study):
+                raise ResultsError(f"{self.where}: no {STUDY_FILE} recorded")
+            try:
+                raw = load_yaml(self._get(self._paths.study).decode("utf-8"))
+            except SpecError as exc:
+                raise ResultsError(
+                    f"{self.where}/{STUDY_FILE}: {'; '.join(exc.problems)}"
+                ) from None
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ResultsError(f"{self.where}/{STUDY_FILE}: cannot be read ({exc})") from None
+            if not isinstance(raw, dict):
+                raise ResultsError(f"{self.where}/{STUDY_FILE}: not a study resource")
+            self._spec = raw
+        return self._spec
+
+    @property
+    def labels(self) -> list[str]:
+        """The study's labels, in the ledger's order."""
+        try:
+            return [str(x) for x in self.spec["spec"]["dataset"]["labels"]]
+        except (KeyError, TypeError):
+            raise ResultsError(f"{self.where}/{STUDY_FILE}: has no spec.dataset.labels") from None
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        """``dataset.json``: the dataset's path, fingerprint and size when the study
+        started ({} if not recorded)."""
+        if not self._exists(self._paths.dataset):
+            return {}
+        try:
+            raw = json.loads(self._get(self._paths.dataset).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
+
+    def revision(self) -> str:
+        """Changes whenever the ledger or ``best.json`` changes (their ETags): cache by it."""
+        try:
+            ledger = self._store.etag(self._paths.ledger)
+            best = self._store.etag(self._paths.best)
+        except StoreError as exc:
+            raise ResultsError(f"{self.where}: {exc}") from None
+        return f"{ledger or '-'}:{best or '-'}"
+
+    def results(self) -> list[SeedResult]:
+        """Every recorded training as the ledger holds it (plus stored ``scores.json``
+        files the ledger lacks yet), by (trial, seed); cached per ``revision``."""
+        revision = self.revision()
+        if self._cache is not None and self._cache[0] == revision:
+            return self._cache[1]
+        try:
+            results = read_ledger(self._store, self._paths.ledger)
+            seen = {r.key for r in results}
+            extra = [r for r in stored_results(self._store, self._paths) if r.key not in seen]
+        except LedgerUnreadable as exc:
+            raise ResultsError(
+                f"{exc}; `hpo run STUDY.yaml --rebuild-ledger` rebuilds it from the "
+                "trainings' scores.json files"
+            ) from None
+        except StoreError as exc:
+            raise ResultsError(f"{self.where}: {exc}") from None
+        results = sorted(results + extra, key=lambda r: r.key)
+        self._cache = (revision, results)
+        return results
+
+    # ------------------------------------------------------------------ frames
+
+    def trainings(self) -> pd.DataFrame:
+        """One row per training (failed ones with their error), in the order run."""
+        return frames.trainings_frame(self.results(), self.labels)
+
+    def configurations(self) -> pd.DataFrame:
+        """One row per configuration, ranked on mean validation MAE."""
+        return frames.configurations_table(self.results(), self.labels)
+
+    @property
+    def finished(self) -> bool:
+        """True once the study wrote its final group (``best.json``)."""
+        return self._exists(self._paths.best)
+
+    def final_group(self) -> pd.DataFrame:
+        """The ranked final group as ``best.json`` holds it; empty until finished."""
+        columns = frames.final_group_columns(self.labels)
+        if not self.finished:
+            return frames.final_group_frame([], columns)
+        try:
+            records = json.loads(self._get(self._paths.best).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ResultsError(f"{self.where}/best.json: cannot be read ({exc})") from None
+        if not isinstance(records, list):
+            raise ResultsError(f"{self.where}/best.json: not a list of configurations")
+        return frames.final_group_frame(records, columns)
+
+    # ------------------------------------------------------------------ artifacts
+
+    def _trial_seeds(self) -> dict[str, list[int]]:
+        """Successful seeds per trial (the trainings that have artifacts)."""
+        seeds: dict[str, list[int]] = {}
+        for r in self.results():
+            seeds.setdefault(r.trial, [])
+            if r.status == "succeeded":
+                seeds[r.trial].append(r.seed)
+        return seeds
+
+    def _check_training(self, trial: str, seed: int | None) -> list[int]:
+        """The successful seeds of ``trial`` (just ``seed`` if given); refused by name."""
+        seeds = self._trial_seeds()
+        if trial not in seeds:
+            raise ResultsError(
+                f"{self.where}: no trial {trial!r} (trials: {_listed(sorted(seeds))})"
+            )
+        ok = sorted(seeds[trial])
+        if not ok:
+            raise ResultsError(f"{self.where}: trial {trial} has no successful training")
+        if seed is not None and seed not in ok:
+            raise ResultsError(
+                f"{self.where}: trial {trial} has no successful seed {seed} (seeds: {_listed(ok)})"
+            )
+        return ok if seed is None else [seed]
+
+    def artifacts(self, trial: str, seed: int) -> dict[str, str]:
+        """Artifact file name -> store key of one training (``hpo.layout.ARTIFACT_FILES``)."""
+        self._check_training(trial, seed)
+        try:
+            folder = self._paths.seed(trial, seed)
+            keys = list(self._store.list(folder))
+        except StoreError as exc:
+            raise ResultsError(f"{self.where}: {exc}") from None
+        return {k.removeprefix(folder + "/"): k for k in keys if "/" not in k[len(folder) + 1 :]}
+
+    def read_artifact(self, trial: str, seed: int, name: str) -> bytes:
+        """One artifact's bytes, e.g. ``read_artifact("r0001", 1, "config.json")``."""
+        found = self.artifacts(trial, seed)
+        if name not in found:
+            raise ResultsError(
+                f"{self.where}: trial {trial} seed {seed} has no {name!r} "
+                f"(it has: {_listed(sorted(found))}; a training writes {_listed(ARTIFACT_FILES)})"
+            )
+        return self._get(found[name])
+
+    # ------------------------------------------------------------------ models
+
+    def resolve(
+        self, *, rank: int | None = None, trial: str | None = None, seed: int | None = None
+    ) -> tuple[str, list[int]]:
+        """The trial and seeds ``load_model`` would load, refused by name if unknown."""
+        if rank is not None and trial is not None:
+            raise ResultsError("give a rank or a trial, not both")
+        if trial is None:
+            rank = 1 if rank is None else rank
+            group = self.final_group()
+            if group.empty:
+                raise ResultsError(
+                    f"{self.where}: the study has not finished (no final group yet): "
+                    "name a trial to load one of its configurations"
+                )
+            if not 1 <= rank <= len(group):
+                raise ResultsError(
+                    f"{self.where}: no rank {rank}: the final group has ranks 1 to {len(group)}"
+                )
+            trial = str(group.loc[group["rank"] == rank, "trial"].iloc[0])
+        return trial, self._check_training(trial, seed)
+
+    def load_model(
+        self, *, rank: int | None = None, trial: str | None = None, seed: int | None = None
+    ) -> Predictor:
+        """A configuration's model: rank 1 (the best of the final group) by default, or
+        ``trial``; ``seed`` None loads every successful seed as an ensemble that
+        averages their predictions. Needs TensorFlow (the trainer extra)."""
+        trial, seeds = self.resolve(rank=rank, trial=trial, seed=seed)
+        return Predictor(trial, [self._member(trial, s) for s in seeds])
+
+    def _member(self, trial: str, seed: int) -> Member:
+        def scaler(name: str) -> Scaler:
+            try:
+                return Scaler.from_json(self.read_artifact(trial, seed, name).decode("utf-8"))
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise ResultsError(
+                    f"{self.where}: trial {trial} seed {seed}: {name} cannot be read ({exc})"
+                ) from None
+
+        features, labels = scaler("feature_scaler.json"), scaler("label_scaler.json")
+        where = f"{self.where}: trial {trial} seed {seed}: model.keras"
+        model = load_keras(self.read_artifact(trial, seed, "model.keras"), where)
+        return Member(seed, features, labels, model)
+
+
+def open_study(
+    where: str | Path, *, endpoint: str | None = None, tls: bool | None = None
+) -> StudyResults:
+    """The study in a local folder or at ``s3://bucket/prefix/NAME``.
+
+    ``endpoint`` (``HOST:PORT``) and ``tls`` are for ``s3://`` (credentials from
+    ``HPO_S3_ACCESS_KEY``/``HPO_S3_SECRET_KEY``). Raises ``ResultsError`` when there is no
+    study there (neither ``study.yaml`` nor a ledger), or the store cannot be read.
+    """
+    text = str(where)
+    store, root = open_where(text, endpoint=endpoint, tls=tls)
+    if not root:
+        raise ResultsError(f"{text}: give a study's folder (s3://bucket/prefix/NAME)")
+    study = StudyResults(store, root, text)
+    paths = StudyPaths.at(root)
+    if not (study._exists(paths.study) or study._exists(paths.ledger)):
+        raise ResultsError(
+            f"{text}: no study there (no {STUDY_FILE} and no {LEDGER_FILE}); "
+            "give a study's folder such as runs/NAME"
+        )
+    return study
