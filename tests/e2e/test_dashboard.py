@@ -106,12 +106,18 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 
 
 def texts(driver: Any, selector: str) -> list[str]:
-    return [e.text for e in driver.find_elements(CSS, selector)]
+    """The texts of what ``selector`` matches, read in one go (the page redraws live)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);", selector
+    )
 
 
 def cell_values(driver: Any, table: str, key: str) -> list[str]:
-    cells = driver.find_elements(CSS, f"#{table} tbody td[data-key='{key}']")
-    return [c.get_attribute("data-value") for c in cells]
+    """The exact values (``data-value``) of one column of a table, read in one go."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.value);",
+        f"#{table} tbody td[data-key='{key}']",
+    )
 
 
 def ledger(runs: Path, name: str = "small") -> list[SeedResult]:
@@ -138,10 +144,10 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
     seen: list[tuple[str, str]] = []
     try:
         while True:
-            cells = d.find_elements(CSS, "#studies tbody td[data-key='done']")
-            phases = d.find_elements(CSS, "#studies tbody td[data-key='phase']")
+            cells = texts(d, "#studies tbody td[data-key='done']")
+            phases = texts(d, "#studies tbody td[data-key='phase']")
             if cells and phases:
-                state = (cells[0].text, phases[0].text)
+                state = (cells[0], phases[0])
                 if not seen or seen[-1] != state:
                     seen.append(state)
                 if state[1] == "Finished":

@@ -17,11 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.dashboard import views
-
-try:  # the contract (RESULTS_API.md); the stand-in until it is on this branch
-    from hpo.results import ResultsError, find_studies, open_study
-except ImportError:  # pragma: no cover - which one depends on the branch
-    from hpo.dashboard.interim import ResultsError, find_studies, open_study
+from hpo.results import ResultsError, find_studies, open_study
 
 log = logging.getLogger(__name__)
 

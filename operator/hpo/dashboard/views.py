@@ -47,6 +47,15 @@ def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict[
     ]
 
 
+def epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Date-time columns as Unix seconds (the browser shows ages from them)."""
+    out = frame.copy()
+    for name in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[name]):
+            out[name] = out[name].map(lambda t: None if pd.isna(t) else t.timestamp())
+    return out
+
+
 def col(frame: pd.DataFrame, *names: str) -> str | None:
     """The first of ``names`` the frame has (the contract's names, then the ledger's)."""
     return next((n for n in names if n in frame.columns), None)
@@ -90,10 +99,13 @@ def build(study: Any) -> dict[str, Any]:
     raw_spec = study.spec or {}
     spec = _parsed_spec(raw_spec)
     labels = list(spec.dataset.labels) if spec else []
-    trainings = study.trainings()
+    trainings = epochs(study.trainings())
     configs = study.configurations()
     finished = bool(study.finished)
     final = study.final_group() if finished else pd.DataFrame()
+    # the API's names (test_mae_*); the ledger's (mae_*) where an older frame has them
+    configs = configs.rename(columns={"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"})
+    final = final.rename(columns={"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"})
     hyper = [h for h in HYPERPARAMS if h in trainings.columns or h in configs.columns]
     val, test = col(trainings, "val_mae"), col(trainings, "test_mae", "mae")
     status = trainings["status"] if "status" in trainings.columns else pd.Series(dtype=object)

@@ -285,7 +285,7 @@ function finalTable(d) {
     { key: "stage", label: "stage" },
     { key: "val_mae_mean", label: "val MAE mean", num: true },
     { key: "val_mae_std", label: "± std", num: true },
-    { key: "mae_mean", label: "test MAE mean", num: true },
+    { key: "test_mae_mean", label: "test MAE mean", num: true },
     { key: "seeds", label: "seeds", num: true },
   ];
   for (const l of d.labels) {
@@ -360,7 +360,7 @@ function configPage() {
     document.getElementById("summary").replaceChildren(
       card("rank", fmt(s.rank), "rank"), card("stage", fmt(s.stage), "stage"),
       card("val MAE mean", fmt(s.val_mae_mean), "val_mae_mean"), card("± std", fmt(s.val_mae_std), "val_mae_std"),
-      card("test MAE mean", fmt(s.mae_mean), "mae_mean"), card("seeds", `${fmt(s.seeds)} ok, ${fmt(s.failed)} failed`, "seeds"));
+      card("test MAE mean", fmt(s.test_mae_mean), "test_mae_mean"), card("seeds", `${fmt(s.seeds)} ok, ${fmt(s.failed)} failed`, "seeds"));
     document.getElementById("hyper").tBodies[0].replaceChildren(...Object.entries(c.hyperparams).map(([k, v]) =>
       el("tr", {}, el("th", {}, k), el("td", { "data-key": k }, fmt(v, 6)))));
     const cols = [
