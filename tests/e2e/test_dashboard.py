@@ -108,7 +108,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 def texts(driver: Any, selector: str) -> list[str]:
     """The texts of what ``selector`` matches, read in one go (the page redraws live)."""
     return driver.execute_script(
-        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);", selector
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText ?? e.textContent);",
+        selector,
     )
 
 
@@ -215,8 +216,10 @@ def test_every_training_is_in_the_table_with_the_ledgers_scores(study_page, dash
     seen = set()
     for trial, seed, val, test, id_mae in shown:
         r = rows[(trial, int(seed))]
-        assert float(val) == r.val_mae and float(test) == r.mae
-        assert float(id_mae) == r.per_label["Id_mA"]["mae"]
+        # 15 significant digits (pandas' JSON) of the ledger's doubles
+        assert float(val) == pytest.approx(r.val_mae, rel=1e-14)
+        assert float(test) == pytest.approx(r.mae, rel=1e-14)
+        assert float(id_mae) == pytest.approx(r.per_label["Id_mA"]["mae"], rel=1e-14)
         seen.add((trial, int(seed)))
     assert seen == set(rows)
     assert "8 of 8 trainings" in d.find_element(CSS, "#shown").text
@@ -255,7 +258,7 @@ def test_summary_progress_final_group_and_spec_match_the_study(study_page, dashb
         "const g = document.getElementById('chart-best');"
         "return g.data.find(t => t.name === 'best so far').y;"
     )
-    assert ys[-1] == min(r.val_mae for r in rows)
+    assert ys[-1] == pytest.approx(min(r.val_mae for r in rows), rel=1e-14)
     assert len(ys) == len(rows)
     hand = d.execute_script("return document.getElementById('chart-best').layout.shapes.length;")
     assert hand == 1  # the hand-over line
@@ -324,8 +327,8 @@ def test_the_configuration_page(study_page, dashboard) -> None:
         cell_values(d, "seeds", "gm_mS_pct"),
         strict=True,
     ):
-        assert float(val) == by_seed[seed].val_mae
-        assert float(pct) == by_seed[seed].per_label["gm_mS"]["pct"]
+        assert float(val) == pytest.approx(by_seed[seed].val_mae, rel=1e-14)
+        assert float(pct) == pytest.approx(by_seed[seed].per_label["gm_mS"]["pct"], rel=1e-14)
     card = {e.get_attribute("data-key"): e.text for e in d.find_elements(CSS, "#summary .card")}
     assert card["rank"].endswith("1")
     assert f"--trial {best['trial']}" in d.find_element(CSS, "#load-cli").text

@@ -94,19 +94,11 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
         if missing:
             return missing
         assert entry is not None
-        entry = source.read(entry)
-        tag = f"{entry.revision}:{entry.error}"
+        tag, body = source.read(entry).encoded()
         if _not_modified(request, tag):
             return Response(status_code=304, headers={"ETag": f'"{tag}"'})
-        return _json(
-            {
-                "detail": entry.detail,
-                "error": entry.error,
-                "read_at": entry.read_at,
-                "now": time.time(),
-            },
-            etag=tag,
-        )
+        headers = {"ETag": f'"{tag}"', "Cache-Control": "no-cache"}
+        return Response(body, media_type="application/json", headers=headers)
 
     def api_config(request: Request) -> Response:
         entry, missing = find(request)

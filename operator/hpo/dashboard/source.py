@@ -9,7 +9,9 @@ prefix, so it is redone at most every ``discover_every`` seconds.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.dashboard import views
+from hpo.layout import BEST_FILE, LEDGER_FILE
 from hpo.results import ResultsError, find_studies, open_study
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,17 @@ class Entry:
     detail: dict[str, Any] | None = None
     read_at: float | None = None
     error: str | None = None
+    #: The study page's JSON as sent, for ``tag``: encoded once per revision.
+    body: bytes | None = None
+    tag: str | None = None
+
+    def encoded(self) -> tuple[str, bytes]:
+        """The study page's JSON and its tag (revision and error)."""
+        tag = f"{self.revision}:{self.error}"
+        if self.tag != tag or self.body is None:
+            data = {"detail": self.detail, "error": self.error, "read_at": self.read_at}
+            self.body, self.tag = json.dumps(data, separators=(",", ":")).encode(), tag
+        return tag, self.body
 
 
 class Source:
@@ -102,10 +116,24 @@ class Source:
         return self._entries.get(sid)
 
     def revision(self, entry: Entry) -> str:
-        """The study's revision now (cheap); raises what ``open_study`` raises."""
+        """The study's revision now (cheap); raises what ``open_study`` raises.
+
+        In a folder, two stats: ``StudyResults.revision`` hashes the ledger there (a
+        local store's ETag is its MD5), which grows with the ledger. On a bucket, its
+        HEADs are already flat.
+        """
         if entry.handle is None:
             entry.handle = open_study(entry.where, endpoint=self.endpoint, tls=self.tls)
-        return str(entry.handle.revision())
+        if entry.where.startswith("s3://"):
+            return str(entry.handle.revision())
+        parts = []
+        for name in (LEDGER_FILE, BEST_FILE):
+            try:
+                st = os.stat(Path(entry.where) / name)
+                parts.append(f"{st.st_mtime_ns}.{st.st_size}")
+            except FileNotFoundError:
+                parts.append("-")
+        return ":".join(parts)
 
     def read(self, entry: Entry) -> Entry:
         """``entry`` brought up to date: rebuilt only if its revision changed. A read that

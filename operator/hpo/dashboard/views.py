@@ -56,6 +56,18 @@ def epochs(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Training columns the pages do not show (the rest goes to the browser, column-wise).
+HIDDEN = ("config_key", "artifacts", "fit_s", "rows_dropped")
+
+
+def columns_of(frame: pd.DataFrame, hidden: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A frame as ``{"columns": [...], "data": [[...], ...]}``: half the bytes of records,
+    serialised by pandas (NaN as null, 15 significant digits)."""
+    shown = frame.drop(columns=[c for c in hidden if c in frame.columns])
+    split = json.loads(shown.to_json(orient="split", index=False, double_precision=15))
+    return {"columns": split["columns"], "data": split["data"]}
+
+
 def col(frame: pd.DataFrame, *names: str) -> str | None:
     """The first of ``names`` the frame has (the contract's names, then the ledger's)."""
     return next((n for n in names if n in frame.columns), None)
@@ -145,9 +157,6 @@ def build(study: Any) -> dict[str, Any]:
         "started": clean(starts.min()) if len(starts) else None,
         "updated": clean(times.max()) if len(times) else None,
     }
-    rows = records(trainings)
-    for r in rows:
-        r["config"] = config_text(r, hyper)
     detail = {
         "summary": summary,
         "labels": labels,
@@ -155,8 +164,8 @@ def build(study: Any) -> dict[str, Any]:
         "val": val,
         "test": test,
         "progress": _progress(trainings, spec, finished),
-        "trainings": rows,
-        "configurations": _configurations(configs, hyper),
+        "trainings": columns_of(trainings, HIDDEN),
+        "configurations": columns_of(configs, HIDDEN),
         "final": _final(final, trainings, labels, spec, hyper, val),
         "failures": _failures(failed),
         "spec": yaml.safe_dump(raw_spec, sort_keys=False),
@@ -182,13 +191,6 @@ def _progress(trainings: pd.DataFrame, spec: Any, finished: bool) -> list[dict[s
             plan = len(part)
         out.append({"stage": stage, "done": ok, "failed": len(part) - ok, "planned": plan})
     return out
-
-
-def _configurations(configs: pd.DataFrame, hyper: list[str]) -> list[dict[str, Any]]:
-    rows = records(configs)
-    for r in rows:
-        r["config"] = config_text(r, hyper)
-    return rows
 
 
 def _final(
@@ -228,12 +230,17 @@ def _failures(failed: pd.DataFrame) -> list[dict[str, Any]]:
     )
 
 
+def unpack(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """``columns_of``'s table back as one dict per row."""
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
 def configuration(study: Any, detail: dict[str, Any], trial: str) -> dict[str, Any] | None:
     """One configuration's page: its seeds with scores and artifacts, and how to load it."""
-    rows = [r for r in detail["trainings"] if r.get("trial") == trial]
+    rows = [r for r in unpack(detail["trainings"]) if r.get("trial") == trial]
     if not rows:
         return None
-    summary = next((c for c in detail["configurations"] if c.get("trial") == trial), {})
+    summary = next((c for c in unpack(detail["configurations"]) if c.get("trial") == trial), {})
     seeds = []
     for r in rows:
         seed = int(r["seed"])

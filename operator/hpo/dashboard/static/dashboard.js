@@ -73,7 +73,7 @@ function poll(url, draw) {
 // A table whose rows are `rows` (objects) and columns `columns` [{key, label, cell?}].
 // Clicking a header sorts by it (again: the other way); `filter` keeps rows containing it.
 class Table {
-  constructor(table, { limit = 500, onShown = null } = {}) {
+  constructor(table, { limit = 200, onShown = null } = {}) {
     this.table = table;
     this.limit = limit;
     this.onShown = onShown;
@@ -128,6 +128,15 @@ class Table {
       }))));
     if (this.onShown) this.onShown(Math.min(rows.length, this.limit), rows.length, this.rows.length);
   }
+}
+
+// {columns, data} (as the server sends big tables) -> one object per row.
+function unpack(table) {
+  return table.data.map((row) => Object.fromEntries(table.columns.map((c, i) => [c, row[i]])));
+}
+
+function configText(r, hyperparams) {
+  return hyperparams.filter((h) => r[h] !== null && r[h] !== undefined).map((h) => `${h}=${r[h]}`).join(", ");
 }
 
 function link(href, text) {
@@ -207,7 +216,8 @@ function byDepth(d) {
     const rows = ok.filter((r) => r.stage === stage);
     return {
       type: "box", name: stage, x: rows.map((r) => r.hidden_layers), y: rows.map((r) => r[d.val]),
-      boxpoints: "all", jitter: 0.4, pointpos: 0, marker: { color: COLOURS[stage], size: 5 },
+      // every point (each hovers its configuration) up to 2,000; outliers only past that
+      boxpoints: ok.length > 2000 ? "outliers" : "all", jitter: 0.4, pointpos: 0, marker: { color: COLOURS[stage], size: 5 },
       text: rows.map((r) => hoverText(r, d.val)), hovertemplate: "%{text}<extra></extra>",
     };
   });
@@ -323,6 +333,9 @@ function studyPage() {
   poll(`/api/study?id=${encodeURIComponent(sid)}`, (data) => {
     const d = data.detail;
     if (!d) return;
+    d.trainings = unpack(d.trainings);
+    d.configurations = unpack(d.configurations);
+    for (const r of d.trainings) r.config = configText(r, d.hyperparams);
     banner("warning", data.error ? `showing the study as read at ${new Date(data.read_at * 1000).toLocaleTimeString()}: ${data.error}` : "");
     if (data.error) banner("error", "");
     document.getElementById("title").textContent = d.summary.name;
