@@ -272,12 +272,13 @@ def test_hovering_a_point_shows_its_configuration(study_page, dashboard) -> None
     d = study_page
     chart = d.find_element(CSS, "#chart-best")
     d.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
-    # Where Plotly drew the first random point, in pixels from the chart's top-left corner.
+    # Where Plotly drew the worst random point, in pixels from the chart's top-left corner.
     x, y, trial = d.execute_script(
         "const g = arguments[0], t = g.data[0], L = g._fullLayout;"
-        "const px = L.xaxis.l2p(L.xaxis.d2l(t.x[0])) + L._size.l;"
-        "const py = L.yaxis.l2p(L.yaxis.d2l(t.y[0])) + L._size.t;"
-        "return [px, py, t.text[0].split(' ')[0]];",
+        "const i = t.y.indexOf(Math.max(...t.y));"
+        "const px = L.xaxis.l2p(L.xaxis.d2l(t.x[i])) + L._size.l;"
+        "const py = L.yaxis.l2p(L.yaxis.d2l(t.y[i])) + L._size.t;"
+        "return [px, py, t.text[i].split(' ')[0]];",
         chart,
     )
     rect = chart.rect

@@ -187,7 +187,7 @@ function bestSoFar(d) {
       text: idx.map((i) => hoverText(ok[i], d.val)), hovertemplate: "%{text}<extra></extra>",
     };
   });
-  traces.push({ type: "scatter", mode: "lines", name: "best so far", x, y: bests, line: { color: "black", shape: "hv" }, hovertemplate: "best so far %{y:.4f}<extra></extra>" });
+  traces.push({ type: "scatter", mode: "lines", name: "best so far", x, y: bests, line: { color: "black", shape: "hv" }, hoverinfo: "skip" }); // hover is for the trainings' points
   const hand = ok.findIndex((r) => r.stage === "bayesian");
   const layout = baseLayout("training (in the order they finished)", "validation MAE");
   if (hand >= 0) {
