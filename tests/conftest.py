@@ -43,6 +43,7 @@ SHARED_SETUPS = frozenset(
         "operator_venv",  # e2e/test_operator_install.py: a venv without TensorFlow
         "trained",  # integration/test_trainer.py: real trainings
         "operator_outcomes",  # integration/test_bad_input_operator.py: one operator, 5 studies
+        "dashboard",  # e2e/test_dashboard.py: one dashboard, one browser, one `hpo run`
     }
 )
 
