@@ -9,7 +9,8 @@ trainings and one of ``--small``, serves them with ``hpo dashboard`` (a subproce
 measures, for each:
 
 - the first ``/api/study`` (the ledger read and the page data built: once per revision);
-- the study page's load in headless Chromium, to every table and chart drawn (median of 3);
+- the study page's load in headless Chromium, to every table and chart drawn (median of 3),
+  and of that the page shell with Plotly.js parsed (DOMContentLoaded), the same for any study;
 - one refresh: a conditional GET of ``/api/study`` and of ``/api/studies`` that finds
   nothing changed (304), as the pages poll: wall time at the client and the server
   process's CPU time (from /proc), averaged over ``--refreshes``.
@@ -152,7 +153,7 @@ def measure(
     base: str, pid: int, name: str, refreshes: int, driver: Any, first: tuple[float, int]
 ) -> dict[str, float]:
     url = f"{base}/api/study?id={name}"
-    loads = []
+    loads, shells, parts = [], [], []
     for _ in range(3):
         started = time.perf_counter()
         driver.get(f"{base}/study?id={name}")
@@ -166,6 +167,13 @@ def measure(
             "the page drawn",
         )
         loads.append(time.perf_counter() - started)
+        parts.append(driver.execute_script("return window.hpoTimings;"))
+        shells.append(
+            driver.execute_script(
+                "return performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd;"
+            )
+            / 1e3
+        )
     driver.get("about:blank")  # no poller of its own while the refreshes are timed
     walls, cpus = [], []
     for api in (url, f"{base}/api/studies"):
@@ -176,14 +184,17 @@ def measure(
             assert status == 304, status
         walls.append((time.perf_counter() - t0) / refreshes)
         cpus.append((cpu_s(pid) - cpu0) / refreshes)
+    drawn = {f"browser_{k}": statistics.median(p[k] for p in parts) for k in parts[0]}
     return {
         "first_api_s": first[0],
         "json_mb": first[1] / 1e6,
         "page_load_s": statistics.median(loads),
+        "of_which_shell_s": statistics.median(shells),
         "refresh_study_ms": walls[0] * 1e3,
         "refresh_study_cpu_ms": cpus[0] * 1e3,
         "refresh_list_ms": walls[1] * 1e3,
         "refresh_list_cpu_ms": cpus[1] * 1e3,
+        **drawn,
     }
 
 
@@ -212,8 +223,10 @@ def main() -> None:
         driver = browser.chromium()
         try:
             browser.wait_for(lambda: get(base + "/")[0] == 200, 60, "the server")
+            firsts = {name: cold(base, name) for name in sizes}  # before any list builds them
             results = {
-                name: measure(base, server.pid, name, args.refreshes, driver) for name in sizes
+                name: measure(base, server.pid, name, args.refreshes, driver, firsts[name])
+                for name in sizes
             }
         finally:
             driver.quit()

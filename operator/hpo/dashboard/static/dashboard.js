@@ -52,10 +52,14 @@ function poll(url, draw) {
       const headers = etag ? { "If-None-Match": etag } : {};
       const response = await fetch(url, { headers, cache: "no-store" });
       if (response.status !== 304) {
+        const fetched = performance.now();
         const data = await response.json();
         etag = response.headers.get("ETag");
         banner("error", data.error || (response.ok ? "" : `HTTP ${response.status}`));
+        const parsed = performance.now();
         draw(data);
+        // what the last change cost in this browser (benchmarks/dashboard.py reads it)
+        window.hpoTimings = { parse_ms: parsed - fetched, draw_ms: performance.now() - parsed, ...(window.hpoParts || {}) };
       }
       live.className = "live";
       live.dataset.polls = String(Number(live.dataset.polls || 0) + 1);
@@ -339,14 +343,14 @@ function studyPage() {
     banner("warning", data.error ? `showing the study as read at ${new Date(data.read_at * 1000).toLocaleTimeString()}: ${data.error}` : "");
     if (data.error) banner("error", "");
     document.getElementById("title").textContent = d.summary.name;
-    summaryCards(d.summary);
-    progress(d);
-    bestSoFar(d);
-    byDepth(d);
-    seedSpread(d);
-    parcoords(d);
-    finalTable(d);
-    failuresTable(d);
+    const parts = {};
+    const timed = (name, f) => { const t = performance.now(); f(d); parts[name] = performance.now() - t; };
+    timed("cards", (x) => { summaryCards(x.summary); progress(x); });
+    timed("best_ms", bestSoFar);
+    timed("depth_ms", byDepth);
+    timed("seeds_ms", seedSpread);
+    timed("parcoords_ms", parcoords);
+    timed("final_ms", (x) => { finalTable(x); failuresTable(x); });
     const cols = [
       { key: "trial", label: "trial", cell: (r) => link(configHref(sid, r.trial), r.trial) },
       { key: "stage", label: "stage" }, { key: "seed", label: "seed", num: true },
@@ -356,8 +360,9 @@ function studyPage() {
       { key: "runtime_s", label: "runtime s", num: true, cell: (r) => fmt(r.runtime_s, 1) },
       { key: "status", label: "status" }, { key: "error", label: "error", cell: (r) => el("span", { cls: "err" }, r.error || "") },
     ];
-    table.set(cols, d.trainings);
+    timed("table_ms", () => table.set(cols, d.trainings));
     document.getElementById("spec").textContent = d.spec;
+    window.hpoParts = parts;
   });
 }
 
