@@ -41,7 +41,7 @@ SHARED_SETUPS = frozenset(
         "s3_run",  # e2e/test_s3_study.py: one `hpo run` on S3
         "run",  # e2e/test_security.py: six studies through one operator
         "operator_venv",  # e2e/test_operator_install.py: a venv without TensorFlow
-        "trained",  # integration/test_trainer.py: real trainings
+        "trained",  # integration/test_trainer.py, e2e/test_results.py: real trainings
         "operator_outcomes",  # integration/test_bad_input_operator.py: one operator, 5 studies
         "dashboard",  # e2e/test_dashboard.py: one dashboard, one browser, one `hpo run`
     }

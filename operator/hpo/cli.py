@@ -849,12 +849,17 @@ def predict(
         _fail([f"{data}: {exc}"])
     try:
         chosen, seeds = results.resolve(rank=rank, trial=trial, seed=seed)
-        # The columns are checked before TensorFlow loads (seconds): a refusal is quick.
         scaler = results.read_artifact(chosen, seeds[0], "feature_scaler.json")
+    except ResultsError as exc:
+        _fail([str(exc)])
+    try:  # the columns are checked before TensorFlow loads (seconds): a refusal is quick
         feature_matrix(frame, Scaler.from_json(scaler.decode("utf-8")).columns)
+    except ResultsError as exc:
+        _fail([f"{data}: {exc}"])
+    try:
         predictions = results.load_model(trial=chosen, seed=seed).predict(frame)
     except ResultsError as exc:
-        _fail([f"{data}: {exc}" if "column" in str(exc) else str(exc)])
+        _fail([str(exc)])
     text = predictions.to_csv(index=False)
     if out is None:
         sys.stdout.write(text)

@@ -50,6 +50,21 @@ def test_no_tensorflow_in_the_operator_environment(operator_venv: Path) -> None:
     assert help_.returncode == 0 and "Run the operator" in help_.stdout
 
 
+def test_loading_a_model_without_tensorflow_says_what_to_install(operator_venv: Path) -> None:
+    """The results API imports there; loading a model names the missing extra."""
+    code = (
+        "from hpo.results import ResultsError, open_study\n"
+        "from hpo.results.keras_model import load_keras\n"
+        "try:\n    load_keras(b'not read', 'model.keras')\n"
+        "except ResultsError as exc:\n    print(exc)\n"
+    )
+    py = str(operator_venv / "bin" / "python")
+    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "loading a model needs TensorFlow" in proc.stdout
+    assert "pip install 'hpo-operator[trainer]'" in proc.stdout
+
+
 @pytest.fixture
 def cluster(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
     with KubeServer(crds=(hpo_crd,)) as kube:

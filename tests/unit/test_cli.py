@@ -384,7 +384,19 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "validate", "report", "ls", "get", "operator", "status"]
+    "command",
+    [
+        "run",
+        "validate",
+        "report",
+        "ls",
+        "get",
+        "predict",
+        "export",
+        "compare",
+        "operator",
+        "status",
+    ],
 )
 def test_help_shows_no_python_types_for_options(command: str) -> None:
     """Flags show no ``<bool>``; options show what to give (``--out DIR|s3://...``)."""
@@ -471,7 +483,9 @@ def test_help_loads_no_heavy_library(args: list[str]) -> None:
     assert _loaded_after(args, (*HEAVY, "hpo.spec")) == []
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "report", "ls", "get"])
+@pytest.mark.parametrize(
+    "command", ["run", "validate", "report", "ls", "get", "predict", "export", "compare"]
+)
 def test_command_help_loads_no_heavy_library(command: str) -> None:
     """(typer itself loads pydantic to coerce some parameter types: not ours to avoid.)"""
     heavy = tuple(m for m in HEAVY if m != "pydantic")

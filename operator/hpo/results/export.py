@@ -37,7 +37,7 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
     if fmt == "csv":
         frame.to_csv(path, index=False)
     elif fmt == "json":
-        frame.to_json(path, orient="records", date_format="iso", indent=1)
+        frame.to_json(path, orient="records", date_format="iso", date_unit="ns", indent=1)
     elif fmt == "parquet":
         frame.to_parquet(path, index=False, engine="pyarrow")
     else:

@@ -27,9 +27,10 @@ _TRAININGS_DROPPED = ("finished", "finished_at", "study")
 
 
 def _utc(seconds: pd.Series) -> pd.Series:
-    """Unix seconds as UTC timestamps; 0 (unknown, results before v0.2) as NaT."""
+    """Unix seconds as UTC timestamps to the microsecond (a float's nanoseconds are
+    noise, and csv or json would not keep them); 0 (unknown: before v0.2) as NaT."""
     values = pd.to_numeric(seconds, errors="coerce").where(lambda s: s > 0)
-    return pd.to_datetime(values, unit="s", utc=True)
+    return pd.to_datetime(values, unit="s", utc=True).dt.round("us")
 
 
 def trainings_frame(results: list[SeedResult], labels: Sequence[str]) -> pd.DataFrame:

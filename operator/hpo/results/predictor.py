@@ -64,5 +64,9 @@ class Predictor:
         are refused naming them and the study's features.
         """
         x = feature_matrix(frame, self.features)
+        if not len(x):
+            return pd.DataFrame(
+                np.empty((0, len(self.labels))), index=frame.index, columns=self.labels
+            )
         y = np.mean([m.predict(x) for m in self.members], axis=0)
         return pd.DataFrame(y, index=frame.index, columns=self.labels)

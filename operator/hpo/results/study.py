@@ -90,7 +90,10 @@ class StudyResults:
 
     @property
     def labels(self) -> list[str]:
-        """The study's labels, in the ledger's order."""
+        """The study's labels, in the ledger's order (without ``study.yaml``: those the
+        recorded trainings scored)."""
+        if not self._exists(self._paths.study):
+            return sorted({label for r in self.results() for label in r.per_label})
         try:
             return [str(x) for x in self.spec["spec"]["dataset"]["labels"]]
         except (KeyError, TypeError):
