@@ -108,9 +108,15 @@ def _reason(error: Any) -> str:
 
 def build(study: Any) -> dict[str, Any]:
     """Everything the study page and the studies list show, for one revision."""
-    raw_spec = study.spec or {}
+    try:
+        raw_spec = study.spec or {}
+    except ValueError:  # no study.yaml (a ledger alone): the pages show what is recorded
+        raw_spec = {}
     spec = _parsed_spec(raw_spec)
-    labels = list(spec.dataset.labels) if spec else []
+    try:
+        labels = list(spec.dataset.labels) if spec else list(study.labels)
+    except ValueError:
+        labels = []
     trainings = epochs(study.trainings())
     configs = study.configurations()
     finished = bool(study.finished)
