@@ -400,3 +400,38 @@ def test_an_unreachable_bucket_shows_a_message(dashboard) -> None:
         assert proc.poll() is None  # still serving
     finally:
         stop(proc)
+
+
+def test_failed_trainings_show_their_errors_and_reasons(dashboard) -> None:
+    """A synthetic finished study with failures (benchmarks/dashboard.py's): each failed
+    training's error in its row, the failures grouped by reason."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from dashboard import write_study  # benchmarks/ is no package
+
+    d, runs, url = dashboard["driver"], dashboard["runs"], dashboard["url"]
+    write_study(runs, "synthetic", 100)
+    failed = [r for r in ledger(runs, "synthetic") if r.status != "succeeded"]
+    assert len(failed) == 2
+    d.get(f"{url}/study?id=synthetic")
+    browser.wait_for(lambda: d.find_elements(CSS, "#failures-table tbody tr"), 30, "failures")
+    d.find_element(CSS, "#filter").send_keys("failed")
+    shown = browser.wait_for(
+        lambda: (
+            len(cell_values(d, "trainings", "status")) == 2
+            and dict(
+                zip(
+                    cell_values(d, "trainings", "trial"),
+                    texts(d, "#trainings tbody td[data-key='error']"),
+                    strict=True,
+                )
+            )
+        ),
+        10,
+        "the failed rows",
+    )
+    assert shown == {r.trial: r.error for r in failed}
+    assert cell_values(d, "failures-table", "count") == ["2"]
+    reason = texts(d, "#failures-table tbody td[data-key='reason']")[0]
+    assert reason == "ResourceExhaustedError: OOM in trial N"  # the trial id blanked
+    card = {e.get_attribute("data-key"): e.text for e in d.find_elements(CSS, "#summary .card")}
+    assert card["failed"].endswith("2") and "98 / 100" in card["done"]

@@ -99,11 +99,12 @@ def planned(spec: Any) -> tuple[int | None, bool]:
 
 
 def _reason(error: Any) -> str:
-    """A failure's reason: its first line with numbers and quoted names blanked, so the
-    same failure of different trainings groups together."""
+    """A failure's reason: its first line with numbers, ids and quoted names blanked, so
+    the same failure of different trainings groups together."""
     text = str(error or "unknown error").strip().splitlines()[0] if error else "unknown error"
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
-    return re.sub(r"\d+(\.\d+)?", "N", text)[:200]
+    # numbers and ids with digits in them (trial r0012, seed-2, 3.5 GiB) as N
+    return re.sub(r"[\w.-]*\d[\w.-]*", "N", text)[:200]
 
 
 def build(study: Any) -> dict[str, Any]:
