@@ -112,3 +112,10 @@ def test_the_command_refuses_bad_input(tmp_path: Path) -> None:
         taken.listen()
         code, out = run(str(tmp_path), "--port", str(taken.getsockname()[1]))
     assert code == 2 and "cannot listen" in out
+
+
+def test_a_study_folder_itself_is_its_only_study(runs: Path) -> None:
+    source = Source(str(runs / "big"))
+    assert source.discover() is None
+    assert source.ids() == ["big"]
+    assert source.read(source.entry("big")).detail["summary"]["name"] == "big"

@@ -95,6 +95,8 @@ class Source:
                 return self._discover_error
             try:
                 found = find_studies(self.where, endpoint=self.endpoint, tls=self.tls)
+                if not found and self._is_study():
+                    found = [self.where]  # pointed at one study's own folder
                 self._discover_error = None
             except Exception as exc:  # shown on the page; keep serving
                 self._discover_error = problem(exc)
@@ -105,6 +107,13 @@ class Source:
                 if sid not in self._entries:
                     self._entries[sid] = Entry(sid, where)
             return self._discover_error
+
+    def _is_study(self) -> bool:
+        try:
+            open_study(self.where, endpoint=self.endpoint, tls=self.tls)
+        except ResultsError:
+            return False
+        return True
 
     def ids(self) -> list[str]:
         return sorted(self._entries)
