@@ -196,6 +196,9 @@ def study_page(watched, dashboard) -> Any:
     browser.wait_for(lambda: d.find_elements(CSS, "#final-table tbody tr"), 30, "final group")
     if os.environ.get("HPO_DASHBOARD_SCREENSHOT"):
         d.set_window_size(1400, 1500)
+        browser.wait_for(
+            lambda: d.execute_script("return window.hpoTimings.all_drawn_at_ms;"), 60, "charts"
+        )
         time.sleep(1)
         d.save_screenshot(os.environ["HPO_DASHBOARD_SCREENSHOT"])
         d.set_window_size(1400, 1000)
