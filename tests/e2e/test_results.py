@@ -77,15 +77,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs / NAME
 
 
-def _synthetic(folder: Path, name: str, dataset: Path, *, finish: bool = True) -> Path:
-    """A study recorded by the real session with synthetic scores (no model trained)."""
-    study = load_study(_study_file(folder, name, dataset))
+def _synthetic(
+    folder: Path, name: str, dataset: Path, *, finish: bool = True, failing: int = -1
+) -> Path:
+    """A study recorded by the real session with synthetic scores (no model trained);
+    the ``failing``-th training fails for good (no retries)."""
+    study = load_study(_study_file(folder, name, dataset, failurePolicy={"retries": 0}))
     session = StudySession.open(study, StoreRef(kind="local", root=str(folder / "runs")))
     session.start(refuse_spec_changes=True)
     while not session.engine.finished:
-        for task in session.take(4):
+        for i, task in enumerate(session.take(4)):
             mae = synthetic_mae(task.trial.config, task.seed)
             per_label = {label: {"mae": mae, "pct": mae} for label in LABELS}
+            if i == failing:
+                session.record([task.failed(name, "out of memory (a test's failure)")])
+                continue
             session.record([task.succeeded(name, mae=mae, val_mae=mae, per_label=per_label)])
         if not finish:
             break  # a study still running: its first trainings in the ledger
@@ -273,11 +279,16 @@ def test_the_readme_example_runs_as_written(
 def test_a_study_still_running_reads_as_such(tmp_path: Path) -> None:
     """No best.json yet: not finished, an empty (typed) final group, ranked configurations,
     and no model by rank (a trial must be named)."""
-    running = _synthetic(tmp_path, "running", EXAMPLE_CSV, finish=False)
+    running = _synthetic(tmp_path, "running", EXAMPLE_CSV, finish=False, failing=3)
     assert find_studies(tmp_path / "runs") == [str(running)]
     s = open_study(running)
     assert not s.finished
-    assert len(s.trainings()) == 4 and s.configurations()["rank"].tolist() == [1, 2]
+    trainings = s.trainings()
+    assert trainings["status"].tolist().count("succeeded") == 3
+    failed = trainings[trainings["status"] == "failed"].iloc[0]
+    assert failed["error"] == "out of memory (a test's failure)" and pd.isna(failed["test_mae"])
+    configs = s.configurations()
+    assert configs["rank"].tolist() == [1, 2] and sorted(configs["failed"]) == [0, 1]
     group = s.final_group()
     assert group.empty and {"rank", "trial", "test_mae_mean", "Id_mA_mae"} <= set(group.columns)
     with pytest.raises(ResultsError, match="has not finished"):
@@ -317,6 +328,10 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
     (unfinished / "best.json").unlink()
     parquet = tmp_path / "parquet.csv"
     pd.read_csv(EXAMPLE_CSV).to_parquet(parquet)
+    holes = tmp_path / "holes.csv"
+    with_hole = pd.read_csv(EXAMPLE_CSV).dropna().head(5).reset_index(drop=True)
+    with_hole.loc[2, "tox_nm"] = np.nan
+    with_hole.to_csv(holes, index=False)
     cases = [
         ((folder, data), "column 'Vgs_V' not found"),
         ((folder, data, "--trial", "r0042"), "no trial 'r0042' (trials: r0000, r0001)"),
@@ -326,6 +341,7 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
         ((unfinished, data), "has not finished (no final group yet): name a trial"),
         ((folder, tmp_path / "none.csv"), "dataset file not found"),
         ((folder, parquet), "is a Parquet file, not a CSV file"),
+        ((folder, holes), "column 'tox_nm' has 1 missing or infinite value(s), e.g. in data row 3"),
         ((tmp_path, data), "no study there"),
     ]
     for args, message in cases:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpo.keys import StoreError
-from hpo.layout import study_of_best, study_of_ledger, study_of_scores
+from hpo.layout import STUDY_FILE, study_of_best, study_of_ledger, study_of_scores
 from hpo.results.errors import ResultsError
 from hpo.spec import SpecError
 from hpo.store import Store, open_location
@@ -49,8 +49,9 @@ def studies_in(keys: list[str]) -> list[str]:
             folder = of(key)
             if folder is not None:
                 found.add(folder)
-        if key.endswith("/study.yaml") and key.count("/") >= 1:
-            found.add(key.rsplit("/", 1)[0])
+        folder, _, name = key.rpartition("/")
+        if name == STUDY_FILE and folder:
+            found.add(folder)
     return sorted(found)
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from hpo.contract import SeedResult
 from hpo.keys import StoreError
-from hpo.layout import ARTIFACT_FILES, LEDGER_FILE, STUDY_FILE, StudyPaths
+from hpo.layout import ARTIFACT_FILES, BEST_FILE, LEDGER_FILE, STUDY_FILE, StudyPaths
 from hpo.ledger import LedgerUnreadable, read_ledger
 from hpo.recorder import stored_results
 from hpo.results import frames
@@ -164,9 +164,9 @@ class StudyResults:
         try:
             records = json.loads(self._get(self._paths.best).decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ResultsError(f"{self.where}/best.json: cannot be read ({exc})") from None
+            raise ResultsError(f"{self.where}/{BEST_FILE}: cannot be read ({exc})") from None
         if not isinstance(records, list):
-            raise ResultsError(f"{self.where}/best.json: not a list of configurations")
+            raise ResultsError(f"{self.where}/{BEST_FILE}: not a list of configurations")
         return frames.final_group_frame(records, columns)
 
     # ------------------------------------------------------------------ artifacts
