@@ -745,9 +745,10 @@ def dashboard(
         str,
         typer.Argument(metavar="WHERE", help="A run folder, a study folder or s3://bucket/prefix."),
     ] = "runs",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to serve on.")] = 8080,
     host: Annotated[
-        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+        str,
+        typer.Option(metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface)."),
     ] = "127.0.0.1",
     refresh: Annotated[
         float, typer.Option(metavar="SECONDS", help="How often the pages poll for changes.")
