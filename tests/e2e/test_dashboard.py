@@ -127,14 +127,21 @@ def ledger(runs: Path, name: str = "small") -> list[SeedResult]:
 
 @pytest.fixture(scope="module")
 def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
-    """The studies page open on the empty folder while `hpo run` trains the study; what it
-    showed on the way, without a reload."""
+    """The studies page and the study's page (a second tab; the study does not exist yet)
+    open on the empty folder while `hpo run` trains the study: what each showed on the
+    way, and whether either reloaded."""
     d, url = dashboard["driver"], dashboard["url"]
     d.get(url + "/")
     empty = browser.wait_for(
         lambda: d.find_element(CSS, "#error").text, 30, "the no-studies message"
     )
     d.execute_script("window.notReloaded = true;")
+    listing = d.current_window_handle
+    d.switch_to.new_window("tab")
+    d.get(url + "/study?id=small")
+    missing = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "no such study")
+    d.execute_script("window.notReloaded = true;")
+    page = d.current_window_handle
     run = subprocess.Popen(
         [*HPO, "run", str(dashboard["study"]), "--out", str(dashboard["runs"])],
         env=ENV,
@@ -143,30 +150,39 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
         stderr=subprocess.STDOUT,
     )
     seen: list[tuple[str, str]] = []
+    rows_seen: list[int] = []
     try:
-        while True:
+        while not (seen and seen[-1][1] == "Finished" and rows_seen and rows_seen[-1] == 8):
+            d.switch_to.window(listing)
             cells = texts(d, "#studies tbody td[data-key='done']")
             phases = texts(d, "#studies tbody td[data-key='phase']")
-            if cells and phases:
-                state = (cells[0], phases[0])
-                if not seen or seen[-1] != state:
-                    seen.append(state)
-                if state[1] == "Finished":
-                    break
+            if cells and phases and (not seen or seen[-1] != (cells[0], phases[0])):
+                seen.append((cells[0], phases[0]))
+            d.switch_to.window(page)
+            rows = len(cell_values(d, "trainings", "trial"))
+            if not rows_seen or rows_seen[-1] != rows:
+                rows_seen.append(rows)
             assert run.poll() in (None, 0), run.stdout.read() if run.stdout else ""
             time.sleep(0.2)
+        reloaded = not d.execute_script("return window.notReloaded === true;")
+        d.close()
+        d.switch_to.window(listing)
+        reloaded = reloaded or not d.execute_script("return window.notReloaded === true;")
     finally:
         out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out
     return {
         "empty": empty,
+        "missing": missing,
         "seen": seen,
-        "reloaded": not d.execute_script("return window.notReloaded === true;"),
+        "rows": rows_seen,
+        "reloaded": reloaded,
     }
 
 
-def test_the_studies_page_shows_the_run_advancing_without_a_reload(watched, dashboard) -> None:
+def test_the_pages_show_the_run_advancing_without_a_reload(watched, dashboard) -> None:
     assert "no studies under" in watched["empty"]
+    assert "no study 'small'" in watched["missing"]
     assert not watched["reloaded"]
     done = [int(text.split("/")[0]) for text, _ in watched["seen"]]
     rows = ledger(dashboard["runs"])
@@ -174,6 +190,9 @@ def test_the_studies_page_shows_the_run_advancing_without_a_reload(watched, dash
     assert done[-1] == len(rows) == 8
     assert watched["seen"][-1] == ("8 / 8", "Finished")
     assert done[0] < 8
+    # the study's own page: its table of trainings grew while it was open
+    assert watched["rows"] == sorted(watched["rows"]) and len(watched["rows"]) >= 2
+    assert watched["rows"][0] < 8 and watched["rows"][-1] == 8
 
 
 def test_the_studies_row_matches_the_ledger(watched, dashboard) -> None:
