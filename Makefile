@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed-stamp
 # kubernetes client want incompatible python-dateutil versions.
 S3VENV := .venv-s3
 S3STAMP := $(S3VENV)/.installed-stamp
+# The browser tests (tests/e2e/test_dashboard.py): Debian's chromium and its driver. The
+# target is the driver's file, so a machine that has it skips this (idempotent, instant).
+BROWSER := /usr/bin/chromedriver
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install install-test demo test lint format bench bench-gp soak clean
 
@@ -21,9 +25,13 @@ $(S3STAMP):
 	$(S3VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
 	touch $(S3STAMP)
 
+$(BROWSER):
+	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; }
+
 install: $(STAMP)
 
-install-test: $(STAMP) $(S3STAMP)
+install-test: $(STAMP) $(S3STAMP) $(BROWSER)
 
 demo: install
 	$(VENV)/bin/hpo run examples/quickstart.yaml --out runs

@@ -45,6 +45,7 @@ SHARED_SETUPS = frozenset(
         "trained",  # integration/test_trainer.py, e2e/test_results.py: real trainings
         "materials",  # e2e/test_categorical.py: a study on a text column, one training without
         "operator_outcomes",  # integration/test_bad_input_operator.py: one operator, 5 studies
+        "dashboard",  # e2e/test_dashboard.py: one dashboard, one browser, one `hpo run`
     }
 )
 

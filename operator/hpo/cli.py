@@ -1,4 +1,5 @@
-"""The ``hpo`` command: run a study locally, validate a study file, report on a run."""
+"""The ``hpo`` command: run a study locally, validate a study file, report on a run, serve
+a dashboard."""
 
 from __future__ import annotations
 
@@ -765,6 +766,46 @@ def get(
     except OSError as exc:  # the local side: a file in the way, no permission, disk full
         _fail([f"--to {to}: cannot write {exc.filename or to}: {exc.strerror or exc}"])
     console.print(f"{_plural(len(wanted), 'file')} in {to / name}", highlight=False)
+
+
+@app.command()
+def dashboard(
+    where: Annotated[
+        str,
+        typer.Argument(metavar="WHERE", help="A run folder, a study folder or s3://bucket/prefix."),
+    ] = "runs",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to serve on.")] = 8080,
+    host: Annotated[
+        str,
+        typer.Option(metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface)."),
+    ] = "127.0.0.1",
+    refresh: Annotated[
+        float, typer.Option(metavar="SECONDS", help="How often the pages poll for changes.")
+    ] = 2.0,
+    endpoint: Endpoint = None,
+    tls: Tls = None,
+) -> None:
+    """Serve a read-only web dashboard of the studies under WHERE (live while they run)."""
+    import socket
+
+    if where.startswith("s3://"):
+        if not endpoint:
+            _fail([f"{where}: give --endpoint or set HPO_S3_ENDPOINT"])
+    elif not Path(where).is_dir():
+        _fail([f"{where}: no such folder (give a run folder, e.g. runs, or s3://bucket/prefix)"])
+    if not 0 < port < 65536:
+        _fail([f"--port {port}: give a port between 1 and 65535"])
+    if refresh <= 0:
+        _fail([f"--refresh {refresh}: give a positive number of seconds"])
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        _fail([f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"])
+    from hpo.dashboard.app import serve
+
+    err.print(f"hpo dashboard of {where} on http://{host}:{port}/ (Ctrl-C stops)", highlight=False)
+    serve(where, host=host, port=port, endpoint=endpoint, tls=tls, refresh_s=refresh)
 
 
 def _no_model(keys: list[str], trials: str, trial: str, seed: int, study: str) -> str:

@@ -65,6 +65,27 @@ def test_loading_a_model_without_tensorflow_says_what_to_install(operator_venv: 
     assert "pip install 'hpo-operator[trainer]'" in proc.stdout
 
 
+def test_the_dashboard_runs_from_that_environment(operator_venv: Path, tmp_path: Path) -> None:
+    """What the chart's dashboard option runs from the operator image: its pages, Plotly.js
+    from the installed package (a non-editable install: package data included)."""
+    code = (
+        "import sys\n"
+        "from hpo.dashboard.app import HERE, plotly_js\n"
+        "assert plotly_js().stat().st_size > 1_000_000\n"
+        "assert (HERE / 'static' / 'dashboard.js').is_file()\n"
+        "assert (HERE / 'templates' / 'study.html').is_file()\n"
+        "assert 'site-packages' in str(HERE)\n"
+        "assert 'tensorflow' not in sys.modules\n"
+    )
+    py = str(operator_venv / "bin" / "python")
+    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    help_ = subprocess.run(
+        [str(operator_venv / "bin" / "hpo"), "dashboard", "--help"], capture_output=True, text=True
+    )
+    assert help_.returncode == 0 and "read-only web dashboard" in help_.stdout
+
+
 @pytest.fixture
 def cluster(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
     with KubeServer(crds=(hpo_crd,)) as kube:

@@ -39,8 +39,17 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "metrics": {"metrics": {"enabled": True}},
     "serviceMonitor": {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}},
     "namespaced": {"rbac": {"clusterWide": False}, "watchNamespaces": ["a", "b"]},
+    "dashboard": {
+        "dashboard": {
+            "enabled": True,
+            "bucket": "s3://hpo-results/hpo",
+            "endpoint": "s3.example.com:443",
+            "credentialsSecret": {"name": "store-keys"},
+        }
+    },
     "everything": {
         "minio": {"enabled": True},
+        "dashboard": {"enabled": True, "bucket": "s3://hpo-results/hpo"},
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
         "rbac": {"clusterWide": False},
         "watchNamespaces": ["a", "b"],
@@ -241,6 +250,18 @@ def test_lint_passes_strictly(option: str) -> None:
             ],
         ),
         (
+            "dashboard",
+            [
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ConfigMap",
+                "Deployment",
+                "Deployment",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
+        (
             "namespaced",
             [
                 "ClusterRole",
@@ -401,6 +422,15 @@ def test_namespaced_rbac_has_a_role_in_each_watched_namespace(
             {"serviceAccount": {"create": False}},
             "serviceAccount.name: name the existing ServiceAccount",
         ),
+        ({"dashboard": {"enabled": True}}, "dashboard.enabled: set dashboard.bucket"),
+        (
+            {"dashboard": {"enabled": True, "bucket": "s3://bkt/p"}},
+            "dashboard.enabled: set dashboard.endpoint",
+        ),
+        (
+            {"dashboard": {"enabled": True, "bucket": "s3://bkt/p", "endpoint": "s3:443"}},
+            "dashboard.enabled: set dashboard.credentialsSecret.name",
+        ),
     ],
 )
 def test_contradictory_values_fail_the_render(
@@ -464,6 +494,61 @@ def test_minio(chart: helm.Chart, rendered: dict[str, list[dict[str, Any]]]) -> 
     assert again["secretKey"] != keys["secretKey"]
     source = (CHART / "templates" / "minio-secret.yaml").read_text()
     assert 'lookup "v1" "Secret" .Release.Namespace $name' in source
+
+
+def test_dashboard(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["dashboard"]
+    deployment, service = _one(objects, "Deployment", "dashboard"), _one(objects, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == _container(_operator(objects))["image"]  # the operator's image
+    assert container["args"] == [
+        "dashboard",
+        "s3://hpo-results/hpo",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--refresh",
+        "5",
+        "--endpoint",
+        "s3.example.com:443",
+        "--tls",
+    ]
+    keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert keys == {
+        "HPO_S3_ACCESS_KEY": {"name": "store-keys", "key": "accessKey"},
+        "HPO_S3_SECRET_KEY": {"name": "store-keys", "key": "secretKey"},
+    }
+    # No write access anywhere: no Kubernetes API token, no RBAC of its own, a read-only
+    # root filesystem (only /tmp is writable).
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    assert len(_of_kind(objects, "ClusterRole")) == 1  # the operator's only
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _matches(service["spec"]["selector"], labels)
+    assert _matches(deployment["spec"]["selector"]["matchLabels"], labels)
+    assert not _matches(
+        service["spec"]["selector"], _operator(objects)["spec"]["template"]["metadata"]["labels"]
+    )
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert (
+        container["ports"][0]["name"] == "http" and container["ports"][0]["containerPort"] == 8080
+    )
+
+
+def test_dashboard_on_the_dev_minio(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["everything"]
+    (container,) = _one(objects, "Deployment", "dashboard")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    minio = _one(objects, "Secret")["metadata"]["name"]
+    assert container["args"][-3:] == ["--endpoint", f"{minio}.{NAMESPACE}.svc:9000", "--no-tls"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {minio}
 
 
 def test_minio_storage_class(chart: helm.Chart) -> None:
@@ -597,8 +682,8 @@ def test_every_pod_meets_the_restricted_pod_security_standard(
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         assert restricted_violations(pod) == [], deployment["metadata"]["name"]
-    if option in ("minio", "everything"):
-        assert len(deployments) == 2  # the dev MinIO is checked too
+    # the dev MinIO and the dashboard are checked too
+    assert len(deployments) == {"minio": 2, "dashboard": 2, "everything": 3}.get(option, 1)
 
 
 def test_the_restricted_checker_catches_violations(

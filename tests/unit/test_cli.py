@@ -394,6 +394,7 @@ def test_version() -> None:
         "predict",
         "export",
         "compare",
+        "dashboard",
         "operator",
         "status",
     ],
@@ -484,7 +485,8 @@ def test_help_loads_no_heavy_library(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "validate", "report", "ls", "get", "predict", "export", "compare"]
+    "command",
+    ["run", "validate", "report", "ls", "get", "predict", "export", "compare", "dashboard"],
 )
 def test_command_help_loads_no_heavy_library(command: str) -> None:
     """(typer itself loads pydantic to coerce some parameter types: not ours to avoid.)"""

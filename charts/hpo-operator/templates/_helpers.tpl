@@ -82,6 +82,20 @@ on them, so a bad combination fails the render with this message.
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled: the ServiceMonitor scrapes the metrics Service" }}
 {{- end }}
+{{- if .Values.dashboard.enabled }}
+{{- if not .Values.dashboard.bucket }}
+{{- fail "dashboard.enabled: set dashboard.bucket to the studies' s3://BUCKET/PREFIX" }}
+{{- end }}
+{{- if not (hasPrefix "s3://" .Values.dashboard.bucket) }}
+{{- fail "dashboard.bucket: give s3://BUCKET/PREFIX" }}
+{{- end }}
+{{- if and (not .Values.dashboard.endpoint) (not .Values.minio.enabled) }}
+{{- fail "dashboard.enabled: set dashboard.endpoint (host:port of the S3 store), or enable minio" }}
+{{- end }}
+{{- if and (not .Values.dashboard.credentialsSecret.name) (not .Values.minio.enabled) }}
+{{- fail "dashboard.enabled: set dashboard.credentialsSecret.name (the store's keys), or enable minio" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -117,4 +131,16 @@ Cluster-scoped, so never in a Role: kopf watches CRDs to notice resources appear
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+{{- end }}
+
+{{/* The dashboard's objects: Deployment and Service. */}}
+{{- define "hpo-operator.dashboardName" -}}
+{{- printf "%s-dashboard" (include "hpo-operator.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Selector of the dashboard's pod. */}}
+{{- define "hpo-operator.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "hpo-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dashboard
 {{- end }}

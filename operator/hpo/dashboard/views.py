@@ -1,0 +1,276 @@
+"""What each page draws, as JSON-ready dicts built from the results API's frames.
+
+Pure pandas: no web framework here, so a test can compare these numbers with the
+ledger directly, and the server builds them once per study revision.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from hpo.ledger import HYPERPARAMS
+
+STAGES = ("random", "bayesian")
+
+
+def clean(value: Any) -> Any:
+    """A cell as JSON: NaN/NA/inf as None, numpy scalars as Python ones."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def records(frame: pd.DataFrame, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
+    return [
+        {c: clean(v) for c, v in zip(cols, row, strict=True)}
+        for row in frame[cols].itertuples(index=False, name=None)
+    ]
+
+
+def epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Date-time columns as Unix seconds (the browser shows ages from them)."""
+    out = frame.copy()
+    for name in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[name]):
+            out[name] = out[name].map(lambda t: None if pd.isna(t) else t.timestamp())
+    return out
+
+
+#: Training columns the pages do not show (the rest goes to the browser, column-wise).
+HIDDEN = ("config_key", "artifacts", "fit_s", "rows_dropped")
+
+
+def columns_of(frame: pd.DataFrame, hidden: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A frame as ``{"columns": [...], "data": [[...], ...]}``: half the bytes of records,
+    serialised by pandas (NaN as null, 15 significant digits)."""
+    shown = frame.drop(columns=[c for c in hidden if c in frame.columns])
+    split = json.loads(shown.to_json(orient="split", index=False, double_precision=15))
+    return {"columns": split["columns"], "data": split["data"]}
+
+
+def col(frame: pd.DataFrame, *names: str) -> str | None:
+    """The first of ``names`` the frame has (the contract's names, then the ledger's)."""
+    return next((n for n in names if n in frame.columns), None)
+
+
+def config_text(row: dict[str, Any], hyperparams: list[str]) -> str:
+    """A configuration on one line, for hover texts."""
+    return ", ".join(f"{h}={row[h]}" for h in hyperparams if row.get(h) is not None)
+
+
+def _parsed_spec(raw: dict[str, Any]) -> Any:
+    from hpo.spec import SpecError, parse_study
+
+    try:
+        return parse_study(raw).spec
+    except (SpecError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def planned(spec: Any) -> tuple[int | None, bool]:
+    """Trainings the spec plans (random + narrow configurations x seeds) and whether that
+    is an upper bound (seed racing trains fewer seeds of configurations that cannot win)."""
+    if spec is None:
+        return None, False
+    configs = spec.random_stage.configurations
+    if spec.bayesian_stage.enabled:
+        configs += spec.bayesian_stage.top_k * spec.bayesian_stage.trials_per_config
+    return configs * spec.training.seeds_per_config, spec.training.seed_racing
+
+
+def _reason(error: Any) -> str:
+    """A failure's reason: its first line with numbers, ids and quoted names blanked, so
+    the same failure of different trainings groups together."""
+    text = str(error or "unknown error").strip().splitlines()[0] if error else "unknown error"
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    # numbers and ids with digits in them (trial r0012, seed-2, 3.5 GiB) as N
+    return re.sub(r"[\w.-]*\d[\w.-]*", "N", text)[:200]
+
+
+def build(study: Any) -> dict[str, Any]:
+    """Everything the study page and the studies list show, for one revision."""
+    try:
+        raw_spec = study.spec or {}
+    except ValueError:  # no study.yaml (a ledger alone): the pages show what is recorded
+        raw_spec = {}
+    spec = _parsed_spec(raw_spec)
+    try:
+        labels = list(spec.dataset.labels) if spec else list(study.labels)
+    except ValueError:
+        labels = []
+    trainings = epochs(study.trainings())
+    configs = study.configurations()
+    finished = bool(study.finished)
+    final = study.final_group() if finished else pd.DataFrame()
+    # the API's names (test_mae_*); the ledger's (mae_*) where an older frame has them
+    configs = configs.rename(columns={"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"})
+    final = final.rename(columns={"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"})
+    hyper = [h for h in HYPERPARAMS if h in trainings.columns or h in configs.columns]
+    val, test = col(trainings, "val_mae"), col(trainings, "test_mae", "mae")
+    status = trainings["status"] if "status" in trainings.columns else pd.Series(dtype=object)
+    ok = trainings[status == "succeeded"] if len(trainings) else trainings
+    failed = trainings[status != "succeeded"] if len(trainings) else trainings
+    total, bound = planned(spec)
+    done = len(ok)
+    if finished or (total is not None and done + len(failed) > total):
+        total, bound = done + len(failed), False
+    stage = "done" if finished else (str(trainings["stage"].iloc[-1]) if len(trainings) else "-")
+    max_failed = spec.failure_policy.max_failed_trainings if spec else None
+    if finished:
+        phase = "Finished"
+    elif max_failed is not None and len(failed) > max_failed:
+        phase = "Failed"
+    elif len(trainings):
+        phase = "In progress"
+    else:
+        phase = "Not started"
+    best_row = None
+    if val and len(ok):
+        best_row = configs.sort_values("val_mae_mean").iloc[0] if len(configs) else None
+    times = trainings["finished"] if "finished" in trainings.columns else pd.Series(dtype=float)
+    starts = trainings["started"] if "started" in trainings.columns else times
+    summary = {
+        "name": study.name,
+        "where": study.where,
+        "phase": phase,
+        "stage": stage,
+        "done": done,
+        "failed": len(failed),
+        "total": total,
+        "total_is_bound": bound,
+        "running": clean(getattr(study, "running", None)),
+        "best_val": clean(best_row["val_mae_mean"]) if best_row is not None else None,
+        "best_trial": clean(best_row["trial"]) if best_row is not None else None,
+        "started": clean(starts.min()) if len(starts) else None,
+        "updated": clean(times.max()) if len(times) else None,
+    }
+    detail = {
+        "summary": summary,
+        "labels": labels,
+        "hyperparams": hyper,
+        "val": val,
+        "test": test,
+        "progress": _progress(trainings, spec, finished),
+        "trainings": columns_of(trainings, HIDDEN),
+        "configurations": columns_of(configs, HIDDEN),
+        "final": _final(final, trainings, labels, spec, hyper, val),
+        "failures": _failures(failed),
+        "spec": yaml.safe_dump(raw_spec, sort_keys=False),
+    }
+    return detail
+
+
+def _progress(trainings: pd.DataFrame, spec: Any, finished: bool) -> list[dict[str, Any]]:
+    out = []
+    for stage in STAGES:
+        part = trainings[trainings["stage"] == stage] if len(trainings) else trainings
+        ok = int((part["status"] == "succeeded").sum()) if len(part) else 0
+        plan = None
+        if spec is not None:
+            seeds = spec.training.seeds_per_config
+            if stage == "random":
+                plan = spec.random_stage.configurations * seeds
+            elif spec.bayesian_stage.enabled:
+                plan = spec.bayesian_stage.top_k * spec.bayesian_stage.trials_per_config * seeds
+            else:
+                plan = 0
+        if finished or (plan is not None and len(part) > plan):
+            plan = len(part)
+        out.append({"stage": stage, "done": ok, "failed": len(part) - ok, "planned": plan})
+    return out
+
+
+def _final(
+    final: pd.DataFrame,
+    trainings: pd.DataFrame,
+    labels: list[str],
+    spec: Any,
+    hyper: list[str],
+    val: str | None,
+) -> dict[str, Any]:
+    thresholds = {}
+    if spec is not None:
+        thresholds = {
+            k: {"max_mae": t.max_mae, "max_pct": t.max_percent}
+            for k, t in spec.result.thresholds.items()
+        }
+    rows = records(final)
+    for r in rows:
+        r["config"] = config_text(r, hyper)
+        seeds = trainings[(trainings["trial"] == r["trial"]) & (trainings["status"] == "succeeded")]
+        r["seed_scores"] = [
+            {"seed": clean(s), "val": clean(v)}
+            for s, v in zip(seeds["seed"], seeds[val] if val else [], strict=False)
+        ]
+    return {"rows": rows, "thresholds": thresholds}
+
+
+def _failures(failed: pd.DataFrame) -> list[dict[str, Any]]:
+    if not len(failed):
+        return []
+    groups: dict[str, list[str]] = {}
+    for trial, seed, error in zip(failed["trial"], failed["seed"], failed["error"], strict=True):
+        groups.setdefault(_reason(error), []).append(f"{trial}/seed-{seed}")
+    return sorted(
+        ({"reason": k, "count": len(v), "trainings": v[:20]} for k, v in groups.items()),
+        key=lambda g: -g["count"],
+    )
+
+
+def unpack(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """``columns_of``'s table back as one dict per row."""
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def configuration(study: Any, detail: dict[str, Any], trial: str) -> dict[str, Any] | None:
+    """One configuration's page: its seeds with scores and artifacts, and how to load it."""
+    rows = [r for r in unpack(detail["trainings"]) if r.get("trial") == trial]
+    if not rows:
+        return None
+    summary = next((c for c in unpack(detail["configurations"]) if c.get("trial") == trial), {})
+    seeds = []
+    for r in rows:
+        seed = int(r["seed"])
+        try:
+            names = sorted(study.artifacts(trial, seed))
+        except Exception:  # a missing folder shows as no artifacts
+            names = []
+        seeds.append({**r, "artifacts": names})
+    where = detail["summary"]["where"]
+    first = int(rows[0]["seed"])
+    return {
+        "trial": trial,
+        "study": detail["summary"]["name"],
+        "labels": detail["labels"],
+        "hyperparams": {h: rows[0].get(h) for h in detail["hyperparams"]},
+        "summary": summary,
+        "seeds": seeds,
+        "val": detail["val"],
+        "test": detail["test"],
+        "load_cli": f"hpo get {where} --what model --trial {trial} --seed {first}",
+        "load_api": (
+            "from hpo.results import open_study\n"
+            f"model = open_study({json.dumps(where)}).load_model(trial={json.dumps(trial)})\n"
+            "predictions = model.predict(frame)  # all seeds averaged; seed=N for one"
+        ),
+    }
