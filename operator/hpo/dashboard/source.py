@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from hpo.dashboard import views
-from hpo.layout import BEST_FILE, LEDGER_FILE
 from hpo.results import ResultsError, find_studies, open_study
 
 log = logging.getLogger(__name__)
@@ -129,24 +127,11 @@ class Source:
         return self._entries.get(sid)
 
     def revision(self, entry: Entry) -> str:
-        """The study's revision now (cheap); raises what ``open_study`` raises.
-
-        In a folder, two stats: ``StudyResults.revision`` hashes the ledger there (a
-        local store's ETag is its MD5), which grows with the ledger. On a bucket, its
-        HEADs are already flat.
-        """
+        """The study's revision now (a stat or a HEAD per file); raises what
+        ``open_study`` raises."""
         if entry.handle is None:
             entry.handle = open_study(entry.where, endpoint=self.endpoint, tls=self.tls)
-        if entry.where.startswith("s3://"):
-            return str(entry.handle.revision())
-        parts = []
-        for name in (LEDGER_FILE, BEST_FILE):
-            try:
-                st = os.stat(Path(entry.where) / name)
-                parts.append(f"{st.st_mtime_ns}.{st.st_size}")
-            except FileNotFoundError:
-                parts.append("-")
-        return ":".join(parts)
+        return str(entry.handle.revision())
 
     def read(self, entry: Entry) -> Entry:
         """``entry`` brought up to date: rebuilt only if its revision changed. A read that

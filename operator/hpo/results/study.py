@@ -121,10 +121,11 @@ class StudyResults:
         return raw if isinstance(raw, dict) else {}
 
     def revision(self) -> str:
-        """Changes whenever the ledger or ``best.json`` changes (their ETags): cache by it."""
+        """Changes whenever the ledger or ``best.json`` changes (a stat each in a folder,
+        a HEAD each on a bucket): cache by it."""
         try:
-            ledger = self._store.etag(self._paths.ledger)
-            best = self._store.etag(self._paths.best)
+            ledger = self._store.version(self._paths.ledger)
+            best = self._store.version(self._paths.best)
         except StoreError as exc:
             raise ResultsError(f"{self.where}: {exc}") from None
         return f"{ledger or '-'}:{best or '-'}"

@@ -62,6 +62,12 @@ class Store(ABC):
     def etag(self, key: str) -> str | None:
         """ETag of the object, or None if it does not exist."""
 
+    def version(self, key: str) -> str | None:
+        """A tag that changes whenever the object does (None if it does not exist), as
+        cheap as the store allows: readers that poll (the dashboard) cache by it. Not a
+        condition for writes: that is ``etag``."""
+        return self.etag(key)
+
     @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (recursively), sorted."""

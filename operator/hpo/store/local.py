@@ -135,6 +135,17 @@ class LocalStore(Store):
         path = self._path(key)
         return _md5(self._read(path)) if path.is_file() else None
 
+    def version(self, key: str) -> str | None:
+        """One stat, where ``etag`` hashes the file: every write replaces the file (a new
+        inode) or changes its time and size."""
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self._path(key)}: {exc.strerror or exc}") from exc
+        return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
