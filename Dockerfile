@@ -1,17 +1,24 @@
 # The operator image: the `hpo` package alone, without TensorFlow and without
 # hpo_trainer (which depends on hpo, never the reverse; pyproject finds the
 # packages that are present, so only operator/ is copied).
+# Build from the repository root: docker build -t IMAGE .  (or: make images)
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, as pinned in pyproject.toml: this layer is rebuilt only when
+# pyproject.toml changes, not on every change of the code.
+COPY pyproject.toml README.md images/prune.sh ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+ && pip install --no-cache-dir --prefix=/install -r requirements.txt \
+ && sh prune.sh /install
 COPY operator ./operator
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --no-deps --prefix=/install .
 
 FROM python:3.11.11-slim-bookworm
 COPY --from=build /install /usr/local
 RUN useradd --uid 1000 --create-home hpo
 USER 1000
-ENV PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp/matplotlib
-EXPOSE 8080
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR=/tmp/matplotlib
+# 8080: the liveness endpoint (/healthz); 9090: Prometheus metrics (--metrics-port).
+EXPOSE 8080 9090
 ENTRYPOINT ["hpo"]
 CMD ["operator", "--log-format", "json"]
