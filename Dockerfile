@@ -4,12 +4,12 @@
 # Build from the repository root: docker build -t IMAGE .  (or: make images)
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
-# The dependencies first, as pinned in pyproject.toml: this layer is rebuilt only when
-# pyproject.toml changes, not on every change of the code.
-COPY pyproject.toml README.md images/prune.sh ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && pip install --no-cache-dir --prefix=/install -r requirements.txt \
+# The dependencies first, pinned as in pyproject.toml (images/requirements.py generates
+# the file): this layer is rebuilt only when they change, not on every change of code.
+COPY images/requirements-operator.txt images/prune.sh ./
+RUN pip install --no-cache-dir --prefix=/install -r requirements-operator.txt \
  && sh prune.sh /install
+COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN pip install --no-cache-dir --no-deps --prefix=/install .
 
