@@ -89,13 +89,16 @@ endif
 image-tools:
 	@if [ -z "$(ENGINE)" ]; then \
 		command -v apt-get >/dev/null || { echo "no docker engine and no podman: install one"; exit 1; }; \
-		apt-get install -y -qq podman runc debootstrap >/dev/null; fi
+		apt-get update -qq && apt-get install -y -qq podman runc debootstrap >/dev/null; fi
 
+# LOCAL_BASE=0: never make the base here, let the engine pull it.
+LOCAL_BASE ?= 1
 base-image: image-tools
 	@engine=$(or $(ENGINE),podman); if $$engine image inspect $(BASE_IMAGE) >/dev/null 2>&1; then \
 		echo "base image $(BASE_IMAGE) is here"; \
-	elif command -v debootstrap >/dev/null 2>&1; then images/base-image.sh $$engine; \
-	else echo "no debootstrap: $$engine pulls $(BASE_IMAGE)"; fi
+	elif [ "$(LOCAL_BASE)" = 1 ] && [ "$$(id -u)" = 0 ] && command -v debootstrap >/dev/null 2>&1; \
+		then images/base-image.sh $$engine; \
+	else echo "$$engine pulls $(BASE_IMAGE)"; fi
 
 images: base-image
 	$(or $(ENGINE),podman) build -t $(OPERATOR_IMAGE) -f Dockerfile .
