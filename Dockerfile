@@ -11,11 +11,13 @@ RUN pip install --no-cache-dir --prefix=/install -r requirements-operator.txt \
  && sh prune.sh /install
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir --no-deps --prefix=/install .
+RUN pip install --no-cache-dir --no-deps --prefix=/app .
 
 FROM python:3.11.11-slim-bookworm
-COPY --from=build /install /usr/local
 RUN useradd --uid 1000 --create-home hpo
+# Two layers: a change of code replaces the small second one only.
+COPY --from=build /install /usr/local
+COPY --from=build /app /usr/local
 USER 1000
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR=/tmp/matplotlib
 # 8080: the liveness endpoint (/healthz); 9090: Prometheus metrics (--metrics-port).
