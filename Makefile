@@ -12,7 +12,8 @@ S3STAMP := $(S3VENV)/.installed-stamp
 BROWSER := /usr/bin/chromedriver
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test demo test lint format bench bench-gp soak clean
+.PHONY: install install-test demo test lint format bench bench-gp soak clean \
+	images image-tools base-image image-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +77,47 @@ bench-gp: install-test
 # memory at the end is more than 10% above its level after 200 trainings.
 soak: install-test
 	$(PY) benchmarks/soak.py
+
+# Container images, with whichever of docker (a running engine) or podman is here, tagged
+# with the chart's appVersion under the names the chart and the CRD default to. On these
+# machines: podman and runc from Debian (installed if neither engine is here), the
+# settings of images/containers.conf, and the base image made by debootstrap
+# (images/base-image.sh), since no registry is reachable.
+ENGINE ?= $(shell if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	echo docker; elif command -v podman >/dev/null 2>&1; then echo podman; fi)
+VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' charts/hpo-operator/Chart.yaml)
+IMAGE_REPO ?= ghcr.io/hpo-operator
+OPERATOR_IMAGE ?= $(IMAGE_REPO)/operator:$(VERSION)
+TRAINER_IMAGE ?= $(IMAGE_REPO)/trainer:$(VERSION)
+BASE_IMAGE := docker.io/library/python:3.11.11-slim-bookworm
+ifneq ($(ENGINE),docker)
+export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
+endif
+
+image-tools:
+	@if [ -z "$(ENGINE)" ]; then \
+		command -v apt-get >/dev/null || { echo "no docker engine and no podman: install one"; exit 1; }; \
+		apt-get update -qq && apt-get install -y -qq podman runc debootstrap >/dev/null; fi
+
+# LOCAL_BASE=0: never make the base here, let the engine pull it.
+LOCAL_BASE ?= 1
+base-image: image-tools
+	@engine=$(or $(ENGINE),podman); if $$engine image inspect $(BASE_IMAGE) >/dev/null 2>&1; then \
+		echo "base image $(BASE_IMAGE) is here"; \
+	elif [ "$(LOCAL_BASE)" = 1 ] && [ "$$(id -u)" = 0 ] && command -v debootstrap >/dev/null 2>&1; \
+		then images/base-image.sh $$engine; \
+	else echo "$$engine pulls $(BASE_IMAGE)"; fi
+
+images: base-image
+	$(or $(ENGINE),podman) build -t $(OPERATOR_IMAGE) -f Dockerfile .
+	$(or $(ENGINE),podman) build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile .
+	@$(or $(ENGINE),podman) images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F -e $(OPERATOR_IMAGE) -e $(TRAINER_IMAGE)
+
+# The images run the way a cluster runs them (tests/images; not part of `make test`):
+# builds them first (cached layers: seconds when nothing changed).
+image-test: images install-test
+	HPO_ENGINE=$(or $(ENGINE),podman) HPO_OPERATOR_IMAGE=$(OPERATOR_IMAGE) HPO_TRAINER_IMAGE=$(TRAINER_IMAGE) \
+		$(PY) -m pytest tests/images -p no:xdist -v
 
 clean:
 	rm -rf $(VENV) $(S3VENV) runs .pytest_cache

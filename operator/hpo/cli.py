@@ -395,6 +395,14 @@ def operator(
             metavar="URL", help="Liveness endpoint for the kubelet's probe ('' for none)."
         ),
     ] = "http://0.0.0.0:8080/healthz",
+    liveness_window: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="The liveness endpoint turns red once the API server has not answered "
+            "for this long.",
+        ),
+    ] = 60.0,
     log_format: Annotated[str, typer.Option(metavar="plain|json", help="Log lines.")] = "plain",
     poll: Annotated[
         float, typer.Option(metavar="SECONDS", help="Seconds between reconciliations (at most).")
@@ -411,6 +419,8 @@ def operator(
 
     if log_format not in ("plain", "json"):
         _fail([f"--log-format {log_format!r}: choose plain or json"])
+    if liveness_window <= 0:
+        _fail([f"--liveness-window {liveness_window:g}: must be more than 0 seconds"])
     kopf.configure(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
@@ -429,6 +439,22 @@ def operator(
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # A registry of our own has none of kopf's default login handlers.
         return kopf.login_via_client(**kwargs)
+
+    if liveness:
+        from hpo.liveness import ApiContact, ApiUnreachable, study_list_ping
+
+        contact = ApiContact(
+            study_list_ping(default_api_client, list(namespace or []), timeout_s=5.0),
+            window_s=liveness_window,
+        ).start()
+
+        @kopf.on.probe(id="apiServer", registry=registry)
+        def _api_server(**_: Any) -> dict[str, Any]:
+            # A failed probe handler turns kopf's /healthz into a 500.
+            try:
+                return contact.check()
+            except ApiUnreachable as exc:
+                raise kopf.PermanentError(str(exc)) from None
 
     @kopf.on.startup(registry=registry)
     def _settings(settings: kopf.OperatorSettings, **_: object) -> None:

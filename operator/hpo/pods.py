@@ -105,6 +105,9 @@ def build_pod(
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "runAsNonRoot": True,
+            # Writable: only /tmp (the emptyDir below), where KERAS_HOME, MPLCONFIGDIR
+            # and the dataset cache point (the image test runs the trainer this way).
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },

@@ -85,3 +85,14 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
             if port.get("hostPort"):
                 out.append(f"{name}: hostPort {port['hostPort']}")
     return out
+
+
+def writable_roots(pod: dict[str, Any]) -> list[str]:
+    """Containers whose root filesystem is writable (``readOnlyRootFilesystem`` not true):
+    hardening beyond "restricted", which leaves it to the pod."""
+    containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+    return [
+        f"{c['name']}: readOnlyRootFilesystem is not true"
+        for c in containers
+        if (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True
+    ]

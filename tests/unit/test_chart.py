@@ -327,6 +327,7 @@ def test_operator_deployment(rendered: dict[str, list[dict[str, Any]]]):
     assert _resolved_args(objects) == [
         *["operator", "--log-format", "json"],
         *["--poll", "2", "--metrics-port", "0"],
+        *["--liveness-window", "60"],
     ]
 
 

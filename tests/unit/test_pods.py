@@ -239,9 +239,16 @@ def test_only_operational_fields_may_change_while_running() -> None:
 
 
 def test_trainer_pod_passes_the_same_restricted_checker_as_the_chart() -> None:
-    from support.podsecurity import restricted_violations
+    from support.podsecurity import restricted_violations, writable_roots
 
     pod = build_pod(
         study="demo", namespace="ns", owner_uid="u", spec=_spec(), request=_request([1]), attempt=1
     )
     assert restricted_violations(pod["spec"]) == []
+    # A read-only root: what the trainer writes goes to the pod's volumes only (the image
+    # test, tests/images, trains a real request in the image this way).
+    assert writable_roots(pod["spec"]) == []
+    (c,) = pod["spec"]["containers"]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+    del c["securityContext"]["readOnlyRootFilesystem"]
+    assert writable_roots(pod["spec"]) == ["trainer: readOnlyRootFilesystem is not true"]

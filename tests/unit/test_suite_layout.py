@@ -9,7 +9,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 PRODUCT = ("hpo", "hpo_trainer", "helpers")
-KINDS = ("unit", "integration", "e2e")
+KINDS = ("unit", "integration", "e2e", "images")  # images: `make image-test` only
 
 
 def _imported(path: Path) -> set[str]:

@@ -101,11 +101,18 @@ class KubeServer:
     """Run a ``KubeEmulator`` + kmock ``Server`` on a loop of its own in a daemon thread."""
 
     def __init__(
-        self, emulator: KubeEmulator | None = None, *, host: str = "127.0.0.1", **options: Any
+        self,
+        emulator: KubeEmulator | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        **options: Any,
     ) -> None:
-        """``options`` go to ``KubeEmulator`` (e.g. ``namespaces=("default", "ns1")``)."""
+        """``options`` go to ``KubeEmulator`` (e.g. ``namespaces=("default", "ns1")``);
+        ``port``: a given one (an API server back where it was), else a free one."""
         self.emulator = emulator if emulator is not None else KubeEmulator(**options)
         self.host = host
+        self.port = port
         self._url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -169,7 +176,9 @@ class KubeServer:
         self._stopping = asyncio.Event()
         async with (
             self.emulator,
-            _Server(self.emulator, host=self.host, server_cls=_QuickTestServer) as srv,
+            _Server(
+                self.emulator, host=self.host, port=self.port, server_cls=_QuickTestServer
+            ) as srv,
         ):
             self._url = str(srv.url).rstrip("/")
             self._ready.set()

@@ -1,0 +1,94 @@
+"""What the images are built from (the images themselves: tests/images, `make image-test`):
+the requirement files are current with pyproject.toml and the trainer's imports, and the
+operator image exposes the ports the operator listens on."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import inspect
+import re
+from types import ModuleType
+
+import pytest
+import yaml
+
+from helpers.study import REPO
+from hpo import cli
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "requirements", REPO / "images" / "requirements.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_requirement_files_are_current() -> None:
+    generator = _generator()
+    for image, text in generator.render().items():
+        assert generator.OUT[image].read_text() == text, (
+            f"{generator.OUT[image].relative_to(REPO)} is not current: "
+            "run .venv/bin/python images/requirements.py"
+        )
+
+
+def test_the_trainer_gets_what_it_imports_and_nothing_of_the_operator() -> None:
+    generator = _generator()
+    names = {re.split(r"[=;]", line)[0] for line in generator.requirements()}
+    assert {"tensorflow-cpu", "tensorflow", "minio", "numpy", "pandas", "pydantic"} <= names
+    assert not names & {
+        "kopf",
+        "kubernetes",
+        "prometheus-client",
+        "scikit-optimize",
+        "matplotlib",
+        "openpyxl",
+        "typer",
+        "rich",
+    }
+    imports = generator.trainer_imports()
+    assert {"tensorflow", "minio", "pandas"} <= set(imports)
+    assert "kopf" not in imports and "kubernetes" not in imports
+
+
+def test_an_unpinned_import_of_the_trainer_is_named() -> None:
+    generator = _generator()
+    imports = {**generator.trainer_imports(), "hypothesis": {"hpo_trainer.model"}}
+    with pytest.raises(LookupError, match=re.escape("hypothesis (imported by hpo_trainer.model)")):
+        generator.requirements(imports)
+
+
+def _default(command: object, parameter: str) -> object:
+    return inspect.signature(command).parameters[parameter].default
+
+
+def test_the_operator_image_exposes_its_ports() -> None:
+    exposed = re.findall(r"^EXPOSE (.+)$", (REPO / "Dockerfile").read_text(), re.M)
+    liveness = _default(cli.operator, "liveness")
+    metrics = _default(cli.operator, "metrics_port")
+    values = yaml.safe_load((REPO / "charts" / "hpo-operator" / "values.yaml").read_text())
+    assert liveness == "http://0.0.0.0:8080/healthz"
+    assert exposed == [f"8080 {metrics}"] and values["metrics"]["port"] == metrics
+
+
+def test_the_build_context_leaves_a_checkout_out() -> None:
+    ignore = (REPO / ".dockerignore").read_text().split("\n")
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    assert "*" in ignore and not {".venv", "runs", ".git", "tests"} & set(allowed)
+    dockerfiles = (REPO / "Dockerfile").read_text() + (
+        REPO / "trainer-image/Dockerfile"
+    ).read_text()
+    sources = [
+        source
+        for line in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfiles, re.M)
+        for source in line.split()
+    ]
+    assert "operator" in sources and "images/requirements-trainer.txt" in sources
+    for source in sources:  # what a build copies is in its context
+        assert any(
+            source == a or source.startswith(f"{a}/") or fnmatch.fnmatch(source, a) for a in allowed
+        ), source
