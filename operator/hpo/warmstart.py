@@ -100,10 +100,16 @@ class Taken:
             raise TypeError("'first' must be a list of configurations")
         if not isinstance(raw["results"], list):
             raise TypeError("'results' must be a list")
+        try:
+            results = tuple(SeedResult.from_dict(r) for r in raw["results"])
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise TypeError(
+                f"'results' holds one that is not a training's result ({exc})"
+            ) from None
         return cls(
             studies=list(studies),
             sources=list(sources),
-            warm=WarmStart(tuple(SeedResult.from_dict(r) for r in raw["results"]), tuple(first)),
+            warm=WarmStart(results, tuple(first)),
             notes=[str(n) for n in raw.get("notes") or []],
             written=None if written is None else list(written),
         )
@@ -309,7 +315,7 @@ def take(
         record["tried_first"] = [config_key(s.config) for s in best]
         notes[note] = (
             f"warm start from {record['study']}: {record['why']}; its {len(best)} best "
-            "configurations not counted from another source are tried first, trained anew"
+            "configurations are tried first, trained anew"
         )
     return Taken(
         list(warm.studies),
@@ -362,14 +368,23 @@ def check_unchanged(study: Study, taken: Taken | None, has_records: bool) -> Non
         then = []
     elif taken.written is not None:  # as written: a moved project folder is no change
         then = taken.written
-    else:  # recorded before the written form was: as resolved then
-        then, studies = taken.studies, list(warm.studies) if warm else []
+    else:  # recorded before the written form was: folders by their study's name
+        then = [_legacy(s) for s in taken.studies]
+        studies = [_legacy(s) for s in warm.studies] if warm else []
     if then != studies:
         raise WarmStartProblem(
             f"{refused_message(['spec.warmStart'])} ({then!r} then, {studies!r} now): "
             "what a warm start takes is decided when the study starts; restore it, or "
             "start a new study (another metadata.name)"
         )
+
+
+def _legacy(entry: str) -> str:
+    """An entry of a ``warmstart.json`` that did not record the written form, compared with
+    the study's: a folder (made absolute then) by its last part, the study's name."""
+    if is_study_name(entry) or "://" in entry:
+        return entry
+    return f".../{Path(entry).name}"
 
 
 def copy_artifacts(
