@@ -30,6 +30,7 @@ Two choices, and why:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,9 @@ ONE_HOT_MEAN = 0.0
 ONE_HOT_SCALE = 1.0
 #: Version of ``FeatureEncoding.to_json``'s layout.
 FORMAT = 1
+#: A text cell that reads as a number (what a CSV reader would take for one).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 class EncodingError(ValueError):
@@ -64,9 +68,13 @@ class UnseenCategory(EncodingError):
 def category_of(value: Any) -> str | None:
     """One cell as a category's text; None if missing.
 
-    Numbers are written the way a CSV shows them, integral ones without ``.0``, so a
-    numeric-coded category read as ``3`` from one file and ``3.0`` from another (or
-    from a data frame built by hand) is the same category.
+    A number has one spelling, whether pandas read it as a number or as text (a column
+    that also holds words is read as text): integral ones without ``.0``, others as
+    Python's shortest ``repr``. So ``3``, ``3.0``, ``"3"``, ``"3.0"``, ``"03"`` and
+    ``"3e0"`` are one category, ``"3"`` (as ``"0.10"`` is ``"0.1"``), the same in the
+    training data and in rows to predict. ``"03"`` is ``"3"`` because a CSV reader
+    takes a column of such codes for numbers and drops the zero anyway; a code whose
+    leading zeros matter needs a letter in it (``"z03"``). Other text is kept as is.
     """
     if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
         return None
@@ -77,13 +85,18 @@ def category_of(value: Any) -> str | None:
     if isinstance(value, float | np.floating):
         number = float(value)
         return str(int(number)) if number.is_integer() else repr(number)
-    return str(value)
+    text = str(value)
+    number_text = text.strip()
+    if _INTEGER.fullmatch(number_text):  # exactly, however many digits
+        return str(int(number_text))
+    if _NUMBER.fullmatch(number_text):
+        return category_of(float(number_text))
+    return text
 
 
 def as_categories(series: pd.Series) -> pd.Series:
-    """A column as category texts (object dtype), missing cells as None."""
-    if pd.api.types.infer_dtype(series, skipna=True) == "string":  # text only: no cell to spell
-        return series.astype(object).where(series.notna(), None)
+    """A column as category texts (object dtype, ``category_of`` each), missing cells as
+    None."""
     return pd.Series([category_of(v) for v in series], index=series.index, dtype=object)
 
 
@@ -173,7 +186,12 @@ class FeatureEncoding:
                 blocks.append(_numbers(series, feature.name)[:, None])
                 continue
             values = as_categories(series)
-            codes = pd.Index(feature.categories, dtype=object).get_indexer(values)
+            # Through each category's spelling now: a features.json written before numbers
+            # had one spelling may hold "1.0" (the column it names keeps its name).
+            index: dict[str, int] = {}
+            for i, category in enumerate(feature.categories):
+                index.setdefault(category_of(category) or category, i)
+            codes = np.array([-1 if v is None else index.get(v, -1) for v in values], dtype=int)
             if (codes < 0).any():
                 row = int(np.flatnonzero(codes < 0)[0])
                 if values.iloc[row] is None:

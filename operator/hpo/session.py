@@ -116,6 +116,8 @@ class StudySession:
     (a cluster); the local runner passes 0 (a retry starts at once).
     ``keep_failures`` stores failed attempts (a cluster, where pods and the
     operator may go away between a failure and the next ledger write).
+    ``folders`` False (the operator) refuses a folder as a warm-start source: it would
+    be one on the operator pod's filesystem.
     """
 
     def __init__(
@@ -129,10 +131,12 @@ class StudySession:
         retry_backoff_s: float | None = None,
         keep_failures: bool = False,
         credentials: tuple[str, str] | None = None,
+        folders: bool = True,
     ) -> None:
         self.study = study
         #: The store's credentials, for warm-start sources in other buckets (never logged).
         self._credentials = credentials
+        self._folders = folders
         self.store_ref = store_ref
         self.store = store
         self.prepared = prepared
@@ -161,6 +165,7 @@ class StudySession:
         ledger_batch: int = 20,
         retry_backoff_s: float | None = None,
         keep_failures: bool = False,
+        folders: bool = True,
     ) -> StudySession:
         """Open the store and check the dataset (raises ``StoreError``, ``DatasetProblem``)."""
         store = open_store(store_ref, credentials=credentials)
@@ -174,6 +179,7 @@ class StudySession:
             retry_backoff_s=retry_backoff_s,
             keep_failures=keep_failures,
             credentials=credentials,
+            folders=folders,
         )
 
     def _backoff(self, study: Study) -> float:
@@ -200,7 +206,9 @@ class StudySession:
         check_unchanged(self.study, taken, bool(history))
         new_warm_start = taken is None and self.study.spec.warm_start is not None
         if new_warm_start:
-            taken = take(self.study, self.prepared, self.store, self._credentials)
+            taken = take(
+                self.study, self.prepared, self.store, self._credentials, folders=self._folders
+            )
         recorded = {r.key for r in history}
         running: dict[TrainingId, Task] = {}
         for t in in_flight:  # a failed attempt's pod may be kept beside its retry's
@@ -242,7 +250,9 @@ class StudySession:
             self.recorder.note(sum(1 for r in taken.warm.results if r.key not in recorded))
             self.warm_notes = [
                 *taken.notes,
-                *copy_artifacts(taken, self.study, self.store, self._credentials),
+                *copy_artifacts(
+                    taken, self.study, self.store, self._credentials, folders=self._folders
+                ),
             ]
             self.warm_start = taken
         self.ledger_missing = bool(history) and not self.store.exists(self.paths.ledger)
@@ -301,8 +311,9 @@ class StudySession:
         if not isinstance(old, dict):
             return
         new = self.study.as_resource()["spec"]
-        # The same bytes (checked above) under another path are the same data.
-        refused = changed_settings(old, new)
+        # The same bytes (checked above) under another path are the same data; the warm
+        # start's sources are checked as written (``check_unchanged``), not as resolved.
+        refused = [p for p in changed_settings(old, new) if p != "spec.warmStart.studies"]
         if not refused:
             return
         values = settings_values(old, new, refused)

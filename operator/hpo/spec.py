@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -579,6 +580,14 @@ class WarmStart(_Model):
     #: From a source whose data or training settings differ: how many of its best
     #: configurations (by mean validation MAE) are tried first.
     configurations: int = Field(default=5, ge=1, le=1000)
+    #: ``studies`` as the study file spells them (``load_study`` makes folders absolute):
+    #: what the resume check compares, so a moved project folder is no change.
+    _written: tuple[str, ...] | None = PrivateAttr(default=None)
+
+    @property
+    def written(self) -> list[str]:
+        """The entries as the user wrote them (relative folders relative)."""
+        return list(self._written if self._written is not None else self.studies)
 
     @field_validator("studies")
     @classmethod
@@ -925,6 +934,7 @@ def load_study(path: Path | str) -> Study:
     if warm is not None:
         studies = [_local_source(path.parent, s) for s in warm.studies]
         new_warm = warm.model_copy(update={"studies": studies})
+        new_warm._written = tuple(warm.written)
         study = study.model_copy(
             update={"spec": study.spec.model_copy(update={"warm_start": new_warm})}
         )

@@ -64,6 +64,9 @@ class Taken:
     sources: list[dict[str, Any]]
     warm: WarmStart
     notes: list[str]
+    #: ``studies`` as the study file spelled them (``WarmStart.written``); None in a
+    #: ``warmstart.json`` written before it was recorded.
+    written: list[str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -73,28 +76,60 @@ class Taken:
                 "results": [dataclasses.asdict(r) for r in self.warm.results],
                 "first": list(self.warm.first),
                 "notes": self.notes,
+                "written": self.written,
             },
             indent=1,
         )
 
     @classmethod
     def from_json(cls, text: str) -> Taken:
+        """Raises ``ValueError`` (``json.JSONDecodeError`` among them), ``KeyError`` or
+        ``TypeError`` on a file that is not one ``to_json`` wrote."""
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise TypeError(f"a JSON object was expected, not {type(raw).__name__}")
+        studies, sources, first = raw["studies"], raw["sources"], raw["first"]
+        written = raw.get("written")
+        if not _strings(studies) or (written is not None and not _strings(written)):
+            raise TypeError("'studies' and 'written' must be lists of text")
+        if not isinstance(sources, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("study"), str) for s in sources
+        ):
+            raise TypeError("'sources' must be a list of objects with a 'study'")
+        if not isinstance(first, list) or not all(isinstance(c, dict) for c in first):
+            raise TypeError("'first' must be a list of configurations")
+        if not isinstance(raw["results"], list):
+            raise TypeError("'results' must be a list")
+        try:
+            results = tuple(SeedResult.from_dict(r) for r in raw["results"])
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise TypeError(
+                f"'results' holds one that is not a training's result ({exc})"
+            ) from None
         return cls(
-            studies=list(raw["studies"]),
-            sources=list(raw["sources"]),
-            warm=WarmStart(
-                tuple(SeedResult.from_dict(r) for r in raw["results"]), tuple(raw["first"])
-            ),
-            notes=list(raw.get("notes", [])),
+            studies=list(studies),
+            sources=list(sources),
+            warm=WarmStart(results, tuple(first)),
+            notes=[str(n) for n in raw.get("notes") or []],
+            written=None if written is None else list(written),
         )
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def locate(
-    entry: str, study: Study, store: Store | None, credentials: tuple[str, str] | None = None
+    entry: str,
+    study: Study,
+    store: Store | None,
+    credentials: tuple[str, str] | None = None,
+    *,
+    folders: bool = True,
 ) -> Source:
     """The store and folder a ``warmStart.studies`` entry names (see ``hpo.spec.WarmStart``);
-    ``store`` is this study's (None: it has none yet, so no study is there)."""
+    ``store`` is this study's (None: it has none yet, so no study is there). ``folders``
+    False (the operator): a folder is refused, it would be one of the operator pod's."""
     where = f"{FIELD}: {entry}"
     if is_study_name(entry):
         if entry == study.name:
@@ -120,6 +155,12 @@ def locate(
             return Source(entry, open_store(ref, prefix="", credentials=credentials), paths)
         except (StoreError, SpecError) as exc:
             raise WarmStartProblem(f"{where}: cannot be read ({exc})") from None
+    if not folders:
+        raise WarmStartProblem(
+            f"{where}: a folder cannot be a source on a cluster (it would be read from the "
+            "operator's own filesystem); name a study in this study's bucket, or give "
+            "s3://bucket/prefix/NAME"
+        )
     folder = Path(entry)
     if not folder.is_dir():
         raise WarmStartProblem(
@@ -191,8 +232,15 @@ def take(
     prepared: Prepared,
     store: Store | None,
     credentials: tuple[str, str] | None = None,
+    *,
+    folders: bool = True,
 ) -> Taken:
-    """Read every source and decide what this study takes from it (nothing is written)."""
+    """Read every source and decide what this study takes from it (nothing is written).
+
+    The configurations tried first are chosen once every source is read: one that a
+    later source counts is not among them (it is not trained again), and the next best
+    takes its place, so each such source gives ``configurations`` new ones if it has them.
+    """
     from hpo.ledger.frames import trial_order
     from hpo.space import config_key, contains
 
@@ -204,12 +252,13 @@ def take(
     results: list[SeedResult] = []
     ids: dict[str, str] = {}  # config key -> w id
     taken_keys: set[tuple[str, int]] = set()
-    first: list[dict[str, Any]] = []
-    first_keys: set[str] = set()
     sources: list[dict[str, Any]] = []
     notes: list[str] = []
+    #: Sources whose best are tried first: (their record, their ranked summaries, the
+    #: index of their note), chosen after the loop.
+    uncounted: list[tuple[dict[str, Any], list[Any], int]] = []
     for entry in warm.studies:
-        source = locate(entry, study, store, credentials)
+        source = locate(entry, study, store, credentials, folders=folders)
         spec, dataset, good = _read(source)
         try:
             why = _why_not_counted(spec, dataset, study, prepared)
@@ -252,20 +301,29 @@ def take(
                 )
             record.update(counted=counted, tried_first=[])
         else:
-            best = [
-                s
-                for s in ranked(summarise(inside).values())
-                if s.config_key not in ids and s.config_key not in first_keys
-            ][: warm.configurations]
-            first += [s.config for s in best]
-            first_keys |= {s.config_key for s in best}
-            record.update(counted=0, tried_first=[config_key(s.config) for s in best], why=why)
-            notes.append(
-                f"warm start from {entry}: {why}; its {len(best)} best configurations are "
-                "tried first, trained anew"
-            )
+            record.update(counted=0, why=why)
+            uncounted.append((record, ranked(summarise(inside).values()), len(notes)))
+            notes.append("")
         sources.append(record)
-    return Taken(list(warm.studies), sources, WarmStart(tuple(results), tuple(first)), notes)
+    first: list[dict[str, Any]] = []
+    first_keys: set[str] = set()
+    for record, candidates, note in uncounted:
+        best = [s for s in candidates if s.config_key not in ids and s.config_key not in first_keys]
+        best = best[: warm.configurations]
+        first += [s.config for s in best]
+        first_keys |= {s.config_key for s in best}
+        record["tried_first"] = [config_key(s.config) for s in best]
+        notes[note] = (
+            f"warm start from {record['study']}: {record['why']}; its {len(best)} best "
+            "configurations are tried first, trained anew"
+        )
+    return Taken(
+        list(warm.studies),
+        sources,
+        WarmStart(tuple(results), tuple(first)),
+        notes,
+        written=warm.written,
+    )
 
 
 def describe(taken: Taken) -> list[str]:
@@ -288,16 +346,31 @@ def load_taken(store: Store, paths: StudyPaths) -> Taken | None:
         if store.exists(paths.warm_start):
             raise
         return None
-    return Taken.from_json(raw.decode())
+    try:
+        return Taken.from_json(raw.decode())
+    except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise WarmStartProblem(
+            f"{store.uri}/{paths.warm_start} is damaged ({what}): it records what the warm "
+            "start took when the study started. Restore it (a backup, another copy of the "
+            "study), or start a new study (another metadata.name)"
+        ) from None
 
 
 def check_unchanged(study: Study, taken: Taken | None, has_records: bool) -> None:
     """A warm start is decided when a study starts: added, removed or changed later, it
     would change decisions already made (the resume check's wording)."""
-    studies = list(study.spec.warm_start.studies) if study.spec.warm_start else []
+    warm = study.spec.warm_start
+    studies = warm.written if warm else []
     if taken is None and (not studies or not has_records):
         return
-    then = taken.studies if taken is not None else []
+    if taken is None:
+        then = []
+    elif taken.written is not None:  # as written: a moved project folder is no change
+        then = taken.written
+    else:  # recorded before the written form was: folders by their study's name
+        then = [_legacy(s) for s in taken.studies]
+        studies = [_legacy(s) for s in warm.studies] if warm else []
     if then != studies:
         raise WarmStartProblem(
             f"{refused_message(['spec.warmStart'])} ({then!r} then, {studies!r} now): "
@@ -306,11 +379,21 @@ def check_unchanged(study: Study, taken: Taken | None, has_records: bool) -> Non
         )
 
 
+def _legacy(entry: str) -> str:
+    """An entry of a ``warmstart.json`` that did not record the written form, compared with
+    the study's: a folder (made absolute then) by its last part, the study's name."""
+    if is_study_name(entry) or "://" in entry:
+        return entry
+    return f".../{Path(entry).name}"
+
+
 def copy_artifacts(
     taken: Taken,
     study: Study,
     store: Store,
     credentials: tuple[str, str] | None = None,
+    *,
+    folders: bool = True,
 ) -> list[str]:
     """Copy the counted trainings' artifacts into this study (``trials/w.../seed-<n>/``,
     ``scores.json`` last and rewritten as this study's); what is there is kept. Returns
@@ -319,10 +402,16 @@ def copy_artifacts(
     notes: list[str] = []
     missing = [r for r in taken.warm.results if not store.exists(paths.scores(r.trial, r.seed))]
     by_location: dict[str, Source | None] = {}
-    for rec in taken.sources:
+    # The entries as resolved now (the same as written, ``check_unchanged``): a source
+    # in a moved project folder is found where it is now.
+    now = study.spec.warm_start.studies if study.spec.warm_start else []
+    entries = now if len(now) == len(taken.sources) else [s["study"] for s in taken.sources]
+    for rec, entry in zip(taken.sources, entries, strict=True):
         if any(r.source == rec["location"] for r in missing):
             try:
-                by_location[rec["location"]] = locate(rec["study"], study, store, credentials)
+                by_location[rec["location"]] = locate(
+                    entry, study, store, credentials, folders=folders
+                )
             except WarmStartProblem as exc:
                 by_location[rec["location"]] = None
                 notes.append(f"artifacts not copied, the rows count all the same: {exc}")

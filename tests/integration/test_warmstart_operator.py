@@ -4,6 +4,7 @@ server), with synthetic trainer pods answered at once by the test kubelet."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from helpers.operator import (
@@ -80,3 +81,28 @@ def test_a_missing_source_stalls_the_study_with_a_condition_and_writes_nothing(
     assert not pods(kube, name)
     store = new_s3_store(s3_server, bucket=bucket, prefix="", create_bucket=False)
     assert list(store.list(f"hpo/default/{name}")) == []
+
+
+def test_a_folder_source_is_refused_by_the_operator_though_it_exists_there(
+    kube: KubeServer, s3_server: S3Server, dataset: str, tmp_path: Path
+) -> None:
+    """A folder would be one of the operator pod's own filesystem: not a source."""
+    name = "warm-from-folder"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    folder = tmp_path / "source"
+    folder.mkdir()
+    body = _small(name, s3_server, dataset, bucket, warmStart={"studies": [str(folder)]})
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        operator(kube),
+    ):
+        create(kube, body)
+        cond = wait_for(lambda: conditions(study(kube, name)).get("WarmStartReady"), timeout=60)
+        obj = study(kube, name)
+    assert cond["status"] == "False" and cond["reason"] == "InvalidWarmStart", cond
+    assert (
+        f"spec.warmStart.studies: {folder}: a folder cannot be a source on a cluster"
+        in (cond["message"])
+    )
+    assert conditions(obj)["Stalled"]["status"] == "True"
+    assert not pods(kube, name)

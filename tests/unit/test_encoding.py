@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from hpo.contract import DatasetRef
+from hpo.dataset import load_usable, read_table
 from hpo.encoding import (
     EncodingError,
     FeatureEncoding,
@@ -13,6 +17,7 @@ from hpo.encoding import (
     UnseenCategory,
     category_of,
 )
+from hpo.results.features import feature_matrix
 
 
 def _frame() -> pd.DataFrame:
@@ -147,3 +152,49 @@ def test_the_results_feature_step_reads_features_json_or_falls_back_to_the_scale
         encoding_of(recorded, other, "t")
     with pytest.raises(ResultsError, match=r"column 'material' not found.*study's features are"):
         feature_matrix(_frame().drop(columns="material"), encoding)
+
+
+def _csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_numeric_looking_category_is_one_however_pandas_typed_the_column(tmp_path: Path) -> None:
+    """Fit and predict read CSVs as the study and ``hpo predict`` do: a column with a word
+    in it is text ("1.0"), one without is numbers (1.0); both spell a category "1"."""
+    rows = "".join(f"{g},{i},{i}\n" for i, g in enumerate(["1.0", "2.0", "other"] * 4))
+    train = _csv(tmp_path / "train.csv", "g,x,y\n" + rows)
+    ref = DatasetRef(path=str(train), features=["g", "x"], labels=["y"], categorical=["g"])
+    usable, _ = load_usable(ref)
+    encoding = FeatureEncoding.fit(usable, ["g", "x"], categorical=["g"])
+    assert encoding.encoded_columns() == ["g=1", "g=2", "g=other", "x"]
+    numbers = read_table(_csv(tmp_path / "numbers.csv", "g,x\n1.0,5\n2,6\n"))
+    assert pd.api.types.is_numeric_dtype(numbers["g"])
+    np.testing.assert_array_equal(feature_matrix(numbers, encoding), [[1, 0, 0, 5], [0, 1, 0, 6]])
+    # The reverse: trained on numbers, rows to predict as text (a frame built by hand, a
+    # file with a word in the column).
+    numeric = FeatureEncoding.fit(pd.DataFrame({"g": [3.0, 1.0, 2.0]}), ["g"], categorical=["g"])
+    assert numeric.encoded_columns() == ["g=1", "g=2", "g=3"]
+    as_text = pd.DataFrame({"g": ["3", "3.0", "03", " 3e0", "1", "+2.0"]})
+    assert numeric.transform(as_text).argmax(axis=1).tolist() == [2, 2, 2, 2, 0, 1]
+    mixed = read_table(_csv(tmp_path / "mixed.csv", "g\n3.0\nfour\n"))
+    with pytest.raises(UnseenCategory, match=r"category 'four'.*known categories: '1', '2', '3'"):
+        numeric.transform(mixed)
+    assert [category_of(v) for v in ("3", "3.0", "03", "-0", "0.10", "1e3", "z03", "3 kg")] == [
+        "3", "3", "3", "0", "0.1", "1000", "z03", "3 kg",
+    ]  # fmt: skip
+
+
+def test_a_features_json_spelling_numbers_as_the_file_did_still_reads() -> None:
+    """features.json written before numbers had one spelling: a text-typed column's
+    categories as written ("1.0"); the columns keep their names (the scaler's)."""
+    old = {
+        "format": 1,
+        "features": [{"name": "g", "kind": "categorical", "categories": ["1.0", "2.0", "other"]}],
+        "encoded_columns": ["g=1.0", "g=2.0", "g=other"],
+    }
+    encoding = FeatureEncoding.from_dict(old)
+    assert encoding.encoded_columns() == ["g=1.0", "g=2.0", "g=other"]
+    assert encoding.to_dict() == old
+    for frame in (pd.DataFrame({"g": [2.0, 1.0]}), pd.DataFrame({"g": ["2.0", "1"]})):
+        np.testing.assert_array_equal(encoding.transform(frame), [[0, 1, 0], [1, 0, 0]])

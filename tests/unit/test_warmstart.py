@@ -8,6 +8,7 @@ engine's part (the plan, restarts) is driven directly, as in test_search.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from hpo.engine import Engine, Task, WarmStart
 from hpo.layout import StudyPaths
 from hpo.ledger import read_ledger
 from hpo.session import StudySession
+from hpo.space import config_key
 from hpo.spec import load_study, parse_study
 from hpo.store import LocalStore
 from hpo.summary import ranked, summarise
-from hpo.warmstart import WarmStartProblem
+from hpo.warmstart import WarmStartProblem, describe
 
 SOURCE = "first"
 SPEC: dict[str, Any] = {
@@ -310,3 +312,135 @@ def test_a_taken_configuration_gets_only_the_seeds_its_source_lacks() -> None:
     trained = [r.key for r in full if r.source is None]
     assert ("w0000", 2) in trained and ("w0001", 2) in trained
     assert ("w0000", 1) not in trained and ("w0001", 1) not in trained
+
+
+# -- review fixes: a moved project folder, a cluster's sources, a damaged record, overlaps ----
+
+
+@pytest.mark.parametrize("older_record", [False, True])
+def test_a_warm_started_study_resumes_after_its_project_folder_moved(
+    source, tmp_path: Path, older_record: bool
+) -> None:
+    """``older_record``: a warmstart.json written before the entries as written were."""
+    data, out = source
+    spec = {
+        "warmStart": {"studies": ["out/first"]},  # relative to the study file
+        "bayesianStage": {"enabled": True, "topK": 1, "trialsPerConfig": 2},
+    }
+    project, reference = tmp_path / "project", tmp_path / "reference"
+    for folder in (project, reference):
+        shutil.copytree(out, folder / "out")
+        shutil.copyfile(data, folder / "data.csv")
+        _write(folder, "second", Path("data.csv"), **spec)  # the data relative, too
+    whole = [t.id for t in _drive(reference / "second.yaml", reference / "out")]
+    first = _drive(project / "second.yaml", project / "out", stop_after=2)
+    record = project / "out" / "second" / "warmstart.json"
+    if older_record:
+        raw = json.loads(record.read_text())
+        del raw["written"]
+        record.write_text(json.dumps(raw))
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)  # a re-cloned or renamed project folder
+    shutil.rmtree(moved / "out" / "second" / "trials" / "w0000")  # a copy lost in the move
+    rest = _drive(moved / "second.yaml", moved / "out")  # no "spec.warmStart cannot change"
+    assert [t.id for t in first + rest] == whole
+    rows = [
+        (r.key, r.config_key, r.val_mae, r.source_trial) for r in _ledger(moved / "out", "second")
+    ]
+    assert rows == [
+        (r.key, r.config_key, r.val_mae, r.source_trial)
+        for r in _ledger(reference / "out", "second")
+    ]
+    # A copy the move lost is made again from the source where it is now.
+    assert (moved / "out" / "second" / "trials" / "w0000" / "seed-1" / "model.keras").is_file()
+    taken = json.loads((moved / "out" / "second" / "warmstart.json").read_text())
+    assert taken.get("written") == (None if older_record else ["out/first"])
+
+
+def test_another_source_for_a_started_study_is_still_refused(source) -> None:
+    """Compared as written, a change of source is still one (not only an added warm start)."""
+    data, out = source
+    study = _write(out.parent, "second", data, warmStart={"studies": ["out/first"]})
+    _drive(study, out, stop_after=1)
+    later = load_study(_write(out.parent, "second", data, warmStart={"studies": ["out/other"]}))
+    session = StudySession.open(later, StoreRef(kind="local", root=str(out)))
+    with pytest.raises(WarmStartProblem, match=r"spec.warmStart cannot change while the study"):
+        session.start(refuse_spec_changes=True)
+
+
+def test_the_operator_refuses_a_folder_as_a_source(source) -> None:
+    data, out = source
+    study = load_study(
+        _write(out.parent, "second", data, warmStart={"studies": [str(out / SOURCE)]})
+    )
+    assert (out / SOURCE).is_dir()  # a folder there, yet not one to read on a cluster
+    session = StudySession.open(study, StoreRef(kind="local", root=str(out)), folders=False)
+    with pytest.raises(WarmStartProblem) as err:
+        session.start()
+    assert f"spec.warmStart.studies: {out / SOURCE}: a folder cannot be a source on a cluster" in (
+        str(err.value)
+    )
+    assert "s3://bucket/prefix/NAME" in str(err.value)
+    assert _nothing_written(out, "second")
+    # A bare name (this study's store) is still a source there.
+    named = load_study(_write(out.parent, "second", data, warmStart={"studies": [SOURCE]}))
+    session = StudySession.open(named, StoreRef(kind="local", root=str(out)), folders=False)
+    session.start()
+    assert len(session.engine.warm.results) == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "Expecting property name"),
+        ('{"studies": ["first"]}', "no 'sources'"),
+        ('{"studies": "first", "sources": [], "results": [], "first": []}', "lists of text"),
+        (
+            '{"studies": [], "sources": [], "results": [{"trial": 1}], "first": []}',
+            "'results' holds",
+        ),
+        ("[]", "a JSON object was expected"),
+    ],
+)
+def test_a_damaged_warmstart_json_is_refused_by_hpo_run_with_exit_2(
+    source, content: str, says: str
+) -> None:
+    data, out = source
+    study = _write(out.parent, "second", data, warmStart={"studies": [SOURCE]})
+    _drive(study, out, stop_after=1)
+    record = out / "second" / "warmstart.json"
+    record.write_text(content)
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    text = " ".join(result.output.split())
+    assert f"{record} is damaged" in text and says in text, text
+    assert "Restore it" in text and "start a new study" in text
+
+
+def test_configurations_another_source_counts_are_not_tried_first(source) -> None:
+    data, out = source
+    other = data.parent / "other.csv"
+    lines = data.read_text().splitlines()
+    other.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # one row fewer
+    # The same sampling seed: its first 4 configurations are the source's, 2 more are not.
+    _drive(_write(out.parent, "wider", other, randomStage={"configurations": 6, "seed": 0}), out)
+    counted = {r.config_key for r in _ledger(out, SOURCE)}
+    wider = ranked(summarise(_ledger(out, "wider")).values())
+    new = [s.config_key for s in wider if s.config_key not in counted]
+    assert len(new) == 2 and any(s.config_key in counted for s in wider[:2])
+    study = load_study(
+        _write(
+            out.parent,
+            "second",
+            data,
+            warmStart={"studies": ["wider", SOURCE], "configurations": 2},
+        )
+    )
+    session = StudySession.open(study, StoreRef(kind="local", root=str(out)))
+    session.start()
+    assert session.warm_start is not None
+    assert session.warm_start.sources[0]["tried_first"] == new
+    assert [config_key(c) for c in session.engine.warm.first] == new
+    assert [t.trial.config_key for t in session.take(2)] == new  # the first trained
+    assert "its 2 best configurations tried first" in describe(session.warm_start)[0]

@@ -172,7 +172,9 @@ class KubeRunner:
         self.conditions.set("Valid", True, "SpecValid")
         ref, credentials = self._store_for(study)
         try:
-            session = StudySession.open(study, ref, credentials=credentials, keep_failures=True)
+            session = StudySession.open(
+                study, ref, credentials=credentials, keep_failures=True, folders=False
+            )
         except StoreError as exc:
             # Perhaps an outage, perhaps a missing bucket: say so and try again later.
             raise NotYet(str(exc)) from None
