@@ -4,7 +4,8 @@ Run: ``.venv/bin/python benchmarks/dashboard.py [--trainings 5000] [--small 50]`
 Needs Debian's chromium + chromium-driver (``make install-test`` installs them).
 
 Writes a synthetic finished study (a real ledger through ``hpo.ledger.write_ledger``,
-best.json through ``hpo.report.final_group``; no model files) of ``--trainings``
+best.json through ``hpo.report.final_group``, each success's
+``trials/<trial>/seed-<n>/scores.json``; no model files) of ``--trainings``
 trainings and one of ``--small``, serves them with ``hpo dashboard`` (a subprocess) and
 measures, for each:
 
@@ -124,6 +125,9 @@ def write_study(root: Path, name: str, trainings: int) -> None:
     results = synthetic(name, trainings)
     store.put_bytes(paths.study, yaml.safe_dump(resource, sort_keys=False).encode())
     best = final_group(results, LABELS, {"Id_mA": {"max_mae": None, "max_pct": 20.0}}, 5)
+    for r in results:  # as the trainer stores each success (artifacts besides: not read here)
+        if r.status == "succeeded":
+            store.put_bytes(paths.scores(r.trial, r.seed), r.to_json().encode())
     write_ledger(store, paths.ledger, results, LABELS, best, resource)
     store.put_bytes(paths.best, json.dumps(best_records(best)).encode())
 
