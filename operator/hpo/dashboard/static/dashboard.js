@@ -159,7 +159,7 @@ function studiesPage() {
     { key: "name", label: "study", cell: (r) => link(`/study?id=${encodeURIComponent(r.id)}`, r.name) },
     { key: "phase", label: "phase", cell: (r) => r.error ? el("span", { cls: "bad", title: r.error }, `${r.phase || "unreadable"} ⚠ ${r.error}`) : fmt(r.phase) },
     { key: "stage", label: "stage" },
-    { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` },
+    { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` + (r.taken ? ` (+ ${r.taken} taken from warm start)` : "") },
     { key: "failed", label: "failed", num: true },
     { key: "best_val", label: "best val MAE", num: true },
     { key: "started", label: "age", num: true, cell: (r) => ago(r.started, table.now) },
