@@ -197,6 +197,7 @@ def test_progress_counts_warm_start_rows_apart_and_trainings_come_in_finish_orde
     s = detail["summary"]
     assert s["done"] == sum(r.status == "succeeded" for r in own) and s["taken"] == 4
     assert s["total"] == 60 and "running" not in s
+    assert s["stage"] == "bayesian"  # though a random training finished last
     table = views.unpack(detail["trainings"])
     finished = [r["finished"] for r in table]
     assert finished == sorted(finished)  # the ledger's order is by stage first

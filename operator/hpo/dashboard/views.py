@@ -136,7 +136,10 @@ def build(study: Any) -> dict[str, Any]:
     done = int((~taken & (status == "succeeded")).sum()) if len(trainings) else 0
     if finished or (total is not None and done + len(failed) > total):
         total, bound = done + len(failed), False
-    stage = "done" if finished else (str(trainings["stage"].iloc[-1]) if len(trainings) else "-")
+    # the furthest stage reached (a late retry of the random stage finishes after the
+    # narrow stage's first trainings, so not the last row's)
+    reached = [x for x in STAGES if len(trainings) and (trainings["stage"] == x).any()]
+    stage = "done" if finished else (reached[-1] if reached else "-")
     max_failed = spec.failure_policy.max_failed_trainings if spec else None
     if finished:
         phase = "Finished"
