@@ -1,10 +1,13 @@
 """What the dashboard costs on a big study: page load time and the server's cost per refresh.
 
-Run: ``.venv/bin/python benchmarks/dashboard.py [--trainings 5000] [--small 50]``.
+Run: ``.venv/bin/python benchmarks/dashboard.py [--trainings 5000] [--small 50] [--s3]``
+(``--s3``: the studies uploaded to the S3 test server, ``tests/support/s3server.py``,
+and served from ``s3://`` over plain http).
 Needs Debian's chromium + chromium-driver (``make install-test`` installs them).
 
 Writes a synthetic finished study (a real ledger through ``hpo.ledger.write_ledger``,
-best.json through ``hpo.report.final_group``; no model files) of ``--trainings``
+best.json through ``hpo.report.final_group``, each success's
+``trials/<trial>/seed-<n>/scores.json``; no model files) of ``--trainings``
 trainings and one of ``--small``, serves them with ``hpo dashboard`` (a subprocess) and
 measures, for each:
 
@@ -21,6 +24,7 @@ measures, for each:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +129,35 @@ def write_study(root: Path, name: str, trainings: int) -> None:
     results = synthetic(name, trainings)
     store.put_bytes(paths.study, yaml.safe_dump(resource, sort_keys=False).encode())
     best = final_group(results, LABELS, {"Id_mA": {"max_mae": None, "max_pct": 20.0}}, 5)
+    for r in results:  # as the trainer stores each success (artifacts besides: not read here)
+        if r.status == "succeeded":
+            store.put_bytes(paths.scores(r.trial, r.seed), r.to_json().encode())
     write_ledger(store, paths.ledger, results, LABELS, best, resource)
     store.put_bytes(paths.best, json.dumps(best_records(best)).encode())
+
+
+@contextlib.contextmanager
+def uploaded(root: Path) -> Iterator[tuple[str, list[str], dict[str, str]]]:
+    """The studies under ``root`` on a running S3 test server: where, options, env."""
+    from helpers.s3 import new_s3_store
+    from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
+
+    with S3Server() as s3:
+        store = new_s3_store(s3, prefix="")
+        started = time.perf_counter()
+        for f in root.rglob("*"):
+            if f.is_file():
+                store.put_file(f.relative_to(root).as_posix(), f)
+        print(f"uploaded to the S3 test server in {time.perf_counter() - started:.1f}s")
+        keys = {"HPO_S3_ACCESS_KEY": TEST_ACCESS_KEY, "HPO_S3_SECRET_KEY": TEST_SECRET_KEY}
+        yield (
+            f"s3://{store.bucket}",
+            ["--endpoint", s3.endpoint, "--no-tls"],
+            {
+                **os.environ,
+                **keys,
+            },
+        )
 
 
 def cpu_s(pid: int) -> float:
@@ -209,21 +241,27 @@ def main() -> None:
     parser.add_argument("--trainings", type=int, default=5000)
     parser.add_argument("--small", type=int, default=50)
     parser.add_argument("--refreshes", type=int, default=200)
+    parser.add_argument("--s3", action="store_true", help="serve from the S3 test server")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp) / "runs"
         sizes = {"big": args.trainings, "small": args.small}
         for name, n in sizes.items():
             started = time.perf_counter()
             write_study(root, name, n)
             print(f"wrote {name}: {n} trainings in {time.perf_counter() - started:.1f}s")
+        where, options, env = str(root), [], dict(os.environ)
+        if args.s3:
+            where, options, env = stack.enter_context(uploaded(root))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         server = subprocess.Popen(
-            [sys.executable, "-m", "hpo.cli", "dashboard", str(root), "--port", str(port)],
+            [sys.executable, "-m", "hpo.cli", "dashboard", where, "--port", str(port), *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=env,
         )
         base = f"http://127.0.0.1:{port}"
         driver = browser.chromium()
@@ -238,6 +276,7 @@ def main() -> None:
             driver.quit()
             server.terminate()
             server.wait(10)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"{'':26}" + "".join(f"{f'{n} ({sizes[n]})':>16}" for n in results))
     for key in results["big"]:
         print(f"{key:26}" + "".join(f"{results[n][key]:16.3f}" for n in results))

@@ -160,6 +160,19 @@ def study_of_best(key: str) -> str | None:
     return _folder_of(key, BEST_FILE)
 
 
+def training_of_scores(key: str) -> tuple[str, str, int] | None:
+    """(study folder, trial, seed) of a listed ``<study>/trials/<trial>/seed-<n>/scores.json``
+    key, else None: a reader can tell which trainings a listing holds without a GET."""
+    study = study_of_scores(key)
+    if study is None:
+        return None
+    parts = key.split("/")
+    number = parts[-2].removeprefix("seed-")
+    if not number.isdigit() or str(int(number)) != number:
+        return None  # seed_dir never writes "seed-01" or "seed-x"
+    return study, parts[-3], int(number)
+
+
 def study_of_scores(key: str) -> str | None:
     """The study folder of a listed ``<study>/trials/<trial>/seed-<n>/scores.json``, else None."""
     parts = key.split("/")

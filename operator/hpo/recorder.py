@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import yaml
 
 from hpo.contract import SeedResult
 from hpo.keys import StoreError, is_valid_key
-from hpo.layout import BEST_FILE, SCORES_FILE, StudyPaths
+from hpo.layout import BEST_FILE, StudyPaths, training_of_scores
 from hpo.spec import Study
 from hpo.store.base import PreconditionFailed, Store
 
@@ -33,20 +34,30 @@ class LedgerConflict(StoreError):
     """Someone else wrote this study's ledger."""
 
 
-def stored_results(store: Store, paths: StudyPaths) -> list[SeedResult]:
-    """Every success the trainer stored as ``scores.json``, by (trial, seed).
+def stored_results(
+    store: Store, paths: StudyPaths, known: Collection[tuple[str, int]] = ()
+) -> list[SeedResult]:
+    """Every success the trainer stored as ``scores.json``, by (trial, seed), except the
+    trainings in ``known`` (``SeedResult.key``s the caller already holds, e.g. the ledger's).
 
+    One LIST of ``trials/``, then a GET only for each listed training not in ``known``:
+    the (trial, seed) comes from the key (``hpo.layout.training_of_scores``), so a
+    reader holding the ledger does not download the files it already has.
     Only a valid file at its own key counts (not one planted deeper or elsewhere,
     not a torn or foreign one). Failures never have one.
     """
     found: dict[tuple[str, int], SeedResult] = {}
     for key in store.list(paths.trials):
-        if not key.endswith(f"/{SCORES_FILE}") or not is_valid_key(key):
+        where = training_of_scores(key)
+        if where is None or not is_valid_key(key):
             continue  # not a result, or a key no writer of ours makes
+        _, trial, seed = where
+        if (trial, seed) in known or key != paths.scores(trial, seed):
+            continue
         data = store.get_bytes(key)
         try:
             r = SeedResult.from_json(data.decode())
-            own = key == paths.scores(r.trial, r.seed) and r.study == paths.name
+            own = (r.trial, r.seed) == (trial, seed) and r.study == paths.name
         except (ValueError, TypeError, KeyError, StoreError):
             continue  # a torn or foreign file: the training is simply redone
         if own and r.status == "succeeded":
@@ -127,7 +138,7 @@ class Recorder:
         self._etag = self.store.etag(self.paths.ledger)
         results = read_ledger(self.store, self.paths.ledger) if self._etag else []
         seen = {r.key for r in results}
-        recovered = [r for r in stored_results(self.store, self.paths) if r.key not in seen]
+        recovered = stored_results(self.store, self.paths, seen)
         self._unwritten = len(recovered)
         self._written = len(results)
         return results + recovered

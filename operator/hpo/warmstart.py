@@ -195,7 +195,7 @@ def _read(source: Source) -> tuple[dict[str, Any], dict[str, Any] | None, list[S
             dataset = None
         results = read_ledger(source.store, paths.ledger)
         seen = {r.key for r in results}
-        results += [r for r in stored_results(source.store, paths) if r.key not in seen]
+        results += stored_results(source.store, paths, seen)
     except WarmStartProblem:
         raise
     except (StoreError, yaml.YAMLError) as exc:

@@ -32,8 +32,9 @@ def test_a_bucket_shows_what_a_folder_shows(
     runs = tmp_path / "runs"
     write_study(runs, "big", 40)
     store = new_s3_store(s3_server, prefix="")
-    for f in (runs / "big").iterdir():
-        store.put_file(f"hpo/default/big/{f.name}", f)
+    for f in (runs / "big").rglob("*"):
+        if f.is_file():
+            store.put_file(f"hpo/default/big/{f.relative_to(runs / 'big').as_posix()}", f)
     store.put_file("hpo/default/bad/study.yaml", runs / "big" / "study.yaml")
     store.put_bytes("hpo/default/bad/ledger.xlsx", b"PK\x03\x04 torn")
 
@@ -49,6 +50,15 @@ def test_a_bucket_shows_what_a_folder_shows(
     assert {k: v for k, v in mine["summary"].items() if k not in ("id", "where")} == {
         k: v for k, v in theirs["summary"].items() if k not in ("id", "where")
     }
+    trial = views.unpack(mine["trainings"])[0]["trial"]
+    page = views.configuration(
+        remote.entry("default/big").handle, mine, trial, endpoint=s3_server.endpoint, tls=False
+    )
+    assert page is not None
+    assert page["load_cli"].startswith(
+        f"hpo get s3://{store.bucket}/hpo/default/big --endpoint {s3_server.endpoint} --no-tls "
+    )
+    assert f'endpoint="{s3_server.endpoint}", tls=False)' in page["load_api"]
     bad = remote.read(remote.entry("default/bad"))
     assert bad.detail is None and "cannot be read" in (bad.error or "")
 

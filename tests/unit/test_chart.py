@@ -49,7 +49,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     },
     "everything": {
         "minio": {"enabled": True},
-        "dashboard": {"enabled": True, "bucket": "s3://hpo-results/hpo"},
+        "dashboard": {
+            "enabled": True,
+            "bucket": "s3://hpo-results/hpo",
+            "credentialsSecret": {"name": "dashboard-readonly"},
+        },
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
         "rbac": {"clusterWide": False},
         "watchNamespaces": ["a", "b"],
@@ -430,7 +434,22 @@ def test_namespaced_rbac_has_a_role_in_each_watched_namespace(
         ),
         (
             {"dashboard": {"enabled": True, "bucket": "s3://bkt/p", "endpoint": "s3:443"}},
-            "dashboard.enabled: set dashboard.credentialsSecret.name",
+            "dashboard.enabled: set dashboard.credentialsSecret.name to a Secret with read-only",
+        ),
+        (  # the dev MinIO's root keys are not lent to the dashboard either
+            {"minio": {"enabled": True}, "dashboard": {"enabled": True, "bucket": "s3://bkt/p"}},
+            "dashboard.enabled: set dashboard.credentialsSecret.name to a Secret with read-only",
+        ),
+        (
+            {
+                "minio": {"enabled": True},
+                "dashboard": {
+                    "enabled": True,
+                    "bucket": "s3://bkt/p",
+                    "credentialsSecret": {"name": f"{RELEASE}-minio"},
+                },
+            },
+            "that is the dev MinIO's root keys",
         ),
     ],
 )
@@ -549,7 +568,7 @@ def test_dashboard_on_the_dev_minio(rendered: dict[str, list[dict[str, Any]]]) -
     minio = _one(objects, "Secret")["metadata"]["name"]
     assert container["args"][-3:] == ["--endpoint", f"{minio}.{NAMESPACE}.svc:9000", "--no-tls"]
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
-    assert refs == {minio}
+    assert refs == {"dashboard-readonly"}  # its own read-only keys, never MinIO's root keys
 
 
 def test_minio_storage_class(chart: helm.Chart) -> None:

@@ -11,20 +11,25 @@ import json
 import shutil
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from helpers.study import REPO
 from hpo.cli import app
+from hpo.contract import SeedResult
 from hpo.dashboard import views
 from hpo.dashboard.source import Source
-from hpo.ledger import read_ledger
+from hpo.layout import StudyPaths
+from hpo.ledger import read_ledger, write_ledger
+from hpo.results.study import StudyResults
 from hpo.store import LocalStore
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from dashboard import write_study  # benchmarks/ is no package
+from dashboard import LABELS, study_resource, synthetic, write_study  # benchmarks/: no package
 
 
 @pytest.fixture
@@ -119,3 +124,91 @@ def test_a_study_folder_itself_is_its_only_study(runs: Path) -> None:
     assert source.discover() is None
     assert source.ids() == ["big"]
     assert source.read(source.entry("big")).detail["summary"]["name"] == "big"
+
+
+class CountingStore(LocalStore):
+    """A real folder store that remembers which keys were downloaded."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.got: list[str] = []
+
+    def get_bytes(self, key: str) -> bytes:
+        self.got.append(key)
+        return super().get_bytes(key)
+
+
+def test_a_rebuild_downloads_only_the_scores_the_ledger_lacks(runs: Path) -> None:
+    store = CountingStore(runs)
+    held = StudyResults(store, "big", "big").results()
+    assert len(held) == 60
+    assert [k for k in store.got if k.endswith("scores.json")] == []  # all in the ledger
+    new = replace(next(r for r in held if r.status == "succeeded"), trial="r09999", seed=1)
+    key = "big/trials/r09999/seed-1/scores.json"
+    store.put_bytes(key, new.to_json().encode())
+    store.got.clear()
+    again = StudyResults(store, "big", "big").results()
+    assert [k for k in store.got if k.endswith("scores.json")] == [key]
+    assert (new.trial, new.seed) in {r.key for r in again} and len(again) == 61
+
+
+def _warm_started(root: Path) -> tuple[list[SeedResult], SeedResult]:
+    """benchmarks' 60-training study, unfinished, with 4 rows a warm start took and one
+    random training (a late retry) that finished after the narrow stage's first."""
+    results = synthetic("warm", 60)
+    late = max(i for i, r in enumerate(results) if r.stage == "random")
+    results[late] = replace(results[late], finished_at=max(r.finished_at for r in results) + 9)
+    taken = [
+        replace(
+            results[0],
+            trial=f"w{i // 2:04d}",
+            seed=1 + i % 2,
+            status="succeeded",
+            val_mae=0.5,
+            mae=0.5,
+            error=None,
+            finished_at=1.7e9 + i,
+            source="runs/old",
+            source_trial=f"r{i // 2:05d}",
+        )
+        for i in range(4)
+    ]
+    store, paths = LocalStore(root), StudyPaths("warm")
+    resource = study_resource("warm", 60)
+    store.put_bytes(paths.study, yaml.safe_dump(resource).encode())
+    write_ledger(store, paths.ledger, taken + results, LABELS, None, resource)
+    return results, results[late]
+
+
+def test_progress_counts_warm_start_rows_apart_and_trainings_come_in_finish_order(
+    runs: Path,
+) -> None:
+    own, late = _warm_started(runs)
+    detail = views.build(StudyResults(LocalStore(runs), "warm", "runs/warm"))
+    random = [r for r in own if r.stage == "random"]
+    ok = sum(r.status == "succeeded" for r in random)
+    assert detail["progress"][0] == {
+        "stage": "random",
+        "done": ok,
+        "failed": len(random) - ok,
+        "planned": 20,  # 10 configurations x 2 seeds, the study's own
+        "taken": 4,
+    }
+    s = detail["summary"]
+    assert s["done"] == sum(r.status == "succeeded" for r in own) and s["taken"] == 4
+    assert s["total"] == 60 and "running" not in s
+    assert s["stage"] == "bayesian"  # though a random training finished last
+    table = views.unpack(detail["trainings"])
+    finished = [r["finished"] for r in table]
+    assert finished == sorted(finished)  # the ledger's order is by stage first
+    assert (table[-1]["trial"], table[-1]["seed"]) == (late.trial, late.seed)
+    assert [r["trial"] for r in table[:4]] == ["w0000", "w0000", "w0001", "w0001"]
+
+
+def test_the_load_command_is_the_servers_own_location(runs: Path) -> None:
+    study = StudyResults(LocalStore(runs), "big", str(runs / "big"))
+    detail = views.build(study)
+    trial = views.unpack(detail["trainings"])[0]["trial"]
+    page = views.configuration(study, detail, trial, endpoint="minio:9000", tls=False)
+    assert page is not None  # a folder: no S3 options
+    assert page["load_cli"].startswith(f"hpo get {runs / 'big'} --what model --trial {trial}")

@@ -12,6 +12,7 @@ from hpo.layout import (
     study_of_best,
     study_of_ledger,
     study_of_scores,
+    training_of_scores,
 )
 from hpo.store import StoreError
 
@@ -61,3 +62,7 @@ def test_listed_keys_are_read_back_to_their_study() -> None:
     assert study_of_scores("demo/trials/r0001/seed-0/scores.json") == "demo"
     assert study_of_scores("demo/trials/r0001/scores.json") is None
     assert study_of_scores("demo/failures/r0001/seed-0/scores.json") is None
+    paths = StudyPaths("demo", "hpo/default")
+    assert training_of_scores(paths.scores("r0001", 12)) == ("hpo/default/demo", "r0001", 12)
+    for odd in ("demo/trials/r0001/seed-01/scores.json", "demo/trials/r0001/seed-x/scores.json"):
+        assert training_of_scores(odd) is None  # no key seed_dir writes

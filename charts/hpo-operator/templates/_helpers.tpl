@@ -92,8 +92,11 @@ on them, so a bad combination fails the render with this message.
 {{- if and (not .Values.dashboard.endpoint) (not .Values.minio.enabled) }}
 {{- fail "dashboard.enabled: set dashboard.endpoint (host:port of the S3 store), or enable minio" }}
 {{- end }}
-{{- if and (not .Values.dashboard.credentialsSecret.name) (not .Values.minio.enabled) }}
-{{- fail "dashboard.enabled: set dashboard.credentialsSecret.name (the store's keys), or enable minio" }}
+{{- if not .Values.dashboard.credentialsSecret.name }}
+{{- fail "dashboard.enabled: set dashboard.credentialsSecret.name to a Secret with read-only keys of the bucket (the dashboard never writes; the chart does not hand it the studies' or MinIO's read-write keys)" }}
+{{- end }}
+{{- if and .Values.minio.enabled (eq .Values.dashboard.credentialsSecret.name (include "hpo-operator.minioName" .)) }}
+{{- fail "dashboard.credentialsSecret.name: that is the dev MinIO's root keys; give a Secret with a read-only user's keys (README, section The dashboard)" }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -113,7 +113,9 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
         if _not_modified(request, tag):
             return Response(status_code=304, headers={"ETag": f'"{tag}"'})
         try:
-            data = views.configuration(entry.handle, entry.detail, trial)
+            data = views.configuration(
+                entry.handle, entry.detail, trial, endpoint=source.endpoint, tls=source.tls
+            )
         except Exception as exc:  # a message, not a trace
             return _json({"error": problem(exc)}, 503)
         if data is None:

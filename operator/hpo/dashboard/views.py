@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from typing import Any
 
 import pandas as pd
@@ -118,7 +119,7 @@ def build(study: Any) -> dict[str, Any]:
         labels = list(spec.dataset.labels) if spec else list(study.labels)
     except ValueError:
         labels = []
-    trainings = epochs(study.trainings())
+    trainings = by_finish(epochs(study.trainings()))
     configs = study.configurations()
     finished = bool(study.finished)
     final = study.final_group() if finished else pd.DataFrame()
@@ -130,11 +131,15 @@ def build(study: Any) -> dict[str, Any]:
     status = trainings["status"] if "status" in trainings.columns else pd.Series(dtype=object)
     ok = trainings[status == "succeeded"] if len(trainings) else trainings
     failed = trainings[status != "succeeded"] if len(trainings) else trainings
+    taken = warm(trainings)
     total, bound = planned(spec)
-    done = len(ok)
+    done = int((~taken & (status == "succeeded")).sum()) if len(trainings) else 0
     if finished or (total is not None and done + len(failed) > total):
         total, bound = done + len(failed), False
-    stage = "done" if finished else (str(trainings["stage"].iloc[-1]) if len(trainings) else "-")
+    # the furthest stage reached (a late retry of the random stage finishes after the
+    # narrow stage's first trainings, so not the last row's)
+    reached = [x for x in STAGES if len(trainings) and (trainings["stage"] == x).any()]
+    stage = "done" if finished else (reached[-1] if reached else "-")
     max_failed = spec.failure_policy.max_failed_trainings if spec else None
     if finished:
         phase = "Finished"
@@ -155,10 +160,10 @@ def build(study: Any) -> dict[str, Any]:
         "phase": phase,
         "stage": stage,
         "done": done,
+        "taken": int(taken.sum()) if len(trainings) else 0,
         "failed": len(failed),
         "total": total,
         "total_is_bound": bound,
-        "running": clean(getattr(study, "running", None)),
         "best_val": clean(best_row["val_mae_mean"]) if best_row is not None else None,
         "best_trial": clean(best_row["trial"]) if best_row is not None else None,
         "started": clean(starts.min()) if len(starts) else None,
@@ -180,10 +185,32 @@ def build(study: Any) -> dict[str, Any]:
     return detail
 
 
+def by_finish(trainings: pd.DataFrame) -> pd.DataFrame:
+    """Trainings in the order they finished (the ledger's is by stage, then finish), so
+    "best so far" is against time; unknown times last, in the ledger's order."""
+    if "finished" not in trainings.columns or not len(trainings):
+        return trainings
+    return trainings.sort_values("finished", kind="stable", na_position="last").reset_index(
+        drop=True
+    )
+
+
+def warm(trainings: pd.DataFrame) -> pd.Series:
+    """Which rows a warm start took from another study (``source`` set): not trained
+    here, so not part of this study's planned trainings."""
+    if "source" not in trainings.columns:
+        return pd.Series(False, index=trainings.index)
+    source = trainings["source"]
+    return source.notna() & (source.astype(str).str.strip() != "")
+
+
 def _progress(trainings: pd.DataFrame, spec: Any, finished: bool) -> list[dict[str, Any]]:
     out = []
+    taken = warm(trainings)
     for stage in STAGES:
-        part = trainings[trainings["stage"] == stage] if len(trainings) else trainings
+        in_stage = trainings["stage"] == stage if len(trainings) else taken
+        part = trainings[in_stage & ~taken] if len(trainings) else trainings
+        n_taken = int((in_stage & taken).sum()) if len(trainings) else 0
         ok = int((part["status"] == "succeeded").sum()) if len(part) else 0
         plan = None
         if spec is not None:
@@ -196,7 +223,15 @@ def _progress(trainings: pd.DataFrame, spec: Any, finished: bool) -> list[dict[s
                 plan = 0
         if finished or (plan is not None and len(part) > plan):
             plan = len(part)
-        out.append({"stage": stage, "done": ok, "failed": len(part) - ok, "planned": plan})
+        out.append(
+            {
+                "stage": stage,
+                "done": ok,
+                "failed": len(part) - ok,
+                "planned": plan,
+                "taken": n_taken,
+            }
+        )
     return out
 
 
@@ -242,8 +277,31 @@ def unpack(table: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
 
 
-def configuration(study: Any, detail: dict[str, Any], trial: str) -> dict[str, Any] | None:
-    """One configuration's page: its seeds with scores and artifacts, and how to load it."""
+def load_options(where: str, endpoint: str | None, tls: bool | None) -> tuple[str, str]:
+    """What the ``hpo get`` command and the ``open_study`` call need beside ``where`` to
+    reach it as the server does: ``--endpoint``/``--no-tls`` for an ``s3://`` study."""
+    if not where.startswith("s3://"):
+        return "", ""
+    cli, api = "", ""
+    if endpoint:
+        cli += f" --endpoint {shlex.quote(endpoint)}"
+        api += f", endpoint={json.dumps(endpoint)}"
+    if tls is not None:
+        cli += " --tls" if tls else " --no-tls"
+        api += f", tls={tls}"
+    return cli, api
+
+
+def configuration(
+    study: Any,
+    detail: dict[str, Any],
+    trial: str,
+    *,
+    endpoint: str | None = None,
+    tls: bool | None = None,
+) -> dict[str, Any] | None:
+    """One configuration's page: its seeds with scores and artifacts, and how to load it
+    (with the ``endpoint`` and ``tls`` the server reads the study with)."""
     rows = [r for r in unpack(detail["trainings"]) if r.get("trial") == trial]
     if not rows:
         return None
@@ -258,6 +316,7 @@ def configuration(study: Any, detail: dict[str, Any], trial: str) -> dict[str, A
         seeds.append({**r, "artifacts": names})
     where = detail["summary"]["where"]
     first = int(rows[0]["seed"])
+    cli, api = load_options(where, endpoint, tls)
     return {
         "trial": trial,
         "study": detail["summary"]["name"],
@@ -267,10 +326,13 @@ def configuration(study: Any, detail: dict[str, Any], trial: str) -> dict[str, A
         "seeds": seeds,
         "val": detail["val"],
         "test": detail["test"],
-        "load_cli": f"hpo get {where} --what model --trial {trial} --seed {first}",
+        "load_cli": (
+            f"hpo get {shlex.quote(where)}{cli} --what model --trial {trial} --seed {first}"
+        ),
         "load_api": (
             "from hpo.results import open_study\n"
-            f"model = open_study({json.dumps(where)}).load_model(trial={json.dumps(trial)})\n"
+            f"model = open_study({json.dumps(where)}{api})"
+            f".load_model(trial={json.dumps(trial)})\n"
             "predictions = model.predict(frame)  # all seeds averaged; seed=N for one"
         ),
     }

@@ -122,7 +122,12 @@ class StudyResults:
 
     def revision(self) -> str:
         """Changes whenever the ledger or ``best.json`` changes (a stat each in a folder,
-        a HEAD each on a bucket): cache by it."""
+        a HEAD each on a bucket): cache by it.
+
+        A ``scores.json`` the ledger lacks does not change it (seeing one would take a
+        LIST of ``trials/``, tens of requests at 5,000 trainings): it shows with the next
+        ledger write, which a running study makes at most ``Recorder.max_delay_s`` (30 s)
+        after a result, sooner after a batch, and at each stage change."""
         try:
             ledger = self._store.version(self._paths.ledger)
             best = self._store.version(self._paths.best)
@@ -139,7 +144,7 @@ class StudyResults:
         try:
             results = read_ledger(self._store, self._paths.ledger)
             seen = {r.key for r in results}
-            extra = [r for r in stored_results(self._store, self._paths) if r.key not in seen]
+            extra = stored_results(self._store, self._paths, seen)
         except LedgerUnreadable as exc:
             raise ResultsError(
                 f"{exc}; `hpo run STUDY.yaml --rebuild-ledger` rebuilds it from the "

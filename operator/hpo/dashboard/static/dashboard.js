@@ -159,8 +159,7 @@ function studiesPage() {
     { key: "name", label: "study", cell: (r) => link(`/study?id=${encodeURIComponent(r.id)}`, r.name) },
     { key: "phase", label: "phase", cell: (r) => r.error ? el("span", { cls: "bad", title: r.error }, `${r.phase || "unreadable"} ⚠ ${r.error}`) : fmt(r.phase) },
     { key: "stage", label: "stage" },
-    { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` },
-    { key: "running", label: "running", num: true, title: "trainings running now (known on a cluster; a folder does not record it)" },
+    { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` + (r.taken ? ` (+ ${r.taken} taken from warm start)` : "") },
     { key: "failed", label: "failed", num: true },
     { key: "best_val", label: "best val MAE", num: true },
     { key: "started", label: "age", num: true, cell: (r) => ago(r.started, table.now) },
@@ -269,17 +268,19 @@ function progress(d) {
   box.replaceChildren(...d.progress.map((p) => el("div", { cls: "stage", "data-stage": p.stage },
     el("span", { cls: "stage-name" }, p.stage),
     el("progress", { max: String(p.planned || 1), value: String(p.done + p.failed) }),
-    el("span", { cls: "stage-count", "data-done": String(p.done), "data-failed": String(p.failed) },
-      `${p.done} done, ${p.failed} failed of ${p.planned === null ? "?" : p.planned}`))));
+    el("span", { cls: "stage-count", "data-done": String(p.done), "data-failed": String(p.failed), "data-taken": String(p.taken || 0) },
+      `${p.done} done, ${p.failed} failed of ${p.planned === null ? "?" : p.planned}` +
+      (p.taken ? ` (+ ${p.taken} taken from warm start)` : "")))));
 }
 
 function summaryCards(s) {
   const total = s.total === null ? "?" : (s.total_is_bound ? "≤" : "") + s.total;
   document.getElementById("summary").replaceChildren(
     card("phase", s.phase, "phase"), card("stage", s.stage, "stage"),
-    card("done / total", `${s.done} / ${total}`, "done", s.total_is_bound ? "at most: seed racing skips seeds of configurations that cannot win" : null),
+    card("done / total", `${s.done} / ${total}` + (s.taken ? ` (+ ${s.taken} taken from warm start)` : ""), "done",
+      [s.total_is_bound ? "at most: seed racing skips seeds of configurations that cannot win" : null,
+       "this study's own trainings, as recorded: the ledger is written at most 30 s after a result"].filter(Boolean).join("; ")),
     card("failed", String(s.failed), "failed"),
-    card("running", fmt(s.running), "running", "trainings running now (known on a cluster; a folder does not record it)"),
     card("best val MAE", s.best_val === null ? "–" : fmt(s.best_val), "best_val"),
     card("best configuration", s.best_trial ? link(configHref(s.id, s.best_trial), s.best_trial) : "–", "best_trial"));
 }
