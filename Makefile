@@ -18,7 +18,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[trainer,dev,bench]'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[trainer,parquet,dev,bench]'
 	touch $(STAMP)
 
 $(S3STAMP):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:  # pydantic, pandas, scikit-optimize load when a command needs them
@@ -78,9 +79,10 @@ def _spread(mean: float | None, std: float | None, n: int | None) -> str:
 
 
 def _fail(messages: list[str], code: int = EXIT_BAD_INPUT) -> None:
-    err.print("[bold red]error:[/] " + messages[0], highlight=False, soft_wrap=True)
+    # Messages are text, not markup: "[parquet]" in a pip command must print as written.
+    err.print("[bold red]error:[/] " + escape(messages[0]), highlight=False, soft_wrap=True)
     for m in messages[1:]:
-        err.print("       " + m, highlight=False, soft_wrap=True)
+        err.print("       " + escape(m), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -117,7 +119,7 @@ class _Display:
 
     def __call__(self, event: str, p: StudyProgress, result: SeedResult | None) -> None:
         if event.startswith("warning"):
-            err.print(f"[yellow]{event}[/]", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]{escape(event)}[/]", highlight=False, soft_wrap=True)
             return
         self.bar.update(
             self.task,
@@ -246,9 +248,9 @@ def run(
     except SpecError as exc:  # e.g. an s3:// --out without an endpoint
         _fail([f"{study_file}: {p}" for p in exc.problems])
     for note in outcome.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if outcome.status == "interrupted":
-        err.print(f"[yellow]{outcome.message}[/]")
+        err.print(f"[yellow]{escape(outcome.message)}[/]")
         raise typer.Exit(128 + outcome.signum)  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     labels = study.spec.dataset.labels
     if outcome.best is not None and len(outcome.best):
@@ -267,7 +269,7 @@ def run(
     )
     console.print(f"results in {outcome.location}", highlight=False)
     if outcome.status == "failed":
-        err.print(f"[bold red]study failed:[/] {outcome.message}", highlight=False)
+        err.print(f"[bold red]study failed:[/] {escape(outcome.message)}", highlight=False)
         raise typer.Exit(EXIT_STUDY_FAILED)
 
 
@@ -350,7 +352,7 @@ def validate(
     except DatasetProblem as exc:
         _fail([f"{study_file}: {exc}"])
     for note in prepared.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if spec.warm_start is not None:
         for line in _warm_start_check(study_file, study, prepared):
             console.print(line, highlight=False, soft_wrap=True)
@@ -630,7 +632,7 @@ def _results_of(store: Store, root: str, where: str) -> list[SeedResult]:
     if not results:
         _fail([f"{where}: {why}, and no training's scores.json either: nothing to report"])
     err.print(
-        f"[yellow]note:[/] {why}; this report is built from the "
+        f"[yellow]note:[/] {escape(why)}; this report is built from the "
         f"{_plural(len(results), 'scores.json file')} of the trainings (failed trainings have "
         f"none). `hpo run STUDY.yaml` writes the ledger again (with --rebuild-ledger if "
         f"it is unreadable).",
@@ -944,10 +946,14 @@ def export(
 ) -> None:
     """Write every training and every configuration as two files (csv, json or parquet)."""
     from hpo.results import ResultsError
-    from hpo.results.export import FORMATS, export_study
+    from hpo.results.export import FORMATS, check_format, export_study
 
     if fmt not in FORMATS:
         _fail([f"--format {fmt!r}: choose {', '.join(FORMATS)}"])
+    try:
+        check_format(fmt)
+    except ResultsError as exc:
+        _fail([str(exc)])
     if out.exists() and not out.is_dir():
         _fail([f"--out {out}: is a file; give a folder"])
     results = _results(study, endpoint, tls)

@@ -65,6 +65,24 @@ def test_loading_a_model_without_tensorflow_says_what_to_install(operator_venv: 
     assert "pip install 'hpo-operator[trainer]'" in proc.stdout
 
 
+def test_parquet_export_without_pyarrow_says_what_to_install(
+    operator_venv: Path, tmp_path: Path
+) -> None:
+    """pyarrow is the ``parquet`` extra (the operator image leaves it out): exporting to
+    parquet there exits 2 naming it, before reading the study or writing a file."""
+    out = tmp_path / "exports"
+    hpo = str(operator_venv / "bin" / "hpo")
+    proc = subprocess.run(
+        [hpo, "export", str(tmp_path), "--format", "parquet", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'hpo-operator[parquet]'" in proc.stderr
+    assert not out.exists()
+
+
 def test_the_dashboard_runs_from_that_environment(operator_venv: Path, tmp_path: Path) -> None:
     """What the chart's dashboard option runs from the operator image: its pages, Plotly.js
     from the installed package (a non-editable install: package data included)."""

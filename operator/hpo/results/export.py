@@ -2,12 +2,13 @@
 and notebooks, without Excel: ``<study>-trainings.<ext>`` and ``<study>-configurations.<ext>``.
 
 csv and json (records, ISO dates) need nothing more; parquet is written with pyarrow
-and keeps every column's type. Each reads back with ``pandas.read_csv``,
-``read_json`` or ``read_parquet``.
+(the ``parquet`` extra, which the operator image leaves out) and keeps every column's
+type. Each reads back with ``pandas.read_csv``, ``read_json`` or ``read_parquet``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -45,11 +46,21 @@ def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
     return path
 
 
+def check_format(fmt: str) -> None:
+    """Refuse a format this environment cannot write, before anything is read or written."""
+    if fmt not in FORMATS:
+        raise ResultsError(f"format {fmt!r}: choose {', '.join(FORMATS)}")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ResultsError(
+            "--format parquet needs pyarrow, which is not installed: "
+            "pip install 'hpo-operator[parquet]', or use --format csv or json"
+        )
+
+
 def export_study(study: StudyResults, fmt: str, out: Path) -> list[Path]:
     """Write the study's trainings and configurations into folder ``out`` (created);
     returns the two paths."""
-    if fmt not in FORMATS:
-        raise ResultsError(f"format {fmt!r}: choose {', '.join(FORMATS)}")
+    check_format(fmt)
     tables = {"trainings": study.trainings(), "configurations": study.configurations()}
     try:
         out.mkdir(parents=True, exist_ok=True)
