@@ -891,10 +891,18 @@ def predict(
         Path | None,
         typer.Option("--out", "-o", metavar="PREDS.csv", help="Write here (default: stdout)."),
     ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep", metavar="COLUMN", help="Copy this input column (an id) before the labels."
+        ),
+    ] = None,
     endpoint: Endpoint = None,
     tls: Tls = None,
 ) -> None:
     """Predict the labels of a CSV's rows with a study's model, in the labels' own units."""
+    import pandas as pd
+
     from hpo.dataset import DatasetError, read_table
     from hpo.results import ResultsError
     from hpo.results.features import feature_matrix
@@ -909,6 +917,13 @@ def predict(
         encoding = results.feature_encoding(chosen, seeds[0])
     except ResultsError as exc:
         _fail([str(exc)])
+    kept = list(dict.fromkeys(keep or []))
+    missing = [c for c in kept if c not in frame.columns]
+    if missing:
+        _fail([f"--keep {missing[0]!r}: {data} has no such column (it has {list(frame.columns)})"])
+    clash = [c for c in kept if c in results.labels]
+    if clash:
+        _fail([f"--keep {clash[0]!r}: a label has this name, and the prediction takes its column"])
     try:  # the columns are checked before TensorFlow loads (seconds): a refusal is quick
         feature_matrix(frame, encoding)
     except ResultsError as exc:
@@ -917,6 +932,8 @@ def predict(
         predictions = results.load_model(trial=chosen, seed=seed).predict(frame)
     except ResultsError as exc:
         _fail([str(exc)])
+    if kept:
+        predictions = pd.concat([frame[kept], predictions], axis=1)
     text = predictions.to_csv(index=False)
     if out is None:
         sys.stdout.write(text)

@@ -320,6 +320,27 @@ def test_hpo_predict_writes_the_apis_predictions(trained, tmp_path: Path) -> Non
     assert mae == pytest.approx(_ledger_row(s, trial, 1)["test_mae"], rel=1e-5)
 
 
+def test_hpo_predict_keeps_the_columns_it_is_asked_to(trained, tmp_path: Path) -> None:
+    """``--keep`` copies input columns (an id) before the labels, row for row."""
+    folder = trained
+    frame = pd.read_csv(EXAMPLE_CSV).dropna().head(7).reset_index(drop=True)
+    frame.insert(0, "part_id", [f"p{i}" for i in range(len(frame))])
+    data = tmp_path / "ids.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "preds.csv"
+    result = _cli("predict", folder, data, "--keep", "part_id", "--keep", "W_um", "--out", out)
+    assert result.exit_code == EXIT_OK, result.output
+    got = pd.read_csv(out)
+    assert list(got.columns) == ["part_id", "W_um", *LABELS]
+    assert got["part_id"].tolist() == frame["part_id"].tolist()
+    expected = open_study(folder).load_model().predict(frame)
+    pd.testing.assert_frame_equal(got[LABELS], expected, rtol=1e-12)
+    for keep, message in [("nope", "--keep 'nope': "), (LABELS[0], "a label has this name")]:
+        result = _cli("predict", folder, data, "--keep", keep)
+        assert result.exit_code == EXIT_BAD_INPUT, result.output
+        assert message in _text(result)
+
+
 def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
     folder = trained
     data = tmp_path / "data.csv"
