@@ -1017,7 +1017,8 @@ def compare(
             str(row["seeds"]),
         )
     console.print(table)
-    for line in comparison.studies:
+    first = comparison.studies[0].name
+    for i, line in enumerate(comparison.studies):
         state = "finished" if line.finished else "not finished (no final group yet)"
         console.print(
             f"{line.name}: {state}; {_plural(line.trainings, 'training')} succeeded; "
@@ -1025,6 +1026,13 @@ def compare(
             highlight=False,
             soft_wrap=True,
         )
+        if line.best_val is not None and line.best_test is not None:
+            change = comparison.change(i)
+            versus = f" ({change:+.1%} vs {first})" if i and change is not None else ""
+            console.print(
+                f"  best: val MAE {line.best_val:.4f}, test MAE {line.best_test:.4f}{versus}",
+                highlight=False,
+            )
     if comparison.same_dataset:
         console.print("same dataset: the errors are comparable", highlight=False)
     else:

@@ -424,12 +424,18 @@ def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path:
             assert f"{row['trial']} │ {row['config_key']} │ {row['val_mae_mean']:.4f}" in text
     assert f"{NAME}: finished; 4 trainings succeeded; budget 2 random + 0 Bayesian" in text
     assert "(at most 4 trainings), 3 epochs; dataset sha256" in text
+    # Did the bigger budget help: rank 1's test MAE of each, the second against the first.
+    best = [open_study(x).final_group().iloc[0] for x in (folder, bigger)]
+    change = best[1]["test_mae_mean"] / best[0]["test_mae_mean"] - 1
+    assert f"best: val MAE {best[0]['val_mae_mean']:.4f}, test MAE" in text
+    assert f"test MAE {best[1]['test_mae_mean']:.4f} ({change:+.1%} vs {NAME})" in text
 
     different = _cli("compare", folder, elsewhere)
     assert different.exit_code == EXIT_OK, different.output
     assert "different datasets (or one not recorded): the errors are not comparable" in _text(
         different
     )
+    assert " vs " not in _text(different)  # no relative change across datasets
     result = _cli("compare", folder)
     assert result.exit_code == EXIT_BAD_INPUT and "two or more studies" in _text(result)
     result = _cli("compare", folder, tmp_path / "missing")
