@@ -173,7 +173,12 @@ class KubeRunner:
         ref, credentials = self._store_for(study)
         try:
             session = StudySession.open(
-                study, ref, credentials=credentials, keep_failures=True, folders=False
+                study,
+                ref,
+                credentials=credentials,
+                keep_failures=True,
+                folders=False,
+                runner="operator",
             )
         except StoreError as exc:
             # Perhaps an outage, perhaps a missing bucket: say so and try again later.
