@@ -108,6 +108,7 @@ class StatusWriter:
         self.started = datetime.now(UTC)
         self.updated = self.started
         self._last: tuple[object, ...] | None = None  # the counts last seen
+        self._written: tuple[object, ...] | None = None  # and last written
         self._written_at: float | None = None
         self._retry_at = 0.0
         #: Writes that failed (for tests and logs; never raised).
@@ -115,20 +116,30 @@ class StatusWriter:
         #: Results a warm start took: counted by the engine, not trained here.
         self.taken = 0
 
+    def due(self) -> bool:
+        """Whether ``update`` may write now without ``force`` (so a caller computes the
+        progress only then: a runner's loop asks many times a second)."""
+        now = self.clock()
+        if now < self._retry_at:
+            return False
+        return self._written_at is None or now - self._written_at >= self.every_s
+
     def update(
         self, progress: StudyProgress, *, force: bool = False, phase: Phase = "running"
     ) -> bool:
         """Write if the counts changed and ``every_s`` passed, if ``heartbeat_s`` passed,
-        or if ``force``; True if written. Never raises."""
+        or if ``force``; True if written. Never raises. Within ``retry_s`` of a failed
+        write nothing is tried (a store in an outage would hold the study up on each),
+        except the last word: a ``phase`` other than running."""
         now = self.clock()
         counts = _counts(progress)
-        changed = counts != self._last
-        if changed:
+        if counts != self._last:
             self._last = counts
             self.updated = datetime.now(UTC)
+        changed = counts != self._written  # since the last write, not the last call
         since = None if self._written_at is None else now - self._written_at
         due = since is None or (changed and since >= self.every_s) or since >= self.heartbeat_s
-        if not force and (not due or now < self._retry_at):
+        if phase == "running" and (now < self._retry_at or not (due or force)):
             return False
         doc = LiveStatus(
             study=self.study,
@@ -157,5 +168,5 @@ class StatusWriter:
                 "%s: live status not written (%s); retrying in %gs", self.key, exc, self.retry_s
             )
             return False
-        self._written_at = now
+        self._written_at, self._written = now, counts
         return True

@@ -450,7 +450,8 @@ class StudySession:
         Raises ``StoreError`` (the results stay in memory and as ``scores.json``
         until the next try) and ``LedgerConflict`` (another writer).
         """
-        self.status.update(self.engine.progress(), force=force)
+        if force or self.status.due():
+            self.status.update(self.engine.progress(), force=force)
         if not (force or self.recorder.due):
             return False
         self.recorder.write(self.engine.recorded())
