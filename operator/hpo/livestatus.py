@@ -78,9 +78,14 @@ class LiveStatus(BaseModel):
             return "finished"
         if self.phase == "interrupted":
             return "interrupted"
-        now = now or datetime.now(UTC)
+        now = now or utcnow()
         age = (now - self.heartbeat).total_seconds()
         return "live" if age <= self.stale_after_s() else "stale"
+
+
+def utcnow() -> datetime:
+    """The time a reader judges a heartbeat by (one place, so a test can move it)."""
+    return datetime.now(UTC)
 
 
 def _counts(p: StudyProgress) -> tuple[object, ...]:
