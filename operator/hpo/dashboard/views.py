@@ -364,8 +364,9 @@ def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any
     out["running"] = status.running if state == "live" else (None if state == "stale" else 0)
     if state == "stale":
         return out  # the runner is gone: the ledger's values, not a dead runner's
-    out["phase"] = LIVE_PHASES.get(status.phase, out["phase"])
-    out["stage"] = status.stage
+    if out.get("phase") != "Finished":  # best.json is written just before the last word
+        out["phase"] = LIVE_PHASES.get(status.phase, out["phase"])
+        out["stage"] = status.stage
     # the ledger is written in batches: the runner's counts are ahead of it
     out["done"] = max(int(out.get("done") or 0), status.done)
     out["failed"] = max(int(out.get("failed") or 0), status.failed)
