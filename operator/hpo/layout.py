@@ -169,6 +169,11 @@ def study_of_best(key: str) -> str | None:
     return _folder_of(key, BEST_FILE)
 
 
+def study_of_status(key: str) -> str | None:
+    """The study folder of a listed ``<study>/status.json`` key, else None."""
+    return _folder_of(key, STATUS_FILE)
+
+
 def training_of_scores(key: str) -> tuple[str, str, int] | None:
     """(study folder, trial, seed) of a listed ``<study>/trials/<trial>/seed-<n>/scores.json``
     key, else None: a reader can tell which trainings a listing holds without a GET."""

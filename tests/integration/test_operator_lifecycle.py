@@ -413,7 +413,8 @@ def test_the_operator_writes_the_live_status_next_to_the_ledger(
         new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False),
         f"{name}/ledger.xlsx",
     )
-    assert ("running", "operator", 4, 0) in seen, seen  # two pods of two seeds each
+    assert any(p == "running" and r > 0 for p, _, r, _ in seen), seen  # while pods trained
+    assert {runner for _, runner, _, _ in seen} == {"operator"}
     assert (end.phase, end.runner, end.running, end.state()) == (
         "succeeded",
         "operator",
