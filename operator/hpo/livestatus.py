@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from hpo.engine import StudyProgress
 from hpo.store.base import Store
@@ -66,6 +66,12 @@ class LiveStatus(BaseModel):
     heartbeat: datetime
     #: The runner writes at least this often while it runs.
     heartbeat_s: float
+
+    @field_validator("started", "updated", "heartbeat")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        """A time without a zone (a foreign writer's) is UTC, so ages can be taken."""
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     def stale_after_s(self) -> float:
         return STALE_HEARTBEATS * self.heartbeat_s

@@ -4,9 +4,10 @@ A refresh costs one ``revisions()`` per study (a stat or a HEAD per file): the
 frames are read and the page data built again only when the ledger or the final
 group changes, so the cost of a refresh stays flat as a ledger grows; a new live
 status (``status.json``, rewritten within seconds as trainings start and finish)
-only updates the summary, and so does its heartbeat going stale. Finding the studies lists the whole
-prefix (every artifact key), so it is redone at most every ``discover_every`` seconds,
-and never more often than keeps it under 5% of the time (20x its last duration).
+only updates the summary, and so does its heartbeat going stale. Finding the
+studies lists the whole prefix (every artifact key), so it is redone at most every
+``discover_every`` seconds, and never more often than keeps it under 5% of the time
+(20x its last duration).
 """
 
 from __future__ import annotations
