@@ -191,6 +191,10 @@ def test_the_results_api_reads_it_and_survives_a_torn_or_newer_file(tmp_path: Pa
     assert s.state(late) == "stale"
 
     raw = store.get_bytes(paths.status)
+    old = {**json.loads(raw), "heartbeat": "2020-01-01T00:00:00"}  # a time without a zone
+    store.put_bytes(paths.status, json.dumps(old).encode())
+    s = study.status()
+    assert s is not None and s.state() == "stale"
     store.put_bytes(paths.status, raw[: len(raw) // 2])  # torn
     assert study.status() is None
     assert study.status_note and "status.json: cannot be read" in study.status_note
