@@ -705,7 +705,7 @@ def ls(
     tls: Tls = None,
 ) -> None:
     """List the studies in a run folder or a bucket."""
-    from hpo.layout import study_of_best, study_of_ledger, study_of_scores
+    from hpo.layout import study_of_best, study_of_ledger, study_of_scores, study_of_status
     from hpo.store import StoreError
 
     store, prefix = _study_location(where, endpoint, tls, study_folder=False)
@@ -720,6 +720,7 @@ def ls(
         if study is not None:
             trainings[study] = trainings.get(study, 0) + 1
     finished = {s for s in map(study_of_best, keys) if s is not None}
+    live = {s: k for k in keys if (s := study_of_status(k)) is not None}
     studies = sorted(found | set(trainings))  # a study whose ledger is gone still counts
     if not studies:
         console.print(f"no studies in {store.uri}/{prefix}".rstrip("/"), highlight=False)
@@ -728,9 +729,28 @@ def ls(
         state = "finished" if s in finished else "in progress"
         if s not in found:
             state += " (no ledger)"
+        if s in live and s not in finished:
+            state += _live_note(store, live[s])
         shown = s.removeprefix(prefix).lstrip("/") if prefix else s
         count = _plural(trainings.get(s, 0), "training")
         console.print(f"{shown:<40} {count:>15}  {state}", highlight=False)
+
+
+def _live_note(store: Any, key: str) -> str:
+    """What a running study's ``status.json`` adds to its ``hpo ls`` line (best-effort)."""
+    from hpo.livestatus import LiveStatus
+    from hpo.store import StoreError
+
+    try:
+        st = LiveStatus.model_validate_json(store.get_bytes(key))
+    except (StoreError, ValueError):
+        return ""
+    state = st.state()
+    if state == "live":
+        return f", {st.running} running ({st.stage}; {st.runner} runner live)"
+    if state == "stale":
+        return f" (stale: its {st.runner} runner stopped writing {key.rsplit('/', 1)[-1]})"
+    return f" ({state})"
 
 
 @app.command()

@@ -46,9 +46,11 @@ def make_registry(
     *,
     poll_s: float = 2.0,
     retry_s: float = 15.0,
+    status_every_s: float = 3.0,
     registry: kopf.OperatorRegistry | None = None,
 ) -> kopf.OperatorRegistry:
-    """Register the operator's handlers on ``registry`` (a fresh one per test)."""
+    """Register the operator's handlers on ``registry`` (a fresh one per test);
+    ``status_every_s``: at most this often a study's ``status.json`` (``hpo.livestatus``)."""
     registry = registry or kopf.OperatorRegistry()
     runners: dict[str, KubeRunner] = {}
     # Per study uid: set to make its loop stop; set by the loop once it has stopped.
@@ -103,6 +105,7 @@ def make_registry(
             name,
             body=lambda: dict(body),
             poll_s=poll_s,
+            status_every_s=status_every_s,
         )
         halt = threading.Event()
         done = threading.Event()

@@ -7,6 +7,7 @@
     <study>/warmstart.json                             what a warm start took (hpo.warmstart)
     <study>/ledger.xlsx                                every training (hpo.ledger)
     <study>/best.json                                  the final group, once finished
+    <study>/status.json                                the runner's live status (hpo.livestatus)
     <study>/plots/<name>.png                           hpo.report's plots
     <study>/trials/<trial>/seed-<n>/<artifact>         ARTIFACT_FILES, scores.json last
     <study>/failures/<trial>/seed-<n>/attempt-<k>.json a failed attempt (operator only)
@@ -32,6 +33,9 @@ DATASET_FILE = "dataset.json"
 WARM_START_FILE = "warmstart.json"
 LEDGER_FILE = "ledger.xlsx"
 BEST_FILE = "best.json"
+#: Phase, stage, counts (running too), best and a heartbeat, rewritten while the study
+#: runs by its runner (``hpo.livestatus``); absent for studies run before it existed.
+STATUS_FILE = "status.json"
 SCORES_FILE = "scores.json"
 #: A training's inputs and outputs, enough to predict without the study spec
 #: (``hpo.encoding.FeaturesFile``).
@@ -108,6 +112,11 @@ class StudyPaths:
         return join_key(self.root, BEST_FILE)
 
     @property
+    def status(self) -> str:
+        """``<study>/status.json``: the live status its runner writes (``hpo.livestatus``)."""
+        return join_key(self.root, STATUS_FILE)
+
+    @property
     def plots(self) -> str:
         return join_key(self.root, PLOTS_DIR)
 
@@ -158,6 +167,11 @@ def study_of_ledger(key: str) -> str | None:
 def study_of_best(key: str) -> str | None:
     """The study folder of a listed ``<study>/best.json`` key, else None."""
     return _folder_of(key, BEST_FILE)
+
+
+def study_of_status(key: str) -> str | None:
+    """The study folder of a listed ``<study>/status.json`` key, else None."""
+    return _folder_of(key, STATUS_FILE)
 
 
 def training_of_scores(key: str) -> tuple[str, str, int] | None:

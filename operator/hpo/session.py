@@ -29,6 +29,7 @@ from hpo.dataset import short_fingerprint
 from hpo.dataset_check import Prepared, check_dataset
 from hpo.engine import Engine, HistoryConflict, Task, TrainingId
 from hpo.layout import StudyPaths
+from hpo.livestatus import StatusWriter
 from hpo.matching import changed_settings, same_data, settings_values
 from hpo.recorder import Recorder
 from hpo.spec import Study, refused_changes, refused_message
@@ -118,6 +119,8 @@ class StudySession:
     operator may go away between a failure and the next ledger write).
     ``folders`` False (the operator) refuses a folder as a warm-start source: it would
     be one on the operator pod's filesystem.
+    ``runner`` (``local``, ``operator``) and ``status_every_s`` are for the live status
+    (``<study>/status.json``, ``hpo.livestatus``), written at each ``flush``.
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class StudySession:
         keep_failures: bool = False,
         credentials: tuple[str, str] | None = None,
         folders: bool = True,
+        runner: str = "local",
+        status_every_s: float = 3.0,
     ) -> None:
         self.study = study
         #: The store's credentials, for warm-start sources in other buckets (never logged).
@@ -145,6 +150,10 @@ class StudySession:
             store, self.paths, study, prepared.dataset.labels, batch_size=ledger_batch
         )
         self.failures = FailureRecords(store, study.name) if keep_failures else None
+        #: The live status: best-effort, never fails the study.
+        self.status = StatusWriter(
+            store, self.paths.status, study.name, runner, every_s=status_every_s
+        )
         self._fixed_backoff = retry_backoff_s
         self._engine: Engine | None = None
         self._phase = ""
@@ -166,6 +175,8 @@ class StudySession:
         retry_backoff_s: float | None = None,
         keep_failures: bool = False,
         folders: bool = True,
+        runner: str = "local",
+        status_every_s: float = 3.0,
     ) -> StudySession:
         """Open the store and check the dataset (raises ``StoreError``, ``DatasetProblem``)."""
         store = open_store(store_ref, credentials=credentials)
@@ -180,6 +191,8 @@ class StudySession:
             keep_failures=keep_failures,
             credentials=credentials,
             folders=folders,
+            runner=runner,
+            status_every_s=status_every_s,
         )
 
     def _backoff(self, study: Study) -> float:
@@ -255,9 +268,11 @@ class StudySession:
                 ),
             ]
             self.warm_start = taken
+            self.status.taken = len(taken.warm.results)
         self.ledger_missing = bool(history) and not self.store.exists(self.paths.ledger)
         self._engine = engine
         self._phase = engine.phase
+        self.status.update(engine.progress(), force=True)
 
     def _recorded_dataset(self) -> dict[str, Any] | None:
         try:
@@ -429,11 +444,14 @@ class StudySession:
         return True
 
     def flush(self, force: bool = False) -> bool:
-        """Write the ledger if a batch is due (or ``force``); True if written.
+        """Write the ledger if a batch is due (or ``force``); True if written. The live
+        status first, when due (or ``force``: a stage change, a stop): it never raises.
 
         Raises ``StoreError`` (the results stay in memory and as ``scores.json``
         until the next try) and ``LedgerConflict`` (another writer).
         """
+        if force or self.status.due():
+            self.status.update(self.engine.progress(), force=force)
         if not (force or self.recorder.due):
             return False
         self.recorder.write(self.engine.recorded())
@@ -451,5 +469,13 @@ class StudySession:
         return []
 
     def finish(self) -> Any:
-        """Final group, last ledger write, plots; returns the final group (a DataFrame)."""
-        return self.recorder.finish(self.engine.recorded())
+        """Final group, last ledger write, plots, then the final live status; returns the
+        final group (a DataFrame)."""
+        best = self.recorder.finish(self.engine.recorded())
+        phase = "failed" if self.engine.phase == "failed" else "succeeded"
+        self.status.update(self.engine.progress(), force=True, phase=phase)
+        return best
+
+    def interrupted(self) -> None:
+        """Say in the live status that this run stopped before the end (resumable)."""
+        self.status.update(self.engine.progress(), force=True, phase="interrupted")

@@ -151,6 +151,7 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
     )
     seen: list[tuple[str, str]] = []
     rows_seen: list[int] = []
+    live_seen: list[tuple[str, str]] = []  # (running, runner state) on the studies page
     try:
         while not (seen and seen[-1][1] == "Finished" and rows_seen and rows_seen[-1] == 8):
             d.switch_to.window(listing)
@@ -158,6 +159,13 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
             phases = texts(d, "#studies tbody td[data-key='phase']")
             if cells and phases and (not seen or seen[-1] != (cells[0], phases[0])):
                 seen.append((cells[0], phases[0]))
+            live = d.execute_script(
+                "const r = document.querySelector('#studies tbody [data-running]');"
+                "const l = document.querySelector('#studies tbody [data-live]');"
+                "return r && l ? [r.dataset.running, l.dataset.live] : null;"
+            )
+            if live and (not live_seen or live_seen[-1] != tuple(live)):
+                live_seen.append(tuple(live))
             d.switch_to.window(page)
             rows = len(cell_values(d, "trainings", "trial"))
             if not rows_seen or rows_seen[-1] != rows:
@@ -177,6 +185,7 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
         "seen": seen,
         "rows": rows_seen,
         "reloaded": reloaded,
+        "live": live_seen,
     }
 
 
@@ -193,6 +202,9 @@ def test_the_pages_show_the_run_advancing_without_a_reload(watched, dashboard) -
     # the study's own page: its table of trainings grew while it was open
     assert watched["rows"] == sorted(watched["rows"]) and len(watched["rows"]) >= 2
     assert watched["rows"][0] < 8 and watched["rows"][-1] == 8
+    # running trainings, from the runner's status.json, then finished
+    assert any(r.isdigit() and int(r) > 0 and s == "live" for r, s in watched["live"]), watched
+    assert watched["live"][-1] == ("0", "finished"), watched["live"]
 
 
 def test_the_studies_row_matches_the_ledger(watched, dashboard) -> None:

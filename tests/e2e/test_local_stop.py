@@ -10,6 +10,7 @@ finishes the study. Each test checks one side of it.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -59,6 +61,8 @@ class Stopped:
     scores_after_kill: dict[Path, int]
     models_before_c: dict[Path, int]
     b_ran_on: bool
+    #: status.json after each stop (A: SIGTERM, B: SIGKILL) and at the end (C).
+    statuses: dict[str, dict[str, Any]]
 
 
 def _children(pid: int) -> list[int]:
@@ -146,6 +150,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
     proc.send_signal(signal.SIGTERM)
     a = _finish(proc, a, lines, started)
     left_after_sigterm = _gone_within(a.helpers, 5)
+    statuses = {"a": json.loads((out / NAME / "status.json").read_text())}
 
     # B holds the study; X tries it meanwhile; then B is SIGKILLed mid-training.
     started, proc = time.monotonic(), _start(study, out)
@@ -165,6 +170,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
     scores_at_kill = _scores(out)
     b = _finish(proc, b, lines, started)
     left_after_sigkill = _gone_within(b.helpers, 5)
+    statuses["b"] = json.loads((out / NAME / "status.json").read_text())
     time.sleep(2)  # a surviving worker would have finished a training by now
     scores_after_kill = _scores(out)
 
@@ -176,6 +182,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
     models_before_c = {p: p.stat().st_mtime_ns for p in out.glob(f"{NAME}/trials/*/*/model.keras")}
     started, proc = time.monotonic(), _start(study, out)
     c = _finish(proc, Run(), [], started)
+    statuses["c"] = json.loads((out / NAME / "status.json").read_text())
     return Stopped(
         out,
         a,
@@ -189,6 +196,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
         scores_after_kill,
         models_before_c,
         b_ran_on,
+        statuses,
     )
 
 
@@ -198,6 +206,15 @@ def test_sigterm_stops_like_ctrl_c_with_143(stopped: Stopped) -> None:
     assert "stopped by SIGTERM; run the same command again to resume" in a.err
     assert "Traceback" not in a.err
     assert a.helpers and stopped.left_after_sigterm == []  # no worker left running
+    # the live status says so: stopped, nothing running (SIGKILL leaves "running": it
+    # goes stale); the finished run's last word
+    assert {k: (s["phase"], s["running"]) for k, s in stopped.statuses.items()} == {
+        "a": ("interrupted", 0),
+        "b": ("running", stopped.statuses["b"]["running"]),
+        "c": ("succeeded", 0),
+    }
+    rows = read_ledger(LocalStore(stopped.out), f"{NAME}/ledger.xlsx")
+    assert stopped.statuses["c"]["done"] == sum(r.status == "succeeded" for r in rows)
 
 
 def test_second_run_on_a_held_study_fails_at_once_and_trains_nothing(stopped: Stopped) -> None:

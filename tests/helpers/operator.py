@@ -41,7 +41,9 @@ def operator(kube: KubeServer, retry_s: float = 15.0) -> Iterator[KopfRunner]:
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kube.connection_info()
 
-    make_registry(kube.api_client, poll_s=0.3, retry_s=retry_s, registry=registry)
+    make_registry(
+        kube.api_client, poll_s=0.3, retry_s=retry_s, status_every_s=0.3, registry=registry
+    )
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True
     settings.posting.enabled = False

@@ -372,3 +372,53 @@ def _metrics() -> str:
 
 def _studies_lines() -> str:
     return "\n".join(line for line in _metrics().splitlines() if line.startswith("hpo_"))
+
+
+# -- the live status in the bucket -------------------------------------------------------
+
+
+def test_the_operator_writes_the_live_status_next_to_the_ledger(
+    kube: KubeServer, s3_server: S3Server, dataset: str
+) -> None:
+    """What the dashboard (read-only keys, no API access) reads: ``status.json`` in the
+    bucket says running while the pods train, then finished with the ledger's counts."""
+    from helpers.s3 import new_s3_store
+    from hpo.ledger import read_ledger
+    from hpo.results import StudyResults
+
+    name = "live-status"
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    seen: list[tuple[str, str, int, int]] = []
+
+    def status() -> Any:
+        store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+        try:
+            s = StudyResults(store, name, f"s3://{bucket}/hpo/default/{name}").status()
+        except Exception:  # the bucket or the study not there yet
+            return None
+        if s is not None and (not seen or seen[-1] != (s.phase, s.runner, s.running, s.done)):
+            seen.append((s.phase, s.runner, s.running, s.done))
+        return s
+
+    # a pod trains for 1.5 s: some polls (0.3 s) and status writes (0.3 s apart) see it
+    with (
+        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, 1.5)),
+        operator(kube),
+    ):
+        create(kube, small(name, s3_server, dataset, bucket))
+        wait_for(lambda: (s := status()) is not None and s.running > 0, timeout=60)
+        assert finished(kube, name, timeout=60)["status"]["phase"] == "Succeeded"
+        end = wait_for(lambda: (s := status()) is not None and s.phase != "running" and s, 30)
+    rows = read_ledger(
+        new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False),
+        f"{name}/ledger.xlsx",
+    )
+    assert any(p == "running" and r > 0 for p, _, r, _ in seen), seen  # while pods trained
+    assert {runner for _, runner, _, _ in seen} == {"operator"}
+    assert (end.phase, end.runner, end.running, end.state()) == (
+        "succeeded",
+        "operator",
+        0,
+        "finished",
+    )
+    assert end.done == len(rows) == 4 and end.failed == 0

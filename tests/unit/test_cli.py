@@ -501,3 +501,23 @@ def test_validate_loads_no_plotting_training_or_operator_library(tmp_path: Path)
 
 def test_report_without_plots_loads_no_plotting_library(runs: Path) -> None:
     assert _loaded_after(["report", str(runs / "t")], ("matplotlib", "tensorflow", "kopf")) == []
+
+
+def test_ls_shows_a_running_studys_live_status(tmp_path: Path) -> None:
+    from hpo.engine import StudyProgress
+    from hpo.livestatus import StatusWriter
+
+    study = parse_study(_study_raw())
+    store = LocalStore(tmp_path / "runs")
+    write_ledger(store, "t/ledger.xlsx", [RESULTS[1]], list(LABELS), None, study.as_resource())
+    progress = StudyProgress(
+        phase="random", done=3, failed=0, running=2, queued=0, total=8,
+        best_trial=None, best_mae=None, best_std=None,
+    )  # fmt: skip
+    writer = StatusWriter(store, StudyPaths("t").status, "t", "local", every_s=0.0)
+    writer.update(progress)
+    result = _invoke("ls", str(tmp_path / "runs"))
+    assert result.exit_code == EXIT_OK, result.output
+    assert "in progress, 2 running (random; local runner live)" in _text(result)
+    writer.update(progress, phase="interrupted")
+    assert "in progress (interrupted)" in _text(_invoke("ls", str(tmp_path / "runs")))

@@ -12,6 +12,7 @@ import shutil
 import socket
 import sys
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,54 @@ def test_the_load_command_is_the_servers_own_location(runs: Path) -> None:
     page = views.configuration(study, detail, trial, endpoint="minio:9000", tls=False)
     assert page is not None  # a folder: no S3 options
     assert page["load_cli"].startswith(f"hpo get {runs / 'big'} --what model --trial {trial}")
+
+
+def test_running_and_the_runners_state_come_from_the_live_status(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo import livestatus
+    from hpo.engine import StudyProgress
+    from hpo.livestatus import StatusWriter
+
+    (runs / "big" / "best.json").unlink()  # not finished: its runner is at work
+    builds = []
+    real = views.build
+    monkeypatch.setattr(views, "build", lambda s: builds.append(1) or real(s))
+    source = Source(str(runs))
+    source.discover()
+    entry = source.read(source.entry("big"))
+    derived = entry.detail["summary"]
+    assert (derived["running"], derived["live"]) == (None, None)  # no status.json: as before
+    assert derived["phase"] == "In progress"
+    listed = source.list_revision()
+
+    store, key = LocalStore(runs), StudyPaths("big").status
+    writer = StatusWriter(store, key, "big", "local", every_s=0.0)
+    ahead = derived["done"] + 2  # the ledger is written in batches: the runner is ahead
+    progress = StudyProgress(
+        phase="bayesian", done=ahead, failed=derived["failed"], running=3, queued=1,
+        total=80, best_trial="r0001", best_mae=0.1, best_std=None,
+    )  # fmt: skip
+    assert writer.update(progress)
+    assert source.list_revision() != listed  # the studies page refreshes
+    s = source.read(entry).detail["summary"]
+    assert (s["running"], s["live"], s["stage"], s["phase"]) == (
+        3,
+        "live",
+        "bayesian",
+        "In progress",
+    )
+    assert (s["done"], s["total"]) == (ahead, 80)
+    assert len(builds) == 1  # only the summary changed: the ledger's frames are not rebuilt
+
+    # the runner died: time passes, the file does not change, the page says so
+    listed = source.list_revision()
+    later = livestatus.utcnow() + timedelta(hours=1)
+    monkeypatch.setattr(livestatus, "utcnow", lambda: later)
+    assert source.list_revision() != listed
+    s = source.read(entry).detail["summary"]
+    assert (s["live"], s["running"], s["done"]) == ("stale", None, derived["done"])
+
+    assert writer.update(progress, phase="succeeded")  # a finished study's last word
+    s = source.read(entry).detail["summary"]
+    assert (s["live"], s["running"], s["phase"]) == ("finished", 0, "Finished")

@@ -1,10 +1,13 @@
 """The studies the dashboard shows, read through the results API and cached by revision.
 
-A refresh costs one ``revision()`` per study (a stat or a HEAD): the frames are
-read and the page data built again only when that changes, so the cost of a
-refresh stays flat as a ledger grows. Finding the studies lists the whole
-prefix (every artifact key), so it is redone at most every ``discover_every`` seconds,
-and never more often than keeps it under 5% of the time (20x its last duration).
+A refresh costs one ``revisions()`` per study (a stat or a HEAD per file): the
+frames are read and the page data built again only when the ledger or the final
+group changes, so the cost of a refresh stays flat as a ledger grows; a new live
+status (``status.json``, rewritten within seconds as trainings start and finish)
+only updates the summary, and so does its heartbeat going stale. Finding the
+studies lists the whole prefix (every artifact key), so it is redone at most every
+``discover_every`` seconds, and never more often than keeps it under 5% of the time
+(20x its last duration).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     handle: Any = None
     revision: str | None = None
+    #: The ledger's and final group's part of ``revision``: what ``detail`` was built from.
+    data_revision: str | None = None
+    #: ``build``'s summary, before the live status went over it.
+    base: dict[str, Any] | None = None
     detail: dict[str, Any] | None = None
     read_at: float | None = None
     error: str | None = None
@@ -126,24 +133,36 @@ class Source:
             self.discover(soon=True)  # a study created since the last look?
         return self._entries.get(sid)
 
-    def revision(self, entry: Entry) -> str:
-        """The study's revision now (a stat or a HEAD per file); raises what
-        ``open_study`` raises."""
+    def revisions(self, entry: Entry) -> tuple[str, str]:
+        """(the ledger's and final group's revision, the live status's version and its
+        state now: live turns stale with time alone); raises what ``open_study`` raises."""
         if entry.handle is None:
             entry.handle = open_study(entry.where, endpoint=self.endpoint, tls=self.tls)
-        return str(entry.handle.revision())
+        data, version = entry.handle.revisions()
+        status = entry.handle.status() if version != "-" else None
+        return str(data), f"{version}:{status.state() if status else '-'}"
+
+    def revision(self, entry: Entry) -> str:
+        """The study's revision now (``revisions`` joined)."""
+        return ":".join(self.revisions(entry))
 
     def read(self, entry: Entry) -> Entry:
         """``entry`` brought up to date: rebuilt only if its revision changed. A read that
         fails keeps the last good page data and sets ``error`` (shown beside it)."""
         with entry.lock:
             try:
-                rev = self.revision(entry)
+                data, live = self.revisions(entry)
+                rev = f"{data}:{live}"
                 if rev == entry.revision and entry.detail is not None:
                     return entry
                 started = time.perf_counter()
-                detail = views.build(entry.handle)
-                detail["summary"]["id"] = entry.sid
+                if data != entry.data_revision or entry.detail is None or entry.base is None:
+                    detail = views.build(entry.handle)
+                    detail["summary"]["id"] = entry.sid
+                    entry.base, entry.data_revision = detail["summary"], data
+                else:
+                    detail = dict(entry.detail)
+                detail["summary"] = views.live(entry.base, entry.handle.status())
                 entry.detail, entry.revision, entry.read_at = detail, rev, time.time()
                 entry.error = None
                 log.debug("%s: built in %.3fs", entry.sid, time.perf_counter() - started)

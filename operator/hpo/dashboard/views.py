@@ -336,3 +336,42 @@ def configuration(
             "predictions = model.predict(frame)  # all seeds averaged; seed=N for one"
         ),
     }
+
+
+#: The live status's run phase as the pages name it (the derived ones: ``build``).
+LIVE_PHASES = {
+    "running": "In progress",
+    "succeeded": "Finished",
+    "failed": "Failed",
+    "interrupted": "Interrupted",
+}
+
+
+def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any]:
+    """``summary`` (``build``'s, from the ledger) with the runner's live status over it
+    (``hpo.livestatus.LiveStatus`` or None): ``running``, the run's phase and stage, counts
+    the ledger has not caught up with, and ``live`` (live, stale, finished, interrupted;
+    None without a status: a study run before it existed shows the derived values)."""
+    out = dict(summary)
+    if status is None:
+        out.update(running=None, live=None, heartbeat=None, stale_after_s=None)
+        return out
+    state = status.state(now)
+    out["live"] = state
+    out["heartbeat"] = status.heartbeat.timestamp()
+    out["stale_after_s"] = status.stale_after_s()
+    # running is known only while the runner writes; a stale one's is a guess
+    out["running"] = status.running if state == "live" else (None if state == "stale" else 0)
+    if state == "stale":
+        return out  # the runner is gone: the ledger's values, not a dead runner's
+    if out.get("phase") != "Finished":  # best.json is written just before the last word
+        out["phase"] = LIVE_PHASES.get(status.phase, out["phase"])
+        out["stage"] = status.stage
+    # the ledger is written in batches: the runner's counts are ahead of it
+    out["done"] = max(int(out.get("done") or 0), status.done)
+    out["failed"] = max(int(out.get("failed") or 0), status.failed)
+    if state == "live" and status.planned:
+        out["total"] = max(status.planned, out["done"] + out["failed"])
+    if out.get("best_val") is None and status.best_val is not None:
+        out["best_val"], out["best_trial"] = status.best_val, status.best_trial
+    return out

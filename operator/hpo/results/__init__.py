@@ -18,14 +18,16 @@ Example::
 
     from hpo.results import open_study
     s = open_study("runs/quickstart")
+    s.status()                           # live: running, stage, state(); None if absent
     s.final_group()                      # ranked, as in best.json
     p = s.load_model(rank=1)             # every seed of the best, averaged
     p.predict(frame)                     # labels in their own units
 """
 
+from hpo.livestatus import LiveStatus
 from hpo.results.errors import ResultsError
 from hpo.results.location import find_studies
 from hpo.results.predictor import Predictor
 from hpo.results.study import StudyResults, open_study
 
-__all__ = ["Predictor", "ResultsError", "StudyResults", "find_studies", "open_study"]
+__all__ = ["LiveStatus", "Predictor", "ResultsError", "StudyResults", "find_studies", "open_study"]

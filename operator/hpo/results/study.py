@@ -10,6 +10,7 @@ written in batches) are included, as a resuming study would count them.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ from hpo.layout import (
     BEST_FILE,
     FEATURES_FILE,
     LEDGER_FILE,
+    STATUS_FILE,
     STUDY_FILE,
     StudyPaths,
 )
 from hpo.ledger import LedgerUnreadable, read_ledger
+from hpo.livestatus import VERSION as STATUS_VERSION
+from hpo.livestatus import LiveStatus
 from hpo.recorder import stored_results
 from hpo.results import frames
 from hpo.results.errors import ResultsError
@@ -40,6 +44,7 @@ from hpo.spec import SpecError, load_yaml
 from hpo.store import Store
 
 _SHOWN = 20
+log = logging.getLogger(__name__)
 
 
 def _listed(items: list[Any]) -> str:
@@ -60,6 +65,10 @@ class StudyResults:
         self.name: str = self._paths.name
         self._cache: tuple[str, list[SeedResult]] | None = None
         self._spec: dict[str, Any] | None = None
+        self._status: tuple[str, LiveStatus | None] | None = None
+        #: Why ``status()`` answered None for a ``status.json`` that is there (torn,
+        #: foreign, newer); None when it was read or is absent.
+        self.status_note: str | None = None
 
     def __repr__(self) -> str:
         return f"StudyResults({self.where!r})"
@@ -120,9 +129,9 @@ class StudyResults:
             return {}
         return raw if isinstance(raw, dict) else {}
 
-    def revision(self) -> str:
+    def data_revision(self) -> str:
         """Changes whenever the ledger or ``best.json`` changes (a stat each in a folder,
-        a HEAD each on a bucket): cache by it.
+        a HEAD each on a bucket): what ``results()`` is cached by.
 
         A ``scores.json`` the ledger lacks does not change it (seeing one would take a
         LIST of ``trials/``, tens of requests at 5,000 trainings): it shows with the next
@@ -135,10 +144,54 @@ class StudyResults:
             raise ResultsError(f"{self.where}: {exc}") from None
         return f"{ledger or '-'}:{best or '-'}"
 
+    def _status_version(self) -> str | None:
+        try:
+            return self._store.version(self._paths.status)
+        except StoreError as exc:
+            raise ResultsError(f"{self.where}: {exc}") from None
+
+    def revisions(self) -> tuple[str, str]:
+        """(``data_revision``, the live status's version or "-")."""
+        return self.data_revision(), self._status_version() or "-"
+
+    def revision(self) -> str:
+        """``data_revision`` and the live status's version: changes as trainings start and
+        finish while the study runs (its runner rewrites ``status.json`` within seconds),
+        not only when the ledger is written. Cache by it (one more stat or HEAD)."""
+        return ":".join(self.revisions())
+
+    def status(self) -> LiveStatus | None:
+        """The live status its runner wrote (``hpo.livestatus.LiveStatus``: phase, stage,
+        done/planned/running/failed, best, heartbeat; ``.state()`` says live, stale,
+        finished or interrupted). None for a study run before ``status.json`` existed, and
+        for a torn, foreign or newer file (``status_note`` says which). Cached by version."""
+        version = self._status_version()
+        if version is None:
+            self._status, self.status_note = None, None
+            return None
+        if self._status is not None and self._status[0] == version:
+            return self._status[1]
+        status, note = None, None
+        try:
+            raw = json.loads(self._get(self._paths.status).decode("utf-8"))
+            if isinstance(raw, dict) and int(raw.get("version", 0)) > STATUS_VERSION:
+                note = f"version {raw['version']} is newer than this reader's ({STATUS_VERSION})"
+            else:
+                status = LiveStatus.model_validate(raw)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            note = f"cannot be read ({str(exc).splitlines()[0]})"
+        if note is not None:
+            self.status_note = f"{self.where}/{STATUS_FILE}: {note}"
+            log.warning("%s", self.status_note)
+        else:
+            self.status_note = None
+        self._status = (version, status)
+        return status
+
     def results(self) -> list[SeedResult]:
         """Every recorded training as the ledger holds it (plus stored ``scores.json``
-        files the ledger lacks yet), by (trial, seed); cached per ``revision``."""
-        revision = self.revision()
+        files the ledger lacks yet), by (trial, seed); cached per ``data_revision``."""
+        revision = self.data_revision()
         if self._cache is not None and self._cache[0] == revision:
             return self._cache[1]
         try:

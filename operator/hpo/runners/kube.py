@@ -77,6 +77,7 @@ class KubeRunner:
         *,
         body: Callable[[], dict[str, Any]] | None = None,
         poll_s: float = 2.0,
+        status_every_s: float = 3.0,
         store_ref: StoreRef | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,6 +86,7 @@ class KubeRunner:
         self.name = name
         self._body = body or (lambda: cluster.get_study(namespace, name) or {})
         self.poll_s = poll_s
+        self.status_every_s = status_every_s
         self.wake = threading.Event()
         self.status = StudyStatus(cluster, namespace, name, self._body)
         #: Pods of this study by name, with their trainings the engine may still wait for.
@@ -173,7 +175,13 @@ class KubeRunner:
         ref, credentials = self._store_for(study)
         try:
             session = StudySession.open(
-                study, ref, credentials=credentials, keep_failures=True, folders=False
+                study,
+                ref,
+                credentials=credentials,
+                keep_failures=True,
+                folders=False,
+                runner="operator",
+                status_every_s=self.status_every_s,
             )
         except StoreError as exc:
             # Perhaps an outage, perhaps a missing bucket: say so and try again later.

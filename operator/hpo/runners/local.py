@@ -242,6 +242,7 @@ class LocalRunner:
                 self._kill(pools)
                 session.requeue(running.values())
                 self._write(session, force=True)
+                session.interrupted()
             signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
             what = "interrupted" if signum == signal.SIGINT else f"stopped by {exc}"
             return Outcome(

@@ -160,8 +160,10 @@ function studiesPage() {
     { key: "phase", label: "phase", cell: (r) => r.error ? el("span", { cls: "bad", title: r.error }, `${r.phase || "unreadable"} ⚠ ${r.error}`) : fmt(r.phase) },
     { key: "stage", label: "stage" },
     { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` + (r.taken ? ` (+ ${r.taken} taken from warm start)` : "") },
+    { key: "running", label: "running", num: true, cell: (r) => liveCount(r) },
     { key: "failed", label: "failed", num: true },
     { key: "best_val", label: "best val MAE", num: true },
+    { key: "live", label: "runner", cell: (r) => liveBadge(r, table.now) },
     { key: "started", label: "age", num: true, cell: (r) => ago(r.started, table.now) },
     { key: "updated", label: "last training", num: true, cell: (r) => r.updated ? `${ago(r.updated, table.now)} ago` : "–" },
   ];
@@ -273,14 +275,31 @@ function progress(d) {
       (p.taken ? ` (+ ${p.taken} taken from warm start)` : "")))));
 }
 
+// The runner's live status (status.json): running trainings and whether it still writes.
+function liveCount(r) {
+  return el("span", { "data-running": r.running === null || r.running === undefined ? "" : String(r.running) },
+    r.running === null || r.running === undefined ? "–" : String(r.running));
+}
+
+function liveBadge(r, now) {
+  if (!r.live) return el("span", { "data-live": "", title: "no status.json: a study run before it existed" }, "–");
+  const seen = r.heartbeat ? ` (status ${ago(r.heartbeat, now)} ago)` : "";
+  const title = r.live === "stale"
+    ? `its runner has not written status.json for over ${Math.round(r.stale_after_s)} s: stopped, died or cut off from the store`
+    : `status.json written by the study's runner${seen}`;
+  return el("span", { "data-live": r.live, cls: r.live === "stale" ? "bad" : "", title }, r.live);
+}
+
 function summaryCards(s) {
   const total = s.total === null ? "?" : (s.total_is_bound ? "≤" : "") + s.total;
   document.getElementById("summary").replaceChildren(
     card("phase", s.phase, "phase"), card("stage", s.stage, "stage"),
     card("done / total", `${s.done} / ${total}` + (s.taken ? ` (+ ${s.taken} taken from warm start)` : ""), "done",
       [s.total_is_bound ? "at most: seed racing skips seeds of configurations that cannot win" : null,
-       "this study's own trainings, as recorded: the ledger is written at most 30 s after a result"].filter(Boolean).join("; ")),
+       s.live ? "this study's own trainings, as its runner reports them (status.json)" : "this study's own trainings, as recorded: the ledger is written at most 30 s after a result"].filter(Boolean).join("; ")),
+    card("running", liveCount(s), "running"),
     card("failed", String(s.failed), "failed"),
+    card("runner", liveBadge(s, Date.now() / 1000), "live"),
     card("best val MAE", s.best_val === null ? "–" : fmt(s.best_val), "best_val"),
     card("best configuration", s.best_trial ? link(configHref(s.id, s.best_trial), s.best_trial) : "–", "best_trial"));
 }
