@@ -148,6 +148,31 @@ def _signals_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """A stop signal arriving while the ledger is written takes effect once it is written:
+    raised in the middle, it left openpyxl's writer half-way (a traceback at exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    watched = (signal.SIGINT, *STOP_SIGNALS)
+    before = {
+        sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in watched
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    for sig in dict.fromkeys(held):  # what the handler in place would have done, now
+        handler = before[sig]
+        if callable(handler):  # Python's Ctrl-C handler, or _stop_signals' Stopped
+            handler(sig, None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), sig)
+
+
 @dataclass
 class Outcome:
     """How a run ended, for the CLI's summary and exit code."""
@@ -191,7 +216,8 @@ class LocalRunner:
     def _write(self, session: StudySession, force: bool = False) -> None:
         """Write the ledger if due; during an outage keep the results and try again later."""
         try:
-            session.flush(force)
+            with _signals_held():
+                session.flush(force)
         except (LedgerConflict, OutputUnwritable):
             raise
         except StoreError as exc:
