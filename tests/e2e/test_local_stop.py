@@ -31,7 +31,8 @@ from hpo.store import LocalStore
 HPO = [sys.executable, "-m", "hpo.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 NAME = "stopped"
-CONFIGS = 6
+#: Enough for A, B and D each to stop mid-study and C to have trainings left to run.
+CONFIGS = 4
 #: Below a saved model (~24 KB), above everything else a run writes before one.
 FILE_LIMIT = 16 * 1024
 
@@ -132,7 +133,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
             "neurons": {"min": 8, "max": 32, "step": 8},
             "batchSizes": [32],
         },
-        training={"epochs": 8, "patience": 8, "seedsPerConfig": 1, "seedRacing": False},
+        training={"epochs": 3, "patience": 3, "seedsPerConfig": 1, "seedRacing": False},
         randomStage={"configurations": CONFIGS},
         bayesianStage={"enabled": False},
         parallelism=1,  # one TensorFlow worker per run is enough to be orphaned

@@ -213,6 +213,9 @@ def test_too_many_failures_fail_the_study_with_a_reason() -> None:
 
 def test_a_tiny_narrow_space_ends_without_duplicates() -> None:
     spec = _spec(
+        # One hidden layer: each parent's narrow grid holds 3 x 3 configurations, so the
+        # stage runs into the grid's end after a few (costly) Gaussian-process suggestions.
+        searchSpace={"hiddenLayers": {"min": 1, "max": 1}},
         bayesianStage={
             "method": "gaussianProcess",
             "topK": 2,
@@ -222,7 +225,7 @@ def test_a_tiny_narrow_space_ends_without_duplicates() -> None:
             "learningRateRadius": 0.1,
             "learningRateStep": 0.1,
             "estimator": "ET",
-        }
+        },
     )
     engine = Engine(spec)
     drive(engine)
@@ -231,6 +234,8 @@ def test_a_tiny_narrow_space_ends_without_duplicates() -> None:
     for p in engine.parents:
         # Never more new configurations than the narrow grid holds besides the parent.
         assert len(p.trials) <= p.space.size - 1
+    # The budget (50 per parent) is beyond the grid: the stage ended at the grid's end.
+    assert any(len(p.trials) == p.space.size - 1 for p in engine.parents)
 
 
 def test_random_only_study_stops_after_random_stage() -> None:

@@ -249,7 +249,9 @@ def test_a_restarted_gp_study_hands_over_the_same_parents_despite_raced_seeds() 
     spec = _spec(
         bayesianStage={
             "topK": 2,
-            "trialsPerConfig": 3,
+            # Two per parent: the second suggestion is made with a Bayesian result told;
+            # each rebuilt study below pays every suggestion again.
+            "trialsPerConfig": 2,
             "estimator": "ET",
             "method": "gaussianProcess",
         },

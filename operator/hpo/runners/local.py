@@ -316,6 +316,7 @@ class LocalRunner:
         while not engine.finished:
             pool = pools[-1]
             tasks = session.take(self.parallelism - len(running))
+            broken = False
             for i, task in enumerate(tasks):
                 request = session.request([task])
                 try:
@@ -324,7 +325,10 @@ class LocalRunner:
                     session.requeue(tasks[i:])  # these never started: not an attempt
                     self._told(session, self._restart_pool(pools, running, session))
                     pools.append(new_pool())
+                    broken = True
                     break
+            if broken:  # hand the requeued trainings to the new pool (they are not waiting)
+                continue
             if session.stage_changed():
                 self._write(session, force=True)
                 self.listener("stage", engine.progress(), None)
