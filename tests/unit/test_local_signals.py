@@ -11,6 +11,7 @@ import signal
 
 import pytest
 
+from hpo.keys import StoreError
 from hpo.runners.local import Stopped, _signals_deferred, _signals_held, _stop_signals
 
 
@@ -37,3 +38,22 @@ def test_a_signal_ignored_while_cleaning_up_stays_ignored() -> None:
     with _signals_deferred(), _signals_held():
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored on the way out
+
+
+def test_a_stop_held_during_a_failed_write_is_not_lost() -> None:
+    """During an outage the write fails (the loop would go on after a warning): the
+    SIGTERM that came meanwhile still stops the run."""
+    with pytest.raises(Stopped), _stop_signals(), _signals_held():
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise StoreError("the bucket does not answer")
+
+
+def test_a_second_ctrl_c_while_a_write_is_held_acts_at_once() -> None:
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt), _signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("first held")
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("not reached")
+    assert steps == ["first held"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

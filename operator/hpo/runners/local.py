@@ -148,29 +148,49 @@ def _signals_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _act_on(signum: int, handler: Any) -> None:
+    """What ``handler`` (a saved disposition) does with ``signum``, done now."""
+    if callable(handler):  # Python's Ctrl-C handler, or _stop_signals' Stopped
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """A stop signal arriving while the ledger is written takes effect once it is written:
-    raised in the middle, it left openpyxl's writer half-way (a traceback at exit)."""
+    """A stop signal arriving while the ledger is written takes effect once the write
+    ends (raised in the middle, it left openpyxl's writer half-way: a traceback at exit),
+    also when the write fails. A second one while held acts at once: a write stalled by
+    an outage does not keep a user's repeated Ctrl-C waiting."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
     watched = (signal.SIGINT, *STOP_SIGNALS)
-    before = {
-        sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in watched
-    }
+    before: dict[int, Any] = {}
+
+    def hold(signum: int, _frame: object) -> None:
+        if held:
+            _act_on(signum, before[signum])
+        held.append(signum)
+
+    # Swapped with the signals blocked: one arriving half-way waits for the swap.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        before.update({sig: signal.signal(sig, hold) for sig in watched})
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         yield
     finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    for sig in dict.fromkeys(held):  # what the handler in place would have done, now
-        handler = before[sig]
-        if callable(handler):  # Python's Ctrl-C handler, or _stop_signals' Stopped
-            handler(sig, None)
-        elif handler == signal.SIG_DFL:
-            os.kill(os.getpid(), sig)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        try:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if held:  # replaces an error of the write on its way out: the stop comes first
+            _act_on(held[0], before[held[0]])
 
 
 @dataclass
