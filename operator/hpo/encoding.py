@@ -186,12 +186,22 @@ class FeatureEncoding:
                 blocks.append(_numbers(series, feature.name)[:, None])
                 continue
             values = as_categories(series)
-            # Through each category's spelling now: a features.json written before numbers
-            # had one spelling may hold "1.0" (the column it names keeps its name).
+            # A text cell spelled exactly as a recorded category is that one: a features.json
+            # written before numbers had one spelling may hold "01" and "1" apart. Else
+            # through each category's spelling now ("1.0" recorded, a float 1.0 given).
+            exact = {category: i for i, category in enumerate(feature.categories)}
             index: dict[str, int] = {}
             for i, category in enumerate(feature.categories):
                 index.setdefault(category_of(category) or category, i)
-            codes = np.array([-1 if v is None else index.get(v, -1) for v in values], dtype=int)
+            codes = np.array(
+                [
+                    -1 if v is None else exact[raw] if raw in exact else index.get(v, -1)
+                    for raw, v in zip(
+                        (c if isinstance(c, str) else None for c in series), values, strict=True
+                    )
+                ],
+                dtype=int,
+            )
             if (codes < 0).any():
                 row = int(np.flatnonzero(codes < 0)[0])
                 if values.iloc[row] is None:

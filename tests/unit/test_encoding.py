@@ -12,6 +12,7 @@ from hpo.contract import DatasetRef
 from hpo.dataset import load_usable, read_table
 from hpo.encoding import (
     EncodingError,
+    Feature,
     FeatureEncoding,
     FeaturesFile,
     UnseenCategory,
@@ -198,3 +199,11 @@ def test_a_features_json_spelling_numbers_as_the_file_did_still_reads() -> None:
     assert encoding.to_dict() == old
     for frame in (pd.DataFrame({"g": [2.0, 1.0]}), pd.DataFrame({"g": ["2.0", "1"]})):
         np.testing.assert_array_equal(encoding.transform(frame), [[0, 1, 0], [1, 0, 0]])
+
+
+def test_an_older_features_json_keeps_its_categories_apart() -> None:
+    """Recorded before numbers had one spelling, "01" and "1" were two categories: a cell
+    spelled as one of them exactly is that one (not the first under the new spelling)."""
+    old = FeatureEncoding((Feature("code", ("01", "1", "A")),))
+    got = old.transform(pd.DataFrame({"code": ["01", "1", "A"]}))
+    assert got.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
