@@ -721,7 +721,7 @@ def ls(
             trainings[study] = trainings.get(study, 0) + 1
     finished = {s for s in map(study_of_best, keys) if s is not None}
     live = {s: k for k in keys if (s := study_of_status(k)) is not None}
-    studies = sorted(found | set(trainings))  # a study whose ledger is gone still counts
+    studies = sorted(found | set(trainings) | set(live))  # ledger gone or not yet: still a study
     if not studies:
         console.print(f"no studies in {store.uri}/{prefix}".rstrip("/"), highlight=False)
         return

@@ -62,7 +62,8 @@ class Stopped:
     scores_after_kill: dict[Path, int]
     models_before_c: dict[Path, int]
     b_ran_on: bool
-    #: status.json after each stop (A: SIGTERM, B: SIGKILL) and at the end (C).
+    #: status.json after each stop (A: SIGTERM, B: SIGKILL, D: output refused) and at
+    #: the end (C).
     statuses: dict[str, dict[str, Any]]
 
 
@@ -178,6 +179,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
     # D: no file over 16 KB may be written (a model is bigger): the run's output is refused.
     started, proc = time.monotonic(), _start(study, out, preexec_fn=_limit_file_size)
     d = _finish(proc, Run(), [], started)
+    statuses["d"] = json.loads((out / NAME / "status.json").read_text())
 
     # C: the study finishes.
     models_before_c = {p: p.stat().st_mtime_ns for p in out.glob(f"{NAME}/trials/*/*/model.keras")}
@@ -212,6 +214,7 @@ def test_sigterm_stops_like_ctrl_c_with_143(stopped: Stopped) -> None:
     assert {k: (s["phase"], s["running"]) for k, s in stopped.statuses.items()} == {
         "a": ("interrupted", 0),
         "b": ("running", stopped.statuses["b"]["running"]),
+        "d": ("interrupted", stopped.statuses["d"]["running"]),  # stopped: not stale
         "c": ("succeeded", 0),
     }
     rows = read_ledger(LocalStore(stopped.out), f"{NAME}/ledger.xlsx")

@@ -521,3 +521,8 @@ def test_ls_shows_a_running_studys_live_status(tmp_path: Path) -> None:
     assert "in progress, 2 running (random; local runner live)" in _text(result)
     writer.update(progress, phase="interrupted")
     assert "in progress (interrupted)" in _text(_invoke("ls", str(tmp_path / "runs")))
+    # A study before its first ledger write (only status.json so far) is listed too.
+    fresh = StatusWriter(store, StudyPaths("new").status, "new", "local", every_s=0.0)
+    fresh.update(progress)
+    line = next(x for x in _text(_invoke("ls", str(tmp_path / "runs"))).splitlines() if "new" in x)
+    assert "0 trainings" in line and "in progress (no ledger), 2 running" in line

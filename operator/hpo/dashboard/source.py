@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.dashboard import views
+from hpo.livestatus import LiveStatus
 from hpo.results import ResultsError, find_studies, open_study
 
 log = logging.getLogger(__name__)
@@ -133,25 +134,27 @@ class Source:
             self.discover(soon=True)  # a study created since the last look?
         return self._entries.get(sid)
 
-    def revisions(self, entry: Entry) -> tuple[str, str]:
+    def revisions(self, entry: Entry) -> tuple[str, str, LiveStatus | None]:
         """(the ledger's and final group's revision, the live status's version and its
-        state now: live turns stale with time alone); raises what ``open_study`` raises."""
+        state now: live turns stale with time alone, the live status); raises what
+        ``open_study`` raises."""
         if entry.handle is None:
             entry.handle = open_study(entry.where, endpoint=self.endpoint, tls=self.tls)
         data, version = entry.handle.revisions()
-        status = entry.handle.status() if version != "-" else None
-        return str(data), f"{version}:{status.state() if status else '-'}"
+        status = entry.handle.status(version) if version != "-" else None
+        return str(data), f"{version}:{status.state() if status else '-'}", status
 
     def revision(self, entry: Entry) -> str:
-        """The study's revision now (``revisions`` joined)."""
-        return ":".join(self.revisions(entry))
+        """The study's revision now (``revisions``' two tags joined)."""
+        data, live, _ = self.revisions(entry)
+        return f"{data}:{live}"
 
     def read(self, entry: Entry) -> Entry:
         """``entry`` brought up to date: rebuilt only if its revision changed. A read that
         fails keeps the last good page data and sets ``error`` (shown beside it)."""
         with entry.lock:
             try:
-                data, live = self.revisions(entry)
+                data, live, status = self.revisions(entry)
                 rev = f"{data}:{live}"
                 if rev == entry.revision and entry.detail is not None:
                     return entry
@@ -162,7 +165,7 @@ class Source:
                     entry.base, entry.data_revision = detail["summary"], data
                 else:
                     detail = dict(entry.detail)
-                detail["summary"] = views.live(entry.base, entry.handle.status())
+                detail["summary"] = views.live(entry.base, status)
                 entry.detail, entry.revision, entry.read_at = detail, rev, time.time()
                 entry.error = None
                 log.debug("%s: built in %.3fs", entry.sid, time.perf_counter() - started)

@@ -160,12 +160,17 @@ class StudyResults:
         not only when the ledger is written. Cache by it (one more stat or HEAD)."""
         return ":".join(self.revisions())
 
-    def status(self) -> LiveStatus | None:
+    def status(self, version: str | None = None) -> LiveStatus | None:
         """The live status its runner wrote (``hpo.livestatus.LiveStatus``: phase, stage,
         done/planned/running/failed, best, heartbeat; ``.state()`` says live, stale,
         finished or interrupted). None for a study run before ``status.json`` existed, and
-        for a torn, foreign or newer file (``status_note`` says which). Cached by version."""
-        version = self._status_version()
+        for a torn, foreign or newer file (``status_note`` says which). Cached by version;
+        ``version``: the one ``revisions()`` just gave ("-": absent), which saves a stat or
+        HEAD."""
+        if version is None:
+            version = self._status_version()
+        elif version == "-":
+            version = None
         if version is None:
             self._status, self.status_note = None, None
             return None

@@ -302,6 +302,8 @@ class KubeRunner:
             deleting = (body.get("metadata") or {}).get("deletionTimestamp")
             if not (deleting and self.study and not self.study.spec.storage.keep_on_delete):
                 self._flush(force=True)  # else the deletion handler removes the results
+                if self.session is not None:  # the live status: stopped, not stale
+                    self.session.interrupted()
             return
         self._finish()
 

@@ -306,6 +306,7 @@ class LocalRunner:
             session.requeue(running.values())
             with contextlib.suppress(StoreError):
                 session.flush(force=True)
+            session.interrupted()  # the live status: stopped, resumable (best-effort)
             raise
         finally:
             self._kill(pools)
