@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,26 @@ def _passes(means: tuple[float, float] | None, limits: Mapping[str, float | None
     return (max_mae is None or mae <= max_mae) and (max_pct is None or pct <= max_pct)
 
 
+def final_group_columns(labels: Sequence[str], checked: Sequence[str] = ()) -> list[str]:
+    """The final group's columns (``best.json``'s keys) in order; ``checked``: the labels
+    with a threshold, which get a ``<label>_pass``."""
+    return [
+        "rank",
+        "trial",
+        "stage",
+        "config_key",
+        *HYPERPARAMS,
+        "val_mae_mean",
+        "val_mae_std",
+        "mae_mean",
+        "mae_std",
+        "seeds",
+        *[name for label in labels for name in (f"{label}_mae", f"{label}_pct")],
+        *[f"{label}_pass" for label in checked],
+        "passes_all",
+    ]
+
+
 def final_group(
     results: list[SeedResult],
     labels: list[str],
@@ -69,21 +89,7 @@ def final_group(
     if unknown:
         raise ValueError(f"thresholds given for unknown labels {unknown}; labels are {labels}")
     checked = [label for label in labels if _has_threshold(thresholds.get(label))]
-    columns = [
-        "rank",
-        "trial",
-        "stage",
-        "config_key",
-        *HYPERPARAMS,
-        "val_mae_mean",
-        "val_mae_std",
-        "mae_mean",
-        "mae_std",
-        "seeds",
-        *[name for label in labels for name in (f"{label}_mae", f"{label}_pct")],
-        *[f"{label}_pass" for label in checked],
-        "passes_all",
-    ]
+    columns = final_group_columns(labels, checked)
     rows = []
     for rank, s in enumerate(ranked(summarise(results).values())[: max(size, 0)], 1):
         row: dict[str, Any] = {

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from hpo.contract import SeedResult
-from hpo.ledger import HYPERPARAMS, PER_LAYER, configurations_frame, trials_frame
+from hpo.ledger import PER_LAYER, configurations_frame, trials_frame
+from hpo.report import final_group_columns as report_columns
 
 _TRAININGS_RENAMED = {"mae": "test_mae"}
 _SUMMARY_RENAMED = {"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"}
@@ -67,18 +68,4 @@ def final_group_frame(records: list[dict[str, Any]], columns: Sequence[str]) -> 
 
 def final_group_columns(labels: Sequence[str]) -> list[str]:
     """The columns of an empty final group (before any ``best.json``)."""
-    per_label = [n for label in labels for n in (f"{label}_mae", f"{label}_pct")]
-    return [
-        "rank",
-        "trial",
-        "stage",
-        "config_key",
-        *HYPERPARAMS,
-        "val_mae_mean",
-        "val_mae_std",
-        "mae_mean",
-        "mae_std",
-        "seeds",
-        *per_label,
-        "passes_all",
-    ]
+    return report_columns(labels)
