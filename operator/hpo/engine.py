@@ -61,8 +61,7 @@ class Task:
     def id(self) -> TrainingId:
         return (self.trial.id, self.seed)
 
-    def succeeded(self, study: str, mae: float, val_mae: float, **more: Any) -> SeedResult:
-        """This training's result with its scores (stand-in trainers: benchmarks, tests)."""
+    def _result(self, study: str, **fields: Any) -> SeedResult:
         t = self.trial
         return SeedResult(
             study=study,
@@ -72,26 +71,16 @@ class Task:
             config=t.config,
             config_key=t.config_key,
             seed=self.seed,
-            status="succeeded",
-            mae=mae,
-            val_mae=val_mae,
-            **more,
+            **fields,
         )
+
+    def succeeded(self, study: str, mae: float, val_mae: float, **more: Any) -> SeedResult:
+        """This training's result with its scores (stand-in trainers: benchmarks, tests)."""
+        return self._result(study, status="succeeded", mae=mae, val_mae=val_mae, **more)
 
     def failed(self, study: str, error: str) -> SeedResult:
         """This training's result when it could not run or finish (one failed attempt)."""
-        t = self.trial
-        return SeedResult(
-            study=study,
-            trial=t.id,
-            stage=t.stage,
-            parent=t.parent,
-            config=t.config,
-            config_key=t.config_key,
-            seed=self.seed,
-            status="failed",
-            error=error,
-        )
+        return self._result(study, status="failed", error=error)
 
 
 @dataclass(frozen=True)
