@@ -5,8 +5,8 @@ Run: ``.venv/bin/python benchmarks/dashboard.py [--trainings 5000] [--small 50] 
 and served from ``s3://`` over plain http).
 Needs Debian's chromium + chromium-driver (``make install-test`` installs them).
 
-Writes a synthetic finished study (a real ledger through ``hpo.ledger.write_ledger``,
-best.json through ``hpo.report.final_group``, each success's
+Writes a synthetic finished study (a real ledger through ``hpo.records.ledger.write_ledger``,
+best.json through ``hpo.records.report.final_group``, each success's
 ``trials/<trial>/seed-<n>/scores.json``; no model files) of ``--trainings``
 trainings and one of ``--small``, serves them with ``hpo dashboard`` (a subprocess) and
 measures, for each:
@@ -41,11 +41,11 @@ from typing import Any
 
 import yaml
 
-from hpo.contract import SeedResult
-from hpo.layout import StudyPaths
-from hpo.ledger import write_ledger
-from hpo.recorder import best_records
-from hpo.report import final_group
+from hpo.records.ledger import write_ledger
+from hpo.records.recorder import best_records
+from hpo.records.report import final_group
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import browser

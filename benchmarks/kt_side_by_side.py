@@ -55,7 +55,7 @@ def study_file(folder: Path, parallelism: int, epochs: int | None) -> tuple[Path
 
 def run_hpo(path: Path, out: Path) -> dict[str, Any]:
     """``hpo run`` as a user types it; trainings counted from the stored scores."""
-    from hpo.layout import SCORES_FILE
+    from hpo.study.layout import SCORES_FILE
 
     hpo = Path(sys.executable).parent / "hpo"
     start = time.perf_counter()
@@ -85,8 +85,8 @@ def kt_main(spec: dict[str, Any], tuner_name: str, out: str) -> None:
     import keras
     import keras_tuner as kt
 
-    from hpo.contract import DatasetRef
-    from hpo.spec import SearchSpace
+    from hpo.study.contract import DatasetRef
+    from hpo.study.spec import SearchSpace
     from hpo_trainer.data import load_splits
     from hpo_trainer.model import MlpConfig, build_model
 

@@ -13,11 +13,11 @@ import tempfile
 import time
 from typing import Any
 
-from hpo.contract import SeedResult
-from hpo.layout import StudyPaths
-from hpo.ledger import read_ledger, write_ledger
-from hpo.report import final_group
+from hpo.records.ledger import read_ledger, write_ledger
+from hpo.records.report import final_group
 from hpo.store import LocalStore
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
 
 LABELS = ["yield", "strength", "density"]
 SEEDS = 3

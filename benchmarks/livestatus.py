@@ -1,4 +1,4 @@
-"""What one live-status write costs (``<study>/status.json``, ``hpo.livestatus``).
+"""What one live-status write costs (``<study>/status.json``, ``hpo.records.livestatus``).
 
 Run: ``.venv/bin/python benchmarks/livestatus.py``
 
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hpo.engine import StudyProgress
-from hpo.livestatus import StatusWriter
+from hpo.records.livestatus import StatusWriter
 from hpo.store import LocalStore, Store
 
 

@@ -25,10 +25,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo.dataset_check import check_dataset  # noqa: E402
-from hpo.runners.local import LocalRunner  # noqa: E402
+from hpo.data.checks import check_dataset  # noqa: E402
+from hpo.local.runner import LocalRunner  # noqa: E402
 from hpo.session import training_request  # noqa: E402
-from hpo.spec import load_study  # noqa: E402
+from hpo.study.spec import load_study  # noqa: E402
 
 
 def study_file(folder: Path, configs: int, seeds: int, epochs: int) -> Path:

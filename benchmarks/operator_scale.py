@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from helpers.s3 import new_s3_store  # noqa: E402
 from helpers.synthetic import synthetic  # noqa: E402
-from hpo.crd import crd  # noqa: E402
-from hpo.spec import API_VERSION  # noqa: E402
+from hpo.kube.crd import crd  # noqa: E402
+from hpo.study.spec import API_VERSION  # noqa: E402
 from support.kube.kubelet import TestKubelet  # noqa: E402
 from support.kube.server import KubeServer  # noqa: E402
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server  # noqa: E402

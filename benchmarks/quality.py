@@ -62,8 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO / "trainer-image"))
 
-from hpo.space import config_key, normalise  # noqa: E402
-from hpo.spec import API_VERSION, KIND, SearchSpace  # noqa: E402
+from hpo.study.space import config_key, normalise  # noqa: E402
+from hpo.study.spec import API_VERSION, KIND, SearchSpace  # noqa: E402
 
 METHODS = ("ours", "ours-random", "optuna-tpe", "kt-bayes", "kt-random")
 HOLDOUT_FRACTION = 0.2
@@ -199,8 +199,8 @@ def fit_and_score(
     artifacts): ``load_splits`` splits and fits the scalers on the training split,
     ``train_model`` fits with early stopping on the validation split.
     """
-    from hpo.contract import DatasetRef
-    from hpo.dataset import read_table
+    from hpo.data.dataset import read_table
+    from hpo.study.contract import DatasetRef
     from hpo_trainer.data import load_splits
     from hpo_trainer.metrics import standardised_mae
     from hpo_trainer.model import MlpConfig, predict, train_model
@@ -363,11 +363,11 @@ def run_ours_engine(
     the trainer's artifacts; ``--ours-via runner`` uses it instead (slower to
     start). No final group or plots are made here: only the search is measured.
     """
-    from hpo.contract import SeedResult
     from hpo.session import StudySession
-    from hpo.spec import parse_study
-    from hpo.store import store_ref_for
-    from hpo.summary import ranked
+    from hpo.study.contract import SeedResult
+    from hpo.study.spec import parse_study
+    from hpo.study.storage import store_ref_for
+    from hpo.study.summary import ranked
 
     study = parse_study(_study(files, budget, seed, bayesian))
     start = time.perf_counter()
@@ -412,9 +412,9 @@ def run_ours_engine(
 
 def run_ours(files: Files, budget: Budget, seed: int, bayesian: bool, out: Path) -> Outcome:
     """Our whole local path: the local runner (own worker processes, ledger, artifacts)."""
-    from hpo.runners.local import LocalRunner
-    from hpo.spec import parse_study
-    from hpo.summary import ranked
+    from hpo.local.runner import LocalRunner
+    from hpo.study.spec import parse_study
+    from hpo.study.summary import ranked
 
     study = parse_study(_study(files, budget, seed, bayesian))
     start = time.perf_counter()

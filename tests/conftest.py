@@ -22,7 +22,7 @@ from _pytest.nodeid import NodeId
 
 from helpers.s3 import new_s3_store
 from helpers.study import study_dict
-from hpo.crd import crd
+from hpo.kube.crd import crd
 from hpo.store.s3 import S3Store
 from support.s3server import S3Server
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from fcnet.table import Table
 
-from hpo.contract import SeedResult
 from hpo.engine import Engine, Task
-from hpo.spec import StudySpec, parse_study
+from hpo.study.contract import SeedResult
+from hpo.study.spec import StudySpec, parse_study
 
 #: FCNet's space in our spec's terms; everything not named here is our default.
 SEARCH_SPACE: dict[str, Any] = {
@@ -156,8 +156,8 @@ def run_session(
     drives (store, ledger, spec saved). Slower (the ledger is written), so the benchmark
     uses ``run``; a test checks that both make the very same trainings and pick."""
     from hpo.session import StudySession
-    from hpo.spec import parse_study
-    from hpo.store import store_ref_for
+    from hpo.study.spec import parse_study
+    from hpo.study.storage import store_ref_for
 
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "fcnet.csv"

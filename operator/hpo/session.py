@@ -24,17 +24,17 @@ from typing import Any
 import yaml
 
 from hpo import crashpoints
-from hpo.contract import SeedResult, StoreRef, TrainingRequest
-from hpo.dataset import short_fingerprint
-from hpo.dataset_check import Prepared, check_dataset
+from hpo.data.checks import Prepared, check_dataset
+from hpo.data.dataset import short_fingerprint
 from hpo.engine import Engine, HistoryConflict, Task, TrainingId
-from hpo.layout import StudyPaths
-from hpo.livestatus import StatusWriter
-from hpo.matching import changed_settings, same_data, settings_values
-from hpo.recorder import Recorder
-from hpo.spec import Study, refused_changes, refused_message
-from hpo.store import Store, StoreError, open_store
-from hpo.warmstart import Taken, check_unchanged, copy_artifacts, load_taken, take
+from hpo.records.livestatus import StatusWriter
+from hpo.records.recorder import Recorder
+from hpo.records.warmstart import Taken, check_unchanged, copy_artifacts, load_taken, take
+from hpo.store import Store, StoreError, StoreRef, open_store
+from hpo.study.contract import SeedResult, TrainingRequest
+from hpo.study.layout import StudyPaths
+from hpo.study.matching import changed_settings, same_data, settings_values
+from hpo.study.spec import Study, refused_changes, refused_message
 
 
 class DatasetChanged(HistoryConflict):
@@ -120,7 +120,7 @@ class StudySession:
     ``folders`` False (the operator) refuses a folder as a warm-start source: it would
     be one on the operator pod's filesystem.
     ``runner`` (``local``, ``operator``) and ``status_every_s`` are for the live status
-    (``<study>/status.json``, ``hpo.livestatus``), written at each ``flush``.
+    (``<study>/status.json``, ``hpo.records.livestatus``), written at each ``flush``.
     """
 
     def __init__(
@@ -159,7 +159,7 @@ class StudySession:
         self._phase = ""
         #: True when results were read back but the store has no ledger yet.
         self.ledger_missing = False
-        #: What a warm start took (``hpo.warmstart``), None without one.
+        #: What a warm start took (``hpo.records.warmstart``), None without one.
         self.warm_start: Taken | None = None
         #: What the user should know of the warm start (sources not counted, left out).
         self.warm_notes: list[str] = []
@@ -210,7 +210,7 @@ class StudySession:
         Raises ``StoreError`` (try later) and ``HistoryConflict`` (records of another
         search space; ``DatasetChanged``: other data than the records were trained
         on; ``SpecChanged``, with ``refuse_spec_changes``: the saved spec differs in a
-        field ``hpo.spec.MUTABLE_WHILE_RUNNING`` does not list) and ``WarmStartProblem``
+        field ``hpo.study.spec.MUTABLE_WHILE_RUNNING`` does not list) and ``WarmStartProblem``
         (a warm-start source missing, unreadable or of other labels; a warm start
         added or changed after the study started). Nothing is written then.
         """

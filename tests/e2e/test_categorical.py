@@ -19,12 +19,12 @@ import yaml
 
 from helpers.categorical import FEATURES, OFFSETS, categorical_csv
 from helpers.study import study_dict
-from hpo.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
-from hpo.dataset import load_usable, split_for_seed
-from hpo.encoding import FeaturesFile, UnseenCategory
+from hpo.data.dataset import load_usable, split_for_seed
+from hpo.data.encoding import FeaturesFile, UnseenCategory
+from hpo.data.scaling import Scaler
 from hpo.results import ResultsError, open_study
-from hpo.scaling import Scaler
 from hpo.store import LocalStore
+from hpo.study.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
 
 HPO = [sys.executable, "-m", "hpo.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}

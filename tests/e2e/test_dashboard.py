@@ -2,7 +2,7 @@
 
 One dashboard server and one browser for the module, one small real `hpo run`
 (8 trainings, 3 epochs) watched while it runs. Numbers on the pages are checked
-against the ledger (``hpo.ledger.read_ledger``) and best.json, not against the API.
+against the ledger (``hpo.records.ledger.read_ledger``) and best.json, not against the API.
 Set ``HPO_DASHBOARD_SCREENSHOT=docs/dashboard.png`` to keep a screenshot of the study page.
 """
 
@@ -26,9 +26,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 from helpers.study import study_dict
-from hpo.contract import SeedResult
-from hpo.ledger import read_ledger
+from hpo.records.ledger import read_ledger
 from hpo.store import LocalStore
+from hpo.study.contract import SeedResult
 from support import browser
 
 pytestmark = pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))

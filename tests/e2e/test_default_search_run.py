@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from helpers.study import study_dict
-from hpo.ledger import read_ledger
+from hpo.records.ledger import read_ledger
 from hpo.store import LocalStore
 
 HPO = [sys.executable, "-m", "hpo.cli"]

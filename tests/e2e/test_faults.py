@@ -44,8 +44,8 @@ from helpers.operator import (
 )
 from helpers.s3 import new_s3_store
 from helpers.synthetic import synthetic as synthetic_trainer
-from hpo.kubeapi import ATTEMPTS, MAX_WAIT_S, Cluster, retrying
-from hpo.pods import ANN_ATTEMPT, ANN_REQUEST, LABEL_TRIAL
+from hpo.kube.api import ATTEMPTS, MAX_WAIT_S, Cluster, retrying
+from hpo.kube.pods import ANN_ATTEMPT, ANN_REQUEST, LABEL_TRIAL
 from support.faultproxy import FaultProxy
 from support.kube.emulator import ApiFaults
 from support.kube.server import KubeServer

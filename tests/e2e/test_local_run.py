@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from helpers.study import REPO, study_dict
-from hpo.contract import DatasetRef
-from hpo.ledger import read_ledger
-from hpo.space import narrow
-from hpo.spec import parse_study
+from hpo.records.ledger import read_ledger
 from hpo.store import LocalStore
+from hpo.study.contract import DatasetRef
+from hpo.study.space import narrow
+from hpo.study.spec import parse_study
 
 HPO = [sys.executable, "-m", "hpo.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}

@@ -43,8 +43,8 @@ from helpers.operator import (
 )
 from helpers.s3 import new_s3_store
 from helpers.study import REPO
-from hpo.metrics import REGISTRY
-from hpo.pods import ANN_ATTEMPT, LABEL_STUDY
+from hpo.kube.metrics import REGISTRY
+from hpo.kube.pods import ANN_ATTEMPT, LABEL_STUDY
 from support.kube.emulator import RequestRecord
 from support.kube.server import KubeServer
 from support.s3server import TEST_SECRET_KEY, S3Server, free_port

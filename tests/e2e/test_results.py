@@ -24,13 +24,13 @@ from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV, FEATURES, LABELS, REPO, study_dict
 from helpers.synthetic import synthetic_mae
 from hpo.cli import EXIT_BAD_INPUT, EXIT_OK, app
-from hpo.contract import DatasetRef, StoreRef
-from hpo.dataset import load_usable, split_for_seed
+from hpo.data.dataset import load_usable, split_for_seed
+from hpo.data.scaling import Scaler
 from hpo.results import ResultsError, find_studies, open_study
-from hpo.scaling import Scaler
 from hpo.session import StudySession
-from hpo.spec import load_study
-from hpo.store import LocalStore
+from hpo.store import LocalStore, StoreRef
+from hpo.study.contract import DatasetRef
+from hpo.study.spec import load_study
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
 NAME = "used"

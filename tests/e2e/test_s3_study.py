@@ -18,11 +18,11 @@ import yaml
 
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV, study_dict
-from hpo.contract import StoreRef
-from hpo.layout import StudyPaths
-from hpo.ledger import read_ledger
-from hpo.recorder import LedgerConflict, Recorder
-from hpo.spec import parse_study
+from hpo.records.ledger import read_ledger
+from hpo.records.recorder import LedgerConflict, Recorder
+from hpo.store import StoreRef
+from hpo.study.layout import StudyPaths
+from hpo.study.spec import parse_study
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
 HPO = [sys.executable, "-m", "hpo.cli"]
@@ -279,14 +279,14 @@ def test_missing_dataset_key_is_named(s3_server: S3Server, tmp_path: Path) -> No
 
 
 def test_dataset_changed_mid_study_is_reported(s3_server: S3Server, tmp_path: Path) -> None:
-    from hpo.dataset_check import check_dataset
+    from hpo.data.checks import check_dataset
     from hpo.engine import Engine
     from hpo.session import training_request
     from hpo_trainer.train import train_one
 
     dataset = upload_dataset(s3_server)
     study_file, bucket = s3_study(tmp_path, s3_server, "changed", dataset)
-    from hpo.spec import load_study
+    from hpo.study.spec import load_study
 
     study = load_study(study_file)
     ref = StoreRef(

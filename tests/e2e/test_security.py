@@ -40,11 +40,11 @@ from kopf.testing import KopfRunner
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic as synthetic_trainer
-from hpo.contract import TrainingRequest
-from hpo.handlers import make_registry
-from hpo.ledger import read_ledger
-from hpo.pods import LABEL_STUDY
+from hpo.kube.handlers import make_registry
+from hpo.kube.pods import LABEL_STUDY
+from hpo.records.ledger import read_ledger
 from hpo.store import open_store
+from hpo.study.contract import TrainingRequest
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeServer
 from support.leaks import find_leaks

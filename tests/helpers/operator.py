@@ -20,10 +20,10 @@ from kopf.testing import KopfRunner
 from helpers.s3 import new_s3_store
 from helpers.study import study_dict
 from helpers.synthetic import synthetic as synthetic_trainer
-from hpo.contract import SeedResult
-from hpo.handlers import make_registry
-from hpo.ledger import read_ledger
-from hpo.pods import LABEL_STUDY
+from hpo.kube.handlers import make_registry
+from hpo.kube.pods import LABEL_STUDY
+from hpo.records.ledger import read_ledger
+from hpo.study.contract import SeedResult
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeServer
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server

@@ -10,10 +10,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hpo.contract import DatasetRef
-from hpo.keys import join_key
-from hpo.scaling import Scaler
+from hpo.data.scaling import Scaler
 from hpo.store import Store
+from hpo.store.keys import join_key
+from hpo.study.contract import DatasetRef
 from hpo_trainer.data import load_splits
 from hpo_trainer.metrics import standardised_mae
 from hpo_trainer.model import configure_runtime, load_model, predict

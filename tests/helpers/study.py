@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from hpo.spec import API_VERSION
+from hpo.study.spec import API_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CSV = REPO / "examples" / "data" / "transistor.csv"

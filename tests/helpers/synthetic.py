@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hpo.contract import SeedResult, TrainingRequest
-from hpo.layout import StudyPaths
 from hpo.store import Store
+from hpo.study.contract import SeedResult, TrainingRequest
+from hpo.study.layout import StudyPaths
 
 
 def synthetic_mae(config: dict[str, Any], seed: int) -> float:

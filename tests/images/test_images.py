@@ -2,7 +2,7 @@
 
 The trainer image trains one real request of a study on the bundled dataset (in the
 test S3 server) under the security context of the pod the operator builds for it
-(``hpo.pods.build_pod``): its user, a read-only root, all capabilities dropped, no
+(``hpo.kube.pods.build_pod``): its user, a read-only root, all capabilities dropped, no
 privilege escalation, and writable only the volumes the pod spec mounts; its scores
 equal a run of the same request on this machine's venv to the last digit. The
 operator image, run as the chart's Deployment runs it (its args, environment and
@@ -40,12 +40,12 @@ from helpers.chart import CHART, render
 from helpers.operator import study_body
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV
-from hpo.contract import SeedResult, TrainingRequest
-from hpo.layout import StudyPaths
-from hpo.pods import build_pod
+from hpo.kube.pods import build_pod
 from hpo.session import StudySession
-from hpo.spec import Study, parse_study
-from hpo.store import store_ref_for
+from hpo.study.contract import SeedResult, TrainingRequest
+from hpo.study.layout import StudyPaths
+from hpo.study.spec import Study, parse_study
+from hpo.study.storage import store_ref_for
 from support.kube.server import KubeServer
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 

@@ -21,8 +21,8 @@ from kopf.testing import KopfRunner
 from helpers.operator import credentials_secret
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV, study_dict
-from hpo.handlers import make_registry
-from hpo.pods import LABEL_STUDY
+from hpo.kube.handlers import make_registry
+from hpo.kube.pods import LABEL_STUDY
 from support.kube.server import KubeServer
 from support.s3server import TEST_SECRET_KEY, S3Server, free_port
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV, REPO
 from hpo.cli import EXIT_BAD_INPUT, EXIT_OK, app
-from hpo.contract import SeedResult
-from hpo.layout import StudyPaths
-from hpo.ledger import write_ledger
-from hpo.spec import parse_study
+from hpo.records.ledger import write_ledger
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
+from hpo.study.spec import parse_study
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
 

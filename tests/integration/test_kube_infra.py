@@ -14,8 +14,8 @@ import kopf.testing
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from hpo.crd import PLURAL, VERSION
-from hpo.spec import API_GROUP
+from hpo.kube.crd import PLURAL, VERSION
+from hpo.study.spec import API_GROUP
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeAPI, KubeServer
 

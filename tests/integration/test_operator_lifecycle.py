@@ -28,7 +28,7 @@ from helpers.operator import (
     synthetic,
     wait_for,
 )
-from hpo.metrics import REGISTRY
+from hpo.kube.metrics import REGISTRY
 from support.kube.emulator import ApiFaults
 from support.kube.server import KubeServer
 from support.s3server import S3Server
@@ -383,7 +383,7 @@ def test_the_operator_writes_the_live_status_next_to_the_ledger(
     """What the dashboard (read-only keys, no API access) reads: ``status.json`` in the
     bucket says running while the pods train, then finished with the ledger's counts."""
     from helpers.s3 import new_s3_store
-    from hpo.ledger import read_ledger
+    from hpo.records.ledger import read_ledger
     from hpo.results import StudyResults
 
     name = "live-status"

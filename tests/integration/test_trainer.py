@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpo.contract import (
+from hpo.store import LocalStore
+from hpo.study.contract import (
     DatasetRef,
     SeedResult,
     TrainingOptions,
     TrainingRequest,
 )
-from hpo.layout import ARTIFACT_FILES
-from hpo.store import LocalStore
+from hpo.study.layout import ARTIFACT_FILES
 from hpo_trainer.__main__ import termination_message
 from hpo_trainer.data import PreparedData
 
@@ -429,7 +429,7 @@ def test_bad_knob_fails_the_training_with_its_message(tmp_path: Path) -> None:
 
 def _rescore(store: LocalStore, prefix: str, x: np.ndarray, y: np.ndarray) -> float:
     """MAE of the saved model with its saved scalers on the given rows."""
-    from hpo.scaling import Scaler
+    from hpo.data.scaling import Scaler
     from hpo_trainer.metrics import standardised_mae
     from hpo_trainer.model import load_model, predict
 
@@ -482,7 +482,7 @@ def test_non_finite_validation_mae_is_a_divergence(
 def test_folds_validate_each_seed_on_its_own_fold(small_csv: Path, tmp_path: Path) -> None:
     """Seed s validates on fold s mod 3: the recorded val_mae is the saved model's MAE on
     that fold's rows (not another fold's), the scalers fit on the other folds."""
-    from hpo.scaling import Scaler
+    from hpo.data.scaling import Scaler
     from hpo_trainer.data import load_splits
     from hpo_trainer.train import train_request
 

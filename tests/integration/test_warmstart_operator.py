@@ -21,7 +21,7 @@ from helpers.operator import (
     wait_for,
 )
 from helpers.s3 import new_s3_store
-from hpo.pods import tasks_of
+from hpo.kube.pods import tasks_of
 from support.kube.server import KubeServer
 from support.s3server import S3Server
 

@@ -27,32 +27,32 @@ ROOTS = {"hpo": REPO / "operator" / "hpo", "hpo_trainer": REPO / "trainer-image"
 
 #: Modules that decide (the engine decides, runners execute), with everything of ``hpo``
 #: they import: none may reach a cluster client or TensorFlow.
-PURE = ("hpo.engine", "hpo.bayes", "hpo.space", "hpo.summary", "hpo.encoding", "hpo.scaling")
+PURE = ("hpo.engine", "hpo.study", "hpo.data.encoding", "hpo.data.scaling")
 CLUSTER_OR_TF = ("kopf", "kubernetes", "tensorflow", "keras")
 TF = ("tensorflow", "keras")
 
 #: Imported by the operator's side in a fresh interpreter: none may load TensorFlow,
 #: kopf, kubernetes or the trainer package.
 OPERATOR_MODULES = [
-    "hpo.spec",
-    "hpo.space",
+    "hpo.study.spec",
+    "hpo.study.space",
     "hpo.engine",
-    "hpo.bayes",
-    "hpo.keys",
-    "hpo.layout",
-    "hpo.ledger",
-    "hpo.report",
-    "hpo.recorder",
+    "hpo.engine.search.gaussian",
+    "hpo.store.keys",
+    "hpo.study.layout",
+    "hpo.records.ledger",
+    "hpo.records.report",
+    "hpo.records.recorder",
     "hpo.store",
     "hpo.store.s3",
-    "hpo.dataset",
-    "hpo.dataset_check",
-    "hpo.encoding",
-    "hpo.runners.local",
+    "hpo.data.dataset",
+    "hpo.data.checks",
+    "hpo.data.encoding",
+    "hpo.local.runner",
     "hpo.session",
     "hpo.cli",
-    "hpo.pods",
-    "hpo.crd",
+    "hpo.kube.pods",
+    "hpo.kube.crd",
     "hpo.results",
     "hpo.results.keras_model",
 ]
@@ -63,7 +63,7 @@ class Import:
     """One import statement's target, where it is, and whether it runs at import time."""
 
     module: str  # the importing module, e.g. hpo.store.open
-    target: str  # the imported module, e.g. hpo.spec
+    target: str  # the imported module, e.g. hpo.study.spec
     line: int
     top_level: bool  # runs when the module is imported (not in a function, not type-only)
 
@@ -158,13 +158,13 @@ def hpo_importing_the_trainer(
 #: What the trainer may use of ``hpo``: the contract, the layout, the store and dataset
 #: reading (not the recorder, ledger, report or engine, which the operator side owns).
 TRAINER_USES = (
-    "hpo.contract",
-    "hpo.keys",
-    "hpo.layout",
+    "hpo.study.contract",
+    "hpo.store.keys",
+    "hpo.study.layout",
     "hpo.store",
-    "hpo.dataset",
-    "hpo.scaling",
-    "hpo.encoding",
+    "hpo.data.dataset",
+    "hpo.data.scaling",
+    "hpo.data.encoding",
 )
 
 
@@ -191,16 +191,69 @@ def impure_deciders(graph: list[Import], pure: Iterable[str] = PURE) -> list[str
     for i in graph:
         by_module.setdefault(i.module, []).append(i)
     problems = []
-    for start in pure:
+    for start in sorted({i.module for i in graph if _within(i.module, pure)}):
         seen, todo = {start}, [(start, [start])]
         while todo:
             name, path = todo.pop()
             for i in by_module.get(name, []):
-                if _within(i.target, [*CLUSTER_OR_TF, "hpo.runners", "hpo_trainer"]):
+                if _within(i.target, [*CLUSTER_OR_TF, "hpo.kube", "hpo.local", "hpo_trainer"]):
                     problems.append(f"{' -> '.join(path)}: {i}")
                 elif i.target in by_module and i.target not in seen:
                     seen.add(i.target)
                     todo.append((i.target, [*path, i.target]))
+    return problems
+
+
+#: The package layers, top to bottom (README, "Layout of the code"). A module may import
+#: its own package and any layer below its own; never a layer above, and never a sibling
+#: of its own layer (``kube`` and ``local`` are two runners; ``session`` and ``results``
+#: one study written and one read back).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("hpo.cli",),
+    ("hpo.dashboard",),
+    ("hpo.kube", "hpo.local"),
+    ("hpo.session", "hpo.results"),
+    ("hpo.records",),
+    ("hpo.engine",),
+    ("hpo.data",),
+    ("hpo.study",),
+    ("hpo.store",),
+)
+#: Leaves any layer may import: the package itself and the fault tests' crash points.
+ANYWHERE = ("hpo", "hpo.crashpoints")
+
+
+def layer_of(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> tuple[int, str] | None:
+    """(layer index from the top, the package of that layer holding ``module``)."""
+    for index, packages in enumerate(layers):
+        for package in packages:
+            if _within(module, [package]):
+                return index, package
+    return None
+
+
+def layer_breaches(
+    graph: list[Import], modules: Iterable[str], layers: tuple[tuple[str, ...], ...] = LAYERS
+) -> list[str]:
+    """Every module of ``hpo`` outside the layers, and every import that points up a layer
+    or sideways to a sibling, each named with its line."""
+    problems = [
+        f"{name} belongs to no layer (add it to one in LAYERS)"
+        for name in sorted(modules)
+        if _within(name, ["hpo"]) and name not in ANYWHERE and layer_of(name, layers) is None
+    ]
+    for i in graph:
+        if not (_within(i.module, ["hpo"]) and _within(i.target, ["hpo"])):
+            continue
+        if i.target in ANYWHERE:
+            continue
+        here, there = layer_of(i.module, layers), layer_of(i.target, layers)
+        if here is None or there is None or here[1] == there[1]:
+            continue
+        if there[0] < here[0]:
+            problems.append(f"{i}: {here[1]} may not import {there[1]}, a layer above it")
+        elif there[0] == here[0]:
+            problems.append(f"{i}: {here[1]} may not import {there[1]}, a sibling of its layer")
     return problems
 
 
@@ -258,10 +311,10 @@ GRAPH = import_graph(ROOTS)
 def test_the_graph_is_read() -> None:
     """A sanity check on the parser itself: known imports of each kind are found."""
     found = {(i.module, i.target, i.top_level) for i in GRAPH}
-    assert ("hpo.store.open", "hpo.spec", True) in found
+    assert ("hpo.study.storage", "hpo.study.spec", True) in found
     assert ("hpo.store.open", "hpo.store.s3", False) in found  # inside a function
-    assert ("hpo_trainer.train", "hpo.layout", True) in found
-    assert ("hpo.runners.kube", "hpo.crashpoints", True) in found  # from hpo import crashpoints
+    assert ("hpo_trainer.train", "hpo.study.layout", True) in found
+    assert ("hpo.kube.runner", "hpo.crashpoints", True) in found  # from hpo import crashpoints
     assert any(i.target == "tensorflow" for i in GRAPH if i.module == "hpo_trainer.model")
 
 
@@ -291,8 +344,8 @@ def test_only_the_local_runner_names_the_trainer() -> None:
             if isinstance(text, str) and text.startswith("hpo_trainer"):
                 named.append((name, text))
     assert sorted(named) == [
-        ("hpo.pods", "hpo_trainer"),
-        ("hpo.runners.local", "hpo_trainer.train"),
+        ("hpo.kube.pods", "hpo_trainer"),
+        ("hpo.local.runner", "hpo_trainer.train"),
     ]
 
 
@@ -309,6 +362,17 @@ def test_only_the_trainer_imports_tensorflow() -> None:
 def test_deciding_modules_import_no_cluster_client_and_no_tensorflow() -> None:
     bad = impure_deciders(GRAPH)
     assert not bad, "the engine and the search must stay pure:\n" + _lines(bad)
+
+
+def test_the_packages_keep_their_layers() -> None:
+    bad = layer_breaches(GRAPH, module_files(ROOTS))
+    assert not bad, "imports against the layers:\n" + _lines(bad)
+
+
+def test_every_layer_is_a_package_of_the_tree() -> None:
+    """A layer named in LAYERS that the tree lacks would make the rule silently looser."""
+    packages = subpackages(ROOTS)
+    assert {p for layer in LAYERS for p in layer} <= packages | set(module_files(ROOTS))
 
 
 def test_no_import_cycles_between_hpo_packages() -> None:
@@ -362,9 +426,15 @@ def broken(tmp_path: Path) -> dict[str, Path]:
         hpo / "results" / "keras_model.py": "from hpo_trainer.model import load_model\n",
         hpo / "store" / "__init__.py": "from .base import Store\n",
         hpo / "store" / "base.py": "from ..spec import Spec\n",
+        hpo / "kube" / "__init__.py": "",
+        hpo / "kube" / "runner.py": "def f():\n    from hpo.local import runner\n",
+        hpo / "local" / "__init__.py": "",
+        hpo / "records" / "__init__.py": "",
+        hpo / "records" / "recorder.py": "from hpo.kube.runner import KubeRunner\n",
         trainer / "__init__.py": "",
         trainer / "model.py": "import tensorflow\nfrom hpo import spec\n",
-        trainer / "train.py": "from hpo.layout import StudyPaths\nfrom hpo.recorder import x\n",
+        trainer
+        / "train.py": "from hpo.study.layout import StudyPaths\nfrom hpo.records.recorder import x\n",
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,10 +453,20 @@ def test_each_rule_names_the_import_that_breaks_it(broken: dict[str, Path]) -> N
     ]
     assert [str(i) for i in trainer_beyond_its_seam(graph)] == [
         "hpo_trainer.model (line 2) imports hpo.spec",
-        "hpo_trainer.train (line 2) imports hpo.recorder",
+        "hpo_trainer.train (line 2) imports hpo.records.recorder",
     ]
     assert impure_deciders(graph, ["hpo.engine"]) == [
         "hpo.engine -> hpo.helper: hpo.helper (line 2) imports kubernetes"
+    ]
+    assert layer_breaches(graph, module_files(broken)) == [
+        "hpo.helper belongs to no layer (add it to one in LAYERS)",
+        "hpo.plots belongs to no layer (add it to one in LAYERS)",
+        "hpo.prep belongs to no layer (add it to one in LAYERS)",
+        "hpo.spec belongs to no layer (add it to one in LAYERS)",
+        "hpo.kube.runner (line 2) imports hpo.local: "
+        "hpo.kube may not import hpo.local, a sibling of its layer",
+        "hpo.records.recorder (line 1) imports hpo.kube.runner: "
+        "hpo.records may not import hpo.kube, a layer above it",
     ]
     cycles = package_cycles(graph, subpackages(broken))
     assert [[str(i) for i in cycle] for cycle in cycles] == [

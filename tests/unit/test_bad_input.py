@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 from helpers.study import LABELS, study_dict
 from hpo.cli import EXIT_BAD_INPUT, app
-from hpo.dataset_check import DatasetProblem, check_dataset
-from hpo.pods import MAX_NAME, pod_name
-from hpo.scaling import Scaler
-from hpo.spec import SpecError, parse_study
+from hpo.data.checks import DatasetProblem, check_dataset
+from hpo.data.scaling import Scaler
+from hpo.kube.pods import MAX_NAME, pod_name
+from hpo.study.spec import SpecError, parse_study
 from hpo_trainer.data import load_splits
 
 NS = "default"

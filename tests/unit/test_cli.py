@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 
 from helpers.study import LABELS, REPO, study_dict
 from hpo.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STUDY_FAILED, app
-from hpo.contract import SeedResult
-from hpo.layout import StudyPaths
-from hpo.ledger import read_ledger, write_ledger
-from hpo.spec import parse_study
+from hpo.records.ledger import read_ledger, write_ledger
 from hpo.store import LocalStore
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
+from hpo.study.spec import parse_study
 
 HPO = [sys.executable, "-c", "from hpo.cli import main; main()"]
 
@@ -55,7 +55,7 @@ def _study_raw(**storage: Any) -> dict[str, Any]:
 
 
 def _result(trial: str, seed: int, config: dict[str, Any], mae: float) -> SeedResult:
-    from hpo.space import config_key
+    from hpo.study.space import config_key
 
     stage = "bayesian" if trial.startswith("b") else "random"
     return SeedResult(
@@ -78,7 +78,7 @@ def _result(trial: str, seed: int, config: dict[str, Any], mae: float) -> SeedRe
 
 def _planned() -> list[dict[str, Any]]:
     """The study's own random configurations (a resumed study checks them)."""
-    from hpo.space import sample_unique
+    from hpo.study.space import sample_unique
 
     spec = parse_study(_study_raw()).spec
     return sample_unique(spec.search_space, 2, spec.random_stage.seed).configs
@@ -151,7 +151,7 @@ def test_rebuild_ledger_keeps_the_damaged_file_and_rebuilds_from_scores(
 def test_rebuild_ledger_leaves_a_study_another_run_holds_alone(runs: Path, tmp_path: Path) -> None:
     """The damaged ledger is set aside only once the study is this run's: under another
     run's feet it would pull the ledger from that run."""
-    from hpo.runners.study_lock import study_lock
+    from hpo.local.lock import study_lock
 
     ledger = runs / "t" / "ledger.xlsx"
     damaged = _truncate(ledger)
@@ -319,7 +319,7 @@ def test_benign_anchors_still_load(tmp_path: Path) -> None:
     text = raw.replace("spec:\n", "x-common: &labels [Id_mA]\nspec:\n", 1)
     f = tmp_path / "anchors.yaml"
     f.write_text(text)
-    from hpo.spec import load_study
+    from hpo.study.spec import load_study
 
     assert load_study(f).name == "t"
 
@@ -426,7 +426,7 @@ def test_one_seed_shows_no_spread() -> None:
 
     from hpo.cli import _best
     from hpo.engine import StudyProgress
-    from hpo.report import final_group, render_table
+    from hpo.records.report import final_group, render_table
 
     one = StudyProgress("random", 1, 0, 0, 0, 3, "r0001", 0.41, 0.0, best_seeds=1)
     two = StudyProgress("random", 2, 0, 0, 0, 3, "r0000", 0.51, 0.014, best_seeds=2)
@@ -481,7 +481,7 @@ def _loaded_after(args: list[str], heavy: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["--version"]])
 def test_help_loads_no_heavy_library(args: list[str]) -> None:
-    assert _loaded_after(args, (*HEAVY, "hpo.spec")) == []
+    assert _loaded_after(args, (*HEAVY, "hpo.study.spec")) == []
 
 
 @pytest.mark.parametrize(
@@ -491,7 +491,7 @@ def test_help_loads_no_heavy_library(args: list[str]) -> None:
 def test_command_help_loads_no_heavy_library(command: str) -> None:
     """(typer itself loads pydantic to coerce some parameter types: not ours to avoid.)"""
     heavy = tuple(m for m in HEAVY if m != "pydantic")
-    assert _loaded_after([command, "--help"], (*heavy, "hpo.spec")) == []
+    assert _loaded_after([command, "--help"], (*heavy, "hpo.study.spec")) == []
 
 
 def test_validate_loads_no_plotting_training_or_operator_library(tmp_path: Path) -> None:
@@ -505,7 +505,7 @@ def test_report_without_plots_loads_no_plotting_library(runs: Path) -> None:
 
 def test_ls_shows_a_running_studys_live_status(tmp_path: Path) -> None:
     from hpo.engine import StudyProgress
-    from hpo.livestatus import StatusWriter
+    from hpo.records.livestatus import StatusWriter
 
     study = parse_study(_study_raw())
     store = LocalStore(tmp_path / "runs")

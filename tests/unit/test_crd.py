@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from helpers.study import REPO
-from hpo.crd import crd
+from hpo.kube.crd import crd
 
 
 def test_manifest_is_the_current_output_of_hpo_crd() -> None:

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 
 from helpers.study import REPO
 from hpo.cli import app
-from hpo.contract import SeedResult
 from hpo.dashboard import views
 from hpo.dashboard.source import Source
-from hpo.layout import StudyPaths
-from hpo.ledger import read_ledger, write_ledger
+from hpo.records.ledger import read_ledger, write_ledger
 from hpo.results.study import StudyResults
 from hpo.store import LocalStore
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from dashboard import LABELS, study_resource, synthetic, write_study  # benchmarks/: no package
@@ -218,9 +218,9 @@ def test_the_load_command_is_the_servers_own_location(runs: Path) -> None:
 def test_running_and_the_runners_state_come_from_the_live_status(
     runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hpo import livestatus
     from hpo.engine import StudyProgress
-    from hpo.livestatus import StatusWriter
+    from hpo.records import livestatus
+    from hpo.records.livestatus import StatusWriter
 
     (runs / "big" / "best.json").unlink()  # not finished: its runner is at work
     builds = []

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpo.contract import DatasetRef
-from hpo.dataset import (
+from hpo.data.dataset import (
     DatasetError,
     cv_split_indices,
     split_indices,
     validate_dataset,
     validate_frame,
 )
-from hpo.scaling import Scaler
+from hpo.data.scaling import Scaler
+from hpo.study.contract import DatasetRef
 from hpo_trainer.data import load_splits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_scaler_json_round_trip_and_constant_column() -> None:
 
 def test_validation_does_not_import_tensorflow() -> None:
     code = (
-        "import sys; from hpo.contract import DatasetRef; import hpo.dataset as d; "
+        "import sys; from hpo.study.contract import DatasetRef; import hpo.data.dataset as d; "
         f"d.validate_dataset(DatasetRef(path={str(EXAMPLE)!r}, features={FEATURES!r}, "
         f"labels={LABELS!r})); import hpo_trainer.train, hpo_trainer.__main__; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"

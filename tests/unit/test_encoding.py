@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpo.contract import DatasetRef
-from hpo.dataset import load_usable, read_table
-from hpo.encoding import (
+from hpo.data.dataset import load_usable, read_table
+from hpo.data.encoding import (
     EncodingError,
     Feature,
     FeatureEncoding,
@@ -19,6 +18,7 @@ from hpo.encoding import (
     category_of,
 )
 from hpo.results.features import feature_matrix
+from hpo.study.contract import DatasetRef
 
 
 def _frame() -> pd.DataFrame:
@@ -133,9 +133,9 @@ def test_features_file_round_trips_and_says_the_prediction_units() -> None:
 
 
 def test_the_results_feature_step_reads_features_json_or_falls_back_to_the_scaler() -> None:
+    from hpo.data.scaling import Scaler
     from hpo.results import ResultsError
     from hpo.results.features import encoding_of, feature_matrix
-    from hpo.scaling import Scaler
 
     encoding = FeatureEncoding.fit(_frame(), ["x", "material"])
     x = encoding.transform(_frame())

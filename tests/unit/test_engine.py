@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from helpers.study import study_dict
-from hpo.contract import SeedResult
 from hpo.engine import Engine, Task
-from hpo.spec import StudySpec, parse_study
+from hpo.study.contract import SeedResult
+from hpo.study.spec import StudySpec, parse_study
 
 
 def _spec(**kw: object) -> StudySpec:

@@ -20,11 +20,11 @@ import yaml
 from kubernetes.client import ApiException
 
 from helpers.study import EXAMPLE_CSV, LABELS, study_dict
-from hpo.contract import SeedResult, StoreRef
-from hpo.pods import LABEL_STUDY, pod_name, tasks_of
-from hpo.runners.kube import KubeRunner
+from hpo.kube.pods import LABEL_STUDY, pod_name, tasks_of
+from hpo.kube.runner import KubeRunner
 from hpo.session import FailureRecords
-from hpo.store import LocalStore
+from hpo.store import LocalStore, StoreRef
+from hpo.study.contract import SeedResult
 
 NS = "default"
 STUDY = "t"
@@ -445,7 +445,7 @@ def test_a_dataset_replaced_under_a_running_study_stalls_it_with_its_own_advice(
     """A restarted loop finds other data than its recorded trainings were trained on: it
     waits (Stalled, DatasetChanged) saying to restore the data or start a new study, not
     the advice for records of another study."""
-    from hpo.runners.kube import Stalled
+    from hpo.kube.runner import Stalled
 
     data = tmp_path / "data.csv"
     shutil.copy(EXAMPLE_CSV, data)

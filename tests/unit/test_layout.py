@@ -1,10 +1,11 @@
-"""The store layout of a study (hpo.layout): the keys the README documents, in one place."""
+"""The store layout of a study (hpo.study.layout): the keys the README documents, in one place."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpo.layout import (
+from hpo.store import StoreError
+from hpo.study.layout import (
     ARTIFACT_FILES,
     SCORES_FILE,
     StudyPaths,
@@ -14,7 +15,6 @@ from hpo.layout import (
     study_of_scores,
     training_of_scores,
 )
-from hpo.store import StoreError
 
 
 def test_every_key_of_a_study() -> None:

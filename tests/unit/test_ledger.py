@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from hpo.contract import SeedResult
-from hpo.ledger import (
+from hpo.records.ledger import (
     HYPERPARAMS,
     NO_BEST_NOTE,
     configurations_frame,
@@ -24,8 +23,9 @@ from hpo.ledger import (
     trials_frame,
     write_ledger,
 )
-from hpo.report import final_group
+from hpo.records.report import final_group
 from hpo.store import LocalStore, PreconditionFailed
+from hpo.study.contract import SeedResult
 
 LABELS = ["yield", "strength"]
 KEY = "demo/ledger.xlsx"
@@ -393,9 +393,9 @@ def test_best_json_holds_per_layer_values_as_lists(tmp_path: Path) -> None:
     """As ``config.json`` does; the ledger's cells hold them as JSON text, which
     ``read_ledger`` parses back."""
     from helpers.study import study_dict
-    from hpo.layout import StudyPaths
-    from hpo.recorder import Recorder
-    from hpo.spec import parse_study
+    from hpo.records.recorder import Recorder
+    from hpo.study.layout import StudyPaths
+    from hpo.study.spec import parse_study
 
     study = parse_study(study_dict())
     labels = list(study.spec.dataset.labels)

@@ -1,4 +1,4 @@
-"""The operator's liveness (hpo.liveness): red past its window without an answer from the
+"""The operator's liveness (hpo.kube.liveness): red past its window without an answer from the
 API server, green again at the next answer. The operator process against the emulated
 cluster: tests/integration/test_liveness.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.liveness import ApiContact, ApiUnreachable
+from hpo.kube.liveness import ApiContact, ApiUnreachable
 
 
 class Clock:

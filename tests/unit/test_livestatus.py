@@ -19,15 +19,15 @@ import yaml
 
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic_mae
-from hpo.contract import SeedResult, StoreRef
 from hpo.engine import StudyProgress, Task
-from hpo.layout import StudyPaths
-from hpo.ledger import read_ledger
-from hpo.livestatus import STALE_HEARTBEATS, StatusWriter
+from hpo.records.ledger import read_ledger
+from hpo.records.livestatus import STALE_HEARTBEATS, StatusWriter
 from hpo.results import LiveStatus, open_study
 from hpo.session import StudySession
-from hpo.spec import load_study
-from hpo.store import LocalStore
+from hpo.store import LocalStore, StoreRef
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
+from hpo.study.spec import load_study
 
 NAME = "live"
 SPEC: dict[str, Any] = {

@@ -15,7 +15,7 @@ import yaml
 
 from helpers.chart import CHART, KUBE_VERSION, MANIFESTS, NAMESPACE, load_all, render
 from helpers.study import REPO
-from hpo.spec import Trainer, parse_study
+from hpo.study.spec import Trainer, parse_study
 from support.podsecurity import restricted_violations, writable_roots
 
 KIND = REPO / "examples" / "kind"

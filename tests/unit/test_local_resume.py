@@ -20,12 +20,11 @@ import yaml
 
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic_mae
-from hpo.contract import StoreRef
-from hpo.dataset import DatasetError, localise
-from hpo.dataset_check import check_dataset
+from hpo.data.checks import check_dataset
+from hpo.data.dataset import DatasetError, localise
 from hpo.session import StudySession
-from hpo.spec import load_study
-from hpo.store import LocalStore, OutputUnwritable
+from hpo.store import LocalStore, OutputUnwritable, StoreRef
+from hpo.study.spec import load_study
 
 HPO = [sys.executable, "-m", "hpo.cli"]
 NAME = "resumed"

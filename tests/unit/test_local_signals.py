@@ -11,8 +11,8 @@ import signal
 
 import pytest
 
-from hpo.keys import StoreError
-from hpo.runners.local import Stopped, _signals_deferred, _signals_held, _stop_signals
+from hpo.local.runner import Stopped, _signals_deferred, _signals_held, _stop_signals
+from hpo.store.keys import StoreError
 
 
 def test_sigterm_during_a_ledger_write_stops_the_run_after_the_write() -> None:

@@ -30,7 +30,7 @@ from helpers.chart import (
     render,
 )
 from helpers.study import REPO
-from hpo.spec import API_VERSION, parse_study
+from hpo.study.spec import API_VERSION, parse_study
 from support.podsecurity import restricted_violations
 
 MANIFESTS = REPO / "manifests"

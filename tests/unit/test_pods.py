@@ -6,9 +6,8 @@ import json
 import re
 
 from helpers.study import study_dict
-from hpo.contract import DatasetRef, SeedResult, StoreRef, TrainingOptions, TrainingRequest
 from hpo.engine import Engine
-from hpo.pods import (
+from hpo.kube.pods import (
     ANN_REQUEST,
     LABEL_SEED,
     LABEL_STAGE,
@@ -20,7 +19,9 @@ from hpo.pods import (
     results_of,
     tasks_of,
 )
-from hpo.spec import parse_study, refused_changes
+from hpo.store import StoreRef
+from hpo.study.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
+from hpo.study.spec import parse_study, refused_changes
 
 DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from hpo.contract import SeedResult
-from hpo.ledger import HYPERPARAMS
-from hpo.report import PLOT_FILES, final_group, make_plots, render_table
+from hpo.records.ledger import HYPERPARAMS
+from hpo.records.report import PLOT_FILES, final_group, make_plots, render_table
+from hpo.study.contract import SeedResult
 
 LABELS = ["yield", "strength"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from helpers.study import REPO, study_dict
-from hpo.contract import SeedResult
 from hpo.engine import Engine, Task
-from hpo.search.local import neighbours
-from hpo.space import config_key, normalise, sample_unique, space_size
-from hpo.spec import StudySpec, parse_study
+from hpo.engine.search.local import neighbours
+from hpo.study.contract import SeedResult
+from hpo.study.space import config_key, normalise, sample_unique, space_size
+from hpo.study.spec import StudySpec, parse_study
 
 
 def _spec(**kw: object) -> StudySpec:

@@ -25,12 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.study import REPO, study_dict
-from hpo.contract import DatasetRef, TrainingOptions, TrainingRequest
-from hpo.dataset import DatasetError, cache_dir, cached_copy, split_s3_url
-from hpo.layout import StudyPaths
-from hpo.spec import SpecError, parse_study
-from hpo.store import LocalStore, StoreError, check_key, join_key, key_segment, store_ref_for
+from hpo.data.dataset import DatasetError, cache_dir, cached_copy, split_s3_url
+from hpo.store import LocalStore, StoreError, check_key, join_key, key_segment
 from hpo.store.s3 import S3Store
+from hpo.study.contract import DatasetRef, TrainingOptions, TrainingRequest
+from hpo.study.layout import StudyPaths
+from hpo.study.spec import SpecError, parse_study
+from hpo.study.storage import store_ref_for
 from support.hostile import HOSTILE_KEYS, HOSTILE_SEGMENTS, readings, safe_under
 from support.leaks import find_leaks
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hpo.space import config_key, narrow, normalise, sample_unique, space_size
-from hpo.spec import BayesianStage, SearchSpace
+from hpo.study.space import config_key, narrow, normalise, sample_unique, space_size
+from hpo.study.spec import BayesianStage, SearchSpace
 
 
 def _space(**kw: object) -> SearchSpace:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from helpers.study import REPO, study_dict
-from hpo.spec import SpecError, load_study, parse_study
+from hpo.study.spec import SpecError, load_study, parse_study
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def test_categorical_columns_must_be_features_not_labels() -> None:
 def test_a_study_saved_before_dataset_categorical_existed_resumes_unchanged() -> None:
     """A saved spec without the key (an older version) and today's empty default are the
     same study; any real change of the list is refused."""
-    from hpo.spec import refused_changes
+    from hpo.study.spec import refused_changes
 
     new = parse_study(study_dict()).as_resource()["spec"]
     old = copy.deepcopy(new)

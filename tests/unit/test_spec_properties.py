@@ -48,8 +48,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.study import FEATURES, LABELS, study_dict
-from hpo.crd import crd
-from hpo.spec import IPV4, SpecError, load_study, parse_study
+from hpo.kube.crd import crd
+from hpo.study.spec import IPV4, SpecError, load_study, parse_study
 
 BOUNDED = settings(
     max_examples=200,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from helpers.study import study_dict
-from hpo.spec import SpecError, parse_study
+from hpo.study.spec import SpecError, parse_study
 
 CASES: list[tuple[dict[str, Any], str]] = [
     (

@@ -20,16 +20,16 @@ from typer.testing import CliRunner
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic_mae
 from hpo.cli import app
-from hpo.contract import SeedResult, StoreRef
 from hpo.engine import Engine, Task, WarmStart
-from hpo.layout import StudyPaths
-from hpo.ledger import read_ledger
+from hpo.records.ledger import read_ledger
+from hpo.records.warmstart import WarmStartProblem, describe
 from hpo.session import StudySession
-from hpo.space import config_key
-from hpo.spec import load_study, parse_study
-from hpo.store import LocalStore
-from hpo.summary import ranked, summarise
-from hpo.warmstart import WarmStartProblem, describe
+from hpo.store import LocalStore, StoreRef
+from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
+from hpo.study.space import config_key
+from hpo.study.spec import load_study, parse_study
+from hpo.study.summary import ranked, summarise
 
 SOURCE = "first"
 SPEC: dict[str, Any] = {

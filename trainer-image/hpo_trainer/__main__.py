@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hpo.contract import SeedResult, TrainingRequest
+from hpo.study.contract import SeedResult, TrainingRequest
 
 #: Kubernetes truncates termination messages at 4096 bytes.
 TERMINATION_LIMIT = 4096

@@ -1,9 +1,9 @@
 """The trainer's view of the dataset: the three splits and the scalers fitted on them.
 
-Reading, checking and splitting live in ``hpo.dataset`` (the operator checks
+Reading, checking and splitting live in ``hpo.data.dataset`` (the operator checks
 the dataset with the same code when a study starts); this module only adds
 what training needs. Categorical features are one-hot encoded first
-(``hpo.encoding``: categories from every usable row, so every split and every
+(``hpo.data.encoding``: categories from every usable row, so every split and every
 seed has the same columns), then scaled; one-hot columns are left 0/1.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpo.contract import DatasetRef
-from hpo.dataset import load_usable, split_for_seed
-from hpo.encoding import ONE_HOT_MEAN, ONE_HOT_SCALE, FeatureEncoding
-from hpo.scaling import Scaler
+from hpo.data.dataset import load_usable, split_for_seed
+from hpo.data.encoding import ONE_HOT_MEAN, ONE_HOT_SCALE, FeatureEncoding
+from hpo.data.scaling import Scaler
+from hpo.study.contract import DatasetRef
 
 
 @dataclass(frozen=True)

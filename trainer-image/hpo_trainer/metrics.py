@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hpo.scaling import Scaler
+from hpo.data.scaling import Scaler
 
 
 def standardised_mae(y_true_std: np.ndarray, y_pred_std: np.ndarray) -> float:

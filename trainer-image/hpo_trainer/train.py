@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.contract import SeedResult, TrainingRequest
-from hpo.dataset import DatasetError, localise
-from hpo.encoding import FeaturesFile
-from hpo.layout import StudyPaths
+from hpo.data.dataset import DatasetError, localise
+from hpo.data.encoding import FeaturesFile
 from hpo.store import OutputUnwritable, Store, StoreError
+from hpo.study.contract import SeedResult, TrainingRequest
+from hpo.study.layout import StudyPaths
 from hpo_trainer.data import PreparedData, load_splits
 from hpo_trainer.metrics import score, standardised_mae
 from hpo_trainer.model import (
@@ -110,7 +110,7 @@ def artifacts_prefix(request: TrainingRequest, seed: int) -> str:
 def _write_artifacts(
     folder: Path, request: TrainingRequest, seed: int, model: keras.Model, data: PreparedData
 ) -> None:
-    """Every artifact but scores.json (``hpo.layout.ARTIFACT_FILES``), into a folder for one
+    """Every artifact but scores.json (``hpo.study.layout.ARTIFACT_FILES``), into a folder for one
     ``put_dir``."""
     save_model(model, folder / "model.keras")
     (folder / "feature_scaler.json").write_text(data.feature_scaler.to_json())

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.dashboard import views
-from hpo.livestatus import LiveStatus
+from hpo.records.livestatus import LiveStatus
 from hpo.results import ResultsError, find_studies, open_study
 
 log = logging.getLogger(__name__)

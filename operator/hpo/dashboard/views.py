@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from hpo.ledger import HYPERPARAMS
+from hpo.records.ledger import HYPERPARAMS
 
 STAGES = ("random", "bayesian")
 
@@ -80,7 +80,7 @@ def config_text(row: dict[str, Any], hyperparams: list[str]) -> str:
 
 
 def _parsed_spec(raw: dict[str, Any]) -> Any:
-    from hpo.spec import SpecError, parse_study
+    from hpo.study.spec import SpecError, parse_study
 
     try:
         return parse_study(raw).spec
@@ -349,7 +349,7 @@ LIVE_PHASES = {
 
 def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any]:
     """``summary`` (``build``'s, from the ledger) with the runner's live status over it
-    (``hpo.livestatus.LiveStatus`` or None): ``running``, the run's phase and stage, counts
+    (``hpo.records.livestatus.LiveStatus`` or None): ``running``, the run's phase and stage, counts
     the ledger has not caught up with, and ``live`` (live, stale, finished, interrupted;
     None without a status: a study run before it existed shows the derived values)."""
     out = dict(summary)

@@ -24,7 +24,7 @@ Example::
     p.predict(frame)                     # labels in their own units
 """
 
-from hpo.livestatus import LiveStatus
+from hpo.records.livestatus import LiveStatus
 from hpo.results.errors import ResultsError
 from hpo.results.location import find_studies
 from hpo.results.predictor import Predictor

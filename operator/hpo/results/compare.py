@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hpo.results.study import StudyResults
-from hpo.spec import SpecError, parse_study
+from hpo.study.spec import SpecError, parse_study
 
 #: The final group's columns a comparison shows, per study.
 SHOWN = ("rank", "trial", "config_key", "val_mae_mean", "test_mae_mean", "seeds")

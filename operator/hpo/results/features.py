@@ -1,11 +1,11 @@
 """Raw feature columns -> the model's input matrix: the one feature step of prediction.
 
 What the columns are, in which order, and how a categorical one is one-hot
-encoded comes from the training's ``features.json`` (``hpo.encoding``); a
+encoded comes from the training's ``features.json`` (``hpo.data.encoding``); a
 training recorded before that file existed has numeric features only, in the
 order of its feature scaler (``feature_scaler.json``). Either way a prediction
-needs nothing of the study's spec. Checks are ``hpo.dataset``'s and
-``hpo.encoding``'s (the training side's names and messages).
+needs nothing of the study's spec. Checks are ``hpo.data.dataset``'s and
+``hpo.data.encoding``'s (the training side's names and messages).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hpo.dataset import DatasetError, check_columns
-from hpo.encoding import EncodingError, Feature, FeatureEncoding, FeaturesFile, UnseenCategory
+from hpo.data.dataset import DatasetError, check_columns
+from hpo.data.encoding import EncodingError, Feature, FeatureEncoding, FeaturesFile, UnseenCategory
+from hpo.data.scaling import Scaler
 from hpo.results.errors import ResultsError
-from hpo.scaling import Scaler
 
 
 class UnknownCategory(ResultsError, UnseenCategory):
     """A categorical column holds a category the model was not trained with (``column``,
-    ``value``, ``known``); both a ``ResultsError`` and an ``hpo.encoding.UnseenCategory``."""
+    ``value``, ``known``); both a ``ResultsError`` and an ``hpo.data.encoding.UnseenCategory``."""
 
 
 def encoding_of(features_json: bytes | None, feature_scaler: Scaler, where: str) -> FeatureEncoding:

@@ -1,6 +1,6 @@
 """The API's data frames, built from the ledger's ``SeedResult`` list and ``best.json``.
 
-The tables are the ledger's own (``hpo.ledger.trials_frame`` and
+The tables are the ledger's own (``hpo.records.ledger.trials_frame`` and
 ``configurations_frame``), so a frame and the workbook never disagree; only
 names change where the ledger's are ambiguous: its ``mae`` is the test split's,
 here ``test_mae`` (and ``test_mae_mean``/``test_mae_std`` per configuration).
@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.contract import SeedResult
-from hpo.ledger import PER_LAYER, configurations_frame, trials_frame
-from hpo.report import final_group_columns as report_columns
+from hpo.records.ledger import PER_LAYER, configurations_frame, trials_frame
+from hpo.records.report import final_group_columns as report_columns
+from hpo.study.contract import SeedResult
 
 _TRAININGS_RENAMED = {"mae": "test_mae"}
 _SUMMARY_RENAMED = {"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"}

@@ -1,7 +1,7 @@
 """A study's place: a local folder or ``s3://bucket/prefix/NAME``, as a store and a key.
 
-Opening goes through ``hpo.store.open_location`` (the browsing commands' way), and
-every key is ``hpo.layout``'s, so the results API reads what ``hpo run`` and the
+Opening goes through ``open_location`` (the browsing commands' way), and
+every key is ``hpo.study.layout``'s, so the results API reads what ``hpo run`` and the
 operator write, on either kind of store.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpo.keys import StoreError
-from hpo.layout import STUDY_FILE, study_of_best, study_of_ledger, study_of_scores
 from hpo.results.errors import ResultsError
-from hpo.spec import SpecError
-from hpo.store import Store, open_location
+from hpo.store import LocalStore, Store, StoreRef, open_store
+from hpo.store.keys import StoreError
+from hpo.study.layout import STUDY_FILE, study_of_best, study_of_ledger, study_of_scores
+from hpo.study.spec import SpecError
 
 
 def open_where(
@@ -82,3 +82,30 @@ def find_studies(
         return [f"s3://{bucket}/{folder}" for folder in folders]
     root = Path(text).resolve()
     return [str(root / folder) for folder in folders]
+
+
+def open_location(
+    where: str,
+    *,
+    endpoint: str | None = None,
+    tls: bool = True,
+    region: str | None = None,
+    ca_bundle: str | None = None,
+) -> tuple[Store, str]:
+    """A store and a key prefix inside it, from a folder or an ``s3://bucket/prefix`` URL.
+
+    Used by the commands that browse results (``hpo ls``, ``hpo get``,
+    ``hpo report``) rather than run a study.
+    """
+    if where.startswith("s3://"):
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        if not endpoint:
+            raise SpecError([f"{where}: give --endpoint or set HPO_S3_ENDPOINT"])
+        ref = StoreRef(
+            kind="s3", endpoint=endpoint, bucket=bucket, tls=tls, region=region, ca_bundle=ca_bundle
+        )
+        return open_store(ref, prefix=""), prefix.strip("/")
+    path = Path(where).resolve()
+    if not path.exists():
+        raise SpecError([f"{where}: no such folder"])
+    return LocalStore(path), ""

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hpo.encoding import FeatureEncoding
+from hpo.data.encoding import FeatureEncoding
+from hpo.data.scaling import Scaler
 from hpo.results.errors import ResultsError
 from hpo.results.features import feature_matrix
 from hpo.results.keras_model import KerasFunction
-from hpo.scaling import Scaler
 
 
 @dataclass(frozen=True)

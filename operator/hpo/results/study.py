@@ -1,7 +1,7 @@
 """``StudyResults``: one study's records, read back through its store (folder or bucket).
 
-Everything is read from the study's own keys (``hpo.layout``): ``study.yaml``,
-``dataset.json``, the ledger (``hpo.ledger.read_ledger``, the parser resume
+Everything is read from the study's own keys (``hpo.study.layout``): ``study.yaml``,
+``dataset.json``, the ledger (``hpo.records.ledger.read_ledger``, the parser resume
 uses), ``best.json`` and the trainings' artifacts. Trainings whose
 ``scores.json`` is stored but whose row the ledger does not hold yet (it is
 written in batches) are included, as a resuming study would count them.
@@ -17,10 +17,22 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from hpo.contract import SeedResult
-from hpo.encoding import FeatureEncoding
-from hpo.keys import StoreError
-from hpo.layout import (
+from hpo.data.encoding import FeatureEncoding
+from hpo.data.scaling import Scaler
+from hpo.records.ledger import LedgerUnreadable, read_ledger
+from hpo.records.livestatus import VERSION as STATUS_VERSION
+from hpo.records.livestatus import LiveStatus
+from hpo.records.recorder import stored_results
+from hpo.results import frames
+from hpo.results.errors import ResultsError
+from hpo.results.features import encoding_of
+from hpo.results.keras_model import load_keras
+from hpo.results.location import open_where
+from hpo.results.predictor import Member, Predictor
+from hpo.store import Store
+from hpo.store.keys import StoreError
+from hpo.study.contract import SeedResult
+from hpo.study.layout import (
     ARTIFACT_FILES,
     BEST_FILE,
     FEATURES_FILE,
@@ -29,19 +41,7 @@ from hpo.layout import (
     STUDY_FILE,
     StudyPaths,
 )
-from hpo.ledger import LedgerUnreadable, read_ledger
-from hpo.livestatus import VERSION as STATUS_VERSION
-from hpo.livestatus import LiveStatus
-from hpo.recorder import stored_results
-from hpo.results import frames
-from hpo.results.errors import ResultsError
-from hpo.results.features import encoding_of
-from hpo.results.keras_model import load_keras
-from hpo.results.location import open_where
-from hpo.results.predictor import Member, Predictor
-from hpo.scaling import Scaler
-from hpo.spec import SpecError, load_yaml
-from hpo.store import Store
+from hpo.study.spec import SpecError, load_yaml
 
 _SHOWN = 20
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class StudyResults:
         return ":".join(self.revisions())
 
     def status(self, version: str | None = None) -> LiveStatus | None:
-        """The live status its runner wrote (``hpo.livestatus.LiveStatus``: phase, stage,
+        """The live status its runner wrote (``hpo.records.livestatus.LiveStatus``: phase, stage,
         done/planned/running/failed, best, heartbeat; ``.state()`` says live, stale,
         finished or interrupted). None for a study run before ``status.json`` existed, and
         for a torn, foreign or newer file (``status_note`` says which). Cached by version;
@@ -270,7 +270,7 @@ class StudyResults:
         return ok if seed is None else [seed]
 
     def artifacts(self, trial: str, seed: int) -> dict[str, str]:
-        """Artifact file name -> store key of one training (``hpo.layout.ARTIFACT_FILES``)."""
+        """Artifact file name -> store key of one training (``hpo.study.layout.ARTIFACT_FILES``)."""
         self._check_training(trial, seed)
         try:
             folder = self._paths.seed(trial, seed)

@@ -3,7 +3,7 @@
 The engine, the runners and the trainer see only this interface, so a local
 folder (``hpo.store.local``) and an S3 bucket (``hpo.store.s3``) behave the
 same to them. Keys are ``/``-separated and relative to the store's root; they
-are built by ``hpo.layout`` and checked by ``hpo.keys``.
+are built by ``hpo.study.layout`` and checked by ``hpo.store.keys``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
-from hpo.keys import StoreError
+from hpo.store.keys import StoreError
 
 
 class PreconditionFailed(StoreError):

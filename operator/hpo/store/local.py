@@ -19,8 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from hpo.keys import StoreError, check_key
 from hpo.store.base import OutputUnwritable, PreconditionFailed, Store
+from hpo.store.keys import StoreError, check_key
 
 
 def _md5(data: bytes) -> str:

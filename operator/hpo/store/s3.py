@@ -41,8 +41,8 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from hpo import crashpoints
-from hpo.keys import StoreError, check_key
 from hpo.store.base import PreconditionFailed, Store
+from hpo.store.keys import StoreError, check_key
 
 log = logging.getLogger(__name__)
 

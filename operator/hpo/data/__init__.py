@@ -1,0 +1,1 @@
+"""A study's dataset: reading, checks, text-column encoding, scaling (operator and trainer)."""

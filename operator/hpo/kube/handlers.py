@@ -1,0 +1,317 @@
+"""kopf handlers: thin glue from Kubernetes events to one ``KubeRunner`` per study.
+
+A daemon per HPOStudy runs the study's loop in a thread (the engine and
+scikit-optimize never block kopf's event loop). Pod events only wake the
+daemon of their study, so a finished pod is followed by the next one at once
+instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from hpo.kube import metrics
+from hpo.kube.api import Cluster
+from hpo.kube.crd import PLURAL, VERSION
+from hpo.kube.pods import LABEL_STUDY
+from hpo.kube.runner import REVERTED, KubeRunner
+from hpo.kube.status import Conditions
+from hpo.study.spec import API_GROUP, refused_changes
+
+log = logging.getLogger("hpo.operator")
+#: How long the deletion handler waits for a study's loop to stop (then kopf retries it).
+DAEMON_STOP_TIMEOUT_S = 60.0
+#: How long kopf waits for a stopped daemon to end before it falls back to re-checking
+#: (then the finalizer waits for that re-check): a loop between steps ends in
+#: milliseconds, one in a ledger write takes that write's time.
+DAEMON_EXIT_WAIT_S = 5.0
+#: How long a stopped daemon may take before kopf gives up waiting for it.
+DAEMON_GRACE_S = 10.0
+#: Handler threads, for pod events, deletions and finished studies' events (each running
+#: study's loop has a thread of its own, outside this pool): kopf's default pool
+#: (min(32, CPUs + 4)) is small for many studies' pod events at once.
+HANDLER_THREADS = 256
+
+
+def make_registry(
+    api_client: Callable[[], client.ApiClient],
+    *,
+    poll_s: float = 2.0,
+    retry_s: float = 15.0,
+    status_every_s: float = 3.0,
+    registry: kopf.OperatorRegistry | None = None,
+) -> kopf.OperatorRegistry:
+    """Register the operator's handlers on ``registry`` (a fresh one per test);
+    ``status_every_s``: at most this often a study's ``status.json`` (``records.livestatus``)."""
+    registry = registry or kopf.OperatorRegistry()
+    runners: dict[str, KubeRunner] = {}
+    # Per study uid: set to make its loop stop; set by the loop once it has stopped.
+    halts: dict[str, threading.Event] = {}
+    ended: dict[str, threading.Event] = {}
+    # Uids whose deletion this process has carried out (a uid is never reused).
+    deleted: set[str] = set()
+    lock = threading.Lock()
+    cluster_box: dict[str, Cluster] = {}
+
+    @kopf.on.startup(registry=registry)
+    def _threads(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.execution.max_workers = HANDLER_THREADS
+        settings.background.instant_exit_timeout = DAEMON_EXIT_WAIT_S
+
+    def cluster() -> Cluster:
+        with lock:
+            if "c" not in cluster_box:
+                cluster_box["c"] = Cluster(api_client())
+            return cluster_box["c"]
+
+    @kopf.daemon(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        initial_delay=0,
+        backoff=retry_s,  # a loop that failed (the API server down at its start) starts again
+        # kopf asks the daemon to stop and waits this long before it gives up on it; the
+        # loop exits at its next step (``halt``), a few seconds at most.
+        cancellation_backoff=DAEMON_GRACE_S,
+        cancellation_timeout=1,
+    )
+    async def study_daemon(
+        name: str,
+        namespace: str,
+        uid: str,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:
+        """The study's loop in a thread of its own; kopf's stop request halts it at once.
+
+        A sync daemon could only poll ``stopped`` between steps; kopf would then see it
+        still running, hold the finalizer for ``cancellation_timeout`` and run the
+        deletion handler a second time. Here the stop wakes the loop, and the task ends
+        when the loop has (within kopf's instant-exit wait, ``DAEMON_EXIT_WAIT_S``).
+        """
+        runner = KubeRunner(
+            cluster(),
+            namespace,
+            name,
+            body=lambda: dict(body),
+            poll_s=poll_s,
+            status_every_s=status_every_s,
+        )
+        halt = threading.Event()
+        done = threading.Event()
+        with lock:
+            runners[uid] = runner
+            halts[uid] = halt
+            ended[uid] = done
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def loop_thread() -> None:
+            error: BaseException | None = None
+            try:
+                runner.run(stopped=halt.is_set, retry_s=retry_s)
+            except Exception as exc:  # raised in the daemon: kopf starts it again later
+                error = exc
+            finally:
+                with lock:
+                    if runners.get(uid) is runner:
+                        runners.pop(uid)
+                done.set()
+                with contextlib.suppress(RuntimeError):  # the event loop is gone (exit)
+                    loop.call_soon_threadsafe(_settle, exited, error)
+
+        threading.Thread(target=loop_thread, name=f"study {namespace}/{name}", daemon=True).start()
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.set()
+            runner.wake.set()
+            stop.cancel()
+        await asyncio.shield(exited)
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_STUDY: kopf.PRESENT}, registry=registry)
+    def pod_event(meta: kopf.Meta, **_: Any) -> None:
+        for owner in meta.get("ownerReferences") or []:
+            with lock:
+                runner = runners.get(owner.get("uid", ""))
+            if runner is not None:
+                runner.wake.set()
+
+    @kopf.on.event(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        when=lambda type, status, **_: type == "DELETED" or _finished(status),
+    )
+    def finished_study(
+        type: str | None,
+        name: str,
+        namespace: str,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        **_: Any,
+    ) -> None:
+        """A finished study has no loop. Its phase still counts in ``hpo_studies`` after a
+        restart (kopf lists every study at start), and a refused change undone after the
+        end still clears ``SpecChangeRefused`` (else Argo CD shows it Degraded for good)."""
+        if type == "DELETED":
+            metrics.forget(namespace, name)
+            return
+        metrics.finished(namespace, name, dict(status))
+        conditions = Conditions()
+        conditions.load(status.get("conditions"))
+        accepted = status.get("acceptedSpec")
+        if meta.get("deletionTimestamp") or not isinstance(accepted, dict):
+            return
+        if refused_changes(dict(accepted), dict(spec)):
+            return  # still refused
+        if conditions.clear("SpecChangeRefused", "Reverted", REVERTED):
+            cluster().patch_status(
+                namespace,
+                name,
+                {"conditions": conditions.as_list(), "observedGeneration": meta.get("generation")},
+            )
+
+    def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body) -> None:
+        """Pods go with their study (ownerReferences do it too); results stay unless
+        ``spec.storage.keepOnDelete`` is false.
+
+        The study's loop is stopped and waited for first, so no write of its lands after
+        the removal. Done once per study: kopf calls this again if its finalizer had to
+        wait for the daemon (a re-check cycle), and a second run has nothing to do.
+        """
+        with lock:
+            if uid in deleted:
+                return
+            halt = halts.get(uid)
+            done = ended.get(uid)
+            runner = runners.get(uid)
+        if halt is not None:
+            halt.set()
+        if runner is not None:
+            runner.wake.set()
+        if done is not None and not done.wait(DAEMON_STOP_TIMEOUT_S):
+            raise kopf.TemporaryError("the study's loop has not stopped yet", delay=5)
+        n = cluster().delete_study_pods(namespace, name)
+        if _removes_results(body.get("spec") or {}):
+            removed = delete_results(cluster(), dict(body))
+            log.info(
+                "study %s/%s deleted; %d pods and %d stored objects removed",
+                namespace,
+                name,
+                n,
+                removed,
+            )
+        else:
+            log.info(
+                "study %s/%s deleted; %d pods removed, results kept in the store",
+                namespace,
+                name,
+                n,
+            )
+        with lock:
+            halts.pop(uid, None)
+            ended.pop(uid, None)
+            deleted.add(uid)
+
+    # Two registrations of one handler. Results to remove need a finalizer on
+    # the study for its whole life (a finished study's daemon no longer holds
+    # one, and without a finalizer kopf never sees the deletion); results kept
+    # need none, so such a study never blocks on an operator that is gone.
+    @kopf.on.delete(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        when=lambda spec, **_: _removes_results(spec),
+    )
+    def study_deleted_removing_results(
+        name: str, namespace: str, uid: str, body: kopf.Body, **_: Any
+    ) -> None:
+        study_deleted(name, namespace, uid, body)
+
+    @kopf.on.delete(
+        API_GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        optional=True,
+        when=lambda spec, **_: not _removes_results(spec),
+    )
+    def study_deleted_keeping_results(
+        name: str, namespace: str, uid: str, body: kopf.Body, **_: Any
+    ) -> None:
+        study_deleted(name, namespace, uid, body)
+
+    return registry
+
+
+class QuietPodEvents(logging.Filter):
+    """Drops kopf's "Handler 'pod_event' succeeded." lines (several per training) and those
+    of ``finished_study`` (one per finished study at each start): no news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.endswith((".pod_event' succeeded.", ".finished_study' succeeded."))
+
+
+def _finished(status: Any) -> bool:
+    return (status or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _removes_results(spec: Any) -> bool:
+    return ((spec or {}).get("storage") or {}).get("keepOnDelete", True) is False
+
+
+def delete_results(cluster: Cluster, body: dict[str, Any]) -> int:
+    """Remove a deleted study's ledger, artifacts and plots from its store."""
+    from hpo.store import open_store
+    from hpo.study.layout import StudyPaths
+    from hpo.study.spec import SpecError, parse_study, study_resource
+    from hpo.study.storage import store_ref_for
+
+    try:
+        study = parse_study(study_resource(body))
+    except SpecError:
+        return 0  # an invalid study never wrote anything
+    secret = study.spec.storage.credentials_secret
+    if study.spec.storage.type != "s3" or secret is None:
+        return 0
+    credentials = cluster.read_credentials(
+        study.metadata.namespace, secret.name, secret.access_key_key, secret.secret_key_key
+    )
+    store = open_store(store_ref_for(study), credentials=credentials)
+    return store.delete_prefix(StudyPaths(study.name).root)
+
+
+def default_api_client() -> client.ApiClient:
+    """In a pod: the service account; elsewhere: the kubeconfig."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()

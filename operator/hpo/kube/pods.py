@@ -1,0 +1,251 @@
+"""Trainer pods as plain manifests, and what a finished pod says about its trainings.
+
+Pure functions over dicts: no kubernetes client here, so building and
+reading pods is testable without an API server. Names are deterministic, so
+creating a pod again after an operator restart is idempotent (409, adopted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hpo.engine import Task, Trial
+from hpo.study.contract import SeedResult, TrainingRequest
+from hpo.study.spec import API_VERSION, KIND, StudySpec
+
+LABEL_STUDY = "hpo-operator.dev/study"
+LABEL_STAGE = "hpo-operator.dev/stage"
+LABEL_TRIAL = "hpo-operator.dev/trial"
+LABEL_SEED = "hpo-operator.dev/seed"
+LABEL_MANAGED = "app.kubernetes.io/managed-by"
+ANN_REQUEST = "hpo-operator.dev/request"
+ANN_ATTEMPT = "hpo-operator.dev/attempt"
+ANN_RECORDED = "hpo-operator.dev/recorded"
+TERMINATION_LOG = "/dev/termination-log"
+MAX_NAME = 63
+
+
+def pod_name(study: str, trial: str, seeds: list[int], attempt: int) -> str:
+    """``<study>-<trial>-s<seeds>-a<attempt>``; hashed to stay a DNS label of <= 63 chars."""
+    seeds_part = "-".join(str(s) for s in seeds)
+    name = f"{study}-{trial}-s{seeds_part}-a{attempt}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    tail = f"-{trial}-{digest}"
+    return f"{study[: MAX_NAME - len(tail)].rstrip('-')}{tail}"
+
+
+def _label_value(value: str) -> str:
+    """Label values: <= 63 chars of [A-Za-z0-9-_.], alphanumeric at both ends."""
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63]
+    return value.strip("-_.") or "x"
+
+
+def group_tasks(tasks: list[Task], seeds_per_pod: int) -> list[list[Task]]:
+    """Tasks of the same trial and attempt share a pod, up to ``seeds_per_pod`` seeds."""
+    groups: list[list[Task]] = []
+    for task in tasks:
+        last = groups[-1] if groups else None
+        if (
+            last
+            and len(last) < seeds_per_pod
+            and last[0].trial.id == task.trial.id
+            and last[0].attempt == task.attempt
+        ):
+            last.append(task)
+        else:
+            groups.append([task])
+    return groups
+
+
+def build_pod(
+    *,
+    study: str,
+    namespace: str,
+    owner_uid: str,
+    spec: StudySpec,
+    request: TrainingRequest,
+    attempt: int,
+) -> dict[str, Any]:
+    """The trainer pod for one request (one trial, one or more seeds)."""
+    trainer = spec.trainer
+    name = pod_name(study, request.trial, request.seeds, attempt)
+    env: list[dict[str, Any]] = [
+        {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "3"},
+        {"name": "HPO_CACHE", "value": "/tmp/hpo-cache"},
+        {"name": "KERAS_HOME", "value": "/tmp/keras"},
+        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+    ]
+    secret = spec.storage.credentials_secret
+    if secret is not None:
+        for var, key in (
+            ("HPO_S3_ACCESS_KEY", secret.access_key_key),
+            ("HPO_S3_SECRET_KEY", secret.secret_key_key),
+        ):
+            env.append(
+                {"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+            )
+    env += [dict(e) for e in trainer.env]
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": trainer.image,
+        "imagePullPolicy": trainer.image_pull_policy,
+        "command": ["python", "-m", "hpo_trainer"],
+        # Arguments are data: the request is one JSON argument, never a shell string.
+        "args": ["--request", request.to_json(), "--termination-log", TERMINATION_LOG],
+        "env": env,
+        "resources": dict(trainer.resources),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            # Writable: only /tmp (the emptyDir below), where KERAS_HOME, MPLCONFIGDIR
+            # and the dataset cache point (the image test runs the trainer this way).
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+    }
+    if trainer.service_account_name:
+        pod_spec["serviceAccountName"] = trainer.service_account_name
+    if trainer.node_selector:
+        pod_spec["nodeSelector"] = dict(trainer.node_selector)
+    if trainer.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in trainer.tolerations]
+    if trainer.affinity:
+        pod_spec["affinity"] = dict(trainer.affinity)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_STUDY: _label_value(study),
+                LABEL_STAGE: request.stage,
+                LABEL_TRIAL: _label_value(request.trial),
+                LABEL_SEED: _label_value("-".join(str(s) for s in request.seeds)),
+                LABEL_MANAGED: "hpo-operator",
+            },
+            "annotations": {
+                ANN_REQUEST: request.to_json(),
+                ANN_ATTEMPT: str(attempt),
+                "sidecar.istio.io/inject": "false",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": study,
+                    "uid": owner_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": pod_spec,
+    }
+
+
+def tasks_of(pod: dict[str, Any]) -> list[Task]:
+    """The trainings a pod runs, rebuilt from its annotations (after an operator restart)."""
+    ann = pod["metadata"].get("annotations") or {}
+    request = TrainingRequest.from_json(ann[ANN_REQUEST])
+    attempt = int(ann.get(ANN_ATTEMPT, "1"))
+    trial = Trial(request.trial, request.stage, request.config, request.config_key, request.parent)
+    return [Task(trial, seed, attempt) for seed in request.seeds]
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What a pod's status says, reduced to what the operator acts on."""
+
+    phase: str  # Pending | Running | Succeeded | Failed | Unknown
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+    waiting_reason: str = ""
+
+
+def pod_state(pod: dict[str, Any]) -> PodState:
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if state.get("terminated"):
+            t = state["terminated"]
+            return PodState(
+                phase=phase,
+                reason=t.get("reason") or "",
+                message=t.get("message") or "",
+                exit_code=t.get("exitCode"),
+            )
+        if state.get("waiting"):
+            w = state["waiting"]
+            return PodState(
+                phase=phase,
+                waiting_reason=w.get("reason") or "",
+                message=w.get("message") or "",
+            )
+    return PodState(
+        phase=phase, reason=status.get("reason") or "", message=status.get("message") or ""
+    )
+
+
+def results_of(
+    pod: dict[str, Any], study: str, scores: dict[int, SeedResult | None]
+) -> list[SeedResult]:
+    """One result per seed of a finished pod.
+
+    ``scores`` are the seeds' ``scores.json`` read from the store (None where
+    missing): the store is the authority for a success (a complete record);
+    the termination message explains a failure.
+    """
+    state = pod_state(pod)
+    tasks = tasks_of(pod)
+    reported: dict[int, dict[str, Any]] = {}
+    if state.message.lstrip().startswith("["):
+        try:
+            for row in json.loads(state.message):
+                reported[int(row["seed"])] = row
+        except (ValueError, KeyError, TypeError):
+            reported = {}
+    out = []
+    for task in tasks:
+        stored = scores.get(task.seed)
+        if stored is not None and stored.status == "succeeded":
+            out.append(stored)
+            continue
+        row = reported.get(task.seed)
+        if row and row.get("status") == "failed" and row.get("error"):
+            error = str(row["error"])
+        elif state.reason == "OOMKilled":
+            error = "OOMKilled: the trainer ran out of memory; raise spec.trainer.resources.limits"
+        elif state.phase == "Succeeded":
+            error = "the pod succeeded but its scores are not in the store"
+        else:
+            detail = state.message.strip().splitlines()[-1] if state.message.strip() else ""
+            code = f"exit code {state.exit_code}" if state.exit_code is not None else state.phase
+            error = f"trainer failed ({state.reason or 'Error'}, {code})" + (
+                f": {detail[:300]}" if detail else ""
+            )
+        out.append(task.failed(study, error))
+    return out

@@ -1,0 +1,589 @@
+"""Runs one study on a cluster: the session decides and records, trainer pods execute.
+
+``KubeRunner.run`` is the loop of one study, started by the operator for
+every HPOStudy (and again after an operator restart). Its own job is pods <->
+tasks: create a pod per group of tasks, read pods back into results, sort
+the cluster's refusals (try later, not an attempt) from a training's failure,
+and adopt the pods it finds after a restart. The session (``hpo.session``)
+owns the engine, the ledger and the failure records; ``kube_status`` says
+how the study looks from ``kubectl``. It can be killed at any point: no pod
+is created twice (names are deterministic), no configuration is trained
+twice, no finished result is lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hpo import crashpoints
+from hpo.data.checks import DatasetProblem
+from hpo.engine import HistoryConflict, Task
+from hpo.kube.api import Cluster, SecretProblem, transient
+from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, pod_state, results_of, tasks_of
+from hpo.kube.status import PHASES, Conditions, StudyStatus, age_s, now_stamp
+from hpo.records.recorder import LedgerConflict
+from hpo.records.warmstart import WarmStartProblem
+from hpo.session import DatasetChanged, StudySession
+from hpo.store import StoreError, StoreRef
+from hpo.study.contract import SeedResult
+from hpo.study.spec import SpecError, Study, parse_study, refused_changes, study_resource
+from hpo.study.storage import store_ref_for
+
+log = logging.getLogger("hpo.operator")
+
+
+class NotYet(Exception):
+    """The study cannot start yet (its store is unreachable); try again later."""
+
+
+class Stalled(Exception):
+    """The study cannot start until its user fixes something: a wrong spec, a missing
+    Secret or dataset. It waits in ``Pending`` and checks again (at once on a new
+    generation of its spec); the message says what to fix."""
+
+    def __init__(self, condition: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.condition = condition
+        self.reason = reason
+        self.message = message
+
+
+#: ``Failed`` reasons an earlier operator gave up on that a user can fix in place: such a
+#: study is checked again when its loop starts.
+FIXABLE = frozenset({"InvalidSpec", "CredentialsMissing", "InvalidDataset", "RecordsConflict"})
+REVERTED = "the spec is back to the one the study runs with"
+FIX_SPEC = "correct the spec (kubectl apply or edit): the study starts once it is valid"
+
+
+class KubeRunner:
+    """The control loop of one HPOStudy: the session's tasks as trainer pods.
+
+    ``store_ref`` replaces the spec's store (tests: a local folder the fake
+    cluster's "pods" write to); by default the store must be s3, the only
+    kind trainer pods and the operator share. ``clock`` (monotonic seconds)
+    times retries and the cluster's refusals; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        name: str,
+        *,
+        body: Callable[[], dict[str, Any]] | None = None,
+        poll_s: float = 2.0,
+        status_every_s: float = 3.0,
+        store_ref: StoreRef | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name
+        self._body = body or (lambda: cluster.get_study(namespace, name) or {})
+        self.poll_s = poll_s
+        self.status_every_s = status_every_s
+        self.wake = threading.Event()
+        self.status = StudyStatus(cluster, namespace, name, self._body)
+        #: Pods of this study by name, with their trainings the engine may still wait for.
+        self.pods: dict[str, list[Task]] = {}
+        self.session: StudySession | None = None
+        self.study: Study | None = None
+        self._store_ref = store_ref
+        self.clock = clock
+        self._accepted_spec: dict[str, Any] = {}
+        self._best: Any = None
+        #: Wait before trying again what the cluster refused for now (quota, RBAC).
+        self.retry_s = 15.0
+
+    @property
+    def conditions(self) -> Conditions:
+        return self.status.conditions
+
+    # -- set-up ------------------------------------------------------------
+
+    def _store_for(self, study: Study) -> tuple[StoreRef, tuple[str, str] | None]:
+        """The store and its credentials; raises ``Stalled`` naming what is missing."""
+        if self._store_ref is not None:
+            return self._store_ref, None
+        storage = study.spec.storage
+        if storage.type != "s3":
+            raise Stalled(
+                "Valid",
+                "InvalidSpec",
+                "spec.storage.type: trainer pods share no disk with the operator; "
+                f"use an s3 store (MinIO) on a cluster; {FIX_SPEC}",
+            )
+        if storage.credentials_secret is None:
+            raise Stalled(
+                "Valid",
+                "InvalidSpec",
+                "spec.storage.credentialsSecret: is required on a cluster (a Secret with the "
+                f"store's access and secret keys); {FIX_SPEC}",
+            )
+        secret = storage.credentials_secret
+        try:
+            credentials = self.cluster.read_credentials(
+                self.namespace, secret.name, secret.access_key_key, secret.secret_key_key
+            )
+        except SecretProblem as exc:
+            raise Stalled(
+                "StoreReady", "CredentialsMissing", f"{exc}; {self._checked_again()}"
+            ) from None
+        return store_ref_for(study), credentials
+
+    def _checked_again(self) -> str:
+        return f"checked again every {self.retry_s:.0f}s"
+
+    def start(self) -> bool:
+        """Set the study up: spec, store, dataset, history, the pods of an earlier run.
+
+        False when it has ended, or cannot run (a condition and an event say why);
+        raises ``NotYet`` while its store is unreachable, ``Stalled`` while it waits for
+        its user to fix something."""
+        body = self._body()
+        status = body.get("status") or {}
+        self.conditions.load(status.get("conditions"))
+        if status.get("phase") == "Succeeded":
+            return False
+        if status.get("phase") == "Failed" and self.status.failed_for not in FIXABLE:
+            return False
+        resource = study_resource(body)
+        accepted = status.get("acceptedSpec")
+        if isinstance(accepted, dict) and accepted != resource["spec"]:
+            # Changed since the study started (refused while it ran, or made while no
+            # operator ran it): it goes on as it was; the first step says what is refused.
+            resource["spec"] = accepted
+        try:
+            study = parse_study(resource)
+        except SpecError as exc:
+            problems = "; ".join(exc.problems)
+            if all(p.startswith("metadata.") for p in exc.problems):
+                # A name cannot change: nothing to wait for.
+                self.status.fail(
+                    "Valid",
+                    "InvalidName",
+                    f"{problems}; delete the study and create it under a valid name",
+                )
+                return False
+            raise Stalled("Valid", "InvalidSpec", f"{problems}; {FIX_SPEC}") from None
+        self.conditions.set("Valid", True, "SpecValid")
+        ref, credentials = self._store_for(study)
+        try:
+            session = StudySession.open(
+                study,
+                ref,
+                credentials=credentials,
+                keep_failures=True,
+                folders=False,
+                runner="operator",
+                status_every_s=self.status_every_s,
+            )
+        except StoreError as exc:
+            # Perhaps an outage, perhaps a missing bucket: say so and try again later.
+            raise NotYet(str(exc)) from None
+        except DatasetProblem as exc:
+            raise Stalled(
+                "DatasetReady",
+                "InvalidDataset",
+                f"{exc}; put the dataset there or correct spec.dataset: {self._checked_again()}",
+            ) from None
+        prepared = session.prepared
+        self.status.store_ready(ref.uri)
+        self.conditions.set(
+            "DatasetReady",
+            True,
+            "DatasetChecked",
+            f"{prepared.rows} rows usable, {prepared.rows_dropped} with missing values",
+        )
+        self.study = study
+        self._accept(resource["spec"] or {})
+        # The pods of an earlier run of this loop (an operator restart): adopted, not redone.
+        found_pods = self.cluster.list_pods(self.namespace, study.name)
+        pods = {p["metadata"]["name"]: tasks_of(p) for p in found_pods}
+        try:
+            session.start([t for tasks in pods.values() for t in tasks])
+        except StoreError as exc:
+            raise NotYet(str(exc)) from None
+        except DatasetChanged as exc:
+            raise Stalled(
+                "DatasetReady",
+                "DatasetChanged",
+                f"{exc}; {self._checked_again()}",
+            ) from None
+        except WarmStartProblem as exc:
+            raise Stalled(
+                "WarmStartReady",
+                "InvalidWarmStart",
+                f"{exc}; correct spec.warmStart (nothing was written): {self._checked_again()}",
+            ) from None
+        except HistoryConflict as exc:
+            raise Stalled(
+                "Valid",
+                "RecordsConflict",
+                f"{exc}; point spec.storage (bucket or prefix) at a place of its own, or "
+                "remove the old records there",
+            ) from None
+        engine = session.engine
+        self.pods = {
+            name: [t for t in tasks if not engine.is_recorded(t.id)] for name, tasks in pods.items()
+        }
+        self.session = session
+        self.status.resolved()
+        taken = session.warm_start
+        if taken is not None:
+            self.conditions.set(
+                "WarmStartReady",
+                True,
+                "WarmStartTaken",
+                f"{len(taken.warm.results)} trainings counted, {len(taken.warm.first)} "
+                "configurations tried first",
+            )
+        for note in session.notes:  # the dataset's, the warm start's and the engine's
+            self.cluster.event(body, "Normal", "Note", note)
+        return True
+
+    def _wait_to_start(self, stopped: Callable[[], bool], retry_s: float) -> bool:
+        """Sleep ``retry_s`` or until the spec has a new generation; False once stopped."""
+        generation = (self._body().get("metadata") or {}).get("generation")
+        deadline = time.monotonic() + retry_s
+        while time.monotonic() < deadline:
+            if stopped():
+                return False
+            if (self._body().get("metadata") or {}).get("generation") != generation:
+                return True
+            self.wake.wait(0.2)
+            self.wake.clear()
+        return not stopped()
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, stopped: Callable[[], bool], retry_s: float = 15.0) -> None:
+        """Drive the study until it ends or the operator stops (then resume later)."""
+        self.retry_s = retry_s
+        self.status.starting()
+        while True:
+            try:
+                if not self.start():
+                    return
+                break
+            except NotYet as exc:
+                self.status.waiting_for_store(f"{exc}; retrying every {retry_s:.0f}s")
+            except Stalled as exc:
+                self.status.stalled(exc.condition, exc.reason, exc.message)
+            if not self._wait_to_start(stopped, retry_s):
+                return
+        session = self.session
+        assert session is not None
+        self.status.event("Normal", PHASES[session.engine.phase], "study started")
+        while not stopped():
+            try:
+                self.step()
+            except LedgerConflict as exc:
+                # Another writer owns this ledger: stop here rather than overwrite it.
+                self.status.fail("StoreReady", "LedgerConflict", str(exc))
+                return
+            except Exception as exc:
+                # A flaky API server or store, or a foreign pod: count it, say it, go on.
+                self.status.step_failed()
+                log.warning(
+                    "study %s/%s: step failed, retrying: %s", self.namespace, self.name, exc
+                )
+            if session.engine.finished and not self.pods:
+                break
+            self.wake.wait(self._wait_s())
+            self.wake.clear()
+        if stopped() or not self._finish_written(stopped):
+            body = self._body()
+            deleting = (body.get("metadata") or {}).get("deletionTimestamp")
+            if not (deleting and self.study and not self.study.spec.storage.keep_on_delete):
+                self._flush(force=True)  # else the deletion handler removes the results
+                if self.session is not None:  # the live status: stopped, not stale
+                    self.session.interrupted()
+            return
+        self._finish()
+
+    def _wait_s(self) -> float:
+        """Until the next step: the poll interval, or less when a retry is due sooner (one
+        due already waits for a free slot, which a pod event announces)."""
+        assert self.session is not None
+        due = self.session.wait_s(self.clock())
+        return self.poll_s if due is None or due <= 0 else max(0.05, min(self.poll_s, due))
+
+    def _finish_written(self, stopped: Callable[[], bool]) -> bool:
+        """Write the final ledger, group and plots; a terminal phase only once they are in."""
+        assert self.session is not None
+        delay = 1.0
+        while not stopped():
+            try:
+                self._best = self.session.finish()
+                return True
+            except LedgerConflict as exc:
+                self.status.fail("StoreReady", "LedgerConflict", str(exc))
+                return True
+            except StoreError as exc:
+                self.status.store_unavailable(str(exc))
+                self.status.patch(self._progress_status())
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        return False
+
+    def _flush(self, force: bool = False) -> None:
+        assert self.session is not None
+        try:
+            if self.session.flush(force):
+                self.status.store_ready(self.session.store_ref.uri)
+        except LedgerConflict:
+            raise
+        except StoreError as exc:  # kept in memory (and as scores.json) until the next write
+            self.status.store_unavailable(str(exc))
+
+    def step(self) -> None:
+        """One reconciliation: read pods, record what finished, start what fits."""
+        assert self.session is not None
+        session = self.session
+        self._apply_spec_changes()
+        pods = {p["metadata"]["name"]: p for p in self.cluster.list_pods(self.namespace, self.name)}
+        for name in list(self.pods):
+            if name not in pods:
+                tasks = self._current(self.pods[name])
+                self._record(self._gone(tasks, f"pod {name} was deleted before it finished"))
+                crashpoints.reached("pod-reported:Deleted")
+                self.pods.pop(name)
+        for name, pod in pods.items():
+            self._reconcile_pod(name, pod)
+        self._start_pods()
+        self._flush()
+        if session.stage_changed() and not session.engine.finished:
+            self._flush(force=True)
+            phase = session.engine.phase
+            self.status.event("Normal", PHASES[phase], f"stage {phase} started")
+        self.status.patch(self._progress_status())
+
+    def _current(self, tasks: list[Task]) -> list[Task]:
+        """The tasks whose outcome the engine still waits for (this very attempt).
+
+        A pod whose outcome was recorded stays until it is deleted or annotated; if
+        that call failed, the pod is read again next step and must not count twice.
+        """
+        assert self.session is not None
+        return [t for t in tasks if self.session.engine.is_running(t)]
+
+    def _record(self, results: list[SeedResult]) -> None:
+        assert self.session is not None
+        self.status.recorded(self.session.record(results, self.clock()))
+
+    def _gone(self, tasks: list[Task], error: str) -> list[SeedResult]:
+        """Results of trainings whose pod is gone: what reached the store, else failures."""
+        assert self.session is not None and self.study is not None
+        scores = self.session.stored_scores(tasks)
+        out = []
+        for t in tasks:
+            stored = scores.get(t.seed)
+            ok = stored is not None and stored.status == "succeeded"
+            out.append(stored if ok and stored is not None else t.failed(self.study.name, error))
+        return out
+
+    def _reconcile_pod(self, name: str, pod: dict[str, Any]) -> None:
+        assert self.study is not None and self.session is not None
+        session = self.session
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            return
+        state = pod_state(pod)
+        annotations = meta.get("annotations") or {}
+        if annotations.get(ANN_RECORDED):
+            # A failed pod kept for debugging. Its failure was recorded before, but perhaps
+            # by an operator that died before acting on it: record it again unless a later
+            # attempt of the same training is already under way.
+            unrecorded = self._current(self.pods.pop(name, None) or [])
+            if unrecorded:
+                keys = {t.id for t in unrecorded}
+                scores = session.stored_scores(unrecorded)
+                self._record([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
+            ttl = self.study.spec.trainer.failed_pod_ttl_seconds
+            if age_s(annotations[ANN_RECORDED]) >= ttl:
+                self.cluster.delete_pod(self.namespace, name)
+            return
+        tasks = self.pods.get(name)
+        if tasks is None:
+            # A pod this loop did not know of: made by a create whose answer was lost.
+            tasks = [t for t in tasks_of(pod) if not session.engine.is_recorded(t.id)]
+            session.adopt(tasks)
+            self.pods[name] = tasks
+        if state.phase in ("Succeeded", "Failed"):
+            current = self._current(tasks)
+            if current:
+                keys = {t.id for t in current}
+                results = [
+                    r
+                    for r in results_of(pod, self.study.name, session.stored_scores(current))
+                    if r.key in keys
+                ]
+                self._record(results)
+            crashpoints.reached(f"pod-reported:{state.phase}")
+            self.pods.pop(name, None)
+            if state.phase == "Succeeded" or self.study.spec.trainer.failed_pod_ttl_seconds == 0:
+                self.cluster.delete_pod(self.namespace, name)
+            else:
+                self.cluster.annotate_pod(self.namespace, name, {ANN_RECORDED: now_stamp()})
+        elif state.phase == "Unknown":
+            self._record(self._gone(self._current(tasks), "node lost: pod status Unknown"))
+            crashpoints.reached("pod-reported:Unknown")
+            self.pods.pop(name, None)
+            self.cluster.delete_pod(self.namespace, name)
+        elif state.phase == "Pending":
+            waited = age_s(meta.get("creationTimestamp"))
+            if waited >= self.study.spec.trainer.pending_timeout_seconds:
+                why = state.waiting_reason or "unschedulable"
+                detail = f": {state.message}" if state.message else ""
+                error = f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
+                # Only this pod's unrecorded trainings (after a restart some may be recorded).
+                self._record(failed_attempts_from(self._current(tasks), self.study.name, error))
+                crashpoints.reached("pod-reported:Pending")
+                self.pods.pop(name, None)
+                self.cluster.delete_pod(self.namespace, name)
+
+    def _start_pods(self) -> None:
+        assert self.study is not None and self.session is not None
+        session = self.session
+        spec = self.study.spec
+        per_pod = spec.trainer.seeds_per_pod
+        now = self.clock()
+        running = sum(len(ts) for ts in self.pods.values())
+        # A waiting training keeps its slot: a retry in its backoff, a pod the cluster
+        # refused for now (else every step would try, and be refused, once more).
+        free = spec.parallelism * per_pod - running - session.engine.not_due(now)
+        tasks = session.take(max(0, free), now)
+        uid = self._body()["metadata"]["uid"]
+        forbidden = ""
+        made = 0
+        for group in group_tasks(tasks, per_pod):
+            if forbidden:  # the next create would be refused the same way: wait
+                session.postpone(group, now + self.retry_s)
+                continue
+            if len(self.pods) >= spec.parallelism:
+                session.postpone(group, now)
+                continue
+            manifest = build_pod(
+                study=self.study.name,
+                namespace=self.namespace,
+                owner_uid=uid,
+                spec=spec,
+                request=session.request(group),
+                attempt=group[0].attempt,
+            )
+            name = manifest["metadata"]["name"]
+            stage = group[0].trial.stage
+            crashpoints.reached(f"pod-create:{stage}")
+            try:
+                # Idempotent: if an earlier try made the pod (its answer lost), it is adopted.
+                self.cluster.create_pod(self.namespace, manifest)
+            except Exception as exc:
+                if transient(exc):
+                    # No answer, or "try later": the pod may or may not exist. Not a failed
+                    # attempt; the same name is tried again (and adopted if it exists).
+                    log.warning("pod %s: create failed, trying again: %s", name, exc)
+                    session.postpone(group, now + self.poll_s)
+                    continue
+                if getattr(exc, "status", None) in (401, 403):
+                    # Quota used up, or no RBAC for pods here: the cluster's doing, not the
+                    # training's. Not an attempt; say so, and try again in a while.
+                    forbidden = f"pod {name} could not be created: {_api_message(exc)}"
+                    log.warning("study %s/%s: %s", self.namespace, self.name, forbidden)
+                    session.postpone(group, now + self.retry_s)
+                    continue
+                # Refused by the API (admission, invalid): a failed attempt.
+                reason = getattr(exc, "reason", None) or type(exc).__name__
+                body_text = getattr(exc, "body", "") or str(exc)
+                error = f"pod {name} could not be created: {reason}: {str(body_text)[:300]}"
+                try:
+                    self._record(failed_attempts_from(group, self.study.name, error))
+                except StoreError:  # the failure cannot be stored now: try the pod again later
+                    session.postpone(group, now + self.poll_s)
+                continue
+            crashpoints.reached(f"pod-created:{stage}")
+            self.pods[name] = group
+            made += 1
+            self.status.started(len(group))
+        self.status.pods_allowed(forbidden, made > 0, self.retry_s)
+
+    def _apply_spec_changes(self) -> None:
+        assert self.study is not None and self.session is not None
+        body = self._body()
+        new_spec = body.get("spec") or {}
+        if new_spec == self._accepted_spec:
+            # A refused change undone: what the spec declares is what runs again.
+            self.conditions.clear("SpecChangeRefused", "Reverted", REVERTED)
+            return
+        # The raw spec first: the user's own field names, and no parse of a refused spec.
+        refused = refused_changes(self._accepted_spec, new_spec)
+        study = self.study
+        if not refused:
+            resource = study_resource(body)
+            try:
+                study = parse_study(resource)
+            except SpecError as exc:
+                self.conditions.set(
+                    "SpecChangeRefused", True, "InvalidSpec", "; ".join(exc.problems)
+                )
+                return
+            refused = self.session.change_spec(study)
+        if refused:
+            self.conditions.set(
+                "SpecChangeRefused",
+                True,
+                "ImmutableField",
+                f"{', '.join(refused)} cannot change while the study runs; the study goes on "
+                "with its original spec (start a new study to change them)",
+            )
+            return
+        self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
+        self._accept(new_spec)
+        self.study = study
+
+    def _accept(self, spec: dict[str, Any]) -> None:
+        self._accepted_spec = copy.deepcopy(spec)  # not a live view
+        self.status.accepted_spec = self._accepted_spec
+
+    # -- status --------------------------------------------------------------
+
+    def _progress_status(self) -> dict[str, Any]:
+        assert self.session is not None
+        session = self.session
+        running = sum(len(t) for t in self.pods.values())
+        return self.status.progress(session.engine, running, self._ledger_uri())
+
+    def _ledger_uri(self) -> str:
+        assert self.session is not None
+        return f"{self.session.store_ref.uri}/{self.session.paths.ledger}"
+
+    def _finish(self) -> None:
+        assert self.session is not None
+        if self.status.failed_for == "LedgerConflict":
+            return
+        running = sum(len(t) for t in self.pods.values())
+        self.status.finished(
+            self.session.engine, self._best, self.session.store_ref.uri, running, self._ledger_uri()
+        )
+
+
+def _api_message(exc: BaseException) -> str:
+    """The API server's own words (``Status.message``), else the exception's text."""
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    return f"{reason}: {message or str(body or exc)[:300]}"
+
+
+def failed_attempts_from(tasks: list[Task], study: str, error: str) -> list[SeedResult]:
+    """Failed results for trainings whose pod is gone or was refused."""
+    return [t.failed(study, error) for t in tasks]

@@ -1,0 +1,1 @@
+"""What a study is: spec, search space, trainer contract, store layout, summaries; pure."""
