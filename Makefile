@@ -12,7 +12,7 @@ S3STAMP := $(S3VENV)/.installed-stamp
 BROWSER := /usr/bin/chromedriver
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test demo test lint format bench bench-gp soak clean \
+.PHONY: install install-test demo test lint typecheck format bench bench-gp soak clean \
 	images image-tools base-image image-test
 
 $(STAMP): pyproject.toml
@@ -45,12 +45,19 @@ demo: install
 # killed at many points, first in tests/e2e) starts first.
 TEST_WORKERS ?= 3
 
+# The types first (mypy, [tool.mypy] in pyproject.toml: ~20 s); the import layers are a test
+# (tests/unit/test_architecture.py).
 test: install-test
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+typecheck: install
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -16,6 +16,12 @@ from hpo.store.ref import StoreRef
 from hpo.study.layout import seed_dir
 
 Stage = Literal["random", "bayesian"]
+#: The narrow stage (the search around the random stage's best) as it is stored: in the
+#: ledger, ``scores.json``, the results API and the CRD's ``status.stage`` it keeps the
+#: name it had when the stage was always Gaussian-process Bayesian optimisation. The code
+#: says "narrow" everywhere else and spells the stored value only through these two names.
+RANDOM_STAGE: Stage = "random"
+NARROW_STAGE: Stage = "bayesian"
 Status = Literal["succeeded", "failed"]
 
 
