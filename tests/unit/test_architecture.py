@@ -375,6 +375,50 @@ def test_every_layer_is_a_package_of_the_tree() -> None:
     assert {p for layer in LAYERS for p in layer} <= packages | set(module_files(ROOTS))
 
 
+#: Sizes a reader can hold in mind: a module over this many lines is doing two jobs, a
+#: function over this many is several steps that want names.
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+
+
+def oversized(roots: dict[str, Path]) -> list[str]:
+    """Every module and function of ``roots`` over the limits, with its size."""
+    out = []
+    for name, path in module_files(roots).items():
+        text = path.read_text()
+        if (n := len(text.splitlines())) > MAX_MODULE_LINES:
+            out.append(f"{name}: {n} lines (at most {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno is not None
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    out.append(
+                        f"{name}.{node.name} (line {node.lineno}): {n} lines "
+                        f"(at most {MAX_FUNCTION_LINES})"
+                    )
+    return out
+
+
+def test_no_module_or_function_is_oversized() -> None:
+    bad = oversized(ROOTS)
+    assert not bad, "split these by job:\n" + _lines(bad)
+
+
+def test_an_oversized_function_is_named(tmp_path: Path) -> None:
+    package = tmp_path / "hpo"
+    package.mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (package / "big.py").write_text(f"def fine():\n    pass\n\n\ndef long():\n{body}")
+    assert oversized({"hpo": package}) == [
+        f"hpo.big.long (line 5): {MAX_FUNCTION_LINES + 1} lines (at most {MAX_FUNCTION_LINES})"
+    ]
+    (package / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    assert oversized({"hpo": package}) == [
+        f"hpo.big: {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})"
+    ]
+
+
 def test_no_import_cycles_between_hpo_packages() -> None:
     cycles = package_cycles(GRAPH, subpackages(ROOTS))
     assert not cycles, "import cycles:\n" + "\n".join(
