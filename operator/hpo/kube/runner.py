@@ -39,7 +39,7 @@ from hpo.kube.status import PHASES, Conditions, StudyStatus, age_s, now_stamp
 from hpo.records.recorder import LedgerConflict
 from hpo.session import StudySession
 from hpo.store import StoreError, StoreRef
-from hpo.study.contract import SeedResult
+from hpo.study.contract import NARROW_STAGE, SeedResult
 from hpo.study.spec import (
     SpecError,
     Study,
@@ -253,7 +253,8 @@ class KubeRunner:
         if session.stage_changed() and not session.engine.finished:
             self._flush(force=True)
             phase = session.engine.phase
-            self.status.event("Normal", PHASES[phase], f"stage {phase} started")
+            stage = "narrow" if phase == NARROW_STAGE else phase
+            self.status.event("Normal", PHASES[phase], f"{stage} stage started")
         self.status.patch(self._progress_status())
 
     def _current(self, tasks: list[Task]) -> list[Task]:
