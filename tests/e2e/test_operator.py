@@ -90,7 +90,7 @@ def test_study_runs_through_both_stages_with_real_trainers(
     assert 'hpo_trainings_started_total{namespace="default",study="real"} 8.0' in text
     assert 'hpo_studies{namespace="default",phase="Succeeded",study="real"} 1.0' in text
     reasons = {e["reason"] for e in events(kube, "real")}
-    assert {"RandomSearch", "BayesianSearch", "StudySucceeded"} <= reasons
+    assert {"RandomSearch", "NarrowSearch", "StudySucceeded"} <= reasons
 
 
 def test_kubectl_applies_the_example_and_gets_it(kube: KubeServer) -> None:

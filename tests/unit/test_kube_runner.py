@@ -18,13 +18,16 @@ import openpyxl
 import pytest
 import yaml
 from kubernetes.client import ApiException
+from prometheus_client import generate_latest
 
 from helpers.study import EXAMPLE_CSV, LABELS, study_dict
+from hpo.kube import metrics
+from hpo.kube.metrics import REGISTRY
 from hpo.kube.pods import LABEL_STUDY, pod_name, tasks_of
 from hpo.kube.runner import KubeRunner
 from hpo.session import FailureRecords
 from hpo.store import LocalStore, StoreRef
-from hpo.study.contract import SeedResult
+from hpo.study.contract import NARROW_STAGE, SeedResult
 
 NS = "default"
 STUDY = "t"
@@ -474,3 +477,44 @@ def test_a_dataset_replaced_under_a_running_study_stalls_it_with_its_own_advice(
     assert (stalled.value.condition, stalled.value.reason) == ("DatasetReady", "DatasetChanged")
     assert "the data changed since this study started" in stalled.value.message
     assert "new study" in stalled.value.message and "place of its own" not in stalled.value.message
+
+
+def test_a_status_an_older_operator_wrote_in_the_narrow_stage_resumes_under_the_new_name(
+    store: LocalStore,
+) -> None:
+    """Before the rename the narrow stage's phase was ``BayesianSearch``: a study that ran
+    across the upgrade is set up again (not taken for ended), its status then says
+    ``NarrowSearch`` (``stage`` keeps the stored name), and ``hpo_studies`` counts it under
+    the new name only (a sum over the phases stays one per study)."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(bayesianStage={"topK": 1, "trialsPerConfig": 2}, parallelism=3)
+    before = _runner(cluster, store, body, clock)
+    before.step()
+    for name in list(cluster.pods):
+        cluster.succeed(name, store)
+    before.step()  # the random stage recorded: the narrow stage starts
+    assert _engine(before).phase == NARROW_STAGE
+    assert cluster.status["phase"] == "NarrowSearch"
+    assert ("Normal", "NarrowSearch", "narrow stage started") in cluster.events
+    # What an older operator wrote for the same study.
+    old = copy.deepcopy(cluster.status)
+    old["phase"] = "BayesianSearch"
+    for condition in old["conditions"]:
+        if condition["type"] == "Progressing":
+            condition["reason"] = "BayesianSearch"
+    body["status"] = old
+    after = _runner(cluster, store, body, clock)
+    assert _engine(after).phase == NARROW_STAGE
+    after.step()
+    status = cluster.status
+    assert (status["phase"], status["stage"]) == ("NarrowSearch", NARROW_STAGE)
+    progressing = after.conditions.items["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("True", "NarrowSearch")
+    # A status read back with the old name (as at an operator start) counts the same.
+    metrics.finished(NS, "older", {"phase": "BayesianSearch"})
+    lines = generate_latest(REGISTRY).decode().splitlines()
+    gauges = [line for line in lines if line.startswith("hpo_studies{") and 'study="older"' in line]
+    assert f'hpo_studies{{namespace="{NS}",phase="NarrowSearch",study="older"}} 1.0' in gauges
+    assert not any('phase="BayesianSearch"' in line for line in lines)
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in gauges) == 1.0
+    metrics.forget(NS, "older")

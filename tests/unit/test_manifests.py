@@ -387,16 +387,28 @@ HEALTH_CASES: dict[str, tuple[dict[str, Any] | None, str, str]] = {
     ),
     "a change applied": (
         {
-            "phase": "BayesianSearch",
+            "phase": "NarrowSearch",
             "stage": "bayesian",
             "trainings": "9/14",
             "conditions": [_condition("SpecChangeRefused", "False", "ChangesApplied")],
         },
         "Progressing",
+        "NarrowSearch (bayesian): 9/14 trainings",
+    ),
+    # The narrow stage's phase as operators before the rename wrote it: a study that ran
+    # across the upgrade is still Progressing, not Unknown or Degraded.
+    "the narrow stage as an older operator named it": (
+        {
+            "phase": "BayesianSearch",
+            "stage": "bayesian",
+            "trainings": "9/14",
+            "conditions": [_condition("Progressing", "True", "BayesianSearch", "9 of 14")],
+        },
+        "Progressing",
         "BayesianSearch (bayesian): 9/14 trainings",
     ),
     "a change refused": (
-        {"phase": "BayesianSearch", "trainings": "9/14", "conditions": [REFUSED]},
+        {"phase": "NarrowSearch", "trainings": "9/14", "conditions": [REFUSED]},
         "Degraded",
         "Spec change refused: spec.dataset.path cannot change",
     ),

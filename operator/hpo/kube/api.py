@@ -68,6 +68,29 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
+def not_allowed(exc: BaseException) -> bool:
+    """Refused for now by the cluster (quota used up, no RBAC: 401, 403), not by the call."""
+    return getattr(exc, "status", None) in (401, 403)
+
+
+def api_message(exc: BaseException) -> str:
+    """The API server's own words (``Status.message``), else the exception's text."""
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    return f"{reason}: {message or str(body or exc)[:300]}"
+
+
+def refusal(exc: BaseException) -> str:
+    """Why the API refused a call (admission, invalid): its reason and body, cut short."""
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    body_text = getattr(exc, "body", "") or str(exc)
+    return f"{reason}: {str(body_text)[:300]}"
+
+
 def _wait(state: RetryCallState) -> float:
     """``Retry-After`` when the server names a wait (429, 503), else jittered backoff."""
     exc = state.outcome.exception() if state.outcome else None
@@ -183,8 +206,13 @@ class Cluster:
         name = manifest["metadata"]["name"]
 
         def create() -> None:
+            # The signature names the client's model (V1Pod), but its pydantic validate_call
+            # turns a dict into one: the operator builds plain manifests (hpo.kube.pods).
             self.core.create_namespaced_pod(
-                namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                namespace,
+                manifest,  # type: ignore[arg-type]
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             )
 
         def call() -> bool:
@@ -301,6 +329,10 @@ class Cluster:
             "count": 1,
         }
         with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError):
+            # As for pods: the signature names CoreV1Event; validate_call takes the dict.
             self.core.create_namespaced_event(
-                meta["namespace"], body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                meta["namespace"],
+                body,  # type: ignore[arg-type]
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             )

@@ -49,10 +49,17 @@ RECONCILE_ERRORS = Counter(
     registry=REGISTRY,
 )
 
-PHASES = ("Pending", "RandomSearch", "BayesianSearch", "Succeeded", "Failed")
+#: ``hpo_studies``'s phases: one series per study and phase, 1 for the phase it is in.
+PHASES = ("Pending", "RandomSearch", "NarrowSearch", "Succeeded", "Failed")
+#: Phases an older operator wrote, by their name now. ``BayesianSearch`` (the narrow stage,
+#: before it was renamed) counts as ``NarrowSearch`` and gets no series of its own: a study
+#: written before the upgrade is then never counted under both names (a sum over the phases
+#: stays one per study), and a dashboard needs to know one name only.
+RENAMED = {"BayesianSearch": "NarrowSearch"}
 
 
 def set_phase(namespace: str, study: str, phase: str) -> None:
+    phase = RENAMED.get(phase, phase)
     for p in PHASES:
         STUDIES.labels(namespace, study, p).set(1 if p == phase else 0)
 

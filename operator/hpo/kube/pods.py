@@ -15,7 +15,7 @@ from typing import Any
 
 from hpo.engine import Task, Trial
 from hpo.study.contract import SeedResult, TrainingRequest
-from hpo.study.spec import API_VERSION, KIND, StudySpec
+from hpo.study.spec import API_VERSION, KIND, StudySpec, Trainer
 
 LABEL_STUDY = "hpo-operator.dev/study"
 LABEL_STAGE = "hpo-operator.dev/stage"
@@ -73,8 +73,18 @@ def build_pod(
     attempt: int,
 ) -> dict[str, Any]:
     """The trainer pod for one request (one trial, one or more seeds)."""
-    trainer = spec.trainer
     name = pod_name(study, request.trial, request.seeds, attempt)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(study, namespace, owner_uid, name, request, attempt),
+        "spec": _pod_spec(spec.trainer, _container(spec, request)),
+    }
+
+
+def _env(spec: StudySpec) -> list[dict[str, Any]]:
+    """The trainer's environment: writable caches under /tmp, the store's keys from the
+    Secret (never in the manifest), then the spec's own variables."""
     env: list[dict[str, Any]] = [
         {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "3"},
         {"name": "HPO_CACHE", "value": "/tmp/hpo-cache"},
@@ -90,15 +100,20 @@ def build_pod(
             env.append(
                 {"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
             )
-    env += [dict(e) for e in trainer.env]
-    container: dict[str, Any] = {
+    return env + [dict(e) for e in spec.trainer.env]
+
+
+def _container(spec: StudySpec, request: TrainingRequest) -> dict[str, Any]:
+    """The one trainer container: the request as data, the restricted security context."""
+    trainer = spec.trainer
+    return {
         "name": "trainer",
         "image": trainer.image,
         "imagePullPolicy": trainer.image_pull_policy,
         "command": ["python", "-m", "hpo_trainer"],
         # Arguments are data: the request is one JSON argument, never a shell string.
         "args": ["--request", request.to_json(), "--termination-log", TERMINATION_LOG],
-        "env": env,
+        "env": _env(spec),
         "resources": dict(trainer.resources),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -113,6 +128,11 @@ def build_pod(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def _pod_spec(trainer: Trainer, container: dict[str, Any]) -> dict[str, Any]:
+    """Never restarted (a retry is a new pod, counted), no API token, and where the spec's
+    trainer settings say it may run."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -132,36 +152,44 @@ def build_pod(
         pod_spec["tolerations"] = [dict(t) for t in trainer.tolerations]
     if trainer.affinity:
         pod_spec["affinity"] = dict(trainer.affinity)
+    return pod_spec
+
+
+def _metadata(
+    study: str,
+    namespace: str,
+    owner_uid: str,
+    name: str,
+    request: TrainingRequest,
+    attempt: int,
+) -> dict[str, Any]:
+    """Labels to list a study's pods by, the request and attempt to rebuild its tasks from
+    (``tasks_of``), and the study as owner (deleting it deletes its pods)."""
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                LABEL_STUDY: _label_value(study),
-                LABEL_STAGE: request.stage,
-                LABEL_TRIAL: _label_value(request.trial),
-                LABEL_SEED: _label_value("-".join(str(s) for s in request.seeds)),
-                LABEL_MANAGED: "hpo-operator",
-            },
-            "annotations": {
-                ANN_REQUEST: request.to_json(),
-                ANN_ATTEMPT: str(attempt),
-                "sidecar.istio.io/inject": "false",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": study,
-                    "uid": owner_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            LABEL_STUDY: _label_value(study),
+            LABEL_STAGE: request.stage,
+            LABEL_TRIAL: _label_value(request.trial),
+            LABEL_SEED: _label_value("-".join(str(s) for s in request.seeds)),
+            LABEL_MANAGED: "hpo-operator",
         },
-        "spec": pod_spec,
+        "annotations": {
+            ANN_REQUEST: request.to_json(),
+            ANN_ATTEMPT: str(attempt),
+            "sidecar.istio.io/inject": "false",
+        },
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": study,
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
     }
 
 

@@ -4,9 +4,10 @@
 every HPOStudy (and again after an operator restart). Its own job is pods <->
 tasks: create a pod per group of tasks, read pods back into results, sort
 the cluster's refusals (try later, not an attempt) from a training's failure,
-and adopt the pods it finds after a restart. The session (``hpo.session``)
-owns the engine, the ledger and the failure records; ``kube_status`` says
-how the study looks from ``kubectl``. It can be killed at any point: no pod
+and adopt the pods it finds after a restart. ``hpo.kube.startup`` sets a
+study up before its loop runs; the session (``hpo.session``) owns the engine,
+the ledger and the failure records; ``hpo.kube.status`` says how the study
+looks from ``kubectl``. It can be killed at any point: no pod
 is created twice (names are deterministic), no configuration is trained
 twice, no finished result is lost.
 """
@@ -14,7 +15,6 @@ twice, no finished result is lost.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
@@ -22,43 +22,41 @@ from collections.abc import Callable
 from typing import Any
 
 from hpo import crashpoints
-from hpo.data.checks import DatasetProblem
-from hpo.engine import HistoryConflict, Task
-from hpo.kube.api import Cluster, SecretProblem, transient
-from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, pod_state, results_of, tasks_of
+from hpo.engine import Task
+from hpo.kube import startup
+from hpo.kube.api import Cluster, api_message, not_allowed, refusal, transient
+from hpo.kube.pods import (
+    ANN_RECORDED,
+    PodState,
+    build_pod,
+    group_tasks,
+    pod_state,
+    results_of,
+    tasks_of,
+)
+from hpo.kube.startup import NotYet, Stalled
 from hpo.kube.status import PHASES, Conditions, StudyStatus, age_s, now_stamp
 from hpo.records.recorder import LedgerConflict
-from hpo.records.warmstart import WarmStartProblem
-from hpo.session import DatasetChanged, StudySession
+from hpo.session import StudySession
 from hpo.store import StoreError, StoreRef
-from hpo.study.contract import SeedResult
-from hpo.study.spec import SpecError, Study, parse_study, refused_changes, study_resource
-from hpo.study.storage import store_ref_for
+from hpo.study.contract import NARROW_STAGE, SeedResult
+from hpo.study.spec import (
+    SpecError,
+    Study,
+    parse_study,
+    refused_changes,
+    refused_message,
+    study_resource,
+)
 
 log = logging.getLogger("hpo.operator")
 
 
-class NotYet(Exception):
-    """The study cannot start yet (its store is unreachable); try again later."""
+class PodsForbidden(Exception):
+    """The cluster refuses pods for now (quota, RBAC): not an attempt; its words."""
 
 
-class Stalled(Exception):
-    """The study cannot start until its user fixes something: a wrong spec, a missing
-    Secret or dataset. It waits in ``Pending`` and checks again (at once on a new
-    generation of its spec); the message says what to fix."""
-
-    def __init__(self, condition: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.condition = condition
-        self.reason = reason
-        self.message = message
-
-
-#: ``Failed`` reasons an earlier operator gave up on that a user can fix in place: such a
-#: study is checked again when its loop starts.
-FIXABLE = frozenset({"InvalidSpec", "CredentialsMissing", "InvalidDataset", "RecordsConflict"})
 REVERTED = "the spec is back to the one the study runs with"
-FIX_SPEC = "correct the spec (kubectl apply or edit): the study starts once it is valid"
 
 
 class KubeRunner:
@@ -107,41 +105,9 @@ class KubeRunner:
 
     # -- set-up ------------------------------------------------------------
 
-    def _store_for(self, study: Study) -> tuple[StoreRef, tuple[str, str] | None]:
-        """The store and its credentials; raises ``Stalled`` naming what is missing."""
-        if self._store_ref is not None:
-            return self._store_ref, None
-        storage = study.spec.storage
-        if storage.type != "s3":
-            raise Stalled(
-                "Valid",
-                "InvalidSpec",
-                "spec.storage.type: trainer pods share no disk with the operator; "
-                f"use an s3 store (MinIO) on a cluster; {FIX_SPEC}",
-            )
-        if storage.credentials_secret is None:
-            raise Stalled(
-                "Valid",
-                "InvalidSpec",
-                "spec.storage.credentialsSecret: is required on a cluster (a Secret with the "
-                f"store's access and secret keys); {FIX_SPEC}",
-            )
-        secret = storage.credentials_secret
-        try:
-            credentials = self.cluster.read_credentials(
-                self.namespace, secret.name, secret.access_key_key, secret.secret_key_key
-            )
-        except SecretProblem as exc:
-            raise Stalled(
-                "StoreReady", "CredentialsMissing", f"{exc}; {self._checked_again()}"
-            ) from None
-        return store_ref_for(study), credentials
-
-    def _checked_again(self) -> str:
-        return f"checked again every {self.retry_s:.0f}s"
-
     def start(self) -> bool:
-        """Set the study up: spec, store, dataset, history, the pods of an earlier run.
+        """Set the study up (``hpo.kube.startup``): spec, store, dataset, history, the pods
+        of an earlier run.
 
         False when it has ended, or cannot run (a condition and an event say why);
         raises ``NotYet`` while its store is unreachable, ``Stalled`` while it waits for
@@ -149,103 +115,28 @@ class KubeRunner:
         body = self._body()
         status = body.get("status") or {}
         self.conditions.load(status.get("conditions"))
-        if status.get("phase") == "Succeeded":
+        if startup.ended(status, self.status.failed_for):
             return False
-        if status.get("phase") == "Failed" and self.status.failed_for not in FIXABLE:
+        resource = startup.resource_as_run(body, status)
+        study = startup.parse(resource, self.status)
+        if study is None:
             return False
-        resource = study_resource(body)
-        accepted = status.get("acceptedSpec")
-        if isinstance(accepted, dict) and accepted != resource["spec"]:
-            # Changed since the study started (refused while it ran, or made while no
-            # operator ran it): it goes on as it was; the first step says what is refused.
-            resource["spec"] = accepted
-        try:
-            study = parse_study(resource)
-        except SpecError as exc:
-            problems = "; ".join(exc.problems)
-            if all(p.startswith("metadata.") for p in exc.problems):
-                # A name cannot change: nothing to wait for.
-                self.status.fail(
-                    "Valid",
-                    "InvalidName",
-                    f"{problems}; delete the study and create it under a valid name",
-                )
-                return False
-            raise Stalled("Valid", "InvalidSpec", f"{problems}; {FIX_SPEC}") from None
-        self.conditions.set("Valid", True, "SpecValid")
-        ref, credentials = self._store_for(study)
-        try:
-            session = StudySession.open(
-                study,
-                ref,
-                credentials=credentials,
-                keep_failures=True,
-                folders=False,
-                runner="operator",
-                status_every_s=self.status_every_s,
-            )
-        except StoreError as exc:
-            # Perhaps an outage, perhaps a missing bucket: say so and try again later.
-            raise NotYet(str(exc)) from None
-        except DatasetProblem as exc:
-            raise Stalled(
-                "DatasetReady",
-                "InvalidDataset",
-                f"{exc}; put the dataset there or correct spec.dataset: {self._checked_again()}",
-            ) from None
-        prepared = session.prepared
-        self.status.store_ready(ref.uri)
-        self.conditions.set(
-            "DatasetReady",
-            True,
-            "DatasetChecked",
-            f"{prepared.rows} rows usable, {prepared.rows_dropped} with missing values",
+        again = f"checked again every {self.retry_s:.0f}s"
+        ref: StoreRef
+        credentials: tuple[str, str] | None = None
+        if self._store_ref is not None:
+            ref = self._store_ref
+        else:
+            ref, credentials = startup.store_for(self.cluster, self.namespace, study, again)
+        session = startup.open_session(
+            study, ref, credentials, self.status, self.status_every_s, again
         )
         self.study = study
         self._accept(resource["spec"] or {})
-        # The pods of an earlier run of this loop (an operator restart): adopted, not redone.
-        found_pods = self.cluster.list_pods(self.namespace, study.name)
-        pods = {p["metadata"]["name"]: tasks_of(p) for p in found_pods}
-        try:
-            session.start([t for tasks in pods.values() for t in tasks])
-        except StoreError as exc:
-            raise NotYet(str(exc)) from None
-        except DatasetChanged as exc:
-            raise Stalled(
-                "DatasetReady",
-                "DatasetChanged",
-                f"{exc}; {self._checked_again()}",
-            ) from None
-        except WarmStartProblem as exc:
-            raise Stalled(
-                "WarmStartReady",
-                "InvalidWarmStart",
-                f"{exc}; correct spec.warmStart (nothing was written): {self._checked_again()}",
-            ) from None
-        except HistoryConflict as exc:
-            raise Stalled(
-                "Valid",
-                "RecordsConflict",
-                f"{exc}; point spec.storage (bucket or prefix) at a place of its own, or "
-                "remove the old records there",
-            ) from None
-        engine = session.engine
-        self.pods = {
-            name: [t for t in tasks if not engine.is_recorded(t.id)] for name, tasks in pods.items()
-        }
+        self.pods = startup.resume(self.cluster, self.namespace, session, study, again)
         self.session = session
         self.status.resolved()
-        taken = session.warm_start
-        if taken is not None:
-            self.conditions.set(
-                "WarmStartReady",
-                True,
-                "WarmStartTaken",
-                f"{len(taken.warm.results)} trainings counted, {len(taken.warm.first)} "
-                "configurations tried first",
-            )
-        for note in session.notes:  # the dataset's, the warm start's and the engine's
-            self.cluster.event(body, "Normal", "Note", note)
+        startup.announce(self.cluster, session, body, self.conditions)
         return True
 
     def _wait_to_start(self, stopped: Callable[[], bool], retry_s: float) -> bool:
@@ -362,7 +253,8 @@ class KubeRunner:
         if session.stage_changed() and not session.engine.finished:
             self._flush(force=True)
             phase = session.engine.phase
-            self.status.event("Normal", PHASES[phase], f"stage {phase} started")
+            stage = "narrow" if phase == NARROW_STAGE else phase
+            self.status.event("Normal", PHASES[phase], f"{stage} stage started")
         self.status.patch(self._progress_status())
 
     def _current(self, tasks: list[Task]) -> list[Task]:
@@ -390,6 +282,7 @@ class KubeRunner:
         return out
 
     def _reconcile_pod(self, name: str, pod: dict[str, Any]) -> None:
+        """Act on what one of the study's pods says: record, delete, adopt or wait."""
         assert self.study is not None and self.session is not None
         session = self.session
         meta = pod["metadata"]
@@ -401,11 +294,7 @@ class KubeRunner:
             # A failed pod kept for debugging. Its failure was recorded before, but perhaps
             # by an operator that died before acting on it: record it again unless a later
             # attempt of the same training is already under way.
-            unrecorded = self._current(self.pods.pop(name, None) or [])
-            if unrecorded:
-                keys = {t.id for t in unrecorded}
-                scores = session.stored_scores(unrecorded)
-                self._record([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
+            self._record_pod(pod, self.pods.pop(name, []))
             ttl = self.study.spec.trainer.failed_pod_ttl_seconds
             if age_s(annotations[ANN_RECORDED]) >= ttl:
                 self.cluster.delete_pod(self.namespace, name)
@@ -417,15 +306,7 @@ class KubeRunner:
             session.adopt(tasks)
             self.pods[name] = tasks
         if state.phase in ("Succeeded", "Failed"):
-            current = self._current(tasks)
-            if current:
-                keys = {t.id for t in current}
-                results = [
-                    r
-                    for r in results_of(pod, self.study.name, session.stored_scores(current))
-                    if r.key in keys
-                ]
-                self._record(results)
+            self._record_pod(pod, tasks)
             crashpoints.reached(f"pod-reported:{state.phase}")
             self.pods.pop(name, None)
             if state.phase == "Succeeded" or self.study.spec.trainer.failed_pod_ttl_seconds == 0:
@@ -438,18 +319,32 @@ class KubeRunner:
             self.pods.pop(name, None)
             self.cluster.delete_pod(self.namespace, name)
         elif state.phase == "Pending":
-            waited = age_s(meta.get("creationTimestamp"))
-            if waited >= self.study.spec.trainer.pending_timeout_seconds:
-                why = state.waiting_reason or "unschedulable"
-                detail = f": {state.message}" if state.message else ""
-                error = f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
-                # Only this pod's unrecorded trainings (after a restart some may be recorded).
-                self._record(failed_attempts_from(self._current(tasks), self.study.name, error))
-                crashpoints.reached("pod-reported:Pending")
-                self.pods.pop(name, None)
-                self.cluster.delete_pod(self.namespace, name)
+            self._check_pending(name, state, age_s(meta.get("creationTimestamp")), tasks)
+
+    def _record_pod(self, pod: dict[str, Any], tasks: list[Task]) -> None:
+        """Record what a finished pod says of those of its ``tasks`` still waited for."""
+        assert self.study is not None and self.session is not None
+        current = self._current(tasks)
+        if current:
+            keys = {t.id for t in current}
+            scores = self.session.stored_scores(current)
+            self._record([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
+
+    def _check_pending(self, name: str, state: PodState, waited: float, tasks: list[Task]) -> None:
+        """A pod Pending longer than ``spec.trainer.pendingTimeoutSeconds``: a failed attempt."""
+        assert self.study is not None
+        if waited >= self.study.spec.trainer.pending_timeout_seconds:
+            why = state.waiting_reason or "unschedulable"
+            detail = f": {state.message}" if state.message else ""
+            error = f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
+            # Only this pod's unrecorded trainings (after a restart some may be recorded).
+            self._record(failed_attempts_from(self._current(tasks), self.study.name, error))
+            crashpoints.reached("pod-reported:Pending")
+            self.pods.pop(name, None)
+            self.cluster.delete_pod(self.namespace, name)
 
     def _start_pods(self) -> None:
+        """A pod for every group of due tasks that fits under ``spec.parallelism``."""
         assert self.study is not None and self.session is not None
         session = self.session
         spec = self.study.spec
@@ -478,40 +373,48 @@ class KubeRunner:
                 request=session.request(group),
                 attempt=group[0].attempt,
             )
-            name = manifest["metadata"]["name"]
-            stage = group[0].trial.stage
-            crashpoints.reached(f"pod-create:{stage}")
             try:
-                # Idempotent: if an earlier try made the pod (its answer lost), it is adopted.
-                self.cluster.create_pod(self.namespace, manifest)
-            except Exception as exc:
-                if transient(exc):
-                    # No answer, or "try later": the pod may or may not exist. Not a failed
-                    # attempt; the same name is tried again (and adopted if it exists).
-                    log.warning("pod %s: create failed, trying again: %s", name, exc)
-                    session.postpone(group, now + self.poll_s)
-                    continue
-                if getattr(exc, "status", None) in (401, 403):
-                    # Quota used up, or no RBAC for pods here: the cluster's doing, not the
-                    # training's. Not an attempt; say so, and try again in a while.
-                    forbidden = f"pod {name} could not be created: {_api_message(exc)}"
-                    log.warning("study %s/%s: %s", self.namespace, self.name, forbidden)
-                    session.postpone(group, now + self.retry_s)
-                    continue
-                # Refused by the API (admission, invalid): a failed attempt.
-                reason = getattr(exc, "reason", None) or type(exc).__name__
-                body_text = getattr(exc, "body", "") or str(exc)
-                error = f"pod {name} could not be created: {reason}: {str(body_text)[:300]}"
-                try:
-                    self._record(failed_attempts_from(group, self.study.name, error))
-                except StoreError:  # the failure cannot be stored now: try the pod again later
-                    session.postpone(group, now + self.poll_s)
-                continue
-            crashpoints.reached(f"pod-created:{stage}")
-            self.pods[name] = group
-            made += 1
-            self.status.started(len(group))
+                made += self._create_pod(manifest, group, now)
+            except PodsForbidden as exc:
+                forbidden = str(exc)
         self.status.pods_allowed(forbidden, made > 0, self.retry_s)
+
+    def _create_pod(self, manifest: dict[str, Any], group: list[Task], now: float) -> bool:
+        """Create one group's pod; False if it was not made (tried again later, or recorded
+        as a failed attempt); ``PodsForbidden`` if the cluster refuses pods for now."""
+        assert self.study is not None and self.session is not None
+        session = self.session
+        name = manifest["metadata"]["name"]
+        stage = group[0].trial.stage
+        crashpoints.reached(f"pod-create:{stage}")
+        try:
+            # Idempotent: if an earlier try made the pod (its answer lost), it is adopted.
+            self.cluster.create_pod(self.namespace, manifest)
+        except Exception as exc:
+            if transient(exc):
+                # No answer, or "try later": the pod may or may not exist. Not a failed
+                # attempt; the same name is tried again (and adopted if it exists).
+                log.warning("pod %s: create failed, trying again: %s", name, exc)
+                session.postpone(group, now + self.poll_s)
+                return False
+            if not_allowed(exc):
+                # Quota used up, or no RBAC for pods here: the cluster's doing, not the
+                # training's. Not an attempt; say so, and try again in a while.
+                message = f"pod {name} could not be created: {api_message(exc)}"
+                log.warning("study %s/%s: %s", self.namespace, self.name, message)
+                session.postpone(group, now + self.retry_s)
+                raise PodsForbidden(message) from None
+            # Refused by the API (admission, invalid): a failed attempt.
+            error = f"pod {name} could not be created: {refusal(exc)}"
+            try:
+                self._record(failed_attempts_from(group, self.study.name, error))
+            except StoreError:  # the failure cannot be stored now: try the pod again later
+                session.postpone(group, now + self.poll_s)
+            return False
+        crashpoints.reached(f"pod-created:{stage}")
+        self.pods[name] = group
+        self.status.started(len(group))
+        return True
 
     def _apply_spec_changes(self) -> None:
         assert self.study is not None and self.session is not None
@@ -539,8 +442,8 @@ class KubeRunner:
                 "SpecChangeRefused",
                 True,
                 "ImmutableField",
-                f"{', '.join(refused)} cannot change while the study runs; the study goes on "
-                "with its original spec (start a new study to change them)",
+                f"{refused_message(refused)}; the study goes on with its original spec "
+                "(start a new study to change them)",
             )
             return
         self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
@@ -571,17 +474,6 @@ class KubeRunner:
         self.status.finished(
             self.session.engine, self._best, self.session.store_ref.uri, running, self._ledger_uri()
         )
-
-
-def _api_message(exc: BaseException) -> str:
-    """The API server's own words (``Status.message``), else the exception's text."""
-    body = getattr(exc, "body", None)
-    try:
-        message = json.loads(body).get("message") if body else None
-    except (ValueError, AttributeError):
-        message = None
-    reason = getattr(exc, "reason", None) or type(exc).__name__
-    return f"{reason}: {message or str(body or exc)[:300]}"
 
 
 def failed_attempts_from(tasks: list[Task], study: str, error: str) -> list[SeedResult]:

@@ -16,11 +16,16 @@ from hpo.engine import Engine
 from hpo.kube import metrics
 from hpo.kube.api import Cluster
 from hpo.session import Recorded
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE
 
-#: The engine's phases as the study's ``status.phase``.
+#: The engine's phases as the study's ``status.phase``. The narrow stage's was
+#: ``BayesianSearch`` before (its default is a local search, not Bayesian optimisation);
+#: every reader of a status accepts that name too (``metrics.RENAMED``, the Argo CD health
+#: check), so a study that ran across the upgrade reads the same. ``status.stage`` keeps the
+#: stored name (``NARROW_STAGE``).
 PHASES = {
-    "random": "RandomSearch",
-    "bayesian": "BayesianSearch",
+    RANDOM_STAGE: "RandomSearch",
+    NARROW_STAGE: "NarrowSearch",
     "done": "Succeeded",
     "failed": "Failed",
 }
@@ -228,7 +233,7 @@ class StudyStatus:
             self._last_running_phase = phase
         return {
             "phase": phase,
-            "stage": p.phase if p.phase in ("random", "bayesian") else "done",
+            "stage": p.phase if p.phase in (RANDOM_STAGE, NARROW_STAGE) else "done",
             "trainings": f"{p.done + p.failed}/{p.total}",
             "counts": {
                 # Queued, and waiting (a retry's backoff, a pod the cluster refused for now).

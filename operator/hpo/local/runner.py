@@ -355,7 +355,9 @@ class LocalRunner:
                 self._write(session, force=True)
                 self.listener("stage", engine.progress(), None)
             if not running:
-                if engine.finished:
+                # Read anew (``take`` may have ended the study): mypy would keep the loop
+                # condition's narrowing of ``engine.finished`` and call this unreachable.
+                if session.engine.finished:
                     break
                 wait_s = session.wait_s()
                 if wait_s is None:
