@@ -328,7 +328,7 @@ class StudySession:
         new = self.study.as_resource()["spec"]
         # The same bytes (checked above) under another path are the same data; the warm
         # start's sources are checked as written (``check_unchanged``), not as resolved.
-        refused = [p for p in changed_settings(old, new) if p != "spec.warmStart.studies"]
+        refused = changed_settings(old, new, ignore=[("warmStart", "studies")])
         if not refused:
             return
         values = settings_values(old, new, refused)
