@@ -27,7 +27,7 @@ from hpo import crashpoints
 from hpo.data.checks import Prepared, check_dataset
 from hpo.data.dataset import short_fingerprint
 from hpo.engine import Engine, HistoryConflict, Task, TrainingId
-from hpo.records.livestatus import StatusWriter
+from hpo.records.livestatus import Phase, StatusWriter
 from hpo.records.recorder import Recorder
 from hpo.records.warmstart import Taken, check_unchanged, copy_artifacts, load_taken, take
 from hpo.store import Store, StoreError, StoreRef, open_store
@@ -328,7 +328,7 @@ class StudySession:
         new = self.study.as_resource()["spec"]
         # The same bytes (checked above) under another path are the same data; the warm
         # start's sources are checked as written (``check_unchanged``), not as resolved.
-        refused = [p for p in changed_settings(old, new) if p != "spec.warmStart.studies"]
+        refused = changed_settings(old, new, ignore=[("warmStart", "studies")])
         if not refused:
             return
         values = settings_values(old, new, refused)
@@ -472,7 +472,7 @@ class StudySession:
         """Final group, last ledger write, plots, then the final live status; returns the
         final group (a DataFrame)."""
         best = self.recorder.finish(self.engine.recorded())
-        phase = "failed" if self.engine.phase == "failed" else "succeeded"
+        phase: Phase = "failed" if self.engine.phase == "failed" else "succeeded"
         self.status.update(self.engine.progress(), force=True, phase=phase)
         return best
 

@@ -48,7 +48,8 @@ def termination_message(results: list[SeedResult], limit: int = TERMINATION_LIMI
     def dump() -> str:
         return json.dumps(rows, separators=(",", ":"), sort_keys=True)
 
-    for field, empty in (("per_label", {}), ("config", {})):
+    emptied: tuple[tuple[str, dict[str, Any]], ...] = (("per_label", {}), ("config", {}))
+    for field, empty in emptied:
         if len(dump().encode()) <= limit:
             break
         for row in rows:

@@ -43,69 +43,75 @@ def _not_modified(request: Request, etag: str) -> bool:
     return request.headers.get("if-none-match", "").strip('"') == etag
 
 
-def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
-    env = Environment(
-        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
-    )
+class _Endpoints:
+    """The app's pages and JSON, over one ``Source``: each method answers one route."""
 
-    def page(name: str, **context: Any) -> HTMLResponse:
-        html = env.get_template(name).render(
-            where=source.where, refresh_ms=int(refresh_s * 1000), **context
+    def __init__(self, source: Source, refresh_s: float) -> None:
+        self.source = source
+        self.refresh_s = refresh_s
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
+        )
+
+    def page(self, name: str, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(
+            where=self.source.where, refresh_ms=int(self.refresh_s * 1000), **context
         )
         return HTMLResponse(html)
 
-    def find(request: Request) -> tuple[Entry | None, JSONResponse | None]:
+    def find(self, request: Request) -> tuple[Entry | None, JSONResponse | None]:
         sid = request.query_params.get("id", "")
-        entry = source.entry(sid) if sid else None
+        entry = self.source.entry(sid) if sid else None
         if entry is None:
-            message = f"no study {sid!r} under {source.where}" if sid else "give ?id=STUDY"
+            message = f"no study {sid!r} under {self.source.where}" if sid else "give ?id=STUDY"
             return None, _json({"error": message}, 404)
         return entry, None
 
-    async def studies_page(request: Request) -> Response:
-        return page("studies.html")
+    async def studies_page(self, request: Request) -> Response:
+        return self.page("studies.html")
 
-    async def study_page(request: Request) -> Response:
-        return page("study.html", sid=request.query_params.get("id", ""))
+    async def study_page(self, request: Request) -> Response:
+        return self.page("study.html", sid=request.query_params.get("id", ""))
 
-    async def config_page(request: Request) -> Response:
+    async def config_page(self, request: Request) -> Response:
         q = request.query_params
-        return page("config.html", sid=q.get("id", ""), trial=q.get("trial", ""))
+        return self.page("config.html", sid=q.get("id", ""), trial=q.get("trial", ""))
 
-    def api_studies(request: Request) -> Response:
-        error = source.discover()
-        tag = source.list_revision()
+    def api_studies(self, request: Request) -> Response:
+        error = self.source.discover()
+        tag = self.source.list_revision()
         if _not_modified(request, tag):
             return Response(status_code=304, headers={"ETag": f'"{tag}"'})
         rows = []
-        for sid in source.ids():
-            entry = source.read(source.entry(sid))  # type: ignore[arg-type]
+        for sid in self.source.ids():
+            entry = self.source.read(self.source.entry(sid))  # type: ignore[arg-type]
             summary = dict(entry.detail["summary"]) if entry.detail else {"id": sid, "name": sid}
             summary["error"] = entry.error
             rows.append(summary)
         if not rows and error is None:
-            error = f"no studies under {source.where} (yet): this page updates when one starts"
+            error = f"no studies under {self.source.where} (yet): this page updates when one starts"
         return _json(
-            {"where": source.where, "error": error, "studies": rows, "now": time.time()}, etag=tag
+            {"where": self.source.where, "error": error, "studies": rows, "now": time.time()},
+            etag=tag,
         )
 
-    def api_study(request: Request) -> Response:
-        entry, missing = find(request)
+    def api_study(self, request: Request) -> Response:
+        entry, missing = self.find(request)
         if missing:
             return missing
         assert entry is not None
-        tag, body = source.read(entry).encoded()
+        tag, body = self.source.read(entry).encoded()
         if _not_modified(request, tag):
             return Response(status_code=304, headers={"ETag": f'"{tag}"'})
         headers = {"ETag": f'"{tag}"', "Cache-Control": "no-cache"}
         return Response(body, media_type="application/json", headers=headers)
 
-    def api_config(request: Request) -> Response:
-        entry, missing = find(request)
+    def api_config(self, request: Request) -> Response:
+        entry, missing = self.find(request)
         if missing:
             return missing
         assert entry is not None
-        entry = source.read(entry)
+        entry = self.source.read(entry)
         if entry.detail is None:
             return _json({"error": entry.error or "the study cannot be read"}, 503)
         trial = request.query_params.get("trial", "")
@@ -114,7 +120,11 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
             return Response(status_code=304, headers={"ETag": f'"{tag}"'})
         try:
             data = views.configuration(
-                entry.handle, entry.detail, trial, endpoint=source.endpoint, tls=source.tls
+                entry.handle,
+                entry.detail,
+                trial,
+                endpoint=self.source.endpoint,
+                tls=self.source.tls,
             )
         except Exception as exc:  # a message, not a trace
             return _json({"error": problem(exc)}, 503)
@@ -122,8 +132,8 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
             return _json({"error": f"study {entry.sid} has no training of trial {trial!r}"}, 404)
         return _json({"config": data, "error": entry.error}, etag=tag)
 
-    def artifact(request: Request) -> Response:
-        entry, missing = find(request)
+    def artifact(self, request: Request) -> Response:
+        entry, missing = self.find(request)
         if missing:
             return missing
         assert entry is not None
@@ -131,7 +141,7 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
         trial, name = q.get("trial", ""), q.get("name", "")
         try:
             seed = int(q.get("seed", ""))
-            source.revision(entry)  # opens the study if this is the first request
+            self.source.revision(entry)  # opens the study if this is the first request
             if name not in entry.handle.artifacts(trial, seed):
                 return _json({"error": f"{trial}/seed-{seed} has no artifact {name!r}"}, 404)
             data = entry.handle.read_artifact(trial, seed, name)
@@ -144,20 +154,24 @@ def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
-    async def plotly(request: Request) -> Response:
+    async def plotly(self, request: Request) -> Response:
         return FileResponse(
             plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"}
         )
 
+
+def create_app(source: Source, *, refresh_s: float = 2.0) -> Starlette:
+    """The dashboard over ``source``; pages poll their JSON every ``refresh_s`` seconds."""
+    e = _Endpoints(source, refresh_s)
     routes = [
-        Route("/", studies_page),
-        Route("/study", study_page),
-        Route("/config", config_page),
-        Route("/api/studies", api_studies),
-        Route("/api/study", api_study),
-        Route("/api/config", api_config),
-        Route("/artifact", artifact),
-        Route("/static/plotly.min.js", plotly),
+        Route("/", e.studies_page),
+        Route("/study", e.study_page),
+        Route("/config", e.config_page),
+        Route("/api/studies", e.api_studies),
+        Route("/api/study", e.api_study),
+        Route("/api/config", e.api_config),
+        Route("/artifact", e.artifact),
+        Route("/static/plotly.min.js", e.plotly),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes)

@@ -30,7 +30,7 @@ from hpo.data.dataset import short_fingerprint
 from hpo.engine import WarmStart, warm_trial_id
 from hpo.store import LocalStore, Store, StoreRef, open_store
 from hpo.store.keys import StoreError
-from hpo.study.contract import SeedResult
+from hpo.study.contract import RANDOM_STAGE, SeedResult
 from hpo.study.layout import SCORES_FILE, StudyPaths
 from hpo.study.matching import changed_settings, same_data
 from hpo.study.spec import TRAINING_FIELDS, SpecError, Study, is_study_name, refused_message
@@ -227,6 +227,21 @@ def _why_not_counted(
     return None
 
 
+@dataclass
+class _Gathered:
+    """What ``take`` has decided so far, source by source."""
+
+    results: list[SeedResult] = dataclasses.field(default_factory=list)
+    #: Config key -> its ``w`` trial id.
+    ids: dict[str, str] = dataclasses.field(default_factory=dict)
+    taken_keys: set[tuple[str, int]] = dataclasses.field(default_factory=set)
+    sources: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    #: Sources whose best are tried first: (their record, their ranked summaries, the
+    #: index of their note), chosen once every source is read.
+    uncounted: list[tuple[dict[str, Any], list[Any], int]] = dataclasses.field(default_factory=list)
+
+
 def take(
     study: Study,
     prepared: Prepared,
@@ -241,89 +256,105 @@ def take(
     later source counts is not among them (it is not trained again), and the next best
     takes its place, so each such source gives ``configurations`` new ones if it has them.
     """
-    from hpo.records.ledger.frames import trial_order
-    from hpo.study.space import config_key, contains
-
     warm = study.spec.warm_start
     assert warm is not None
-    space = study.spec.search_space
-    seeds = set(study.spec.seeds)
-    paths = StudyPaths(study.name)
-    results: list[SeedResult] = []
-    ids: dict[str, str] = {}  # config key -> w id
-    taken_keys: set[tuple[str, int]] = set()
-    sources: list[dict[str, Any]] = []
-    notes: list[str] = []
-    #: Sources whose best are tried first: (their record, their ranked summaries, the
-    #: index of their note), chosen after the loop.
-    uncounted: list[tuple[dict[str, Any], list[Any], int]] = []
+    got = _Gathered()
     for entry in warm.studies:
         source = locate(entry, study, store, credentials, folders=folders)
-        spec, dataset, good = _read(source)
-        try:
-            why = _why_not_counted(spec, dataset, study, prepared)
-        except WarmStartProblem as exc:
-            raise WarmStartProblem(f"{FIELD}: {entry}: {source.location} has {exc}") from None
-        inside = [r for r in good if contains(space, r.config)]
-        if len(inside) < len(good):
-            notes.append(
-                f"warm start from {entry}: {len(good) - len(inside)} of its {len(good)} "
-                "trainings are of configurations outside this study's search space; left out"
+        _take_from(source, study, prepared, got)
+    first = _tried_first(got, warm.configurations)
+    return Taken(
+        list(warm.studies),
+        got.sources,
+        WarmStart(tuple(got.results), tuple(first)),
+        got.notes,
+        written=warm.written,
+    )
+
+
+def _take_from(source: Source, study: Study, prepared: Prepared, got: _Gathered) -> None:
+    """Read one source: count its trainings here, or keep its best to be tried first."""
+    from hpo.study.space import contains
+
+    entry = source.entry
+    spec, dataset, good = _read(source)
+    try:
+        why = _why_not_counted(spec, dataset, study, prepared)
+    except WarmStartProblem as exc:
+        raise WarmStartProblem(f"{FIELD}: {entry}: {source.location} has {exc}") from None
+    inside = [r for r in good if contains(study.spec.search_space, r.config)]
+    if len(inside) < len(good):
+        got.notes.append(
+            f"warm start from {entry}: {len(good) - len(inside)} of its {len(good)} "
+            "trainings are of configurations outside this study's search space; left out"
+        )
+    seeds = set(study.spec.seeds)
+    usable = [r for r in inside if r.seed in seeds]
+    if why is None and inside and not usable:
+        why = "other seeds (training.baseSeed)"
+    elif why is None and len(usable) < len(inside):
+        got.notes.append(
+            f"warm start from {entry}: {len(inside) - len(usable)} of its trainings are of "
+            "seeds this study does not train; left out"
+        )
+    record: dict[str, Any] = {"study": entry, "location": source.location}
+    if why is None:
+        record.update(counted=_count(source, usable, study.name, got), tried_first=[])
+    else:
+        record.update(counted=0, why=why)
+        got.uncounted.append((record, ranked(summarise(inside).values()), len(got.notes)))
+        got.notes.append("")
+    got.sources.append(record)
+
+
+def _count(source: Source, usable: list[SeedResult], name: str, got: _Gathered) -> int:
+    """Make a counted source's trainings this study's ``w`` rows; returns how many (one an
+    earlier source already gave is not counted twice)."""
+    from hpo.records.ledger.frames import trial_order
+
+    paths = StudyPaths(name)
+    counted = 0
+    for r in sorted(usable, key=trial_order):
+        wid = got.ids.setdefault(r.config_key, warm_trial_id(len(got.ids)))
+        if (wid, r.seed) in got.taken_keys:
+            continue  # an earlier source has it (one study warm-started from another)
+        got.taken_keys.add((wid, r.seed))
+        counted += 1
+        got.results.append(
+            dataclasses.replace(
+                r,
+                study=name,
+                trial=wid,
+                stage=RANDOM_STAGE,
+                parent=None,
+                artifacts=paths.seed(wid, r.seed),
+                source=source.location,
+                source_trial=r.trial,
             )
-        usable = [r for r in inside if r.seed in seeds]
-        if why is None and inside and not usable:
-            why = "other seeds (training.baseSeed)"
-        elif why is None and len(usable) < len(inside):
-            notes.append(
-                f"warm start from {entry}: {len(inside) - len(usable)} of its trainings are of "
-                "seeds this study does not train; left out"
-            )
-        record: dict[str, Any] = {"study": entry, "location": source.location}
-        if why is None:
-            counted = 0
-            for r in sorted(usable, key=trial_order):
-                wid = ids.setdefault(r.config_key, warm_trial_id(len(ids)))
-                if (wid, r.seed) in taken_keys:
-                    continue  # an earlier source has it (one study warm-started from another)
-                taken_keys.add((wid, r.seed))
-                counted += 1
-                results.append(
-                    dataclasses.replace(
-                        r,
-                        study=study.name,
-                        trial=wid,
-                        stage="random",
-                        parent=None,
-                        artifacts=paths.seed(wid, r.seed),
-                        source=source.location,
-                        source_trial=r.trial,
-                    )
-                )
-            record.update(counted=counted, tried_first=[])
-        else:
-            record.update(counted=0, why=why)
-            uncounted.append((record, ranked(summarise(inside).values()), len(notes)))
-            notes.append("")
-        sources.append(record)
+        )
+    return counted
+
+
+def _tried_first(got: _Gathered, configurations: int) -> list[dict[str, Any]]:
+    """The uncounted sources' best configurations not counted from another source, up to
+    ``configurations`` each; fills in their records and notes."""
+    from hpo.study.space import config_key
+
     first: list[dict[str, Any]] = []
     first_keys: set[str] = set()
-    for record, candidates, note in uncounted:
-        best = [s for s in candidates if s.config_key not in ids and s.config_key not in first_keys]
-        best = best[: warm.configurations]
+    for record, candidates, note in got.uncounted:
+        best = [
+            s for s in candidates if s.config_key not in got.ids and s.config_key not in first_keys
+        ]
+        best = best[:configurations]
         first += [s.config for s in best]
         first_keys |= {s.config_key for s in best}
         record["tried_first"] = [config_key(s.config) for s in best]
-        notes[note] = (
+        got.notes[note] = (
             f"warm start from {record['study']}: {record['why']}; its {len(best)} best "
             "configurations are tried first, trained anew"
         )
-    return Taken(
-        list(warm.studies),
-        sources,
-        WarmStart(tuple(results), tuple(first)),
-        notes,
-        written=warm.written,
-    )
+    return first
 
 
 def describe(taken: Taken) -> list[str]:

@@ -2,6 +2,7 @@
 
 - ``base``: the ``Store`` interface and ``PreconditionFailed``
   (``StoreError`` and the key checks come from ``hpo.store.keys``);
+- ``files``: writing a local file whole or not at all (both stores);
 - ``local``: a folder standing in for the bucket (``hpo run``'s default);
 - ``s3``: an S3 bucket (MinIO, AWS); imported only when a study uses one,
   so minio is not loaded otherwise;

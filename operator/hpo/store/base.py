@@ -8,6 +8,7 @@ are built by ``hpo.study.layout`` and checked by ``hpo.store.keys``.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,7 @@ class Store(ABC):
         path.write_bytes(self.get_bytes(key))
         return path
 
-    def put_dir(self, prefix: str, folder: Path) -> list[str]:
+    def put_dir(self, prefix: str, folder: Path) -> builtins.list[str]:  # ``list`` is a method
         """Upload every file of ``folder`` under ``prefix``; returns the keys."""
         keys = []
         for file in sorted(Path(folder).rglob("*")):

@@ -15,11 +15,11 @@ import fcntl
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from hpo.store.base import OutputUnwritable, PreconditionFailed, Store
+from hpo.store.files import write_atomically
 from hpo.store.keys import StoreError, check_key
 
 
@@ -91,16 +91,7 @@ class LocalStore(Store):
                     f"{key}: changed since it was read (another writer); expected ETag "
                     f"{if_match}, found {current}"
                 )
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            write_atomically(path, (data,))
         return _md5(data)
 
     def put_file(self, key: str, path: Path) -> str:

@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -38,10 +37,12 @@ import minio
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import DictType
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from hpo import crashpoints
 from hpo.store.base import PreconditionFailed, Store
+from hpo.store.files import write_atomically
 from hpo.store.keys import StoreError, check_key
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
-def _status(exc: BaseException) -> int | None:
+def _status(exc: BaseException | None) -> int | None:
     if isinstance(exc, S3Error):
         response = getattr(exc, "response", None)
         return getattr(response, "status", None)
@@ -105,7 +106,7 @@ def _not_sent(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError too
 
 
-def _code(exc: BaseException) -> str | None:
+def _code(exc: BaseException | None) -> str | None:
     return exc.code if isinstance(exc, S3Error) else None
 
 
@@ -401,7 +402,7 @@ class S3Store(Store):
         # parse the ETag ourselves). Internal API: the signature is checked in
         # ``_check_minio`` and minio is pinned. A fresh header dict per attempt:
         # minio adds its signing headers to the dict it is given.
-        headers = {"Content-Type": "application/octet-stream", **conditions}
+        headers: DictType = {"Content-Type": "application/octet-stream", **conditions}
         result = self._client._put_object(self.bucket, name, data, headers)
         return _strip_etag(result.etag) or ""
 
@@ -440,7 +441,7 @@ class S3Store(Store):
         except StoreError as err:
             exc = err.__cause__
             lost = _code(exc) == "PreconditionFailed" or _status(exc) == 412
-            gone = if_match is not None and _code(exc) in ("NoSuchKey", "NoSuchObject")
+            gone = if_match is not None and (_code(exc) or "") in ("NoSuchKey", "NoSuchObject")
             if not (conditions and (lost or gone)):
                 raise
             if lost and ambiguous[0]:
@@ -541,22 +542,18 @@ class S3Store(Store):
 
         def attempt() -> Path:
             response = self._client.get_object(self.bucket, name)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            try:
+
+            def chunks() -> Iterator[bytes]:
                 total = int(response.headers.get("content-length", 0))
                 done = 0
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in response.stream(1024 * 1024):
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+                for chunk in response.stream(1024 * 1024):
+                    yield chunk
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+
+            try:
+                write_atomically(path, chunks())
             finally:
                 response.close()
                 response.release_conn()

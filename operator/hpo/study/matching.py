@@ -9,10 +9,15 @@ compares.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from hpo.study.contract import DatasetRef
-from hpo.study.spec import refused_changes, spec_value
+from hpo.study.spec_changes import refused_changes, spec_value
+
+#: The dataset's path is not a setting: the fingerprint says whether it is the same data
+#: (a moved project folder is not a new dataset).
+DATASET_PATH = ("dataset", "path")
 
 
 def same_data(recorded: dict[str, Any] | None, now: DatasetRef) -> bool:
@@ -23,13 +28,14 @@ def same_data(recorded: dict[str, Any] | None, now: DatasetRef) -> bool:
 def changed_settings(
     old: dict[str, Any],
     new: dict[str, Any],
-    within: frozenset[tuple[str, ...]] | None = None,
+    within: Collection[tuple[str, ...]] | None = None,
+    ignore: Collection[tuple[str, ...]] = (),
 ) -> list[str]:
     """Spec fields (``spec.training.epochs``) of ``old`` that ``new`` changes and that give
     recorded trainings their meaning (``within``: only those, e.g.
-    ``hpo.study.spec.TRAINING_FIELDS``). The dataset's path is not one: the fingerprint says
-    whether it is the same data (a moved project folder is not a new dataset)."""
-    return [p for p in refused_changes(old, new, within) if p != "spec.dataset.path"]
+    ``hpo.study.spec.TRAINING_FIELDS``; ``ignore``: not those): ``refused_changes`` without
+    the dataset's path (``DATASET_PATH``)."""
+    return refused_changes(old, new, within, ignore=(DATASET_PATH, *ignore))
 
 
 def settings_values(old: dict[str, Any], new: dict[str, Any], paths: list[str]) -> str:

@@ -15,7 +15,7 @@ import math
 import re
 import zipfile
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,9 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 if TYPE_CHECKING:
+    from openpyxl.cell.cell import Cell
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+    from openpyxl.worksheet.worksheet import Worksheet
 
 SHEETS = ("Trials", "Configurations", "Best", "Study")
 NO_BEST_NOTE = "No final group yet: it is written when the study finishes."
@@ -150,7 +152,7 @@ def _display_width(column: str, values: pd.Series, fmt: str | None) -> float:
     return float(min(max(width, _MIN_WIDTH), _MAX_WIDTH))
 
 
-def _header(ws: WriteOnlyWorksheet, columns: list[str]) -> list[WriteOnlyCell]:
+def _header(ws: WriteOnlyWorksheet, columns: list[str]) -> list[Cell]:
     cells = []
     for name in columns:
         cell = WriteOnlyCell(ws, value=_cell_text(name))
@@ -170,10 +172,12 @@ def _layout_sheet(ws: WriteOnlyWorksheet, frame: pd.DataFrame) -> str:
     because openpyxl's per-cell writer takes seconds for ten thousand rows.
     """
     columns = [str(c) for c in frame.columns]
+    # A write-only sheet gets these from ``Worksheet._setup`` too; its stubs do not say so.
+    sheet = cast("Worksheet", ws)
     styles = []
     for idx, name in enumerate(columns, 1):
         fmt = number_format(name)
-        dim = ws.column_dimensions[get_column_letter(idx)]
+        dim = sheet.column_dimensions[get_column_letter(idx)]
         dim.width = _display_width(name, frame.iloc[:, idx - 1], fmt)
         style = ""
         if fmt is not None:
@@ -184,7 +188,7 @@ def _layout_sheet(ws: WriteOnlyWorksheet, frame: pd.DataFrame) -> str:
         styles.append(style)
     ws.freeze_panes = "A2"
     if columns:
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(frame) + 1}"
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(frame) + 1}"
     ws.append(_header(ws, columns))
 
     cells = [

@@ -1,0 +1,109 @@
+"""Reading a dataset's CSV file: once per process, refusing what pandas would silently
+repair (another separator, a name given twice) or misread (a workbook, Parquet)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from hpo.data.errors import DatasetError, DatasetMissing
+
+_CACHE_SIZE = 4
+_cache: dict[tuple[str, int, int], pd.DataFrame] = {}
+_cache_lock = threading.Lock()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read the CSV, once per process while the file is unchanged.
+
+    Keyed by (path, size, mtime) so a long-lived worker that trains many
+    configurations parses the file once but still notices a replaced file.
+    Callers must not modify the returned frame.
+    """
+    file = Path(path)
+    if not file.exists():
+        if file.is_symlink():
+            raise DatasetMissing(
+                f"dataset path is a symbolic link that leads nowhere (broken, or a loop): {path}"
+            )
+        raise DatasetMissing(f"dataset file not found: {path}")
+    if not file.is_file():
+        raise DatasetMissing(f"dataset path is not a file: {path}")
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    _check_not_binary(file, path)
+    try:
+        frame = pd.read_csv(file)
+    except pd.errors.EmptyDataError as exc:
+        raise DatasetError(f"dataset file is empty: {path}") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
+        raise DatasetError(f"could not parse dataset CSV {path}: {first_line}{hint}") from exc
+    _check_header(file, path, frame)
+    with _cache_lock:
+        for stale in [k for k in _cache if k[0] == key[0]]:
+            del _cache[stale]
+        while len(_cache) >= _CACHE_SIZE:
+            del _cache[next(iter(_cache))]
+        _cache[key] = frame
+    return frame
+
+
+#: File signatures of formats people save tables in that are not CSV.
+_NOT_CSV = (
+    (b"PK\x03\x04", "an Excel workbook (or another zip file)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls)"),
+    (b"PAR1", "a Parquet file"),
+)
+#: Separators a CSV saved with another locale or tool uses instead of ','.
+_OTHER_SEPARATORS = (";", "\t", "|")
+
+
+def _check_not_binary(file: Path, path: str | Path) -> None:
+    """A workbook or Parquet file named as the dataset: say what it is, not a UTF-8 error."""
+    with file.open("rb") as f:
+        head = f.read(8)
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise DatasetError(
+                f"dataset {path} is {what}, not a CSV file: save it as CSV "
+                "(comma-separated, UTF-8) and point spec.dataset.path at that file"
+            )
+
+
+def _check_header(file: Path, path: str | Path, frame: pd.DataFrame) -> None:
+    """What pandas would otherwise silently repair in the header: a file separated by
+    another character (one column), a name given twice (renamed ``x.1``) and a column
+    without a name (``Unnamed: 0``, usually an index written by ``DataFrame.to_csv``)."""
+    columns = [str(c) for c in frame.columns]
+    if len(columns) == 1:
+        for sep in _OTHER_SEPARATORS:
+            if sep in columns[0]:
+                shown = "tab" if sep == "\t" else repr(sep)
+                raise DatasetError(
+                    f"dataset {path} has a single column {columns[0][:60]!r}: it looks "
+                    f"separated by {shown}, not ','; save it comma-separated"
+                )
+    raw = pd.read_csv(file, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = [str(v).strip() for v in raw.iloc[0].tolist()] if len(raw) else []
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:
+        raise DatasetError(
+            f"dataset {path}: column name(s) {', '.join(map(repr, twice))} appear more than "
+            "once in the header; give every column its own name"
+        )
+    unnamed = [i for i, n in enumerate(names) if not n]
+    if unnamed and len(names) == len(columns):
+        frame.attrs["unnamed"] = [columns[i] for i in unnamed]
+
+
+def unnamed_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns whose header cell is empty (pandas calls them ``Unnamed: <i>``)."""
+    return list(frame.attrs.get("unnamed", []))
