@@ -32,6 +32,14 @@ class ConfigSummary:
         default=(0, None, None), init=False, repr=False, compare=False
     )
 
+    @classmethod
+    def of(cls, r: SeedResult) -> ConfigSummary:
+        """An empty summary of ``r``'s configuration (``add`` takes the results): the one
+        place a summary is built, for the engine's live ranking and for the records."""
+        return cls(
+            trial=r.trial, stage=r.stage, parent=r.parent, config_key=r.config_key, config=r.config
+        )
+
     @property
     def n(self) -> int:
         return len(self.maes)
@@ -105,13 +113,7 @@ def summarise(results: Iterable[SeedResult]) -> dict[str, ConfigSummary]:
     for r in results:
         s = out.get(r.trial)
         if s is None:
-            s = out[r.trial] = ConfigSummary(
-                trial=r.trial,
-                stage=r.stage,
-                parent=r.parent,
-                config_key=r.config_key,
-                config=r.config,
-            )
+            s = out[r.trial] = ConfigSummary.of(r)
         s.add(r)
     return out
 
