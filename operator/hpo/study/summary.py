@@ -80,9 +80,10 @@ class ConfigSummary:
 
     def add(self, r: SeedResult) -> None:
         """Take one more result of this configuration (a seed, succeeded or failed)."""
-        if r.status == "succeeded" and r.mae is not None:
+        score = selection_score(r)  # never None when the test MAE is there
+        if r.status == "succeeded" and r.mae is not None and score is not None:
             self.maes.append(float(r.mae))
-            self.scores.append(float(selection_score(r)))  # type: ignore[arg-type]
+            self.scores.append(float(score))
             self.seeds.append(r.seed)
             for label, scores in r.per_label.items():
                 # No pct when the label's reference is 0 (hpo_trainer.metrics): NaN, not a crash.
