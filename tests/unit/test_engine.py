@@ -1,31 +1,34 @@
-"""The engine's decisions, driven with a synthetic objective (the engine never trains)."""
+"""The engine's decisions, driven with a synthetic objective (the engine never trains).
+
+Through the default narrow search (local search); the Gaussian-process strategy is
+tested in test_search.py, and the seam between the engine and its strategy here."""
 
 from __future__ import annotations
 
 import copy
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 
 from helpers.study import study_dict
-from hpo.engine import Engine, Task
+from hpo.engine import Engine, NarrowSearch, Proposal, Records, Task
+from hpo.engine.search import narrow_search
+from hpo.engine.search.local import neighbours
 from hpo.study.contract import SeedResult
+from hpo.study.space import Config, config_key, normalise
 from hpo.study.spec import StudySpec, parse_study
+from hpo.study.summary import ConfigSummary
 
 
 def _spec(**kw: object) -> StudySpec:
     base = {
         "randomStage": {"configurations": 8, "seed": 3},
-        # The Gaussian-process stage with every seed for every configuration: the v0.1
-        # behaviour these tests pin down (seed racing and local search: test_search.py).
+        # The default narrow search with every seed for every configuration (seed
+        # racing: test_search.py).
         "training": {"seedsPerConfig": 2, "seedRacing": False},
-        "bayesianStage": {
-            "topK": 2,
-            "trialsPerConfig": 3,
-            "estimator": "ET",
-            "method": "gaussianProcess",
-        },
+        "bayesianStage": {"topK": 2, "trialsPerConfig": 3},
         "parallelism": 3,
     }
     base.update(kw)
@@ -39,21 +42,10 @@ def objective(config: dict) -> float:
 
 
 def result(task: Task, fail: bool = False) -> SeedResult:
-    t = task.trial
-    mae = objective(t.config) + task.seed * 1e-3
-    return SeedResult(
-        study="t",
-        trial=t.id,
-        stage=t.stage,
-        parent=t.parent,
-        config=t.config,
-        config_key=t.config_key,
-        seed=task.seed,
-        status="failed" if fail else "succeeded",
-        mae=None if fail else mae,
-        per_label={} if fail else {"Id_mA": {"mae": mae, "pct": 100 * mae}},
-        error="boom" if fail else None,
-    )
+    if fail:
+        return task.failed("t", "boom")
+    mae = objective(task.trial.config) + task.seed * 1e-3
+    return task.succeeded("t", mae, mae, per_label={"Id_mA": {"mae": mae, "pct": 100 * mae}})
 
 
 def drive(
@@ -79,15 +71,13 @@ def check_study(engine: Engine, spec: StudySpec) -> None:
     assert {r.seed for r in rs} == set(spec.seeds)
     random_keys = {r.config_key for r in rs if r.stage == "random"}
     assert len(random_keys) == spec.random_stage.configurations
-    bayes = [r for r in rs if r.stage == "bayesian"]
-    parents = {p.summary.trial: p for p in engine.parents}
-    for r in bayes:
-        assert r.parent in parents
-        assert parents[r.parent].space.contains(r.config), (
-            f"{r.config_key} outside {r.parent}'s bounds"
-        )
-    by_parent = Counter(r.parent for r in bayes)
-    assert all(n <= spec.bayesian_stage.trials_per_config * n_seeds for n in by_parent.values())
+    narrow = [r for r in rs if r.stage == "bayesian"]
+    for r in narrow:
+        parent = engine.trials[r.parent or ""]
+        found = neighbours(parent.config, spec.search_space, spec.bayesian_stage)
+        assert r.config_key in {config_key(c) for c in found}, f"{r.config_key} not near its parent"
+    stage = spec.bayesian_stage
+    assert len({r.trial for r in narrow}) <= stage.top_k * stage.trials_per_config
 
 
 def test_two_stages_end_to_end() -> None:
@@ -102,21 +92,6 @@ def test_two_stages_end_to_end() -> None:
     # Hand-over picks the best of each depth first.
     handed = engine.handed_over()
     assert len({s.config["hidden_layers"] for s in handed}) == len(handed)
-
-
-def test_gp_estimator_works() -> None:
-    spec = _spec(
-        bayesianStage={
-            "method": "gaussianProcess",
-            "topK": 1,
-            "trialsPerConfig": 3,
-            "estimator": "GP",
-        }
-    )
-    engine = Engine(spec)
-    drive(engine)
-    assert engine.phase == "done"
-    check_study(engine, spec)
 
 
 @pytest.fixture(scope="module")
@@ -211,33 +186,6 @@ def test_too_many_failures_fail_the_study_with_a_reason() -> None:
     assert engine.progress().running == 0
 
 
-def test_a_tiny_narrow_space_ends_without_duplicates() -> None:
-    spec = _spec(
-        # One hidden layer: each parent's narrow grid holds 3 x 3 configurations, so the
-        # stage runs into the grid's end after a few (costly) Gaussian-process suggestions.
-        searchSpace={"hiddenLayers": {"min": 1, "max": 1}},
-        bayesianStage={
-            "method": "gaussianProcess",
-            "topK": 2,
-            "trialsPerConfig": 50,
-            "neuronsRadius": 8,
-            "neuronsStep": 8,
-            "learningRateRadius": 0.1,
-            "learningRateStep": 0.1,
-            "estimator": "ET",
-        },
-    )
-    engine = Engine(spec)
-    drive(engine)
-    assert engine.phase == "done"
-    check_study(engine, spec)
-    for p in engine.parents:
-        # Never more new configurations than the narrow grid holds besides the parent.
-        assert len(p.trials) <= p.space.size - 1
-    # The budget (50 per parent) is beyond the grid: the stage ended at the grid's end.
-    assert any(len(p.trials) == p.space.size - 1 for p in engine.parents)
-
-
 def test_random_only_study_stops_after_random_stage() -> None:
     spec = _spec(bayesianStage={"enabled": False})
     engine = Engine(spec)
@@ -327,3 +275,96 @@ def test_past_the_failure_budget_no_retry_waits() -> None:
     engine.record(result(again[0], fail=True), now=10.0)  # a's second failure: over budget
     assert engine.failed_reason is not None
     assert engine.next_due() is None and engine.next_tasks(5, now=100.0) == []
+
+
+# -- the seam: the engine drives any NarrowSearch, through the protocol alone -----------
+
+
+class FixedSearch:
+    """A tiny strategy: proposes the configurations it was given, in order, then none."""
+
+    def __init__(self, configs: list[Config]) -> None:
+        self.configs = configs
+        self.parents: list[str] = []
+
+    def start(self, parents: Sequence[ConfigSummary], records: Records) -> list[str]:
+        self.parents = [p.trial for p in parents]
+        return ["fixed list"]
+
+    def _left(self, records: Records) -> list[Config]:
+        return [c for c in self.configs if config_key(c) not in records.known]
+
+    def propose(self, n: int, records: Records) -> list[Proposal]:
+        return [Proposal(c, self.parents[0]) for c in self._left(records)[:n]]
+
+    def remaining(self, records: Records) -> int:
+        return len(self._left(records))
+
+
+class Spy:
+    """Stands for a strategy and notes every attribute the engine asks it for."""
+
+    def __init__(self, inner: NarrowSearch) -> None:
+        self.__dict__["_inner"] = inner
+        self.__dict__["asked"] = set()
+
+    def __getattr__(self, name: str) -> object:
+        self.asked.add(name)
+        return getattr(self._inner, name)
+
+
+PROTOCOL = {"start", "propose", "remaining"}
+
+
+def _fixed_configs(spec: StudySpec) -> list[Config]:
+    """Three configurations no random trial has: the first random one, wider."""
+    base = normalise(Engine(spec).trials["r0000"].config)
+    widths = [{**base, "neurons": [w] * base["hidden_layers"]} for w in (200, 210, 220)]
+    return [normalise(c) for c in widths]
+
+
+def test_the_engine_drives_a_new_strategy_through_the_protocol() -> None:
+    spec = _spec()
+    fixed = _fixed_configs(spec)
+    spies: list[Spy] = []
+
+    def make(spec: StudySpec) -> NarrowSearch:
+        spies.append(Spy(FixedSearch(fixed)))
+        return spies[-1]  # type: ignore[return-value]  # a stand-in that delegates
+
+    engine = Engine(spec, search=make)
+    drive(engine)
+    assert engine.phase == "done"
+    narrow = [t for t in engine.trials.values() if t.stage == "bayesian"]
+    assert [t.config_key for t in narrow] == [config_key(c) for c in fixed]
+    assert [t.id for t in narrow] == ["b0000", "b0001", "b0002"]
+    assert {t.parent for t in narrow} == {engine.handed[0]}
+    assert "fixed list" in engine.notes
+    assert len(spies) == 1 and spies[0].asked <= PROTOCOL
+    # Rebuilt from its records, the study plans nothing more and keeps the strategy.
+    again = Engine(spec, engine.recorded(), search=make)
+    assert again.phase == "done" and len(again.recorded()) == len(engine.recorded())
+    assert spies[-1].asked <= PROTOCOL
+
+
+def test_the_engine_asks_the_default_strategy_only_through_the_protocol() -> None:
+    spec = _spec()
+    spies: list[Spy] = []
+
+    def make(spec: StudySpec) -> NarrowSearch:
+        spies.append(Spy(narrow_search(spec)))
+        return spies[-1]  # type: ignore[return-value]  # a stand-in that delegates
+
+    spied = Engine(spec, search=make)
+    drive(spied)
+    plain = Engine(spec)
+    drive(plain)
+    assert [r.key for r in spied.recorded()] == [r.key for r in plain.recorded()]
+    assert spies and all(s.asked <= PROTOCOL for s in spies)
+    assert spies[0].asked == PROTOCOL  # and it asks for all of it
+
+
+def test_the_spec_method_picks_the_strategy() -> None:
+    assert type(narrow_search(_spec())).__name__ == "LocalSearch"
+    gp = _spec(bayesianStage={"method": "gaussianProcess"})
+    assert type(narrow_search(gp)).__name__ == "GaussianSearch"

@@ -1,4 +1,5 @@
-"""The default search: seed racing and local search, driven with a synthetic objective."""
+"""The narrow searches and seed racing, driven with a synthetic objective: local search
+(the default) and the Gaussian-process strategy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from helpers.study import REPO, study_dict
 from hpo.engine import Engine, Task
+from hpo.engine.search.gaussian import GaussianSearch
 from hpo.engine.search.local import neighbours
 from hpo.study.contract import SeedResult
 from hpo.study.space import config_key, normalise, sample_unique, space_size
@@ -37,20 +39,9 @@ def objective(config: dict) -> float:
 
 
 def result(task: Task) -> SeedResult:
-    t = task.trial
-    score = objective(t.config) + ((task.seed * 7919 + len(t.id)) % 13) * 1e-3
-    return SeedResult(
-        study="t",
-        trial=t.id,
-        stage=t.stage,
-        parent=t.parent,
-        config=t.config,
-        config_key=t.config_key,
-        seed=task.seed,
-        status="succeeded",
-        mae=score + 0.5,  # the test MAE: a different number, never read by decisions
-        val_mae=score,
-    )
+    score = objective(task.trial.config) + ((task.seed * 7919 + len(task.trial.id)) % 13) * 1e-3
+    # The test MAE is a different number, never read by decisions.
+    return task.succeeded("t", mae=score + 0.5, val_mae=score)
 
 
 def drive(engine: Engine, slots: int = 2, limit: int = 10_000) -> None:
@@ -367,3 +358,70 @@ def test_a_parallel_gp_stage_plans_its_whole_budget() -> None:
     drive(engine, slots=8)
     assert engine.phase == "done"
     assert sum(1 for t in engine.trials.values() if t.stage == "bayesian") == 20
+
+
+def _gp_parents(engine: Engine) -> GaussianSearch:
+    assert isinstance(engine.search, GaussianSearch)
+    return engine.search
+
+
+def check_gp_study(engine: Engine, spec: StudySpec) -> None:
+    """Every narrow configuration lies in its parent's narrowed grid, within its budget."""
+    search = _gp_parents(engine)
+    parents = {p.trial: p for p in search.parents}
+    narrow = [r for r in engine.recorded() if r.stage == "bayesian"]
+    for r in narrow:
+        assert r.parent in parents
+        assert parents[r.parent].space.contains(r.config), f"{r.config_key} outside bounds"
+    by_parent = Counter(r.parent for r in narrow)
+    n_seeds = spec.training.seeds_per_config
+    assert all(n <= spec.bayesian_stage.trials_per_config * n_seeds for n in by_parent.values())
+
+
+def test_the_gp_estimator_works() -> None:
+    spec = _spec(
+        bayesianStage={
+            "method": "gaussianProcess",
+            "topK": 1,
+            "trialsPerConfig": 3,
+            "estimator": "GP",
+        },
+        training={"seedsPerConfig": 2, "seedRacing": False},
+    )
+    engine = Engine(spec)
+    drive(engine)
+    assert engine.phase == "done"
+    check_gp_study(engine, spec)
+    assert sum(1 for t in engine.trials.values() if t.stage == "bayesian") == 3
+
+
+def test_a_tiny_gp_narrow_space_ends_without_duplicates() -> None:
+    spec = _spec(
+        # One hidden layer: each parent's narrow grid holds 3 x 3 configurations, so the
+        # stage runs into the grid's end after a few (costly) Gaussian-process suggestions.
+        searchSpace={"hiddenLayers": {"min": 1, "max": 1}},
+        bayesianStage={
+            "method": "gaussianProcess",
+            "topK": 2,
+            "trialsPerConfig": 50,
+            "neuronsRadius": 8,
+            "neuronsStep": 8,
+            "learningRateRadius": 0.1,
+            "learningRateStep": 0.1,
+            "estimator": "ET",
+        },
+        training={"seedsPerConfig": 2, "seedRacing": False},
+    )
+    engine = Engine(spec)
+    drive(engine)
+    assert engine.phase == "done"
+    check_gp_study(engine, spec)
+    keys = [t.config_key for t in engine.trials.values()]
+    assert len(set(keys)) == len(keys)
+    search = _gp_parents(engine)
+    planned = Counter(t.parent for t in engine.trials.values() if t.stage == "bayesian")
+    for p in search.parents:
+        # Never more new configurations than the narrow grid holds besides the parent.
+        assert planned[p.trial] <= p.space.size - 1
+    # The budget (50 per parent) is beyond the grid: the stage ended at the grid's end.
+    assert any(planned[p.trial] == p.space.size - 1 for p in search.parents)

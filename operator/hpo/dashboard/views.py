@@ -15,9 +15,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from hpo.engine import planned_trainings
 from hpo.records.ledger import HYPERPARAMS
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, Stage
 
-STAGES = ("random", "bayesian")
+STAGES: tuple[Stage, ...] = (RANDOM_STAGE, NARROW_STAGE)
 
 
 def clean(value: Any) -> Any:
@@ -93,10 +95,7 @@ def planned(spec: Any) -> tuple[int | None, bool]:
     is an upper bound (seed racing trains fewer seeds of configurations that cannot win)."""
     if spec is None:
         return None, False
-    configs = spec.random_stage.configurations
-    if spec.bayesian_stage.enabled:
-        configs += spec.bayesian_stage.top_k * spec.bayesian_stage.trials_per_config
-    return configs * spec.training.seeds_per_config, spec.training.seed_racing
+    return planned_trainings(spec), spec.training.seed_racing
 
 
 def _reason(error: Any) -> str:
@@ -212,15 +211,7 @@ def _progress(trainings: pd.DataFrame, spec: Any, finished: bool) -> list[dict[s
         part = trainings[in_stage & ~taken] if len(trainings) else trainings
         n_taken = int((in_stage & taken).sum()) if len(trainings) else 0
         ok = int((part["status"] == "succeeded").sum()) if len(part) else 0
-        plan = None
-        if spec is not None:
-            seeds = spec.training.seeds_per_config
-            if stage == "random":
-                plan = spec.random_stage.configurations * seeds
-            elif spec.bayesian_stage.enabled:
-                plan = spec.bayesian_stage.top_k * spec.bayesian_stage.trials_per_config * seeds
-            else:
-                plan = 0
+        plan = None if spec is None else planned_trainings(spec, stage)
         if finished or (plan is not None and len(part) > plan):
             plan = len(part)
         out.append(

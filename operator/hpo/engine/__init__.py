@@ -1,11 +1,14 @@
 """What to train next: scheduling, ranking and stage changes, decided from the records alone.
 
 Pure: no kopf, no kubernetes, no TensorFlow. Runners hand the engine what
-finished and take what it plans; nothing outside changes its state.
+finished and take what it plans; nothing outside changes its state. What the
+narrow stage tries is a strategy's behind one seam (``hpo.engine.search``).
 """
 
-from hpo.engine.core import (
-    Engine,
+from hpo.engine.budget import planned_configurations, planned_trainings
+from hpo.engine.core import Engine
+from hpo.engine.search import NarrowSearch, Proposal, Records
+from hpo.engine.trials import (
     HistoryConflict,
     StudyProgress,
     Task,
@@ -18,10 +21,15 @@ from hpo.engine.core import (
 __all__ = [
     "Engine",
     "HistoryConflict",
+    "NarrowSearch",
+    "Proposal",
+    "Records",
     "StudyProgress",
     "Task",
     "TrainingId",
     "Trial",
     "WarmStart",
+    "planned_configurations",
+    "planned_trainings",
     "warm_trial_id",
 ]

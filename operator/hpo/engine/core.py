@@ -6,141 +6,41 @@ differ in how a ``Task`` is executed. The engine also decides retries and when
 they are due: times are the caller's ``now`` (monotonic seconds), so a runner
 asks ``next_tasks(n, now)`` and never schedules anything itself. Nothing outside
 the engine changes its state. A training is identified by ``(trial id, seed)``;
-a trial is one configuration.
+a trial is one configuration. The engine schedules, ranks and changes stages;
+what the narrow stage tries is a ``NarrowSearch`` strategy's (``hpo.engine.search``).
 """
 
 from __future__ import annotations
 
-import heapq
-import re
 import statistics
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from hpo.engine.search import local
-from hpo.engine.search.surrogate import Surrogate
-from hpo.study.contract import SeedResult
-from hpo.study.space import Config, NarrowSpace, config_key, narrow, normalise, sample_unique
+from hpo.engine.budget import planned_configurations
+from hpo.engine.ranking import Ranking, hand_over
+from hpo.engine.search import NarrowSearch, Records, SearchFactory, narrow_search
+from hpo.engine.trials import (
+    TRIAL_ID,
+    HistoryConflict,
+    Phase,
+    StudyProgress,
+    Task,
+    TrainingId,
+    Trial,
+    WarmStart,
+    narrow_trial_id,
+    random_trial_id,
+)
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult, Stage
+from hpo.study.space import Config, config_key, normalise, sample_unique
 from hpo.study.spec import StudySpec
 from hpo.study.summary import ConfigSummary, ranked, selection_score, summarise
 
-if TYPE_CHECKING:  # scikit-optimize costs seconds to import: only the GP stage needs it
-    from hpo.engine.search.gaussian import ParentSearch
-
-Phase = Literal["random", "bayesian", "done", "failed"]
-TrainingId = tuple[str, int]
-
-
-class HistoryConflict(ValueError):
-    """Recorded results do not fit this study (its search space or seed changed)."""
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One configuration of the study, trained once per seed."""
-
-    id: str
-    stage: Literal["random", "bayesian"]
-    config: Config
-    config_key: str
-    parent: str | None = None
-
-
-@dataclass(frozen=True)
-class Task:
-    """One training to run: a trial and one seed; ``attempt`` counts from 1."""
-
-    trial: Trial
-    seed: int
-    attempt: int = 1
-
-    @property
-    def id(self) -> TrainingId:
-        return (self.trial.id, self.seed)
-
-    def _result(self, study: str, **fields: Any) -> SeedResult:
-        t = self.trial
-        return SeedResult(
-            study=study,
-            trial=t.id,
-            stage=t.stage,
-            parent=t.parent,
-            config=t.config,
-            config_key=t.config_key,
-            seed=self.seed,
-            **fields,
-        )
-
-    def succeeded(self, study: str, mae: float, val_mae: float, **more: Any) -> SeedResult:
-        """This training's result with its scores (stand-in trainers: benchmarks, tests)."""
-        return self._result(study, status="succeeded", mae=mae, val_mae=val_mae, **more)
-
-    def failed(self, study: str, error: str) -> SeedResult:
-        """This training's result when it could not run or finish (one failed attempt)."""
-        return self._result(study, status="failed", error=error)
-
-
-@dataclass(frozen=True)
-class WarmStart:
-    """What earlier studies give this one (``hpo.records.warmstart`` reads them; fixed for the
-    study's life, so a restart decides the same).
-
-    ``results``: successful trainings that count as this study's (trial ids
-    ``w0000``..., stage ``random``, their ``source`` set); their configurations are
-    never sampled again, and they rank and hand over like any result. ``first``:
-    configurations to train first, anew: the first of the random stage's budget.
-    """
-
-    results: tuple[SeedResult, ...] = ()
-    first: tuple[Config, ...] = ()
-
-
-@dataclass
-class StudyProgress:
-    """Counts of one study at one moment, for displays and the cluster status."""
-
-    phase: Phase
-    done: int
-    failed: int
-    running: int
-    queued: int
-    total: int
-    best_trial: str | None
-    best_mae: float | None
-    best_std: float | None
-    #: Seeds behind ``best_mae``: a spread of one seed is no spread at all.
-    best_seeds: int | None = None
-
-
-@dataclass
-class _Parent:
-    summary: ConfigSummary
-    space: NarrowSpace
-    search: ParentSearch
-    trials: list[str] = field(default_factory=list)
-
-
-_TRIAL_ID = re.compile(r"^([rbw])(\d+)$")
-
-
-def random_trial_id(i: int) -> str:
-    return f"r{i:04d}"
-
-
-def warm_trial_id(i: int) -> str:
-    """A configuration a warm start brought in with its results."""
-    return f"w{i:04d}"
-
-
-def bayes_trial_id(i: int) -> str:
-    return f"b{i:04d}"
-
 
 class Engine:
-    """State machine of one study: random stage, hand-over, Bayesian stage, done.
+    """State machine of one study: random stage, hand-over, narrow stage, done.
 
     What every step asks (progress, the best configurations, whether the random
     stage is complete, the failure count) is kept up to date result by result,
@@ -155,6 +55,7 @@ class Engine:
         *,
         retry_backoff_s: float = 0.0,
         warm: WarmStart | None = None,
+        search: SearchFactory = narrow_search,
     ) -> None:
         self.spec = spec
         self.warm = warm or WarmStart()
@@ -171,13 +72,13 @@ class Engine:
         self.queue: deque[Task] = deque()
         #: Trainings not to hand out before a time: retries (backoff) and postponed tasks.
         self.waiting: dict[TrainingId, tuple[float, Task]] = {}
-        self.parents: list[_Parent] = []
-        self._next_bayes = 0
+        #: The narrow stage's strategy, chosen by the spec's method at the hand-over.
+        self._make_search = search
+        self.search: NarrowSearch | None = None
+        self._next_narrow = 0
         self._by_key: dict[str, str] = {}
         # Kept up to date by _absorb, one result at a time.
-        self._live: dict[str, ConfigSummary] = {}
-        self._rank: list[tuple[float, float, str, int]] = []  # a heap; stale entries skipped
-        self._rank_version: dict[str, int] = {}
+        self._ranking = Ranking()
         self._failed = 0
         self._last_error: str | None = None
         self._worst_mae: float | None = None
@@ -186,13 +87,23 @@ class Engine:
         #: racing, all of them for the final group's contenders.
         self.assigned: dict[str, int] = {}
         self.racing = spec.training.seed_racing and len(self.seeds) > 1
-        self.local = spec.bayesian_stage.method == "localSearch"
         #: Trials the narrow stage started from (the random stage's best at hand-over).
         self.handed: list[str] = []
-        self._local_exhausted = False
         self._racing_done = False
 
-        budget = spec.random_stage.configurations
+        self._plan_random_stage()
+        self._rebuild(list(history), in_flight)
+        self._queue_missing(RANDOM_STAGE)
+        self.phase: Phase = RANDOM_STAGE
+        self._check_failures(None)
+        self._advance()
+
+    # -- building up state -------------------------------------------------
+
+    def _plan_random_stage(self) -> None:
+        """The random stage's trials: a warm start's configurations first, then sampled ones
+        (never one a warm start brought in with results)."""
+        budget = self.spec.random_stage.configurations
         known = {r.config_key for r in self.warm.results}
         first: list[Config] = []
         for config in self.warm.first:
@@ -201,18 +112,22 @@ class Engine:
                 known.add(key)
                 first.append(normalise(config))
         plan = sample_unique(
-            spec.search_space, budget - len(first), spec.random_stage.seed, frozenset(known)
+            self.spec.search_space,
+            budget - len(first),
+            self.spec.random_stage.seed,
+            frozenset(known),
         )
         if plan.shortfall:
             self.notes.append(plan.shortfall)
         for i, config in enumerate([*first, *plan.configs]):
             self._add_trial(
-                Trial(random_trial_id(i), "random", normalise(config), config_key(config))
+                Trial(random_trial_id(i), RANDOM_STAGE, normalise(config), config_key(config))
             )
 
+    def _rebuild(self, history: list[SeedResult], in_flight: Iterable[Task]) -> None:
+        """Take what was recorded and what is still running, as after a restart."""
         # A warm start's results come first, as if recorded before anything else; the
         # study's own records of the same trainings (their copies) are the same results.
-        history = list(history)
         own = {r.key for r in history}
         history = [*(r for r in self.warm.results if r.key not in own), *history]
         for r in history:
@@ -220,10 +135,11 @@ class Engine:
         for r in history:
             self.results[r.key] = r
             self.order.append(r.key)
-        for key in self.order:
-            self._absorb(self.results[key])
+        for tid in self.order:
+            self._ranking.add(self.results[tid])
         for task in in_flight:
-            self._adopt_history_trial_from_task(task)
+            if task.trial.id not in self.trials:
+                self._add_trial(task.trial)
             self.running[task.id] = task
             self.attempts[task.id] = max(self.attempts.get(task.id, 0), task.attempt)
         # A trial keeps the seeds it was given before: a seed past its first ones is
@@ -234,17 +150,10 @@ class Engine:
         self._random_incomplete = sum(
             1
             for t in self.trials.values()
-            if t.stage == "random" and not self._trial_complete(t.id)
+            if t.stage == RANDOM_STAGE and not self._trial_complete(t.id)
         )
         for r in self.results.values():
             self._count(r)
-
-        self._queue_missing("random")
-        self.phase: Phase = "random"
-        self._check_failures(None)
-        self._advance()
-
-    # -- building up state -------------------------------------------------
 
     def _first_seeds(self) -> int:
         return 1 if self.racing else len(self.seeds)
@@ -260,28 +169,9 @@ class Engine:
             )
         self.trials[trial.id] = trial
         self._by_key[trial.config_key] = trial.id
-        m = _TRIAL_ID.match(trial.id)
+        m = TRIAL_ID.match(trial.id)
         if m and m.group(1) == "b":
-            self._next_bayes = max(self._next_bayes, int(m.group(2)) + 1)
-
-    def _absorb(self, r: SeedResult) -> None:
-        """Add one recorded result to the live summaries and the ranking."""
-        s = self._live.get(r.trial)
-        if s is None:
-            s = self._live[r.trial] = ConfigSummary(
-                trial=r.trial,
-                stage=r.stage,
-                parent=r.parent,
-                config_key=r.config_key,
-                config=r.config,
-            )
-        ranked_before = s.n
-        s.add(r)
-        if s.n != ranked_before:
-            version = self._rank_version.get(r.trial, 0) + 1
-            self._rank_version[r.trial] = version
-            assert s.score is not None and s.score_std is not None
-            heapq.heappush(self._rank, (s.score, s.score_std, r.trial, version))
+            self._next_narrow = max(self._next_narrow, int(m.group(2)) + 1)
 
     def _count(self, r: SeedResult) -> None:
         """Failures and the worst MAE seen, for the failure budget and ``_objective``."""
@@ -302,17 +192,13 @@ class Engine:
                     "changed since the study started; use a new study name"
                 )
             return
-        if r.stage == "random":
+        if r.stage == RANDOM_STAGE:
             # A budget was lowered: keep what was trained, it is recorded anyway.
-            self._add_trial(Trial(r.trial, "random", normalise(r.config), r.config_key))
+            self._add_trial(Trial(r.trial, RANDOM_STAGE, normalise(r.config), r.config_key))
             return
-        self._add_trial(Trial(r.trial, "bayesian", normalise(r.config), r.config_key, r.parent))
+        self._add_trial(Trial(r.trial, NARROW_STAGE, normalise(r.config), r.config_key, r.parent))
 
-    def _adopt_history_trial_from_task(self, task: Task) -> None:
-        if task.trial.id not in self.trials:
-            self._add_trial(task.trial)
-
-    def _queue_missing(self, stage: str) -> None:
+    def _queue_missing(self, stage: Stage) -> None:
         for trial in self.trials.values():
             if trial.stage != stage:
                 continue
@@ -345,7 +231,12 @@ class Engine:
         keeps its due time. ``retry_backoff_s`` None keeps this engine's backoff."""
         backoff = self.retry_backoff_s if retry_backoff_s is None else retry_backoff_s
         new = Engine(
-            spec, self.recorded(), self.running.values(), retry_backoff_s=backoff, warm=self.warm
+            spec,
+            self.recorded(),
+            self.running.values(),
+            retry_backoff_s=backoff,
+            warm=self.warm,
+            search=self._make_search,
         )
         new.resume_attempts(
             {tid: (n, self.trials[tid[0]].config_key) for tid, n in self.attempts.items()}
@@ -397,29 +288,20 @@ class Engine:
 
     def top(self, n: int) -> list[ConfigSummary]:
         """The ``n`` best configurations, in ``ranked`` order, without ranking them all."""
-        found: list[ConfigSummary] = []
-        kept = []
-        while self._rank and len(found) < n:
-            entry = heapq.heappop(self._rank)
-            if self._rank_version.get(entry[2]) == entry[3]:  # else a superseded score
-                found.append(self._live[entry[2]])
-                kept.append(entry)
-        for entry in kept:
-            heapq.heappush(self._rank, entry)
-        return found
+        return self._ranking.top(n)
 
     def _trial_complete(self, trial: str) -> bool:
         """Every seed the trial was given is recorded."""
         return all((trial, s) in self.results for s in self._seeds_of(trial))
 
-    def _objective(self, trial: str) -> float | None:
+    def _objective(self, trial: str) -> float:
         """Mean selection score over seeds; no successful seed: twice the worst seen."""
         maes = [
-            selection_score(self.results[(trial, s)])
+            score
             for s in self.seeds
             if (trial, s) in self.results and self.results[(trial, s)].status == "succeeded"
+            if (score := selection_score(self.results[(trial, s)])) is not None
         ]
-        maes = [m for m in maes if m is not None]
         if maes:
             return statistics.fmean(maes)
         return self._worst_mae * 2 if self._worst_mae is not None else 10.0
@@ -429,10 +311,9 @@ class Engine:
         best = self.top(1)
         per_config = self._first_seeds()
         total = sum(len(self._seeds_of(t)) for t in self.trials)
-        stage = self.spec.bayesian_stage
-        if self.phase == "random" and stage.enabled:
-            total += stage.top_k * stage.trials_per_config * per_config
-        elif self.phase == "bayesian":
+        if self.phase == RANDOM_STAGE:
+            total += planned_configurations(self.spec, NARROW_STAGE) * per_config
+        elif self.phase == NARROW_STAGE:
             total += self._narrow_remaining() * per_config
         if self.racing and not self._racing_done:
             # The final group's contenders get their other seeds at the end.
@@ -452,30 +333,12 @@ class Engine:
         )
 
     def _narrow_remaining(self) -> int:
-        """Configurations the narrow stage may still plan."""
-        if self.local:
-            if self._local_exhausted:
-                return 0
-            return max(0, self._narrow_budget() - self._narrow_planned())
-        if all(p.search.exhausted for p in self.parents):
-            return 0
-        return sum(max(0, p.search.budget - p.search.planned) for p in self.parents)
-
-    def _narrow_budget(self) -> int:
-        stage = self.spec.bayesian_stage
-        return stage.top_k * stage.trials_per_config
-
-    def _narrow_planned(self) -> int:
-        return sum(1 for t in self.trials.values() if t.stage == "bayesian")
+        """Configurations the narrow stage may still plan (its strategy says)."""
+        assert self.search is not None, "the narrow stage has not begun"
+        return self.search.remaining(self._records())
 
     def _narrow_exhausted(self) -> bool:
         return self._narrow_remaining() == 0
-
-    def lookup(self, key: str) -> float | None:
-        trial = self._by_key.get(key)
-        if trial is None or not self._trial_complete(trial):
-            return None
-        return self._objective(trial)
 
     # -- the loop ----------------------------------------------------------
 
@@ -491,11 +354,11 @@ class Engine:
             del self.waiting[task.id]
             out.append(task)
         if (
-            self.phase == "bayesian"
+            self.phase == NARROW_STAGE
             and len(self.queue) < free_slots - len(out)
             and not self._narrow_exhausted()
         ):
-            self._plan_bayesian(free_slots - len(out) - len(self.queue))
+            self._plan_narrow(free_slots - len(out) - len(self.queue))
         while self.queue and len(out) < free_slots:
             task = self.queue.popleft()
             if task.id in self.results or task.id in self.running or task.id in self.waiting:
@@ -530,10 +393,10 @@ class Engine:
         self.waiting.pop(tid, None)
         self.results[tid] = result
         self.order.append(tid)
-        self._absorb(result)
+        self._ranking.add(result)
         self._count(result)
-        trial = self.trials.get(result.trial)
-        random = trial is not None and trial.stage == "random"
+        known = self.trials.get(result.trial)
+        random = known is not None and known.stage == RANDOM_STAGE
         # Complete just now (results are never replaced): one random trial less to wait for.
         if (
             random
@@ -596,7 +459,7 @@ class Engine:
             self.queue.clear()
             self.waiting.clear()
             return
-        if self.phase == "random":
+        if self.phase == RANDOM_STAGE:
             if self._random_incomplete:
                 return
             if not self.spec.bayesian_stage.enabled:
@@ -605,8 +468,8 @@ class Engine:
                 return
             if not self._hand_over():
                 return
-            self.phase = "bayesian"
-        if self.phase == "bayesian":
+            self.phase = NARROW_STAGE
+        if self.phase == NARROW_STAGE:
             busy = self.queue or self.running or self.waiting
             if not busy and self._narrow_exhausted() and not self._race():
                 self.phase = "done"
@@ -635,41 +498,24 @@ class Engine:
                 tid = (s.trial, seed)
                 if tid not in self.results and tid not in self.running:
                     self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
-            if trial.stage == "random" and not self._trial_complete(s.trial):
+            if trial.stage == RANDOM_STAGE and not self._trial_complete(s.trial):
                 self._random_incomplete += 1
             return True
         self._racing_done = True
         return False
 
-    # -- the Bayesian stage ------------------------------------------------
+    # -- the narrow stage ----------------------------------------------------
 
     def handed_over(self) -> list[ConfigSummary]:
-        """The random stage's configurations the Bayesian stage searches around.
+        """The random stage's configurations the narrow stage searches around.
 
         Under seed racing they are ranked on the first seed only, what every random
         configuration has when the stage ends: seeds raced later (the final group's)
         must not change the hand-over of a restarted study.
         """
-        stage = self.spec.bayesian_stage
         first = self.seeds[: self._first_seeds()]
-        rs = [r for r in self.recorded() if r.stage == "random" and r.seed in first]
-        best = ranked(summarise(rs).values())
-        if stage.selection == "overall":
-            return best[: stage.top_k]
-        chosen: list[ConfigSummary] = []
-        depths: set[int] = set()
-        for s in best:
-            if s.config["hidden_layers"] not in depths:
-                chosen.append(s)
-                depths.add(s.config["hidden_layers"])
-        chosen.sort(key=lambda s: (s.score, s.score_std, s.trial))
-        chosen = chosen[: stage.top_k]
-        for s in best:
-            if len(chosen) >= stage.top_k:
-                break
-            if s not in chosen:
-                chosen.append(s)
-        return chosen
+        rs = [r for r in self.recorded() if r.stage == RANDOM_STAGE and r.seed in first]
+        return hand_over(ranked(summarise(rs).values()), self.spec.bayesian_stage)
 
     def _hand_over(self) -> bool:
         parents = self.handed_over()
@@ -677,135 +523,55 @@ class Engine:
             self.failed_reason = "no configuration of the random stage trained successfully"
             self.phase = "failed"
             return False
-        stage = self.spec.bayesian_stage
         self.handed = [p.trial for p in parents]
-        if self.local:
-            self._queue_missing("bayesian")  # after a restart: what was planned before
-            return True
-        for j, s in enumerate(parents):
-            space = narrow(s.config, self.spec.search_space, stage)
-            from hpo.engine.search.gaussian import ParentSearch
-
-            search = ParentSearch(
-                space,
-                budget=stage.trials_per_config,
-                estimator=stage.estimator,
-                initial_points=stage.initial_points,
-                random_state=self.spec.random_stage.seed * 1009 + j,
-            )
-            self.parents.append(_Parent(s, space, search))
-        self._rebuild_bayesian()
+        self.search = self._make_search(self.spec)
+        self.notes += self.search.start(parents, self._records())
+        self._queue_missing(NARROW_STAGE)  # after a restart: what was planned before
         return True
 
-    def _rebuild_bayesian(self) -> None:
-        """Count what each optimiser planned already (after a restart); what it was told
-        needs no rebuilding: every ask reads the records afresh (``hpo.engine.search.gaussian``)."""
-        by_parent = {p.summary.trial: p for p in self.parents}
-        bayes = sorted(
-            (t for t in self.trials.values() if t.stage == "bayesian"), key=lambda t: t.id
+    def _records(self) -> Records:
+        """The study as the narrow stage's strategy sees it (read-only)."""
+        return Records(
+            trials=self.trials,
+            known=self._by_key,
+            ranked=lambda: self.top(len(self._ranking)),
+            complete=self._trial_complete,
+            objective=self._objective,
+            in_progress=len(self.queue) + len(self.running) + len(self.waiting),
         )
-        for t in bayes:
-            p = by_parent.get(t.parent or "")
-            if p is None:
-                self.notes.append(f"trial {t.id} has an unknown parent {t.parent}; kept as is")
-                continue
-            p.trials.append(t.id)
-            p.search.planned += 1
-        self._queue_missing("bayesian")
 
-    def _observed(self) -> list[tuple[Config, float]]:
-        """Every configuration with all its seeds recorded, and its objective."""
-        out = []
-        for t in self.trials.values():
-            if self._trial_complete(t.id):
-                objective = self._objective(t.id)
-                assert objective is not None
-                out.append((t.config, objective))
-        return out
-
-    def _plan_local(self, configs_needed: int) -> None:
-        """Untried neighbours of the best configurations so far (``hpo.engine.search.local``)."""
-        n = min(configs_needed, self._narrow_budget() - self._narrow_planned())
-        if n <= 0:
-            return
-        best = [
-            (s.trial, s.config) for s in self.top(len(self._live)) if self._trial_complete(s.trial)
-        ]
-        rng = local.study_rng(self.spec.random_stage.seed, self._narrow_planned())
-        predict = None
-        if self.spec.bayesian_stage.surrogate:
-            seen = [s for s in self.top(len(self._live))]
-            model = Surrogate([s.config for s in seen], [s.score or 0.0 for s in seen])
-            predict = model.predict
-        chosen = local.propose(
-            n,
-            best,
-            lambda key: key in self._by_key,
-            self.spec.search_space,
-            self.spec.bayesian_stage,
-            rng,
-            predict,
-        )
-        # Every neighbour of every result is known, unless a training is still to come
-        # (a retry handed out in this very call is in neither running nor waiting).
-        idle = not chosen and not self.running and not self.waiting and not self.queue
-        if idle and all(self._trial_complete(t) for t in self.trials):
-            self._local_exhausted = True
-        for parent, config in chosen:
+    def _plan_narrow(self, slots: int) -> None:
+        """Ask the strategy for enough configurations to fill ``slots`` trainings."""
+        assert self.search is not None, "the narrow stage has not begun"
+        configs_needed = -(-slots // self._first_seeds())
+        for proposal in self.search.propose(configs_needed, self._records()):
+            key = config_key(proposal.config)
+            if key in self._by_key:
+                continue  # a strategy must not propose a trial again: never twice
             trial = Trial(
-                bayes_trial_id(self._next_bayes), "bayesian", config, config_key(config), parent
+                narrow_trial_id(self._next_narrow),
+                NARROW_STAGE,
+                proposal.config,
+                key,
+                proposal.parent,
             )
             self._add_trial(trial)
             for seed in self._seeds_of(trial.id):
                 self.queue.append(Task(trial, seed))
-
-    def _plan_bayesian(self, slots: int) -> None:
-        """Ask the optimisers for enough configurations to fill ``slots`` trainings."""
-        n_seeds = self._first_seeds()
-        configs_needed = -(-slots // n_seeds)
-        if self.local:
-            self._plan_local(configs_needed)
-            self._advance()
-            return
-        active = [p for p in self.parents if not p.search.exhausted]
-        if not active:
-            return
-        share, extra = divmod(configs_needed, len(active))
-        observed = self._observed()
-        for i, p in enumerate(active):
-            n = share + (1 if i < extra else 0)
-            if n == 0:
-                continue
-            pending = sum(1 for t in p.trials if not self._trial_complete(t))
-            for config in p.search.ask(n, observed, lambda key: key in self._by_key, pending):
-                if config_key(config) in self._by_key:
-                    continue  # planned by another parent's search meanwhile: not twice
-                trial = Trial(
-                    bayes_trial_id(self._next_bayes),
-                    "bayesian",
-                    config,
-                    config_key(config),
-                    p.summary.trial,
-                )
-                self._add_trial(trial)
-                p.trials.append(trial.id)
-                for seed in self._seeds_of(trial.id):
-                    self.queue.append(Task(trial, seed))
         self._advance()
 
     def describe(self) -> dict[str, Any]:
         """Numbers for the end-of-run summary."""
         prog = self.progress()
+        trials = self.trials.values()
         return {
             "phase": prog.phase,
             "trainings": prog.done + prog.failed,
             "failed": prog.failed,
-            "random_configs": sum(
-                1 for t in self.trials.values() if t.stage == "random" and t.id[0] != "w"
-            ),
-            "warm_configs": sum(1 for t in self.trials.values() if t.id[0] == "w"),
+            "random_configs": sum(1 for t in trials if t.stage == RANDOM_STAGE and t.id[0] != "w"),
+            "warm_configs": sum(1 for t in trials if t.id[0] == "w"),
             "warm_trainings": len(self.warm.results),
-            "bayesian_configs": sum(1 for t in self.trials.values() if t.stage == "bayesian"),
+            "bayesian_configs": sum(1 for t in trials if t.stage == NARROW_STAGE),
             "handed_over": list(self.handed),
             "notes": list(self.notes),
             "failed_reason": self.failed_reason,

@@ -32,6 +32,14 @@ class ConfigSummary:
         default=(0, None, None), init=False, repr=False, compare=False
     )
 
+    @classmethod
+    def of(cls, r: SeedResult) -> ConfigSummary:
+        """An empty summary of ``r``'s configuration (``add`` takes the results): the one
+        place a summary is built, for the engine's live ranking and for the records."""
+        return cls(
+            trial=r.trial, stage=r.stage, parent=r.parent, config_key=r.config_key, config=r.config
+        )
+
     @property
     def n(self) -> int:
         return len(self.maes)
@@ -72,9 +80,10 @@ class ConfigSummary:
 
     def add(self, r: SeedResult) -> None:
         """Take one more result of this configuration (a seed, succeeded or failed)."""
-        if r.status == "succeeded" and r.mae is not None:
+        score = selection_score(r)  # never None when the test MAE is there
+        if r.status == "succeeded" and r.mae is not None and score is not None:
             self.maes.append(float(r.mae))
-            self.scores.append(float(selection_score(r)))  # type: ignore[arg-type]
+            self.scores.append(float(score))
             self.seeds.append(r.seed)
             for label, scores in r.per_label.items():
                 # No pct when the label's reference is 0 (hpo_trainer.metrics): NaN, not a crash.
@@ -105,13 +114,7 @@ def summarise(results: Iterable[SeedResult]) -> dict[str, ConfigSummary]:
     for r in results:
         s = out.get(r.trial)
         if s is None:
-            s = out[r.trial] = ConfigSummary(
-                trial=r.trial,
-                stage=r.stage,
-                parent=r.parent,
-                config_key=r.config_key,
-                config=r.config,
-            )
+            s = out[r.trial] = ConfigSummary.of(r)
         s.add(r)
     return out
 

@@ -1,4 +1,4 @@
-"""The scikit-optimize bridge: one optimiser per handed-over configuration.
+"""The Gaussian-process strategy (scikit-optimize): one optimiser per handed-over configuration.
 
 The optimiser lives over grid indices of a ``NarrowSpace``. Every ask builds
 it afresh from what the study has recorded in that space at that moment, with
@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from skopt import Optimizer
 from skopt.space import Integer
 
-from hpo.study.space import Config, NarrowSpace, config_key
+from hpo.engine.search.base import Proposal, Records
+from hpo.study.space import Config, NarrowSpace, config_key, narrow
+from hpo.study.spec import StudySpec
+from hpo.study.summary import ConfigSummary
 
 #: Asks in a row that bring nothing new before a search is declared exhausted.
 MAX_BARREN_ASKS = 5
@@ -148,4 +152,85 @@ class ParentSearch:
                 barren = 0 if fresh else barren + 1
         self._barren = barren >= MAX_BARREN_ASKS
         self.planned += len(out)
+        return out
+
+
+@dataclass
+class _Parent:
+    """One handed-over configuration and the optimiser searching around it."""
+
+    trial: str
+    space: NarrowSpace
+    search: ParentSearch
+
+
+class GaussianSearch:
+    """The narrow stage as one small Bayesian optimisation per parent, each in the parent's
+    narrowed grid (``hpo.study.space.narrow``) with its own share of the budget."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        self.spec = spec
+        self.parents: list[_Parent] = []
+
+    def start(self, parents: Sequence[ConfigSummary], records: Records) -> list[str]:
+        """One optimiser per parent; after a restart each counts what it planned before
+        (what it was told needs no rebuilding: every ask reads the records afresh)."""
+        stage = self.spec.bayesian_stage
+        for j, s in enumerate(parents):
+            space = narrow(s.config, self.spec.search_space, stage)
+            search = ParentSearch(
+                space,
+                budget=stage.trials_per_config,
+                estimator=stage.estimator,
+                initial_points=stage.initial_points,
+                random_state=self.spec.random_stage.seed * 1009 + j,
+            )
+            self.parents.append(_Parent(s.trial, space, search))
+        by_parent = {p.trial: p for p in self.parents}
+        notes = []
+        for t in sorted(records.narrow(), key=lambda t: t.id):
+            p = by_parent.get(t.parent or "")
+            if p is None:
+                notes.append(f"trial {t.id} has an unknown parent {t.parent}; kept as is")
+                continue
+            p.search.planned += 1
+        return notes
+
+    def remaining(self, records: Records) -> int:
+        if all(p.search.exhausted for p in self.parents):
+            return 0
+        return sum(max(0, p.search.budget - p.search.planned) for p in self.parents)
+
+    def propose(self, n: int, records: Records) -> list[Proposal]:
+        """``n`` configurations shared out over the parents whose search is not exhausted."""
+        active = [p for p in self.parents if not p.search.exhausted]
+        if not active:
+            return []
+        share, extra = divmod(n, len(active))
+        # Every configuration with all its seeds recorded, whichever stage trained it.
+        observed = [
+            (t.config, records.objective(t.id))
+            for t in records.trials.values()
+            if records.complete(t.id)
+        ]
+        narrow_trials = records.narrow()
+        out: list[Proposal] = []
+        keys: set[str] = set()
+
+        def taken(key: str) -> bool:
+            return key in records.known or key in keys  # not twice, by two parents either
+
+        for i, p in enumerate(active):
+            k = share + (1 if i < extra else 0)
+            if k == 0:
+                continue
+            pending = sum(
+                1 for t in narrow_trials if t.parent == p.trial and not records.complete(t.id)
+            )
+            for config in p.search.ask(k, observed, taken, pending):
+                key = config_key(config)
+                if taken(key):
+                    continue
+                keys.add(key)
+                out.append(Proposal(config, p.trial))
         return out

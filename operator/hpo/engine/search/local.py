@@ -11,13 +11,16 @@ the schedule) to each other value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from hpo.engine.search.base import Proposal, Records
+from hpo.engine.search.surrogate import Surrogate
 from hpo.study.space import Config, config_key, learning_rates, normalise, round_lr
-from hpo.study.spec import BayesianStage, SearchSpace
+from hpo.study.spec import BayesianStage, SearchSpace, StudySpec
+from hpo.study.summary import ConfigSummary
 
 
 def _steps(values: list[Any], current: Any) -> list[Any]:
@@ -121,43 +124,84 @@ def neighbours(config: Config, space: SearchSpace, stage: BayesianStage) -> list
     return unique
 
 
-def propose(
-    n: int,
-    ranked_configs: Iterable[tuple[str, Config]],
-    is_known: Callable[[str], bool],
-    space: SearchSpace,
-    stage: BayesianStage,
-    rng: np.random.Generator,
-    predict: Callable[[list[Config]], np.ndarray] | None = None,
-) -> list[tuple[str, Config]]:
-    """Up to ``n`` untried configurations, each with the trial it is a neighbour of.
+class LocalSearch:
+    """The narrow stage as a walk: untried neighbours of the best configurations so far,
+    ordered by the shared ``Surrogate`` (a helper model, not a strategy of its own)."""
 
-    ``ranked_configs`` are (trial, config) best first; the untried neighbours of
-    the best one are taken first, then those of the next best, and so on. Among
-    one configuration's neighbours, ``predict`` (lower is better) orders them;
-    without it the order is random.
-    """
-    out: list[tuple[str, Config]] = []
-    taken: set[str] = set()
-    for parent, config in ranked_configs:
-        if len(out) >= n:
-            break
-        fresh = [
-            c
-            for c in neighbours(config, space, stage)
-            if not is_known(config_key(c)) and config_key(c) not in taken
-        ]
-        order = rng.permutation(len(fresh))
-        if predict is not None and fresh:
-            guess = predict(fresh)
-            order = sorted(order, key=lambda i: float(guess[int(i)]))
-        for i in order:
+    def __init__(self, spec: StudySpec) -> None:
+        self.space = spec.search_space
+        self.stage = spec.bayesian_stage
+        self.seed = spec.random_stage.seed
+        self.budget = self.stage.top_k * self.stage.trials_per_config
+        #: Set once a proposal found nothing while no result was still to come; a rebuilt
+        #: study finds that again on its first proposal.
+        self._exhausted = False
+
+    def start(self, parents: Sequence[ConfigSummary], records: Records) -> list[str]:
+        """Nothing to set up: every proposal starts from the ranking of the moment."""
+        return []
+
+    def remaining(self, records: Records) -> int:
+        if self._exhausted:
+            return 0
+        return max(0, self.budget - len(records.narrow()))
+
+    def propose(self, n: int, records: Records) -> list[Proposal]:
+        """Up to ``n`` untried neighbours of the complete configurations, best first."""
+        planned = len(records.narrow())
+        n = min(n, self.budget - planned)
+        if n <= 0:
+            return []
+        seen = records.ranked()
+        best = [(s.trial, s.config) for s in seen if records.complete(s.trial)]
+        rng = study_rng(self.seed, planned)
+        predict = None
+        if self.stage.surrogate:
+            predict = Surrogate([s.config for s in seen], [s.score or 0.0 for s in seen]).predict
+        chosen = self._walk(n, best, records.known, rng, predict)
+        # Every neighbour of every result is known, unless a training is still to come
+        # (a retry handed out in this very call is in neither running nor waiting).
+        idle = not chosen and not records.in_progress
+        if idle and all(records.complete(t) for t in records.trials):
+            self._exhausted = True
+        return [Proposal(config, parent) for parent, config in chosen]
+
+    def _walk(
+        self,
+        n: int,
+        ranked_configs: Iterable[tuple[str, Config]],
+        known: Container[str],
+        rng: np.random.Generator,
+        predict: Callable[[list[Config]], np.ndarray] | None,
+    ) -> list[tuple[str, Config]]:
+        """Up to ``n`` untried configurations, each with the trial it is a neighbour of.
+
+        ``ranked_configs`` are (trial, config) best first; the untried neighbours of
+        the best one are taken first, then those of the next best, and so on. Among
+        one configuration's neighbours, ``predict`` (lower is better) orders them;
+        without it the order is random.
+        """
+        out: list[tuple[str, Config]] = []
+        taken: set[str] = set()
+        for parent, config in ranked_configs:
             if len(out) >= n:
                 break
-            chosen = fresh[int(i)]
-            taken.add(config_key(chosen))
-            out.append((parent, chosen))
-    return out
+            fresh = [
+                c
+                for c in neighbours(config, self.space, self.stage)
+                if config_key(c) not in known and config_key(c) not in taken
+            ]
+            order = [int(i) for i in rng.permutation(len(fresh))]
+            if predict is not None and fresh:
+                guess = predict(fresh)
+                order = sorted(order, key=lambda i: float(guess[i]))
+            for i in order:
+                if len(out) >= n:
+                    break
+                chosen = fresh[i]
+                taken.add(config_key(chosen))
+                out.append((parent, chosen))
+        return out
 
 
 def study_rng(seed: int, planned: int) -> np.random.Generator:
@@ -166,4 +210,4 @@ def study_rng(seed: int, planned: int) -> np.random.Generator:
     return np.random.default_rng([seed, planned, 7919])
 
 
-__all__ = ["neighbours", "propose", "study_rng"]
+__all__ = ["LocalSearch", "neighbours", "study_rng"]
