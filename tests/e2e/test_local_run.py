@@ -112,7 +112,7 @@ def test_ledger_rows_are_unique_complete_and_inside_bounds(finished) -> None:
         if r.stage == "bayesian":
             parent = trials[r.parent]
             assert parent.stage == "random"
-            assert narrow(parent.config, spec.search_space, spec.bayesian_stage).contains(r.config)
+            assert narrow(parent.config, spec.search_space, spec.narrow_stage).contains(r.config)
         for name in (
             "model.keras",
             "feature_scaler.json",

@@ -74,9 +74,9 @@ def check_study(engine: Engine, spec: StudySpec) -> None:
     narrow = [r for r in rs if r.stage == "bayesian"]
     for r in narrow:
         parent = engine.trials[r.parent or ""]
-        found = neighbours(parent.config, spec.search_space, spec.bayesian_stage)
+        found = neighbours(parent.config, spec.search_space, spec.narrow_stage)
         assert r.config_key in {config_key(c) for c in found}, f"{r.config_key} not near its parent"
-    stage = spec.bayesian_stage
+    stage = spec.narrow_stage
     assert len({r.trial for r in narrow}) <= stage.top_k * stage.trials_per_config
 
 

@@ -82,11 +82,11 @@ def test_every_narrow_configuration_is_a_one_step_neighbour_of_its_parent() -> N
     engine = Engine(spec)
     drive(engine)
     bayes = [t for t in engine.trials.values() if t.stage == "bayesian"]
-    assert len(bayes) == spec.bayesian_stage.top_k * spec.bayesian_stage.trials_per_config
+    assert len(bayes) == spec.narrow_stage.top_k * spec.narrow_stage.trials_per_config
     for t in bayes:
         parent = engine.trials[t.parent]
         keys = {
-            config_key(c) for c in neighbours(parent.config, spec.search_space, spec.bayesian_stage)
+            config_key(c) for c in neighbours(parent.config, spec.search_space, spec.narrow_stage)
         }
         assert t.config_key in keys, f"{t.config_key} is not a neighbour of {parent.config_key}"
 
@@ -194,7 +194,7 @@ def test_neighbours_change_one_knob_by_one_step() -> None:
             "lr_schedule": "cosine",
         }
     )
-    found = neighbours(c, spec.search_space, spec.bayesian_stage)
+    found = neighbours(c, spec.search_space, spec.narrow_stage)
     # widths: 64 -> 32/128, 512 -> 256; lr 2; batch 1; schedule 1; activations 2; dropout 1+2
     assert len(found) == 3 + 2 + 1 + 1 + 2 + 3
     for n in found:
@@ -375,7 +375,7 @@ def check_gp_study(engine: Engine, spec: StudySpec) -> None:
         assert parents[r.parent].space.contains(r.config), f"{r.config_key} outside bounds"
     by_parent = Counter(r.parent for r in narrow)
     n_seeds = spec.training.seeds_per_config
-    assert all(n <= spec.bayesian_stage.trials_per_config * n_seeds for n in by_parent.values())
+    assert all(n <= spec.narrow_stage.trials_per_config * n_seeds for n in by_parent.values())
 
 
 def test_the_gp_estimator_works() -> None:

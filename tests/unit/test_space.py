@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hpo.study.space import config_key, narrow, normalise, sample_unique, space_size
-from hpo.study.spec import BayesianStage, SearchSpace
+from hpo.study.spec import NarrowStage, SearchSpace
 
 
 def _space(**kw: object) -> SearchSpace:
@@ -59,7 +59,7 @@ def test_narrowing_stays_near_parent_and_inside_space() -> None:
     space = _space(
         neurons={"min": 16, "max": 128, "step": 16}, learningRate={"min": 1e-4, "max": 1e-2}
     )
-    stage = BayesianStage(
+    stage = NarrowStage(
         neurons_radius=32, neurons_step=8, learning_rate_radius=0.5, learning_rate_step=0.1
     )
     parent = {

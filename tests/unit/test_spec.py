@@ -179,8 +179,8 @@ def test_minimal_spec_gets_sensible_defaults() -> None:
     study = parse_study(study_dict())
     spec = study.spec
     assert spec.training.seeds_per_config >= 2
-    assert spec.random_stage.configurations > spec.bayesian_stage.top_k
-    assert spec.bayesian_stage.enabled
+    assert spec.random_stage.configurations > spec.narrow_stage.top_k
+    assert spec.narrow_stage.enabled
     assert spec.seeds == [1, 2, 3]
     resource = study.as_resource()
     assert resource["spec"]["searchSpace"]["neurons"] == {

@@ -80,8 +80,8 @@ def test_the_new_fields_have_defaults_that_change_nothing_of_a_v01_study() -> No
     assert space.neurons.choices is None and space.learning_rate.choices is None
     assert spec.dataset.cross_validation_folds == 0
     # The search's defaults, as the exact benchmark chose them.
-    assert spec.training.seed_racing and spec.bayesian_stage.method == "localSearch"
-    assert spec.bayesian_stage.surrogate
+    assert spec.training.seed_racing and spec.narrow_stage.method == "localSearch"
+    assert spec.narrow_stage.surrogate
 
 
 def test_choices_are_kept_sorted_and_rounded() -> None:

@@ -10,7 +10,7 @@ def planned_configurations(spec: StudySpec, stage: Stage | None = None) -> int:
     """Configurations ``spec`` plans in ``stage`` (None: both): the random stage's budget;
     the narrow stage's ``topK x trialsPerConfig``, none when it is disabled."""
     random = spec.random_stage.configurations
-    narrow_stage = spec.bayesian_stage
+    narrow_stage = spec.narrow_stage
     narrow = narrow_stage.top_k * narrow_stage.trials_per_config if narrow_stage.enabled else 0
     if stage == RANDOM_STAGE:
         return random

@@ -462,7 +462,7 @@ class Engine:
         if self.phase == RANDOM_STAGE:
             if self._random_incomplete:
                 return
-            if not self.spec.bayesian_stage.enabled:
+            if not self.spec.narrow_stage.enabled:
                 if not self._race():
                     self.phase = "done"
                 return
@@ -515,7 +515,7 @@ class Engine:
         """
         first = self.seeds[: self._first_seeds()]
         rs = [r for r in self.recorded() if r.stage == RANDOM_STAGE and r.seed in first]
-        return hand_over(ranked(summarise(rs).values()), self.spec.bayesian_stage)
+        return hand_over(ranked(summarise(rs).values()), self.spec.narrow_stage)
 
     def _hand_over(self) -> bool:
         parents = self.handed_over()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 
 from hpo.study.contract import SeedResult
-from hpo.study.spec import BayesianStage
+from hpo.study.spec import NarrowStage
 from hpo.study.summary import ConfigSummary
 
 
@@ -49,7 +49,7 @@ class Ranking:
         return found
 
 
-def hand_over(best: list[ConfigSummary], stage: BayesianStage) -> list[ConfigSummary]:
+def hand_over(best: list[ConfigSummary], stage: NarrowStage) -> list[ConfigSummary]:
     """The configurations the narrow stage starts from, out of ``best`` (ranked): the
     ``top_k`` best overall, or the best of each depth first (``selection``), then the
     next best."""

@@ -61,7 +61,7 @@ def budget(study: StudyResults) -> str:
         spec = parse_study(study.spec).spec
     except SpecError:
         return "unknown (study.yaml does not parse with this version)"
-    bayes = spec.bayesian_stage
+    bayes = spec.narrow_stage
     narrow = bayes.top_k * bayes.trials_per_config if bayes.enabled else 0
     seeds = spec.training.seeds_per_config
     most = (spec.random_stage.configurations + narrow) * seeds

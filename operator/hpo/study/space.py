@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo.study.spec import BayesianStage, SearchSpace
+from hpo.study.spec import NarrowStage, SearchSpace
 
 Config = dict[str, Any]
 
@@ -364,7 +364,7 @@ class NarrowSpace:
         }
 
 
-def narrow(parent: Config, space: SearchSpace, stage: BayesianStage) -> NarrowSpace:
+def narrow(parent: Config, space: SearchSpace, stage: NarrowStage) -> NarrowSpace:
     """The Bayesian stage's grid around ``parent``, clipped to the declared space."""
     parent = normalise(parent)
     choices: list[list[float]] = []

@@ -72,9 +72,6 @@ from hpo.study.spec_space import (
     SearchSpace,
 )
 
-#: The narrow stage's model under its former name, for importers not yet renamed.
-BayesianStage = NarrowStage
-
 __all__ = [
     "ACTIVATIONS",
     "API_GROUP",
@@ -96,7 +93,6 @@ __all__ = [
     "SCHEDULES",
     "SECRET_KEY",
     "TRAINING_FIELDS",
-    "BayesianStage",
     "Dataset",
     "FailurePolicy",
     "LayersRange",

@@ -27,7 +27,8 @@ class StudySpec(SpecModel):
     search_space: SearchSpace = SearchSpace()
     training: Training = Training()
     random_stage: RandomStage = RandomStage()
-    bayesian_stage: NarrowStage = NarrowStage()
+    #: Stored (CRD, study files, the spec saved with a study) under its first name.
+    narrow_stage: NarrowStage = Field(default_factory=NarrowStage, alias="bayesianStage")
     parallelism: int = Field(default=2, ge=1, le=10_000)
     failure_policy: FailurePolicy = FailurePolicy()
     result: Result = Result()

@@ -36,7 +36,7 @@ STRATEGIES: dict[str, SearchFactory] = {"localSearch": _local, "gaussianProcess"
 
 def narrow_search(spec: StudySpec) -> NarrowSearch:
     """The strategy ``spec`` asks for."""
-    return STRATEGIES[spec.bayesian_stage.method](spec)
+    return STRATEGIES[spec.narrow_stage.method](spec)
 
 
 __all__ = ["STRATEGIES", "NarrowSearch", "Proposal", "Records", "SearchFactory", "narrow_search"]

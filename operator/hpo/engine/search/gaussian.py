@@ -175,7 +175,7 @@ class GaussianSearch:
     def start(self, parents: Sequence[ConfigSummary], records: Records) -> list[str]:
         """One optimiser per parent; after a restart each counts what it planned before
         (what it was told needs no rebuilding: every ask reads the records afresh)."""
-        stage = self.spec.bayesian_stage
+        stage = self.spec.narrow_stage
         for j, s in enumerate(parents):
             space = narrow(s.config, self.spec.search_space, stage)
             search = ParentSearch(

@@ -19,7 +19,7 @@ import numpy as np
 from hpo.engine.search.base import Proposal, Records
 from hpo.engine.search.surrogate import Surrogate
 from hpo.study.space import Config, config_key, learning_rates, normalise, round_lr
-from hpo.study.spec import BayesianStage, SearchSpace, StudySpec
+from hpo.study.spec import NarrowStage, SearchSpace, StudySpec
 from hpo.study.summary import ConfigSummary
 
 
@@ -33,7 +33,7 @@ def _steps(values: list[Any], current: Any) -> list[Any]:
     return [values[i] for i in (pos - 1, pos + 1) if 0 <= i < len(values)]
 
 
-def _lr_steps(space: SearchSpace, stage: BayesianStage, lr: float) -> list[float]:
+def _lr_steps(space: SearchSpace, stage: NarrowStage, lr: float) -> list[float]:
     if space.learning_rate.choices:
         return _steps(learning_rates(space), lr)
     lo, hi = round_lr(space.learning_rate.min), round_lr(space.learning_rate.max)
@@ -46,7 +46,7 @@ def _lr_steps(space: SearchSpace, stage: BayesianStage, lr: float) -> list[float
     return out
 
 
-def _width_steps(space: SearchSpace, stage: BayesianStage, width: int) -> list[int]:
+def _width_steps(space: SearchSpace, stage: NarrowStage, width: int) -> list[int]:
     if space.neurons.choices:
         return _steps(space.neurons.grid, width)
     lo, hi = space.neurons.min, space.neurons.max
@@ -57,7 +57,7 @@ def _layers(value: Any, depth: int) -> list[Any]:
     return list(value) if isinstance(value, list) else [value] * depth
 
 
-def neighbours(config: Config, space: SearchSpace, stage: BayesianStage) -> list[Config]:
+def neighbours(config: Config, space: SearchSpace, stage: NarrowStage) -> list[Config]:
     """Every one-step neighbour of ``config`` inside ``space``, in a fixed order, no repeats."""
     c = normalise(config)
     depth = c["hidden_layers"]
@@ -130,7 +130,7 @@ class LocalSearch:
 
     def __init__(self, spec: StudySpec) -> None:
         self.space = spec.search_space
-        self.stage = spec.bayesian_stage
+        self.stage = spec.narrow_stage
         self.seed = spec.random_stage.seed
         self.budget = self.stage.top_k * self.stage.trials_per_config
         #: Set once a proposal found nothing while no result was still to come; a rebuilt
