@@ -141,7 +141,7 @@ def _colour(stage: str) -> str:
 
 def _stages(results: list[SeedResult]) -> list[str]:
     """Stages in a stable order: the known two first, then any other seen."""
-    seen = {r.stage for r in results}
+    seen: set[str] = {r.stage for r in results}
     return [s for s in STAGE_COLOURS if s in seen] + sorted(seen - set(STAGE_COLOURS))
 
 

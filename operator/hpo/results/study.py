@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ _SHOWN = 20
 log = logging.getLogger(__name__)
 
 
-def _listed(items: list[Any]) -> str:
+def _listed(items: Sequence[Any]) -> str:
     shown = ", ".join(str(i) for i in items[:_SHOWN])
     return (shown + (", ..." if len(items) > _SHOWN else "")) or "none"
 
