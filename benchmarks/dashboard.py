@@ -46,6 +46,7 @@ from hpo.records.recorder import best_records
 from hpo.records.report import final_group
 from hpo.study.contract import SeedResult
 from hpo.study.layout import StudyPaths
+from hpo.study.spec import Threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import browser
@@ -128,7 +129,7 @@ def write_study(root: Path, name: str, trainings: int) -> None:
     resource = study_resource(name, trainings)
     results = synthetic(name, trainings)
     store.put_bytes(paths.study, yaml.safe_dump(resource, sort_keys=False).encode())
-    best = final_group(results, LABELS, {"Id_mA": {"max_mae": None, "max_pct": 20.0}}, 5)
+    best = final_group(results, LABELS, {"Id_mA": Threshold(max_percent=20.0)}, 5)
     for r in results:  # as the trainer stores each success (artifacts besides: not read here)
         if r.status == "succeeded":
             store.put_bytes(paths.scores(r.trial, r.seed), r.to_json().encode())

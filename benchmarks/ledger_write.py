@@ -18,6 +18,7 @@ from hpo.records.report import final_group
 from hpo.store import LocalStore
 from hpo.study.contract import SeedResult
 from hpo.study.layout import StudyPaths
+from hpo.study.spec import Threshold
 
 LABELS = ["yield", "strength", "density"]
 SEEDS = 3
@@ -78,7 +79,7 @@ def main() -> None:
     print(f"{'trainings':>10} {'write s':>8} {'read s':>8} {'size MB':>8}  round trip")
     for n in (1_000, 10_000):
         results = synthetic(n)
-        best = final_group(results, LABELS, {"yield": {"max_mae": 10.0, "max_pct": None}}, 10)
+        best = final_group(results, LABELS, {"yield": Threshold(max_mae=10.0)}, 10)
         with tempfile.TemporaryDirectory() as tmp:
             store = LocalStore(tmp)
             start = time.perf_counter()

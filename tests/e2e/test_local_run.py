@@ -80,7 +80,7 @@ def test_run_succeeds_and_prints_the_final_group(finished) -> None:
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "Final group" in proc.stdout
     assert "stage: bayesian" in proc.stdout
-    assert "12 trainings (0 failed): 4 random and 2 Bayesian configurations" in proc.stdout
+    assert "12 trainings (0 failed): 4 random and 2 narrow-stage configurations" in proc.stdout
 
 
 def test_run_folder_layout(finished) -> None:
@@ -389,7 +389,7 @@ def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert (
-        "14 trainings (0 failed, 12 taken from earlier studies): 1 random and 0 Bayesian "
+        "14 trainings (0 failed, 12 taken from earlier studies): 1 random and 0 narrow-stage "
         "configurations, 6 from earlier studies"
     ) in proc.stdout
     assert proc.stdout.count(": mae ") == 2  # the one new configuration's two seeds

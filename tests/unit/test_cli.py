@@ -43,7 +43,7 @@ def _invoke(*args: str) -> Any:
 
 
 def _study_raw(**storage: Any) -> dict[str, Any]:
-    """Two random configurations of two seeds each, no Bayesian stage."""
+    """Two random configurations of two seeds each, no narrow stage."""
     raw = study_dict(
         randomStage={"configurations": 2},
         bayesianStage={"enabled": False},
@@ -424,7 +424,7 @@ def test_ls_counts_in_the_singular_and_plural(tmp_path: Path) -> None:
 def test_one_seed_shows_no_spread() -> None:
     from rich.console import Console
 
-    from hpo.cli import _best
+    from hpo.cli.run import _best
     from hpo.engine import StudyProgress
     from hpo.records.report import final_group, render_table
 
@@ -443,18 +443,18 @@ def test_one_seed_shows_no_spread() -> None:
 
 
 def test_each_training_line_names_its_own_stage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A random training that ends after the Bayesian stage began is still 'random'."""
+    """A random training that ends after the narrow stage began is still 'random'."""
     import io
 
     from rich.console import Console
 
-    import hpo.cli as cli
+    from hpo.cli import run
     from hpo.engine import StudyProgress
 
     out = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=out, width=200))  # a log, not a terminal
+    monkeypatch.setattr(run, "console", Console(file=out, width=200))  # a log, not a terminal
     progress = StudyProgress("bayesian", 3, 0, 1, 0, 9, "r0001", 0.41, 0.0, best_seeds=1)
-    with cli._Display(quiet=False) as display:
+    with run._Display(quiet=False) as display:
         display("result", progress, RESULTS[1])
     printed = out.getvalue()
     assert "] random r0000 seed 2: mae 0.5200" in printed, printed

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from helpers.study import REPO
-from hpo import cli
+from hpo.cli import cluster
 
 
 def _generator() -> ModuleType:
@@ -71,8 +71,8 @@ def _default(command: object, parameter: str) -> object:
 
 def test_the_operator_image_exposes_its_ports() -> None:
     exposed = re.findall(r"^EXPOSE (.+)$", (REPO / "Dockerfile").read_text(), re.M)
-    liveness = _default(cli.operator, "liveness")
-    metrics = _default(cli.operator, "metrics_port")
+    liveness = _default(cluster.operator, "liveness")
+    metrics = _default(cluster.operator, "metrics_port")
     values = yaml.safe_load((REPO / "charts" / "hpo-operator" / "values.yaml").read_text())
     assert liveness == "http://0.0.0.0:8080/healthz"
     assert exposed == [f"8080 {metrics}"] and values["metrics"]["port"] == metrics

@@ -26,6 +26,7 @@ from hpo.records.ledger import (
 from hpo.records.report import final_group
 from hpo.store import LocalStore, PreconditionFailed
 from hpo.study.contract import SeedResult
+from hpo.study.spec import Threshold
 
 LABELS = ["yield", "strength"]
 KEY = "demo/ledger.xlsx"
@@ -249,7 +250,7 @@ def workbook(store: LocalStore, key: str = KEY) -> Any:
 
 def test_workbook_layout_and_formatting(store: LocalStore) -> None:
     results = mixed_results()
-    best = final_group(results, LABELS, {"yield": {"max_mae": 5.0, "max_pct": None}}, 2)
+    best = final_group(results, LABELS, {"yield": Threshold(max_mae=5.0)}, 2)
     write_ledger(store, KEY, results, LABELS, best, STUDY)
     wb = workbook(store)
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from hpo.records.ledger import HYPERPARAMS
 from hpo.records.report import PLOT_FILES, final_group, make_plots, render_table
 from hpo.study.contract import SeedResult
+from hpo.study.spec import Threshold
 
 LABELS = ["yield", "strength"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -107,11 +108,11 @@ def test_final_group_ranking_and_columns() -> None:
 
 
 def test_final_group_thresholds() -> None:
-    thresholds: dict[str, dict[str, float | None]] = {
+    thresholds = {
         # means: b0001 0.8 / 8.0, b0002 1.0 / 10.0, r0001 1.0 / 4.0, r0002 2.0 / 20.0
-        "yield": {"max_mae": 1.0, "max_pct": 9.0},
+        "yield": Threshold(max_mae=1.0, max_percent=9.0),
         # means: b0001 1.6, b0002 2.0, r0001 2.0, r0002 4.0
-        "strength": {"max_mae": 1.9, "max_pct": None},
+        "strength": Threshold(max_mae=1.9),
     }
     group = final_group(study_results(), LABELS, thresholds, 10)
 
@@ -124,15 +125,17 @@ def test_final_group_thresholds() -> None:
 
 
 def test_final_group_ignores_labels_without_limits_and_rejects_unknown() -> None:
-    group = final_group(study_results(), LABELS, {"yield": {"max_mae": None, "max_pct": None}}, 2)
+    # The spec refuses a threshold without a limit; final_group ignores one all the same.
+    no_limit = Threshold.model_construct(max_mae=None, max_percent=None)
+    group = final_group(study_results(), LABELS, {"yield": no_limit}, 2)
     assert "yield_pass" not in group.columns
     with pytest.raises(ValueError, match="unknown labels"):
-        final_group(study_results(), LABELS, {"colour": {"max_mae": 1.0, "max_pct": None}}, 2)
+        final_group(study_results(), LABELS, {"colour": Threshold(max_mae=1.0)}, 2)
 
 
 def test_final_group_label_without_scores_fails() -> None:
     results = [result("r0001", 0, 0.5, labels={"strength": (1.0, 1.0)})]
-    group = final_group(results, LABELS, {"yield": {"max_mae": 100.0, "max_pct": None}}, 1)
+    group = final_group(results, LABELS, {"yield": Threshold(max_mae=100.0)}, 1)
     assert group["yield_pass"].tolist() == [False]
 
 
@@ -167,8 +170,7 @@ def test_make_plots_without_successes(tmp_path: Path) -> None:
 
 
 def test_render_table() -> None:
-    thresholds: dict[str, dict[str, float | None]] = {"yield": {"max_mae": 0.9, "max_pct": None}}
-    group = final_group(study_results(), LABELS, thresholds, 3)
+    group = final_group(study_results(), LABELS, {"yield": Threshold(max_mae=0.9)}, 3)
 
     table = render_table(group, LABELS)
 

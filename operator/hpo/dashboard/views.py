@@ -235,7 +235,7 @@ def _final(
     val: str | None,
 ) -> dict[str, Any]:
     thresholds = {}
-    if spec is not None:
+    if spec is not None:  # the page's shape of spec.result.thresholds (dashboard.js reads it)
         thresholds = {
             k: {"max_mae": t.max_mae, "max_pct": t.max_percent}
             for k, t in spec.result.thresholds.items()

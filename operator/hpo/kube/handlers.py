@@ -51,42 +51,116 @@ def make_registry(
 ) -> kopf.OperatorRegistry:
     """Register the operator's handlers on ``registry`` (a fresh one per test);
     ``status_every_s``: at most this often a study's ``status.json`` (``records.livestatus``)."""
-    registry = registry or kopf.OperatorRegistry()
-    runners: dict[str, KubeRunner] = {}
-    # Per study uid: set to make its loop stop; set by the loop once it has stopped.
-    halts: dict[str, threading.Event] = {}
-    ended: dict[str, threading.Event] = {}
-    # Uids whose deletion this process has carried out (a uid is never reused).
-    deleted: set[str] = set()
-    lock = threading.Lock()
-    cluster_box: dict[str, Cluster] = {}
+    handlers = StudyHandlers(
+        api_client, poll_s=poll_s, retry_s=retry_s, status_every_s=status_every_s
+    )
+    return handlers.register(registry or kopf.OperatorRegistry())
 
-    @kopf.on.startup(registry=registry)
-    def _threads(settings: kopf.OperatorSettings, **_: Any) -> None:
+
+def _handler_id(name: str) -> str:
+    """The id kopf knows a handler by: the name it had as a function nested in
+    ``make_registry``. A deletion being retried carries it in the study's annotations
+    (kopf's progress), so a study deleted across an upgrade finds its handler again."""
+    return f"make_registry.<locals>.{name}"
+
+
+class StudyHandlers:
+    """The operator's kopf handlers (its methods) and what they share: per running study
+    (by uid) its ``KubeRunner``, the event that halts its loop and the one set once the
+    loop has stopped; the uids whose deletion was carried out; one ``Cluster``, made when
+    first needed. One lock guards them: handlers run in kopf's threads and the loops in
+    their own."""
+
+    def __init__(
+        self,
+        api_client: Callable[[], client.ApiClient],
+        *,
+        poll_s: float = 2.0,
+        retry_s: float = 15.0,
+        status_every_s: float = 3.0,
+    ) -> None:
+        self.api_client = api_client
+        self.poll_s = poll_s
+        self.retry_s = retry_s
+        self.status_every_s = status_every_s
+        self.runners: dict[str, KubeRunner] = {}
+        # Per study uid: set to make its loop stop; set by the loop once it has stopped.
+        self.halts: dict[str, threading.Event] = {}
+        self.ended: dict[str, threading.Event] = {}
+        # Uids whose deletion this process has carried out (a uid is never reused).
+        self.deleted: set[str] = set()
+        self.lock = threading.Lock()
+        self._cluster: Cluster | None = None
+
+    def register(self, registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+        """Every handler on ``registry``, with the ids and options kopf has always had."""
+        kopf.on.startup(registry=registry, id=_handler_id("_threads"))(self.threads)
+        kopf.daemon(
+            API_GROUP,
+            VERSION,
+            PLURAL,
+            registry=registry,
+            id=_handler_id("study_daemon"),
+            initial_delay=0,
+            backoff=self.retry_s,  # a loop that failed (the API server down at its start) restarts
+            # kopf asks the daemon to stop and waits this long before it gives up on it; the
+            # loop exits at its next step (``halt``), a few seconds at most.
+            cancellation_backoff=DAEMON_GRACE_S,
+            cancellation_timeout=1,
+        )(self.study_daemon)
+        kopf.on.event(
+            "",
+            "v1",
+            "pods",
+            labels={LABEL_STUDY: kopf.PRESENT},
+            registry=registry,
+            id=_handler_id("pod_event"),
+        )(self.pod_event)
+        kopf.on.event(
+            API_GROUP,
+            VERSION,
+            PLURAL,
+            registry=registry,
+            id=_handler_id("finished_study"),
+            when=lambda type, status, **_: type == "DELETED" or _finished(status),
+        )(self.finished_study)
+        # Two registrations of one handler. Results to remove need a finalizer on
+        # the study for its whole life (a finished study's daemon no longer holds
+        # one, and without a finalizer kopf never sees the deletion); results kept
+        # need none, so such a study never blocks on an operator that is gone.
+        kopf.on.delete(
+            API_GROUP,
+            VERSION,
+            PLURAL,
+            registry=registry,
+            id=_handler_id("study_deleted_removing_results"),
+            when=lambda spec, **_: _removes_results(spec),
+        )(self.study_deleted)
+        kopf.on.delete(
+            API_GROUP,
+            VERSION,
+            PLURAL,
+            registry=registry,
+            id=_handler_id("study_deleted_keeping_results"),
+            optional=True,
+            when=lambda spec, **_: not _removes_results(spec),
+        )(self.study_deleted)
+        return registry
+
+    def cluster(self) -> Cluster:
+        with self.lock:
+            if self._cluster is None:
+                self._cluster = Cluster(self.api_client())
+            return self._cluster
+
+    def threads(self, settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.execution.max_workers = HANDLER_THREADS
         settings.background.instant_exit_timeout = DAEMON_EXIT_WAIT_S
 
-    def cluster() -> Cluster:
-        with lock:
-            if "c" not in cluster_box:
-                cluster_box["c"] = Cluster(api_client())
-            return cluster_box["c"]
-
-    @kopf.daemon(
-        API_GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        initial_delay=0,
-        backoff=retry_s,  # a loop that failed (the API server down at its start) starts again
-        # kopf asks the daemon to stop and waits this long before it gives up on it; the
-        # loop exits at its next step (``halt``), a few seconds at most.
-        cancellation_backoff=DAEMON_GRACE_S,
-        cancellation_timeout=1,
-    )
     async def study_daemon(
+        self,
         name: str,
-        namespace: str,
+        namespace: str | None,
         uid: str,
         body: kopf.Body,
         stopped: kopf.DaemonStopped,
@@ -99,39 +173,40 @@ def make_registry(
         deletion handler a second time. Here the stop wakes the loop, and the task ends
         when the loop has (within kopf's instant-exit wait, ``DAEMON_EXIT_WAIT_S``).
         """
+        assert namespace is not None  # HPOStudy is a namespaced resource
         runner = KubeRunner(
-            cluster(),
+            self.cluster(),
             namespace,
             name,
             body=lambda: dict(body),
-            poll_s=poll_s,
-            status_every_s=status_every_s,
+            poll_s=self.poll_s,
+            status_every_s=self.status_every_s,
         )
         halt = threading.Event()
         done = threading.Event()
-        with lock:
-            runners[uid] = runner
-            halts[uid] = halt
-            ended[uid] = done
+        with self.lock:
+            self.runners[uid] = runner
+            self.halts[uid] = halt
+            self.ended[uid] = done
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[None] = loop.create_future()
 
         def loop_thread() -> None:
             error: BaseException | None = None
             try:
-                runner.run(stopped=halt.is_set, retry_s=retry_s)
+                runner.run(stopped=halt.is_set, retry_s=self.retry_s)
             except Exception as exc:  # raised in the daemon: kopf starts it again later
                 error = exc
             finally:
-                with lock:
-                    if runners.get(uid) is runner:
-                        runners.pop(uid)
+                with self.lock:
+                    if self.runners.get(uid) is runner:
+                        self.runners.pop(uid)
                 done.set()
                 with contextlib.suppress(RuntimeError):  # the event loop is gone (exit)
                     loop.call_soon_threadsafe(_settle, exited, error)
 
         threading.Thread(target=loop_thread, name=f"study {namespace}/{name}", daemon=True).start()
-        stop = asyncio.ensure_future(stopped.wait())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(stopped.wait())
         try:
             await asyncio.wait([exited, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -140,25 +215,19 @@ def make_registry(
             stop.cancel()
         await asyncio.shield(exited)
 
-    @kopf.on.event("", "v1", "pods", labels={LABEL_STUDY: kopf.PRESENT}, registry=registry)
-    def pod_event(meta: kopf.Meta, **_: Any) -> None:
+    def pod_event(self, meta: kopf.Meta, **_: Any) -> None:
+        """A study's pod changed: wake its loop (its owner is the study)."""
         for owner in meta.get("ownerReferences") or []:
-            with lock:
-                runner = runners.get(owner.get("uid", ""))
+            with self.lock:
+                runner = self.runners.get(owner.get("uid", ""))
             if runner is not None:
                 runner.wake.set()
 
-    @kopf.on.event(
-        API_GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        when=lambda type, status, **_: type == "DELETED" or _finished(status),
-    )
     def finished_study(
+        self,
         type: str | None,
         name: str,
-        namespace: str,
+        namespace: str | None,
         meta: kopf.Meta,
         spec: kopf.Spec,
         status: kopf.Status,
@@ -167,6 +236,7 @@ def make_registry(
         """A finished study has no loop. Its phase still counts in ``hpo_studies`` after a
         restart (kopf lists every study at start), and a refused change undone after the
         end still clears ``SpecChangeRefused`` (else Argo CD shows it Degraded for good)."""
+        assert namespace is not None  # HPOStudy is a namespaced resource
         if type == "DELETED":
             metrics.forget(namespace, name)
             return
@@ -179,13 +249,15 @@ def make_registry(
         if refused_changes(dict(accepted), dict(spec)):
             return  # still refused
         if conditions.clear("SpecChangeRefused", "Reverted", REVERTED):
-            cluster().patch_status(
+            self.cluster().patch_status(
                 namespace,
                 name,
                 {"conditions": conditions.as_list(), "observedGeneration": meta.get("generation")},
             )
 
-    def study_deleted(name: str, namespace: str, uid: str, body: kopf.Body) -> None:
+    def study_deleted(
+        self, name: str, namespace: str | None, uid: str, body: kopf.Body, **_: Any
+    ) -> None:
         """Pods go with their study (ownerReferences do it too); results stay unless
         ``spec.storage.keepOnDelete`` is false.
 
@@ -193,21 +265,22 @@ def make_registry(
         the removal. Done once per study: kopf calls this again if its finalizer had to
         wait for the daemon (a re-check cycle), and a second run has nothing to do.
         """
-        with lock:
-            if uid in deleted:
+        assert namespace is not None  # HPOStudy is a namespaced resource
+        with self.lock:
+            if uid in self.deleted:
                 return
-            halt = halts.get(uid)
-            done = ended.get(uid)
-            runner = runners.get(uid)
+            halt = self.halts.get(uid)
+            done = self.ended.get(uid)
+            runner = self.runners.get(uid)
         if halt is not None:
             halt.set()
         if runner is not None:
             runner.wake.set()
         if done is not None and not done.wait(DAEMON_STOP_TIMEOUT_S):
             raise kopf.TemporaryError("the study's loop has not stopped yet", delay=5)
-        n = cluster().delete_study_pods(namespace, name)
+        n = self.cluster().delete_study_pods(namespace, name)
         if _removes_results(body.get("spec") or {}):
-            removed = delete_results(cluster(), dict(body))
+            removed = delete_results(self.cluster(), dict(body))
             log.info(
                 "study %s/%s deleted; %d pods and %d stored objects removed",
                 namespace,
@@ -222,41 +295,10 @@ def make_registry(
                 name,
                 n,
             )
-        with lock:
-            halts.pop(uid, None)
-            ended.pop(uid, None)
-            deleted.add(uid)
-
-    # Two registrations of one handler. Results to remove need a finalizer on
-    # the study for its whole life (a finished study's daemon no longer holds
-    # one, and without a finalizer kopf never sees the deletion); results kept
-    # need none, so such a study never blocks on an operator that is gone.
-    @kopf.on.delete(
-        API_GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        when=lambda spec, **_: _removes_results(spec),
-    )
-    def study_deleted_removing_results(
-        name: str, namespace: str, uid: str, body: kopf.Body, **_: Any
-    ) -> None:
-        study_deleted(name, namespace, uid, body)
-
-    @kopf.on.delete(
-        API_GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        optional=True,
-        when=lambda spec, **_: not _removes_results(spec),
-    )
-    def study_deleted_keeping_results(
-        name: str, namespace: str, uid: str, body: kopf.Body, **_: Any
-    ) -> None:
-        study_deleted(name, namespace, uid, body)
-
-    return registry
+        with self.lock:
+            self.halts.pop(uid, None)
+            self.ended.pop(uid, None)
+            self.deleted.add(uid)
 
 
 class QuietPodEvents(logging.Filter):

@@ -195,11 +195,7 @@ class Recorder:
         from hpo.records.report import final_group, make_plots
 
         spec = self.study.spec
-        thresholds = {
-            label: {"max_mae": t.max_mae, "max_pct": t.max_percent}
-            for label, t in spec.result.thresholds.items()
-        }
-        best = final_group(results, self.labels, thresholds, spec.result.size)
+        best = final_group(results, self.labels, spec.result.thresholds, spec.result.size)
         self.write(results, best)
         with tempfile.TemporaryDirectory() as tmp:
             for png in make_plots(results, best, Path(tmp)):

@@ -18,15 +18,17 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo.records.ledger import HYPERPARAMS, PER_LAYER
-from hpo.study.contract import SeedResult
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
 from hpo.study.summary import ranked, summarise
 
 if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn (~1 s; `hpo report` needs none)
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from hpo.study.spec import Threshold
+
 PLOT_FILES = ("mae_vs_hidden_layers.png", "best_seeds_boxplot.png", "convergence.png")
-STAGE_COLOURS = {"random": "tab:blue", "bayesian": "tab:orange"}
+STAGE_COLOURS: dict[str, str] = {RANDOM_STAGE: "tab:blue", NARROW_STAGE: "tab:orange"}
 _OTHER_COLOUR = "tab:gray"
 _DPI = 120
 _LOG_SPAN = 30.0
@@ -35,16 +37,16 @@ _LOG_SPAN = 30.0
 # --------------------------------------------------------------------------- final group
 
 
-def _has_threshold(limits: Mapping[str, float | None] | None) -> bool:
-    return bool(limits) and any(limits.get(k) is not None for k in ("max_mae", "max_pct"))
+def _has_threshold(limits: Threshold | None) -> bool:
+    return limits is not None and (limits.max_mae is not None or limits.max_percent is not None)
 
 
-def _passes(means: tuple[float, float] | None, limits: Mapping[str, float | None]) -> bool:
+def _passes(means: tuple[float, float] | None, limits: Threshold) -> bool:
     """A label passes only if its mean scores are known and within every given limit."""
     if means is None:
         return False
     mae, pct = means
-    max_mae, max_pct = limits.get("max_mae"), limits.get("max_pct")
+    max_mae, max_pct = limits.max_mae, limits.max_percent
     return (max_mae is None or mae <= max_mae) and (max_pct is None or pct <= max_pct)
 
 
@@ -71,7 +73,7 @@ def final_group_columns(labels: Sequence[str], checked: Sequence[str] = ()) -> l
 def final_group(
     results: list[SeedResult],
     labels: list[str],
-    thresholds: dict[str, dict[str, float | None]],
+    thresholds: Mapping[str, Threshold],
     size: int,
 ) -> pd.DataFrame:
     """The ``size`` best configurations by mean selection score over seeds, with
@@ -80,8 +82,9 @@ def final_group(
     ``val_mae_*`` is the selection score (validation MAE) the ranking used;
     ``mae_*`` and the per-label scores are on the test split, which no decision
     read: an unbiased estimate of each member's error. Per-label scores are
-    means over successful seeds. ``<label>_pass`` exists
-    for each label that has a ``max_mae`` or ``max_pct``; a label with no
+    means over successful seeds. ``thresholds``: the spec's own
+    (``spec.result.thresholds``, by label). ``<label>_pass`` exists
+    for each label that has a ``max_mae`` or ``max_percent``; a label with no
     per-label scores fails its threshold. ``passes_all`` is True when every
     threshold passes (so also when there are none).
     """
@@ -138,7 +141,7 @@ def _colour(stage: str) -> str:
 
 def _stages(results: list[SeedResult]) -> list[str]:
     """Stages in a stable order: the known two first, then any other seen."""
-    seen = {r.stage for r in results}
+    seen: set[str] = {r.stage for r in results}
     return [s for s in STAGE_COLOURS if s in seen] + sorted(seen - set(STAGE_COLOURS))
 
 
@@ -194,7 +197,7 @@ def _plot_depth(results: list[SeedResult], path: Path) -> Path:
                 depth + 0.32,
                 color="black",
                 linewidth=2.2,
-                label="median per depth" if i == 0 else None,
+                label="median per depth" if i == 0 else "_nolegend_",  # "_": not in the legend
             )
         ax.set_xticks(depths)
         _auto_log(ax, [float(r.mae) for r in ok])  # type: ignore[arg-type]
@@ -234,7 +237,7 @@ def _plot_best(results: list[SeedResult], best: pd.DataFrame, path: Path) -> Pat
 
 
 def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
-    """Best MAE so far in completion order: did the Bayesian stage still improve things?
+    """Best MAE so far in completion order: did the narrow stage still improve things?
 
     The ledger is sorted by trial id; ``finished_at`` restores completion
     order (a stable sort by stage first keeps stages apart when it is unknown).
@@ -262,14 +265,14 @@ def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
         steps_x.append(len(results))
         steps_y.append(best)
         ax.step(steps_x, steps_y, where="post", color="black", linewidth=1.8, label="best so far")
-        first_bayes = next((i for i, r in enumerate(results, 1) if r.stage == "bayesian"), None)
-        if first_bayes is not None:
+        first_narrow = next((i for i, r in enumerate(results, 1) if r.stage == NARROW_STAGE), None)
+        if first_narrow is not None:
             ax.axvline(
-                first_bayes - 0.5,
+                first_narrow - 0.5,
                 color="tab:red",
                 linestyle="--",
                 linewidth=1.2,
-                label="Bayesian stage starts",
+                label="narrow stage starts",
             )
         _auto_log(ax, [float(r.mae) for r in ok])  # type: ignore[arg-type]
         ax.legend(loc="best")

@@ -7,13 +7,15 @@ operator write, on either kind of store.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from hpo.results.errors import ResultsError
 from hpo.store import LocalStore, Store, StoreRef, open_store
 from hpo.store.keys import StoreError
 from hpo.study.layout import STUDY_FILE, study_of_best, study_of_ledger, study_of_scores
-from hpo.study.spec import SpecError
+from hpo.study.spec import SpecError, Study
+from hpo.study.storage import store_ref_for
 
 
 def open_where(
@@ -39,6 +41,20 @@ def open_where(
         raise ResultsError("; ".join(exc.problems)) from None
     except StoreError as exc:
         raise ResultsError(f"{text}: {exc}") from None
+
+
+def reading_ref(study: Study, *, endpoint: str | None = None, tls: bool | None = None) -> StoreRef:
+    """Where to read a study from its file: its spec's store (``store_ref_for``, the one
+    ``hpo run`` wrote), never creating a bucket; ``endpoint`` and ``tls``, when given, win."""
+    ref = store_ref_for(study)
+    if ref.kind != "s3":
+        return ref
+    return dataclasses.replace(
+        ref,
+        endpoint=endpoint or ref.endpoint,
+        tls=ref.tls if tls is None else tls,
+        create_bucket=False,
+    )
 
 
 def studies_in(keys: list[str]) -> list[str]:

@@ -53,6 +53,29 @@ def _listed(items: Sequence[Any]) -> str:
     return (shown + (", ..." if len(items) > _SHOWN else "")) or "none"
 
 
+def recorded_results(
+    store: Store, paths: StudyPaths, *, fall_back: bool = False
+) -> tuple[list[SeedResult], str | None]:
+    """Every recorded training by (trial, seed): the ledger's rows plus the stored
+    ``scores.json`` files it lacks yet (it is written in batches), and None; with no
+    ledger, the ``scores.json`` files alone and why ("no ledger.xlsx yet").
+
+    An unreadable ledger raises ``LedgerUnreadable``; with ``fall_back`` the results are
+    then the ``scores.json`` files alone, and the reason is the ledger's error.
+    """
+    why: str | None = None
+    try:
+        ledger = read_ledger(store, paths.ledger)
+        if not ledger and not store.exists(paths.ledger):
+            why = f"no {LEDGER_FILE} yet"
+    except LedgerUnreadable as exc:
+        if not fall_back:
+            raise
+        ledger, why = [], str(exc)
+    extra = stored_results(store, paths, {r.key for r in ledger})
+    return sorted(ledger + extra, key=lambda r: r.key), why
+
+
 class StudyResults:
     """A study's trainings, configurations, final group and models (see ``open_study``)."""
 
@@ -201,9 +224,7 @@ class StudyResults:
         if self._cache is not None and self._cache[0] == revision:
             return self._cache[1]
         try:
-            results = read_ledger(self._store, self._paths.ledger)
-            seen = {r.key for r in results}
-            extra = stored_results(self._store, self._paths, seen)
+            results, _ = recorded_results(self._store, self._paths)
         except LedgerUnreadable as exc:
             raise ResultsError(
                 f"{exc}; `hpo run STUDY.yaml --rebuild-ledger` rebuilds it from the "
@@ -211,7 +232,6 @@ class StudyResults:
             ) from None
         except StoreError as exc:
             raise ResultsError(f"{self.where}: {exc}") from None
-        results = sorted(results + extra, key=lambda r: r.key)
         self._cache = (revision, results)
         return results
 
