@@ -190,8 +190,8 @@ def _signal_state(pid: int) -> str:
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
-    # Two random configurations (four trainings: Ctrl-C comes after three) and one Bayesian
-    # parent, so that the rerun finishes the random stage and runs the Bayesian one; one
+    # Two random configurations (four trainings: Ctrl-C comes after three) and one narrow-stage
+    # parent, so that the rerun finishes the random stage and runs the narrow one; one
     # worker (TensorFlow imported once per run) is enough to be interrupted.
     study = write_study(
         tmp_path,

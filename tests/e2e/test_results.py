@@ -422,7 +422,7 @@ def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path:
     for s in (open_study(folder), open_study(bigger)):
         for row in s.final_group().to_dict("records"):
             assert f"{row['trial']} │ {row['config_key']} │ {row['val_mae_mean']:.4f}" in text
-    assert f"{NAME}: finished; 4 trainings succeeded; budget 2 random + 0 Bayesian" in text
+    assert f"{NAME}: finished; 4 trainings succeeded; budget 2 random + 0 narrow-stage" in text
     assert "(at most 4 trainings), 3 epochs; dataset sha256" in text
     # Did the bigger budget help: rank 1's test MAE of each, the second against the first.
     best = [open_study(x).final_group().iloc[0] for x in (folder, bigger)]

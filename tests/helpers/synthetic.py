@@ -3,7 +3,7 @@
 ``synthetic(store)`` answers a trainer pod at once (for the test kubelet's
 ``instant`` behaviour): it writes each seed's ``scores.json`` exactly where the
 real trainer writes it and returns the termination message the trainer would.
-Scores come from a smooth function of the configuration, so the Bayesian stage
+Scores come from a smooth function of the configuration, so the narrow stage
 has something to optimise.
 """
 

@@ -37,7 +37,7 @@ STUDIES = "hpo-operator.dev/v1alpha1/hpostudies"
 
 
 def small(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
-    """Two configurations of two seeds, no Bayesian stage: four trainings, two pods."""
+    """Two configurations of two seeds, no narrow stage: four trainings, two pods."""
     spec = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}, **spec}
     return study_body(name, s3, dataset, bucket, **spec)
 

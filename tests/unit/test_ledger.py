@@ -272,7 +272,7 @@ def test_workbook_layout_and_formatting(store: LocalStore) -> None:
 
     trials = wb["Trials"]
     col = {c.value: c.column for c in trials[1]}
-    b0001 = 1 + len(results)  # the Bayesian row comes last
+    b0001 = 1 + len(results)  # the narrow-stage row comes last
     mae_cell = trials.cell(b0001, col["mae"])
     assert mae_cell.number_format == "0.0000"
     assert mae_cell.value == 2.0  # full value stored, only the display is rounded
@@ -375,7 +375,7 @@ def test_finished_shows_a_date_time_and_finished_at_still_round_trips(store: Loc
 
 
 def test_trials_sheet_reads_in_the_order_the_study_ran(store: LocalStore) -> None:
-    """Random rows first, then Bayesian, each by completion time: not by trial id (then
+    """Random rows first, then the narrow stage's, each by completion time: not by trial id (then
     every b-row came before every r-row)."""
     results = [
         _timed("b0000", 0, 300.0, "bayesian"),

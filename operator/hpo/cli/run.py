@@ -210,7 +210,7 @@ def _summary(outcome: Outcome) -> str:
     d = outcome.engine.describe()
     taken = f", {d['warm_trainings']} taken from earlier studies" if d["warm_trainings"] else ""
     warm = f", {d['warm_configs']} from earlier studies" if d["warm_configs"] else ""
-    narrow = d["bayesian_configs"]  # the engine's count of NARROW_STAGE configurations
+    narrow = d["narrow_configs"]
     return (
         f"{plural(d['trainings'], 'training')} ({d['failed']} failed{taken}): "
         f"{d['random_configs']} random and {narrow} narrow-stage "

@@ -571,7 +571,7 @@ class Engine:
             "random_configs": sum(1 for t in trials if t.stage == RANDOM_STAGE and t.id[0] != "w"),
             "warm_configs": sum(1 for t in trials if t.id[0] == "w"),
             "warm_trainings": len(self.warm.results),
-            "bayesian_configs": sum(1 for t in trials if t.stage == NARROW_STAGE),
+            "narrow_configs": sum(1 for t in trials if t.stage == NARROW_STAGE),
             "handed_over": list(self.handed),
             "notes": list(self.notes),
             "failed_reason": self.failed_reason,

@@ -66,7 +66,7 @@ def budget(study: StudyResults) -> str:
     seeds = spec.training.seeds_per_config
     most = (spec.random_stage.configurations + narrow) * seeds
     return (
-        f"{spec.random_stage.configurations} random + {narrow} Bayesian configurations "
+        f"{spec.random_stage.configurations} random + {narrow} narrow-stage configurations "
         f"x {seeds} seeds (at most {most} trainings), {spec.training.epochs} epochs"
     )
 

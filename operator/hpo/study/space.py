@@ -1,4 +1,4 @@
-"""Configurations: canonical keys, unique random sampling, narrowing for the Bayesian stage.
+"""Configurations: canonical keys, unique random sampling, narrowing for the narrow stage.
 
 A configuration is a plain dict (``hidden_layers``, ``neurons`` (one count
 per layer), ``activation``, ``learning_rate``, ``batch_size``,
@@ -365,7 +365,7 @@ class NarrowSpace:
 
 
 def narrow(parent: Config, space: SearchSpace, stage: NarrowStage) -> NarrowSpace:
-    """The Bayesian stage's grid around ``parent``, clipped to the declared space."""
+    """The narrow stage's grid around ``parent``, clipped to the declared space."""
     parent = normalise(parent)
     choices: list[list[float]] = []
     if space.neurons.choices:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.study.contract import SeedResult
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
 from hpo.study.summary import ConfigSummary, ranked, summarise
 
 HYPERPARAMS = (
@@ -73,7 +73,7 @@ def trials_columns(labels: list[str]) -> list[str]:
 
 
 #: Stages in the order a study runs them: the ``Trials`` sheet reads top to bottom so.
-STAGE_ORDER = ("random", "bayesian")
+STAGE_ORDER = (RANDOM_STAGE, NARROW_STAGE)
 #: 1970-01-01 as an Excel serial date (days since 1899-12-30).
 _EXCEL_EPOCH_DAYS = 25569.0
 
@@ -86,7 +86,7 @@ def excel_datetime(epoch_s: float) -> float | None:
 
 def trial_order(r: SeedResult) -> tuple[int, float, str, int]:
     """Stage, then completion time: the order the study ran (ids of the two stages are
-    numbered apart, so sorting by trial id put every Bayesian row before the random ones)."""
+    numbered apart, so sorting by trial id put every narrow-stage row before the random ones)."""
     stage = STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else len(STAGE_ORDER)
     return (stage, r.finished_at, r.trial, r.seed)
 
