@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any
 
 from hpo.study.contract import DatasetRef
-from hpo.study.spec_changes import refused_changes, spec_value
+from hpo.study.spec.changes import refused_changes, spec_value
 
 #: The dataset's path is not a setting: the fingerprint says whether it is the same data
 #: (a moved project folder is not a new dataset).

@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from hpo.study.spec_base import DNS_LABEL_RE, PATTERN_HELP, SpecError
-from hpo.study.spec_resource import Study
+from hpo.study.spec.base import DNS_LABEL_RE, PATTERN_HELP, SpecError
+from hpo.study.spec.resource import Study
 
 
 def _format_error(err: ErrorDetails) -> str:

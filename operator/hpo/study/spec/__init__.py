@@ -6,16 +6,16 @@ Kubernetes API; errors name the field by that path
 (``spec.searchSpace.neurons: min (300) must be <= max (200)``).
 
 The one name to import the study's model from; it lives in modules by job:
-``spec_base`` (vocabulary, patterns, ``SpecError``, the strict base model),
-``spec_space`` (the ``searchSpace`` section), ``spec_sections`` (the other sections),
-``spec_resource`` (``StudySpec``, ``Study``), ``spec_changes`` (which edits a running
-study refuses) and ``spec_load`` (reading study files). The CRD is generated from
+``base`` (vocabulary, patterns, ``SpecError``, the strict base model),
+``search_space`` (the ``searchSpace`` section), ``sections`` (the other sections),
+``resource`` (``StudySpec``, ``Study``), ``changes`` (which edits a running
+study refuses) and ``load`` (reading study files). The CRD is generated from
 ``StudySpec`` (``hpo.kube.crd``).
 """
 
 from __future__ import annotations
 
-from hpo.study.spec_base import (
+from hpo.study.spec.base import (
     ACTIVATIONS,
     API_GROUP,
     API_VERSION,
@@ -35,14 +35,14 @@ from hpo.study.spec_base import (
     Name,
     SpecError,
 )
-from hpo.study.spec_changes import (
+from hpo.study.spec.changes import (
     MUTABLE_WHILE_RUNNING,
     TRAINING_FIELDS,
     refused_changes,
     refused_message,
     spec_value,
 )
-from hpo.study.spec_load import (
+from hpo.study.spec.load import (
     MAX_YAML_NODES,
     is_study_name,
     load_study,
@@ -50,8 +50,15 @@ from hpo.study.spec_load import (
     parse_study,
     study_resource,
 )
-from hpo.study.spec_resource import IDENTITY, Metadata, Study, StudySpec
-from hpo.study.spec_sections import (
+from hpo.study.spec.resource import IDENTITY, Metadata, Study, StudySpec
+from hpo.study.spec.search_space import (
+    LayersRange,
+    LearningRateRange,
+    NeuronsRange,
+    Range,
+    SearchSpace,
+)
+from hpo.study.spec.sections import (
     Dataset,
     FailurePolicy,
     NarrowStage,
@@ -63,13 +70,6 @@ from hpo.study.spec_sections import (
     Trainer,
     Training,
     WarmStart,
-)
-from hpo.study.spec_space import (
-    LayersRange,
-    LearningRateRange,
-    NeuronsRange,
-    Range,
-    SearchSpace,
 )
 
 __all__ = [

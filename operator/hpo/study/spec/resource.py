@@ -7,8 +7,9 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from hpo.study.spec_base import API_VERSION, DNS_LABEL_RE, KIND, SpecModel
-from hpo.study.spec_sections import (
+from hpo.study.spec.base import API_VERSION, DNS_LABEL_RE, KIND, SpecModel
+from hpo.study.spec.search_space import SearchSpace
+from hpo.study.spec.sections import (
     Dataset,
     FailurePolicy,
     NarrowStage,
@@ -19,7 +20,6 @@ from hpo.study.spec_sections import (
     Training,
     WarmStart,
 )
-from hpo.study.spec_space import SearchSpace
 
 
 class StudySpec(SpecModel):

@@ -9,7 +9,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hpo.store.keys import StoreError, key_segment
-from hpo.study.spec_base import (
+from hpo.study.spec.base import (
     BAD_PREFIX,
     BUCKET,
     DNS_SUBDOMAIN,

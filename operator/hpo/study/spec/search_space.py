@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from hpo.study.spec_base import (
+from hpo.study.spec.base import (
     ACTIVATIONS,
     OPTIMIZERS,
     ORDERED,
