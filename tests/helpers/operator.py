@@ -42,9 +42,11 @@ def operator(
     *,
     status_every_s: float = 0.3,
     post_events: bool = False,
+    stop_timeout: float = 120,
 ) -> Iterator[KopfRunner]:
     """A real kopf operator with our handlers, talking HTTP to the emulator
-    (``post_events``: kopf's own events too, as in production)."""
+    (``post_events``: kopf's own events too, as in production; ``stop_timeout``: how long
+    it may take to stop at the end of the block)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -65,7 +67,7 @@ def operator(
         ["run", "--standalone", "--all-namespaces"],
         registry=registry,
         settings=settings,
-        timeout=120,
+        timeout=stop_timeout,
     ) as runner:
         yield runner
 
