@@ -18,11 +18,11 @@ import yaml
 
 from helpers.study import (
     ARTIFACTS,
-    HPO,
-    HPO_ENV,
+    GP_NARROW,
     REPO,
     SMALL_SPACE,
     run_hpo,
+    start_hpo,
     study_dict,
     study_file,
 )
@@ -38,13 +38,7 @@ SMALL = {
     # below are exact (the default search has a test of its own).
     "training": {"epochs": 4, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 4},
-    "bayesianStage": {
-        "topK": 2,
-        "trialsPerConfig": 1,
-        "estimator": "ET",
-        "neuronsRadius": 8,
-        "method": "gaussianProcess",
-    },
+    "bayesianStage": {**GP_NARROW, "topK": 2},
     "parallelism": 2,
     "result": {"size": 3, "thresholds": {"Id_mA": {"maxPercent": 80}}},
 }
@@ -174,14 +168,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
         parallelism=1,
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*HPO, "run", str(study), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=HPO_ENV,
-        preexec_fn=_as_at_a_terminal,
-    )
+    proc = start_hpo("run", str(study), "--out", str(out), preexec_fn=_as_at_a_terminal)
     assert proc.stdout is not None
     seen = 0
     for line in proc.stdout:  # ends by itself if the run exits early
@@ -290,13 +277,7 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
         tmp_path, "killed", randomStage={"configurations": 2}, bayesianStage={"enabled": False}
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*HPO, "run", str(study), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=HPO_ENV,
-    )
+    proc = start_hpo("run", str(study), "--out", str(out))
     assert proc.stdout is not None
     for line in proc.stdout:
         # Workers are up and one is training: killing any worker breaks the pool while a

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -19,10 +18,11 @@ from helpers.s3 import new_s3_store
 from helpers.study import (
     ARTIFACTS,
     EXAMPLE_CSV,
-    HPO,
+    GP_NARROW,
     HPO_ENV,
     SMALL_SPACE,
     run_hpo,
+    start_hpo,
     study_dict,
     study_file,
 )
@@ -37,13 +37,7 @@ SMALL: dict[str, Any] = {
     "searchSpace": SMALL_SPACE,
     "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 3},
-    "bayesianStage": {
-        "topK": 1,
-        "trialsPerConfig": 1,
-        "estimator": "ET",
-        "neuronsRadius": 8,
-        "method": "gaussianProcess",
-    },
+    "bayesianStage": GP_NARROW,
     "parallelism": 2,
 }
 TRAININGS = (3 + 1) * 2
@@ -159,13 +153,7 @@ def test_outage_mid_study_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     dataset = upload_dataset(s3_server)
     study, bucket = s3_study(tmp_path, s3_server, "outage", dataset)
-    proc = subprocess.Popen(
-        [*HPO, "run", str(study)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
+    proc = start_hpo("run", str(study), env=env())
     assert proc.stdout is not None
     frozen = False
     lines = []

@@ -20,7 +20,7 @@ import kopf
 from kopf.testing import KopfRunner
 
 from helpers.s3 import new_s3_store
-from helpers.study import SMALL_SPACE, study_dict
+from helpers.study import GP_NARROW, SMALL_SPACE, study_dict
 from helpers.synthetic import synthetic as synthetic_trainer
 from hpo.kube.handlers import make_registry
 from hpo.kube.pods import LABEL_STUDY
@@ -93,13 +93,7 @@ def study_body(
         # tests/e2e/test_default_search_run.py).
         training={"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
         randomStage={"configurations": 3},
-        bayesianStage={
-            "topK": 1,
-            "trialsPerConfig": 1,
-            "estimator": "ET",
-            "neuronsRadius": 8,
-            "method": "gaussianProcess",
-        },
+        bayesianStage=GP_NARROW,
         parallelism=2,
         failurePolicy={"retries": 1, "maxFailedTrainings": 3},
         storage={
@@ -221,6 +215,12 @@ class OperatorStudy:
 
     def create(self) -> None:
         create(self.kube, self.body)
+
+    def patch(self, changes: dict[str, Any]) -> None:
+        """Change the study object as ``kubectl patch --type merge`` would."""
+        self.kube.api().custom.patch_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", self.name, changes
+        )
 
     def status(self) -> dict[str, Any]:
         """Its status (empty before the operator first wrote one)."""

@@ -34,6 +34,16 @@ SMALL_SPACE: dict[str, Any] = {
     "batchSizes": [64],
 }
 
+#: The narrow stage on the Gaussian-process strategy, one parent, one trial a parent:
+#: the counts of trainings a test states are exact (the default search has tests of its own).
+GP_NARROW: dict[str, Any] = {
+    "topK": 1,
+    "trialsPerConfig": 1,
+    "estimator": "ET",
+    "neuronsRadius": 8,
+    "method": "gaussianProcess",
+}
+
 #: What the trainer writes for one seed of a trial, in its artifacts folder.
 ARTIFACTS = (
     "model.keras",
@@ -64,6 +74,15 @@ def study_file(folder: Path, name: str, raw: dict[str, Any]) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def start_hpo(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    """``hpo ARGS`` started, its output and errors read as text through pipes (``popen``:
+    more of ``subprocess.Popen``'s arguments, ``env`` for one)."""
+    options: dict[str, Any] = {"env": HPO_ENV, **popen}
+    return subprocess.Popen(
+        [*HPO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    )
 
 
 def run_hpo(

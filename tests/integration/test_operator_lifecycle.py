@@ -136,14 +136,7 @@ def test_a_new_study_is_pending_from_its_first_status_write(
             assert s.finished(timeout=60)["status"]["phase"] == "Succeeded"
     finally:
         stop.set()
-        kube.api().custom.patch_namespaced_custom_object(  # one more event: the watch ends
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"metadata": {"labels": {"x": "y"}}},
-        )
+        s.patch({"metadata": {"labels": {"x": "y"}}})  # one more event: the watch ends
         watcher.join(70)
     phases = [st.get("phase") for st in seen]
     assert phases[0] == "Pending", phases
@@ -227,14 +220,7 @@ def test_an_invalid_spec_waits_and_runs_once_corrected(
         assert "correct the spec" in valid["message"]
         assert obj["status"]["phase"] == "Pending"
         assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
-        kube.api().custom.patch_namespaced_custom_object(
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32}}}},
-        )
+        s.patch({"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32}}}})
         started = time.monotonic()
         obj = s.finished(timeout=60)
     print(f"CORRECTED spec: Succeeded {time.monotonic() - started:.1f}s after the fix")
@@ -288,17 +274,8 @@ def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refuse
         gate.wait(60)  # the study runs until the change has been refused
         return answer(pod)
 
-    api = kube.api().custom
-
     def neurons(top: int) -> None:
-        api.patch_namespaced_custom_object(
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": top, "step": 8}}}},
-        )
+        s.patch({"spec": {"searchSpace": {"neurons": {"min": 8, "max": top, "step": 8}}}})
 
     with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
         s.create()
