@@ -98,9 +98,13 @@ def _secret(ns: str, name: str) -> dict[str, Any]:
 def _study(
     name: str, ns: str, s3: S3Server, data_url: str, bucket: str, **spec: Any
 ) -> dict[str, Any]:
-    """``study_body`` in namespace ``ns``, trainings of two epochs (the hostile one is real)."""
+    """``study_body`` in namespace ``ns``, trainings of two epochs (the hostile one is real);
+    ``spec["dataset"]`` is merged into the dataset section, like the other sections."""
     training = {"epochs": 2, **spec.pop("training", {})}
-    return study_body(name, s3, data_url, bucket, namespace=ns, training=training, **spec)
+    dataset = spec.pop("dataset", {})
+    body = study_body(name, s3, data_url, bucket, namespace=ns, training=training, **spec)
+    body["spec"]["dataset"].update(dataset)
+    return body
 
 
 def _request_of(pod: dict[str, Any]) -> TrainingRequest:
