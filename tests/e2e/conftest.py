@@ -1,8 +1,9 @@
 """Fixtures of the end-to-end tests: an emulated cluster for the operator, with the
-product's CRD and the S3 credentials Secret, and the example dataset in a bucket."""
+product's CRD and the S3 credentials Secret, the example dataset in a bucket, and
+``new_study`` (a study body on a results bucket of its own)."""
 
 from __future__ import annotations
 
-from helpers.cluster import dataset, kube
+from helpers.cluster import dataset, kube, new_study
 
-__all__ = ["dataset", "kube"]
+__all__ = ["dataset", "kube", "new_study"]

@@ -5,20 +5,17 @@ own output from raw rows, refusing a category the model never saw."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from helpers.categorical import FEATURES, OFFSETS, categorical_csv
-from helpers.study import study_dict
+from helpers.study import run_hpo, study_dict, study_file
 from hpo.data.dataset import load_usable, split_for_seed
 from hpo.data.encoding import FeaturesFile, UnseenCategory
 from hpo.data.scaling import Scaler
@@ -26,8 +23,6 @@ from hpo.results import ResultsError, open_study
 from hpo.store import LocalStore
 from hpo.study.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
 
-HPO = [sys.executable, "-m", "hpo.cli"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 TRIAL, SEED = "r0000", 1
 
 #: One configuration, one seed: the search is not what is tested here.
@@ -62,17 +57,9 @@ def materials(tmp_path_factory: pytest.TempPathFactory) -> Run:
     folder = tmp_path_factory.mktemp("materials")
     csv = categorical_csv(folder)
     raw = study_dict(**SPEC)
-    raw["metadata"]["name"] = "materials"
     raw["spec"]["dataset"] = {"path": str(csv), "labels": ["y"]}  # features: every other
-    study = folder / "materials.yaml"
-    study.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(folder / "out")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=900,
-    )
+    study = study_file(folder, "materials", raw)
+    proc = run_hpo("run", str(study), "--out", str(folder / "out"), timeout=900)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     recorded = json.loads(
         (folder / "out/materials/trials" / TRIAL / f"seed-{SEED}/config.json").read_text()
@@ -168,13 +155,7 @@ def test_hpo_predict_writes_the_apis_predictions(materials: Run, tmp_path: Path)
     rows = _test_rows(materials)
     data, out = tmp_path / "rows.csv", tmp_path / "preds.csv"
     rows.drop(columns="y").to_csv(data, index=False)
-    proc = subprocess.run(
-        [*HPO, "predict", str(materials.folder), str(data), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
+    proc = run_hpo("predict", str(materials.folder), str(data), "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     expected = open_study(materials.folder).load_model().predict(rows)
     np.testing.assert_allclose(
@@ -189,13 +170,7 @@ def test_hpo_predict_refuses_an_unseen_category_naming_column_and_value(
     rows.iloc[2, rows.columns.get_loc("material")] = "brass"
     data = tmp_path / "rows.csv"
     rows.to_csv(data, index=False)
-    proc = subprocess.run(
-        [*HPO, "predict", str(materials.folder), str(data)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
+    proc = run_hpo("predict", str(materials.folder), str(data), timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,28 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
-from helpers.study import study_dict
+from helpers.study import HPO, HPO_ENV, SMALL_SPACE, study_dict, study_file
 from hpo.records.ledger import read_ledger
 from hpo.store import LocalStore
 from hpo.study.contract import SeedResult
 from support import browser
+from support.s3server import free_port
 
 pytestmark = pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))
 
-HPO = [sys.executable, "-m", "hpo.cli"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 SMALL = {
-    "searchSpace": {
-        "hiddenLayers": {"min": 1, "max": 2},
-        "neurons": {"min": 8, "max": 32, "step": 8},
-        "activations": ["relu", "tanh"],
-        "learningRate": {"min": 0.003, "max": 0.03},
-        "batchSizes": [64],
-    },
+    "searchSpace": SMALL_SPACE,
     "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 3},
     "bayesianStage": {"topK": 1, "trialsPerConfig": 1},
@@ -52,17 +43,11 @@ SMALL = {
 CSS = By.CSS_SELECTOR
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_dashboard(*args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
         [*HPO, "dashboard", *args, "--port", str(port), "--refresh", "0.5"],
-        env={**ENV, **env},
+        env={**HPO_ENV, **env},
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -92,10 +77,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     folder = tmp_path_factory.mktemp("dash")
     runs = folder / "runs"
     runs.mkdir()
-    raw = study_dict(**SMALL)
-    raw["metadata"]["name"] = "small"
-    study = folder / "small.yaml"
-    study.write_text(yaml.safe_dump(raw))
+    study = study_file(folder, "small", study_dict(**SMALL))
     proc, url = start_dashboard(str(runs))
     driver = browser.chromium()
     try:
@@ -144,7 +126,7 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
     page = d.current_window_handle
     run = subprocess.Popen(
         [*HPO, "run", str(dashboard["study"]), "--out", str(dashboard["runs"])],
-        env=ENV,
+        env=HPO_ENV,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -29,17 +29,12 @@ from kubernetes.client.exceptions import ApiException
 from helpers.operator import (
     HPO_OPERATOR,
     NS,
+    OperatorStudy,
     check_complete,
-    create,
     events,
-    finished,
     kubelet,
-    ledger_rows,
     operator,
     pods,
-    study,
-    study_body,
-    synthetic,
     wait_for,
 )
 from helpers.s3 import new_s3_store
@@ -67,10 +62,6 @@ def report(capsys: pytest.CaptureFixture[str]) -> Callable[..., None]:
     return say
 
 
-def _bucket() -> str:
-    return f"results-{uuid.uuid4().hex[:10]}"
-
-
 def _trial(pod: dict[str, Any]) -> str:
     return pod["metadata"]["labels"][LABEL_TRIAL]
 
@@ -79,13 +70,13 @@ def _attempt(pod: dict[str, Any]) -> int:
     return int(pod["metadata"]["annotations"][ANN_ATTEMPT])
 
 
-def _status(kube: KubeServer, name: str) -> dict[str, Any]:
-    return study(kube, name).get("status") or {}
-
-
-def _recorded(kube: KubeServer, name: str) -> int:
-    counts = _status(kube, name).get("counts") or {}
+def _recorded(s: OperatorStudy) -> int:
+    counts = s.status().get("counts") or {}
     return int(counts.get("succeeded", 0)) + int(counts.get("failed", 0))
+
+
+def _ended(s: OperatorStudy) -> bool:
+    return s.status().get("phase") in ("Succeeded", "Failed")
 
 
 class Played:
@@ -133,7 +124,7 @@ class Played:
 def check_study(rows: list[Any], configs: int, budget: int, seeds: int = 2) -> None:
     """Both stages ran; no training and no configuration twice.
 
-    How many Bayesian trials a study gets depends on its narrow spaces (a small one
+    How many narrow-stage trials a study gets depends on its narrow spaces (a small one
     is exhausted before the budget), so only the bounds are checked here.
     """
     check_complete(rows, len(rows), seeds)
@@ -141,17 +132,48 @@ def check_study(rows: list[Any], configs: int, budget: int, seeds: int = 2) -> N
     assert 1 <= len({r.trial for r in rows if r.stage == "bayesian"}) <= budget
 
 
-def _scores_present(s3: S3Server, bucket: str, rows: list[Any]) -> bool:
-    store = new_s3_store(s3, bucket=bucket, prefix="hpo/default", create_bucket=False)
+def _all_succeeded(s: OperatorStudy, obj: dict[str, Any], configs: int, budget: int) -> list[Any]:
+    """The study Succeeded with both stages complete, every training of it succeeded
+    (``check_study``); its ledger rows."""
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = s.rows()
+    check_study(rows, configs, budget)
+    assert all(r.status == "succeeded" for r in rows)
+    return rows
+
+
+def _scores_present(s: OperatorStudy, rows: list[Any]) -> bool:
+    store = s.results()
     return all(store.exists(f"{r.artifacts}/scores.json") for r in rows)
 
 
-def _deleted(kube: KubeServer, name: str) -> bool:
+def _deleted(s: OperatorStudy) -> bool:
     try:
-        study(kube, name)
+        s.status()
     except ApiException as exc:
         return exc.status == 404
     return False
+
+
+def _run_to_end(
+    s: OperatorStudy,
+    behaviour: Behaviour,
+    delay_s: float,
+    *,
+    timeout: float,
+    faults: ApiFaults | None = None,
+    retry_s: float = 15.0,
+    **kubelet_options: Any,
+) -> dict[str, Any]:
+    """Create the study and run it to its end: pods played by ``behaviour`` (synthetic
+    trainers, ``delay_s`` a training), one operator, the API server answering ``faults``."""
+    with (
+        kubelet(s.kube, behaviour=behaviour, result=s.trainer(delay_s), **kubelet_options),
+        operator(s.kube, retry_s=retry_s),
+        s.kube.faulty(faults),
+    ):
+        s.create()
+        return s.finished(timeout)
 
 
 def _spawn(kube: KubeServer, log: Path, crash_at: str = "") -> subprocess.Popen[bytes]:
@@ -194,30 +216,22 @@ SCHEDULE = [
 ]
 
 
-def _ended(kube: KubeServer, name: str) -> bool:
-    return _status(kube, name).get("phase") in ("Succeeded", "Failed")
-
-
-def _kill_after(kube: KubeServer, name: str, log: Path, more: int, pause: float) -> None:
+def _kill_after(s: OperatorStudy, log: Path, more: int, pause: float) -> None:
     """Run the operator until ``more`` trainings more are recorded, wait ``pause``, SIGKILL."""
-    before = _recorded(kube, name)
-    proc = _spawn(kube, log)
+    before = _recorded(s)
+    proc = _spawn(s.kube, log)
     try:
-        wait_for(
-            lambda: _recorded(kube, name) >= before + more or _ended(kube, name),
-            timeout=120,
-            every=0.05,
-        )
+        wait_for(lambda: _recorded(s) >= before + more or _ended(s), timeout=120, every=0.05)
         time.sleep(pause)
     finally:
         _stop(proc)
 
 
-def _crash_at(kube: KubeServer, name: str, log: Path, point: str) -> bool:
+def _crash_at(s: OperatorStudy, log: Path, point: str) -> bool:
     """Run the operator armed at ``point``; whether it died there."""
-    proc = _spawn(kube, log, point)
+    proc = _spawn(s.kube, log, point)
     try:
-        wait_for(lambda: proc.poll() is not None or _ended(kube, name), timeout=120)
+        wait_for(lambda: proc.poll() is not None or _ended(s), timeout=120)
     finally:
         _stop(proc)
     return proc.returncode == 137
@@ -228,19 +242,13 @@ def _crash_at(kube: KubeServer, name: str, log: Path, point: str) -> bool:
 @pytest.mark.timeout(1500)
 def test_operator_killed_at_many_points_loses_nothing_and_repeats_nothing(
     kube: KubeServer,
-    s3_server: S3Server,
-    dataset: str,
+    new_study: Callable[..., OperatorStudy],
     tmp_path: Path,
     report: Callable[..., None],
 ) -> None:
-    name = "killed"
-    bucket = _bucket()
     configs, budget = 7, 4
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
+    s = new_study(
+        "killed",
         searchSpace={
             "hiddenLayers": {"min": 1, "max": 3},
             "neurons": {"min": 8, "max": 64, "step": 8},
@@ -266,30 +274,27 @@ def test_operator_killed_at_many_points_loses_nothing_and_repeats_nothing(
     log = tmp_path / "operator.log"
     kills: list[str] = []
     missed: list[str] = []
-    with kubelet(kube, behaviour=played, result=synthetic(s3_server, bucket, 0.2), max_running=4):
-        create(kube, body)
+    with kubelet(kube, behaviour=played, result=s.trainer(0.2), max_running=4):
+        s.create()
         for point in SCHEDULE:
             if point == RANDOM:
                 more, pause = rng.randint(1, 3), rng.uniform(0, 0.4)
-                _kill_after(kube, name, log, more, pause)
+                _kill_after(s, log, more, pause)
                 kills.append(f"SIGKILL after +{more} trainings, +{pause:.2f}s")
             else:
-                (kills if _crash_at(kube, name, log, point) else missed).append(point)
-            assert not _ended(kube, name), f"the study ended before the kills: {kills}"
+                (kills if _crash_at(s, log, point) else missed).append(point)
+            assert not _ended(s), f"the study ended before the kills: {kills}"
         proc = _spawn(kube, log)
         try:
-            obj = finished(kube, name, timeout=120)
+            obj = s.finished(timeout=120)
         except AssertionError:
             raise AssertionError(log.read_text()[-6000:]) from None
         finally:
             _stop(proc)
-    assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert not missed and len(kills) >= 10, (kills, missed)
-    rows = ledger_rows(s3_server, bucket, name)
-    check_study(rows, configs, budget)
-    assert all(r.status == "succeeded" for r in rows)
+    rows = _all_succeeded(s, obj, configs, budget)
     assert obj["status"]["trainings"] == f"{len(rows)}/{len(rows)}"
-    assert _scores_present(s3_server, bucket, rows), "a ledger row without its scores.json"
+    assert _scores_present(s, rows), "a ledger row without its scores.json"
     n_pods = played.check(rows)
     failed_first = [p for p in played.pods if p["mode"].startswith("fail")]
     assert n_pods == len(rows) + len(failed_first)
@@ -309,38 +314,19 @@ def test_operator_killed_at_many_points_loses_nothing_and_repeats_nothing(
 
 
 def test_api_errors_on_a_tenth_of_requests_do_not_stop_a_study(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], report: Callable[..., None]
 ) -> None:
-    name = "api-errors"
-    bucket = _bucket()
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
-        randomStage={"configurations": 8},
-        bayesianStage={"trialsPerConfig": 3},
+    s = new_study(
+        "api-errors", randomStage={"configurations": 8}, bayesianStage={"trialsPerConfig": 3}
     )
     faults = ApiFaults(agents=OPERATOR_AGENTS, rate=0.1, seed=7)
     played = Played(lambda pod: "instant")
     mark = kube.mark()
-    with (
-        kubelet(kube, behaviour=played, result=synthetic(s3_server, bucket, 0.1)),
-        operator(kube),
-    ):
-        kube.emulator.faults = faults
-        try:
-            create(kube, body)
-            obj = finished(kube, name, timeout=150)
-        finally:
-            kube.emulator.faults = None
-    assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    rows = ledger_rows(s3_server, bucket, name)
-    check_study(rows, 8, 3)
-    assert all(r.status == "succeeded" for r in rows)
+    obj = _run_to_end(s, played, 0.1, faults=faults, timeout=150)
+    rows = _all_succeeded(s, obj, 8, 3)
     # No error became a failed attempt: one pod per two seeds, no TrainingFailed event.
     assert played.check(rows) == len(rows) // 2
-    assert not [e for e in events(kube, name) if e["reason"] == "TrainingFailed"]
+    assert not [e for e in events(kube, s.name) if e["reason"] == "TrainingFailed"]
     by_status = collections.Counter(status for _, _, status in faults.injected)
     served = [
         r for r in kube.requests_since(mark) if r.user_agent.startswith(("hpo-operator/", "kopf/"))
@@ -363,29 +349,20 @@ def test_api_errors_on_a_tenth_of_requests_do_not_stop_a_study(
 def test_object_store_frozen_for_30s_mid_study(
     kube: KubeServer,
     s3_server: S3Server,
-    dataset: str,
+    new_study: Callable[..., OperatorStudy],
     monkeypatch: pytest.MonkeyPatch,
     report: Callable[..., None],
 ) -> None:
-    name = "frozen"
-    bucket = _bucket()
     monkeypatch.setenv("HPO_S3_TIMEOUT", "2")
     monkeypatch.setenv("HPO_S3_RETRIES", "1")
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
-        randomStage={"configurations": 4},
-        bayesianStage={"trialsPerConfig": 2},
-    )
+    s = new_study("frozen", randomStage={"configurations": 4}, bayesianStage={"trialsPerConfig": 2})
     played = Played(lambda pod: "instant")
 
     # The trainers wait the outage out (a real trainer's store retries too).
     def trainer_store() -> Any:
         return new_s3_store(
             s3_server,
-            bucket=bucket,
+            bucket=s.bucket,
             prefix="hpo/default",
             create_bucket=False,
             timeout_s=5,
@@ -398,26 +375,23 @@ def test_object_store_frozen_for_30s_mid_study(
         kubelet(kube, behaviour=played, result=synthetic_trainer(trainer_store, 0.2)),
         operator(kube),
     ):
-        create(kube, body)
-        wait_for(lambda: _recorded(kube, name) >= 4, timeout=60)
+        s.create()
+        wait_for(lambda: _recorded(s) >= 4, timeout=60)
         s3_server.freeze()
-        frozen_at = _recorded(kube, name)
+        frozen_at = _recorded(s)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                conds = {c["type"]: c for c in _status(kube, name).get("conditions") or []}
+                conds = {c["type"]: c for c in s.status().get("conditions") or []}
                 if conds.get("StoreReady", {}).get("status") == "False":
                     seen_unready.append(conds["StoreReady"]["message"])
                 time.sleep(0.5)
         finally:
             s3_server.thaw()
-        obj = finished(kube, name, timeout=120)
-    assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    rows = ledger_rows(s3_server, bucket, name)
+        obj = s.finished(timeout=120)
+    rows = _all_succeeded(s, obj, 4, 2)
     assert frozen_at < len(rows), "the study ended before the freeze"
-    check_study(rows, 4, 2)
-    assert all(r.status == "succeeded" for r in rows)
-    assert _scores_present(s3_server, bucket, rows)
+    assert _scores_present(s, rows)
     played.check(rows)
     report(
         "object store frozen 30s",
@@ -430,36 +404,21 @@ def test_object_store_frozen_for_30s_mid_study(
 
 
 def test_object_store_503_on_a_tenth_of_requests(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    s3_server: S3Server, new_study: Callable[..., OperatorStudy], report: Callable[..., None]
 ) -> None:
-    name = "slowdown"
-    bucket = _bucket()
     with FaultProxy(s3_server.endpoint, rate=0.1, seed=3) as proxy:
-        body = study_body(
-            name,
-            s3_server,
-            dataset,
-            bucket,
-            randomStage={"configurations": 5},
-            bayesianStage={"trialsPerConfig": 2},
+        s = new_study(
+            "slowdown", randomStage={"configurations": 5}, bayesianStage={"trialsPerConfig": 2}
         )
-        body["spec"]["storage"]["endpoint"] = proxy.endpoint
+        s.body["spec"]["storage"]["endpoint"] = proxy.endpoint
         played = Played(lambda pod: "instant")
-        with (
-            kubelet(kube, behaviour=played, result=synthetic(s3_server, bucket, 0.1)),
-            operator(kube),
-        ):
-            create(kube, body)
-            obj = finished(kube, name, timeout=150)
+        obj = _run_to_end(s, played, 0.1, timeout=150)
         requests, injected = proxy.requests, proxy.injected
-    assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    rows = ledger_rows(s3_server, bucket, name)
-    check_study(rows, 5, 2)
-    assert all(r.status == "succeeded" for r in rows)
-    assert _scores_present(s3_server, bucket, rows)
+    rows = _all_succeeded(s, obj, 5, 2)
+    assert _scores_present(s, rows)
     played.check(rows)
-    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
-    assert store.exists(f"{name}/best.json") and store.exists(f"{name}/plots/convergence.png")
+    store = s.results()
+    assert store.exists(f"{s.name}/best.json") and store.exists(f"{s.name}/plots/convergence.png")
     assert injected >= 5, (requests, injected)
     report(
         "object store 503 SlowDown 10%",
@@ -483,23 +442,19 @@ KINDS = {
 
 
 def test_every_kind_of_trainer_failure_is_counted_and_retried_as_the_policy_says(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], report: Callable[..., None]
 ) -> None:
     """Each kind fails on both attempts (retries: 1): two attempts per training, then one
     failed row each; the study stays under its failure limit and ends Succeeded."""
-    name = "every-failure"
-    bucket = _bucket()
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
+    s = new_study(
+        "every-failure",
         randomStage={"configurations": 7},
         bayesianStage={"enabled": False},
         parallelism=14,
         trainer={"seedsPerPod": 2, "pendingTimeoutSeconds": 10, "failedPodTtlSeconds": 0},
         failurePolicy={"retries": 1, "maxFailedTrainings": 12},
     )
+    name = s.name
     created: list[str] = []
 
     def behaviour(pod: dict[str, Any]) -> str:
@@ -522,17 +477,15 @@ def test_every_kind_of_trainer_failure_is_counted_and_retried_as_the_policy_says
         return len(deleted) >= 2
 
     with (
-        kubelet(
-            kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 0.1), max_running=16
-        ),
+        kubelet(kube, behaviour=behaviour, result=s.trainer(0.1), max_running=16),
         operator(kube),
     ):
-        create(kube, body)
+        s.create()
         wait_for(delete_victims, timeout=60, every=0.2)
-        obj = finished(kube, name, timeout=120)
+        obj = s.finished(timeout=120)
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
-    rows = ledger_rows(s3_server, bucket, name)
+    rows = s.rows()
     check_complete(rows, 14)
     failed = sorted({r.trial for r in rows if r.status == "failed"})
     assert failed == sorted(KINDS), failed
@@ -560,15 +513,10 @@ def test_every_kind_of_trainer_failure_is_counted_and_retried_as_the_policy_says
 
 
 def test_failed_annotate_after_a_report_does_not_count_the_failure_twice(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], report: Callable[..., None]
 ) -> None:
-    name = "annotate-fails"
-    bucket = _bucket()
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
+    s = new_study(
+        "annotate-fails",
         randomStage={"configurations": 2},
         bayesianStage={"enabled": False},
         failurePolicy={"retries": 1, "maxFailedTrainings": 5},
@@ -581,22 +529,13 @@ def test_failed_annotate_after_a_report_does_not_count_the_failure_twice(
 
     # Every try of the first annotate call fails: the call gives up after the report.
     faults = ApiFaults(agents=OPERATOR_AGENTS, refuse={("patch", "pods"): ATTEMPTS})
-    with (
-        kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 0.1)),
-        operator(kube),
-    ):
-        kube.emulator.faults = faults
-        try:
-            create(kube, body)
-            obj = finished(kube, name, timeout=90)
-        finally:
-            kube.emulator.faults = None
+    obj = _run_to_end(s, behaviour, 0.1, faults=faults, timeout=90)
     assert len(faults.injected) == ATTEMPTS
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    rows = ledger_rows(s3_server, bucket, name)
+    rows = s.rows()
     check_complete(rows, 4)
     assert all(r.status == "succeeded" for r in rows), [(r.key, r.error) for r in rows]
-    texts = [e["message"] for e in events(kube, name) if e["reason"] == "TrainingFailed"]
+    texts = [e["message"] for e in events(kube, s.name) if e["reason"] == "TrainingFailed"]
     assert len(texts) == 2 and all("retry 1" in t for t in texts), texts
     report(
         "pod annotate refused after a report",
@@ -607,17 +546,10 @@ def test_failed_annotate_after_a_report_does_not_count_the_failure_twice(
 
 
 def test_pod_create_whose_answer_is_lost_is_adopted_not_a_failed_attempt(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], report: Callable[..., None]
 ) -> None:
-    name = "create-lost"
-    bucket = _bucket()
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
-        randomStage={"configurations": 3},
-        bayesianStage={"enabled": False},
+    s = new_study(
+        "create-lost", randomStage={"configurations": 3}, bayesianStage={"enabled": False}
     )
     created: list[str] = []
 
@@ -627,21 +559,12 @@ def test_pod_create_whose_answer_is_lost_is_adopted_not_a_failed_attempt(
 
     # The API server makes the first two pods, then answers 504 (its own timeout).
     faults = ApiFaults(agents=OPERATOR_AGENTS, lose={("create", "pods"): 2})
-    with (
-        kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 0.5)),
-        operator(kube),
-    ):
-        kube.emulator.faults = faults
-        try:
-            create(kube, body)
-            obj = finished(kube, name, timeout=90)
-        finally:
-            kube.emulator.faults = None
+    obj = _run_to_end(s, behaviour, 0.5, faults=faults, timeout=90)
     assert len(faults.injected) == 2
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    check_complete(ledger_rows(s3_server, bucket, name), 6)
-    assert sorted(created) == sorted(f"{name}-r000{i}-s1-2-a1" for i in range(3)), created
-    assert not [e for e in events(kube, name) if e["reason"] == "TrainingFailed"]
+    check_complete(s.rows(), 6)
+    assert sorted(created) == sorted(f"{s.name}-r000{i}-s1-2-a1" for i in range(3)), created
+    assert not [e for e in events(kube, s.name) if e["reason"] == "TrainingFailed"]
     report(
         "pod create answered 504 after the pod was made",
         injected=len(faults.injected),
@@ -651,17 +574,12 @@ def test_pod_create_whose_answer_is_lost_is_adopted_not_a_failed_attempt(
 
 
 def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], report: Callable[..., None]
 ) -> None:
     """An exhausted ResourceQuota (or missing RBAC) answers 403: the cluster's doing, so the
     study says so and waits; no training is charged an attempt, none recorded failed."""
-    name = "create-forbidden"
-    bucket = _bucket()
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
+    s = new_study(
+        "create-forbidden",
         randomStage={"configurations": 3},
         bayesianStage={"enabled": False},
         parallelism=3,
@@ -669,23 +587,20 @@ def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
     faults = ApiFaults(agents=OPERATOR_AGENTS, forbid={("create", "pods"): 3})
     mark = kube.mark()
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, 0.1)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0.1)),
         operator(kube, retry_s=2),
+        kube.faulty(faults),
     ):
-        kube.emulator.faults = faults
-        try:
-            create(kube, body)
-            waiting = wait_for(
-                lambda: (
-                    (s := _status(kube, name))
-                    and "PodsAllowed" in {c["type"] for c in s.get("conditions") or []}
-                    and s
-                ),
-                timeout=60,
-            )
-            obj = finished(kube, name, timeout=90)
-        finally:
-            kube.emulator.faults = None
+        s.create()
+        waiting = wait_for(
+            lambda: (
+                (st := s.status())
+                and "PodsAllowed" in {c["type"] for c in st.get("conditions") or []}
+                and st
+            ),
+            timeout=60,
+        )
+        obj = s.finished(timeout=90)
     assert len(faults.injected) == 3
     refused = {c["type"]: c for c in waiting["conditions"]}["PodsAllowed"]
     assert refused["status"] == "False" and refused["reason"] == "PodCreateForbidden"
@@ -695,10 +610,10 @@ def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     final = {c["type"]: c for c in obj["status"]["conditions"]}["PodsAllowed"]
     assert final["status"] == "True", final
-    rows = ledger_rows(s3_server, bucket, name)
+    rows = s.rows()
     check_complete(rows, 6)
     assert all(r.status == "succeeded" for r in rows)
-    reasons = [e["reason"] for e in events(kube, name)]
+    reasons = [e["reason"] for e in events(kube, s.name)]
     assert "TrainingFailed" not in reasons and {"PodCreateForbidden", "PodsCreated"} <= set(reasons)
     # Once refused, the other pods of that round wait too rather than ask again: one
     # refused create per round, then the three pods.
@@ -719,18 +634,12 @@ def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
 
 def test_restart_after_a_final_failure_does_not_retrain_it(
     kube: KubeServer,
-    s3_server: S3Server,
-    dataset: str,
+    new_study: Callable[..., OperatorStudy],
     tmp_path: Path,
     report: Callable[..., None],
 ) -> None:
-    name = "final-failure"
-    bucket = _bucket()
-    body = study_body(
-        name,
-        s3_server,
-        dataset,
-        bucket,
+    s = new_study(
+        "final-failure",
         randomStage={"configurations": 4},
         bayesianStage={"enabled": False},
         parallelism=1,
@@ -744,32 +653,32 @@ def test_restart_after_a_final_failure_does_not_retrain_it(
         return "fail:1:RuntimeError: never works" if _trial(pod) == "r0000" else "instant"
 
     log = tmp_path / "operator.log"
-    with kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 1.0)):
-        create(kube, body)
+    with kubelet(kube, behaviour=behaviour, result=s.trainer(1.0)):
+        s.create()
         proc = _spawn(kube, log)
         try:
             # The failure is final and its pod deleted; the ledger's batch is not written.
             wait_for(
                 lambda: (
-                    (_status(kube, name).get("counts") or {}).get("failed") == 2
-                    and not any(_trial(p) == "r0000" for p in pods(kube, name))
+                    (s.status().get("counts") or {}).get("failed") == 2
+                    and not any(_trial(p) == "r0000" for p in pods(kube, s.name))
                 ),
                 timeout=90,
                 every=0.05,
             )
         finally:
             _stop(proc)
-        assert _status(kube, name).get("phase") not in ("Succeeded", "Failed")
+        assert s.status().get("phase") not in ("Succeeded", "Failed")
         proc = _spawn(kube, log)
         try:
-            obj = finished(kube, name, timeout=90)
+            obj = s.finished(timeout=90)
         finally:
             _stop(proc)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    rows = ledger_rows(s3_server, bucket, name)
+    rows = s.rows()
     check_complete(rows, 8)
     assert sorted(r.seed for r in rows if r.status == "failed" and r.trial == "r0000") == [1, 2]
-    assert created.count(f"{name}-r0000-s1-2-a1") == 1, created
+    assert created.count(f"{s.name}-r0000-s1-2-a1") == 1, created
     report(
         "restart inside the ledger's batch window after a final failure",
         injected="1 SIGKILL",
@@ -779,36 +688,33 @@ def test_restart_after_a_final_failure_does_not_retrain_it(
 
 
 def test_deleting_a_study_waits_for_its_loop_before_removing_results(
-    kube: KubeServer, s3_server: S3Server, dataset: str, report: Callable[..., None]
+    kube: KubeServer,
+    s3_server: S3Server,
+    new_study: Callable[..., OperatorStudy],
+    report: Callable[..., None],
 ) -> None:
-    name = "delete-race"
-    bucket = _bucket()
-
     def behaviour(pod: dict[str, Any]) -> str:
         return "instant" if _trial(pod).startswith("r") else "pending"
 
     with FaultProxy(s3_server.endpoint) as proxy:
-        body = study_body(
-            name, s3_server, dataset, bucket, randomStage={"configurations": 2}, parallelism=2
-        )
-        body["spec"]["storage"]["endpoint"] = proxy.endpoint
-        body["spec"]["storage"]["keepOnDelete"] = False
-        # The ledger write at the hand-over to the Bayesian stage is held in flight.
+        s = new_study("delete-race", randomStage={"configurations": 2}, parallelism=2)
+        s.body["spec"]["storage"]["endpoint"] = proxy.endpoint
+        s.body["spec"]["storage"]["keepOnDelete"] = False
+        # The ledger write at the hand-over to the narrow stage is held in flight.
         proxy.hold("ledger.xlsx", 6.0)
         with (
-            kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket, 0.1)),
+            kubelet(kube, behaviour=behaviour, result=s.trainer(0.1)),
             operator(kube),
         ):
-            create(kube, body)
+            s.create()
             assert proxy.held.wait(60), "no ledger write"
             kube.api().custom.delete_namespaced_custom_object(
-                "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
+                "hpo-operator.dev", "v1alpha1", NS, "hpostudies", s.name
             )
-            wait_for(lambda: _deleted(kube, name), timeout=60)
+            wait_for(lambda: _deleted(s), timeout=60)
             time.sleep(7)  # past the held write
-        store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
-        left = list(store.list(name))
-        removals = [s for s, _, m, p in proxy.log if m == "DELETE" or "?delete" in p]
+        left = list(s.results().list(s.name))
+        removals = [t for t, _, m, p in proxy.log if m == "DELETE" or "?delete" in p]
         writes = [e for _, e, m, _ in proxy.log if m == "PUT"]
     assert left == [], left
     # Every write of the study landed before its results were removed, none after.
@@ -875,11 +781,8 @@ def test_a_pod_name_taken_by_a_pod_now_gone_is_created_not_failed(kube: KubeServ
         "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"},
     }
     faults = ApiFaults(agents=OPERATOR_AGENTS, taken={("create", "pods"): 1})
-    kube.emulator.faults = faults
-    try:
+    with kube.faulty(faults):
         made = cluster.create_pod(NS, manifest)
-    finally:
-        kube.emulator.faults = None
     assert faults.injected == [("create", "pods", 409)]
     assert made is True  # made by us now, not adopted
     listed = kube.api().core.list_namespaced_pod(NS, field_selector=f"metadata.name={name}")

@@ -11,52 +11,41 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers.study import REPO, study_dict
+from helpers.study import (
+    ARTIFACTS,
+    GP_NARROW,
+    REPO,
+    SMALL_SPACE,
+    run_hpo,
+    start_hpo,
+    study_dict,
+    study_file,
+)
 from hpo.records.ledger import read_ledger
 from hpo.store import LocalStore
 from hpo.study.contract import DatasetRef
 from hpo.study.space import narrow
 from hpo.study.spec import parse_study
 
-HPO = [sys.executable, "-m", "hpo.cli"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-
 SMALL = {
-    "searchSpace": {
-        "hiddenLayers": {"min": 1, "max": 2},
-        "neurons": {"min": 8, "max": 32, "step": 8},
-        "activations": ["relu", "tanh"],
-        "learningRate": {"min": 0.003, "max": 0.03},
-        "batchSizes": [64],
-    },
+    "searchSpace": SMALL_SPACE,
     # Every seed for every configuration and the Gaussian-process stage: the counts
     # below are exact (the default search has a test of its own).
     "training": {"epochs": 4, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 4},
-    "bayesianStage": {
-        "topK": 2,
-        "trialsPerConfig": 1,
-        "estimator": "ET",
-        "neuronsRadius": 8,
-        "method": "gaussianProcess",
-    },
+    "bayesianStage": {**GP_NARROW, "topK": 2},
     "parallelism": 2,
     "result": {"size": 3, "thresholds": {"Id_mA": {"maxPercent": 80}}},
 }
 
 
 def write_study(folder: Path, name: str, **spec: object) -> Path:
-    raw = study_dict(**{**SMALL, **spec})
-    raw["metadata"]["name"] = name
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return study_file(folder, name, study_dict(**{**SMALL, **spec}))
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +54,7 @@ def finished(
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     folder = tmp_path_factory.mktemp("run")
     study = write_study(folder, "small")
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(folder / "out")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    proc = run_hpo("run", str(study), "--out", str(folder / "out"), timeout=600)
     return folder, proc
 
 
@@ -113,15 +96,7 @@ def test_ledger_rows_are_unique_complete_and_inside_bounds(finished) -> None:
             parent = trials[r.parent]
             assert parent.stage == "random"
             assert narrow(parent.config, spec.search_space, spec.narrow_stage).contains(r.config)
-        for name in (
-            "model.keras",
-            "feature_scaler.json",
-            "label_scaler.json",
-            "seed.json",
-            "config.json",
-            "features.json",
-            "scores.json",
-        ):
+        for name in ARTIFACTS:
             assert store.exists(f"{r.artifacts}/{name}"), f"{r.artifacts}/{name}"
         assert json.loads(store.get_bytes(f"{r.artifacts}/seed.json"))["seed"] == r.seed
 
@@ -148,13 +123,7 @@ def test_running_again_retrains_nothing(finished) -> None:
     folder, _ = finished
     study_dir = folder / "out" / "small"
     stamps = {p: p.stat().st_mtime_ns for p in study_dir.glob("trials/*/seed-*/model.keras")}
-    proc = subprocess.run(
-        [*HPO, "run", str(folder / "small.yaml"), "--out", str(folder / "out")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    proc = run_hpo("run", str(folder / "small.yaml"), "--out", str(folder / "out"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "12 trainings (0 failed)" in proc.stdout
     assert "seed 1: mae" not in proc.stdout  # no training ran
@@ -165,9 +134,7 @@ def test_running_again_retrains_nothing(finished) -> None:
 
 def test_report_command_prints_the_final_group(finished) -> None:
     folder, _ = finished
-    proc = subprocess.run(
-        [*HPO, "report", str(folder / "out" / "small")], capture_output=True, text=True, env=ENV
-    )
+    proc = run_hpo("report", str(folder / "out" / "small"))
     assert proc.returncode == 0, proc.stderr
     assert "Final group" in proc.stdout and "12 trainings succeeded, 0 failed" in proc.stdout
 
@@ -201,14 +168,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
         parallelism=1,
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*HPO, "run", str(study), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-        preexec_fn=_as_at_a_terminal,
-    )
+    proc = start_hpo("run", str(study), "--out", str(out), preexec_fn=_as_at_a_terminal)
     assert proc.stdout is not None
     seen = 0
     for line in proc.stdout:  # ends by itself if the run exits early
@@ -227,13 +187,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
     assert len(before) >= 3
     assert all(r.status == "succeeded" for r in before)  # Ctrl-C is not a failure
     stamps = {r.key: (out / r.artifacts / "model.keras").stat().st_mtime_ns for r in before}
-    again = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    again = run_hpo("run", str(study), "--out", str(out), timeout=600)
     assert again.returncode == 0, again.stderr
     after = read_ledger(store, "interrupted/ledger.xlsx")
     assert len(after) == (2 + 1) * 2
@@ -250,12 +204,7 @@ def test_bad_dataset_column_exits_2_with_the_column_named(tmp_path: Path) -> Non
     raw["spec"]["result"]["thresholds"] = {}
     study = tmp_path / "bad.yaml"
     study.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    proc = run_hpo("run", str(study), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "gm_ms" in proc.stderr and "did you mean 'gm_mS'" in proc.stderr
     assert not (tmp_path / "out" / "t").exists()  # nothing half-written
@@ -265,9 +214,7 @@ def test_bad_spec_exits_2_with_the_field_named(tmp_path: Path) -> None:
     raw = study_dict(searchSpace={"neurons": {"min": 300, "max": 200}})
     study = tmp_path / "bad.yaml"
     study.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run(
-        [*HPO, "run", str(study)], capture_output=True, text=True, env=ENV, cwd=tmp_path
-    )
+    proc = run_hpo("run", str(study), cwd=tmp_path)
     assert proc.returncode == 2
     assert "spec.searchSpace.neurons: min (300) must be <= max (200)" in proc.stderr
     assert not (tmp_path / "runs").exists()
@@ -275,7 +222,7 @@ def test_bad_spec_exits_2_with_the_field_named(tmp_path: Path) -> None:
 
 def test_every_command_has_help() -> None:
     for cmd in ([], ["run"], ["report"], ["validate"]):
-        proc = subprocess.run([*HPO, *cmd, "--help"], capture_output=True, text=True, env=ENV)
+        proc = run_hpo(*cmd, "--help")
         assert proc.returncode == 0 and "Usage" in proc.stdout, cmd
 
 
@@ -283,12 +230,7 @@ def test_changed_search_space_under_the_same_name_is_refused(finished, tmp_path:
     folder, _ = finished
     changed = write_study(tmp_path, "small", randomStage={"configurations": 4, "seed": 99})
     before = (folder / "out" / "small" / "study.yaml").read_text()
-    proc = subprocess.run(
-        [*HPO, "run", str(changed), "--out", str(folder / "out")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    proc = run_hpo("run", str(changed), "--out", str(folder / "out"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "the search space or the sampling seed changed" in proc.stderr
     assert (folder / "out" / "small" / "study.yaml").read_text() == before  # nothing overwritten
@@ -311,13 +253,7 @@ def test_a_failing_training_is_retried_then_recorded_with_its_error(tmp_path: Pa
         "result": {"size": 3},
     }
     study = write_study(tmp_path, "diverges", **diverging)
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    proc = run_hpo("run", str(study), "--out", str(tmp_path / "out"), timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "the search space holds only 1 unique configurations" in proc.stdout
     assert "(will retry)" in proc.stdout  # the first attempt failed and was retried
@@ -341,13 +277,7 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
         tmp_path, "killed", randomStage={"configurations": 2}, bayesianStage={"enabled": False}
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [*HPO, "run", str(study), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
+    proc = start_hpo("run", str(study), "--out", str(out))
     assert proc.stdout is not None
     for line in proc.stdout:
         # Workers are up and one is training: killing any worker breaks the pool while a
@@ -380,13 +310,7 @@ def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
         warmStart={"studies": [str(source)]},
     )
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    proc = run_hpo("run", str(study), "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert (
         "14 trainings (0 failed, 12 taken from earlier studies): 1 random and 0 narrow-stage "
@@ -406,7 +330,5 @@ def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
         theirs = source / "trials" / str(r.source_trial) / f"seed-{r.seed}"
         for name in ("model.keras", "feature_scaler.json", "label_scaler.json"):
             assert (mine / name).read_bytes() == (theirs / name).read_bytes()
-    report = subprocess.run(
-        [*HPO, "report", str(out / "warm")], capture_output=True, text=True, env=ENV
-    )
+    report = run_hpo("report", str(out / "warm"))
     assert report.returncode == 0 and "14 trainings succeeded, 0 failed" in report.stdout

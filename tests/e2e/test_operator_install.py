@@ -6,7 +6,6 @@ without the ``trainer`` extra into a new venv and runs a study with it.
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -18,12 +17,13 @@ from typing import Any
 
 import pytest
 
+from helpers.operator import credentials_secret
 from helpers.s3 import new_s3_store
 from helpers.study import REPO, study_dict
 from helpers.synthetic import synthetic
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeServer
-from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
+from support.s3server import S3Server
 
 UV = Path(sys.executable).parent / "uv"
 
@@ -40,13 +40,19 @@ def operator_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def test_no_tensorflow_in_the_operator_environment(operator_venv: Path) -> None:
-    py = str(operator_venv / "bin" / "python")
-    probe = subprocess.run([py, "-c", "import tensorflow"], capture_output=True, text=True)
-    assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
-    help_ = subprocess.run(
-        [str(operator_venv / "bin" / "hpo"), "operator", "--help"], capture_output=True, text=True
+def _run(
+    venv: Path, program: str, *args: str, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``program`` (``python``, ``hpo``) of the operator's environment, to its end."""
+    return subprocess.run(
+        [str(venv / "bin" / program), *args], capture_output=True, text=True, timeout=timeout
     )
+
+
+def test_no_tensorflow_in_the_operator_environment(operator_venv: Path) -> None:
+    probe = _run(operator_venv, "python", "-c", "import tensorflow")
+    assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
+    help_ = _run(operator_venv, "hpo", "operator", "--help")
     assert help_.returncode == 0 and "Run the operator" in help_.stdout
 
 
@@ -58,8 +64,7 @@ def test_loading_a_model_without_tensorflow_says_what_to_install(operator_venv: 
         "try:\n    load_keras(b'not read', 'model.keras')\n"
         "except ResultsError as exc:\n    print(exc)\n"
     )
-    py = str(operator_venv / "bin" / "python")
-    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = _run(operator_venv, "python", "-c", code, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "loading a model needs TensorFlow" in proc.stdout
     assert "pip install 'hpo-operator[trainer]'" in proc.stdout
@@ -71,11 +76,15 @@ def test_parquet_export_without_pyarrow_says_what_to_install(
     """pyarrow is the ``parquet`` extra (the operator image leaves it out): exporting to
     parquet there exits 2 naming it, before reading the study or writing a file."""
     out = tmp_path / "exports"
-    hpo = str(operator_venv / "bin" / "hpo")
-    proc = subprocess.run(
-        [hpo, "export", str(tmp_path), "--format", "parquet", "--out", str(out)],
-        capture_output=True,
-        text=True,
+    proc = _run(
+        operator_venv,
+        "hpo",
+        "export",
+        str(tmp_path),
+        "--format",
+        "parquet",
+        "--out",
+        str(out),
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
@@ -95,12 +104,9 @@ def test_the_dashboard_runs_from_that_environment(operator_venv: Path, tmp_path:
         "assert 'site-packages' in str(HERE)\n"
         "assert 'tensorflow' not in sys.modules\n"
     )
-    py = str(operator_venv / "bin" / "python")
-    proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = _run(operator_venv, "python", "-c", code, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    help_ = subprocess.run(
-        [str(operator_venv / "bin" / "hpo"), "dashboard", "--help"], capture_output=True, text=True
-    )
+    help_ = _run(operator_venv, "hpo", "dashboard", "--help")
     assert help_.returncode == 0 and "read-only web dashboard" in help_.stdout
 
 
@@ -114,16 +120,7 @@ def test_the_operator_runs_a_study_from_that_environment(
     operator_venv: Path, cluster: KubeServer, s3_server: S3Server, tmp_path: Path
 ) -> None:
     api = cluster.api()
-    api.core.create_namespaced_secret(
-        "default",
-        {
-            "metadata": {"name": "s3-creds"},
-            "data": {
-                "accessKey": base64.b64encode(TEST_ACCESS_KEY.encode()).decode(),
-                "secretKey": base64.b64encode(TEST_SECRET_KEY.encode()).decode(),
-            },
-        },
-    )
+    api.core.create_namespaced_secret("default", credentials_secret())
     data_bucket = f"data-{uuid.uuid4().hex[:10]}"
     new_s3_store(s3_server, bucket=data_bucket, prefix="").put_file(
         "d.csv", REPO / "examples" / "data" / "transistor.csv"

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from helpers.s3 import new_s3_store
-from helpers.study import EXAMPLE_CSV, FEATURES, LABELS, REPO, study_dict
+from helpers.study import ARTIFACTS, EXAMPLE_CSV, FEATURES, LABELS, REPO, study_dict, study_file
 from helpers.synthetic import synthetic_mae
 from hpo.cli import EXIT_BAD_INPUT, EXIT_OK, app
 from hpo.data.dataset import load_usable, split_for_seed
@@ -50,11 +49,8 @@ SPEC: dict[str, Any] = {
 
 def _study_file(folder: Path, name: str, dataset: Path = EXAMPLE_CSV, **spec: Any) -> Path:
     raw = study_dict(**{**SPEC, **spec})
-    raw["metadata"]["name"] = name
     raw["spec"]["dataset"]["path"] = str(dataset)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return study_file(folder, name, raw)
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +160,7 @@ def test_the_api_reads_the_studys_tables(trained) -> None:
     best = json.loads((folder / "best.json").read_text())
     assert group["trial"].tolist() == [r["trial"] for r in best] == configs["trial"].tolist()
     assert s.revision() == s.revision()
-    assert set(s.artifacts(group["trial"][0], 1)) == {
-        "model.keras",
-        "feature_scaler.json",
-        "label_scaler.json",
-        "seed.json",
-        "config.json",
-        "features.json",
-        "scores.json",
-    }
+    assert set(s.artifacts(group["trial"][0], 1)) == set(ARTIFACTS)
 
 
 def test_predictions_are_the_models_own_and_give_back_the_ledgers_test_mae(

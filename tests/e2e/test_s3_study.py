@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -17,7 +15,17 @@ import pytest
 import yaml
 
 from helpers.s3 import new_s3_store
-from helpers.study import EXAMPLE_CSV, study_dict
+from helpers.study import (
+    ARTIFACTS,
+    EXAMPLE_CSV,
+    GP_NARROW,
+    HPO_ENV,
+    SMALL_SPACE,
+    run_hpo,
+    start_hpo,
+    study_dict,
+    study_file,
+)
 from hpo.records.ledger import read_ledger
 from hpo.records.recorder import LedgerConflict, Recorder
 from hpo.store import StoreRef
@@ -25,44 +33,19 @@ from hpo.study.layout import StudyPaths
 from hpo.study.spec import parse_study
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
-HPO = [sys.executable, "-m", "hpo.cli"]
-
 SMALL: dict[str, Any] = {
-    "searchSpace": {
-        "hiddenLayers": {"min": 1, "max": 2},
-        "neurons": {"min": 8, "max": 32, "step": 8},
-        "activations": ["relu", "tanh"],
-        "learningRate": {"min": 0.003, "max": 0.03},
-        "batchSizes": [64],
-    },
+    "searchSpace": SMALL_SPACE,
     "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
     "randomStage": {"configurations": 3},
-    "bayesianStage": {
-        "topK": 1,
-        "trialsPerConfig": 1,
-        "estimator": "ET",
-        "neuronsRadius": 8,
-        "method": "gaussianProcess",
-    },
+    "bayesianStage": GP_NARROW,
     "parallelism": 2,
 }
 TRAININGS = (3 + 1) * 2
-ARTIFACTS = (
-    "model.keras",
-    "feature_scaler.json",
-    "label_scaler.json",
-    "seed.json",
-    "config.json",
-    "features.json",
-    "scores.json",
-)
 
 
 def env(**extra: str) -> dict[str, str]:
     return {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONUNBUFFERED": "1",
+        **HPO_ENV,
         "HPO_S3_ACCESS_KEY": TEST_ACCESS_KEY,
         "HPO_S3_SECRET_KEY": TEST_SECRET_KEY,
         "HPO_S3_TIMEOUT": "2",
@@ -82,7 +65,6 @@ def s3_study(
 ) -> tuple[Path, str]:
     bucket = storage.pop("bucket", f"results-{uuid.uuid4().hex[:12]}")
     raw = study_dict(**SMALL)
-    raw["metadata"]["name"] = name
     raw["spec"]["dataset"]["path"] = dataset
     raw["spec"]["storage"] = {
         "type": "s3",
@@ -93,9 +75,7 @@ def s3_study(
         "createBucket": True,
         **storage,
     }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path, bucket
+    return study_file(folder, name, raw), bucket
 
 
 def results_store(server: S3Server, bucket: str) -> Any:
@@ -107,9 +87,7 @@ def s3_run(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dic
     folder = tmp_path_factory.mktemp("s3run")
     dataset = upload_dataset(s3_server)
     study, bucket = s3_study(folder, s3_server, "on-s3", dataset)
-    proc = subprocess.run(
-        [*HPO, "run", str(study)], capture_output=True, text=True, env=env(), timeout=600
-    )
+    proc = run_hpo("run", str(study), env=env(), timeout=600)
     return {"proc": proc, "bucket": bucket, "folder": folder, "study": study, "dataset": dataset}
 
 
@@ -145,31 +123,24 @@ def test_ls_get_and_report_read_the_bucket(
 ) -> None:
     where = f"s3://{s3_run['bucket']}/hpo"
     opts = ["--endpoint", s3_server.endpoint, "--no-tls"]
-    ls = subprocess.run([*HPO, "ls", where, *opts], capture_output=True, text=True, env=env())
+    ls = run_hpo("ls", where, *opts, env=env())
     assert ls.returncode == 0, ls.stderr
     assert "default/on-s3" in ls.stdout and f"{TRAININGS} trainings  finished" in ls.stdout
-    rep = subprocess.run(
-        [*HPO, "report", f"{where}/default/on-s3", *opts], capture_output=True, text=True, env=env()
-    )
+    rep = run_hpo("report", f"{where}/default/on-s3", *opts, env=env())
     assert rep.returncode == 0, rep.stderr
     assert f"{TRAININGS} trainings succeeded, 0 failed" in rep.stdout
-    get = subprocess.run(
-        [
-            *HPO,
-            "get",
-            f"{where}/default/on-s3",
-            "--what",
-            "model",
-            "--trial",
-            "r0000",
-            "--seed",
-            "1",
-            "--to",
-            str(tmp_path),
-            *opts,
-        ],
-        capture_output=True,
-        text=True,
+    get = run_hpo(
+        "get",
+        f"{where}/default/on-s3",
+        "--what",
+        "model",
+        "--trial",
+        "r0000",
+        "--seed",
+        "1",
+        "--to",
+        str(tmp_path),
+        *opts,
         env=env(),
     )
     assert get.returncode == 0, get.stderr
@@ -182,13 +153,7 @@ def test_outage_mid_study_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     dataset = upload_dataset(s3_server)
     study, bucket = s3_study(tmp_path, s3_server, "outage", dataset)
-    proc = subprocess.Popen(
-        [*HPO, "run", str(study)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
+    proc = start_hpo("run", str(study), env=env())
     assert proc.stdout is not None
     frozen = False
     lines = []
@@ -240,13 +205,7 @@ def test_unreachable_endpoint_is_named(tmp_path: Path) -> None:
     }
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run(
-        [*HPO, "run", str(study)],
-        capture_output=True,
-        text=True,
-        env=env(HPO_S3_RETRIES="1"),
-        timeout=120,
-    )
+    proc = run_hpo("run", str(study), env=env(HPO_S3_RETRIES="1"), timeout=120)
     assert proc.returncode == 1
     assert f"cannot reach S3 endpoint 127.0.0.1:{port}" in proc.stderr
 
@@ -256,9 +215,7 @@ def test_missing_bucket_is_created_only_when_allowed(s3_server: S3Server, tmp_pa
     study, _ = s3_study(
         tmp_path, s3_server, "nobucket", str(EXAMPLE_CSV), bucket=bucket, createBucket=False
     )
-    proc = subprocess.run(
-        [*HPO, "run", str(study)], capture_output=True, text=True, env=env(), timeout=120
-    )
+    proc = run_hpo("run", str(study), env=env(), timeout=120)
     assert proc.returncode == 1
     assert (
         f"bucket '{bucket}' does not exist" in proc.stderr and "createBucket: true" in proc.stderr
@@ -270,9 +227,7 @@ def test_missing_dataset_key_is_named(s3_server: S3Server, tmp_path: Path) -> No
     new_s3_store(s3_server, bucket=bucket, prefix="")
     url = f"s3://{bucket}/nope/missing.csv"
     study, results = s3_study(tmp_path, s3_server, "nodata", url)
-    proc = subprocess.run(
-        [*HPO, "run", str(study)], capture_output=True, text=True, env=env(), timeout=120
-    )
+    proc = run_hpo("run", str(study), env=env(), timeout=120)
     assert proc.returncode == 2
     assert f"spec.dataset.path: dataset not found: {url}" in proc.stderr
     assert not list(results_store(s3_server, results).list("hpo"))  # nothing half-written

@@ -20,27 +20,20 @@ import base64
 import io
 import json
 import logging
-import subprocess
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import kopf
 import openpyxl
 import pandas as pd
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 
+from helpers.operator import operator, study_body, wait_for
 from helpers.s3 import new_s3_store
-from helpers.study import EXAMPLE_CSV, study_dict
+from helpers.study import EXAMPLE_CSV, run_hpo, study_dict
 from helpers.synthetic import synthetic as synthetic_trainer
-from hpo.kube.handlers import make_registry
 from hpo.kube.pods import LABEL_STUDY
 from hpo.records.ledger import read_ledger
 from hpo.store import open_store
@@ -50,8 +43,6 @@ from support.kube.server import KubeServer
 from support.leaks import find_leaks
 from support.podsecurity import restricted_violations
 from support.s3server import S3Server
-
-HPO = [sys.executable, "-m", "hpo.cli"]
 
 GROUP, VERSION, PLURAL = "hpo-operator.dev", "v1alpha1", "hpostudies"
 
@@ -107,41 +98,13 @@ def _secret(ns: str, name: str) -> dict[str, Any]:
 def _study(
     name: str, ns: str, s3: S3Server, data_url: str, bucket: str, **spec: Any
 ) -> dict[str, Any]:
-    raw = study_dict(
-        searchSpace={
-            "hiddenLayers": {"min": 1, "max": 2},
-            "neurons": {"min": 8, "max": 32, "step": 8},
-            "activations": ["relu", "tanh"],
-            "learningRate": {"min": 0.003, "max": 0.03},
-            "batchSizes": [64],
-        },
-        training={"epochs": 2, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
-        randomStage={"configurations": 3},
-        bayesianStage={
-            "topK": 1,
-            "trialsPerConfig": 1,
-            "estimator": "ET",
-            "neuronsRadius": 8,
-            "method": "gaussianProcess",
-        },
-        parallelism=2,
-        failurePolicy={"retries": 1, "maxFailedTrainings": 3},
-        storage={
-            "type": "s3",
-            "endpoint": s3.endpoint,
-            "tls": False,
-            "bucket": bucket,
-            "prefix": "hpo",
-            "createBucket": True,
-            "credentialsSecret": {"name": CREDS},
-        },
-        trainer={"image": "test/trainer:dev", "retryBackoffSeconds": 0, "seedsPerPod": 2},
-    )
-    raw["spec"]["dataset"]["path"] = data_url
-    raw["metadata"] = {"name": name, "namespace": ns}
-    for key, value in spec.items():
-        raw["spec"][key] = {**raw["spec"].get(key, {}), **value}
-    return raw
+    """``study_body`` in namespace ``ns``, trainings of two epochs (the hostile one is real);
+    ``spec["dataset"]`` is merged into the dataset section, like the other sections."""
+    training = {"epochs": 2, **spec.pop("training", {})}
+    dataset = spec.pop("dataset", {})
+    body = study_body(name, s3, data_url, bucket, namespace=ns, training=training, **spec)
+    body["spec"]["dataset"].update(dataset)
+    return body
 
 
 def _request_of(pod: dict[str, Any]) -> TrainingRequest:
@@ -162,37 +125,6 @@ def _hostile_csv(folder: Path, markers: list[Path]) -> tuple[Path, list[str], li
     frame.to_csv(path, index=False)
     features = [names["W_um"], names["L_um"], "tox_nm", "Vth_V", "Vgs_V", "Vds_V"]
     return path, features, [HOSTILE_LABEL, "gm_mS"]
-
-
-@contextmanager
-def _operator(kube: KubeServer) -> Iterator[KopfRunner]:
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kube.connection_info()
-
-    make_registry(kube.api_client, poll_s=0.3, retry_s=1.0, registry=registry)
-    settings_ = kopf.OperatorSettings()
-    settings_.peering.standalone = True
-    settings_.posting.enabled = True  # kopf's own events too: they are scanned
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces"],
-        registry=registry,
-        settings=settings_,
-        timeout=120,
-    ) as runner:
-        yield runner
-
-
-def _wait(what: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -292,15 +224,18 @@ def run(
             kube.api_client(), behaviour=behaviour, result=result, max_running=2
         ).start()
         try:
-            with _operator(kube) as runner:
+            # kopf's own events too (post_events): they are scanned.
+            with operator(kube, retry_s=1.0, status_every_s=3.0, post_events=True) as runner:
                 for (ns, _), body in studies.items():
                     api.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
                 for ns, name in [(NS_A, "twin"), (NS_B, "twin"), (NS_B, "hostile")]:
-                    _wait(lambda ns=ns, name=name: status(ns, name).get("phase") in ENDED, 120)
+                    wait_for(lambda ns=ns, name=name: status(ns, name).get("phase") in ENDED, 120)
                 for ns, name in [(NS_A, "crossref"), (NS_A, "nodata")]:
                     # Waiting for its user to fix it (Stalled), re-checked meanwhile.
-                    _wait(lambda ns=ns, name=name: _stalled(status(ns, name)))
-                _wait(lambda: "does not exist" in status(NS_A, "nobucket").get("message", ""))
+                    wait_for(lambda ns=ns, name=name: _stalled(status(ns, name)), 90)
+                wait_for(
+                    lambda: "does not exist" in status(NS_A, "nobucket").get("message", ""), 90
+                )
                 statuses = {key: status(*key) for key in studies}
                 keys = set(
                     new_s3_store(s3_server, bucket=bucket, prefix="", create_bucket=False).list("")
@@ -518,13 +453,7 @@ def test_a_local_run_takes_a_shell_like_column_as_a_name(tmp_path: Path) -> None
     raw["spec"]["dataset"]["labels"] = [label]
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run(
-        [*HPO, "run", str(study), "--out", str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    proc = run_hpo("run", str(study), "--out", str(tmp_path / "runs"), timeout=120, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "spec.dataset" in proc.stderr and label in proc.stderr
     assert not marker.exists()

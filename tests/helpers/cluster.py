@@ -1,19 +1,20 @@
 """Module-scoped fixtures for tests that run the operator: an emulated cluster serving
-the product's CRD with the S3 credentials Secret, and the example dataset in a bucket.
+the product's CRD with the S3 credentials Secret, the example dataset in a bucket, and
+studies on them with results buckets of their own.
 
 Import them into a conftest or a test module (``from helpers.cluster import dataset,
-kube``); pytest finds fixtures by name there.
+kube, new_study``); pytest finds fixtures by name there.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from helpers.operator import NS, credentials_secret
+from helpers.operator import NS, OperatorStudy, credentials_secret, results_bucket, study_body
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV
 from support.kube.server import KubeServer
@@ -37,3 +38,16 @@ def dataset(s3_server: S3Server) -> str:
     bucket = f"data-{uuid.uuid4().hex[:10]}"
     new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
     return f"s3://{bucket}/transistor.csv"
+
+
+@pytest.fixture
+def new_study(kube: KubeServer, s3_server: S3Server, dataset: str) -> Callable[..., OperatorStudy]:
+    """``new_study(name, **spec)``: ``study_body(name, ..., **spec)`` on ``dataset``, its
+    results in a bucket of its own (not created yet: the operator does that)."""
+
+    def make(name: str, **spec: Any) -> OperatorStudy:
+        bucket = results_bucket()
+        body = study_body(name, s3_server, dataset, bucket, **spec)
+        return OperatorStudy(kube, s3_server, name, bucket, body)
+
+    return make

@@ -10,19 +10,22 @@ import base64
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 from kopf.testing import KopfRunner
 
 from helpers.s3 import new_s3_store
-from helpers.study import study_dict
+from helpers.study import GP_NARROW, SMALL_SPACE, study_dict
 from helpers.synthetic import synthetic as synthetic_trainer
 from hpo.kube.handlers import make_registry
 from hpo.kube.pods import LABEL_STUDY
 from hpo.records.ledger import read_ledger
+from hpo.store.s3 import S3Store
 from hpo.study.contract import SeedResult
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeServer
@@ -33,8 +36,17 @@ HPO_OPERATOR = [sys.executable, "-m", "hpo.cli", "operator", "--liveness", "", "
 
 
 @contextmanager
-def operator(kube: KubeServer, retry_s: float = 15.0) -> Iterator[KopfRunner]:
-    """A real kopf operator with our handlers, talking HTTP to the emulator."""
+def operator(
+    kube: KubeServer,
+    retry_s: float = 15.0,
+    *,
+    status_every_s: float = 0.3,
+    post_events: bool = False,
+    stop_timeout: float = 120,
+) -> Iterator[KopfRunner]:
+    """A real kopf operator with our handlers, talking HTTP to the emulator
+    (``post_events``: kopf's own events too, as in production; ``stop_timeout``: how long
+    it may take to stop at the end of the block)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -42,16 +54,20 @@ def operator(kube: KubeServer, retry_s: float = 15.0) -> Iterator[KopfRunner]:
         return kube.connection_info()
 
     make_registry(
-        kube.api_client, poll_s=0.3, retry_s=retry_s, status_every_s=0.3, registry=registry
+        kube.api_client,
+        poll_s=0.3,
+        retry_s=retry_s,
+        status_every_s=status_every_s,
+        registry=registry,
     )
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True
-    settings.posting.enabled = False
+    settings.posting.enabled = post_events
     with KopfRunner(
         ["run", "--standalone", "--all-namespaces"],
         registry=registry,
         settings=settings,
-        timeout=120,
+        timeout=stop_timeout,
     ) as runner:
         yield runner
 
@@ -65,27 +81,19 @@ def kubelet(kube: KubeServer, **options: Any) -> Iterator[TestKubelet]:
         node.stop()
 
 
-def study_body(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
+def study_body(
+    name: str, s3: S3Server, dataset: str, bucket: str, *, namespace: str = NS, **spec: Any
+) -> dict[str, Any]:
+    """A small study in ``namespace`` on ``dataset``, its results in ``bucket``; a section of
+    ``spec`` that is a dict is merged into the one here, anything else replaces it."""
     raw = study_dict(
-        searchSpace={
-            "hiddenLayers": {"min": 1, "max": 2},
-            "neurons": {"min": 8, "max": 32, "step": 8},
-            "activations": ["relu", "tanh"],
-            "learningRate": {"min": 0.003, "max": 0.03},
-            "batchSizes": [64],
-        },
+        searchSpace=SMALL_SPACE,
         # Every seed for every configuration and the Gaussian-process stage: the counts the
         # operator tests check are exact (the default search: tests/unit/test_search.py,
         # tests/e2e/test_default_search_run.py).
         training={"epochs": 3, "patience": 2, "seedsPerConfig": 2, "seedRacing": False},
         randomStage={"configurations": 3},
-        bayesianStage={
-            "topK": 1,
-            "trialsPerConfig": 1,
-            "estimator": "ET",
-            "neuronsRadius": 8,
-            "method": "gaussianProcess",
-        },
+        bayesianStage=GP_NARROW,
         parallelism=2,
         failurePolicy={"retries": 1, "maxFailedTrainings": 3},
         storage={
@@ -100,13 +108,18 @@ def study_body(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) 
         trainer={"image": "test/trainer:dev", "retryBackoffSeconds": 0, "seedsPerPod": 2},
     )
     raw["spec"]["dataset"]["path"] = dataset
-    raw["metadata"] = {"name": name, "namespace": NS}
+    raw["metadata"] = {"name": name, "namespace": namespace}
     for key, value in spec.items():
         if isinstance(value, dict) and isinstance(raw["spec"].get(key), dict):
             raw["spec"][key] = {**raw["spec"][key], **value}
         else:
             raw["spec"][key] = value
     return raw
+
+
+def results_bucket() -> str:
+    """A fresh name for one study's results bucket."""
+    return f"results-{uuid.uuid4().hex[:10]}"
 
 
 def create(kube: KubeServer, body: dict[str, Any]) -> None:
@@ -187,3 +200,43 @@ def credentials_secret(name: str = "s3-creds", *, secret_key: bool = True) -> di
     if secret_key:
         data["secretKey"] = base64.b64encode(TEST_SECRET_KEY.encode()).decode()
     return {"metadata": {"name": name}, "data": data}
+
+
+@dataclass
+class OperatorStudy:
+    """One study of an operator test, made by the ``new_study`` fixture: its name, its
+    results bucket and its body (``study_body``), with the reads the assertions make."""
+
+    kube: KubeServer
+    s3: S3Server
+    name: str
+    bucket: str
+    body: dict[str, Any]
+
+    def create(self) -> None:
+        create(self.kube, self.body)
+
+    def patch(self, changes: dict[str, Any]) -> None:
+        """Change the study object as ``kubectl patch --type merge`` would."""
+        self.kube.api().custom.patch_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", self.name, changes
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Its status (empty before the operator first wrote one)."""
+        return study(self.kube, self.name).get("status") or {}
+
+    def finished(self, timeout: float = 240) -> dict[str, Any]:
+        """The study once it has ended (Succeeded or Failed)."""
+        return finished(self.kube, self.name, timeout)
+
+    def rows(self) -> list[SeedResult]:
+        return ledger_rows(self.s3, self.bucket, self.name)
+
+    def trainer(self, delay_s: float = 0.3) -> Callable[[dict[str, Any]], tuple[int, str]]:
+        """The kubelet ``result`` of synthetic trainers writing to its bucket."""
+        return synthetic(self.s3, self.bucket, delay_s)
+
+    def results(self) -> S3Store:
+        """The store its results are under (``hpo/default``, the studies of namespace default)."""
+        return new_s3_store(self.s3, bucket=self.bucket, prefix="hpo/default", create_bucket=False)

@@ -22,12 +22,9 @@ import dataclasses
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +44,7 @@ from hpo.study.layout import StudyPaths
 from hpo.study.spec import Study, parse_study
 from hpo.study.storage import store_ref_for
 from support.kube.server import KubeServer
+from support.net import free_port, http_answer
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 
 ENGINE = os.environ.get("HPO_ENGINE", "podman")
@@ -66,12 +64,6 @@ def images() -> None:
     for image in (OPERATOR_IMAGE, TRAINER_IMAGE):
         if _engine("image", "inspect", image).returncode != 0:
             pytest.fail(f"no image {image} in {ENGINE}: run make images", pytrace=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_args(
@@ -276,21 +268,11 @@ def test_the_trainer_image_carries_nothing_of_the_operator() -> None:
 # -- the operator -----------------------------------------------------------------------
 
 
-def _health(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
 def _until_ok(url: str, name: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     seen = (0, "")
     while time.monotonic() < deadline:
-        seen = _health(url)
+        seen = http_answer(url)
         if seen[0] == 200:
             return seen[1]
         time.sleep(0.5)
@@ -330,7 +312,7 @@ def test_the_operator_serves_health_and_metrics_and_stops_on_sigterm(
     (container,) = pod["spec"]["containers"]
     assert container["image"] == OPERATOR_IMAGE
     env = container_env(container, configmaps)
-    health_port, metrics_port = _free_port(), _free_port()
+    health_port, metrics_port = free_port(), free_port()
     env |= {"HPO_METRICS_PORT": str(metrics_port), "KUBECONFIG": "/kube/config"}
 
     def expand(arg: str) -> str:

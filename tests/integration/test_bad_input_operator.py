@@ -11,23 +11,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import kopf
 import pytest
-from kopf.testing import KopfRunner
 
-from helpers.operator import credentials_secret
-from helpers.s3 import new_s3_store
-from helpers.study import EXAMPLE_CSV, study_dict
-from hpo.kube.handlers import make_registry
+from helpers.operator import NS, credentials_secret, operator
+from helpers.study import study_dict
 from hpo.kube.pods import LABEL_STUDY
 from support.kube.server import KubeServer
 from support.s3server import TEST_SECRET_KEY, S3Server, free_port
-
-NS = "default"
-
 
 # -- the operator: a condition naming the problem, and no pod --------------------------
 
@@ -41,27 +33,6 @@ def kube(hpo_crd: dict[str, Any]) -> Iterator[KubeServer]:
     api.close()
     yield server
     server.stop()
-
-
-@contextmanager
-def _operator(kube: KubeServer) -> Iterator[None]:
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kube.connection_info()
-
-    make_registry(kube.api_client, poll_s=0.3, retry_s=30, registry=registry)
-    settings = kopf.OperatorSettings()
-    settings.peering.standalone = True
-    settings.posting.enabled = False
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces"],
-        registry=registry,
-        settings=settings,
-        timeout=60,
-    ):
-        yield
 
 
 def _body(name: str, s3: S3Server, dataset: str, **storage: Any) -> dict[str, Any]:
@@ -104,13 +75,6 @@ def _pods(kube: KubeServer, name: str) -> list[dict[str, Any]]:
         NS, label_selector=f"{LABEL_STUDY}={name}", _preload_content=False
     )
     return json.loads(raw.data)["items"]
-
-
-@pytest.fixture(scope="module")
-def s3_dataset(s3_server: S3Server) -> str:
-    bucket = f"data-{uuid.uuid4().hex[:10]}"
-    new_s3_store(s3_server, bucket=bucket, prefix="").put_file("transistor.csv", EXAMPLE_CSV)
-    return f"s3://{bucket}/transistor.csv"
 
 
 # (case, name, body changes, condition type, reason, message, phase)
@@ -172,7 +136,7 @@ OPERATOR_CASES: list[tuple[str, str, Callable[[dict[str, Any], str], None], str,
 
 @pytest.fixture(scope="module")
 def operator_outcomes(
-    kube: KubeServer, s3_server: S3Server, s3_dataset: str
+    kube: KubeServer, s3_server: S3Server, dataset: str
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any], int]]:
     """All studies of OPERATOR_CASES under one operator: (condition, status, pods) each."""
     port = free_port()  # nothing listens there: connection refused at once
@@ -180,9 +144,9 @@ def operator_outcomes(
     os.environ["HPO_S3_RETRIES"] = "0"
     outcomes = {}
     try:
-        with _operator(kube):
+        with operator(kube, retry_s=30, status_every_s=3.0, stop_timeout=60):
             for _, name, change, *_ in OPERATOR_CASES:
-                body = _body(name, s3_server, s3_dataset)
+                body = _body(name, s3_server, dataset)
                 change(body, port)
                 kube.api().custom.create_namespaced_custom_object(
                     "hpo-operator.dev", "v1alpha1", NS, "hpostudies", body

@@ -6,34 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from support.kube.server import KubeServer
+from support.net import free_port, http_answer
 
 WINDOW_S = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _health(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:  # not listening (yet)
-        return 0, str(exc)
 
 
 def _until(url: str, status: int, log: Path, timeout: float = 90) -> str:
@@ -42,7 +24,7 @@ def _until(url: str, status: int, log: Path, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     seen = (0, "")
     while time.monotonic() < deadline:
-        seen = _health(url)
+        seen = http_answer(url)
         if seen[0] == status:
             return seen[1]
         time.sleep(0.5)
@@ -66,7 +48,7 @@ def test_liveness_turns_red_without_the_api_server_and_green_again(
     port = int(kube.url.rsplit(":", 1)[1])
     kubeconfig = tmp_path / "kubeconfig.yaml"
     kubeconfig.write_text(kube.kubeconfig_path.read_text())  # outlives the first server
-    url = f"http://127.0.0.1:{_free_port()}/healthz"
+    url = f"http://127.0.0.1:{free_port()}/healthz"
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     command = [sys.executable, "-m", "hpo.cli", "operator", "--liveness", url]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import watch
@@ -15,31 +16,25 @@ from prometheus_client import generate_latest
 
 from helpers.operator import (
     NS,
+    OperatorStudy,
     conditions,
-    create,
     credentials_secret,
     events,
-    finished,
     kubelet,
     operator,
     pods,
     study,
-    study_body,
-    synthetic,
     wait_for,
 )
 from hpo.kube.metrics import REGISTRY
 from support.kube.emulator import ApiFaults
 from support.kube.server import KubeServer
-from support.s3server import S3Server
 
 STUDIES = "hpo-operator.dev/v1alpha1/hpostudies"
 
 
-def small(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
-    """Two configurations of two seeds, no narrow stage: four trainings, two pods."""
-    spec = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}, **spec}
-    return study_body(name, s3, dataset, bucket, **spec)
+#: Two configurations of two seeds, no narrow stage: four trainings, two pods.
+SMALL: dict[str, Any] = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}}
 
 
 def _gone(kube: KubeServer, name: str) -> bool:
@@ -50,20 +45,19 @@ def _gone(kube: KubeServer, name: str) -> bool:
 
 
 def test_deleting_a_running_study_stops_its_loop_at_once_and_cleans_up_once(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """kopf holds the finalizer until the study's daemon has ended: a daemon that ends
     within kopf's instant-exit wait lets the deletion finish in one pass (before: the
     daemon outlived it, kopf came back after ``cancellation_timeout``, 30 s, and ran
     the deletion handler a second time)."""
     name = "deleted-running"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = small(name, s3_server, dataset, bucket)
+    s = new_study(name, **SMALL)
     with (
-        kubelet(kube, behaviour=lambda pod: "pending", result=synthetic(s3_server, bucket)),
+        kubelet(kube, behaviour=lambda pod: "pending", result=s.trainer()),
         operator(kube) as runner,
     ):
-        create(kube, body)
+        s.create()
         wait_for(lambda: len(pods(kube, name)) == 2, timeout=60)
         started = time.monotonic()
         kube.api().custom.delete_namespaced_custom_object(
@@ -81,22 +75,20 @@ def test_deleting_a_running_study_stops_its_loop_at_once_and_cleans_up_once(
 
 
 def test_a_loop_that_fails_at_its_start_is_started_again(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """The API server refuses the study's first status write (403, not retried): the loop
     raises, and kopf (``backoff``: ``retry_s``) starts the daemon again."""
     name = "retried-loop"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    kube.emulator.faults = ApiFaults(agents=("hpo-operator/",), forbid={("patch", "hpostudies"): 1})
-    try:
-        with (
-            kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
-            operator(kube, retry_s=1.0) as runner,
-        ):
-            create(kube, small(name, s3_server, dataset, bucket))
-            obj = finished(kube, name, timeout=90)
-    finally:
-        kube.emulator.faults = None
+    s = new_study(name, **SMALL)
+    faults = ApiFaults(agents=("hpo-operator/",), forbid={("patch", "hpostudies"): 1})
+    with (
+        kube.faulty(faults),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
+        operator(kube, retry_s=1.0) as runner,
+    ):
+        s.create()
+        obj = s.finished(timeout=90)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert "study_daemon' failed with an exception" in runner.output
 
@@ -125,33 +117,26 @@ def _watch_statuses(kube: KubeServer, name: str, seen: list[dict[str, Any]], sto
 
 
 def test_a_new_study_is_pending_from_its_first_status_write(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """Before: the first write came after the Secret, store and dataset were read (seconds
     on a large dataset), and said RandomSearch; ``kubectl get`` showed no phase until then."""
     name = "first-status"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    s = new_study(name, **SMALL)
     seen: list[dict[str, Any]] = []
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_statuses, args=(kube, name, seen, stop))
     watcher.start()
     try:
         with (
-            kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+            kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
             operator(kube),
         ):
-            create(kube, small(name, s3_server, dataset, bucket))
-            assert finished(kube, name, timeout=60)["status"]["phase"] == "Succeeded"
+            s.create()
+            assert s.finished(timeout=60)["status"]["phase"] == "Succeeded"
     finally:
         stop.set()
-        kube.api().custom.patch_namespaced_custom_object(  # one more event: the watch ends
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"metadata": {"labels": {"x": "y"}}},
-        )
+        s.patch({"metadata": {"labels": {"x": "y"}}})  # one more event: the watch ends
         watcher.join(70)
     phases = [st.get("phase") for st in seen]
     assert phases[0] == "Pending", phases
@@ -160,18 +145,18 @@ def test_a_new_study_is_pending_from_its_first_status_write(
 
 
 def test_the_datasets_notes_are_events_of_the_study(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """What ``hpo run`` prints as notes (rows left out for missing values, categorical
     columns, a column with one category) a cluster user reads in the study's events."""
     name = "dataset-notes"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    s = new_study(name, **SMALL)
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
         operator(kube),
     ):
-        create(kube, small(name, s3_server, dataset, bucket))
-        assert finished(kube, name, timeout=60)["status"]["phase"] == "Succeeded"
+        s.create()
+        assert s.finished(timeout=60)["status"]["phase"] == "Succeeded"
     notes = [e["message"] for e in events(kube, name) if e["reason"] == "Note"]
     assert any("dataset rows have missing (empty, NaN) or infinite values" in n for n in notes)
 
@@ -184,17 +169,16 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_a_study_applied_before_its_secret_waits_and_runs_once_the_secret_exists(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = "secret-later"
     secret = f"creds-{uuid.uuid4().hex[:6]}"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = small(name, s3_server, dataset, bucket, storage={"credentialsSecret": {"name": secret}})
+    s = new_study(name, **SMALL, storage={"credentialsSecret": {"name": secret}})
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
         operator(kube, retry_s=1.0),
     ):
-        create(kube, body)
+        s.create()
         wait_for(lambda: _condition(study(kube, name), "Stalled").get("status") == "True", 60)
         obj = study(kube, name)
         assert obj["status"]["phase"] == "Pending"
@@ -206,7 +190,7 @@ def test_a_study_applied_before_its_secret_waits_and_runs_once_the_secret_exists
         assert "checked again every 1s" in message
         assert "Failed" not in conditions(obj) and not pods(kube, name)
         kube.api().core.create_namespaced_secret(NS, credentials_secret(secret))
-        obj = finished(kube, name, timeout=60)
+        obj = s.finished(timeout=60)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert _condition(obj, "StoreReady")["status"] == "True"
     assert (_condition(obj, "Stalled")["status"], _condition(obj, "Stalled")["reason"]) == (
@@ -219,18 +203,15 @@ def test_a_study_applied_before_its_secret_waits_and_runs_once_the_secret_exists
 
 
 def test_an_invalid_spec_waits_and_runs_once_corrected(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = "corrected"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = small(
-        name, s3_server, dataset, bucket, searchSpace={"neurons": {"min": 300, "max": 200}}
-    )
+    s = new_study(name, **SMALL, searchSpace={"neurons": {"min": 300, "max": 200}})
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
         operator(kube),  # retry_s 15: the new generation, not a re-check, starts it
     ):
-        create(kube, body)
+        s.create()
         wait_for(lambda: _condition(study(kube, name), "Valid").get("status") == "False", 60)
         obj = study(kube, name)
         valid = _condition(obj, "Valid")
@@ -239,16 +220,9 @@ def test_an_invalid_spec_waits_and_runs_once_corrected(
         assert "correct the spec" in valid["message"]
         assert obj["status"]["phase"] == "Pending"
         assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
-        kube.api().custom.patch_namespaced_custom_object(
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32}}}},
-        )
+        s.patch({"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32}}}})
         started = time.monotonic()
-        obj = finished(kube, name, timeout=60)
+        obj = s.finished(timeout=60)
     print(f"CORRECTED spec: Succeeded {time.monotonic() - started:.1f}s after the fix")
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
@@ -256,20 +230,20 @@ def test_an_invalid_spec_waits_and_runs_once_corrected(
 
 
 def test_a_study_an_earlier_operator_failed_on_a_missing_secret_runs_once_it_exists(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """What an operator before this fix left: phase Failed for a missing Secret."""
     name = "failed-before"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    create(kube, small(name, s3_server, dataset, bucket))
+    s = new_study(name, **SMALL)
+    s.create()
     message = "spec.storage.credentialsSecret: Secret default/s3-creds not found"
     failed = [
-        {"type": t, "status": s, "reason": "CredentialsMissing", "message": message}
-        for t, s in (("StoreReady", "False"), ("Failed", "True"), ("Progressing", "False"))
+        {"type": t, "status": v, "reason": "CredentialsMissing", "message": message}
+        for t, v in (("StoreReady", "False"), ("Failed", "True"), ("Progressing", "False"))
     ]
     _patch_status(kube, name, {"phase": "Failed", "message": message, "conditions": failed})
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
         operator(kube),
     ):
         wait_for(lambda: study(kube, name)["status"]["phase"] == "Succeeded", timeout=60)
@@ -287,34 +261,24 @@ def _patch_status(kube: KubeServer, name: str, status: dict[str, Any]) -> None:
 
 
 def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refused(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """Argo CD shows a study Degraded while ``SpecChangeRefused`` is True; before, nothing
     looked at a finished study again, so putting the spec back left it Degraded for good."""
     name = "undone"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    s = new_study(name, **SMALL, parallelism=1)
     gate = threading.Event()
-    answer = synthetic(s3_server, bucket)
+    answer = s.trainer()
 
     def result(pod: dict[str, Any]) -> tuple[int, str]:
         gate.wait(60)  # the study runs until the change has been refused
         return answer(pod)
 
-    body = small(name, s3_server, dataset, bucket, parallelism=1)
-    api = kube.api().custom
-
     def neurons(top: int) -> None:
-        api.patch_namespaced_custom_object(
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": top, "step": 8}}}},
-        )
+        s.patch({"spec": {"searchSpace": {"neurons": {"min": 8, "max": top, "step": 8}}}})
 
     with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
-        create(kube, body)
+        s.create()
         wait_for(lambda: pods(kube, name), timeout=60)
         neurons(64)
         refused = wait_for(
@@ -322,7 +286,7 @@ def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refuse
             30,
         )
         gate.set()
-        obj = finished(kube, name, timeout=60)
+        obj = s.finished(timeout=60)
         assert obj["status"]["phase"] == "Succeeded"
         # Ended with the change still refused: what Git declares is not what ran.
         assert _condition(obj, "SpecChangeRefused")["status"] == "True", refused
@@ -347,13 +311,12 @@ def _gauge(name: str, phase: str) -> str:
 
 
 def test_finished_studies_are_counted_by_phase_after_a_restart_and_forgotten_when_deleted(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """As an operator that starts finds them: studies a previous operator finished."""
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
     ended = {"ended-ok": "Succeeded", "ended-bad": "Failed"}
     for name, phase in ended.items():
-        create(kube, small(name, s3_server, dataset, bucket))
+        new_study(name, **SMALL).create()
         best = {"trial": "r0000", "maeMean": 0.25} if phase == "Succeeded" else None
         _patch_status(kube, name, {"phase": phase, "best": best})
     with operator(kube):
@@ -378,22 +341,21 @@ def _studies_lines() -> str:
 
 
 def test_the_operator_writes_the_live_status_next_to_the_ledger(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """What the dashboard (read-only keys, no API access) reads: ``status.json`` in the
     bucket says running while the pods train, then finished with the ledger's counts."""
-    from helpers.s3 import new_s3_store
     from hpo.records.ledger import read_ledger
     from hpo.results import StudyResults
 
     name = "live-status"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    live = new_study(name, **SMALL)
     seen: list[tuple[str, str, int, int]] = []
 
     def status() -> Any:
-        store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+        where = f"s3://{live.bucket}/hpo/default/{name}"
         try:
-            s = StudyResults(store, name, f"s3://{bucket}/hpo/default/{name}").status()
+            s = StudyResults(live.results(), name, where).status()
         except Exception:  # the bucket or the study not there yet
             return None
         if s is not None and (not seen or seen[-1] != (s.phase, s.runner, s.running, s.done)):
@@ -402,17 +364,14 @@ def test_the_operator_writes_the_live_status_next_to_the_ledger(
 
     # a pod trains for 1.5 s: some polls (0.3 s) and status writes (0.3 s apart) see it
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, 1.5)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=live.trainer(1.5)),
         operator(kube),
     ):
-        create(kube, small(name, s3_server, dataset, bucket))
+        live.create()
         wait_for(lambda: (s := status()) is not None and s.running > 0, timeout=60)
-        assert finished(kube, name, timeout=60)["status"]["phase"] == "Succeeded"
+        assert live.finished(timeout=60)["status"]["phase"] == "Succeeded"
         end = wait_for(lambda: (s := status()) is not None and s.phase != "running" and s, 30)
-    rows = read_ledger(
-        new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False),
-        f"{name}/ledger.xlsx",
-    )
+    rows = read_ledger(live.results(), f"{name}/ledger.xlsx")
     assert any(p == "running" and r > 0 for p, _, r, _ in seen), seen  # while pods trained
     assert {runner for _, runner, _, _ in seen} == {"operator"}
     assert (end.phase, end.runner, end.running, end.state()) == (

@@ -12,19 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers.study import EXAMPLE_CSV
 from hpo.store import LocalStore
-from hpo.study.contract import (
-    DatasetRef,
-    SeedResult,
-    TrainingOptions,
-    TrainingRequest,
-)
+from hpo.study.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
 from hpo.study.layout import ARTIFACT_FILES
 from hpo_trainer.__main__ import termination_message
 from hpo_trainer.data import PreparedData
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "data" / "transistor.csv"
 
 CONFIG = {
     "hidden_layers": 2,
@@ -47,7 +40,7 @@ def _request(**changes: object) -> TrainingRequest:
         # equal MAEs show a long-lived worker and a new process agree.
         seeds=[2, 1],
         dataset=DatasetRef(
-            path=str(EXAMPLE),
+            path=str(EXAMPLE_CSV),
             features=["W_um", "L_um", "tox_nm", "Vth_V", "Vgs_V", "Vds_V"],
             labels=["Id_mA", "gm_mS", "gds_uS"],
             reference_values={"Id_mA": 1.0},
@@ -114,7 +107,7 @@ def test_artifacts_at_documented_keys(trained: tuple[LocalStore, dict[int, SeedR
         assert config["config"] == CONFIG
         assert config["config_key"] == "cfg-1"
         assert (config["trial"], config["stage"], config["parent"]) == ("r0001", "random", None)
-        assert config["dataset"]["path"] == str(EXAMPLE)
+        assert config["dataset"]["path"] == str(EXAMPLE_CSV)
         scores = SeedResult.from_json(store.get_bytes(f"{prefix}/scores.json").decode())
         assert scores == result
         scaler = json.loads(store.get_bytes(f"{prefix}/feature_scaler.json"))

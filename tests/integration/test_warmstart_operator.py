@@ -3,11 +3,12 @@ server), with synthetic trainer pods answered at once by the test kubelet."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from helpers.operator import (
+    OperatorStudy,
     conditions,
     create,
     finished,
@@ -15,27 +16,24 @@ from helpers.operator import (
     ledger_rows,
     operator,
     pods,
+    results_bucket,
     study,
     study_body,
     synthetic,
     wait_for,
 )
-from helpers.s3 import new_s3_store
 from hpo.kube.pods import tasks_of
 from support.kube.server import KubeServer
 from support.s3server import S3Server
 
-
-def _small(name: str, s3: S3Server, dataset: str, bucket: str, **spec: Any) -> dict[str, Any]:
-    """Two configurations of two seeds, no narrow stage: four trainings."""
-    spec = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}, **spec}
-    return study_body(name, s3, dataset, bucket, **spec)
+#: Two configurations of two seeds, no narrow stage: four trainings.
+SMALL: dict[str, Any] = {"randomStage": {"configurations": 2}, "bayesianStage": {"enabled": False}}
 
 
 def test_a_study_warm_started_from_another_in_its_bucket_trains_none_of_its_trainings(
     kube: KubeServer, s3_server: S3Server, dataset: str
 ) -> None:
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    bucket = results_bucket()
     trained: list[tuple[str, int]] = []
 
     def result(pod: dict[str, Any]) -> tuple[int, str]:
@@ -44,11 +42,14 @@ def test_a_study_warm_started_from_another_in_its_bucket_trains_none_of_its_trai
 
     answer = synthetic(s3_server, bucket, delay_s=0.0)
     with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
-        create(kube, _small("source", s3_server, dataset, bucket))
+        create(kube, study_body("source", s3_server, dataset, bucket, **SMALL))
         assert finished(kube, "source", timeout=90)["status"]["phase"] == "Succeeded"
         before = {(r.config_key, r.seed) for r in ledger_rows(s3_server, bucket, "source")}
         trained.clear()
-        create(kube, _small("warm", s3_server, dataset, bucket, warmStart={"studies": ["source"]}))
+        warm = study_body(
+            "warm", s3_server, dataset, bucket, **SMALL, warmStart={"studies": ["source"]}
+        )
+        create(kube, warm)
         obj = finished(kube, "warm", timeout=90)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert len(before) == 4 and len(trained) == 4 and not before & set(trained)
@@ -60,45 +61,42 @@ def test_a_study_warm_started_from_another_in_its_bucket_trains_none_of_its_trai
     assert cond["status"] == "True" and cond["message"].startswith("4 trainings counted")
 
 
-def test_a_missing_source_stalls_the_study_with_a_condition_and_writes_nothing(
-    kube: KubeServer, s3_server: S3Server, dataset: str
-) -> None:
-    name = "warm-from-nothing"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = _small(name, s3_server, dataset, bucket, warmStart={"studies": ["never-ran"]})
+def _refused(kube: KubeServer, s: OperatorStudy) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the study under an operator until it has a WarmStartReady condition: that
+    condition, and the study then."""
     with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
         operator(kube),
     ):
-        create(kube, body)
-        cond = wait_for(lambda: conditions(study(kube, name)).get("WarmStartReady"), timeout=60)
-        obj = study(kube, name)
+        s.create()
+        cond = wait_for(lambda: conditions(study(kube, s.name)).get("WarmStartReady"), timeout=60)
+        return cond, study(kube, s.name)
+
+
+def test_a_missing_source_stalls_the_study_with_a_condition_and_writes_nothing(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    name = "warm-from-nothing"
+    s = new_study(name, **SMALL, warmStart={"studies": ["never-ran"]})
+    cond, obj = _refused(kube, s)
     assert cond["status"] == "False" and cond["reason"] == "InvalidWarmStart", cond
     assert "spec.warmStart.studies: never-ran: no study there" in cond["message"]
-    assert f"s3://{bucket}/hpo/default/never-ran/study.yaml does not exist" in cond["message"]
+    assert f"s3://{s.bucket}/hpo/default/never-ran/study.yaml does not exist" in cond["message"]
     assert obj["status"]["phase"] == "Pending"
     assert conditions(obj)["Stalled"]["status"] == "True"
     assert not pods(kube, name)
-    store = new_s3_store(s3_server, bucket=bucket, prefix="", create_bucket=False)
-    assert list(store.list(f"hpo/default/{name}")) == []
+    assert list(s.results().list(name)) == []
 
 
 def test_a_folder_source_is_refused_by_the_operator_though_it_exists_there(
-    kube: KubeServer, s3_server: S3Server, dataset: str, tmp_path: Path
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], tmp_path: Path
 ) -> None:
     """A folder would be one of the operator pod's own filesystem: not a source."""
     name = "warm-from-folder"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
     folder = tmp_path / "source"
     folder.mkdir()
-    body = _small(name, s3_server, dataset, bucket, warmStart={"studies": [str(folder)]})
-    with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
-        operator(kube),
-    ):
-        create(kube, body)
-        cond = wait_for(lambda: conditions(study(kube, name)).get("WarmStartReady"), timeout=60)
-        obj = study(kube, name)
+    s = new_study(name, **SMALL, warmStart={"studies": [str(folder)]})
+    cond, obj = _refused(kube, s)
     assert cond["status"] == "False" and cond["reason"] == "InvalidWarmStart", cond
     assert (
         f"spec.warmStart.studies: {folder}: a folder cannot be a source on a cluster"

@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from .net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 S3_VENV = REPO / ".venv-s3"
@@ -54,12 +55,6 @@ def install_s3_venv(venv: Path = S3_VENV) -> Path:
         pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, MOTO_REQUIREMENT], check=True)
     return moto_server_binary(venv)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class S3Server:

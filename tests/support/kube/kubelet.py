@@ -710,16 +710,21 @@ class TestKubelet:
                 sources[(kind, name)] = data
             return sources[(kind, name)]
 
+        def referenced(kind: str, ref: dict[str, Any]) -> dict[str, str] | None:
+            """The data of the Secret or ConfigMap ``ref`` names; None if missing but optional."""
+            data = source(kind, ref.get("name", ""))
+            if data is None and not ref.get("optional"):
+                raise _ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
+            return data
+
         for item in container.get("envFrom") or []:
             for kind, ref_key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
                 ref = item.get(ref_key)
                 if ref is None:
                     continue
-                data = source(kind, ref.get("name", ""))
+                data = referenced(kind, ref)
                 if data is None:
-                    if ref.get("optional"):
-                        continue
-                    raise _ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
+                    continue
                 for k, v in data.items():
                     env[item.get("prefix", "") + k] = v
 
@@ -733,11 +738,9 @@ class TestKubelet:
                 ref = value_from.get(ref_key)
                 if ref is None:
                     continue
-                data = source(kind, ref.get("name", ""))
+                data = referenced(kind, ref)
                 if data is None:
-                    if ref.get("optional"):
-                        break
-                    raise _ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
+                    break
                 if ref.get("key") not in data:
                     if ref.get("optional"):
                         break

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
@@ -34,7 +34,7 @@ import attrs
 import kmock
 import yaml
 
-from .emulator import KubeEmulator, RequestRecord
+from .emulator import ApiFaults, KubeEmulator, RequestRecord
 
 if TYPE_CHECKING:
     import kopf
@@ -216,6 +216,15 @@ class KubeServer:
 
     def requests_since(self, mark: int) -> list[RequestRecord]:
         return self.emulator.request_log[mark:]
+
+    @contextlib.contextmanager
+    def faulty(self, faults: ApiFaults | None) -> Iterator[ApiFaults | None]:
+        """The server answers as ``faults`` say inside the block, rightly again after it."""
+        self.emulator.faults = faults
+        try:
+            yield faults
+        finally:
+            self.emulator.faults = None
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 10.0, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the server loop (for direct emulator access)."""
