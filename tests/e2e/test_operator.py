@@ -25,6 +25,7 @@ from prometheus_client import generate_latest
 from helpers.operator import (
     HPO_OPERATOR,
     NS,
+    OperatorStudy,
     check_complete,
     conditions,
     create,
@@ -53,12 +54,12 @@ from support.s3server import TEST_SECRET_KEY, S3Server, free_port
 
 
 def test_study_runs_through_both_stages_with_real_trainers(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    s = new_study("real")
     with operator(kube), kubelet(kube, max_running=2) as node:
-        create(kube, study_body("real", s3_server, dataset, bucket))
-        obj = finished(kube, "real", timeout=400)
+        s.create()
+        obj = s.finished(timeout=400)
         wait_for(lambda: not pods(kube, "real"), timeout=30)
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
@@ -67,17 +68,17 @@ def test_study_runs_through_both_stages_with_real_trainers(
     assert st["best"]["maeMean"] > 0 and st["best"]["trial"] in {t["trial"] for t in st["top"]}
     assert st["best"]["valMaeMean"] > 0, "the status shows the selection score too"
     assert len(st["top"]) <= 5
-    assert st["ledger"] == f"s3://{bucket}/hpo/default/real/ledger.xlsx"
+    assert st["ledger"] == f"s3://{s.bucket}/hpo/default/real/ledger.xlsx"
     assert st["observedGeneration"] == obj["metadata"]["generation"]
     conds = conditions(obj)
     for t in ("Valid", "StoreReady", "DatasetReady", "Succeeded"):
         assert conds[t]["status"] == "True", conds[t]
         assert conds[t]["lastTransitionTime"] and conds[t]["reason"]
     assert conds["Progressing"]["status"] == "False"
-    rows = ledger_rows(s3_server, bucket, "real")
+    rows = s.rows()
     check_complete(rows, 8)
     assert {r.stage for r in rows} == {"random", "bayesian"}
-    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+    store = s.results()
     keys = set(store.list("real"))
     for png in ("mae_vs_hidden_layers.png", "best_seeds_boxplot.png", "convergence.png"):
         assert f"real/plots/{png}" in keys
@@ -189,16 +190,12 @@ def _restart_when(
 
 @pytest.mark.parametrize("moment", ["random", "bayesian", "after-pod-success"])
 def test_operator_restart_loses_nothing_and_repeats_nothing(
-    moment: str, kube: KubeServer, s3_server: S3Server, dataset: str, tmp_path: Path
+    moment: str, kube: KubeServer, new_study: Callable[..., OperatorStudy], tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
     name = f"restart-{moment}"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(
+    s = new_study(
         name,
-        s3_server,
-        dataset,
-        bucket,
         randomStage={"configurations": 5},
         bayesianStage={"trialsPerConfig": 3},
         trainer={"seedsPerPod": 1},
@@ -211,10 +208,8 @@ def test_operator_restart_loses_nothing_and_repeats_nothing(
         created.append(pod["metadata"]["name"])
         return "pending" if hold.is_set() else "instant"
 
-    with kubelet(
-        kube, behaviour=behaviour, result=synthetic(s3_server, bucket), max_running=4
-    ) as node:
-        create(kube, body)
+    with kubelet(kube, behaviour=behaviour, result=s.trainer(), max_running=4) as node:
+        s.create()
         if moment == "random":
             _restart_when(kube, name, lambda st: st.get("counts", {}).get("succeeded", 0) >= 3, log)
         elif moment == "bayesian":
@@ -230,7 +225,7 @@ def test_operator_restart_loses_nothing_and_repeats_nothing(
             )
         obj = study(kube, name)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]
-        rows = ledger_rows(s3_server, bucket, name)
+        rows = s.rows()
         check_complete(rows, expected)
         assert obj["status"]["counts"]["succeeded"] == expected
         # No pod created twice: deterministic names, and each seen by the kubelet once.
@@ -277,15 +272,11 @@ def test_studies_past_kopfs_default_thread_pool_still_run(
 
 
 def test_each_kind_of_failure_is_a_retried_attempt(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = "failures"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(
+    s = new_study(
         name,
-        s3_server,
-        dataset,
-        bucket,
         randomStage={"configurations": 6},
         bayesianStage={"enabled": False},
         parallelism=6,
@@ -307,18 +298,18 @@ def test_each_kind_of_failure_is_a_retried_attempt(
         return "instant"
 
     with (
-        kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket), max_running=8),
+        kubelet(kube, behaviour=behaviour, result=s.trainer(), max_running=8),
         operator(kube),
     ):
-        create(kube, body)
+        s.create()
         victim = wait_for(
             lambda: [p for p in pods(kube, name) if "-r0003-" in p["metadata"]["name"]], timeout=60
         )
         time.sleep(0.5)
         kube.api().core.delete_namespaced_pod(victim[0]["metadata"]["name"], NS)
-        obj = finished(kube, name, timeout=120)
+        obj = s.finished(timeout=120)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    rows = ledger_rows(s3_server, bucket, name)
+    rows = s.rows()
     check_complete(rows, 12)
     assert all(r.status == "succeeded" for r in rows)
     text = "\n".join(e["message"] for e in events(kube, name))
@@ -335,16 +326,12 @@ def test_each_kind_of_failure_is_a_retried_attempt(
 
 
 def test_past_the_failure_limit_the_study_fails_with_the_reason(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
-    name = "doomed"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(
-        name, s3_server, dataset, bucket, failurePolicy={"retries": 0, "maxFailedTrainings": 2}
-    )
+    s = new_study("doomed", failurePolicy={"retries": 0, "maxFailedTrainings": 2})
     with kubelet(kube, behaviour=lambda pod: "fail:1:RuntimeError: no luck"), operator(kube):
-        create(kube, body)
-        obj = finished(kube, name, timeout=120)
+        s.create()
+        obj = s.finished(timeout=120)
     st = obj["status"]
     assert st["phase"] == "Failed"
     cond = conditions(obj)["Failed"]
@@ -357,32 +344,22 @@ def test_past_the_failure_limit_the_study_fails_with_the_reason(
 
 
 def test_running_study_takes_operational_changes_and_refuses_the_rest(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = "changes"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(
+    s = new_study(
         name,
-        s3_server,
-        dataset,
-        bucket,
         randomStage={"configurations": 8},
         bayesianStage={"enabled": False},
         parallelism=1,
         trainer={"seedsPerPod": 1},
     )
-    api = kube.api().custom
     most = {"before": 0, "after": 0}
     with (
-        kubelet(
-            kube,
-            behaviour=lambda pod: "instant",
-            result=synthetic(s3_server, bucket, delay_s=0.4),
-            max_running=8,
-        ),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0.4), max_running=8),
         operator(kube),
     ):
-        create(kube, body)
+        s.create()
         wait_for(lambda: pods(kube, name), timeout=60)  # running: watch it for 3 s
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
@@ -391,61 +368,45 @@ def test_running_study_takes_operational_changes_and_refuses_the_rest(
         patch = {
             "spec": {"parallelism": 4, "searchSpace": {"neurons": {"min": 8, "max": 64, "step": 8}}}
         }
-        api.patch_namespaced_custom_object(
-            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name, patch
-        )
+        s.patch(patch)
         refused = wait_for(
             lambda: conditions(study(kube, name)).get("SpecChangeRefused"), timeout=30
         )
         assert refused["status"] == "True" and "spec.searchSpace.neurons.max" in refused["message"]
         # Undo the refused part: parallelism alone is applied.
-        api.patch_namespaced_custom_object(
-            "hpo-operator.dev",
-            "v1alpha1",
-            NS,
-            "hpostudies",
-            name,
-            {"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32, "step": 8}}}},
-        )
+        s.patch({"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32, "step": 8}}}})
         while phase(kube, name) not in ("Succeeded", "Failed"):
             most["after"] = max(most["after"], len(pods(kube, name)))
             time.sleep(0.05)
     assert most["before"] == 1
     assert most["after"] >= 2
     assert conditions(study(kube, name))["SpecChangeRefused"]["status"] == "False"
-    rows = ledger_rows(s3_server, bucket, name)
+    rows = s.rows()
     check_complete(rows, 16)
     assert all(max(r.config["neurons"]) <= 32 for r in rows)  # the original space
 
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
-    keep: bool, kube: KubeServer, s3_server: S3Server, dataset: str
+    keep: bool, kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = f"deleted-{str(keep).lower()}"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(name, s3_server, dataset, bucket, parallelism=3, trainer={"seedsPerPod": 2})
-    body["spec"]["storage"]["keepOnDelete"] = keep
+    s = new_study(name, parallelism=3, trainer={"seedsPerPod": 2}, storage={"keepOnDelete": keep})
 
     def behaviour(pod: dict[str, Any]) -> str:
         return "instant" if "-r0000-" in pod["metadata"]["name"] else "pending"
 
-    with kubelet(kube, behaviour=behaviour, result=synthetic(s3_server, bucket)), operator(kube):
-        create(kube, body)
-        wait_for(
-            lambda: (study(kube, name).get("status") or {}).get("counts", {}).get("succeeded") == 2,
-            timeout=60,
-        )
+    with kubelet(kube, behaviour=behaviour, result=s.trainer()), operator(kube):
+        s.create()
+        wait_for(lambda: s.status().get("counts", {}).get("succeeded") == 2, timeout=60)
         wait_for(lambda: len(pods(kube, name)) == 2, timeout=30)
-        kube.api().custom.delete_namespaced_custom_object(
-            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
-        )
+        s.delete()
         wait_for(lambda: not pods(kube, name), timeout=30)
-        store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
+        store = s.results()
         if not keep:
             wait_for(lambda: not list(store.list(name)), timeout=30)
     if keep:
-        rows = ledger_rows(s3_server, bucket, name)
+        rows = s.rows()
         assert [(r.trial, r.seed) for r in rows] == [("r0000", 1), ("r0000", 2)]
         assert store.exists(f"{name}/study.yaml")
     else:
@@ -453,48 +414,34 @@ def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
 
 
 def test_deleting_a_finished_study_removes_its_results_when_asked(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     """A finished study's loop is gone; the deletion must still remove its results."""
     name = "deleted-finished"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(
+    s = new_study(
         name,
-        s3_server,
-        dataset,
-        bucket,
         randomStage={"configurations": 2},
         bayesianStage={"enabled": False},
         storage={"keepOnDelete": False},
     )
-    store = new_s3_store(s3_server, bucket=bucket, prefix="hpo/default", create_bucket=False)
-    with (
-        kubelet(kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket)),
-        operator(kube),
-    ):
-        create(kube, body)
-        assert finished(kube, name)["status"]["phase"] == "Succeeded"
+    store = s.results()
+    with kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()), operator(kube):
+        s.create()
+        assert s.finished()["status"]["phase"] == "Succeeded"
         assert store.exists(f"{name}/ledger.xlsx")
         time.sleep(1.0)  # the daemon has returned; only the finalizer can bring the deletion
-        kube.api().custom.delete_namespaced_custom_object(
-            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
-        )
+        s.delete()
         wait_for(lambda: not list(store.list(name)), timeout=30)
 
 
 def test_hpo_status_shows_where_a_study_stands(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = "shown"
-    bucket = f"results-{uuid.uuid4().hex[:10]}"
-    with (
-        kubelet(
-            kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, delay_s=0)
-        ),
-        operator(kube),
-    ):
-        create(kube, study_body(name, s3_server, dataset, bucket))
-        finished(kube, name, timeout=60)
+    s = new_study(name)
+    with kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0)), operator(kube):
+        s.create()
+        s.finished(timeout=60)
     out = subprocess.run(
         [
             sys.executable,
@@ -510,28 +457,25 @@ def test_hpo_status_shows_where_a_study_stands(
         check=True,
     ).stdout
     assert f"default/{name}: Succeeded (done), trainings 8/8" in out
-    assert "best: " in out and f"ledger: s3://{bucket}/hpo/default/{name}/ledger.xlsx" in out
+    assert "best: " in out and f"ledger: s3://{s.bucket}/hpo/default/{name}/ledger.xlsx" in out
     assert "Succeeded=True StudyComplete" in out
     get = kube.kubectl("get", "hpostudies", name).stdout
     assert "Succeeded" in get and "8/8" in get
 
 
 def test_a_store_problem_at_start_is_reported_and_retried(
-    kube: KubeServer, s3_server: S3Server, dataset: str
+    kube: KubeServer, s3_server: S3Server, new_study: Callable[..., OperatorStudy]
 ) -> None:
     name = "waits"
-    bucket = f"later-{uuid.uuid4().hex[:10]}"
-    body = study_body(name, s3_server, dataset, bucket)
-    body["spec"]["storage"]["createBucket"] = False
+    s = new_study(name, storage={"createBucket": False})
+    bucket = s.bucket
     registry_retry = 1.0
     with (
-        kubelet(
-            kube, behaviour=lambda pod: "instant", result=synthetic(s3_server, bucket, delay_s=0)
-        ),
+        kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0)),
         operator(kube, retry_s=registry_retry),
     ):
         mark = kube.mark()
-        create(kube, body)
+        s.create()
         cond = wait_for(
             lambda: (
                 conditions(study(kube, name)).get("StoreReady")
@@ -549,10 +493,10 @@ def test_a_store_problem_at_start_is_reported_and_retried(
 
         wait_for(lambda: tries() >= 3, timeout=30)
         new_s3_store(s3_server, bucket=bucket, prefix="")  # the bucket appears
-        obj = finished(kube, name, timeout=180)
+        obj = s.finished(timeout=180)
     assert obj["status"]["phase"] == "Succeeded"
     assert conditions(obj)["StoreReady"]["status"] == "True"
-    check_complete(ledger_rows(s3_server, bucket, name), 8)
+    check_complete(s.rows(), 8)
     # Retried every second, told once (one event per new problem).
     warned = [e for e in events(kube, name) if e["reason"] == "StoreUnavailable"]
     assert len(warned) == 1, [e["message"] for e in warned]

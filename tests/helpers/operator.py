@@ -222,6 +222,12 @@ class OperatorStudy:
             "hpo-operator.dev", "v1alpha1", NS, "hpostudies", self.name, changes
         )
 
+    def delete(self) -> None:
+        """Delete the study object (``kubectl delete hpostudy``)."""
+        self.kube.api().custom.delete_namespaced_custom_object(
+            "hpo-operator.dev", "v1alpha1", NS, "hpostudies", self.name
+        )
+
     def status(self) -> dict[str, Any]:
         """Its status (empty before the operator first wrote one)."""
         return study(self.kube, self.name).get("status") or {}
