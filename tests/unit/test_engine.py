@@ -6,12 +6,12 @@ tested in test_search.py, and the seam between the engine and its strategy here.
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from collections.abc import Sequence
 
 import pytest
 
+from helpers.engine import drive_engine, objective
 from helpers.study import study_dict
 from hpo.engine import Engine, NarrowSearch, Proposal, Records, Task
 from hpo.engine.search import narrow_search
@@ -35,12 +35,6 @@ def _spec(**kw: object) -> StudySpec:
     return parse_study(study_dict(**base)).spec
 
 
-def objective(config: dict) -> float:
-    """A smooth bowl: best near lr=3e-3 and 64 neurons per layer."""
-    lr_term = abs(math.log10(config["learning_rate"]) + 2.5) * 0.1
-    return lr_term + sum(abs(n - 64) for n in config["neurons"]) / 1000
-
-
 def result(task: Task, fail: bool = False) -> SeedResult:
     if fail:
         return task.failed("t", "boom")
@@ -51,15 +45,10 @@ def result(task: Task, fail: bool = False) -> SeedResult:
 def drive(
     engine: Engine, slots: int = 3, fails: frozenset[str] = frozenset(), limit: int = 10_000
 ) -> None:
-    running: list[Task] = []
-    for _ in range(limit):
-        if engine.finished:
-            return
-        running += engine.next_tasks(slots - len(running))
-        assert running, "engine stalled: nothing running and not finished"
-        task = running.pop(0)
-        engine.record(result(task, fail=task.trial.config_key in fails))
-    raise AssertionError("engine did not finish")
+    """The engine to its end, the trainings of the configurations in ``fails`` failing."""
+    drive_engine(
+        engine, lambda task: result(task, fail=task.trial.config_key in fails), slots, limit
+    )
 
 
 def check_study(engine: Engine, spec: StudySpec) -> None:

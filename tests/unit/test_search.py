@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.engine import drive_engine, objective
 from helpers.study import REPO, study_dict
 from hpo.engine import Engine, Task
 from hpo.engine.search.gaussian import GaussianSearch
@@ -32,12 +32,6 @@ def _spec(**kw: object) -> StudySpec:
     return parse_study(study_dict(**base)).spec
 
 
-def objective(config: dict) -> float:
-    """A smooth bowl: best near lr=3e-3 and 64 neurons per layer."""
-    lr_term = abs(math.log10(config["learning_rate"]) + 2.5) * 0.1
-    return lr_term + sum(abs(n - 64) for n in config["neurons"]) / 1000
-
-
 def result(task: Task) -> SeedResult:
     score = objective(task.trial.config) + ((task.seed * 7919 + len(task.trial.id)) % 13) * 1e-3
     # The test MAE is a different number, never read by decisions.
@@ -45,14 +39,7 @@ def result(task: Task) -> SeedResult:
 
 
 def drive(engine: Engine, slots: int = 2, limit: int = 10_000) -> None:
-    running: list[Task] = []
-    for _ in range(limit):
-        if engine.finished:
-            return
-        running += engine.next_tasks(slots - len(running))
-        assert running, "engine stalled: nothing running and not finished"
-        engine.record(result(running.pop(0)))
-    raise AssertionError("engine did not finish")
+    drive_engine(engine, result, slots, limit)
 
 
 def test_racing_gives_every_seed_to_the_final_group_only() -> None:
