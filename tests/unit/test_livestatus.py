@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers.study import EXAMPLE_CSV, study_dict
+from helpers.study import EXAMPLE_CSV, SMALL_SPACE, study_dict
+from helpers.study import study_file as write_study
 from helpers.synthetic import synthetic_mae
 from hpo.engine import StudyProgress, Task
 from hpo.records.ledger import read_ledger
@@ -31,12 +32,7 @@ from hpo.study.spec import load_study
 
 NAME = "live"
 SPEC: dict[str, Any] = {
-    "searchSpace": {
-        "hiddenLayers": {"min": 1, "max": 2},
-        "neurons": {"min": 8, "max": 32, "step": 8},
-        "learningRate": {"min": 0.001, "max": 0.01},
-        "batchSizes": [64],
-    },
+    "searchSpace": SMALL_SPACE,
     "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 1, "seedRacing": False},
     "randomStage": {"configurations": 4, "seed": 0},
     "bayesianStage": {"enabled": True, "topK": 1, "trialsPerConfig": 2},
@@ -50,11 +46,8 @@ PLANNED = 4 + 1 * 2
 def study_file(tmp_path: Path) -> Path:
     shutil.copyfile(EXAMPLE_CSV, tmp_path / "data.csv")
     raw = study_dict(**SPEC)
-    raw["metadata"]["name"] = NAME
     raw["spec"]["dataset"]["path"] = str(tmp_path / "data.csv")
-    path = tmp_path / f"{NAME}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_study(tmp_path, NAME, raw)
 
 
 def _result(session: StudySession, task: Task, fail: bool) -> SeedResult:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from helpers.study import EXAMPLE_CSV, study_dict
+from helpers.study import EXAMPLE_CSV, SMALL_SPACE, study_dict, study_file
 from helpers.synthetic import synthetic_mae
 from hpo.cli import app
 from hpo.engine import Engine, Task, WarmStart
@@ -33,12 +33,7 @@ from hpo.study.summary import ranked, summarise
 
 SOURCE = "first"
 SPEC: dict[str, Any] = {
-    "searchSpace": {
-        "hiddenLayers": {"min": 1, "max": 2},
-        "neurons": {"min": 8, "max": 32, "step": 8},
-        "learningRate": {"min": 0.001, "max": 0.01},
-        "batchSizes": [64],
-    },
+    "searchSpace": SMALL_SPACE,
     "training": {"epochs": 3, "patience": 2, "seedsPerConfig": 1, "seedRacing": False},
     "randomStage": {"configurations": 4, "seed": 0},
     "bayesianStage": {"enabled": False},
@@ -48,11 +43,8 @@ SPEC: dict[str, Any] = {
 
 def _write(folder: Path, name: str, data: Path, **changes: Any) -> Path:
     raw = study_dict(**{**SPEC, **changes})
-    raw["metadata"]["name"] = name
     raw["spec"]["dataset"]["path"] = str(data)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return study_file(folder, name, raw)
 
 
 def _model(task: Task) -> bytes:
