@@ -156,10 +156,11 @@ def store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "store")
 
 
-def _runner(
+def _unstarted(
     cluster: FakeCluster, store: LocalStore, body: dict[str, Any], clock: Clock
 ) -> KubeRunner:
-    runner = KubeRunner(
+    """A runner of ``body`` on the fake cluster and the local store, not started yet."""
+    return KubeRunner(
         cluster,  # type: ignore[arg-type]
         NS,
         STUDY,
@@ -168,6 +169,12 @@ def _runner(
         store_ref=StoreRef(kind="local", root=str(store.root)),
         clock=clock,
     )
+
+
+def _runner(
+    cluster: FakeCluster, store: LocalStore, body: dict[str, Any], clock: Clock
+) -> KubeRunner:
+    runner = _unstarted(cluster, store, body, clock)
     assert runner.start(), cluster.events
     return runner
 
@@ -463,15 +470,7 @@ def test_a_dataset_replaced_under_a_running_study_stalls_it_with_its_own_advice(
     lines = data.read_text().splitlines()
     data.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # one row fewer
     body["status"] = copy.deepcopy(cluster.status)
-    again = KubeRunner(
-        cluster,  # type: ignore[arg-type]
-        NS,
-        STUDY,
-        body=lambda: body,
-        poll_s=0.01,
-        store_ref=StoreRef(kind="local", root=str(store.root)),
-        clock=clock,
-    )
+    again = _unstarted(cluster, store, body, clock)
     with pytest.raises(Stalled) as stalled:
         again.start()
     assert (stalled.value.condition, stalled.value.reason) == ("DatasetReady", "DatasetChanged")
