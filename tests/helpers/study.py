@@ -68,6 +68,24 @@ def study_dict(**spec: Any) -> dict[str, Any]:
     return base
 
 
+def s3_storage(**more: Any) -> dict[str, Any]:
+    """A ``spec.storage`` on S3 (bucket ``hpo`` at ``minio:9000``); ``more`` adds or replaces
+    fields."""
+    return {"type": "s3", "endpoint": "minio:9000", "bucket": "hpo", **more}
+
+
+def study_with(path: str, value: Any, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A valid study (a copy of ``raw``, else ``study_dict()``) with the field at dotted
+    ``path`` (``spec.searchSpace.neurons``) set to ``value``."""
+    raw = copy.deepcopy(raw) if raw is not None else study_dict()
+    node = raw
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return raw
+
+
 def study_file(folder: Path, name: str, raw: dict[str, Any]) -> Path:
     """``raw`` named ``name``, written as ``folder/<name>.yaml`` (what `hpo run` takes)."""
     raw["metadata"]["name"] = name

@@ -9,7 +9,6 @@ tests/unit/test_dataset.py hold earlier cases; none is repeated here.
 
 from __future__ import annotations
 
-import copy
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from helpers.study import LABELS, study_dict
+from helpers.study import LABELS, s3_storage, study_dict, study_with
 from hpo.cli import EXIT_BAD_INPUT, app
 from hpo.data.checks import DatasetProblem, check_dataset
 from hpo.data.scaling import Scaler
@@ -32,20 +31,8 @@ from hpo_trainer.data import load_splits
 NS = "default"
 
 
-def _with(path: str, value: Any, raw: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A valid study with the field at dotted ``path`` set to ``value``."""
-    raw = copy.deepcopy(raw) if raw is not None else study_dict()
-    node = raw
-    parts = path.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return raw
-
-
 def _s3(**storage: Any) -> dict[str, Any]:
-    base = {"type": "s3", "endpoint": "minio:9000", "bucket": "results"}
-    return {**base, **storage}
+    return s3_storage(**{"bucket": "results", **storage})
 
 
 # -- spec fields ---------------------------------------------------------------------
@@ -129,13 +116,13 @@ SPEC_CASES: list[tuple[str, str, Any, str]] = [
 )
 def test_bad_spec_field_is_named(path: str, value: Any, message: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_study(_with(path, value))
+        parse_study(study_with(path, value))
     assert any(p.startswith(message) for p in info.value.problems), info.value.problems
 
 
 def test_the_longest_valid_name_still_makes_valid_pod_names() -> None:
     name = "s" * 63
-    study = parse_study(_with("metadata.name", name))
+    study = parse_study(study_with("metadata.name", name))
     for trial in ("r0001", "b0123"):
         pod = pod_name(study.name, trial, [1, 2, 3], attempt=12)
         assert len(pod) <= MAX_NAME and pod[0].isalnum() and pod[-1].isalnum(), pod
@@ -305,11 +292,11 @@ def _study_file(tmp_path: Path, raw: dict[str, Any]) -> Path:
 
 
 CLI_CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
-    ("name not DNS", lambda d: _with("metadata.name", "My.Study"), "metadata.name: 'My.Study' is not a valid Kubernetes name"),
-    ("name too long", lambda d: _with("metadata.name", "n" * 70), "metadata.name: " + repr("n" * 70) + " is longer than 63 characters"),
-    ("label also a feature", lambda d: _with("spec.dataset.features", ["W_um", LABELS[0]]), f"spec.dataset: column {LABELS[0]!r} is listed both as a label and as a feature"),
-    ("constant label", lambda d: _with("spec.dataset", {"path": str(_write(d, _frame().assign(y=0.0))), "labels": ["y"]}), "spec.dataset: label column 'y' is constant (0 in every usable row)"),
-    ("bad endpoint", lambda d: _with("spec.storage", _s3(endpoint="https://minio")), "spec.storage.endpoint: 'https://minio' must be host[:port] without a scheme"),
+    ("name not DNS", lambda d: study_with("metadata.name", "My.Study"), "metadata.name: 'My.Study' is not a valid Kubernetes name"),
+    ("name too long", lambda d: study_with("metadata.name", "n" * 70), "metadata.name: " + repr("n" * 70) + " is longer than 63 characters"),
+    ("label also a feature", lambda d: study_with("spec.dataset.features", ["W_um", LABELS[0]]), f"spec.dataset: column {LABELS[0]!r} is listed both as a label and as a feature"),
+    ("constant label", lambda d: study_with("spec.dataset", {"path": str(_write(d, _frame().assign(y=0.0))), "labels": ["y"]}), "spec.dataset: label column 'y' is constant (0 in every usable row)"),
+    ("bad endpoint", lambda d: study_with("spec.storage", _s3(endpoint="https://minio")), "spec.storage.endpoint: 'https://minio' must be host[:port] without a scheme"),
 ]  # fmt: skip
 
 

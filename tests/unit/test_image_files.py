@@ -5,7 +5,6 @@ operator image exposes the ports the operator listens on."""
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import inspect
 import re
 from types import ModuleType
@@ -13,18 +12,13 @@ from types import ModuleType
 import pytest
 import yaml
 
+from helpers.scripts import load_script
 from helpers.study import REPO
 from hpo.cli import cluster
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "requirements", REPO / "images" / "requirements.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "images" / "requirements.py")
 
 
 def test_requirement_files_are_current() -> None:

@@ -9,7 +9,6 @@ here says it is not current, regenerate it:
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from helpers.chart import (
     load_all,
     render,
 )
+from helpers.scripts import load_script
 from helpers.study import REPO
 from hpo.study.spec import API_VERSION, parse_study
 from support.podsecurity import restricted_violations
@@ -40,17 +40,7 @@ REGENERATE = "run: python charts/render_manifests.py"
 PLACEHOLDER_REPO = "https://example.com/your-org/hpo-operator.git"
 
 
-def _load_render_manifests():
-    spec = importlib.util.spec_from_file_location(
-        "render_manifests", REPO / "charts" / "render_manifests.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render_manifests = _load_render_manifests()
+render_manifests = load_script(REPO / "charts" / "render_manifests.py")
 
 
 @pytest.fixture(scope="module")

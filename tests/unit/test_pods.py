@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from helpers.study import study_dict
+from helpers.study import s3_storage, study_dict
 from hpo.engine import Engine
 from hpo.kube.pods import (
     ANN_REQUEST,
@@ -28,12 +28,7 @@ DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def _spec(**kw: object):
     raw = study_dict(
-        storage={
-            "type": "s3",
-            "endpoint": "minio:9000",
-            "bucket": "hpo",
-            "credentialsSecret": {"name": "creds"},
-        },
+        storage=s3_storage(credentialsSecret={"name": "creds"}),
         trainer={
             "image": "example/trainer:1",
             "nodeSelector": {"pool": "cpu"},

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.study import REPO, study_dict
+from helpers.study import REPO, s3_storage, study_dict
 from hpo.data.dataset import DatasetError, cache_dir, cached_copy, split_s3_url
 from hpo.store import LocalStore, StoreError, check_key, join_key, key_segment
 from hpo.store.s3 import S3Store
@@ -83,14 +83,7 @@ def test_the_scanner_finds_a_planted_secret() -> None:
 def test_no_spec_field_points_at_another_namespace(
     section: str, value: dict[str, Any], message: str
 ) -> None:
-    raw = study_dict(
-        storage={
-            "type": "s3",
-            "endpoint": "minio:9000",
-            "bucket": "hpo",
-            "credentialsSecret": {"name": "c"},
-        }
-    )
+    raw = study_dict(storage=s3_storage(credentialsSecret={"name": "c"}))
     raw["spec"][section] = {**raw["spec"].get(section, {}), **value}
     with pytest.raises(SpecError) as err:
         parse_study(raw)
@@ -141,7 +134,7 @@ def test_hostile_names_and_ids_are_refused_where_keys_are_built(value: str) -> N
 
 
 def test_prefixes_of_a_study_are_checked() -> None:
-    raw = study_dict(storage={"type": "s3", "endpoint": "minio:9000", "bucket": "hpo"})
+    raw = study_dict(storage=s3_storage())
     study = parse_study(raw)
     assert store_ref_for(study).prefix == "hpo/default"
     for out in ("s3://b/a/../../x", "s3://b/\u2024\u2024/x", "s3://b/a\\b", "s3://b/%2e%2e/x"):

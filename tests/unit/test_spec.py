@@ -9,19 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers.study import REPO, study_dict
+from helpers.study import REPO, study_dict, study_with
 from hpo.study.spec import SpecError, load_study, parse_study
-
-
-def _with(path: str, value: Any) -> dict[str, Any]:
-    raw = study_dict()
-    node = raw
-    parts = path.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return raw
-
 
 BAD = [
     (
@@ -154,7 +143,7 @@ BAD = [
 )
 def test_bad_field_is_named(path: str, value: Any, message: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_study(_with(path, value))
+        parse_study(study_with(path, value))
     assert message in str(info.value), str(info.value)
 
 
@@ -222,9 +211,9 @@ def test_the_example_is_valid() -> None:
 
 def test_categorical_columns_must_be_features_not_labels() -> None:
     with pytest.raises(SpecError) as info:
-        parse_study(_with("spec.dataset.categorical", ["Id_mA"]))
+        parse_study(study_with("spec.dataset.categorical", ["Id_mA"]))
     assert "categorical names 'Id_mA', a label: labels are numbers to predict" in str(info.value)
-    raw = _with("spec.dataset.categorical", ["grade"])
+    raw = study_with("spec.dataset.categorical", ["grade"])
     raw["spec"]["dataset"]["features"] = ["W_um"]
     with pytest.raises(SpecError, match="categorical names 'grade', which is not one of the"):
         parse_study(raw)
