@@ -19,7 +19,7 @@ import yaml
 
 from helpers.study import EXAMPLE_CSV, SMALL_SPACE, study_dict
 from helpers.study import study_file as write_study
-from helpers.synthetic import synthetic_mae
+from helpers.synthetic import synthetic_success
 from hpo.engine import StudyProgress, Task
 from hpo.records.ledger import read_ledger
 from hpo.records.livestatus import STALE_HEARTBEATS, StatusWriter
@@ -55,14 +55,7 @@ def _result(session: StudySession, task: Task, fail: bool) -> SeedResult:
     study, paths = session.study, session.paths
     if fail:
         return task.failed(study.name, "synthetic failure")
-    mae = synthetic_mae(task.trial.config, task.seed)
-    result = task.succeeded(
-        study.name,
-        mae=mae + 0.5,
-        val_mae=mae,
-        per_label={lb: {"mae": mae, "pct": mae} for lb in study.spec.dataset.labels},
-        artifacts=paths.seed(task.trial.id, task.seed),
-    )
+    result = synthetic_success(task, study.name, study.spec.dataset.labels)
     session.store.put_bytes(paths.scores(task.trial.id, task.seed), result.to_json().encode())
     return result
 

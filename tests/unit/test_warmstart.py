@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from helpers.study import EXAMPLE_CSV, SMALL_SPACE, study_dict, study_file
-from helpers.synthetic import synthetic_mae
+from helpers.synthetic import synthetic_mae, synthetic_success
 from hpo.cli import app
 from hpo.engine import Engine, Task, WarmStart
 from hpo.records.ledger import read_ledger
@@ -64,14 +64,7 @@ def _drive(study_file: Path, out: Path, stop_after: int | None = None) -> list[T
             return trained
         for task in session.take(1):
             trained.append(task)
-            mae = synthetic_mae(task.trial.config, task.seed)
-            result = task.succeeded(
-                study.name,
-                mae=mae + 0.5,
-                val_mae=mae,
-                per_label={lb: {"mae": mae, "pct": mae} for lb in study.spec.dataset.labels},
-                artifacts=paths.seed(task.trial.id, task.seed),
-            )
+            result = synthetic_success(task, study.name, study.spec.dataset.labels)
             session.store.put_bytes(
                 paths.artifact(task.trial.id, task.seed, "model.keras"), _model(task)
             )
