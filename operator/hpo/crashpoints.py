@@ -11,11 +11,11 @@ The points (where ``reached`` is called):
 
 - ``pod-reported:<Succeeded|Failed|Unknown|Pending|Deleted>``: a pod's outcome
   is in the engine (and a success in its ``scores.json``), the ledger not
-  written, the pod not yet deleted (runners/kube.py);
+  written, the pod not yet deleted (kube/runner.py);
 - ``failure-stored``: a failed attempt's record is in the store, its pod not yet
-  deleted (runners/kube.py);
-- ``pod-create:<random|bayesian>``: the engine (for ``bayesian``: the optimiser)
-  chose the training, its pod is not created yet (runners/kube.py);
+  deleted (kube/runner.py);
+- ``pod-create:<random|bayesian>``: the engine (for ``bayesian``, the narrow stage's
+  stored name: its strategy) chose the training, its pod is not created yet (kube/runner.py);
 - ``pod-created:<random|bayesian>``: the pod exists, the operator has not noted it;
 - ``s3-put:<file name>`` / ``s3-put-done:<file name>``: a store write is about to be
   sent / was answered but not yet acted upon (hpo/store/s3.py); for ``ledger.xlsx``

@@ -22,7 +22,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .net import free_port
+if __package__:
+    from .net import free_port
+else:  # run as a script (`python tests/support/s3server.py --install`): no package around it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 S3_VENV = REPO / ".venv-s3"

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from hpo.engine.budget import planned_configurations, planned_trainings
 from hpo.results.study import StudyResults
+from hpo.study.contract import NARROW_STAGE
 from hpo.study.spec import SpecError, parse_study
 
 #: The final group's columns a comparison shows, per study.
@@ -61,13 +63,11 @@ def budget(study: StudyResults) -> str:
         spec = parse_study(study.spec).spec
     except SpecError:
         return "unknown (study.yaml does not parse with this version)"
-    bayes = spec.narrow_stage
-    narrow = bayes.top_k * bayes.trials_per_config if bayes.enabled else 0
-    seeds = spec.training.seeds_per_config
-    most = (spec.random_stage.configurations + narrow) * seeds
+    narrow = planned_configurations(spec, NARROW_STAGE)
     return (
         f"{spec.random_stage.configurations} random + {narrow} narrow-stage configurations "
-        f"x {seeds} seeds (at most {most} trainings), {spec.training.epochs} epochs"
+        f"x {spec.training.seeds_per_config} seeds (at most {planned_trainings(spec)} "
+        f"trainings), {spec.training.epochs} epochs"
     )
 
 

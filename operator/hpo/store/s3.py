@@ -30,20 +30,22 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import certifi
 import minio
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
-from minio.helpers import DictType
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from hpo import crashpoints
 from hpo.store.base import PreconditionFailed, Store
 from hpo.store.files import write_atomically
 from hpo.store.keys import StoreError, check_key
+
+if TYPE_CHECKING:  # minio's own helper type: read by mypy only
+    from minio.helpers import DictType
 
 log = logging.getLogger(__name__)
 
