@@ -16,6 +16,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Iterable
+from types import MappingProxyType
 from typing import Any
 
 from hpo.engine.budget import planned_configurations
@@ -532,8 +533,8 @@ class Engine:
     def _records(self) -> Records:
         """The study as the narrow stage's strategy sees it (read-only)."""
         return Records(
-            trials=self.trials,
-            known=self._by_key,
+            trials=MappingProxyType(self.trials),
+            known=MappingProxyType(self._by_key),
             ranked=lambda: self.top(len(self._ranking)),
             complete=self._trial_complete,
             objective=self._objective,

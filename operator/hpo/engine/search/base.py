@@ -47,9 +47,12 @@ class Proposal:
 class NarrowSearch(Protocol):
     """A narrow-stage strategy: proposes configurations near the random stage's best.
 
-    It may keep state between calls only if it can rebuild it from ``Records`` (in
-    ``start``): its random generators are seeded from the study's seed and how much
-    was planned before.
+    A restarted study builds a fresh strategy and calls ``start`` again, so what it
+    keeps between calls must come back from ``Records``: its random generators are
+    seeded from the study's seed and how much was planned before, and a flag such as
+    "exhausted" is only a memo of what its next ``propose`` would find again. (The
+    Gaussian-process strategy's count of asks that gave nothing new starts again at
+    zero after a restart: it may ask a few more times, never propose a trial twice.)
     """
 
     def start(self, parents: Sequence[ConfigSummary], records: Records) -> list[str]:
