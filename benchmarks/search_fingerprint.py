@@ -29,10 +29,11 @@ from fcnet import ours
 from fcnet.table import DATASETS, load
 
 
-def one(args: tuple[str, int, int, int]) -> dict[str, Any]:
-    name, budget, seed, parallelism = args
+def one(args: tuple[str, int, int, int, str]) -> dict[str, Any]:
+    name, budget, seed, parallelism, method = args
     order: list[tuple[str, str, int]] = []
-    outcome = ours.run(load(name), budget, seed, {"parallelism": parallelism}, order=order)
+    overrides = {"parallelism": parallelism, "bayesianStage": {"method": method}}
+    outcome = ours.run(load(name), budget, seed, overrides, order=order)
     digest = hashlib.sha256(json.dumps(order).encode()).hexdigest()[:16]
     return {
         "dataset": name,
@@ -51,11 +52,17 @@ def main() -> None:
     ap.add_argument("--budgets", nargs="+", type=int, default=[40, 80, 160])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--parallelism", nargs="+", type=int, default=[1, 8])
+    ap.add_argument(
+        "--method",
+        default="localSearch",
+        choices=["localSearch", "gaussianProcess"],
+        help="the narrow stage's strategy (gaussianProcess: seconds per study, not milliseconds)",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, help="one JSON line per study")
     args = ap.parse_args()
     cells = [
-        (name, budget, seed, p)
+        (name, budget, seed, p, args.method)
         for name in args.datasets
         for budget in args.budgets
         for seed in range(args.repeats)

@@ -16,7 +16,6 @@ import pytest
 from openpyxl import load_workbook
 
 from hpo.records.ledger import (
-    HYPERPARAMS,
     NO_BEST_NOTE,
     configurations_frame,
     read_ledger,
@@ -25,7 +24,7 @@ from hpo.records.ledger import (
 )
 from hpo.records.report import final_group
 from hpo.store import LocalStore, PreconditionFailed
-from hpo.study.contract import SeedResult
+from hpo.study.contract import KNOBS, SeedResult
 from hpo.study.spec import Threshold
 
 LABELS = ["yield", "strength"]
@@ -159,7 +158,7 @@ def test_trials_columns_and_order() -> None:
         "stage",
         "parent",
         "config_key",
-        *HYPERPARAMS,
+        *KNOBS,
         "seed",
         "val_mae",
         "mae",
@@ -211,7 +210,7 @@ def test_configurations_aggregates_by_hand() -> None:
         "stage",
         "parent",
         "config_key",
-        *HYPERPARAMS,
+        *KNOBS,
         "val_mae_mean",
         "val_mae_std",
         "mae_mean",

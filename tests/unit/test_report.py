@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from hpo.records.ledger import HYPERPARAMS
 from hpo.records.report import PLOT_FILES, final_group, make_plots, render_table
-from hpo.study.contract import SeedResult
+from hpo.study.contract import KNOBS, SeedResult
 from hpo.study.spec import Threshold
 
 LABELS = ["yield", "strength"]
@@ -81,7 +80,7 @@ def test_final_group_ranking_and_columns() -> None:
         "trial",
         "stage",
         "config_key",
-        *HYPERPARAMS,
+        *KNOBS,
         "val_mae_mean",
         "val_mae_std",
         "mae_mean",

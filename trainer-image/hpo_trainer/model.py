@@ -26,6 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo.study.contract import (
+    ACTIVATION,
+    BATCH_SIZE,
+    DROPOUT,
+    HIDDEN_LAYERS,
+    L2,
+    LEARNING_RATE,
+    LR_SCHEDULE,
+    NEURONS,
+    OPTIMIZER,
+)
+
 if TYPE_CHECKING:
     import keras
 
@@ -123,50 +135,50 @@ class MlpConfig:
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> MlpConfig:
-        required = ("hidden_layers", "neurons", "activation", "learning_rate", "batch_size")
-        missing = [k for k in (*required, "optimizer") if k not in config]
+        required = (HIDDEN_LAYERS, NEURONS, ACTIVATION, LEARNING_RATE, BATCH_SIZE)
+        missing = [k for k in (*required, OPTIMIZER) if k not in config]
         if missing:
             raise ConfigError(f"config is missing key(s): {', '.join(missing)}")
-        layers = _positive_int(config["hidden_layers"], "hidden_layers")
-        neurons = config["neurons"]
+        layers = _positive_int(config[HIDDEN_LAYERS], HIDDEN_LAYERS)
+        neurons = config[NEURONS]
         if not isinstance(neurons, list | tuple) or len(neurons) != layers:
             raise ConfigError(
                 f"neurons must list one width per hidden layer ({layers}), got {neurons!r}"
             )
         widths = tuple(_positive_int(n, "each entry of neurons") for n in neurons)
-        per_layer = _per_layer(config["activation"], layers, "activation")
+        per_layer = _per_layer(config[ACTIVATION], layers, ACTIVATION)
         activation: str | tuple[str, ...] = (
-            _activation(config["activation"])
+            _activation(config[ACTIVATION])
             if per_layer is None
             else tuple(_activation(a) for a in per_layer)
         )
-        optimizer = str(config["optimizer"]).lower()
+        optimizer = str(config[OPTIMIZER]).lower()
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
         try:
-            learning_rate = float(config["learning_rate"])
+            learning_rate = float(config[LEARNING_RATE])
         except (TypeError, ValueError):
             learning_rate = float("nan")
         if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ConfigError(f"learning_rate must be positive, got {config['learning_rate']!r}")
-        batch_size = _positive_int(config["batch_size"], "batch_size")
-        raw_dropout = config.get("dropout", 0.0)
-        rates = _per_layer(raw_dropout, layers, "dropout")
+            raise ConfigError(f"learning_rate must be positive, got {config[LEARNING_RATE]!r}")
+        batch_size = _positive_int(config[BATCH_SIZE], BATCH_SIZE)
+        raw_dropout = config.get(DROPOUT, 0.0)
+        rates = _per_layer(raw_dropout, layers, DROPOUT)
         dropout: float | tuple[float, ...] = (
-            _fraction(raw_dropout, "dropout")
+            _fraction(raw_dropout, DROPOUT)
             if rates is None
             else tuple(_fraction(r, f"dropout[{i}]") for i, r in enumerate(rates))
         )
-        raw_l2 = config.get("l2", 0.0)
+        raw_l2 = config.get(L2, 0.0)
         if isinstance(raw_l2, bool) or not isinstance(raw_l2, numbers.Real):
             raise ConfigError(f"l2 must be a number >= 0, got {raw_l2!r}")
         l2 = float(raw_l2)
         if not (np.isfinite(l2) and l2 >= 0.0):
             raise ConfigError(f"l2 must be a finite number >= 0, got {raw_l2!r}")
-        schedule = str(config.get("lr_schedule", "constant")).lower()
+        schedule = str(config.get(LR_SCHEDULE, "constant")).lower()
         if schedule not in LR_SCHEDULES:
             raise ConfigError(
-                f"unknown lr_schedule {config.get('lr_schedule')!r}; expected one of {LR_SCHEDULES}"
+                f"unknown lr_schedule {config.get(LR_SCHEDULE)!r}; expected one of {LR_SCHEDULES}"
             )
         return cls(widths, activation, learning_rate, batch_size, optimizer, dropout, l2, schedule)
 

@@ -16,8 +16,7 @@ import pandas as pd
 import yaml
 
 from hpo.engine import planned_trainings
-from hpo.records.ledger import HYPERPARAMS
-from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, Stage
+from hpo.study.contract import KNOBS, NARROW_STAGE, RANDOM_STAGE, Stage
 
 STAGES: tuple[Stage, ...] = (RANDOM_STAGE, NARROW_STAGE)
 
@@ -125,7 +124,7 @@ def build(study: Any) -> dict[str, Any]:
     # the API's names (test_mae_*); the ledger's (mae_*) where an older frame has them
     configs = configs.rename(columns={"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"})
     final = final.rename(columns={"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"})
-    hyper = [h for h in HYPERPARAMS if h in trainings.columns or h in configs.columns]
+    hyper = [h for h in KNOBS if h in trainings.columns or h in configs.columns]
     val, test = col(trainings, "val_mae"), col(trainings, "test_mae", "mae")
     status = trainings["status"] if "status" in trainings.columns else pd.Series(dtype=object)
     ok = trainings[status == "succeeded"] if len(trainings) else trainings

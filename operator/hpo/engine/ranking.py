@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 
-from hpo.study.contract import SeedResult
+from hpo.study.contract import HIDDEN_LAYERS, SeedResult
 from hpo.study.spec import NarrowStage
 from hpo.study.summary import ConfigSummary
 
@@ -58,9 +58,9 @@ def hand_over(best: list[ConfigSummary], stage: NarrowStage) -> list[ConfigSumma
     chosen: list[ConfigSummary] = []
     depths: set[int] = set()
     for s in best:
-        if s.config["hidden_layers"] not in depths:
+        if s.config[HIDDEN_LAYERS] not in depths:
             chosen.append(s)
-            depths.add(s.config["hidden_layers"])
+            depths.add(s.config[HIDDEN_LAYERS])
     chosen.sort(key=lambda s: (s.score, s.score_std, s.trial))
     chosen = chosen[: stage.top_k]
     for s in best:

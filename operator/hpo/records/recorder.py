@@ -68,7 +68,7 @@ def stored_results(
 def best_records(best: Any) -> list[dict[str, Any]]:
     """The final group as JSON records (``best.json``): per-layer values as lists, as in
     ``config.json`` (the ledger's cells hold them as JSON text, ``"[80, 48, 80]"``)."""
-    from hpo.records.ledger import PER_LAYER
+    from hpo.study.contract import PER_LAYER
 
     records: list[dict[str, Any]] = json.loads(best.to_json(orient="records"))
     for record in records:

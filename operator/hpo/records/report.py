@@ -17,8 +17,14 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from hpo.records.ledger import HYPERPARAMS, PER_LAYER
-from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
+from hpo.study.contract import (
+    HIDDEN_LAYERS,
+    KNOBS,
+    NARROW_STAGE,
+    PER_LAYER,
+    RANDOM_STAGE,
+    SeedResult,
+)
 from hpo.study.summary import ranked, summarise
 
 if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn (~1 s; `hpo report` needs none)
@@ -58,7 +64,7 @@ def final_group_columns(labels: Sequence[str], checked: Sequence[str] = ()) -> l
         "trial",
         "stage",
         "config_key",
-        *HYPERPARAMS,
+        *KNOBS,
         "val_mae_mean",
         "val_mae_std",
         "mae_mean",
@@ -100,7 +106,7 @@ def final_group(
             "trial": s.trial,
             "stage": s.stage,
             "config_key": s.config_key,
-            **{name: s.config.get(name) for name in HYPERPARAMS},
+            **{name: s.config.get(name) for name in KNOBS},
             "val_mae_mean": s.score,
             "val_mae_std": s.score_std,
             "mae_mean": s.mean,
@@ -178,19 +184,19 @@ def _plot_depth(results: list[SeedResult], path: Path) -> Path:
     """Every training's MAE by depth: shows whether depth matters and how noisy seeds are."""
     fig = _figure(8, 5)
     ax = fig.add_subplot()
-    ok = [r for r in _succeeded(results) if r.config.get("hidden_layers") is not None]
+    ok = [r for r in _succeeded(results) if r.config.get(HIDDEN_LAYERS) is not None]
     if not ok:
         _empty(ax, "no successful trainings yet")
     else:
         rng = np.random.default_rng(0)  # fixed jitter: the same results give the same picture
         for stage in _stages(ok):
-            xs = np.array([r.config["hidden_layers"] for r in ok if r.stage == stage], float)
+            xs = np.array([r.config[HIDDEN_LAYERS] for r in ok if r.stage == stage], float)
             ys = [float(r.mae) for r in ok if r.stage == stage]  # type: ignore[arg-type]
             jitter = rng.uniform(-0.18, 0.18, len(xs))
             ax.scatter(xs + jitter, ys, s=14, alpha=0.55, color=_colour(stage), label=stage)
-        depths = sorted({int(r.config["hidden_layers"]) for r in ok})
+        depths = sorted({int(r.config[HIDDEN_LAYERS]) for r in ok})
         for i, depth in enumerate(depths):
-            median = float(np.median([r.mae for r in ok if r.config["hidden_layers"] == depth]))
+            median = float(np.median([r.mae for r in ok if r.config[HIDDEN_LAYERS] == depth]))
             ax.hlines(
                 median,
                 depth - 0.32,

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.records.ledger import PER_LAYER, configurations_frame, trials_frame
+from hpo.records.ledger import configurations_frame, trials_frame
 from hpo.records.report import final_group_columns as report_columns
-from hpo.study.contract import SeedResult
+from hpo.study.contract import PER_LAYER, SeedResult
 
 _TRAININGS_RENAMED = {"mae": "test_mae"}
 _SUMMARY_RENAMED = {"mae_mean": "test_mae_mean", "mae_std": "test_mae_std"}

@@ -25,6 +25,34 @@ NARROW_STAGE: Stage = "bayesian"
 Status = Literal["succeeded", "failed"]
 
 
+#: The knobs of a configuration (``TrainingRequest.config``): every module that reads or
+#: builds one, and the trainer, spells a knob through these names; the ledger's columns
+#: follow ``KNOBS``' order. Values: ints, floats and strings, or a list of one per hidden
+#: layer for ``NEURONS`` (always), ``ACTIVATION`` and ``DROPOUT`` (when they differ by layer).
+HIDDEN_LAYERS = "hidden_layers"
+NEURONS = "neurons"
+ACTIVATION = "activation"
+LEARNING_RATE = "learning_rate"
+BATCH_SIZE = "batch_size"
+OPTIMIZER = "optimizer"
+DROPOUT = "dropout"
+L2 = "l2"
+LR_SCHEDULE = "lr_schedule"
+KNOBS = (
+    HIDDEN_LAYERS,
+    NEURONS,
+    ACTIVATION,
+    LEARNING_RATE,
+    BATCH_SIZE,
+    OPTIMIZER,
+    DROPOUT,
+    L2,
+    LR_SCHEDULE,
+)
+#: Knobs that may hold one value per hidden layer.
+PER_LAYER = (NEURONS, ACTIVATION, DROPOUT)
+
+
 @dataclass(frozen=True)
 class DatasetRef:
     """Where the data is and how it is split; identical for every training of a study."""

@@ -16,6 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from hpo.study.contract import (
+    ACTIVATION,
+    BATCH_SIZE,
+    DROPOUT,
+    HIDDEN_LAYERS,
+    L2,
+    LEARNING_RATE,
+    LR_SCHEDULE,
+    NEURONS,
+    OPTIMIZER,
+)
 from hpo.study.spec import NarrowStage, SearchSpace
 
 Config = dict[str, Any]
@@ -46,18 +57,18 @@ def normalise(config: Config) -> Config:
     The knobs added after v0.1 (``dropout``, ``l2``, ``lr_schedule``) are always
     present; their defaults leave the key of a v0.1 configuration unchanged.
     """
-    neurons = [int(n) for n in config["neurons"]]
+    neurons = [int(n) for n in config[NEURONS]]
     depth = len(neurons)
     return {
-        "hidden_layers": depth,
-        "neurons": neurons,
-        "activation": _per_layer(config["activation"], depth, str),
-        "learning_rate": round_lr(float(config["learning_rate"])),
-        "batch_size": int(config["batch_size"]),
-        "optimizer": str(config["optimizer"]),
-        "dropout": _per_layer(config.get("dropout", 0.0), depth, float),
-        "l2": round_lr(float(config.get("l2", 0.0))) if config.get("l2") else 0.0,
-        "lr_schedule": str(config.get("lr_schedule", "constant")),
+        HIDDEN_LAYERS: depth,
+        NEURONS: neurons,
+        ACTIVATION: _per_layer(config[ACTIVATION], depth, str),
+        LEARNING_RATE: round_lr(float(config[LEARNING_RATE])),
+        BATCH_SIZE: int(config[BATCH_SIZE]),
+        OPTIMIZER: str(config[OPTIMIZER]),
+        DROPOUT: _per_layer(config.get(DROPOUT, 0.0), depth, float),
+        L2: round_lr(float(config.get(L2, 0.0))) if config.get(L2) else 0.0,
+        LR_SCHEDULE: str(config.get(LR_SCHEDULE, "constant")),
     }
 
 
@@ -70,17 +81,17 @@ def _joined(value: Any, fmt: str = "{}") -> str:
 def config_key(config: Config) -> str:
     """Readable and canonical: two configurations are the same iff their keys are."""
     c = normalise(config)
-    neurons = "-".join(str(n) for n in c["neurons"])
+    neurons = "-".join(str(n) for n in c[NEURONS])
     key = (
-        f"L{c['hidden_layers']}|{neurons}|{_joined(c['activation'])}|lr={c['learning_rate']:.3g}"
-        f"|bs={c['batch_size']}|{c['optimizer']}"
+        f"L{c[HIDDEN_LAYERS]}|{neurons}|{_joined(c[ACTIVATION])}|lr={c[LEARNING_RATE]:.3g}"
+        f"|bs={c[BATCH_SIZE]}|{c[OPTIMIZER]}"
     )
-    if c["dropout"] != 0.0:
-        key += f"|do={_joined(c['dropout'], '{:g}')}"
-    if c["l2"]:
-        key += f"|l2={c['l2']:.3g}"
-    if c["lr_schedule"] != "constant":
-        key += f"|{c['lr_schedule']}"
+    if c[DROPOUT] != 0.0:
+        key += f"|do={_joined(c[DROPOUT], '{:g}')}"
+    if c[L2]:
+        key += f"|l2={c[L2]:.3g}"
+    if c[LR_SCHEDULE] != "constant":
+        key += f"|{c[LR_SCHEDULE]}"
     return key
 
 
@@ -135,9 +146,9 @@ def _extras(space: SearchSpace) -> list[tuple[str, list[Any]]]:
     with one value draw nothing, so a v0.1 space samples exactly as it did."""
     out: list[tuple[str, list[Any]]] = []
     if len(space.l2) > 1:
-        out.append(("l2", list(space.l2)))
+        out.append((L2, list(space.l2)))
     if len(space.learning_rate_schedules) > 1:
-        out.append(("lr_schedule", list(space.learning_rate_schedules)))
+        out.append((LR_SCHEDULE, list(space.learning_rate_schedules)))
     return out
 
 
@@ -146,9 +157,9 @@ def _enumerate(space: SearchSpace) -> Iterator[Config]:
     lrs = learning_rates(space)
     extras = _extras(space)
     fixed = {
-        "dropout": space.dropout[0],
-        "l2": space.l2[0],
-        "lr_schedule": space.learning_rate_schedules[0],
+        DROPOUT: space.dropout[0],
+        L2: space.l2[0],
+        LR_SCHEDULE: space.learning_rate_schedules[0],
     }
     for depth in range(space.hidden_layers.min, space.hidden_layers.max + 1):
         act_sets: Iterable[Any] = (
@@ -170,13 +181,13 @@ def _enumerate(space: SearchSpace) -> Iterator[Config]:
                     for values in itertools.product(*(v for _, v in extras)):
                         config = {
                             **fixed,
-                            "hidden_layers": depth,
-                            "neurons": list(neurons),
-                            "activation": act,
-                            "learning_rate": lr,
-                            "batch_size": bs,
-                            "optimizer": opt,
-                            "dropout": drop,
+                            HIDDEN_LAYERS: depth,
+                            NEURONS: list(neurons),
+                            ACTIVATION: act,
+                            LEARNING_RATE: lr,
+                            BATCH_SIZE: bs,
+                            OPTIMIZER: opt,
+                            DROPOUT: drop,
                         }
                         config.update({k: v for (k, _), v in zip(extras, values, strict=True)})
                         # Equal per-layer values normalise to one value: each network once.
@@ -194,23 +205,23 @@ def _sample(space: SearchSpace, rng: np.random.Generator) -> Config:
         lr = round_lr(10 ** rng.uniform(lo, hi))
         lr = min(max(lr, round_lr(space.learning_rate.min)), round_lr(space.learning_rate.max))
     config: Config = {
-        "hidden_layers": depth,
-        "neurons": [int(grid[i]) for i in rng.integers(0, len(grid), size=depth)],
-        "activation": space.activations[int(rng.integers(len(space.activations)))],
-        "learning_rate": lr,
-        "batch_size": int(space.batch_sizes[int(rng.integers(len(space.batch_sizes)))]),
-        "optimizer": space.optimizers[int(rng.integers(len(space.optimizers)))],
-        "dropout": space.dropout[0],
-        "l2": space.l2[0],
-        "lr_schedule": space.learning_rate_schedules[0],
+        HIDDEN_LAYERS: depth,
+        NEURONS: [int(grid[i]) for i in rng.integers(0, len(grid), size=depth)],
+        ACTIVATION: space.activations[int(rng.integers(len(space.activations)))],
+        LEARNING_RATE: lr,
+        BATCH_SIZE: int(space.batch_sizes[int(rng.integers(len(space.batch_sizes)))]),
+        OPTIMIZER: space.optimizers[int(rng.integers(len(space.optimizers)))],
+        DROPOUT: space.dropout[0],
+        L2: space.l2[0],
+        LR_SCHEDULE: space.learning_rate_schedules[0],
     }
     if space.activation_per_layer and depth > 1:
         picks = rng.integers(len(space.activations), size=depth - 1)
-        config["activation"] = [config["activation"], *(space.activations[int(i)] for i in picks)]
+        config[ACTIVATION] = [config[ACTIVATION], *(space.activations[int(i)] for i in picks)]
     if len(space.dropout) > 1:
         n = depth if space.dropout_per_layer else 1
         drops = [space.dropout[int(i)] for i in rng.integers(len(space.dropout), size=n)]
-        config["dropout"] = drops if space.dropout_per_layer else drops[0]
+        config[DROPOUT] = drops if space.dropout_per_layer else drops[0]
     for name, values in _extras(space):
         config[name] = values[int(rng.integers(len(values)))]
     return normalise(config)
@@ -275,27 +286,27 @@ def sample_unique(
 def contains(space: SearchSpace, config: Config) -> bool:
     """Whether ``space`` can give ``config`` (a warm start's configurations must)."""
     c = normalise(config)
-    depth = c["hidden_layers"]
+    depth = c[HIDDEN_LAYERS]
     lrs = space.learning_rate
     lr_ok = (
-        c["learning_rate"] in lrs.choices
+        c[LEARNING_RATE] in lrs.choices
         if lrs.choices
-        else round_lr(lrs.min) <= c["learning_rate"] <= round_lr(lrs.max)
+        else round_lr(lrs.min) <= c[LEARNING_RATE] <= round_lr(lrs.max)
     )
-    acts = c["activation"] if isinstance(c["activation"], list) else [c["activation"]]
-    drops = c["dropout"] if isinstance(c["dropout"], list) else [c["dropout"]]
+    acts = c[ACTIVATION] if isinstance(c[ACTIVATION], list) else [c[ACTIVATION]]
+    drops = c[DROPOUT] if isinstance(c[DROPOUT], list) else [c[DROPOUT]]
     return (
         space.hidden_layers.min <= depth <= space.hidden_layers.max
-        and all(n in space.neurons.grid for n in c["neurons"])
+        and all(n in space.neurons.grid for n in c[NEURONS])
         and lr_ok
         and all(a in space.activations for a in acts)
         and (space.activation_per_layer or len(acts) == 1)
         and all(d in space.dropout for d in drops)
         and (space.dropout_per_layer or len(drops) == 1)
-        and c["batch_size"] in space.batch_sizes
-        and c["optimizer"] in space.optimizers
-        and c["l2"] in space.l2
-        and c["lr_schedule"] in space.learning_rate_schedules
+        and c[BATCH_SIZE] in space.batch_sizes
+        and c[OPTIMIZER] in space.optimizers
+        and c[L2] in space.l2
+        and c[LR_SCHEDULE] in space.learning_rate_schedules
     )
 
 
@@ -322,12 +333,12 @@ class NarrowSpace:
     def to_config(self, indices: Iterable[int]) -> Config:
         values = [c[int(i)] for c, i in zip(self.choices, indices, strict=True)]
         return normalise(
-            {**self.parent, "neurons": [int(v) for v in values[:-1]], "learning_rate": values[-1]}
+            {**self.parent, NEURONS: [int(v) for v in values[:-1]], LEARNING_RATE: values[-1]}
         )
 
     def to_indices(self, config: Config) -> list[int]:
         """Nearest grid indices of a configuration (exact for anything this space produced)."""
-        values = [*config["neurons"], config["learning_rate"]]
+        values = [*config[NEURONS], config[LEARNING_RATE]]
         out = []
         for i, (choices, v) in enumerate(zip(self.choices, values, strict=True)):
             if i == len(self.choices) - 1:
@@ -342,25 +353,25 @@ class NarrowSpace:
         same = all(
             c[k] == self.parent[k]
             for k in (
-                "hidden_layers",
-                "activation",
-                "batch_size",
-                "optimizer",
-                "dropout",
-                "l2",
-                "lr_schedule",
+                HIDDEN_LAYERS,
+                ACTIVATION,
+                BATCH_SIZE,
+                OPTIMIZER,
+                DROPOUT,
+                L2,
+                LR_SCHEDULE,
             )
         )
         if not same:
             return False
-        values = [*c["neurons"], c["learning_rate"]]
+        values = [*c[NEURONS], c[LEARNING_RATE]]
         return all(v in choices for v, choices in zip(values, self.choices, strict=True))
 
     def bounds(self) -> dict[str, Any]:
         """Human-readable bounds, for the ledger and for tests."""
         return {
-            "neurons": [(min(c), max(c)) for c in self.choices[:-1]],
-            "learning_rate": (min(self.choices[-1]), max(self.choices[-1])),
+            NEURONS: [(min(c), max(c)) for c in self.choices[:-1]],
+            LEARNING_RATE: (min(self.choices[-1]), max(self.choices[-1])),
         }
 
 
@@ -370,20 +381,20 @@ def narrow(parent: Config, space: SearchSpace, stage: NarrowStage) -> NarrowSpac
     choices: list[list[float]] = []
     if space.neurons.choices:
         grid = space.neurons.choices
-        for n in parent["neurons"]:
+        for n in parent[NEURONS]:
             near = [v for v in grid if abs(v - n) <= stage.neurons_radius]
             choices.append([float(v) for v in sorted(set(near) | {n})])
     else:
         lo, hi = space.neurons.min, space.neurons.max
         k_max = stage.neurons_radius // stage.neurons_step
-        for n in parent["neurons"]:
+        for n in parent[NEURONS]:
             layer = sorted(
                 {n + k * stage.neurons_step for k in range(-k_max, k_max + 1)}
                 & set(range(lo, hi + 1))
                 | {n}
             )
             choices.append([float(v) for v in layer])
-    lr0 = parent["learning_rate"]
+    lr0 = parent[LEARNING_RATE]
     if space.learning_rate.choices:
         radius = stage.learning_rate_radius + 1e-9
         near_lr = {v for v in space.learning_rate.choices if abs(math.log10(v / lr0)) <= radius}

@@ -18,6 +18,17 @@ import numpy as np
 
 from hpo.engine.search.base import Proposal, Records
 from hpo.engine.search.surrogate import Surrogate
+from hpo.study.contract import (
+    ACTIVATION,
+    BATCH_SIZE,
+    DROPOUT,
+    HIDDEN_LAYERS,
+    L2,
+    LEARNING_RATE,
+    LR_SCHEDULE,
+    NEURONS,
+    OPTIMIZER,
+)
 from hpo.study.space import Config, config_key, learning_rates, normalise, round_lr
 from hpo.study.spec import NarrowStage, SearchSpace, StudySpec
 from hpo.study.summary import ConfigSummary
@@ -60,29 +71,29 @@ def _layers(value: Any, depth: int) -> list[Any]:
 def neighbours(config: Config, space: SearchSpace, stage: NarrowStage) -> list[Config]:
     """Every one-step neighbour of ``config`` inside ``space``, in a fixed order, no repeats."""
     c = normalise(config)
-    depth = c["hidden_layers"]
+    depth = c[HIDDEN_LAYERS]
     out: list[Config] = []
 
     def add(**change: Any) -> None:
         out.append({**c, **change})
 
-    for i, width in enumerate(c["neurons"]):
+    for i, width in enumerate(c[NEURONS]):
         for w in _width_steps(space, stage, width):
-            add(neurons=[*c["neurons"][:i], w, *c["neurons"][i + 1 :]])
-    for lr in _lr_steps(space, stage, c["learning_rate"]):
+            add(neurons=[*c[NEURONS][:i], w, *c[NEURONS][i + 1 :]])
+    for lr in _lr_steps(space, stage, c[LEARNING_RATE]):
         add(learning_rate=lr)
-    for bs in _steps(sorted(space.batch_sizes), c["batch_size"]):
+    for bs in _steps(sorted(space.batch_sizes), c[BATCH_SIZE]):
         add(batch_size=bs)
     for name, values in (
-        ("optimizer", space.optimizers),
-        ("lr_schedule", space.learning_rate_schedules),
+        (OPTIMIZER, space.optimizers),
+        (LR_SCHEDULE, space.learning_rate_schedules),
     ):
         for v in values:
             if v != c[name]:
                 add(**{name: v})
-    for l2 in _steps(list(space.l2), c["l2"]):
+    for l2 in _steps(list(space.l2), c[L2]):
         add(l2=l2)
-    acts = _layers(c["activation"], depth)
+    acts = _layers(c[ACTIVATION], depth)
     if space.activation_per_layer:
         for i in range(depth):
             for a in space.activations:
@@ -90,26 +101,26 @@ def neighbours(config: Config, space: SearchSpace, stage: NarrowStage) -> list[C
                     add(activation=[*acts[:i], a, *acts[i + 1 :]])
     else:
         for a in space.activations:
-            if a != c["activation"]:
+            if a != c[ACTIVATION]:
                 add(activation=a)
-    drops = _layers(c["dropout"], depth)
+    drops = _layers(c[DROPOUT], depth)
     if space.dropout_per_layer:
         for i in range(depth):
             for d in _steps(list(space.dropout), drops[i]):
                 add(dropout=[*drops[:i], d, *drops[i + 1 :]])
     else:
-        for d in _steps(list(space.dropout), c["dropout"]):
+        for d in _steps(list(space.dropout), c[DROPOUT]):
             add(dropout=d)
     # Depth: drop the last layer, or repeat it (same width, activation and dropout).
     if depth - 1 >= space.hidden_layers.min:
         add(
-            neurons=c["neurons"][:-1],
-            activation=_layers(c["activation"], depth)[:-1],
-            dropout=_layers(c["dropout"], depth)[:-1],
+            neurons=c[NEURONS][:-1],
+            activation=_layers(c[ACTIVATION], depth)[:-1],
+            dropout=_layers(c[DROPOUT], depth)[:-1],
         )
     if depth + 1 <= space.hidden_layers.max:
         add(
-            neurons=[*c["neurons"], c["neurons"][-1]],
+            neurons=[*c[NEURONS], c[NEURONS][-1]],
             activation=[*acts, acts[-1]],
             dropout=[*drops, drops[-1]],
         )

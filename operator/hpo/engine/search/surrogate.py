@@ -15,6 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from hpo.study.contract import (
+    ACTIVATION,
+    BATCH_SIZE,
+    DROPOUT,
+    HIDDEN_LAYERS,
+    L2,
+    LEARNING_RATE,
+    LR_SCHEDULE,
+    NEURONS,
+    OPTIMIZER,
+)
 from hpo.study.space import Config, normalise
 
 #: Ridge penalty: strong enough that a knob value seen once barely moves the prediction.
@@ -30,23 +41,21 @@ def features(config: Config) -> dict[str, float]:
     the numeric knobs on a log scale and their squares (for ranges, where values rarely
     repeat)."""
     c = normalise(config)
-    depth = c["hidden_layers"]
+    depth = c[HIDDEN_LAYERS]
     out: dict[str, float] = {f"depth={depth}": 1.0}
     for i, (w, a, d) in enumerate(
-        zip(
-            c["neurons"], _layers(c["activation"], depth), _layers(c["dropout"], depth), strict=True
-        )
+        zip(c[NEURONS], _layers(c[ACTIVATION], depth), _layers(c[DROPOUT], depth), strict=True)
     ):
         out[f"w{i}={w}"] = 1.0
         out[f"a{i}={a}"] = 1.0
         out[f"d{i}={d:g}"] = 1.0
         out[f"log2w{i}"] = math.log2(w)
-    for name in ("learning_rate", "batch_size", "optimizer", "l2", "lr_schedule"):
+    for name in (LEARNING_RATE, BATCH_SIZE, OPTIMIZER, L2, LR_SCHEDULE):
         out[f"{name}={c[name]}"] = 1.0
-    lr = math.log10(c["learning_rate"])
+    lr = math.log10(c[LEARNING_RATE])
     out["log_lr"], out["log_lr2"] = lr, lr * lr
-    out["log_bs"] = math.log2(c["batch_size"])
-    out["log_l2"] = math.log10(c["l2"] + 1e-7)
+    out["log_bs"] = math.log2(c[BATCH_SIZE])
+    out["log_l2"] = math.log10(c[L2] + 1e-7)
     return out
 
 

@@ -41,8 +41,6 @@ is (its ``scores.json`` is there).
 """
 
 from hpo.records.ledger.frames import (
-    HYPERPARAMS,
-    PER_LAYER,
     configurations_columns,
     configurations_frame,
     study_frame,
@@ -53,9 +51,7 @@ from hpo.records.ledger.io import LedgerUnreadable, read_ledger, write_ledger
 from hpo.records.ledger.xlsx import NO_BEST_NOTE, SHEETS, number_format
 
 __all__ = [
-    "HYPERPARAMS",
     "NO_BEST_NOTE",
-    "PER_LAYER",
     "SHEETS",
     "LedgerUnreadable",
     "configurations_columns",

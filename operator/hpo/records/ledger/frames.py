@@ -12,27 +12,13 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
+from hpo.study.contract import KNOBS, NARROW_STAGE, PER_LAYER, RANDOM_STAGE, SeedResult
 from hpo.study.summary import ConfigSummary, ranked, summarise
-
-HYPERPARAMS = (
-    "hidden_layers",
-    "neurons",
-    "activation",
-    "learning_rate",
-    "batch_size",
-    "optimizer",
-    "dropout",
-    "l2",
-    "lr_schedule",
-)
-#: Hyperparameters that may hold one value per hidden layer (then written as a JSON list).
-PER_LAYER = ("neurons", "activation", "dropout")
 
 #: Trials columns before and after the per-label ``<label>_mae`` / ``<label>_pct`` pairs.
 #: ``val_mae`` is the selection score (validation split or held-out fold); ``mae`` the
 #: test MAE, which no decision reads.
-TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *HYPERPARAMS, "seed", "val_mae", "mae")
+TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *KNOBS, "seed", "val_mae", "mae")
 #: ``finished`` is ``finished_at`` as a date-time (UTC) for people; code reads ``finished_at``.
 #: ``source``/``source_trial``: the study a warm start took the row from, and its trial
 #: id there (empty: trained by this study).
@@ -60,7 +46,7 @@ def _neurons_text(value: Any) -> Any:
 
 
 def _hyperparams(config: Mapping[str, Any]) -> dict[str, Any]:
-    row = {name: config.get(name) for name in HYPERPARAMS}
+    row = {name: config.get(name) for name in KNOBS}
     for name in PER_LAYER:
         row[name] = _neurons_text(row[name])
     return row
@@ -140,7 +126,7 @@ def configurations_columns(labels: list[str]) -> list[str]:
         "stage",
         "parent",
         "config_key",
-        *HYPERPARAMS,
+        *KNOBS,
         "val_mae_mean",
         "val_mae_std",
         "mae_mean",

@@ -16,8 +16,6 @@ from typing import Any
 import pandas as pd
 
 from hpo.records.ledger.frames import (
-    HYPERPARAMS,
-    PER_LAYER,
     configurations_frame,
     study_frame,
     trials_frame,
@@ -25,7 +23,7 @@ from hpo.records.ledger.frames import (
 from hpo.records.ledger.xlsx import sheet_rows, workbook_bytes
 from hpo.store.base import Store
 from hpo.store.keys import StoreError
-from hpo.study.contract import SeedResult
+from hpo.study.contract import KNOBS, PER_LAYER, SeedResult
 
 
 class LedgerUnreadable(StoreError):
@@ -94,7 +92,7 @@ def _int(value: Any, default: int = 0) -> int:
 
 def _config(get: Callable[[str], Any]) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    for name in HYPERPARAMS:
+    for name in KNOBS:
         value = get(name)
         if value is None:
             continue

@@ -24,6 +24,8 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from hpo.study.contract import LEARNING_RATE
+
 if TYPE_CHECKING:
     from openpyxl.cell.cell import Cell
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -53,7 +55,7 @@ _XML_ESCAPED = re.compile("_x([0-9A-Fa-f]{4})_")
 
 def number_format(column: str) -> str | None:
     """Display format by column name; values themselves keep full precision."""
-    if column == "learning_rate":
+    if column == LEARNING_RATE:
         return "0.0#####"  # 0.00577, not 5.77E-03
     if column == "finished":
         return "yyyy-mm-dd hh:mm:ss"
