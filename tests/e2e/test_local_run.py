@@ -62,7 +62,7 @@ def test_run_succeeds_and_prints_the_final_group(finished) -> None:
     _, proc = finished
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "Final group" in proc.stdout
-    assert "stage: bayesian" in proc.stdout
+    assert "stage: narrow" in proc.stdout
     assert "12 trainings (0 failed): 4 random and 2 narrow-stage configurations" in proc.stdout
 
 

@@ -20,6 +20,7 @@ from hpo.cli.common import (
     plural,
     spread,
 )
+from hpo.study.contract import stage_label
 
 if TYPE_CHECKING:  # pydantic, pandas, scikit-optimize load when a command needs them
     from hpo.engine import StudyProgress
@@ -68,17 +69,17 @@ class _Display:
             self.task,
             completed=p.done + p.failed,
             total=p.total,
-            phase=p.phase,
+            phase=stage_label(p.phase),
             running=p.running,
             failed=p.failed,
             best=_best(p),
         )
         if self.live or self.quiet:
             if event == "stage" and self.live:
-                self.bar.console.print(f"stage: [bold]{p.phase}[/]")
+                self.bar.console.print(f"stage: [bold]{stage_label(p.phase)}[/]")
             return
         if event == "stage":
-            console.print(f"stage: {p.phase}", highlight=False)
+            console.print(f"stage: {stage_label(p.phase)}", highlight=False)
         elif result is not None:
             what = (
                 f"mae {result.mae:.4f}"
@@ -87,7 +88,7 @@ class _Display:
             )
             retry = " (will retry)" if event == "retry" else ""
             console.print(
-                f"[{p.done + p.failed}/{p.total}] {result.stage} {result.trial} "
+                f"[{p.done + p.failed}/{p.total}] {stage_label(result.stage)} {result.trial} "
                 f"seed {result.seed}: {what}{retry}  running {p.running}  {_best(p)}",
                 highlight=False,
                 soft_wrap=True,

@@ -22,6 +22,13 @@ Stage = Literal["random", "bayesian"]
 #: says "narrow" everywhere else and spells the stored value only through these two names.
 RANDOM_STAGE: Stage = "random"
 NARROW_STAGE: Stage = "bayesian"
+
+
+def stage_label(stage: str) -> str:
+    """A stage (or the engine's phase) as people read it: the narrow stage says "narrow"."""
+    return "narrow" if stage == NARROW_STAGE else stage
+
+
 Status = Literal["succeeded", "failed"]
 
 

@@ -6,6 +6,8 @@ const body = document.body;
 const REFRESH = Number(body.dataset.refresh || 2000);
 const PAGE = body.dataset.page;
 const COLOURS = { random: "#1f77b4", bayesian: "#d62728" };
+// Stages by their stored names (the ledger's), as people read them.
+const STAGE_NAMES = { random: "random", bayesian: "narrow" };
 const PLOT_CONFIG = { displaylogo: false, responsive: true };
 
 function el(tag, attrs = {}, ...children) {
@@ -187,7 +189,7 @@ function bestSoFar(d) {
   const traces = ["random", "bayesian"].map((stage) => {
     const idx = ok.map((r, i) => (r.stage === stage ? i : -1)).filter((i) => i >= 0);
     return {
-      type: "scatter", mode: "markers", name: stage, x: idx.map((i) => x[i]), y: idx.map((i) => ok[i][d.val]),
+      type: "scatter", mode: "markers", name: STAGE_NAMES[stage], x: idx.map((i) => x[i]), y: idx.map((i) => ok[i][d.val]),
       marker: { color: COLOURS[stage], size: 6, opacity: 0.7 },
       text: idx.map((i) => hoverText(ok[i], d.val)), hovertemplate: "%{text}<extra></extra>",
     };
@@ -220,7 +222,7 @@ function byDepth(d) {
   const traces = ["random", "bayesian"].map((stage) => {
     const rows = ok.filter((r) => r.stage === stage);
     return {
-      type: "box", name: stage, x: rows.map((r) => r.hidden_layers), y: rows.map((r) => r[d.val]),
+      type: "box", name: STAGE_NAMES[stage], x: rows.map((r) => r.hidden_layers), y: rows.map((r) => r[d.val]),
       // every point (each hovers its configuration) up to 2,000; outliers only past that
       boxpoints: ok.length > 2000 ? "outliers" : "all", jitter: 0.4, pointpos: 0, marker: { color: COLOURS[stage], size: 5 },
       text: rows.map((r) => hoverText(r, d.val)), hovertemplate: "%{text}<extra></extra>",
