@@ -79,7 +79,7 @@ def test_two_stages_end_to_end() -> None:
     assert sum(r.stage == "random" for r in rs) == 8 * 2
     assert sum(r.stage == "bayesian" for r in rs) == 2 * 3 * 2
     # Hand-over picks the best of each depth first.
-    handed = engine.handed_over()
+    handed = engine.narrow_parents()
     assert len({s.config["hidden_layers"] for s in handed}) == len(handed)
 
 
@@ -327,7 +327,7 @@ def test_the_engine_drives_a_new_strategy_through_the_protocol() -> None:
     narrow = [t for t in engine.trials.values() if t.stage == "bayesian"]
     assert [t.config_key for t in narrow] == [config_key(c) for c in fixed]
     assert [t.id for t in narrow] == ["b0000", "b0001", "b0002"]
-    assert {t.parent for t in narrow} == {engine.handed[0]}
+    assert {t.parent for t in narrow} == {engine.parents[0]}
     assert "fixed list" in engine.notes
     assert len(spies) == 1 and spies[0].asked <= PROTOCOL
     # Rebuilt from its records, the study plans nothing more and keeps the strategy.

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hpo.engine.budget import planned_configurations
-from hpo.engine.ranking import Ranking, hand_over
+from hpo.engine.ranking import Ranking, choose_parents
 from hpo.engine.search import NarrowSearch, Records, SearchFactory, narrow_search
 from hpo.engine.trials import (
     TRIAL_ID,
@@ -89,7 +89,7 @@ class Engine:
         self.assigned: dict[str, int] = {}
         self.racing = spec.training.seed_racing and len(self.seeds) > 1
         #: Trials the narrow stage started from (the random stage's best at hand-over).
-        self.handed: list[str] = []
+        self.parents: list[str] = []
         self._racing_done = False
 
         self._plan_random_stage()
@@ -467,7 +467,7 @@ class Engine:
                 if not self._race():
                     self.phase = "done"
                 return
-            if not self._hand_over():
+            if not self._begin_narrow_stage():
                 return
             self.phase = NARROW_STAGE
         if self.phase == NARROW_STAGE:
@@ -507,7 +507,7 @@ class Engine:
 
     # -- the narrow stage ----------------------------------------------------
 
-    def handed_over(self) -> list[ConfigSummary]:
+    def narrow_parents(self) -> list[ConfigSummary]:
         """The random stage's configurations the narrow stage searches around.
 
         Under seed racing they are ranked on the first seed only, what every random
@@ -516,15 +516,15 @@ class Engine:
         """
         first = self.seeds[: self._first_seeds()]
         rs = [r for r in self.recorded() if r.stage == RANDOM_STAGE and r.seed in first]
-        return hand_over(ranked(summarise(rs).values()), self.spec.narrow_stage)
+        return choose_parents(ranked(summarise(rs).values()), self.spec.narrow_stage)
 
-    def _hand_over(self) -> bool:
-        parents = self.handed_over()
+    def _begin_narrow_stage(self) -> bool:
+        parents = self.narrow_parents()
         if not parents:
             self.failed_reason = "no configuration of the random stage trained successfully"
             self.phase = "failed"
             return False
-        self.handed = [p.trial for p in parents]
+        self.parents = [p.trial for p in parents]
         self.search = self._make_search(self.spec)
         self.notes += self.search.start(parents, self._records())
         self._queue_missing(NARROW_STAGE)  # after a restart: what was planned before
@@ -573,7 +573,7 @@ class Engine:
             "warm_configs": sum(1 for t in trials if t.id[0] == "w"),
             "warm_trainings": len(self.warm.results),
             "narrow_configs": sum(1 for t in trials if t.stage == NARROW_STAGE),
-            "handed_over": list(self.handed),
+            "handed_over": list(self.parents),
             "notes": list(self.notes),
             "failed_reason": self.failed_reason,
         }

@@ -49,7 +49,7 @@ class Ranking:
         return found
 
 
-def hand_over(best: list[ConfigSummary], stage: NarrowStage) -> list[ConfigSummary]:
+def choose_parents(best: list[ConfigSummary], stage: NarrowStage) -> list[ConfigSummary]:
     """The configurations the narrow stage starts from, out of ``best`` (ranked): the
     ``top_k`` best overall, or the best of each depth first (``selection``), then the
     next best."""
