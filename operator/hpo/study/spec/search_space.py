@@ -17,6 +17,15 @@ from hpo.study.spec.base import (
 )
 
 
+def _known(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    """``values`` if each is one of ``allowed`` (the first that is not is named), unique,
+    and not empty."""
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(allowed)}")
+    return unique_nonempty(values, what)
+
+
 class Range(SpecModel):
     model_config = ConfigDict(json_schema_extra=ORDERED)
 
@@ -150,30 +159,17 @@ class SearchSpace(SpecModel):
     @field_validator("learning_rate_schedules")
     @classmethod
     def _schedules(cls, v: list[str]) -> list[str]:
-        unknown = [x for x in v if x not in SCHEDULES]
-        if unknown:
-            raise ValueError(f"unknown schedule {unknown[0]!r}; choose from {', '.join(SCHEDULES)}")
-        return unique_nonempty(v, "schedule")
+        return _known(v, SCHEDULES, "schedule")
 
     @field_validator("activations")
     @classmethod
     def _activations(cls, v: list[str]) -> list[str]:
-        unknown = [a for a in v if a not in ACTIVATIONS]
-        if unknown:
-            raise ValueError(
-                f"unknown activation {unknown[0]!r}; choose from {', '.join(ACTIVATIONS)}"
-            )
-        return unique_nonempty(v, "activation")
+        return _known(v, ACTIVATIONS, "activation")
 
     @field_validator("optimizers")
     @classmethod
     def _optimizers(cls, v: list[str]) -> list[str]:
-        unknown = [o for o in v if o not in OPTIMIZERS]
-        if unknown:
-            raise ValueError(
-                f"unknown optimizer {unknown[0]!r}; choose from {', '.join(OPTIMIZERS)}"
-            )
-        return unique_nonempty(v, "optimizer")
+        return _known(v, OPTIMIZERS, "optimizer")
 
     @field_validator("batch_sizes")
     @classmethod
