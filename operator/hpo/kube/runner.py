@@ -388,7 +388,8 @@ class KubeRunner:
         assert self.study is not None
         waited = age_s(state.since)
         if waited >= self.study.spec.trainer.pending_timeout_seconds:
-            error = f"pod stuck Pending (scheduled, container not started) for {waited:.0f}s"
+            why = state.reason or "scheduled"
+            error = f"pod stuck Pending ({why}, container not started) for {waited:.0f}s"
             # Only this pod's unrecorded trainings (after a restart some may be recorded).
             self._record(failed_attempts_from(self._current(tasks), self.study.name, error))
             crashpoints.reached("pod-reported:Pending")
