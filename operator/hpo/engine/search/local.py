@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.engine.budget import stage_sizes
 from hpo.engine.search.base import Proposal, Records
 from hpo.engine.search.surrogate import Surrogate
 from hpo.study.contract import (
@@ -143,7 +144,8 @@ class LocalSearch:
         self.space = spec.search_space
         self.stage = spec.narrow_stage
         self.seed = spec.random_stage.seed
-        self.budget = self.stage.top_k * self.stage.trials_per_config
+        sizes = stage_sizes(spec)
+        self.budget = sizes.top_k * sizes.trials_per_config
         #: Set once a proposal found nothing while no result was still to come; a rebuilt
         #: study finds that again on its first proposal.
         self._exhausted = False
