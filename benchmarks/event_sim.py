@@ -175,7 +175,10 @@ class OptunaPeer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = self.study.ask()
-            params = {n: trial.suggest_categorical(n, v) for n, v in self.table.space.items()}  # type: ignore[arg-type]
+            params: dict[str, object] = {
+                n: trial.suggest_categorical(n, v)  # type: ignore[arg-type]  # table values
+                for n, v in self.table.space.items()
+            }
         return trial, self.table.row(params)
 
     def tell(self, token: Any, loss: float) -> None:
