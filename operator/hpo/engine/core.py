@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hpo.engine.budget import budget_of, first_seeds, planned_configurations, reserve, stage_sizes
+from hpo.engine.racing import BudgetedRacing
 from hpo.engine.ranking import Ranking, choose_parents
 from hpo.engine.search import NarrowSearch, Records, SearchFactory, narrow_search
 from hpo.engine.trials import (
@@ -39,26 +40,18 @@ from hpo.study.space import Config, config_key, normalise, sample_unique
 from hpo.study.spec import StudySpec
 from hpo.study.summary import ConfigSummary, ranked, selection_score, summarise
 
-#: The narrow stage may begin before the random stage's last trainings are recorded (every
-#: slot busy), once this share of its configurations is: parents chosen from the first
-#: few to finish would favour whatever trains fast.
-HANDOVER_FRACTION = 0.5
 
-
-class Engine:
+class Engine(BudgetedRacing):
     """State machine of one study: random stage, hand-over, narrow stage, done.
 
     What every step asks (progress, the best configurations, the failure count)
     is kept up to date result by result, so a step costs the same at the 5,000th
     training as at the 10th.
 
-    The budget (``hpo.engine.budget.budget_of``) is kept at every moment: the
-    trainings charged (every attempt that ended with a result, failures retried
-    included) plus those running never exceed it. Trainings of the random and
-    narrow stages leave room for the final group's other seeds (``reserve``).
-    Work is handed out whenever a slot is free and work can exist: the narrow
-    stage starts from the best so far once the random stage has nothing left to
-    hand out, and racing gives several contenders their seeds at once.
+    Trainings charged plus running never exceed the budget (``hpo.engine.racing``).
+    Work is handed out whenever a slot is free and work can exist: the narrow stage
+    starts from the best so far once the random stage has nothing left to hand out,
+    and racing gives several contenders their seeds at once.
     """
 
     def __init__(
@@ -184,22 +177,8 @@ class Engine:
         for r in self.results.values():
             self._count(r)
 
-    def _recount_retried(self) -> None:
-        """Failed attempts known to have been retried: a running attempt ``k`` had ``k - 1``
-        before it, a training waiting for attempt ``k + 1`` had ``k``. (A restart knows this
-        of trainings not yet recorded; one recorded after retries counts once.)"""
-        self._retried = sum(
-            n - (1 if tid in self.running else 0)
-            for tid, n in self.attempts.items()
-            if tid not in self.results
-        )
-
     def _first_seeds(self) -> int:
         return self._first
-
-    def _is_race_seed(self, seed: int) -> bool:
-        """A seed only racing gives (past a configuration's first ones)."""
-        return seed in self.seeds and self.seeds.index(seed) >= self._first
 
     def _seeds_of(self, trial: str) -> list[int]:
         return self.seeds[: self.assigned.get(trial, self._first_seeds())]
@@ -250,14 +229,6 @@ class Engine:
                 if tid not in self.results and tid not in self.running:
                     self._enqueue(Task(trial, seed, self.attempts.get(tid, 0) + 1))
 
-    def _enqueue(self, task: Task, *, first: bool = False) -> None:
-        """Into the race queue (a raced seed) or the stages' queue; ``first``: at its head."""
-        queue = self.race_queue if self._is_race_seed(task.seed) else self.queue
-        if first:
-            queue.appendleft(task)
-        else:
-            queue.append(task)
-
     # -- queries -------------------------------------------------------------
 
     @property
@@ -301,46 +272,6 @@ class Engine:
         new._retried, new.interrupted = self._retried, self.interrupted
         new._advance()  # a lower budget may end the study, a higher one resume it
         return new
-
-    @property
-    def charged(self) -> int:
-        """Trainings charged to the budget: attempts that ended with a result (a warm
-        start's results are not this study's)."""
-        return len(self.results) - self._warm_n + self._retried
-
-    def _race_pending(self) -> int:
-        """Raced seeds not handed out yet."""
-        waiting = sum(1 for _, t in self.waiting.values() if self._is_race_seed(t.seed))
-        return len(self.race_queue) + waiting
-
-    def _reserve_left(self) -> int:
-        """Trainings the final group may still need: its contenders' seeds not raced yet."""
-        if not self.racing:
-            return 0
-        per = len(self.seeds) - self._first
-        return max(0, self._reserve - self._raced * per) + self._race_pending()
-
-    def _affordable(self, task: Task) -> bool:
-        """Whether handing ``task`` out now keeps the budget: a raced seed or an attempt
-        already started (a retry, a postponed one) needs one training of room; a stage's
-        new training leaves the final group's reserve too."""
-        room = self.budget - self.charged - len(self.running)
-        if self._is_race_seed(task.seed) or task.attempt > 1 or task.id in self.attempts:
-            return room >= 1
-        return room - self._reserve_left() >= 1
-
-    def _explore_room(self) -> int:
-        """New stage trainings the budget still allows beside everything committed."""
-        queued = sum(1 for t in self.queue if not self._handled(t))
-        return (
-            self.budget
-            - self.charged
-            - len(self.running)
-            - len(self.waiting)
-            - queued
-            - self._reserve_left()
-            + sum(1 for _, t in self.waiting.values() if self._is_race_seed(t.seed))
-        )
 
     def is_recorded(self, tid: TrainingId) -> bool:
         """Whether this training has its final result (it will never run again)."""
@@ -454,9 +385,9 @@ class Engine:
                 del self.waiting[task.id]
                 self._hand(task, out)
         while len(out) < free_slots and not self.finished:
-            task = self._pop(self.race_queue) or self._pop(self.queue)
-            if task is not None:
-                self._hand(task, out)
+            queued = self._pop(self.race_queue) or self._pop(self.queue)
+            if queued is not None:
+                self._hand(queued, out)
                 continue
             self._advance()  # the narrow stage may begin
             if self.phase == NARROW_STAGE and self._plan_narrow(free_slots - len(out)):
@@ -471,15 +402,6 @@ class Engine:
         self.running[task.id] = task
         self.attempts[task.id] = task.attempt
         out.append(task)
-
-    def _handled(self, task: Task) -> bool:
-        """Recorded, running or waiting meanwhile (adopted, retried): never twice."""
-        tid = task.id
-        return tid in self.results or tid in self.running or tid in self.waiting
-
-    def _pop(self, queue: deque[Task]) -> Task | None:
-        """The queue's first task if the budget allows it now (stale ones dropped)."""
-        return queue.popleft() if self._pop_peek(queue) else None
 
     def _wait(self, task: Task, due: float) -> None:
         """Hold ``task`` back until ``due`` (it replaces any queued copy of the training)."""
@@ -591,101 +513,6 @@ class Engine:
             return
         if self._exploration_over() and not self._race(1):
             self._finish()
-
-    def _may_begin_narrow(self) -> bool:
-        """Whether the narrow stage may begin: it had begun before a restart, or the random
-        stage has nothing left to hand out and either nothing of it runs or
-        ``HANDOVER_FRACTION`` of its configurations have their first seeds recorded."""
-        if self._next_narrow > 0:
-            return True
-        if any(t.trial.stage == RANDOM_STAGE for _, t in self.waiting.values()):
-            return False
-        if self._pop_peek(self.queue):
-            return False
-        if not any(t.trial.stage == RANDOM_STAGE for t in self.running.values()):
-            return True
-        first = self.seeds[: self._first]
-        stage = [t for t in self.trials.values() if t.stage == RANDOM_STAGE]
-        recorded = sum(1 for t in stage if all((t.id, s) in self.results for s in first))
-        return recorded >= HANDOVER_FRACTION * len(stage)
-
-    def _pop_peek(self, queue: deque[Task]) -> bool:
-        """Whether ``queue``'s first task could be handed out now (stale ones dropped)."""
-        while queue and self._handled(queue[0]):
-            queue.popleft()
-        return bool(queue) and self._affordable(queue[0])
-
-    def _exploration_over(self) -> bool:
-        """No new configuration will be tried: only racing may add trainings now."""
-        if self.waiting or self._pop_peek(self.queue):
-            return False
-        if self.phase == NARROW_STAGE:
-            return self._explore_room() < self._first or self._narrow_exhausted()
-        return not self.spec.narrow_stage.enabled
-
-    def _finish(self) -> None:
-        """The study is done; say what the budget left out."""
-        left = len(self.queue) + len(self.race_queue) + len(self.waiting)
-        if left and self.charged >= self.budget:
-            self.notes.append(
-                f"the budget of {self.budget} trainings is spent; {left} planned trainings "
-                "were not run"
-            )
-        if self.racing:
-            short = [
-                s.trial
-                for s in self.top(self.spec.result.size)
-                if len(self._seeds_of(s.trial)) < len(self.seeds)
-            ]
-            if short:
-                self.notes.append(
-                    f"the budget ended before the final group had every seed: "
-                    f"{', '.join(short)} were trained with fewer than {len(self.seeds)}; "
-                    "the final group is formed from what was trained"
-                )
-        self.queue.clear()
-        self.race_queue.clear()
-        self.waiting.clear()
-        self.phase = "done"
-
-    # -- seed racing ---------------------------------------------------------
-
-    def _race(self, slots: int) -> bool:
-        """Give every seed to the best configurations that lack some, enough of them to
-        fill ``slots`` trainings, as the budget allows.
-
-        The final group is the ``result.size`` best by mean selection score; the best
-        of them with only its first seeds get their other seeds, which may push them out
-        and bring the next ones in, until the whole final group has every seed or the
-        budget is spent. A contender is raced only if the budget can give it every seed
-        (with little left, fewer are raced), and once (raced out and back in, it has them
-        all already: ties do not cascade past the budget). In the order of the ranking,
-        so a restarted study races the same ones. Returns whether trainings were queued.
-        """
-        if not self.racing:
-            return False
-        queued = False
-        room = self.budget - self.charged - len(self.running) - self._race_pending()
-        for s in self.top(self.spec.result.size):
-            if len(self.race_queue) >= slots:
-                break
-            if len(self._seeds_of(s.trial)) == len(self.seeds):
-                continue
-            trial = self.trials[s.trial]
-            missing = [
-                Task(trial, seed, self.attempts.get((s.trial, seed), 0) + 1)
-                for seed in self.seeds
-                if (s.trial, seed) not in self.results and (s.trial, seed) not in self.running
-            ]
-            if len(missing) > room:
-                break
-            room -= len(missing)
-            self.assigned[s.trial] = len(self.seeds)
-            self._raced += 1
-            for task in missing:
-                self._enqueue(task)
-            queued = queued or bool(missing)
-        return queued
 
     # -- the narrow stage ----------------------------------------------------
 
