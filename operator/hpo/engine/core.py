@@ -5,9 +5,8 @@ the benchmarks drive the very same engine (through ``hpo.session``); they only
 differ in how a ``Task`` is executed. The engine also decides retries and when
 they are due: times are the caller's ``now`` (monotonic seconds), so a runner
 asks ``next_tasks(n, now)`` and never schedules anything itself. Nothing outside
-the engine changes its state. A training is identified by ``(trial id, seed)``;
-a trial is one configuration. The engine schedules, ranks and changes stages;
-what the narrow stage tries is a ``NarrowSearch`` strategy's (``hpo.engine.search``).
+the engine changes its state. A training is ``(trial id, seed)``; a trial is one
+configuration; what the narrow stage tries is a ``NarrowSearch`` strategy's.
 """
 
 from __future__ import annotations
