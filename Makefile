@@ -66,6 +66,12 @@ format: install
 bench: install-test
 	# the search itself, exactly, on the FCNet tables: ours, its random stage, random, TPE
 	$(PY) benchmarks/exact_search.py
+	# by the clock: P slots, the tables' training times as durations, asynchronous peers
+	$(PY) benchmarks/exact_search.py --parallel 1 8 32 --budgets 80 --repeats 10 \
+		--methods ours random tpe --out benchmarks/results/exact_parallel.json
+	# the twelve tables (4 FCNet, 8 HPOBench MLP; kc1, segment, blood_transfusion, credit_g held out)
+	$(PY) benchmarks/exact_search.py --parallel 1 --datasets twelve --budgets 40 80 160 \
+		--repeats 10 --methods ours random tpe --out benchmarks/results/exact_twelve.json
 	$(PY) benchmarks/local_throughput.py
 	$(PY) benchmarks/ledger_write.py
 	$(PY) benchmarks/operator_scale.py

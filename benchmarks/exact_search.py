@@ -9,6 +9,13 @@ used in the same repeat, so every pair is at equal budget.
 
     .venv/bin/python benchmarks/exact_search.py                 # the README's table
     .venv/bin/python benchmarks/exact_search.py --repeats 30    # a quick look
+    .venv/bin/python benchmarks/exact_search.py --parallel 1 8 --repeats 10   # by the clock
+
+``--parallel P ...`` runs every method as a discrete-event simulation of P slots
+(``exact_parallel.py``, ``event_sim.py``): durations are the tables' training
+times, each method gets the budget itself, and the report adds makespan, slot
+utilisation, total compute and trainings used vs budget. ``--datasets`` takes the
+FCNet and the HPOBench MLP tables (``twelve`` for all of them).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from scipy.stats import wilcoxon
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fcnet import ours, peers
-from fcnet.table import DATASETS, Table, load
+from fcnet.table import ALL, DATASETS, Table, load
 
 FAST_PEERS = ("random", "tpe")
 SLOW_PEERS = ("optuna-gp", "skopt-gp", "kt-bayes")
@@ -241,7 +248,21 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    ap.add_argument(
+        "--datasets", nargs="+", default=list(DATASETS), choices=[*ALL, "twelve", "hpobench"]
+    )
+    ap.add_argument(
+        "--parallel",
+        nargs="+",
+        type=int,
+        default=None,
+        help="slots P (e.g. 1 8 32): the event-driven mode; peers run asynchronously",
+    )
+    ap.add_argument(
+        "--shared-width",
+        action="store_true",
+        help="HPOBench: ours searches one width for every layer (searchSpace.sharedWidth)",
+    )
     ap.add_argument("--budgets", nargs="+", type=int, default=[40, 80, 160])
     ap.add_argument("--repeats", type=int, default=300)
     ap.add_argument(
@@ -285,6 +306,9 @@ def main() -> None:
     args = ap.parse_args()
     methods = ["ours", *[m for m in args.methods if m != "ours"]]
     OURS_OVERRIDES.update(args.ours_overrides)
+    args.datasets = _expand(args.datasets)
+    if args.parallel:
+        return main_parallel(args, methods)
     started = time.perf_counter()
     parts = args.out.with_suffix(".parts.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +331,57 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(markdown(rows))
     print(f"\n{result['wall_s']:.0f} s; results in {args.out}")
+
+
+def _expand(names: list[str]) -> list[str]:
+    from fcnet.table import HPOBENCH
+
+    groups = {"twelve": list(ALL), "hpobench": list(HPOBENCH)}
+    out: list[str] = []
+    for n in names:
+        out += [x for x in groups.get(n, [n]) if x not in out]
+    return out
+
+
+def main_parallel(args: argparse.Namespace, methods: list[str]) -> None:
+    import exact_parallel
+
+    methods = [m for m in methods if m != "ours-random"]
+    started = time.perf_counter()
+    parts = args.out.with_suffix(".parts.jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not (args.resume or args.report_only):
+        parts.unlink(missing_ok=True)
+    units = exact_parallel.run(
+        args.datasets,
+        args.budgets,
+        args.repeats,
+        args.parallel,
+        methods,
+        args.jobs,
+        parts,
+        dict(OURS_OVERRIDES),
+        args.shared_width,
+        args.report_only,
+    )
+    rows = exact_parallel.summarise(units)
+    result = {
+        "command": " ".join(sys.argv),
+        "budgets": args.budgets,
+        "repeats": args.repeats,
+        "parallel": args.parallel,
+        "methods": methods,
+        "shared_width": args.shared_width,
+        "wall_s": time.perf_counter() - started,
+        "summary": rows,
+        "units": units,
+    }
+    args.out.write_text(json.dumps(result, indent=1))
+    print(exact_parallel.markdown_summary(rows, methods))
+    print()
+    print(exact_parallel.markdown_parallel(rows))
+    over = sum(r["over_budget"] for r in rows)
+    print(f"\n{result['wall_s']:.0f} s; {over} studies over budget; results in {args.out}")
 
 
 if __name__ == "__main__":

@@ -63,41 +63,21 @@ def study(budget: int, seed: int, overrides: dict[str, Any] | None = None) -> St
 def study_resource(
     budget: int, seed: int, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Our defaults, with the random stage and the narrow stage sized to ``budget`` trainings:
-    a quarter of it for the random stage, the final group's extra seeds set aside."""
+    """Our defaults with ``budget.trainings`` = ``budget``: the product sizes the stages from
+    it (``hpo.engine.budget.stage_sizes``); one parent handed over (``topK`` 1)."""
     spec: dict[str, Any] = {
         "dataset": {"path": "fcnet.csv", "labels": ["y"]},
         "searchSpace": SEARCH_SPACE,
         "randomStage": {"seed": seed},
+        "bayesianStage": {"topK": 1},
+        "budget": {"trainings": budget},
         "parallelism": 1,
     }
-    base = parse_study(
-        {
-            "apiVersion": "hpo-operator.dev/v1alpha1",
-            "kind": "HPOStudy",
-            "metadata": {"name": "fcnet"},
-            "spec": spec,
-        }
-    ).spec
     for section, value in (overrides or {}).items():
         if isinstance(value, dict):
             spec[section] = {**spec.get(section, {}), **value}
         else:
             spec[section] = value
-    seeds = base.training.seeds_per_config
-    size = spec.get("result", {}).get("size", base.result.size)
-    racing = spec.get("training", {}).get("seedRacing", True)
-    first = 1 if racing else seeds
-    reserve = size * (seeds - first)
-    random_configs = spec.get("randomStage", {}).get("configurations") or max(
-        4, budget // (4 * first)
-    )
-    narrow = max(1, (budget - random_configs * first - reserve) // first)
-    spec["randomStage"] = {"configurations": random_configs, **spec["randomStage"]}
-    stage = {"topK": 1, "trialsPerConfig": narrow, **spec.get("bayesianStage", {})}
-    if stage["topK"] != 1:
-        stage["trialsPerConfig"] = max(1, narrow // stage["topK"])
-    spec["bayesianStage"] = stage
     raw = {
         "apiVersion": "hpo-operator.dev/v1alpha1",
         "kind": "HPOStudy",

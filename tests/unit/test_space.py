@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hpo.study.space import config_key, narrow, normalise, sample_unique, space_size
+from hpo.study.space import (
+    config_key,
+    contains,
+    narrow,
+    normalise,
+    sample_unique,
+    space_size,
+)
 from hpo.study.spec import NarrowStage, SearchSpace
 
 
@@ -81,3 +88,75 @@ def test_narrowing_stays_near_parent_and_inside_space() -> None:
     cfg = ns.to_config([4, 0, 0])
     assert cfg["neurons"] == [48, 96] and ns.contains(cfg)
     assert ns.to_indices(cfg) == [4, 0, 0]
+
+
+# A shared width (``searchSpace.sharedWidth``): every layer gets the same width.
+SHARED = {
+    "hiddenLayers": {"min": 1, "max": 3},
+    "neurons": {"min": 16, "max": 128, "step": 16},
+    "activations": ["relu"],
+    "learningRate": {"choices": [0.001, 0.01]},
+    "batchSizes": [32],
+}
+
+
+def test_a_shared_width_counts_one_width_per_network() -> None:
+    per_layer, shared = _space(**SHARED), _space(**SHARED, sharedWidth=True)
+    assert space_size(per_layer) == (8 + 8**2 + 8**3) * 2
+    assert space_size(shared) == 8 * 3 * 2
+    # Small enough to enumerate: exactly every network once, each with one width.
+    plan = sample_unique(shared, 100, seed=0)
+    assert len(plan.configs) == 48 and plan.shortfall
+    assert all(len(set(c["neurons"])) == 1 for c in plan.configs)
+    assert len({config_key(c) for c in plan.configs}) == 48
+
+
+def test_a_shared_width_samples_one_width_for_every_layer() -> None:
+    space = _space(sharedWidth=True)  # the default space is too large to enumerate
+    assert space_size(space) > 20_000
+    plan = sample_unique(space, 300, seed=5)
+    keys = [config_key(c) for c in plan.configs]
+    assert len(keys) == 300 == len(set(keys))
+    assert all(len(c["neurons"]) == c["hidden_layers"] for c in plan.configs)
+    assert all(len(set(c["neurons"])) == 1 for c in plan.configs)
+    assert {c["hidden_layers"] for c in plan.configs} == {1, 2, 3}
+    assert {c["neurons"][0] for c in plan.configs} == set(range(16, 129, 16))
+    # Off, the stream is the one it always was (layers draw their own widths).
+    off = sample_unique(_space(), 300, seed=5).configs
+    assert any(len(set(c["neurons"])) > 1 for c in off)
+
+
+def test_a_shared_width_space_holds_only_equal_widths() -> None:
+    shared = _space(**SHARED, sharedWidth=True)
+    config = {
+        "neurons": [32, 32],
+        "activation": "relu",
+        "learning_rate": 0.01,
+        "batch_size": 32,
+        "optimizer": "adam",
+    }
+    assert contains(shared, config) and contains(_space(**SHARED), config)
+    uneven = {**config, "neurons": [32, 64]}
+    assert not contains(shared, uneven) and contains(_space(**SHARED), uneven)
+
+
+def test_a_shared_width_narrows_along_one_width_dimension() -> None:
+    space = _space(sharedWidth=True, learningRate={"min": 1e-4, "max": 1e-2})
+    stage = NarrowStage(
+        neurons_radius=32, neurons_step=16, learning_rate_radius=0.2, learning_rate_step=0.1
+    )
+    parent = {
+        "neurons": [112, 112, 112],
+        "activation": "tanh",
+        "learning_rate": 0.001,
+        "batch_size": 32,
+        "optimizer": "adam",
+    }
+    ns = narrow(parent, space, stage)
+    assert len(ns.choices) == 2  # one width, one learning rate
+    assert ns.choices[0] == [80, 96, 112, 128]
+    assert ns.size == 4 * len(ns.choices[1])
+    cfg = ns.to_config([0, 0])
+    assert cfg["neurons"] == [80, 80, 80] and ns.contains(cfg)
+    assert ns.to_indices(cfg) == [0, 0]
+    assert not ns.contains({**parent, "neurons": [112, 96, 112]})

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from helpers.study import REPO, study_dict, study_with
+from hpo.engine import stage_sizes
 from hpo.study.spec import SpecError, load_study, parse_study
 
 BAD = [
@@ -168,7 +169,9 @@ def test_minimal_spec_gets_sensible_defaults() -> None:
     study = parse_study(study_dict())
     spec = study.spec
     assert spec.training.seeds_per_config >= 2
-    assert spec.random_stage.configurations > spec.narrow_stage.top_k
+    # Stage sizes unset: sized from budget.trainings when that is set, else the defaults.
+    assert spec.random_stage.configurations is None and spec.budget.trainings is None
+    assert stage_sizes(spec).random > spec.narrow_stage.top_k
     assert spec.narrow_stage.enabled
     assert spec.seeds == [1, 2, 3]
     resource = study.as_resource()

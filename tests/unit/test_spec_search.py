@@ -49,6 +49,14 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "spec.searchSpace.activationPerLayer: Input should be a valid boolean (got 'yes')",
     ),
     (
+        {"searchSpace": {"sharedWidth": "true"}},
+        "spec.searchSpace.sharedWidth: Input should be a valid boolean (got 'true')",
+    ),
+    (
+        {"searchSpace": {"sharedWidths": True}},
+        "spec.searchSpace.sharedWidths: is not a known field; did you mean 'sharedWidth'?",
+    ),
+    (
         {"dataset": {"path": "d.csv", "labels": ["y"], "crossValidationFolds": 1}},
         "spec.dataset: crossValidationFolds must be 0 (one validation split) or at least 2",
     ),
@@ -77,6 +85,7 @@ def test_the_new_fields_have_defaults_that_change_nothing_of_a_v01_study() -> No
     assert space.dropout == [0.0] and space.l2 == [0.0]
     assert space.learning_rate_schedules == ["constant"]
     assert not space.activation_per_layer and not space.dropout_per_layer
+    assert not space.shared_width
     assert space.neurons.choices is None and space.learning_rate.choices is None
     assert spec.dataset.cross_validation_folds == 0
     # The search's defaults, as the exact benchmark chose them.

@@ -260,6 +260,7 @@ def validate(
 ) -> None:
     """Check a study file and its dataset without training anything."""
     from hpo.data.checks import DatasetProblem, DatasetUnavailable, check_dataset
+    from hpo.engine import cost_line
     from hpo.store import FolderError
     from hpo.study.space import space_size
     from hpo.study.spec import SpecError
@@ -270,6 +271,7 @@ def validate(
     space = f"search space of {space_size(spec.search_space):,} configurations"
     if spec_only:
         console.print(f"{study.name}: spec valid (dataset not checked); {space}", highlight=False)
+        console.print(f"{study.name}: {cost_line(spec)}", highlight=False, soft_wrap=True)
         return
     try:
         # The study's own store: an s3:// dataset is read from its endpoint, as `hpo run` does.
@@ -301,6 +303,7 @@ def validate(
         f"{space}",
         highlight=False,
     )
+    console.print(f"{study.name}: {cost_line(spec)}", highlight=False, soft_wrap=True)
 
 
 def _warm_start_check(study_file: Path, study: Study, prepared: Any) -> list[str]:

@@ -5,7 +5,13 @@ finished and take what it plans; nothing outside changes its state. What the
 narrow stage tries is a strategy's behind one seam (``hpo.engine.search``).
 """
 
-from hpo.engine.budget import planned_configurations, planned_trainings
+from hpo.engine.budget import (
+    budget_of,
+    cost_line,
+    planned_configurations,
+    planned_trainings,
+    stage_sizes,
+)
 from hpo.engine.core import Engine
 from hpo.engine.search import NarrowSearch, Proposal, Records
 from hpo.engine.trials import (
@@ -29,7 +35,10 @@ __all__ = [
     "TrainingId",
     "Trial",
     "WarmStart",
+    "budget_of",
+    "cost_line",
     "planned_configurations",
     "planned_trainings",
+    "stage_sizes",
     "warm_trial_id",
 ]

@@ -1,25 +1,111 @@
-"""What a spec plans, before anything ran: the engine's progress totals and the dashboard's."""
+"""What a spec plans and may cost, before anything ran: stage sizes, the budget, the reserve.
+
+The one default rule that sizes a study from its budget lives here (chosen on the
+exact FCNet benchmark, which calls it too): a quarter of the budget for the random
+stage, the final group's extra seeds set aside, the narrow stage gets the rest.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, Stage
 from hpo.study.spec import StudySpec
 
+#: Stage sizes of a spec that sets neither them nor a budget.
+DEFAULT_RANDOM_CONFIGURATIONS = 12
+DEFAULT_TRIALS_PER_CONFIG = 10
+
+
+@dataclass(frozen=True)
+class StageSizes:
+    """Configurations per stage: ``random``; ``top_k x trials_per_config`` narrow ones."""
+
+    random: int
+    top_k: int
+    trials_per_config: int
+
+
+def first_seeds(spec: StudySpec) -> int:
+    """Seeds every configuration gets at first: 1 under seed racing, else all of them."""
+    seeds = spec.training.seeds_per_config
+    return 1 if spec.training.seed_racing and seeds > 1 else seeds
+
+
+def reserve(spec: StudySpec) -> int:
+    """Trainings set aside for the final group's other seeds (seed racing gives them last)."""
+    return spec.result.size * (spec.training.seeds_per_config - first_seeds(spec))
+
+
+def stage_sizes(spec: StudySpec) -> StageSizes:
+    """The stages' sizes: those the spec sets; unset ones from ``budget.trainings`` by the
+    default rule (a quarter of the budget for the random stage, at least 4 configurations;
+    the final group's other seeds set aside; the narrow stage the rest, shared over
+    ``topK``), or the defaults (12 and 10) without a budget."""
+    top_k = spec.narrow_stage.top_k
+    random = spec.random_stage.configurations
+    per = spec.narrow_stage.trials_per_config
+    budget = spec.budget.trainings
+    if budget is None:
+        return StageSizes(
+            random if random is not None else DEFAULT_RANDOM_CONFIGURATIONS,
+            top_k,
+            per if per is not None else DEFAULT_TRIALS_PER_CONFIG,
+        )
+    first = first_seeds(spec)
+    if random is None:
+        random = max(4, budget // (4 * first))
+    if per is None:
+        narrow = max(1, (budget - random * first - reserve(spec)) // first)
+        per = max(1, -(-narrow // top_k))
+    return StageSizes(random, top_k, per)
+
 
 def planned_configurations(spec: StudySpec, stage: Stage | None = None) -> int:
-    """Configurations ``spec`` plans in ``stage`` (None: both): the random stage's budget;
+    """Configurations ``spec`` plans in ``stage`` (None: both): the random stage's size;
     the narrow stage's ``topK x trialsPerConfig``, none when it is disabled."""
-    random = spec.random_stage.configurations
-    narrow_stage = spec.narrow_stage
-    narrow = narrow_stage.top_k * narrow_stage.trials_per_config if narrow_stage.enabled else 0
+    sizes = stage_sizes(spec)
+    narrow = sizes.top_k * sizes.trials_per_config if spec.narrow_stage.enabled else 0
     if stage == RANDOM_STAGE:
-        return random
+        return sizes.random
     if stage == NARROW_STAGE:
         return narrow
-    return random + narrow
+    return sizes.random + narrow
 
 
 def planned_trainings(spec: StudySpec, stage: Stage | None = None) -> int:
     """Trainings ``spec`` plans in ``stage`` (None: both), every seed of every configuration:
-    an upper bound under seed racing, which trains fewer seeds of those that cannot win."""
-    return planned_configurations(spec, stage) * spec.training.seeds_per_config
+    an upper bound under seed racing, which trains fewer seeds of those that cannot win.
+    With ``budget.trainings`` set, the whole study's plan is capped by it."""
+    planned = planned_configurations(spec, stage) * spec.training.seeds_per_config
+    if stage is None and spec.budget.trainings is not None:
+        return min(planned, spec.budget.trainings)
+    return planned
+
+
+def budget_of(spec: StudySpec) -> int:
+    """The trainings the study may be charged: ``budget.trainings``, else every seed of
+    every planned configuration (so the stage sizes users set are a cap)."""
+    if spec.budget.trainings is not None:
+        return spec.budget.trainings
+    return planned_configurations(spec) * spec.training.seeds_per_config
+
+
+def cost_line(spec: StudySpec) -> str:
+    """What the study will cost, in words (``hpo validate``)."""
+    sizes = stage_sizes(spec)
+    seeds = spec.training.seeds_per_config
+    first = first_seeds(spec)
+    parts = [f"{sizes.random} random configurations x {first} seed{'s' if first > 1 else ''}"]
+    if spec.narrow_stage.enabled:
+        parts.append(
+            f"up to {sizes.top_k * sizes.trials_per_config} narrow-stage configurations "
+            f"x {first} seed{'s' if first > 1 else ''}"
+        )
+    if first < seeds:
+        parts.append(
+            f"the final group's {spec.result.size} configurations raced to {seeds} seeds "
+            f"({reserve(spec)} more)"
+        )
+    origin = "budget.trainings" if spec.budget.trainings is not None else "the stage sizes"
+    return f"at most {budget_of(spec)} trainings ({origin}): " + ", ".join(parts)

@@ -5,9 +5,8 @@ the benchmarks drive the very same engine (through ``hpo.session``); they only
 differ in how a ``Task`` is executed. The engine also decides retries and when
 they are due: times are the caller's ``now`` (monotonic seconds), so a runner
 asks ``next_tasks(n, now)`` and never schedules anything itself. Nothing outside
-the engine changes its state. A training is identified by ``(trial id, seed)``;
-a trial is one configuration. The engine schedules, ranks and changes stages;
-what the narrow stage tries is a ``NarrowSearch`` strategy's (``hpo.engine.search``).
+the engine changes its state. A training is ``(trial id, seed)``; a trial is one
+configuration; what the narrow stage tries is a ``NarrowSearch`` strategy's.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
-from hpo.engine.budget import planned_configurations
+from hpo.engine.budget import budget_of, first_seeds, planned_configurations, reserve, stage_sizes
+from hpo.engine.racing import BudgetedRacing
 from hpo.engine.ranking import Ranking, choose_parents
 from hpo.engine.search import NarrowSearch, Records, SearchFactory, narrow_search
 from hpo.engine.trials import (
@@ -40,12 +40,17 @@ from hpo.study.spec import StudySpec
 from hpo.study.summary import ConfigSummary, ranked, selection_score, summarise
 
 
-class Engine:
+class Engine(BudgetedRacing):
     """State machine of one study: random stage, hand-over, narrow stage, done.
 
-    What every step asks (progress, the best configurations, whether the random
-    stage is complete, the failure count) is kept up to date result by result,
-    so a step costs the same at the 5,000th training as at the 10th.
+    What every step asks (progress, the best configurations, the failure count)
+    is kept up to date result by result, so a step costs the same at the 5,000th
+    training as at the 10th.
+
+    Trainings charged plus running never exceed the budget (``hpo.engine.racing``).
+    Work is handed out whenever a slot is free and work can exist: the narrow stage
+    starts from the best so far once the random stage has nothing left to hand out,
+    and racing gives several contenders their seeds at once.
     """
 
     def __init__(
@@ -59,6 +64,12 @@ class Engine:
         search: SearchFactory = narrow_search,
     ) -> None:
         self.spec = spec
+        self.sizes = stage_sizes(spec)
+        #: Trainings the study may be charged (``charged`` + running never exceed it).
+        self.budget = budget_of(spec)
+        self._first = first_seeds(spec)
+        # The final group's seeds, within what the random stage leaves of the budget.
+        self._reserve = min(reserve(spec), max(0, self.budget - self.sizes.random * self._first))
         self.warm = warm or WarmStart()
         self.seeds = spec.seeds
         #: The first retry of a training waits this long, each further one twice as long.
@@ -70,7 +81,18 @@ class Engine:
         self.order: list[TrainingId] = []
         self.attempts: dict[TrainingId, int] = {}
         self.running: dict[TrainingId, Task] = {}
+        #: First seeds of the random and narrow stages' configurations, in the order planned.
         self.queue: deque[Task] = deque()
+        #: Raced seeds (the final group's contenders'): handed out before ``queue``.
+        self.race_queue: deque[Task] = deque()
+        #: Failed attempts that were retried (charged, though not results).
+        self._retried = 0
+        #: Results a warm start brought in (in ``results``, never charged).
+        self._warm_n = 0
+        #: Trials racing gave every seed.
+        self._raced = 0
+        #: Trainings interrupted by the infrastructure (requeued, postponed): not charged.
+        self.interrupted = 0
         #: Trainings not to hand out before a time: retries (backoff) and postponed tasks.
         self.waiting: dict[TrainingId, tuple[float, Task]] = {}
         #: The narrow stage's strategy, chosen by the spec's method at the hand-over.
@@ -83,14 +105,12 @@ class Engine:
         self._failed = 0
         self._last_error: str | None = None
         self._worst_mae: float | None = None
-        self._random_incomplete = 0
         #: How many of ``seeds`` each trial is given (a prefix): 1 at first under seed
         #: racing, all of them for the final group's contenders.
         self.assigned: dict[str, int] = {}
         self.racing = spec.training.seed_racing and len(self.seeds) > 1
         #: Trials the narrow stage started from (the random stage's best at hand-over).
         self.parents: list[str] = []
-        self._racing_done = False
 
         self._plan_random_stage()
         self._rebuild(list(history), in_flight)
@@ -104,7 +124,7 @@ class Engine:
     def _plan_random_stage(self) -> None:
         """The random stage's trials: a warm start's configurations first, then sampled ones
         (never one a warm start brought in with results)."""
-        budget = self.spec.random_stage.configurations
+        budget = self.sizes.random
         known = {r.config_key for r in self.warm.results}
         first: list[Config] = []
         for config in self.warm.first:
@@ -130,10 +150,13 @@ class Engine:
         # A warm start's results come first, as if recorded before anything else; the
         # study's own records of the same trainings (their copies) are the same results.
         own = {r.key for r in history}
+        warm = {r.key for r in self.warm.results}
         history = [*(r for r in self.warm.results if r.key not in own), *history]
         for r in history:
             self._adopt_history_trial(r)
         for r in history:
+            if r.key not in self.results:
+                self._warm_n += r.key in warm
             self.results[r.key] = r
             self.order.append(r.key)
         for tid in self.order:
@@ -146,18 +169,15 @@ class Engine:
         # A trial keeps the seeds it was given before: a seed past its first ones is
         # recorded or running only if it was raced, and a raced trial gets them all.
         for trial, seed in [*self.results, *self.running]:
-            if seed in self.seeds and self.seeds.index(seed) >= self._first_seeds():
+            if self._is_race_seed(seed) and trial not in self.assigned:
                 self.assigned[trial] = len(self.seeds)
-        self._random_incomplete = sum(
-            1
-            for t in self.trials.values()
-            if t.stage == RANDOM_STAGE and not self._trial_complete(t.id)
-        )
+                self._raced += 1
+        self._recount_retried()
         for r in self.results.values():
             self._count(r)
 
     def _first_seeds(self) -> int:
-        return 1 if self.racing else len(self.seeds)
+        return self._first
 
     def _seeds_of(self, trial: str) -> list[int]:
         return self.seeds[: self.assigned.get(trial, self._first_seeds())]
@@ -206,7 +226,7 @@ class Engine:
             for seed in self._seeds_of(trial.id):
                 tid = (trial.id, seed)
                 if tid not in self.results and tid not in self.running:
-                    self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
+                    self._enqueue(Task(trial, seed, self.attempts.get(tid, 0) + 1))
 
     # -- queries -------------------------------------------------------------
 
@@ -221,10 +241,13 @@ class Engine:
             trial = self.trials.get(tid[0])
             if trial is not None and trial.config_key == key and tid not in self.running:
                 self.attempts[tid] = max(self.attempts.get(tid, 0), attempt)
-        self.queue = deque(
-            Task(t.trial, t.seed, max(t.attempt, self.attempts.get(t.id, 0) + 1))
-            for t in self.queue
-        )
+        for queue in (self.queue, self.race_queue):
+            again = [
+                Task(t.trial, t.seed, max(t.attempt, self.attempts.get(t.id, 0) + 1)) for t in queue
+            ]
+            queue.clear()
+            queue.extend(again)
+        self._recount_retried()
 
     def with_spec(self, spec: StudySpec, *, retry_backoff_s: float | None = None) -> Engine:
         """This study under an edited spec (new budgets, policy): same results, same
@@ -245,6 +268,8 @@ class Engine:
         for due, task in self.waiting.values():
             if task.id not in new.results and task.id not in new.running:
                 new._wait(task, due)
+        new._retried, new.interrupted = self._retried, self.interrupted
+        new._advance()  # a lower budget may end the study, a higher one resume it
         return new
 
     def is_recorded(self, tid: TrainingId) -> bool:
@@ -316,21 +341,22 @@ class Engine:
             total += planned_configurations(self.spec, NARROW_STAGE) * per_config
         elif self.phase == NARROW_STAGE:
             total += self._narrow_remaining() * per_config
-        if self.racing and not self._racing_done:
+        if self.racing and not self.finished:
             # The final group's contenders get their other seeds at the end.
-            full = sum(1 for t in self.trials if len(self._seeds_of(t)) == len(self.seeds))
-            total += max(0, self.spec.result.size - full) * (len(self.seeds) - 1)
+            total += self._reserve_left() - self._race_pending()
         return StudyProgress(
             phase=self.phase,
             done=len(self.results) - failed,
             failed=failed,
             running=len(self.running),
-            queued=len(self.queue) + len(self.waiting),
-            total=total,
+            queued=len(self.queue) + len(self.race_queue) + len(self.waiting),
+            total=min(total, self.budget + self._warm_n),
             best_trial=best[0].trial if best else None,
             best_mae=best[0].score if best else None,
             best_std=best[0].score_std if best else None,
             best_seeds=len(best[0].scores) if best else None,
+            budget=self.budget,
+            charged=self.charged,
         )
 
     def _narrow_remaining(self) -> int:
@@ -345,50 +371,62 @@ class Engine:
 
     def next_tasks(self, free_slots: int, now: float | None = None) -> list[Task]:
         """Up to ``free_slots`` trainings to start at ``now`` (``time.monotonic()`` if None):
-        waiting ones that are due first, then the queue. They count as running."""
+        waiting ones that are due first, then raced seeds, then the stages' queue, then
+        new narrow-stage configurations, then more contenders raced. They count as
+        running; none passes the budget."""
         if self.finished or free_slots <= 0:
             return []
         now = time.monotonic() if now is None else now
-        out = []
+        out: list[Task] = []
         due = sorted((d, i, t) for i, (d, t) in enumerate(self.waiting.values()) if d <= now)
-        for _, _, task in due[:free_slots]:
-            del self.waiting[task.id]
-            out.append(task)
-        if (
-            self.phase == NARROW_STAGE
-            and len(self.queue) < free_slots - len(out)
-            and not self._narrow_exhausted()
-        ):
-            self._plan_narrow(free_slots - len(out) - len(self.queue))
-        while self.queue and len(out) < free_slots:
-            task = self.queue.popleft()
-            if task.id in self.results or task.id in self.running or task.id in self.waiting:
-                continue  # adopted or recorded meanwhile: never twice
-            out.append(task)
-        for task in out:
-            self.running[task.id] = task
-            self.attempts[task.id] = task.attempt
+        for _, _, task in due:
+            if len(out) < free_slots and self._affordable(task):
+                del self.waiting[task.id]
+                self._hand(task, out)
+        while len(out) < free_slots and not self.finished:
+            queued = self._pop(self.race_queue) or self._pop(self.queue)
+            if queued is not None:
+                self._hand(queued, out)
+                continue
+            self._advance()  # the narrow stage may begin
+            if self.phase == NARROW_STAGE and self._plan_narrow(free_slots - len(out)):
+                continue
+            if not (self._exploration_over() and self._race(free_slots - len(out))):
+                break
+        if not out:
+            self._advance()  # the strategy found itself exhausted: the study may be done
         return out
+
+    def _hand(self, task: Task, out: list[Task]) -> None:
+        self.running[task.id] = task
+        self.attempts[task.id] = task.attempt
+        out.append(task)
 
     def _wait(self, task: Task, due: float) -> None:
         """Hold ``task`` back until ``due`` (it replaces any queued copy of the training)."""
-        if any(t.id == task.id for t in self.queue):
-            self.queue = deque(t for t in self.queue if t.id != task.id)
+        for queue in (self.queue, self.race_queue):
+            if any(t.id == task.id for t in queue):
+                kept = [t for t in queue if t.id != task.id]
+                queue.clear()
+                queue.extend(kept)
         self.waiting[task.id] = (due, task)
 
     def record(self, result: SeedResult, now: float | None = None) -> Task | None:
         """Take one attempt's outcome at ``now``. A failure the policy retries is not
-        recorded: its next attempt waits (``retry_backoff_s``, doubling per attempt) and
-        is returned; ``due_at`` says until when."""
+        recorded (though charged): its next attempt waits (``retry_backoff_s``, doubling per
+        attempt) and is returned; ``due_at`` says until when."""
         tid = result.key
         task = self.running.pop(tid, None)
         if tid in self.results:
             return None  # a duplicate report (e.g. after a restart): the first one stands
         attempt = task.attempt if task else self.attempts.get(tid, 1)
-        if result.status == "failed" and attempt <= self.spec.failure_policy.retries:
+        # A retry only while the budget has room for it beside this failed attempt.
+        room = self.budget - self.charged - 1 - len(self.running)
+        if result.status == "failed" and attempt <= self.spec.failure_policy.retries and room:
             trial = task.trial if task else self.trials[result.trial]
             retry = Task(trial, result.seed, attempt + 1)
             now = time.monotonic() if now is None else now
+            self._retried += 1
             self._wait(retry, now + self.retry_backoff_s * 2 ** (attempt - 1))
             return retry
         self.waiting.pop(tid, None)
@@ -396,15 +434,6 @@ class Engine:
         self.order.append(tid)
         self._ranking.add(result)
         self._count(result)
-        known = self.trials.get(result.trial)
-        random = known is not None and known.stage == RANDOM_STAGE
-        # Complete just now (results are never replaced): one random trial less to wait for.
-        if (
-            random
-            and result.seed in self._seeds_of(result.trial)
-            and self._trial_complete(result.trial)
-        ):
-            self._random_incomplete -= 1
         if result.status == "failed":
             self._check_failures(result.error)
         self._advance()
@@ -421,17 +450,20 @@ class Engine:
             )
 
     def requeue(self, task: Task) -> None:
-        """A training was interrupted, not failed (e.g. Ctrl-C, its worker lost): run it again."""
-        self.running.pop(task.id, None)
-        if task.id not in self.results:
-            self.queue.appendleft(task)
+        """A training was interrupted, not failed (e.g. Ctrl-C, its worker lost): run it
+        again; not charged, counted in ``interrupted``."""
+        if self.running.pop(task.id, None) is not None:
+            self.interrupted += 1
+        if task.id not in self.results and task.id not in self.waiting:
+            self._enqueue(task, first=True)
 
     def postpone(self, tasks: Iterable[Task], until: float) -> None:
         """Handed-out trainings that could not start (the cluster refused or did not answer):
-        not an attempt; hand the same attempt out again at ``until``."""
+        not an attempt, not charged; hand the same attempt out again at ``until``."""
         for task in tasks:
             if self.is_running(task):
                 del self.running[task.id]
+                self.interrupted += 1
                 self._wait(task, until)
 
     def adopt(self, tasks: Iterable[Task]) -> None:
@@ -448,62 +480,38 @@ class Engine:
             if waiting is not None and waiting[1].attempt > task.attempt:
                 continue  # a retry of it is due later: this pod is of the failed attempt
             self.waiting.pop(tid, None)
-            if any(t.id == tid for t in self.queue):
-                self.queue = deque(t for t in self.queue if t.id != tid)
+            for queue in (self.queue, self.race_queue):
+                if any(t.id == tid for t in queue):
+                    kept = [t for t in queue if t.id != tid]
+                    queue.clear()
+                    queue.extend(kept)
             self.running[tid] = task
             self.attempts[tid] = task.attempt
 
     def _advance(self) -> None:
+        """Change stage when due: the narrow stage begins, the study ends."""
         if self.failed_reason is not None:
             if not self.running:
                 self.phase = "failed"
             self.queue.clear()
+            self.race_queue.clear()
             self.waiting.clear()
             return
-        if self.phase == RANDOM_STAGE:
-            if self._random_incomplete:
-                return
-            if not self.spec.narrow_stage.enabled:
-                if not self._race():
-                    self.phase = "done"
-                return
-            if not self._begin_narrow_stage():
+        if self.finished:
+            return
+        if self.phase == RANDOM_STAGE and self.spec.narrow_stage.enabled:
+            if not self._may_begin_narrow() or not self._begin_narrow_stage():
                 return
             self.phase = NARROW_STAGE
-        if self.phase == NARROW_STAGE:
-            busy = self.queue or self.running or self.waiting
-            if not busy and self._narrow_exhausted() and not self._race():
-                self.phase = "done"
-
-    # -- seed racing ---------------------------------------------------------
-
-    def _race(self) -> bool:
-        """Give every seed to the best configuration that lacks some, one at a time.
-
-        The final group is the ``result.size`` best by mean selection score; the
-        best of them with only its first seed gets its other seeds, which may push
-        it out and bring the next one in. Repeated until the whole final group has
-        every seed. One configuration per round keeps the decision a function of
-        what is recorded, so a restarted study races the same ones. Returns whether
-        trainings were queued.
-        """
-        if not self.racing:
-            self._racing_done = True
-            return False
-        for s in self.top(self.spec.result.size):
-            if len(self._seeds_of(s.trial)) == len(self.seeds):
-                continue
-            trial = self.trials[s.trial]
-            self.assigned[s.trial] = len(self.seeds)
-            for seed in self.seeds:
-                tid = (s.trial, seed)
-                if tid not in self.results and tid not in self.running:
-                    self.queue.append(Task(trial, seed, self.attempts.get(tid, 0) + 1))
-            if trial.stage == RANDOM_STAGE and not self._trial_complete(s.trial):
-                self._random_incomplete += 1
-            return True
-        self._racing_done = True
-        return False
+        if self.running:
+            return
+        if self.charged >= self.budget:
+            self._finish()
+            return
+        if self.waiting or self._pop_peek(self.race_queue) or self._pop_peek(self.queue):
+            return
+        if self._exploration_over() and not self._race(1):
+            self._finish()
 
     # -- the narrow stage ----------------------------------------------------
 
@@ -521,6 +529,8 @@ class Engine:
     def _begin_narrow_stage(self) -> bool:
         parents = self.narrow_parents()
         if not parents:
+            if self.running:
+                return False  # the random stage's last trainings may yet succeed
             self.failed_reason = "no configuration of the random stage trained successfully"
             self.phase = "failed"
             return False
@@ -538,14 +548,21 @@ class Engine:
             ranked=lambda: self.top(len(self._ranking)),
             complete=self._trial_complete,
             objective=self._objective,
-            in_progress=len(self.queue) + len(self.running) + len(self.waiting),
+            in_progress=len(self.queue)
+            + len(self.race_queue)
+            + len(self.running)
+            + len(self.waiting),
         )
 
-    def _plan_narrow(self, slots: int) -> None:
-        """Ask the strategy for enough configurations to fill ``slots`` trainings."""
+    def _plan_narrow(self, slots: int) -> bool:
+        """Ask the strategy for enough configurations to fill ``slots`` trainings, as many
+        as the budget allows. Returns whether trainings were queued."""
         assert self.search is not None, "the narrow stage has not begun"
-        configs_needed = -(-slots // self._first_seeds())
-        for proposal in self.search.propose(configs_needed, self._records()):
+        configs = min(-(-slots // self._first), self._explore_room() // self._first)
+        if configs <= 0 or self._narrow_exhausted():
+            return False
+        queued = False
+        for proposal in self.search.propose(configs, self._records()):
             key = config_key(proposal.config)
             if key in self._by_key:
                 continue  # a strategy must not propose a trial again: never twice
@@ -559,7 +576,8 @@ class Engine:
             self._add_trial(trial)
             for seed in self._seeds_of(trial.id):
                 self.queue.append(Task(trial, seed))
-        self._advance()
+                queued = True
+        return queued
 
     def describe(self) -> dict[str, Any]:
         """Numbers for the end-of-run summary."""
@@ -569,6 +587,9 @@ class Engine:
             "phase": prog.phase,
             "trainings": prog.done + prog.failed,
             "failed": prog.failed,
+            "budget": self.budget,
+            "charged": self.charged,
+            "interrupted": self.interrupted,
             "random_configs": sum(1 for t in trials if t.stage == RANDOM_STAGE and t.id[0] != "w"),
             "warm_configs": sum(1 for t in trials if t.id[0] == "w"),
             "warm_trainings": len(self.warm.results),

@@ -97,6 +97,9 @@ class StudyProgress:
     best_std: float | None
     #: Seeds behind ``best_mae``: a spread of one seed is no spread at all.
     best_seeds: int | None = None
+    #: Trainings the study may be charged, and those charged so far (``Engine.charged``).
+    budget: int | None = None
+    charged: int | None = None
 
 
 def random_trial_id(i: int) -> str:

@@ -286,6 +286,8 @@ class StudyStatus:
             "phase": phase,
             "stage": p.phase if p.phase in (RANDOM_STAGE, NARROW_STAGE) else "done",
             "trainings": f"{p.done + p.failed}/{p.total}",
+            # What the study may cost and what it was charged (spec.budget).
+            "budget": {"trainings": p.budget, "charged": p.charged},
             "counts": {
                 # Not handed out yet, and waiting (a retry's backoff, a pod refused for now).
                 "pending": max(0, p.queued),

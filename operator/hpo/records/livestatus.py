@@ -58,6 +58,10 @@ class LiveStatus(BaseModel):
     failed: int
     queued: int = 0
     pending: int = 0
+    #: Trainings the study may be charged (``spec.budget``), and those charged so far:
+    #: attempts that ended with a result, failures retried included.
+    budget: int | None = None
+    charged: int | None = None
     #: Results a warm start took from other studies (not trained here).
     taken: int = 0
     best_val: float | None = None
@@ -180,6 +184,8 @@ class StatusWriter:
             failed=progress.failed,
             queued=self.queued,
             pending=progress.queued,
+            budget=progress.budget,
+            charged=progress.charged,
             taken=self.taken,
             best_val=progress.best_mae,
             best_trial=progress.best_trial,

@@ -13,7 +13,7 @@ import pandas as pd
 
 from hpo.engine.budget import planned_configurations, planned_trainings
 from hpo.results.study import StudyResults
-from hpo.study.contract import NARROW_STAGE
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE
 from hpo.study.spec import SpecError, parse_study
 
 #: The final group's columns a comparison shows, per study.
@@ -63,9 +63,9 @@ def budget(study: StudyResults) -> str:
         spec = parse_study(study.spec).spec
     except SpecError:
         return "unknown (study.yaml does not parse with this version)"
-    narrow = planned_configurations(spec, NARROW_STAGE)
+    random, narrow = (planned_configurations(spec, s) for s in (RANDOM_STAGE, NARROW_STAGE))
     return (
-        f"{spec.random_stage.configurations} random + {narrow} narrow-stage configurations "
+        f"{random} random + {narrow} narrow-stage configurations "
         f"x {spec.training.seeds_per_config} seeds (at most {planned_trainings(spec)} "
         f"trainings), {spec.training.epochs} epochs"
     )

@@ -123,9 +123,13 @@ def _layer_choices(space: SearchSpace, depth: int) -> tuple[int, int]:
     return acts, drops
 
 
+def _widths(space: SearchSpace, depth: int) -> int:
+    """How many width settings a network of ``depth`` layers can have."""
+    return len(neuron_grid(space)) ** (1 if space.shared_width else depth)
+
+
 def space_size(space: SearchSpace) -> int:
     """Distinct networks (a per-layer list of equal values counts once, as its key does)."""
-    per_layer = len(neuron_grid(space))
     lrs = len(learning_rates(space))
     others = (
         len(space.batch_sizes)
@@ -137,7 +141,7 @@ def space_size(space: SearchSpace) -> int:
     total = 0
     for d in range(space.hidden_layers.min, space.hidden_layers.max + 1):
         acts, drops = _layer_choices(space, d)
-        total += per_layer**d * acts * drops * others
+        total += _widths(space, d) * acts * drops * others
     return total
 
 
@@ -173,7 +177,12 @@ def _enumerate(space: SearchSpace) -> Iterator[Config]:
             if space.dropout_per_layer and depth > 1
             else list(space.dropout)
         )
-        for neurons in itertools.product(grid, repeat=depth):
+        widths: Iterable[tuple[int, ...]] = (
+            ((w,) * depth for w in grid)
+            if space.shared_width
+            else itertools.product(grid, repeat=depth)
+        )
+        for neurons in widths:
             for act, lr, bs, opt in itertools.product(
                 act_list, lrs, space.batch_sizes, space.optimizers
             ):
@@ -197,6 +206,7 @@ def _enumerate(space: SearchSpace) -> Iterator[Config]:
 def _sample(space: SearchSpace, rng: np.random.Generator) -> Config:
     grid = neuron_grid(space)
     depth = int(rng.integers(space.hidden_layers.min, space.hidden_layers.max + 1))
+    widths = 1 if space.shared_width else depth  # drawn: one width, or one per layer
     if space.learning_rate.choices:
         lr_choices = space.learning_rate.choices
         lr = lr_choices[int(rng.integers(len(lr_choices)))]
@@ -206,7 +216,7 @@ def _sample(space: SearchSpace, rng: np.random.Generator) -> Config:
         lr = min(max(lr, round_lr(space.learning_rate.min)), round_lr(space.learning_rate.max))
     config: Config = {
         HIDDEN_LAYERS: depth,
-        NEURONS: [int(grid[i]) for i in rng.integers(0, len(grid), size=depth)],
+        NEURONS: [int(grid[i]) for i in rng.integers(0, len(grid), size=widths)],
         ACTIVATION: space.activations[int(rng.integers(len(space.activations)))],
         LEARNING_RATE: lr,
         BATCH_SIZE: int(space.batch_sizes[int(rng.integers(len(space.batch_sizes)))]),
@@ -215,6 +225,8 @@ def _sample(space: SearchSpace, rng: np.random.Generator) -> Config:
         L2: space.l2[0],
         LR_SCHEDULE: space.learning_rate_schedules[0],
     }
+    if space.shared_width:
+        config[NEURONS] = config[NEURONS] * depth
     if space.activation_per_layer and depth > 1:
         picks = rng.integers(len(space.activations), size=depth - 1)
         config[ACTIVATION] = [config[ACTIVATION], *(space.activations[int(i)] for i in picks)]
@@ -298,6 +310,7 @@ def contains(space: SearchSpace, config: Config) -> bool:
     return (
         space.hidden_layers.min <= depth <= space.hidden_layers.max
         and all(n in space.neurons.grid for n in c[NEURONS])
+        and (not space.shared_width or len(set(c[NEURONS])) == 1)
         and lr_ok
         and all(a in space.activations for a in acts)
         and (space.activation_per_layer or len(acts) == 1)
@@ -315,12 +328,19 @@ class NarrowSpace:
     """A grid around one configuration: same depth, activation, batch size, optimizer.
 
     ``choices[i]`` are the values of dimension i: one per hidden layer's
-    neurons, then the learning rate. The optimiser searches over indices into
-    these lists, so every suggestion is a grid point with a canonical key.
+    neurons (one for them all if ``shared_width``), then the learning rate. The
+    optimiser searches over indices into these lists, so every suggestion is a
+    grid point with a canonical key.
     """
 
     parent: Config
     choices: list[list[float]]
+    shared_width: bool = False
+
+    def _values(self, config: Config) -> list[Any]:
+        """A configuration's value of each dimension."""
+        widths = config[NEURONS][:1] if self.shared_width else config[NEURONS]
+        return [*widths, config[LEARNING_RATE]]
 
     @property
     def size(self) -> int:
@@ -332,13 +352,14 @@ class NarrowSpace:
 
     def to_config(self, indices: Iterable[int]) -> Config:
         values = [c[int(i)] for c, i in zip(self.choices, indices, strict=True)]
-        return normalise(
-            {**self.parent, NEURONS: [int(v) for v in values[:-1]], LEARNING_RATE: values[-1]}
-        )
+        neurons = [int(v) for v in values[:-1]]
+        if self.shared_width:
+            neurons = neurons * self.parent[HIDDEN_LAYERS]
+        return normalise({**self.parent, NEURONS: neurons, LEARNING_RATE: values[-1]})
 
     def to_indices(self, config: Config) -> list[int]:
         """Nearest grid indices of a configuration (exact for anything this space produced)."""
-        values = [*config[NEURONS], config[LEARNING_RATE]]
+        values = self._values(config)
         out = []
         for i, (choices, v) in enumerate(zip(self.choices, values, strict=True)):
             if i == len(self.choices) - 1:
@@ -362,9 +383,9 @@ class NarrowSpace:
                 LR_SCHEDULE,
             )
         )
-        if not same:
+        if not same or (self.shared_width and len(set(c[NEURONS])) > 1):
             return False
-        values = [*c[NEURONS], c[LEARNING_RATE]]
+        values = self._values(c)
         return all(v in choices for v, choices in zip(values, self.choices, strict=True))
 
     def bounds(self) -> dict[str, Any]:
@@ -379,15 +400,17 @@ def narrow(parent: Config, space: SearchSpace, stage: NarrowStage) -> NarrowSpac
     """The narrow stage's grid around ``parent``, clipped to the declared space."""
     parent = normalise(parent)
     choices: list[list[float]] = []
+    # One width dimension for a shared width (a parent of the space has equal widths).
+    widths = parent[NEURONS][:1] if space.shared_width else parent[NEURONS]
     if space.neurons.choices:
         grid = space.neurons.choices
-        for n in parent[NEURONS]:
+        for n in widths:
             near = [v for v in grid if abs(v - n) <= stage.neurons_radius]
             choices.append([float(v) for v in sorted(set(near) | {n})])
     else:
         lo, hi = space.neurons.min, space.neurons.max
         k_max = stage.neurons_radius // stage.neurons_step
-        for n in parent[NEURONS]:
+        for n in widths:
             layer = sorted(
                 {n + k * stage.neurons_step for k in range(-k_max, k_max + 1)}
                 & set(range(lo, hi + 1))
@@ -399,10 +422,10 @@ def narrow(parent: Config, space: SearchSpace, stage: NarrowStage) -> NarrowSpac
         radius = stage.learning_rate_radius + 1e-9
         near_lr = {v for v in space.learning_rate.choices if abs(math.log10(v / lr0)) <= radius}
         choices.append(sorted(near_lr | {lr0}))
-        return NarrowSpace(parent=parent, choices=choices)
+        return NarrowSpace(parent, choices, space.shared_width)
     lr_lo = round_lr(space.learning_rate.min)
     lr_hi = round_lr(space.learning_rate.max)
     j_max = math.floor(stage.learning_rate_radius / stage.learning_rate_step + 1e-9)
     lrs = {round_lr(lr0 * 10 ** (j * stage.learning_rate_step)) for j in range(-j_max, j_max + 1)}
     choices.append(sorted({v for v in lrs if lr_lo <= v <= lr_hi} | {lr0}))
-    return NarrowSpace(parent=parent, choices=choices)
+    return NarrowSpace(parent, choices, space.shared_width)

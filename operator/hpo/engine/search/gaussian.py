@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from skopt import Optimizer
 from skopt.space import Integer
 
+from hpo.engine.budget import stage_sizes
 from hpo.engine.search.base import Proposal, Records
 from hpo.study.space import Config, NarrowSpace, config_key, narrow
 from hpo.study.spec import StudySpec
@@ -180,7 +181,7 @@ class GaussianSearch:
             space = narrow(s.config, self.spec.search_space, stage)
             search = ParentSearch(
                 space,
-                budget=stage.trials_per_config,
+                budget=stage_sizes(self.spec).trials_per_config,
                 estimator=stage.estimator,
                 initial_points=stage.initial_points,
                 random_state=self.spec.random_stage.seed * 1009 + j,

@@ -5,8 +5,8 @@ Chosen on the exact FCNet benchmark (``benchmarks/exact_search.py``): at 80 and
 configurations than Optuna's TPE and than one small Gaussian process per parent.
 A neighbour changes one knob by one step: an ordered knob (a layer's width, the
 learning rate, a dropout rate, the batch size, the L2 factor, the depth) moves
-to the next value up or down; a categorical one (an activation, the optimiser,
-the schedule) to each other value.
+to the next value up or down (with a shared width, every layer's at once); a
+categorical one (an activation, the optimiser, the schedule) to each other value.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.engine.budget import stage_sizes
 from hpo.engine.search.base import Proposal, Records
 from hpo.engine.search.surrogate import Surrogate
 from hpo.study.contract import (
@@ -77,9 +78,13 @@ def neighbours(config: Config, space: SearchSpace, stage: NarrowStage) -> list[C
     def add(**change: Any) -> None:
         out.append({**c, **change})
 
-    for i, width in enumerate(c[NEURONS]):
-        for w in _width_steps(space, stage, width):
-            add(neurons=[*c[NEURONS][:i], w, *c[NEURONS][i + 1 :]])
+    if space.shared_width:  # every layer's width moves as one
+        for w in _width_steps(space, stage, c[NEURONS][0]):
+            add(neurons=[w] * depth)
+    else:
+        for i, width in enumerate(c[NEURONS]):
+            for w in _width_steps(space, stage, width):
+                add(neurons=[*c[NEURONS][:i], w, *c[NEURONS][i + 1 :]])
     for lr in _lr_steps(space, stage, c[LEARNING_RATE]):
         add(learning_rate=lr)
     for bs in _steps(sorted(space.batch_sizes), c[BATCH_SIZE]):
@@ -143,7 +148,8 @@ class LocalSearch:
         self.space = spec.search_space
         self.stage = spec.narrow_stage
         self.seed = spec.random_stage.seed
-        self.budget = self.stage.top_k * self.stage.trials_per_config
+        sizes = stage_sizes(spec)
+        self.budget = sizes.top_k * sizes.trials_per_config
         #: Set once a proposal found nothing while no result was still to come; a rebuilt
         #: study finds that again on its first proposal.
         self._exhausted = False
@@ -168,7 +174,8 @@ class LocalSearch:
         rng = study_rng(self.seed, planned)
         predict = None
         if self.stage.surrogate:
-            predict = Surrogate([s.config for s in seen], [s.score or 0.0 for s in seen]).predict
+            configs, scores = [s.config for s in seen], [s.score or 0.0 for s in seen]
+            predict = Surrogate(configs, scores, self.space.shared_width).predict
         chosen = self._walk(n, best, records.known, rng, predict)
         # Every neighbour of every result is known, unless a training is still to come
         # (a retry handed out in this very call is in neither running nor waiting).

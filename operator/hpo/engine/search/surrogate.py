@@ -36,20 +36,24 @@ def _layers(value: Any, depth: int) -> list[Any]:
     return list(value) if isinstance(value, list) else [value] * depth
 
 
-def features(config: Config) -> dict[str, float]:
+def features(config: Config, shared_width: bool = False) -> dict[str, float]:
     """Named features: one indicator per knob value (per layer for layer knobs), plus
     the numeric knobs on a log scale and their squares (for ranges, where values rarely
-    repeat)."""
+    repeat). A shared width is one knob: one set of width features, whatever the depth."""
     c = normalise(config)
     depth = c[HIDDEN_LAYERS]
     out: dict[str, float] = {f"depth={depth}": 1.0}
+    if shared_width:
+        out[f"w={c[NEURONS][0]}"] = 1.0
+        out["log2w"] = math.log2(c[NEURONS][0])
     for i, (w, a, d) in enumerate(
         zip(c[NEURONS], _layers(c[ACTIVATION], depth), _layers(c[DROPOUT], depth), strict=True)
     ):
-        out[f"w{i}={w}"] = 1.0
+        if not shared_width:
+            out[f"w{i}={w}"] = 1.0
+            out[f"log2w{i}"] = math.log2(w)
         out[f"a{i}={a}"] = 1.0
         out[f"d{i}={d:g}"] = 1.0
-        out[f"log2w{i}"] = math.log2(w)
     for name in (LEARNING_RATE, BATCH_SIZE, OPTIMIZER, L2, LR_SCHEDULE):
         out[f"{name}={c[name]}"] = 1.0
     lr = math.log10(c[LEARNING_RATE])
@@ -62,8 +66,11 @@ def features(config: Config) -> dict[str, float]:
 class Surrogate:
     """Predicts the rank of a configuration's score among those seen (0 best, 1 worst)."""
 
-    def __init__(self, configs: Sequence[Config], scores: Sequence[float]) -> None:
-        rows = [features(c) for c in configs]
+    def __init__(
+        self, configs: Sequence[Config], scores: Sequence[float], shared_width: bool = False
+    ) -> None:
+        self.shared_width = shared_width
+        rows = [features(c, shared_width) for c in configs]
         self.names = sorted({k for r in rows for k in r})
         self.index = {n: i for i, n in enumerate(self.names)}
         self.ok = len(rows) >= 3
@@ -89,5 +96,6 @@ class Surrogate:
     def predict(self, configs: Sequence[Config]) -> np.ndarray:
         if not self.ok or not configs:
             return np.zeros(len(configs))
-        z = (self._matrix([features(c) for c in configs]) - self.mu) / self.sd
+        rows = [features(c, self.shared_width) for c in configs]
+        z = (self._matrix(rows) - self.mu) / self.sd
         return self.y0 + z @ self.coef

@@ -59,6 +59,7 @@ from hpo.study.spec.search_space import (
     SearchSpace,
 )
 from hpo.study.spec.sections import (
+    Budget,
     Dataset,
     FailurePolicy,
     NarrowStage,
@@ -93,6 +94,7 @@ __all__ = [
     "SCHEDULES",
     "SECRET_KEY",
     "TRAINING_FIELDS",
+    "Budget",
     "Dataset",
     "FailurePolicy",
     "LayersRange",

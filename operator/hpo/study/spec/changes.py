@@ -14,6 +14,7 @@ from typing import Any
 MUTABLE_WHILE_RUNNING: frozenset[tuple[str, ...]] = frozenset(
     {
         ("parallelism",),
+        ("budget",),
         ("failurePolicy",),
         ("randomStage", "configurations"),
         ("bayesianStage", "trialsPerConfig"),

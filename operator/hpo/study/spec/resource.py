@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from hpo.study.spec.base import API_VERSION, DNS_LABEL_RE, KIND, SpecModel
 from hpo.study.spec.search_space import SearchSpace
 from hpo.study.spec.sections import (
+    Budget,
     Dataset,
     FailurePolicy,
     NarrowStage,
@@ -30,6 +31,7 @@ class StudySpec(SpecModel):
     #: Stored (CRD, study files, the spec saved with a study) under its first name.
     narrow_stage: NarrowStage = Field(default_factory=NarrowStage, alias="bayesianStage")
     parallelism: int = Field(default=2, ge=1, le=10_000)
+    budget: Budget = Budget()
     failure_policy: FailurePolicy = FailurePolicy()
     result: Result = Result()
     storage: Storage = Storage()

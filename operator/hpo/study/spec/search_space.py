@@ -107,6 +107,9 @@ class LearningRateRange(SpecModel):
 class SearchSpace(SpecModel):
     hidden_layers: LayersRange = LayersRange()
     neurons: NeuronsRange = NeuronsRange()
+    #: One width for every hidden layer (else each layer draws its own): a much smaller
+    #: space, the one tables such as HPOBench's MLP benchmark index.
+    shared_width: bool = False
     activations: list[str] = Field(
         default_factory=lambda: ["relu", "tanh"],
         json_schema_extra=set_of({"type": "string", "enum": list(ACTIVATIONS)}),

@@ -96,7 +96,9 @@ class Training(SpecModel):
 
 
 class RandomStage(SpecModel):
-    configurations: int = Field(default=12, ge=1, le=100_000)
+    #: Configurations sampled. Unset: sized from ``budget.trainings`` if that is set, else 12
+    #: (``hpo.engine.budget.stage_sizes`` says how).
+    configurations: int | None = Field(default=None, ge=1, le=100_000)
     #: Seed of the sampler: the same seed proposes the same configurations.
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
@@ -119,7 +121,8 @@ class NarrowStage(SpecModel):
     #: ``perDepth``: the best of each depth first, then the next best overall.
     selection: Literal["perDepth", "overall"] = "perDepth"
     #: New configurations (each trained once per seed) searched around each handed-over one.
-    trials_per_config: int = Field(default=10, ge=1, le=10_000)
+    #: Unset: sized from ``budget.trainings`` if that is set, else 10.
+    trials_per_config: int | None = Field(default=None, ge=1, le=10_000)
     neurons_radius: int = Field(default=32, ge=0, le=4096)
     neurons_step: int = Field(default=8, ge=1, le=4096)
     #: Radius and grid step of the learning rate, in decades (log10 units).
@@ -139,6 +142,20 @@ class NarrowStage(SpecModel):
         if v not in ESTIMATORS:
             raise ValueError(f"unknown estimator {v!r}; choose from {', '.join(ESTIMATORS)}")
         return v
+
+
+class Budget(SpecModel):
+    """What the study may cost, in trainings: a cap the engine keeps at every moment.
+
+    Every attempt that ends with a result is charged, a success or a failure (so
+    retries of failures count); a training interrupted by the infrastructure (a
+    preempted pod, Ctrl-C) is not charged. Unset: the stages' planned total, every
+    seed of every configuration. When set and the stage sizes are not, the stages
+    are sized from it (``hpo.engine.budget.stage_sizes``); sizes set explicitly stay,
+    and the budget still caps them.
+    """
+
+    trainings: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class FailurePolicy(SpecModel):

@@ -1,0 +1,218 @@
+"""The budget and seed racing, as the engine keeps them: what is charged, what a training
+may be handed out against, and which contenders get their other seeds.
+
+Part of ``Engine`` (a base class, so that each module stays readable): the state it
+reads is the engine's, declared here for the type checker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hpo.engine.trials import Phase, Task, TrainingId, Trial
+from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
+from hpo.study.spec import StudySpec
+from hpo.study.summary import ConfigSummary
+
+#: The narrow stage may begin before the random stage's last trainings are recorded (every
+#: slot busy), once this share of its configurations is: parents chosen from the first
+#: few to finish would favour whatever trains fast.
+HANDOVER_FRACTION = 0.5
+
+
+class BudgetedRacing:
+    """Budget accounting and seed racing over the engine's queues."""
+
+    spec: StudySpec
+    seeds: list[int]
+    budget: int
+    racing: bool
+    phase: Phase
+    notes: list[str]
+    trials: dict[str, Trial]
+    results: dict[TrainingId, SeedResult]
+    running: dict[TrainingId, Task]
+    waiting: dict[TrainingId, tuple[float, Task]]
+    attempts: dict[TrainingId, int]
+    assigned: dict[str, int]
+    queue: deque[Task]
+    race_queue: deque[Task]
+    _first: int
+    _reserve: int
+    _raced: int
+    _retried: int
+    _warm_n: int
+    _next_narrow: int
+
+    def top(self, n: int) -> list[ConfigSummary]:
+        raise NotImplementedError
+
+    def _seeds_of(self, trial: str) -> list[int]:
+        raise NotImplementedError
+
+    def _narrow_exhausted(self) -> bool:
+        raise NotImplementedError
+
+    def _is_race_seed(self, seed: int) -> bool:
+        """A seed only racing gives (past a configuration's first ones)."""
+        return seed in self.seeds and self.seeds.index(seed) >= self._first
+
+    def _enqueue(self, task: Task, *, first: bool = False) -> None:
+        """Into the race queue (a raced seed) or the stages' queue; ``first``: at its head."""
+        queue = self.race_queue if self._is_race_seed(task.seed) else self.queue
+        if first:
+            queue.appendleft(task)
+        else:
+            queue.append(task)
+
+    @property
+    def charged(self) -> int:
+        """Trainings charged to the budget: attempts that ended with a result (a warm
+        start's results are not this study's)."""
+        return len(self.results) - self._warm_n + self._retried
+
+    def _race_pending(self) -> int:
+        """Raced seeds not handed out yet."""
+        waiting = sum(1 for _, t in self.waiting.values() if self._is_race_seed(t.seed))
+        return len(self.race_queue) + waiting
+
+    def _reserve_left(self) -> int:
+        """Trainings the final group may still need: its contenders' seeds not raced yet."""
+        if not self.racing:
+            return 0
+        per = len(self.seeds) - self._first
+        return max(0, self._reserve - self._raced * per) + self._race_pending()
+
+    def _affordable(self, task: Task) -> bool:
+        """Whether handing ``task`` out now keeps the budget: a raced seed or an attempt
+        already started (a retry, a postponed one) needs one training of room; a stage's
+        new training leaves the final group's reserve too."""
+        room = self.budget - self.charged - len(self.running)
+        if self._is_race_seed(task.seed) or task.attempt > 1 or task.id in self.attempts:
+            return room >= 1
+        return room - self._reserve_left() >= 1
+
+    def _explore_room(self) -> int:
+        """New stage trainings the budget still allows beside everything committed."""
+        queued = sum(1 for t in self.queue if not self._handled(t))
+        return (
+            self.budget
+            - self.charged
+            - len(self.running)
+            - len(self.waiting)
+            - queued
+            - self._reserve_left()
+            + sum(1 for _, t in self.waiting.values() if self._is_race_seed(t.seed))
+        )
+
+    def _handled(self, task: Task) -> bool:
+        """Recorded, running or waiting meanwhile (adopted, retried): never twice."""
+        tid = task.id
+        return tid in self.results or tid in self.running or tid in self.waiting
+
+    def _pop(self, queue: deque[Task]) -> Task | None:
+        """The queue's first task if the budget allows it now (stale ones dropped)."""
+        return queue.popleft() if self._pop_peek(queue) else None
+
+    def _pop_peek(self, queue: deque[Task]) -> bool:
+        """Whether ``queue``'s first task could be handed out now (stale ones dropped)."""
+        while queue and self._handled(queue[0]):
+            queue.popleft()
+        return bool(queue) and self._affordable(queue[0])
+
+    def _finish(self) -> None:
+        """The study is done; say what the budget left out."""
+        left = len(self.queue) + len(self.race_queue) + len(self.waiting)
+        if left and self.charged >= self.budget:
+            self.notes.append(
+                f"the budget of {self.budget} trainings is spent; {left} planned trainings "
+                "were not run"
+            )
+        if self.racing:
+            short = [
+                s.trial
+                for s in self.top(self.spec.result.size)
+                if len(self._seeds_of(s.trial)) < len(self.seeds)
+            ]
+            if short:
+                self.notes.append(
+                    f"the budget ended before the final group had every seed: "
+                    f"{', '.join(short)} were trained with fewer than {len(self.seeds)}; "
+                    "the final group is formed from what was trained"
+                )
+        self.queue.clear()
+        self.race_queue.clear()
+        self.waiting.clear()
+        self.phase = "done"
+
+    def _race(self, slots: int) -> bool:
+        """Give every seed to the best configurations that lack some, enough of them to
+        fill ``slots`` trainings, as the budget allows.
+
+        The final group is the ``result.size`` best by mean selection score; the best
+        of them with only its first seeds get their other seeds, which may push them out
+        and bring the next ones in, until the whole final group has every seed or the
+        budget is spent. A contender is raced only if the budget can give it every seed
+        (with little left, fewer are raced), and once (raced out and back in, it has them
+        all already: ties do not cascade past the budget). In the order of the ranking,
+        so a restarted study races the same ones. Returns whether trainings were queued.
+        """
+        if not self.racing:
+            return False
+        queued = False
+        room = self.budget - self.charged - len(self.running) - self._race_pending()
+        for s in self.top(self.spec.result.size):
+            if len(self.race_queue) >= slots:
+                break
+            if len(self._seeds_of(s.trial)) == len(self.seeds):
+                continue
+            trial = self.trials[s.trial]
+            missing = [
+                Task(trial, seed, self.attempts.get((s.trial, seed), 0) + 1)
+                for seed in self.seeds
+                if (s.trial, seed) not in self.results and (s.trial, seed) not in self.running
+            ]
+            if len(missing) > room:
+                break
+            room -= len(missing)
+            self.assigned[s.trial] = len(self.seeds)
+            self._raced += 1
+            for task in missing:
+                self._enqueue(task)
+            queued = queued or bool(missing)
+        return queued
+
+    def _recount_retried(self) -> None:
+        """Failed attempts known to have been retried: a running attempt ``k`` had ``k - 1``
+        before it, a training waiting for attempt ``k + 1`` had ``k``. (A restart knows this
+        of trainings not yet recorded; one recorded after retries counts once.)"""
+        self._retried = sum(
+            n - (1 if tid in self.running else 0)
+            for tid, n in self.attempts.items()
+            if tid not in self.results
+        )
+
+    def _may_begin_narrow(self) -> bool:
+        """Whether the narrow stage may begin: it had begun before a restart, or the random
+        stage has nothing left to hand out and either nothing of it runs or
+        ``HANDOVER_FRACTION`` of its configurations have their first seeds recorded."""
+        if self._next_narrow > 0:
+            return True
+        if any(t.trial.stage == RANDOM_STAGE for _, t in self.waiting.values()):
+            return False
+        if self._pop_peek(self.queue):
+            return False
+        if not any(t.trial.stage == RANDOM_STAGE for t in self.running.values()):
+            return True
+        first = self.seeds[: self._first]
+        stage = [t for t in self.trials.values() if t.stage == RANDOM_STAGE]
+        recorded = sum(1 for t in stage if all((t.id, s) in self.results for s in first))
+        return recorded >= HANDOVER_FRACTION * len(stage)
+
+    def _exploration_over(self) -> bool:
+        """No new configuration will be tried: only racing may add trainings now."""
+        if self.waiting or self._pop_peek(self.queue):
+            return False
+        if self.phase == NARROW_STAGE:
+            return self._explore_room() < self._first or self._narrow_exhausted()
+        return not self.spec.narrow_stage.enabled

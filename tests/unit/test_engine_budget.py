@@ -1,0 +1,209 @@
+"""The budget a study keeps (``spec.budget.trainings``): at no moment are the trainings
+charged plus those running more than it, with retries, ties, several slots, spec edits
+and restarts; and the stages are sized from it by the default rule."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers.engine import objective
+from helpers.study import study_dict
+from hpo.engine import Engine, Task, cost_line, stage_sizes
+from hpo.study.contract import SeedResult
+from hpo.study.spec import SpecError, StudySpec, parse_study
+
+
+def _spec(budget: int | None, **kw: Any) -> StudySpec:
+    base: dict[str, Any] = {
+        "randomStage": {"seed": 3},
+        "training": {"seedsPerConfig": 3},
+        "bayesianStage": {"topK": 1},
+        "failurePolicy": {"retries": 1, "maxFailedTrainings": 10_000},
+    }
+    if budget is not None:
+        base["budget"] = {"trainings": budget}
+    base.update(kw)
+    return parse_study(study_dict(**base)).spec
+
+
+class Run:
+    """Drives an engine, checking the budget and "never twice" after every step."""
+
+    def __init__(self, engine: Engine, *, fail: float = 0.0, tie: bool = False, seed: int = 0):
+        self.engine = engine
+        self.rng = random.Random(seed)
+        self.fail, self.tie = fail, tie
+        self.running: list[Task] = []
+        self.recorded: set[tuple[str, int]] = set()
+        self.now = 0.0
+
+    def check(self) -> None:
+        e = self.engine
+        assert e.charged + len(e.running) <= e.budget, (e.charged, len(e.running), e.budget)
+        keys = [t.config_key for t in e.trials.values()]
+        assert len(keys) == len(set(keys)), "a configuration planned twice"
+
+    def result(self, task: Task) -> SeedResult:
+        if self.rng.random() < self.fail:
+            return task.failed("t", "boom")
+        mae = 0.5 if self.tie else objective(task.trial.config) + task.seed * 1e-3
+        return task.succeeded("t", mae, mae)
+
+    def step(self, slots: int) -> bool:
+        """One hand-out and one result; False once the engine is finished."""
+        if self.engine.finished:
+            return False
+        got = self.engine.next_tasks(slots - len(self.running), self.now)
+        self.check()
+        self.running += got
+        if not self.running:
+            due = self.engine.next_due()
+            assert (due is not None and not self.engine.finished) or self.engine.finished, (
+                "engine stalled: nothing running and not finished"
+            )
+            if due is not None:
+                self.now = due
+            return not self.engine.finished
+        task = self.running.pop(self.rng.randrange(len(self.running)))
+        r = self.result(task)
+        if r.status == "succeeded":
+            assert r.key not in self.recorded, "a training recorded twice"
+            self.recorded.add(r.key)
+        self.engine.record(r, self.now)
+        self.now += 1.0
+        self.check()
+        return True
+
+    def finish(self, slots: int, limit: int = 5_000) -> None:
+        for _ in range(limit):
+            if not self.step(slots):
+                return
+        raise AssertionError("engine did not finish")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    budget=st.integers(1, 40),
+    seeds=st.integers(1, 3),
+    racing=st.booleans(),
+    slots=st.integers(1, 6),
+    fail=st.sampled_from([0.0, 0.2]),
+    tie=st.booleans(),
+    size=st.integers(1, 4),
+    seed=st.integers(0, 3),
+)
+def test_a_study_never_passes_its_budget(
+    budget: int, seeds: int, racing: bool, slots: int, fail: float, tie: bool, size: int, seed: int
+) -> None:
+    spec = _spec(
+        budget,
+        training={"seedsPerConfig": seeds, "seedRacing": racing},
+        result={"size": size},
+        parallelism=slots,
+    )
+    run = Run(Engine(spec), fail=fail, tie=tie, seed=seed)
+    run.finish(slots)
+    assert run.engine.phase == "done" or run.engine.failed_reason
+    assert run.engine.charged <= budget
+
+
+def test_ties_do_not_cascade_past_the_budget() -> None:
+    """Equal scores everywhere: racing gives every contender its seeds once, and stops."""
+    spec = _spec(40, result={"size": 3})
+    run = Run(Engine(spec), tie=True)
+    run.finish(4)
+    e = run.engine
+    assert e.charged <= 40
+    seeds = [len(e._seeds_of(t)) for t in e.trials]
+    assert seeds.count(3) <= 3 + 1, "more contenders raced than the final group and one"
+
+
+def test_without_a_budget_the_stage_sizes_are_a_cap() -> None:
+    """Racing with ties used to run on until the final group was complete."""
+    spec = _spec(
+        None,
+        randomStage={"seed": 1, "configurations": 6},
+        bayesianStage={"topK": 1, "trialsPerConfig": 2},
+        result={"size": 2},
+    )
+    e = Engine(spec)
+    assert e.budget == (6 + 2) * 3
+    run = Run(e, tie=True)
+    run.finish(2)
+    assert e.charged <= e.budget
+
+
+def test_stages_are_sized_from_the_budget() -> None:
+    sizes = stage_sizes(_spec(80))
+    # A quarter for the random stage (1 seed each under racing), 5 x 2 seeds set aside.
+    assert sizes.random == 20
+    assert sizes.trials_per_config == 80 - 20 - 10
+    explicit = stage_sizes(_spec(80, randomStage={"configurations": 7}))
+    assert explicit.random == 7 and explicit.trials_per_config == 80 - 7 - 10
+    line = cost_line(_spec(80))
+    assert line.startswith("at most 80 trainings (budget.trainings): 20 random configurations")
+    assert "raced to 3 seeds (10 more)" in line
+    assert cost_line(_spec(None)).startswith("at most 66 trainings (the stage sizes): 12 random")
+
+
+def test_budget_must_be_positive() -> None:
+    with pytest.raises(SpecError, match=r"spec\.budget\.trainings"):
+        parse_study(study_dict(budget={"trainings": 0}))
+
+
+def test_spec_edits_mid_study_keep_the_new_budget() -> None:
+    e = Engine(_spec(60))
+    run = Run(e, seed=1)
+    for _ in range(15):
+        run.step(3)
+    lower = max(e.charged, 20)
+    e = e.with_spec(_spec(lower, randomStage={"seed": 3, "configurations": 15}))
+    run.engine = e
+    run.finish(3)
+    assert e.charged <= lower
+    assert e.phase == "done"
+
+
+def test_restart_from_records_keeps_the_budget() -> None:
+    spec = _spec(30, result={"size": 2})
+    first = Run(Engine(spec), fail=0.1, seed=2)
+    for _ in range(12):
+        first.step(4)
+    e = first.engine
+    again = Engine(spec, e.recorded(), e.running.values())
+    assert again.charged <= e.charged  # failures retried before the restart count if known
+    run = Run(again, seed=2)
+    run.running = list(e.running.values())
+    run.finish(4)
+    assert again.charged + (e.charged - again.charged) <= 30
+
+
+def test_retries_are_charged_and_stop_at_the_budget() -> None:
+    spec = _spec(12, failurePolicy={"retries": 3, "maxFailedTrainings": 100})
+    run = Run(Engine(spec), fail=1.0)
+    run.finish(2)
+    e = run.engine
+    assert len(e.results) < e.charged <= 12, "failed attempts retried are charged"
+    assert e.finished
+
+
+def test_parallel_slots_are_filled_before_the_random_stage_ends() -> None:
+    """Eight slots: the narrow stage begins while the random stage's last trainings run."""
+    spec = _spec(80, parallelism=8)
+    e = Engine(spec)
+    run = Run(e)
+    idle = 0
+    while not e.finished:
+        if e.charged + len(e.running) < e.budget - 12 and len(run.running) < 8:
+            got = e.next_tasks(8 - len(run.running), run.now)
+            run.running += got
+            idle += len(run.running) < 8
+        if not run.step(8):
+            break
+    assert idle == 0, "a slot stayed idle while work existed"
+    assert e.charged <= 80
