@@ -94,7 +94,8 @@ class Table:
     def params(self, row: int) -> dict[str, object]:
         digits = np.unravel_index(row, self.sizes)
         return {
-            name: values[int(d)] for (name, values), d in zip(self.space.items(), digits, strict=True)
+            name: values[int(d)]
+            for (name, values), d in zip(self.space.items(), digits, strict=True)
         }
 
     def score(self, row: int, seed: int) -> float:
