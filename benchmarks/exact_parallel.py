@@ -192,3 +192,26 @@ def markdown_summary(rows: list[dict[str, Any]], methods: list[str]) -> str:
         better = [m for m, r in cell.items() if r.get("better_than_ours")]
         lines.append(f"| {tag} | {p} | {b} | {ranks} | {tpe} | {', '.join(better) or 'no'} |")
     return "\n".join(lines)
+
+
+def markdown_clock(rows: list[dict[str, Any]]) -> str:
+    """One line per (dataset, P, budget): ours against TPE and random search by the clock."""
+    cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["parallel"], r["budget"]), {})[r["method"]] = r
+    lines = [
+        "| dataset | P | budget | median rank: ours / TPE / random | utilisation: ours / TPE "
+        "/ random | makespan (h): ours / TPE | ours' trainings median/max (over budget) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, p, b), c in cells.items():
+        ms = [m for m in ("ours", "tpe", "random") if m in c]
+        rank = " / ".join(f"{c[m]['median_rank_pct']:.3f}%" for m in ms)
+        util = " / ".join(f"{100 * c[m]['median_utilisation']:.0f}%" for m in ms)
+        span = " / ".join(f"{c[m]['median_makespan_s'] / 3600:.2f}" for m in ms[:2])
+        o = c["ours"]
+        lines.append(
+            f"| {name} | {p} | {b} | {rank} | {util} | {span} "
+            f"| {o['trainings_median']:.0f}/{o['trainings_max']} ({o['over_budget']}) |"
+        )
+    return "\n".join(lines)

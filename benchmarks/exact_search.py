@@ -379,6 +379,8 @@ def main_parallel(args: argparse.Namespace, methods: list[str]) -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(exact_parallel.markdown_summary(rows, methods))
     print()
+    print(exact_parallel.markdown_clock(rows))
+    print()
     print(exact_parallel.markdown_parallel(rows))
     over = sum(r["over_budget"] for r in rows)
     print(f"\n{result['wall_s']:.0f} s; {over} studies over budget; results in {args.out}")
