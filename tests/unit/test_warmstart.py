@@ -200,8 +200,9 @@ def test_a_source_on_other_data_gives_its_best_first(source) -> None:
 
 
 def _nothing_written(out: Path, name: str) -> bool:
-    """No file of the study (the run's lock aside)."""
-    return not [p for p in (out / name).rglob("*") if p.is_file() and p.name != ".lock"]
+    """No file of the study, not even the run's lock, nor its folder (the README: a refused
+    warm start writes nothing)."""
+    return not (out / name).exists()
 
 
 def test_a_source_with_other_labels_is_refused_and_nothing_is_written(source) -> None:
@@ -429,3 +430,25 @@ def test_configurations_another_source_counts_are_not_tried_first(source) -> Non
     assert [config_key(c) for c in session.engine.warm.first] == new
     assert [t.trial.config_key for t in session.take(2)] == new  # the first trained
     assert "its 2 best configurations tried first" in describe(session.warm_start)[0]
+
+
+@pytest.mark.parametrize("why", ["itself", "corrupt ledger"])
+def test_a_refused_warm_start_leaves_no_folder_nor_lock(source, tmp_path: Path, why: str) -> None:
+    data, out = source
+    if why == "corrupt ledger":
+        (out / SOURCE / "ledger.xlsx").write_bytes(b"not a workbook")
+        entry, says = SOURCE, "cannot be read"
+    else:
+        entry, says = "second", "is this study itself"
+    fresh = tmp_path / "fresh" / "runs"  # not there yet: the run would create both folders
+    for place in (out, fresh):
+        if place == fresh:
+            shutil.copytree(out / SOURCE, fresh.parent / SOURCE)
+            entry = str(fresh.parent / SOURCE) if why == "corrupt ledger" else entry
+        study = _write(out.parent, "second", data, warmStart={"studies": [entry]})
+        result = CliRunner().invoke(app, ["run", str(study), "--out", str(place), "--quiet"])
+        assert result.exit_code == 2, result.output
+        assert says in " ".join(result.output.split()), result.output
+        assert "nothing was trained or written" in result.output
+        assert _nothing_written(place, "second")
+    assert not fresh.exists()  # nor the --out folder it would have made

@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from hpo.engine import Engine, StudyProgress, Task
-from hpo.local.lock import study_lock
+from hpo.local.lock import folders_to_make, remove_empty, study_lock
 from hpo.local.worker_store import ParentGuard
 from hpo.records.recorder import LedgerConflict
 from hpo.session import Recorded, StudySession
@@ -257,13 +257,20 @@ class LocalRunner:
         Raises ``StudyBusy`` (another run has the study), ``HistoryConflict`` (records
         of other data, another search space or other training settings),
         ``OutputUnwritable`` (disk full: stopped, resumable), ``StoreError``."""
-        # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
-        session = StudySession.open(
-            self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
-        )
         held: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        made: list[Path] = []
         if self.store_ref.kind == "local":
-            held = study_lock(Path(self.store_ref.root) / StudyPaths(self.study.name).root)
+            folder = Path(self.store_ref.root) / StudyPaths(self.study.name).root
+            made = folders_to_make(folder)  # before the store makes its root
+            held = study_lock(folder, made)
+        try:
+            # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
+            session = StudySession.open(
+                self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
+            )
+        except BaseException:
+            remove_empty(made)  # a refused dataset leaves no folder either
+            raise
         with held:
             if self.when_held is not None:
                 self.when_held()
