@@ -303,6 +303,46 @@ def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refuse
     assert obj["status"]["phase"] == "Succeeded"
 
 
+def test_a_change_to_a_finished_study_is_flagged_with_a_condition_and_an_event(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """Before, ``kubectl patch`` of a finished study's epochs changed nothing and said
+    nothing: generation stayed ahead of observedGeneration, Argo CD showed Healthy."""
+    name = "edited-after"
+    s = new_study(name, **SMALL)
+    with kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()), operator(kube):
+        s.create()
+        assert s.finished(timeout=300)["status"]["phase"] == "Succeeded"
+        s.patch({"spec": {"training": {"epochs": 7}}})
+        cond = wait_for(
+            lambda: (
+                (c := _condition(study(kube, name), "SpecChangeRefused")).get("status") == "True"
+                and c
+            ),
+            120,
+        )
+        said = wait_for(
+            lambda: [e for e in events(kube, name) if e["reason"] == "SpecChangeRefused"], 120
+        )
+        then = (s.body["spec"].get("training") or {}).get("epochs")  # None: merge-patch drops
+        s.patch({"spec": {"training": {"epochs": then}}})  # back as it was
+        cleared = wait_for(
+            lambda: (
+                (c := _condition(study(kube, name), "SpecChangeRefused"))["status"] == "False" and c
+            ),
+            120,
+        )
+    assert cond["reason"] == "StudyEnded"
+    assert "spec.training.epochs changed after the study ended" in cond["message"]
+    assert "start a new study (another metadata.name)" in cond["message"]
+    assert len(said) == 1 and said[0]["type"] == "Warning", said
+    assert said[0]["message"] == cond["message"]
+    assert cleared["reason"] == "Reverted"
+    obj = study(kube, name)
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert obj["status"]["phase"] == "Succeeded"
+
+
 # -- metrics across a restart ----------------------------------------------------------------
 
 
