@@ -59,7 +59,7 @@ def start_dashboard(*args: str, **env: str) -> tuple[subprocess.Popen[str], str]
         with urllib.request.urlopen(f"{url}/", timeout=5) as r:
             return r.status == 200
 
-    browser.wait_for(up, 60, "the dashboard to answer")
+    browser.wait_for(up, 300, "the dashboard to answer")
     return proc, url
 
 
@@ -121,7 +121,7 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
     listing = d.current_window_handle
     d.switch_to.new_window("tab")
     d.get(url + "/study?id=small")
-    missing = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "no such study")
+    missing = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 120, "no such study")
     d.execute_script("window.notReloaded = true;")
     page = d.current_window_handle
     run = subprocess.Popen(
@@ -205,8 +205,8 @@ def test_the_studies_row_matches_the_ledger(watched, dashboard) -> None:
 def study_page(watched, dashboard) -> Any:
     d = dashboard["driver"]
     d.get(f"{dashboard['url']}/study?id=small")
-    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 30, "rows")
-    browser.wait_for(lambda: d.find_elements(CSS, "#final-table tbody tr"), 30, "final group")
+    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 120, "rows")
+    browser.wait_for(lambda: d.find_elements(CSS, "#final-table tbody tr"), 120, "final group")
     if os.environ.get("HPO_DASHBOARD_SCREENSHOT"):
         d.set_window_size(1400, 1500)
         browser.wait_for(
@@ -333,7 +333,7 @@ def test_the_configuration_page(study_page, dashboard) -> None:
     d.find_element(
         CSS, f"#final-table td[data-key='trial'] a[href*='trial={best['trial']}']"
     ).click()
-    browser.wait_for(lambda: d.find_elements(CSS, "#seeds tbody tr"), 30, "the seeds")
+    browser.wait_for(lambda: d.find_elements(CSS, "#seeds tbody tr"), 120, "the seeds")
     rows = [r for r in ledger(dashboard["runs"]) if r.trial == best["trial"]]
     seeds = [int(s) for s in cell_values(d, "seeds", "seed")]
     assert sorted(seeds) == sorted(r.seed for r in rows)
@@ -365,23 +365,23 @@ def test_a_corrupt_ledger_and_a_ledger_being_rewritten_show_messages(watched, da
     shutil.copy(runs / "small" / "study.yaml", runs / "broken" / "study.yaml")
     (runs / "broken" / "ledger.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
     d.get(f"{url}/study?id=copy")
-    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 30, "rows")
+    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 120, "rows")
     d.execute_script("window.notReloaded = true;")
     ledger_file = runs / "copy" / "ledger.xlsx"
     whole = ledger_file.read_bytes()
     ledger_file.write_bytes(whole[: len(whole) // 2])  # as a writer caught half-way
-    warning = browser.wait_for(lambda: d.find_element(CSS, "#warning").text, 30, "a warning")
+    warning = browser.wait_for(lambda: d.find_element(CSS, "#warning").text, 120, "a warning")
     assert "showing the study as read at" in warning and "ledger" in warning
     assert len(d.find_elements(CSS, "#trainings tbody tr")) == 8  # the last good read stays
     ledger_file.write_bytes(whole)
-    browser.wait_for(lambda: not d.find_element(CSS, "#warning").is_displayed(), 30, "recovery")
+    browser.wait_for(lambda: not d.find_element(CSS, "#warning").is_displayed(), 120, "recovery")
     assert d.execute_script("return window.notReloaded === true;")
     # The corrupt study: a message on its page and in its row; the others keep working.
     d.get(f"{url}/study?id=broken")
-    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "an error")
+    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 120, "an error")
     assert "ledger" in error and "cannot be read" in error and "Traceback" not in error
     d.get(f"{url}/")
-    browser.wait_for(lambda: len(d.find_elements(CSS, "#studies tbody tr")) == 3, 30, "3 rows")
+    browser.wait_for(lambda: len(d.find_elements(CSS, "#studies tbody tr")) == 3, 120, "3 rows")
     phases = dict(
         zip(
             texts(d, "#studies tbody td[data-key='name']"),
@@ -392,7 +392,7 @@ def test_a_corrupt_ledger_and_a_ledger_being_rewritten_show_messages(watched, da
     assert "cannot be read" in phases["broken"]
     assert phases["small"] == phases["copy"] == "Finished"
     d.get(f"{url}/study?id=nosuch")
-    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "an error")
+    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 120, "an error")
     assert "no study 'nosuch'" in error
 
 
@@ -429,7 +429,7 @@ def test_failed_trainings_show_their_errors_and_reasons(dashboard) -> None:
     failed = [r for r in ledger(runs, "synthetic") if r.status != "succeeded"]
     assert len(failed) == 2
     d.get(f"{url}/study?id=synthetic")
-    browser.wait_for(lambda: d.find_elements(CSS, "#failures-table tbody tr"), 30, "failures")
+    browser.wait_for(lambda: d.find_elements(CSS, "#failures-table tbody tr"), 120, "failures")
     d.find_element(CSS, "#filter").send_keys("failed")
     shown = browser.wait_for(
         lambda: (
