@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,8 +116,9 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
     d, url = dashboard["driver"], dashboard["url"]
     d.get(url + "/")
     empty = browser.wait_for(
-        lambda: d.find_element(CSS, "#error").text, 30, "the no-studies message"
+        lambda: d.find_element(CSS, "#empty").text, 120, "the no-studies message"
     )
+    assert not d.find_element(CSS, "#error").is_displayed()  # an empty folder is no error
     d.execute_script("window.notReloaded = true;")
     listing = d.current_window_handle
     d.switch_to.new_window("tab")
@@ -350,6 +352,10 @@ def test_the_configuration_page(study_page, dashboard) -> None:
     assert card["rank"].endswith("1")
     assert f"--trial {best['trial']}" in d.find_element(CSS, "#load-cli").text
     assert f'trial="{best["trial"]}"' in d.find_element(CSS, "#load-api").text
+    # the artifacts wrap in their column: the table stays within the page
+    width = d.execute_script("return document.documentElement.clientWidth;")
+    cells = d.find_elements(CSS, "#seeds td[data-key='artifacts']")
+    assert cells and all(c.rect["x"] + c.rect["width"] <= width for c in cells), width
     link = d.find_element(CSS, "a.artifact[href*='name=model.keras']")
     with urllib.request.urlopen(link.get_attribute("href"), timeout=30) as r:
         data = r.read()
@@ -451,3 +457,18 @@ def test_failed_trainings_show_their_errors_and_reasons(dashboard) -> None:
     assert reason == "ResourceExhaustedError: OOM in trial N"  # the trial id blanked
     card = {e.get_attribute("data-key"): e.text for e in d.find_elements(CSS, "#summary .card")}
     assert card["failed"].endswith("2") and "98 / 100" in card["done"]
+
+
+def test_axis_ticks_read_as_numbers(study_page) -> None:
+    """The log axis labels every tick with its number (not plotly's "5 4 3 2"); the axis of
+    trainings, a count, has whole ticks only."""
+    d = study_page
+
+    def ticks(axis: str) -> list[str]:
+        return [t.text for t in d.find_elements(CSS, f"#chart-best .{axis}tick text")]
+
+    ys = browser.wait_for(lambda: ticks("y"), 120, "the log axis' ticks")
+    assert all(re.fullmatch(r"[0-9.]+(e-?[0-9]+)?", t) for t in ys), ys
+    assert all(float(t) > 0 for t in ys) and len(set(ys)) == len(ys), ys
+    xs = ticks("x")
+    assert xs and all(t.replace(",", "").isdigit() for t in xs), xs
