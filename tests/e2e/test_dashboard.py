@@ -459,16 +459,36 @@ def test_failed_trainings_show_their_errors_and_reasons(dashboard) -> None:
     assert card["failed"].endswith("2") and "98 / 100" in card["done"]
 
 
-def test_axis_ticks_read_as_numbers(study_page) -> None:
+def test_axis_ticks_read_as_numbers(study_page, dashboard) -> None:
     """The log axis labels every tick with its number (not plotly's "5 4 3 2"); the axis of
     trainings, a count, has whole ticks only."""
     d = study_page
+    d.get(f"{dashboard['url']}/study?id=small")  # the fixture's page, whichever test ran last
 
     def ticks(axis: str) -> list[str]:
         return [t.text for t in d.find_elements(CSS, f"#chart-best .{axis}tick text")]
 
     ys = browser.wait_for(lambda: ticks("y"), 120, "the log axis' ticks")
     assert all(re.fullmatch(r"[0-9.]+(e-?[0-9]+)?", t) for t in ys), ys
-    assert all(float(t) > 0 for t in ys) and len(set(ys)) == len(ys), ys
+    lo, hi = d.execute_script(
+        "const y = document.getElementById('chart-best').data[0].y.concat("
+        "document.getElementById('chart-best').data[1].y);"
+        "return [Math.min(...y), Math.max(...y)];"
+    )
+    # each label is the value at its tick (plotly's own read "5 4 3 2" on an axis of 0.05)
+    assert len(ys) >= 2 and all(lo <= float(t) <= hi for t in ys), (ys, lo, hi)
     xs = ticks("x")
     assert xs and all(t.replace(",", "").isdigit() for t in xs), xs
+    # the parallel coordinates: whole ticks on counts, numbers on the log learning rate
+    dims = browser.wait_for(
+        lambda: d.execute_script(
+            "const g = document.getElementById('chart-parcoords');"
+            "return g.data && g.data.length ? g.data[0].dimensions : null;"
+        ),
+        120,
+        "the parallel coordinates",
+    )
+    by = {dim["label"]: dim for dim in dims}
+    assert all(float(v).is_integer() for v in by["hidden_layers"]["tickvals"]), by
+    lr = by["learning_rate (log)"]
+    assert lr["ticktext"] and all(re.fullmatch(r"[0-9.]+(e-?[0-9]+)?", t) for t in lr["ticktext"])
