@@ -228,7 +228,15 @@ function logTicks(lo, hi) {
       if (v >= lo && v <= hi) vals.push(v);
     }
   }
-  if (vals.length < 2) vals.splice(0, vals.length, +lo.toPrecision(2), +hi.toPrecision(2));
+  if (vals.length < 3 && hi > lo) { // less than a decade: even steps inside [lo, hi]
+    vals.length = 0;
+    for (const div of [1, 2, 5, 10]) {
+      const step = 10 ** Math.floor(Math.log10(hi - lo)) / div;
+      vals.length = 0;
+      for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) vals.push(+v.toPrecision(3));
+      if (vals.length >= 3) break;
+    }
+  }
   return { tickvals: vals, ticktext: vals.map(tickLabel) };
 }
 
