@@ -305,7 +305,7 @@ def test_run_refuses_an_alias_bomb_with_bounded_memory(tmp_path: Path) -> None:
         [*HPO, "run", str(f), "--out", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         preexec_fn=_limited,
         env={**os.environ, "COLUMNS": "200"},
     )
@@ -474,7 +474,7 @@ def _loaded_after(args: list[str], heavy: tuple[str, ...]) -> list[str]:
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True
     )
     return json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
 

@@ -109,6 +109,11 @@ def test_the_command_refuses_bad_input(tmp_path: Path) -> None:
 
     code, out = run(str(tmp_path / "nowhere"))
     assert code == 2 and "no such folder" in out
+    a_file = tmp_path / "study.yaml"
+    a_file.write_text("kind: HPOStudy\n")
+    code, out = run(str(a_file))
+    assert code == 2 and "is a file, not a folder" in " ".join(out.split())
+    assert "no such folder" not in out
     code, out = run("s3://bucket/prefix")
     assert code == 2 and "--endpoint" in out
     code, out = run(str(tmp_path), "--port", "0")
@@ -251,6 +256,8 @@ def test_running_and_the_runners_state_come_from_the_live_status(
         "In progress",
     )
     assert (s["done"], s["total"]) == (ahead, 80)
+    # the best from the same source as the phase and counts beside it, not the lagging ledger
+    assert (s["best_val"], s["best_trial"]) == (0.1, "r0001") != (derived["best_val"], None)
     assert len(builds) == 1  # only the summary changed: the ledger's frames are not rebuilt
 
     # the runner died: time passes, the file does not change, the page says so

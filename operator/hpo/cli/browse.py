@@ -234,6 +234,13 @@ def dashboard(
     if where.startswith("s3://"):
         if not endpoint:
             fail([f"{where}: give --endpoint or set HPO_S3_ENDPOINT"])
+    elif Path(where).exists() and not Path(where).is_dir():
+        fail(
+            [
+                f"{where}: is a file, not a folder: give the run folder (e.g. "
+                f"{Path(where).parent}) or a study folder, or s3://bucket/prefix"
+            ]
+        )
     elif not Path(where).is_dir():
         fail([f"{where}: no such folder (give a run folder, e.g. runs, or s3://bucket/prefix)"])
     if not 0 < port < 65536:

@@ -362,6 +362,7 @@ def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any
     out["failed"] = max(int(out.get("failed") or 0), status.failed)
     if state == "live" and status.planned:
         out["total"] = max(status.planned, out["done"] + out["failed"])
-    if out.get("best_val") is None and status.best_val is not None:
+    if status.best_val is not None and (out.get("best_val") is None or state == "live"):
+        # the status's, as its phase and counts are (the ledger's lags up to 30 s)
         out["best_val"], out["best_trial"] = status.best_val, status.best_trial
     return out

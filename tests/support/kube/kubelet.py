@@ -220,7 +220,12 @@ class TestKubelet:
         return found[-1] if found else None
 
     def wait(
-        self, name: str, namespace: str = "default", *, timeout: float = 30.0, settled: bool = False
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        timeout: float = 120.0,
+        settled: bool = False,
     ) -> PodRecord:
         """Wait until the pod is done (terminal or deleted) or, with ``settled``, parked."""
         deadline = time.monotonic() + timeout
