@@ -285,14 +285,16 @@ class KubeRunner:
         cap = self.study.spec.trainer.max_disruptions
         words = disruption_words(reason)
         again, over = self.disruptions.count(tasks, reason, cap)
+        said = ""
         if again:
             self.session.requeue(again[::-1])  # each goes to the front: the same pod again
             seeds = ",".join(str(t.seed) for t in again)
-            self.status.disrupted(
+            said = (
                 f"pod {name} {words}: {again[0].trial.id} seed {seeds} requeued, not counted "
                 f"as an attempt (disruption {self.disruptions.times(again)}, at most "
                 f"trainer.maxDisruptions {cap})"
             )
+        self.status.disrupted(reason, len(tasks), said)
         if over:
             n = self.disruptions.times(over)
             error = f"{words}, disrupted {n} times, more than trainer.maxDisruptions ({cap})"
