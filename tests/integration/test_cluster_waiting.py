@@ -339,3 +339,63 @@ def test_gated_pods_are_queued_survive_a_restart_and_run_once_admitted(
     assert sorted(r.name for r in node.records.values()) == names
     assert all("gated" in r.steps and "ungated" in r.steps for r in node.records.values())
     assert all(p["metadata"]["annotations"][ANN_ATTEMPT] == "1" for p in [])
+
+
+def _config_volume(plural: str, body: dict[str, Any]) -> None:
+    """A webhook's stand-in mounting a ConfigMap (that does not exist yet) into trainer pods."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if plural == "pods" and "hpo-operator.dev/study" in labels:
+        spec = body.setdefault("spec", {})
+        volume = {"name": "site-config", "configMap": {"name": "site-config"}}
+        spec["volumes"] = [*(spec.get("volumes") or []), volume]
+
+
+def test_a_missing_configmap_volume_stalls_pod_creation_until_it_is_created(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """The kubelet cannot mount the volume (FailedMount events, the pod ContainerCreating):
+    past ``pendingTimeoutSeconds`` no attempt is charged, no more pods are made, the
+    condition names the ConfigMap and the kubelet's message; created, the study goes on."""
+    name = "no-configmap"
+    s = new_study(
+        name,
+        randomStage={"configurations": 4},
+        bayesianStage=NO_NARROW,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 0},
+        trainer={"pendingTimeoutSeconds": 10},
+    )
+    kube.emulator.mutators.append(_config_volume)
+    try:
+        with (
+            kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0.05)) as node,
+            operator(kube),
+        ):
+            s.create()
+            blocked = wait_for(
+                lambda: (c := _condition(s, "PodsCanStart")).get("status") == "False" and c,
+                timeout=60,
+            )
+            assert blocked["reason"] == "FailedMount", blocked
+            message = blocked["message"]
+            assert "ConfigMap 'site-config' of a volume is missing" in message, message
+            assert 'configmap "site-config" not found' in message, message  # the kubelet's
+            assert _condition(s, "Stalled")["status"] == "True"
+            first = _names(kube, name)
+            wait_for(lambda: _pods_older_than(kube, name, 12), timeout=60)  # past the timeout
+            assert _names(kube, name) == first and len(node.records) == 2
+            assert _status(s)["counts"]["failed"] == 0
+            kube.api().core.create_namespaced_config_map(
+                NS, {"metadata": {"name": "site-config"}, "data": {"site": "x"}}
+            )
+            obj = s.finished(timeout=120)
+    finally:
+        kube.emulator.mutators.remove(_config_volume)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = s.rows()
+    check_complete(rows, 8)
+    assert all(r.status == "succeeded" and not r.error for r in rows)
+    assert conditions(obj)["PodsCanStart"]["status"] == "True"
+    assert conditions(obj)["Stalled"]["status"] == "False"
+    assert all("mount-failed" in r.steps for r in list(node.records.values())[:2])
+    text = _messages(kube, name)
+    assert "trainer pods start again" in text and "TrainingFailed" not in text

@@ -339,9 +339,10 @@ LIVE_PHASES = {
 
 def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any]:
     """``summary`` (``build``'s, from the ledger) with the runner's live status over it
-    (``hpo.records.livestatus.LiveStatus`` or None): ``running``, ``queued``, the run's phase and stage, counts
-    the ledger has not caught up with, and ``live`` (live, stale, finished, interrupted;
-    None without a status: a study run before it existed shows the derived values)."""
+    (``hpo.records.livestatus.LiveStatus`` or None): ``running``, ``queued``, the run's phase
+    and stage, counts the ledger has not caught up with, and ``live`` (live, stale, finished,
+    interrupted; None without a status: a study run before it existed shows the derived
+    values)."""
     out = dict(summary)
     if status is None:
         out.update(running=None, queued=None, live=None, heartbeat=None, stale_after_s=None)

@@ -26,6 +26,7 @@ from hpo.engine import Task
 from hpo.kube import startup
 from hpo.kube.api import Cluster, api_message, not_allowed, refusal, transient
 from hpo.kube.disruption import DisruptionLog
+from hpo.kube.mounts import MountWatch
 from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, results_of, tasks_of
 from hpo.kube.podstate import PodCondition, blocked_words, classify, disruption_words
 from hpo.kube.startup import NotYet, Stalled
@@ -99,6 +100,8 @@ class KubeRunner:
         self.ending: dict[str, str | None] = {}
         #: Disruptions per training: capped, and noted in the ledger's error column.
         self.disruptions = DisruptionLog()
+        #: FailedMount events of pods that wait to start (a missing ConfigMap/Secret volume).
+        self.mounts = MountWatch()
 
     @property
     def conditions(self) -> Conditions:
@@ -244,6 +247,10 @@ class KubeRunner:
         for name in list(self.pods):
             if name not in pods:
                 self._pod_gone(name)
+        waiting = any(
+            c.kind == "starting" or c.reason == "FailedMount" for c in self.kinds.values()
+        )
+        self.mounts.refresh(self.cluster, self.namespace, waiting, self.clock())
         for name, pod in pods.items():
             self._reconcile_pod(name, pod)
         for name in list(self.kinds):
@@ -353,7 +360,7 @@ class KubeRunner:
             session.adopt(tasks)
             self.pods[name] = tasks
             self.disruptions.restore(tasks, annotations)
-        state = classify(pod)
+        state = self.mounts.state(pod, classify(pod))
         self.kinds[name] = state
         if state.kind == "finished":
             phase = (pod.get("status") or {}).get("phase")
