@@ -550,7 +550,7 @@ def every_path(hpo_crd: dict[str, Any], s3_server: S3Server, dataset: str) -> li
     study deleted (finalizer). Returns every request the emulator saw."""
     name = "every-path"
     bucket = f"results-{uuid.uuid4().hex[:10]}"
-    trainer = {"seedsPerPod": 2, "pendingTimeoutSeconds": 5}
+    trainer = {"seedsPerPod": 2, "pendingTimeoutSeconds": 10}
     body = study_body(name, s3_server, dataset, bucket, trainer=trainer)
 
     def behaviour(pod: dict[str, Any]) -> str:
