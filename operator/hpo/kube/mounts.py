@@ -25,14 +25,16 @@ class MountWatch:
         #: Pod uid -> the kubelet's last FailedMount message.
         self.failed: dict[str, str] = {}
 
-    def refresh(self, cluster: Cluster, namespace: str, waiting: bool, now: float) -> None:
+    def refresh(
+        self, cluster: Cluster, namespace: str, waiting: bool, now: float, *, force: bool = False
+    ) -> None:
         """Read the events again if pods wait to start (``waiting``) and ``every_s``
-        passed; forget them once none waits."""
+        passed (or ``force``); forget them once none waits."""
         if not waiting:
             self.failed.clear()
             self._at = None
             return
-        if self._at is not None and now - self._at < self.every_s:
+        if not force and self._at is not None and now - self._at < self.every_s:
             return
         self._at = now
         latest: dict[str, tuple[str, str]] = {}
@@ -42,6 +44,13 @@ class MountWatch:
             if uid and when >= latest.get(uid, ("", ""))[0]:
                 latest[uid] = (when, str(e.get("message") or ""))
         self.failed = {uid: message for uid, (_, message) in latest.items()}
+
+    def recheck(self, cluster: Cluster, namespace: str, pod: dict[str, Any], now: float) -> bool:
+        """Whether a pod about to be charged as stuck has a FailedMount after all (the
+        events read now: the last read may predate the kubelet's first event)."""
+        self.refresh(cluster, namespace, True, now, force=True)
+        uid = (pod.get("metadata") or {}).get("uid") or ""
+        return uid in self.failed
 
     def state(self, pod: dict[str, Any], state: PodCondition) -> PodCondition:
         """``state``, or *blocked* for a pod waiting to start whose volume cannot be

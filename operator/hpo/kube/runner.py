@@ -379,7 +379,7 @@ class KubeRunner:
             crashpoints.reached("pod-reported:Disrupted")
             self.cluster.delete_pod(self.namespace, name)
         elif state.kind == "starting":
-            self._check_pending(name, state, tasks)
+            self._check_pending(name, state, tasks, pod)
 
     def _record_pod(self, pod: dict[str, Any], tasks: list[Task]) -> None:
         """Record what a finished pod says of those of its ``tasks`` still waited for."""
@@ -390,13 +390,17 @@ class KubeRunner:
             scores = self.session.stored_scores(current)
             self._record([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
 
-    def _check_pending(self, name: str, state: PodCondition, tasks: list[Task]) -> None:
+    def _check_pending(
+        self, name: str, state: PodCondition, tasks: list[Task], pod: dict[str, Any]
+    ) -> None:
         """A pod bound to a node whose container has not started within
         ``spec.trainer.pendingTimeoutSeconds`` (a volume that never mounts, a node that never
         starts it): a failed attempt. Waiting for capacity or for a fix never is."""
         assert self.study is not None
         waited = age_s(state.since)
         if waited >= self.study.spec.trainer.pending_timeout_seconds:
+            if self.mounts.recheck(self.cluster, self.namespace, pod, self.clock()):
+                return  # a missing ConfigMap/Secret volume: blocked from the next step
             why = state.reason or "scheduled"
             error = f"pod stuck Pending ({why}, container not started) for {waited:.0f}s"
             # Only this pod's unrecorded trainings (after a restart some may be recorded).
