@@ -545,14 +545,18 @@ def _every_call_is_granted(request: pytest.FixtureRequest) -> Iterator[None]:
 def every_path(hpo_crd: dict[str, Any], s3_server: S3Server, dataset: str) -> list[RequestRecord]:
     """A cluster of its own where the operator goes through every path that calls the API:
     discovery and watches, a study through both stages with pods created, patched and
-    deleted, a failed pod retried, its Secret read, events, status patches, then the
+    deleted, a failed pod and a stuck one retried, its Secret read, events (created, and
+    the kubelet's FailedMount listed), status patches, then the
     study deleted (finalizer). Returns every request the emulator saw."""
     name = "every-path"
     bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(name, s3_server, dataset, bucket, trainer={"seedsPerPod": 2})
+    trainer = {"seedsPerPod": 2, "pendingTimeoutSeconds": 10}
+    body = study_body(name, s3_server, dataset, bucket, trainer=trainer)
 
     def behaviour(pod: dict[str, Any]) -> str:
         first = pod["metadata"]["annotations"][ANN_ATTEMPT] == "1"
+        if first and "-r0001-" in pod["metadata"]["name"]:
+            return "pending"  # stuck starting: its FailedMount events are looked up
         return (
             "fail:1:RuntimeError: planted"
             if first and "-r0000-" in pod["metadata"]["name"]

@@ -518,7 +518,8 @@ def test_ls_shows_a_running_studys_live_status(tmp_path: Path) -> None:
     writer.update(progress)
     result = _invoke("ls", str(tmp_path / "runs"))
     assert result.exit_code == EXIT_OK, result.output
-    assert "in progress, 2 running (random; local runner live)" in _text(result)
+    # a local runner has no queue: 0 queued (a cluster's: tests/integration/test_cluster_waiting)
+    assert "in progress, 2 running, 0 queued (random; local runner live)" in _text(result)
     writer.update(progress, phase="interrupted")
     assert "in progress (interrupted)" in _text(_invoke("ls", str(tmp_path / "runs")))
     # A study before its first ledger write (only status.json so far) is listed too.

@@ -142,7 +142,8 @@ def _live_note(store: Any, key: str) -> str:
         return ""
     state = st.state()
     if state == "live":
-        return f", {st.running} running ({st.stage}; {st.runner} runner live)"
+        # queued: in pods that wait for the cluster's capacity (a local runner's is 0)
+        return f", {st.running} running, {st.queued} queued ({st.stage}; {st.runner} runner live)"
     if state == "stale":
         return f" (stale: its {st.runner} runner stopped writing {key.rsplit('/', 1)[-1]})"
     return f" ({state})"

@@ -297,6 +297,22 @@ class Cluster:
             values.append(base64.b64decode(data[key]).decode())
         return values[0], values[1]
 
+    def mount_failures(self, namespace: str) -> list[dict[str, Any]]:
+        """The kubelet's ``FailedMount`` events on pods in ``namespace`` (a ConfigMap or
+        Secret volume whose object is missing): the only place a kubelet says so."""
+        raw = retrying(
+            f"list FailedMount events in {namespace}",
+            lambda: _json(
+                self.core.list_namespaced_event(
+                    namespace,
+                    field_selector="involvedObject.kind=Pod,reason=FailedMount",
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            ),
+        )
+        return list(raw.get("items") or [])
+
     def event(self, study: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A Kubernetes Event on the study (best effort: events are not worth failing for)."""
         meta = study["metadata"]

@@ -163,6 +163,7 @@ function studiesPage() {
     { key: "stage", label: "stage" },
     { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` + (r.taken ? ` (+ ${r.taken} taken from warm start)` : "") },
     { key: "running", label: "running", num: true, cell: (r) => liveCount(r) },
+    { key: "queued", label: "queued", num: true, cell: (r) => liveCount(r, "queued") },
     { key: "failed", label: "failed", num: true },
     { key: "best_val", label: "best val MAE", num: true },
     { key: "live", label: "runner", cell: (r) => liveBadge(r, table.now) },
@@ -327,10 +328,11 @@ function progress(d) {
       (p.taken ? ` (+ ${p.taken} taken from warm start)` : "")))));
 }
 
-// The runner's live status (status.json): running trainings and whether it still writes.
-function liveCount(r) {
-  return el("span", { "data-running": r.running === null || r.running === undefined ? "" : String(r.running) },
-    r.running === null || r.running === undefined ? "–" : String(r.running));
+// The runner's live status (status.json): running trainings (or queued: in pods waiting for
+// the cluster's capacity; 0 for a local runner) and whether it still writes.
+function liveCount(r, key = "running") {
+  const v = r[key] === null || r[key] === undefined ? null : String(r[key]);
+  return el("span", { [`data-${key}`]: v === null ? "" : v }, v === null ? "–" : v);
 }
 
 function liveBadge(r, now) {
@@ -350,6 +352,7 @@ function summaryCards(s) {
       [s.total_is_bound ? "at most: seed racing skips seeds of configurations that cannot win" : null,
        s.live ? "this study's own trainings, as its runner reports them (status.json)" : "this study's own trainings, as recorded: the ledger is written at most 30 s after a result"].filter(Boolean).join("; ")),
     card("running", liveCount(s), "running"),
+    card("queued", liveCount(s, "queued"), "queued", "in trainer pods waiting for the cluster's capacity (unschedulable, held by a queue): no attempt is charged"),
     card("failed", String(s.failed), "failed"),
     card("runner", liveBadge(s, Date.now() / 1000), "live"),
     card("best val MAE", s.best_val === null ? "–" : fmt(s.best_val), "best_val"),
