@@ -57,7 +57,7 @@ def check_keys(keys: list[str], what: str) -> None:
     reserved; ``what``: ``label`` or ``annotation``."""
     reserved = RESERVED_LABELS if what == "label" else RESERVED_ANNOTATIONS
     for key in keys:
-        prefix, _, name = key.rpartition("/")
+        prefix = key.rpartition("/")[0]
         if not QUALIFIED_NAME.match(key) or len(prefix) > 253:
             raise ValueError(
                 f"{key!r} is not a valid {what} key: [prefix/]name, the name at most 63 "
