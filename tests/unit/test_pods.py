@@ -361,3 +361,21 @@ def test_a_gpu_pod_tells_the_trainer_and_gets_the_gpu_image() -> None:
     assert own_image["spec"]["containers"][0]["image"] == "example/trainer:cuda"
     (cpu,) = _pod()["spec"]["containers"]
     assert cpu["image"] == DEFAULT_IMAGE and GPUS_ENV not in {e["name"] for e in cpu["env"]}
+
+
+def test_the_operator_refuses_to_start_with_a_wrong_cluster_default(monkeypatch) -> None:
+    """A wrong trainerDefaults value stops `hpo operator` at once, naming the variable,
+    rather than failing every pod it would build."""
+    from hpo.kube.operator import run_operator
+
+    monkeypatch.setenv("HPO_TRAINER_PRIORITY_CLASS_NAME", "High_Priority")
+    with pytest.raises(SystemExit, match="hpo operator: HPO_TRAINER_PRIORITY_CLASS_NAME: "):
+        run_operator(
+            namespaces=[],
+            liveness="",
+            liveness_window_s=60,
+            json_logs=False,
+            poll_s=1,
+            metrics_port=0,
+            verbose=False,
+        )
