@@ -105,6 +105,9 @@ VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' c
 IMAGE_REPO ?= ghcr.io/hpo-operator
 OPERATOR_IMAGE ?= $(IMAGE_REPO)/operator:$(VERSION)
 TRAINER_IMAGE ?= $(IMAGE_REPO)/trainer:$(VERSION)
+# The GPU build of the trainer (tensorflow[and-cuda], ~6 GB): what a study asking for
+# nvidia.com/gpu runs when it leaves trainer.image at its default.
+TRAINER_GPU_IMAGE ?= $(IMAGE_REPO)/trainer:$(VERSION)-gpu
 BASE_IMAGE := docker.io/library/python:3.11.11-slim-bookworm
 ifneq ($(ENGINE),docker)
 export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
@@ -127,12 +130,14 @@ base-image: image-tools
 images: base-image
 	$(or $(ENGINE),podman) build -t $(OPERATOR_IMAGE) -f Dockerfile .
 	$(or $(ENGINE),podman) build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile .
+	$(or $(ENGINE),podman) build -t $(TRAINER_GPU_IMAGE) --build-arg VARIANT=gpu -f trainer-image/Dockerfile .
 	@$(or $(ENGINE),podman) images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F -e $(OPERATOR_IMAGE) -e $(TRAINER_IMAGE)
 
 # The images run the way a cluster runs them (tests/images; not part of `make test`):
 # builds them first (cached layers: seconds when nothing changed).
 image-test: images install-test
 	HPO_ENGINE=$(or $(ENGINE),podman) HPO_OPERATOR_IMAGE=$(OPERATOR_IMAGE) HPO_TRAINER_IMAGE=$(TRAINER_IMAGE) \
+		HPO_TRAINER_GPU_IMAGE=$(TRAINER_GPU_IMAGE) \
 		$(PY) -m pytest tests/images -p no:xdist -v
 
 clean:
