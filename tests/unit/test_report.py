@@ -83,8 +83,8 @@ def test_final_group_ranking_and_columns() -> None:
         *KNOBS,
         "val_mae_mean",
         "val_mae_std",
-        "mae_mean",
-        "mae_std",
+        "test_mae_mean",
+        "test_mae_std",
         "seeds",
         "yield_mae",
         "yield_pct",
@@ -95,8 +95,8 @@ def test_final_group_ranking_and_columns() -> None:
     assert group["trial"].tolist() == ["b0001", "b0002", "r0001"]
     assert group["rank"].tolist() == [1, 2, 3]
     assert group["seeds"].tolist() == [2, 2, 2]
-    assert group["mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
-    assert group["mae_std"].iloc[2] == pytest.approx(2**0.5 / 2)
+    assert group["test_mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
+    assert group["test_mae_std"].iloc[2] == pytest.approx(2**0.5 / 2)
     assert group["neurons"].iloc[0] == "[32]"
     # Results recorded before validation scores existed rank on their test MAE.
     assert group["val_mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
@@ -231,4 +231,4 @@ def test_final_group_ranks_on_validation_never_on_test() -> None:
     group = final_group(lucky_on_test + steady, LABELS, {}, 2)
     assert group["trial"].tolist() == ["r0002", "r0001"]
     assert group["val_mae_mean"].tolist() == pytest.approx([0.5, 0.8])
-    assert group["mae_mean"].tolist() == pytest.approx([0.9, 0.1])
+    assert group["test_mae_mean"].tolist() == pytest.approx([0.9, 0.1])

@@ -67,8 +67,8 @@ def final_group_columns(labels: Sequence[str], checked: Sequence[str] = ()) -> l
         *KNOBS,
         "val_mae_mean",
         "val_mae_std",
-        "mae_mean",
-        "mae_std",
+        "test_mae_mean",
+        "test_mae_std",
         "seeds",
         *[name for label in labels for name in (f"{label}_mae", f"{label}_pct")],
         *[f"{label}_pass" for label in checked],
@@ -109,8 +109,8 @@ def final_group(
             **{name: s.config.get(name) for name in KNOBS},
             "val_mae_mean": s.score,
             "val_mae_std": s.score_std,
-            "mae_mean": s.mean,
-            "mae_std": s.std,
+            "test_mae_mean": s.mean,
+            "test_mae_std": s.std,
             "seeds": s.n,
         }
         for name in PER_LAYER:
@@ -349,6 +349,11 @@ LABEL_CAPTION = (
 )
 
 
+def _test(row: Mapping[str, Any], stat: str) -> Any:
+    """``test_mae_<stat>``, or ``mae_<stat>`` of a ``best.json`` written before v0.9."""
+    return row.get(f"test_mae_{stat}", row.get(f"mae_{stat}"))
+
+
 def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
     """The final group for the terminal: a column of errors per label (label units and
     percent), marked pass/fail where the label has a threshold."""
@@ -378,7 +383,7 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
             Text(f"{_fmt(row.get('trial'))} ({str(row.get('stage', ''))[:1]})"),
             Text(_fmt(row.get("config_key"))),
             Text(_fmt(row.get("val_mae_mean"), ".4f")),
-            Text(_mean_spread(row.get("mae_mean"), row.get("mae_std"), row.get("seeds"))),
+            Text(_mean_spread(_test(row, "mean"), _test(row, "std"), row.get("seeds"))),
             Text(_fmt(row.get("seeds"))),
         ]
         for label in labels:
