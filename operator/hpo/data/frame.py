@@ -16,6 +16,7 @@ import pandas as pd
 
 from hpo.data.encoding import as_categories, is_text
 from hpo.data.errors import DatasetError
+from hpo.data.table import GROUPED, thousands_columns
 
 #: Fewest usable rows we accept: below this a three-way split is meaningless.
 MIN_ROWS = 10
@@ -204,11 +205,54 @@ def validate_frame(
     _check_lists(features, labels, categorical)
     columns = features + labels
     _check_present(df, columns)
+    _check_grouped(df, columns)
     encoded = _check_types(df, features, labels, categorical)
     usable = usable_rows(df, columns, encoded)
     _check_rows(df, usable, columns, encoded)
     _check_spread(df, usable[[c for c in columns if c not in encoded]], labels)
-    return _check_categories(df, usable, encoded, categorical)
+    return grouped_notes(df, columns) + _check_categories(df, usable, encoded, categorical)
+
+
+def grouped_notes(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Say which columns were read as numbers although written with thousands
+    separators (``hpo.data.table``): the user should know the file was interpreted."""
+    read = [c for c in thousands_columns(df) if c in columns]
+    if not read:
+        return []
+    return [
+        f"column(s) {', '.join(map(repr, read))} hold numbers written with thousands "
+        "separators (e.g. '1,000'): read as numbers (1000)"
+    ]
+
+
+def _check_grouped(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    """A text column holding numbers with thousands separators among other text: neither
+    numbers nor categories for sure (``"1,5"`` may be a decimal comma), so refused naming
+    a cell of each kind, never one-hot encoded."""
+    for column in columns:
+        series = df[column]
+        if not is_text(series):
+            continue
+        cells = [(i, str(v).strip()) for i, v in enumerate(series) if not pd.isna(v)]
+        grouped = next(((i, c) for i, c in cells if GROUPED.fullmatch(c)), None)
+        if grouped is None:
+            continue
+        other = next(
+            ((i, c) for i, c in cells if not GROUPED.fullmatch(c) and not _is_number(c)),
+            None,
+        )
+        if other is None:  # all numbers (a frame not read by read_table): not numeric below
+            continue
+        raise DatasetError(
+            f"column {column!r} holds numbers with thousands separators ({grouped[1]!r} in "
+            f"data row {grouped[0] + 1}) and other text ({other[1]!r} in data row "
+            f"{other[0] + 1}): write the numbers without separators (1000, 4974.5) and "
+            "fix the other cells"
+        )
+
+
+def _is_number(text: str) -> bool:
+    return not pd.isna(pd.to_numeric(text, errors="coerce"))
 
 
 def _check_lists(features: list[str], labels: list[str], categorical: Sequence[str]) -> None:
