@@ -382,3 +382,21 @@ def test_thousands_separators_among_other_text_are_refused_naming_cells(
         "column 'area' holds numbers with thousands separators ('1,000' in data row 1) and "
         "other text ('1,5' in data row 7)"
     )
+
+
+def test_number_like_codes_that_merge_are_named_in_a_note(tmp_path: Path) -> None:
+    """``01`` and ``1`` (and ``02``/``2``) are one category each: the note says which raw
+    spellings became which category, so the user sees it happen."""
+    df = _frame(40)
+    df["code"] = ["01", "1", "02", "2", "x9", "y8", "z7", "w6"] * 5
+    ref = _ref(_csv(tmp_path, df), ["Vgs", "code"], ["Id"])
+    summary = validate_dataset(ref)
+    assert summary.categorical == ("code",)
+    assert (
+        "categorical column 'code': number-like spellings read as one category each: "
+        "'01', '1' -> '1'; '02', '2' -> '2' (a code whose leading zeros matter needs a "
+        "letter, e.g. 'z01')"
+    ) in summary.notes
+    assert load_splits(ref).encoding.encoded_columns()[1:] == [
+        "code=1", "code=2", "code=w6", "code=x9", "code=y8", "code=z7",
+    ]  # fmt: skip

@@ -132,6 +132,12 @@ def _check_categories(
                 "one-hot encoding would give the network one input per row, and every new "
                 f"row would be a category it never saw; {fix}"
             )
+        merged = merged_spellings(df.loc[usable.index, name])
+        if merged:
+            notes.append(
+                f"categorical column {name!r}: number-like spellings read as one category "
+                f"each: {merged} (a code whose leading zeros matter needs a letter, e.g. 'z01')"
+            )
         missing = int(df[name].isna().sum())
         if missing:
             notes.append(
@@ -152,6 +158,26 @@ def _check_categories(
                 "the rare ones"
             )
     return notes
+
+
+#: At most this many merged categories are spelt out in a note.
+_MERGED_SHOWN = 5
+
+
+def merged_spellings(series: pd.Series) -> str:
+    """Categories that several raw spellings became (``01`` and ``1`` are category
+    ``1``: ``hpo.data.encoding.category_of``), as ``'01', '1' -> '1'; ...``; empty if
+    none. Said so the user sees it happen, not only read it in the README."""
+    spellings: dict[str, set[str]] = {}
+    for raw, category in zip(series, as_categories(series), strict=True):
+        if category is not None:
+            spellings.setdefault(category, set()).add(str(raw).strip())
+    merged = {c: sorted(s) for c, s in sorted(spellings.items()) if len(s) > 1}
+    shown = "; ".join(
+        f"{', '.join(map(repr, s))} -> {c!r}" for c, s in list(merged.items())[:_MERGED_SHOWN]
+    )
+    more = f"; ... ({len(merged)} categories in all)" if len(merged) > _MERGED_SHOWN else ""
+    return shown + more
 
 
 def _row_number(df: pd.DataFrame, label: object) -> int:
