@@ -136,6 +136,8 @@ def run(
     from hpo.records.report import render_table
     from hpo.study.storage import store_ref_for
 
+    if out is not None and not out.strip():
+        fail(["--out: empty; give a folder or s3://bucket/prefix (or leave --out out)"])
     study = load(study_file)
     try:
         ref = store_ref_for(study, out)

@@ -40,10 +40,13 @@ def encoding_of(features_json: bytes | None, feature_scaler: Scaler, where: str)
     return encoding
 
 
-def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
-    """``frame``'s feature columns encoded as the model's inputs (float64, the feature
-    scaler's column order); every numeric value must be a finite number and every
-    categorical one a known category (a model cannot predict from a missing one)."""
+#: The prediction file's column saying why a row has no prediction (empty: predicted).
+REASON = "reason"
+
+
+def check_columns_of(frame: pd.DataFrame, encoding: FeatureEncoding) -> None:
+    """Every feature column is there, and numeric ones hold numbers (or nothing): what is
+    wrong with the whole file, refused naming the column (``ResultsError``)."""
     names = encoding.names
     numeric = [f.name for f in encoding.features if not f.categorical]
     absent = [n for n in names if n not in frame.columns]
@@ -53,6 +56,38 @@ def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray
     except DatasetError as exc:
         shown = ", ".join(repr(c) for c in names)
         raise ResultsError(f"{exc}; the study's features are {shown}") from None
+
+
+def incomplete_rows(frame: pd.DataFrame, encoding: FeatureEncoding) -> pd.Series:
+    """Per row of ``frame`` (its index): why it cannot be predicted, or None.
+
+    A missing or infinite feature value is a property of the row, not of the file
+    (training left such rows out the same way): the row is marked, the others are
+    predicted. Columns must have passed ``check_columns_of``."""
+    numeric = [f.name for f in encoding.features if not f.categorical]
+    values = frame[numeric].apply(pd.to_numeric).astype(np.float64).to_numpy()
+    reasons: list[str | None] = []
+    for i in range(len(frame)):
+        missing = [numeric[j] for j in np.flatnonzero(np.isnan(values[i]))]
+        missing += [f.name for f in encoding.features if f.categorical and _empty(frame, i, f)]
+        infinite = [numeric[j] for j in np.flatnonzero(np.isinf(values[i]))]
+        parts = [f"no value in {', '.join(map(repr, missing))}"] if missing else []
+        parts += [f"infinite value in {', '.join(map(repr, infinite))}"] if infinite else []
+        reasons.append("; ".join(parts) or None)
+    return pd.Series(reasons, index=frame.index, dtype=object)
+
+
+def _empty(frame: pd.DataFrame, row: int, feature: Feature) -> bool:
+    value = frame[feature.name].iloc[row]
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """``frame``'s feature columns encoded as the model's inputs (float64, the feature
+    scaler's column order); every numeric value must be a finite number and every
+    categorical one a known category (a model cannot predict from a missing one)."""
+    check_columns_of(frame, encoding)
+    numeric = [f.name for f in encoding.features if not f.categorical]
     values = frame[numeric].apply(pd.to_numeric).astype(np.float64)
     bad = ~np.isfinite(values.to_numpy())
     if bad.any():
