@@ -381,6 +381,11 @@ def test_hpo_export_round_trips_into_pandas(trained, tmp_path: Path, fmt: str) -
         for when in ("started", "finished"):
             if when in frame:
                 back[when] = pd.to_datetime(back[when], utc=True).astype(frame[when].dtype)
+        if fmt == "parquet":  # per-layer widths as a list column of integers, not text
+            widths = [list(map(int, v)) for v in back["neurons"]]
+            assert all(all(isinstance(w, int) for w in v) for v in widths)
+            assert widths == [json.loads(v) for v in frame["neurons"]]
+            back["neurons"] = [json.dumps(v) for v in widths]  # as the frame spells them
         pd.testing.assert_frame_equal(
             _nulls_as_nan(back), _nulls_as_nan(frame), check_dtype=False, rtol=1e-9
         )
