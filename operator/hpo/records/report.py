@@ -385,7 +385,7 @@ LABEL_CAPTION = (
 )
 
 
-def _test(row: Mapping[str, Any], stat: str) -> Any:
+def _test(row: Mapping[Any, Any], stat: str) -> Any:
     """``test_mae_<stat>``, or ``mae_<stat>`` of a ``best.json`` written before v0.9."""
     return row.get(f"test_mae_{stat}", row.get(f"mae_{stat}"))
 

@@ -116,7 +116,7 @@ class Predictor:
             y = self._predict(x)
             bad = ~np.isfinite(y).all(axis=1)
             out.loc[complete.index[~bad], self.labels] = y[~bad]
-            for i in np.flatnonzero(bad):
+            for i in map(int, np.flatnonzero(bad)):
                 reasons.loc[complete.index[i]] = self._unpredictable(complete.iloc[[i]], x[[i]])
         out[REASON] = reasons
         return out

@@ -97,7 +97,7 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
     """
     rows = []
     for r in sorted(results, key=trial_order):
-        row: dict[str, Any] = {
+        row: dict[Any, Any] = {
             "trial": r.trial,
             "stage": r.stage,
             "parent": r.parent,
@@ -163,8 +163,8 @@ def configurations_frame(results: list[SeedResult], labels: list[str]) -> pd.Dat
     ordered = ranked(summaries.values())
     unranked = sorted((s for s in summaries.values() if s.score is None), key=lambda s: s.trial)
 
-    def row(rank: int | None, s: ConfigSummary) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def row(rank: int | None, s: ConfigSummary) -> dict[Any, Any]:
+        out: dict[Any, Any] = {
             "rank": rank,
             "trial": s.trial,
             "stage": s.stage,
