@@ -51,9 +51,8 @@ def predict(
     import pandas as pd
 
     from hpo.data.dataset import DatasetError, read_table
-    from hpo.data.table import thousands_columns
     from hpo.results import ResultsError
-    from hpo.results.features import REASON, check_columns_of, feature_matrix, incomplete_rows
+    from hpo.results.features import REASON
 
     target = _out_path(out)
     results = study_results(study, endpoint, tls)
@@ -67,25 +66,7 @@ def predict(
     except ResultsError as exc:
         fail([str(exc)])
     kept = list(dict.fromkeys(keep or []))
-    missing = [c for c in kept if c not in frame.columns]
-    if missing:
-        fail([f"--keep {missing[0]!r}: {data} has no such column (it has {list(frame.columns)})"])
-    clash = [c for c in kept if c in [*results.labels, REASON]]
-    if clash:
-        what = "the column of reasons" if clash[0] == REASON else "a label"
-        fail([f"--keep {clash[0]!r}: {what} has this name, and the prediction takes its column"])
-    try:  # the columns are checked before TensorFlow loads (seconds): a refusal is quick
-        check_columns_of(frame, encoding)
-        feature_matrix(frame[incomplete_rows(frame, encoding).isna().to_numpy()], encoding)
-    except ResultsError as exc:  # a missing column, an unknown category
-        fail([f"{data}: {exc}"])
-    grouped = [c for c in thousands_columns(frame) if c in encoding.names]
-    if grouped:
-        err.print(
-            f"note: {', '.join(map(repr, grouped))} hold numbers written with thousands "
-            "separators (e.g. '1,000'): read as numbers (1000)",
-            highlight=False,
-        )
+    _check_input(frame, data, encoding, kept, results.labels)
     try:
         predictions = results.load_model(trial=chosen, seed=seed).predict_rows(frame)
     except ResultsError as exc:
@@ -108,6 +89,35 @@ def predict(
         f"({plural(len(seeds), 'seed')}{' averaged' if len(seeds) > 1 else ''}) in {target}",
         highlight=False,
     )
+
+
+def _check_input(frame: Any, data: Path, encoding: Any, kept: list[str], labels: list[str]) -> None:
+    """What is wrong with the whole file, refused before TensorFlow loads (seconds): a
+    ``--keep`` column missing or named like an output, a missing feature column, an
+    unknown category. Says which columns were read with thousands separators."""
+    from hpo.data.table import thousands_columns
+    from hpo.results import ResultsError
+    from hpo.results.features import REASON, check_columns_of, feature_matrix, incomplete_rows
+
+    missing = [c for c in kept if c not in frame.columns]
+    if missing:
+        fail([f"--keep {missing[0]!r}: {data} has no such column (it has {list(frame.columns)})"])
+    clash = [c for c in kept if c in [*labels, REASON]]
+    if clash:
+        what = "the column of reasons" if clash[0] == REASON else "a label"
+        fail([f"--keep {clash[0]!r}: {what} has this name, and the prediction takes its column"])
+    try:
+        check_columns_of(frame, encoding)
+        feature_matrix(frame[incomplete_rows(frame, encoding).isna().to_numpy()], encoding)
+    except ResultsError as exc:  # a missing column, an unknown category
+        fail([f"{data}: {exc}"])
+    grouped = [c for c in thousands_columns(frame) if c in encoding.names]
+    if grouped:
+        err.print(
+            f"note: {', '.join(map(repr, grouped))} hold numbers written with thousands "
+            "separators (e.g. '1,000'): read as numbers (1000)",
+            highlight=False,
+        )
 
 
 def _out_path(out: str | None) -> Path | None:
