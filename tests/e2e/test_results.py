@@ -74,11 +74,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _synthetic(
-    folder: Path, name: str, dataset: Path, *, finish: bool = True, failing: int = -1
+    folder: Path,
+    name: str,
+    dataset: Path,
+    *,
+    finish: bool = True,
+    failing: int = -1,
+    **spec: Any,
 ) -> Path:
     """A study recorded by the real session with synthetic scores (no model trained);
-    the ``failing``-th training fails for good (no retries)."""
-    study = load_study(_study_file(folder, name, dataset, failurePolicy={"retries": 0}))
+    the ``failing``-th training fails for good (no retries); ``spec``: fields to change."""
+    study = load_study(_study_file(folder, name, dataset, failurePolicy={"retries": 0}, **spec))
     session = StudySession.open(study, StoreRef(kind="local", root=str(folder / "runs")))
     session.start(refuse_spec_changes=True)
     while not session.engine.finished:
@@ -479,6 +485,11 @@ def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path:
         different
     )
     assert " vs " not in _text(different)  # no relative change across datasets
+    one_seed = _synthetic(
+        tmp_path, "oneseed", EXAMPLE_CSV, training={**SPEC["training"], "seedsPerConfig": 1}
+    )
+    text = _text(_cli("compare", folder, one_seed))
+    assert "narrow-stage configurations x 1 seed (at most 2 trainings)" in text, text
     result = _cli("compare", folder)
     assert result.exit_code == EXIT_BAD_INPUT and "two or more studies" in _text(result)
     result = _cli("compare", folder, tmp_path / "missing")
