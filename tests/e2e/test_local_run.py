@@ -172,7 +172,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
     assert proc.stdout is not None
     seen = 0
     for line in proc.stdout:  # ends by itself if the run exits early
-        if ": mae " in line:
+        if ": val MAE " in line:
             seen += 1
         if seen >= 3:
             break
@@ -282,7 +282,7 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
     for line in proc.stdout:
         # Workers are up and one is training: killing any worker breaks the pool while a
         # training runs. (Right after a result both may be idle: nothing would be lost.)
-        running = re.search(r": mae .*  running (\d+) ", line)
+        running = re.search(r": val MAE .*  running (\d+) ", line)
         if running and int(running.group(1)) >= 1:
             break
     victims = _workers(proc.pid)
@@ -316,7 +316,7 @@ def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
         "14 trainings (0 failed, 12 taken from earlier studies): 1 random and 0 narrow-stage "
         "configurations, 6 from earlier studies"
     ) in proc.stdout
-    assert proc.stdout.count(": mae ") == 2  # the one new configuration's two seeds
+    assert proc.stdout.count(": val MAE ") == 2  # the one new configuration's two seeds
     before = read_ledger(LocalStore(folder / "out"), "small/ledger.xlsx")
     rows = read_ledger(LocalStore(out), "warm/ledger.xlsx")
     taken = [r for r in rows if r.source == str(source)]
