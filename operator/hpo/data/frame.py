@@ -259,26 +259,23 @@ def _check_grouped(df: pd.DataFrame, columns: Sequence[str]) -> None:
         series = df[column]
         if not is_text(series):
             continue
-        cells = [(i, str(v).strip()) for i, v in enumerate(series) if not pd.isna(v)]
-        grouped = next(((i, c) for i, c in cells if GROUPED.fullmatch(c)), None)
-        if grouped is None:
+        cells = series.astype("string").str.strip()  # missing cells stay missing
+        filled = cells.notna().to_numpy()
+        with_groups = cells.str.fullmatch(GROUPED.pattern).fillna(False).to_numpy(bool)
+        if not with_groups.any():
             continue
-        other = next(
-            ((i, c) for i, c in cells if not GROUPED.fullmatch(c) and not _is_number(c)),
-            None,
-        )
-        if other is None:  # all numbers (a frame not read by read_table): not numeric below
+        numbers = pd.to_numeric(cells.astype(object), errors="coerce").notna().to_numpy()
+        others = np.flatnonzero(filled & ~with_groups & ~numbers)
+        if not len(others):  # all numbers (a frame not read by read_table): not numeric below
             continue
+        at = int(np.flatnonzero(with_groups)[0])
+        grouped, other = (at, cells.iloc[at]), (int(others[0]), cells.iloc[int(others[0])])
         raise DatasetError(
             f"column {column!r} holds numbers with thousands separators ({grouped[1]!r} in "
             f"data row {grouped[0] + 1}) and other text ({other[1]!r} in data row "
             f"{other[0] + 1}): write the numbers without separators (1000, 4974.5) and "
             "fix the other cells"
         )
-
-
-def _is_number(text: str) -> bool:
-    return not pd.isna(pd.to_numeric(text, errors="coerce"))
 
 
 def _check_lists(features: list[str], labels: list[str], categorical: Sequence[str]) -> None:

@@ -123,12 +123,13 @@ def _read_grouped_numbers(frame: pd.DataFrame) -> None:
         series = frame[name]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             continue
-        cells = [str(v).strip() for v in series.dropna()]
-        if not any(GROUPED.fullmatch(c) for c in cells):
+        cells = series.dropna().astype(str).str.strip()
+        with_groups = cells.str.fullmatch(GROUPED.pattern)
+        if not with_groups.any():
             continue
-        if all(GROUPED.fullmatch(c) or _PLAIN.fullmatch(c) for c in cells):
-            text = series.map(lambda v: v.strip().replace(",", "") if isinstance(v, str) else v)
-            frame[name] = pd.to_numeric(text).astype("float64")
+        if (with_groups | cells.str.fullmatch(_PLAIN.pattern)).all():
+            numbers = pd.to_numeric(cells.str.replace(",", "", regex=False)).astype("float64")
+            frame[name] = numbers.reindex(series.index)
             grouped.append(str(name))
     if grouped:
         frame.attrs["thousands"] = grouped

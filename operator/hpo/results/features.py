@@ -66,20 +66,25 @@ def incomplete_rows(frame: pd.DataFrame, encoding: FeatureEncoding) -> pd.Series
     predicted. Columns must have passed ``check_columns_of``."""
     numeric = [f.name for f in encoding.features if not f.categorical]
     values = frame[numeric].apply(pd.to_numeric).astype(np.float64).to_numpy()
-    reasons: list[str | None] = []
-    for i in range(len(frame)):
-        missing = [numeric[j] for j in np.flatnonzero(np.isnan(values[i]))]
-        missing += [f.name for f in encoding.features if f.categorical and _empty(frame, i, f)]
-        infinite = [numeric[j] for j in np.flatnonzero(np.isinf(values[i]))]
-        parts = [f"no value in {', '.join(map(repr, missing))}"] if missing else []
-        parts += [f"infinite value in {', '.join(map(repr, infinite))}"] if infinite else []
-        reasons.append("; ".join(parts) or None)
+    names = np.array([*numeric, *encoding.categorical], dtype=object)
+    empty = np.hstack(
+        [np.isnan(values), *(_empty(frame[n])[:, None] for n in encoding.categorical)]
+    ).reshape(len(frame), len(names))
+    infinite = np.isinf(values)
+    reasons: list[str | None] = [None] * len(frame)
+    for i in np.flatnonzero(empty.any(axis=1) | infinite.any(axis=1)):
+        parts = [f"no value in {', '.join(map(repr, names[empty[i]]))}"] if empty[i].any() else []
+        if infinite[i].any():
+            parts.append(
+                f"infinite value in {', '.join(map(repr, names[: len(numeric)][infinite[i]]))}"
+            )
+        reasons[int(i)] = "; ".join(parts)
     return pd.Series(reasons, index=frame.index, dtype=object)
 
 
-def _empty(frame: pd.DataFrame, row: int, feature: Feature) -> bool:
-    value = frame[feature.name].iloc[row]
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+def _empty(series: pd.Series) -> np.ndarray:
+    """Cells without a value (a categorical column's: no category to encode)."""
+    return series.isna().to_numpy(bool)
 
 
 def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
