@@ -171,7 +171,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
     assert proc.stdout is not None
     seen = 0
     for line in proc.stdout:  # ends by itself if the run exits early
-        if ": mae " in line:
+        if ": val MAE " in line:
             seen += 1
         if seen >= 3:
             break
@@ -301,7 +301,7 @@ def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
         "14 trainings (0 failed, 12 taken from earlier studies): 1 random and 0 narrow-stage "
         "configurations, 6 from earlier studies"
     ) in proc.stdout
-    assert proc.stdout.count(": mae ") == 2  # the one new configuration's two seeds
+    assert proc.stdout.count(": val MAE ") == 2  # the one new configuration's two seeds
     before = read_ledger(LocalStore(folder / "out"), "small/ledger.xlsx")
     rows = read_ledger(LocalStore(out), "warm/ledger.xlsx")
     taken = [r for r in rows if r.source == str(source)]

@@ -457,8 +457,33 @@ def test_each_training_line_names_its_own_stage(monkeypatch: pytest.MonkeyPatch)
     with run._Display(quiet=False) as display:
         display("result", progress, RESULTS[1])
     printed = out.getvalue()
-    assert "] random r0000 seed 2: mae 0.5200" in printed, printed
+    # The training's selection score (val MAE 0.53), as the best beside it; not its
+    # test MAE (0.52), which no decision reads.
+    assert "] random r0000 seed 2: val MAE 0.5300" in printed, printed
+    assert "0.5200" not in printed
     assert "best val MAE 0.4100 (1 seed)" in printed
+
+
+def test_notes_print_when_they_arrive_and_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A note comes as an event at the start of a run (before any training line of a
+    non-TTY log); the closing lines repeat none of those."""
+    import io
+
+    from rich.console import Console
+
+    from hpo.cli import run
+    from hpo.engine import StudyProgress
+
+    out = io.StringIO()
+    monkeypatch.setattr(run, "console", Console(file=out, width=200))
+    progress = StudyProgress("random", 0, 0, 1, 0, 9, None, None, None)
+    with run._Display(quiet=False) as display:
+        display("start", progress, None)
+        display("note: 12 of 1200 dataset rows have missing values", progress, None)
+        display("result", progress, RESULTS[1])
+    printed = out.getvalue()
+    assert printed.index("note: 12 of 1200") < printed.index("r0000 seed 2")
+    assert display.noted == {"12 of 1200 dataset rows have missing values"}
 
 
 # -- item 8: the commands load only what they use ---------------------------------------------

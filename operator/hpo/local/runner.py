@@ -285,6 +285,8 @@ class LocalRunner:
         engine = session.engine
         location = session.location
         self.listener("start", engine.progress(), None)
+        for note in session.notes:  # at the start: a long run's log must not bury them
+            self.listener(f"note: {note}", engine.progress(), None)
         self._write(session, force=session.ledger_missing)
 
         ctx = multiprocessing.get_context("spawn")
