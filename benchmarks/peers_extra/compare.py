@@ -68,7 +68,12 @@ def _one_thread() -> None:
 
 
 def run(
-    units: list[tuple[str, str, int]], budget: int, parallel: int, jobs: int, parts: Path
+    units: list[tuple[str, str, int]],
+    budget: int,
+    parallel: int,
+    jobs: int,
+    parts: Path,
+    report_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Every unit not in ``parts`` yet, ``jobs`` at a time; returns all units' results.
 
@@ -80,6 +85,8 @@ def run(
             r = json.loads(line)
             done[_key(r["dataset"], r["method"], r["k"], budget, parallel)] = r
     todo = [u for u in units if _key(*u, budget, parallel) not in done]
+    if report_only:  # what is done so far, nothing run
+        return [done[k] for k in (_key(*u, budget, parallel) for u in units) if k in done]
     print(f"{len(units) - len(todo)} studies done before, {len(todo)} to run", flush=True)
     with ProcessPoolExecutor(jobs, initializer=_one_thread) as pool, parts.open("a") as out:
         for phase in (True, False):  # ours, then the peers
@@ -164,6 +171,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--report", action="store_true", help="table what is done, run nothing")
     args = ap.parse_args()
     unknown = [d for d in args.datasets if d not in ALL]
     if unknown:
@@ -179,7 +187,7 @@ def main() -> None:
                 units.append((dataset, m, k))
     parts = args.out.with_suffix(".parts.jsonl")
     parts.parent.mkdir(parents=True, exist_ok=True)
-    results = run(units, args.budget, args.parallel, args.jobs, parts)
+    results = run(units, args.budget, args.parallel, args.jobs, parts, args.report)
     summary = summarise(results)
     report = {
         "command": " ".join(["benchmarks/peers_extra/compare.py", *sys.argv[1:]]),
