@@ -13,7 +13,7 @@ BROWSER := /usr/bin/chromedriver
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install install-test demo test lint typecheck format bench bench-gp soak clean \
-	images image-tools base-image image-test
+	images image-tools base-image image-test bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,20 @@ bench-gp: install-test
 	$(GP_RUN) --methods ours optuna-gp --out benchmarks/results/exact_search_optuna_gp.json
 	$(GP_RUN) --methods ours kt-bayes --out benchmarks/results/exact_search_kt_bayes.json
 	$(GP_RUN) --methods ours skopt-gp --out benchmarks/results/exact_search_skopt_gp.json
+
+# The strongest peers of the exact benchmark, SMAC3 and HEBO, each in a venv of its own
+# (HEBO needs numpy < 1.25), pinned in benchmarks/requirements-{smac,hebo}.txt; they answer
+# benchmarks/peers_extra/compare.py over JSON on stdin/stdout. SMAC3 2.x needs no pyrfr, so
+# no swig. HEBO's torch is the CPU build (2.13.0+cpu, from the machine's local wheels).
+PEER_PYTHON ?= python3.11
+PEER_VENVS := benchmarks/.venv-smac/.installed-stamp benchmarks/.venv-hebo/.installed-stamp
+bench-peers: $(PEER_VENVS)
+
+benchmarks/.venv-%/.installed-stamp: benchmarks/requirements-%.txt
+	rm -rf benchmarks/.venv-$*
+	$(PEER_PYTHON) -m venv benchmarks/.venv-$*
+	benchmarks/.venv-$*/bin/pip install --quiet --disable-pip-version-check --no-deps -r $<
+	touch $@
 
 # A 2,000-training study with instant pods (~2-3 min); fails if the operator's
 # memory at the end is more than 10% above its level after 200 trainings.
