@@ -13,6 +13,13 @@ says Succeeded; exits 1 if one does not.
 
 A small version (``--studies 6 --namespaces 2 --trainings 300``) takes about a minute.
 
+The busy-cluster variant: ``--capacity 10`` lets the test kubelet bind at most 10 pods
+cluster-wide (the others wait ``Unschedulable``), and ``--preempt 0.05`` preempts that
+share of pods while they run (the ``DisruptionTarget`` condition, reason
+``PreemptionByScheduler``, then the pod deleted, as the scheduler does). A preempted
+training is started again and still recorded once; its pod's end counts as a completion
+for rescheduling.
+
 Columns: the operator's API writes (create/patch/update/delete, by its user agents)
 per training; rescheduling = from a pod's completion to the creation of the next pod
 of the same study (p50/p95 over all studies); the operator process's CPU time per
@@ -28,6 +35,7 @@ import bisect
 import collections
 import contextlib
 import json
+import random
 import signal
 import statistics
 import sys
@@ -81,6 +89,8 @@ class Plan:
     namespaces: int
     trainings: int
     parallelism: int
+    capacity: int | None = None  # pods bound at once, cluster-wide (None: no limit)
+    preempt: float = 0.0  # share of pods preempted while they run
 
     def layout(self, run: str) -> list[tuple[str, str, int]]:
         """(namespace, study name, trainings) per study: round-robin over the namespaces,
@@ -90,6 +100,17 @@ class Plan:
             (f"team-{i % self.namespaces}", f"many-{run}-{i:02d}", each + (i < extra))
             for i in range(self.studies)
         ]
+
+
+@dataclass
+class Sample:
+    """The studies and the operator process at one moment (``t`` s after the creation)."""
+
+    t: float
+    recorded: int
+    cpu_s: float
+    rss_mb: float
+    queued: int  # trainings whose pods wait for capacity (counts.queued), all studies
 
 
 @dataclass
@@ -132,6 +153,10 @@ class Result:
     resched_n: int
     peak_rss_mb: float
     running_rss_mb: float
+    capacity: int | None
+    preempt: float
+    preempted: int
+    most_queued: int
     pods_per_training: float
     ledger_writes: int
     ledger_s: float
@@ -145,15 +170,27 @@ class Node:
     """The test kubelet, answering each pod with its study's synthetic scores, and the
     times it saw each study's pods created and completed."""
 
-    def __init__(self, kube: KubeServer, s3: S3Server, bucket: str) -> None:
+    def __init__(self, kube: KubeServer, s3: S3Server, bucket: str, plan: Plan) -> None:
         self.created: dict[StudyKey, list[float]] = collections.defaultdict(list)
         self.finished: dict[StudyKey, list[float]] = collections.defaultdict(list)
+        self.preempted = 0
+        self._victims: list[tuple[str, str, StudyKey]] = []  # to preempt once running
+        self._preempt = plan.preempt
+        self._random = random.Random(26)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._answers: dict[str, Callable[[dict[str, Any]], tuple[int, str]]] = {}
         self._s3, self._bucket = s3, bucket
         self.kubelet = TestKubelet(
-            kube.api_client(), behaviour=self._behaviour, result=self._result, max_running=64
+            kube.api_client(),
+            behaviour=self._behaviour,
+            result=self._result,
+            max_running=64,
+            capacity=plan.capacity,
         ).start()
+        self._preempter = threading.Thread(target=self._preempt_running, daemon=True)
+        if plan.preempt:
+            self._preempter.start()
 
     @staticmethod
     def _key(pod: dict[str, Any]) -> StudyKey:
@@ -161,10 +198,35 @@ class Node:
         return meta["namespace"], (meta.get("labels") or {}).get(LABEL_STUDY, "")
 
     def _behaviour(self, pod: dict[str, Any]) -> str:
+        """Instant, but a ``preempt`` share is held running until preempted."""
         now = time.perf_counter()
+        key = self._key(pod)
         with self._lock:
-            self.created[self._key(pod)].append(now)
+            self.created[key].append(now)
+            if self._preempt and self._random.random() < self._preempt:
+                meta = pod["metadata"]
+                self._victims.append((meta["namespace"], meta["name"], key))
+                return "hold"
         return "instant"
+
+    def _preempt_running(self) -> None:
+        """Preempt each victim as soon as the kubelet has it running (bound, started)."""
+        while not self._stop.wait(0.02):
+            with self._lock:
+                victims, self._victims = self._victims, []
+            waiting = []
+            for namespace, name, key in victims:
+                record = self.kubelet.record(name, namespace)
+                if record is None or record.phase != "Running":
+                    waiting.append((namespace, name, key))
+                    continue
+                self.kubelet.disrupt(name, namespace, reason="PreemptionByScheduler")
+                now = time.perf_counter()
+                with self._lock:
+                    self.finished[key].append(now)
+                    self.preempted += 1
+            with self._lock:
+                self._victims.extend(waiting)
 
     def _answer(self, namespace: str) -> Callable[[dict[str, Any]], tuple[int, str]]:
         with self._lock:
@@ -198,6 +260,9 @@ class Node:
         return sorted(gaps)
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._preempter.is_alive():
+            self._preempter.join(10)
         self.kubelet.stop()
 
 
@@ -239,25 +304,26 @@ def watch_studies(
     total: int,
     timeout_s: float,
     progress: Callable[[int, float], None],
-) -> tuple[dict[StudyKey, str], list[tuple[float, int, float, float]]]:
-    """Poll every study until all have ended; (phases, samples of (t, recorded, cpu, rss))."""
+) -> tuple[dict[StudyKey, str], list[Sample]]:
+    """Poll every study until all have ended; (phases, samples)."""
     api = kube.api()
-    samples: list[tuple[float, int, float, float]] = []
+    samples: list[Sample] = []
     start = time.perf_counter()
     last_print = 0.0
     try:
         while True:
             items = api.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
             phases: dict[StudyKey, str] = {}
-            recorded = 0
+            recorded = queued = 0
             for obj in items:
                 status = obj.get("status") or {}
                 counts = status.get("counts") or {}
                 recorded += counts.get("succeeded", 0) + counts.get("failed", 0)
+                queued += counts.get("queued", 0)
                 meta = obj["metadata"]
                 phases[(meta["namespace"], meta["name"])] = status.get("phase", "")
             now = time.perf_counter() - start
-            samples.append((now, recorded, cpu_s(pid), rss_mb(pid)[0]))
+            samples.append(Sample(now, recorded, cpu_s(pid), rss_mb(pid)[0], queued))
             if now - last_print > 10:
                 progress(recorded, now)
                 last_print = now
@@ -270,13 +336,13 @@ def watch_studies(
         api.close()
 
 
-def steady_cpu_ms(samples: list[tuple[float, int, float, float]], total: int) -> float:
+def steady_cpu_ms(samples: list[Sample], total: int) -> float:
     """CPU ms per training between 10% and 90% recorded (no start-up, no final reports)."""
-    lo = next((s for s in samples if s[1] >= 0.1 * total), None)
-    hi = next((s for s in samples if s[1] >= 0.9 * total), None)
-    if lo is None or hi is None or hi[1] <= lo[1]:
+    lo = next((s for s in samples if s.recorded >= 0.1 * total), None)
+    hi = next((s for s in samples if s.recorded >= 0.9 * total), None)
+    if lo is None or hi is None or hi.recorded <= lo.recorded:
         return float("nan")
-    return 1000 * (hi[2] - lo[2]) / (hi[1] - lo[1])
+    return 1000 * (hi.cpu_s - lo.cpu_s) / (hi.recorded - lo.recorded)
 
 
 @contextlib.contextmanager
@@ -301,7 +367,7 @@ def run(plan: Plan, *, poll_s: float = 1.0, timeout_s: float = 7200.0, quiet: bo
         new_s3_store(s3, bucket=bucket, prefix="hpo")  # the bucket, made once
         for namespace in {ns for ns, *_ in layout}:
             add_secret(kube, namespace)
-        node = Node(kube, s3, bucket)
+        node = Node(kube, s3, bucket, plan)
         log = Path(tempfile.mkdtemp(prefix="hpo-many-")) / "operator.log"
         emulator = kube.emulator
         api = kube.api()
@@ -347,8 +413,8 @@ def run(plan: Plan, *, poll_s: float = 1.0, timeout_s: float = 7200.0, quiet: bo
     text = log.read_text(errors="replace")
     ledger = [(int(m[1]), float(m[2])) for m in LEDGER_LINE.finditer(text)]
     gaps = node.gaps()
-    first_end = next((s for s in samples if s[1] >= total), samples[-1])
-    running_rss = max((s[3] for s in samples if s[0] <= first_end[0]), default=float("nan"))
+    first_end = next((s for s in samples if s.recorded >= total), samples[-1])
+    running_rss = max((s.rss_mb for s in samples if s.t <= first_end.t), default=float("nan"))
 
     def count(verbs: tuple[str, ...]) -> int:
         return sum(n for (verb, *_), n in requests.items() if verb in verbs)
@@ -369,6 +435,10 @@ def run(plan: Plan, *, poll_s: float = 1.0, timeout_s: float = 7200.0, quiet: bo
         resched_n=len(gaps),
         peak_rss_mb=peak,
         running_rss_mb=running_rss,
+        capacity=plan.capacity,
+        preempt=plan.preempt,
+        preempted=node.preempted,
+        most_queued=max(s.queued for s in samples),
         pods_per_training=sum(c.pods for c in checks) / total,
         ledger_writes=len(ledger),
         ledger_s=sum(s for _, s in ledger),
@@ -383,9 +453,14 @@ def run(plan: Plan, *, poll_s: float = 1.0, timeout_s: float = 7200.0, quiet: bo
 
 
 def print_result(r: Result) -> None:
+    busy = (
+        f"; room for {r.capacity} pods, {100 * r.preempt:g}% preempted"
+        if r.capacity or r.preempt
+        else ""
+    )
     print(
         f"\n{r.studies} studies in {r.namespaces} namespaces, {r.trainings} trainings, "
-        f"parallelism {r.parallelism} each; instant pods, synthetic scores\n"
+        f"parallelism {r.parallelism} each; instant pods, synthetic scores{busy}\n"
     )
     rows = [
         ("wall", f"{r.wall_s:.1f} s"),
@@ -396,7 +471,8 @@ def print_result(r: Result) -> None:
         ("rescheduling p50 / p95", f"{r.resched_p50_ms:.0f} / {r.resched_p95_ms:.0f} ms"),
         ("peak RSS (VmHWM)", f"{r.peak_rss_mb:.0f} MB"),
         ("RSS until the first study ended", f"{r.running_rss_mb:.0f} MB"),
-        ("pods per training", f"{r.pods_per_training:.3f}"),
+        ("pods per training", f"{r.pods_per_training:.3f} ({r.preempted} preempted)"),
+        ("most trainings queued at once", f"{r.most_queued}"),
         ("ledger writes, total time", f"{r.ledger_writes}, {r.ledger_s:.1f} s"),
         ("failed steps (operator log)", f"{r.failed_steps}"),
         ("every training recorded once", "yes" if r.all_recorded_once else "NO"),
@@ -414,12 +490,21 @@ def main() -> None:
     ap.add_argument("--namespaces", type=int, default=5)
     ap.add_argument("--trainings", type=int, default=20_000, help="in all, shared out")
     ap.add_argument("--parallelism", type=int, default=10, help="per study")
+    ap.add_argument("--capacity", type=int, help="pods bound at once, cluster-wide")
+    ap.add_argument("--preempt", type=float, default=0.0, help="share of pods preempted")
     ap.add_argument("--poll", type=float, default=1.0, help="the operator's --poll")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     # Stopped with SIGTERM: still stop the operator, the S3 server and the emulator.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    plan = Plan(args.studies, args.namespaces, args.trainings, args.parallelism)
+    plan = Plan(
+        args.studies,
+        args.namespaces,
+        args.trainings,
+        args.parallelism,
+        capacity=args.capacity,
+        preempt=args.preempt,
+    )
     result = run(plan, poll_s=args.poll)
     print_result(result)
     if args.json:
