@@ -9,7 +9,7 @@ hit these moments; a test needs them hit on purpose.
 
 The points (where ``reached`` is called):
 
-- ``pod-reported:<Succeeded|Failed|Unknown|Pending|Deleted>``: a pod's outcome
+- ``pod-reported:<Succeeded|Failed|Disrupted|Pending|Deleted>``: a pod's outcome
   is in the engine (and a success in its ``scores.json``), the ledger not
   written, the pod not yet deleted (kube/runner.py);
 - ``failure-stored``: a failed attempt's record is in the store, its pod not yet

@@ -25,15 +25,9 @@ from hpo import crashpoints
 from hpo.engine import Task
 from hpo.kube import startup
 from hpo.kube.api import Cluster, api_message, not_allowed, refusal, transient
-from hpo.kube.pods import (
-    ANN_RECORDED,
-    PodState,
-    build_pod,
-    group_tasks,
-    pod_state,
-    results_of,
-    tasks_of,
-)
+from hpo.kube.disruption import DisruptionLog
+from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, results_of, tasks_of
+from hpo.kube.podstate import PodCondition, blocked_words, classify, disruption_words
 from hpo.kube.startup import NotYet, Stalled
 from hpo.kube.status import PHASES, Conditions, StudyStatus, age_s, now_stamp
 from hpo.records.recorder import LedgerConflict
@@ -98,6 +92,13 @@ class KubeRunner:
         self._best: Any = None
         #: Wait before trying again what the cluster refused for now (quota, RBAC).
         self.retry_s = 15.0
+        #: What each of the study's pods was at the last step (``hpo.kube.podstate``).
+        self.kinds: dict[str, PodCondition] = {}
+        #: Pods deleted by this loop, until they are gone: the disruption that ended
+        #: them, or None for a pod replaced after a fix (neither costs an attempt).
+        self.ending: dict[str, str | None] = {}
+        #: Disruptions per training: capped, and noted in the ledger's error column.
+        self.disruptions = DisruptionLog()
 
     @property
     def conditions(self) -> Conditions:
@@ -242,13 +243,15 @@ class KubeRunner:
         pods = {p["metadata"]["name"]: p for p in self.cluster.list_pods(self.namespace, self.name)}
         for name in list(self.pods):
             if name not in pods:
-                tasks = self._current(self.pods[name])
-                self._record(self._gone(tasks, f"pod {name} was deleted before it finished"))
-                crashpoints.reached("pod-reported:Deleted")
-                self.pods.pop(name)
+                self._pod_gone(name)
         for name, pod in pods.items():
             self._reconcile_pod(name, pod)
-        self._start_pods()
+        for name in list(self.kinds):
+            if name not in self.pods:
+                self.kinds.pop(name)
+        blocked = self._waiting_conditions()
+        if not blocked:  # one pod that cannot start says it for all: start no more
+            self._start_pods()
         self._flush()
         if session.stage_changed() and not session.engine.finished:
             self._flush(force=True)
@@ -256,6 +259,44 @@ class KubeRunner:
             stage = "narrow" if phase == NARROW_STAGE else phase
             self.status.event("Normal", PHASES[phase], f"{stage} stage started")
         self.status.patch(self._progress_status())
+
+    def _pod_gone(self, name: str) -> None:
+        """A pod that is no more: what it stored counts; the rest runs again without an
+        attempt (disrupted: deleted by the infrastructure or someone else; or replaced)."""
+        assert self.session is not None and self.study is not None
+        tasks = self._current(self.pods[name])
+        why = self.ending.pop(name, "Deleted")
+        if tasks:
+            scores = self.session.stored_scores(tasks)
+            done = [r for t in tasks if (r := scores.get(t.seed)) and r.status == "succeeded"]
+            self._record(done)
+            rest = [t for t in tasks if self.session.engine.is_running(t)]
+            if why is None:
+                self.session.requeue(rest)
+            elif rest:
+                self._disrupted(name, rest, why)
+        crashpoints.reached("pod-reported:Deleted")
+        self.pods.pop(name)
+
+    def _disrupted(self, name: str, tasks: list[Task], reason: str) -> None:
+        """Run disrupted trainings again, not as an attempt, up to ``trainer.maxDisruptions``
+        times each; the next disruption is a failed attempt."""
+        assert self.session is not None and self.study is not None
+        cap = self.study.spec.trainer.max_disruptions
+        words = disruption_words(reason)
+        again, over = self.disruptions.count(tasks, reason, cap)
+        if again:
+            self.session.requeue(again)
+            seeds = ",".join(str(t.seed) for t in again)
+            self.status.disrupted(
+                f"pod {name} {words}: {again[0].trial.id} seed {seeds} requeued, not counted "
+                f"as an attempt (disruption {self.disruptions.times(again)}, at most "
+                f"trainer.maxDisruptions {cap})"
+            )
+        if over:
+            n = self.disruptions.times(over)
+            error = f"{words}, disrupted {n} times, more than trainer.maxDisruptions ({cap})"
+            self._record(failed_attempts_from(over, self.study.name, error))
 
     def _current(self, tasks: list[Task]) -> list[Task]:
         """The tasks whose outcome the engine still waits for (this very attempt).
@@ -268,6 +309,7 @@ class KubeRunner:
 
     def _record(self, results: list[SeedResult]) -> None:
         assert self.session is not None
+        results = [self.disruptions.noted(r) for r in results]
         self.status.recorded(self.session.record(results, self.clock()))
 
     def _gone(self, tasks: list[Task], error: str) -> list[SeedResult]:
@@ -287,8 +329,7 @@ class KubeRunner:
         session = self.session
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
-            return
-        state = pod_state(pod)
+            return  # on its way out: what it leaves is read once it is gone
         annotations = meta.get("annotations") or {}
         if annotations.get(ANN_RECORDED):
             # A failed pod kept for debugging. Its failure was recorded before, but perhaps
@@ -305,21 +346,27 @@ class KubeRunner:
             tasks = [t for t in tasks_of(pod) if not session.engine.is_recorded(t.id)]
             session.adopt(tasks)
             self.pods[name] = tasks
-        if state.phase in ("Succeeded", "Failed"):
+            self.disruptions.restore(tasks, annotations)
+        state = classify(pod)
+        self.kinds[name] = state
+        if state.kind == "finished":
+            phase = (pod.get("status") or {}).get("phase")
             self._record_pod(pod, tasks)
-            crashpoints.reached(f"pod-reported:{state.phase}")
+            crashpoints.reached(f"pod-reported:{phase}")
             self.pods.pop(name, None)
-            if state.phase == "Succeeded" or self.study.spec.trainer.failed_pod_ttl_seconds == 0:
+            if phase == "Succeeded" or self.study.spec.trainer.failed_pod_ttl_seconds == 0:
                 self.cluster.delete_pod(self.namespace, name)
             else:
                 self.cluster.annotate_pod(self.namespace, name, {ANN_RECORDED: now_stamp()})
-        elif state.phase == "Unknown":
-            self._record(self._gone(self._current(tasks), "node lost: pod status Unknown"))
-            crashpoints.reached("pod-reported:Unknown")
-            self.pods.pop(name, None)
+        elif state.kind == "disrupted":
+            # Not the training's doing: delete the pod (preempted and evicted pods are deleted
+            # by whoever disrupted them; a lost node's or a kubelet's are not), and once it is
+            # gone its trainings run again under the same attempt (``_pod_gone``).
+            self.ending.setdefault(name, state.reason)
+            crashpoints.reached("pod-reported:Disrupted")
             self.cluster.delete_pod(self.namespace, name)
-        elif state.phase == "Pending":
-            self._check_pending(name, state, age_s(meta.get("creationTimestamp")), tasks)
+        elif state.kind == "starting":
+            self._check_pending(name, state, tasks)
 
     def _record_pod(self, pod: dict[str, Any], tasks: list[Task]) -> None:
         """Record what a finished pod says of those of its ``tasks`` still waited for."""
@@ -330,18 +377,52 @@ class KubeRunner:
             scores = self.session.stored_scores(current)
             self._record([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
 
-    def _check_pending(self, name: str, state: PodState, waited: float, tasks: list[Task]) -> None:
-        """A pod Pending longer than ``spec.trainer.pendingTimeoutSeconds``: a failed attempt."""
+    def _check_pending(self, name: str, state: PodCondition, tasks: list[Task]) -> None:
+        """A pod bound to a node whose container has not started within
+        ``spec.trainer.pendingTimeoutSeconds`` (a volume that never mounts, a node that never
+        starts it): a failed attempt. Waiting for capacity or for a fix never is."""
         assert self.study is not None
+        waited = age_s(state.since)
         if waited >= self.study.spec.trainer.pending_timeout_seconds:
-            why = state.waiting_reason or "unschedulable"
-            detail = f": {state.message}" if state.message else ""
-            error = f"pod stuck Pending ({why}{detail}) for {waited:.0f}s"
+            error = f"pod stuck Pending (scheduled, container not started) for {waited:.0f}s"
             # Only this pod's unrecorded trainings (after a restart some may be recorded).
             self._record(failed_attempts_from(self._current(tasks), self.study.name, error))
             crashpoints.reached("pod-reported:Pending")
             self.pods.pop(name, None)
             self.cluster.delete_pod(self.namespace, name)
+
+    def _waiting_conditions(self) -> bool:
+        """The conditions of pods that wait: ``PodsCanStart`` (and ``Stalled``) while one
+        cannot start until fixed, ``QueuedTooLong`` past ``trainer.maxQueueSeconds``.
+        True while pods cannot start (then no more are created)."""
+        assert self.study is not None
+        blocked = [(n, c) for n, c in self.kinds.items() if c.kind == "blocked"]
+        if blocked:
+            name, first = blocked[0]
+            others = f" (and {len(blocked) - 1} more pods)" if len(blocked) > 1 else ""
+            self.status.pods_blocked(
+                first.reason,
+                f"pod {name}{others}: {blocked_words(first)}; no new pods are started until "
+                "it is fixed (e.g. spec.trainer.image), none is counted as a failed attempt",
+            )
+        else:
+            self.status.pods_unblocked()
+        limit = self.study.spec.trainer.max_queue_seconds
+        long = [
+            c
+            for c in self.kinds.values()
+            if limit is not None and c.kind == "queued" and age_s(c.since) >= limit
+        ]
+        self.status.queued_too_long(len(long), limit, long[0] if long else None)
+        return bool(blocked)
+
+    def _replace_blocked(self) -> None:
+        """After a spec change, pods that could not start are replaced by pods of the new
+        spec (the same attempt: they never ran)."""
+        for name, state in list(self.kinds.items()):
+            if state.kind == "blocked" and name in self.pods and name not in self.ending:
+                self.ending[name] = None
+                self.cluster.delete_pod(self.namespace, name)
 
     def _start_pods(self) -> None:
         """A pod for every group of due tasks that fits under ``spec.parallelism``."""
@@ -373,6 +454,7 @@ class KubeRunner:
                 request=session.request(group),
                 attempt=group[0].attempt,
             )
+            self.disruptions.annotate(manifest, group)
             try:
                 made += self._create_pod(manifest, group, now)
             except PodsForbidden as exc:
@@ -447,8 +529,11 @@ class KubeRunner:
             )
             return
         self.conditions.set("SpecChangeRefused", False, "ChangesApplied")
+        trainer_changed = new_spec.get("trainer") != self._accepted_spec.get("trainer")
         self._accept(new_spec)
         self.study = study
+        if trainer_changed:
+            self._replace_blocked()
 
     def _accept(self, spec: dict[str, Any]) -> None:
         self._accepted_spec = copy.deepcopy(spec)  # not a live view
@@ -456,11 +541,21 @@ class KubeRunner:
 
     # -- status --------------------------------------------------------------
 
+    def _queued(self) -> int:
+        """Trainings in pods that wait for capacity (their pods count towards parallelism)."""
+        return sum(
+            len(tasks)
+            for name, tasks in self.pods.items()
+            if (state := self.kinds.get(name)) is not None and state.kind == "queued"
+        )
+
     def _progress_status(self) -> dict[str, Any]:
         assert self.session is not None
         session = self.session
-        running = sum(len(t) for t in self.pods.values())
-        return self.status.progress(session.engine, running, self._ledger_uri())
+        queued = self._queued()
+        running = sum(len(t) for t in self.pods.values()) - queued
+        session.status.queued = queued  # status.json's count
+        return self.status.progress(session.engine, running, self._ledger_uri(), queued)
 
     def _ledger_uri(self) -> str:
         assert self.session is not None

@@ -41,7 +41,12 @@ def age_s(timestamp: str | None) -> float:
     """Seconds since a Kubernetes timestamp (0 if none)."""
     if not timestamp:
         return 0.0
-    then = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    try:  # seconds as the API writes them; fractions and offsets as some clients do
+        then = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=dt.UTC)
     return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
@@ -96,6 +101,8 @@ class StudyStatus:
         self._status: dict[str, Any] = {}
         self._last_running_phase = PHASES["random"]
         self._forbidden = ""
+        self._blocked = ""
+        self._queued_long = 0
         #: The message of the last warning while the study waits to start.
         self._stalled = ""
         #: The spec the study runs with (``status.acceptedSpec``): what a restarted loop
@@ -200,19 +207,62 @@ class StudyStatus:
         if forbidden or created:
             self._forbidden = forbidden
 
+    def disrupted(self, message: str) -> None:
+        """A training's pod was disrupted and its training requeued (not an attempt)."""
+        self.event("Warning", "TrainingDisrupted", message)
+
+    def pods_blocked(self, reason: str, message: str) -> None:
+        """Pods cannot start until the user fixes something: ``PodsCanStart`` False and
+        ``Stalled`` (fixable, so not Failed), one event per new problem."""
+        self.conditions.set("PodsCanStart", False, reason, message)
+        self.conditions.set("Stalled", True, reason, message)
+        if message != self._blocked:
+            self.event("Warning", reason, message)
+        self._blocked = message
+
+    def pods_unblocked(self) -> None:
+        """No pod is blocked now (fixed, or replaced after a spec change)."""
+        if self.conditions.clear("PodsCanStart", "PodsStart", "trainer pods start again"):
+            self.conditions.clear("Stalled", "Resolved", "trainer pods start again")
+            self.event("Normal", "PodsStart", "trainer pods start again")
+        self._blocked = ""
+
+    def queued_too_long(self, n: int, limit: int | None, first: Any) -> None:
+        """``QueuedTooLong`` while ``n`` pods waited for capacity past
+        ``trainer.maxQueueSeconds``: said, never a failure."""
+        if n and limit is not None:
+            why = f" ({first.reason}: {first.message})" if first and first.message else ""
+            message = (
+                f"{n} trainer pods waited for capacity longer than trainer.maxQueueSeconds "
+                f"({limit}s){why}; they keep waiting, none is counted as failed"
+            )
+            self.conditions.set("QueuedTooLong", True, "QueuedTooLong", message)
+            if not self._queued_long:
+                self.event("Warning", "QueuedTooLong", message)
+        elif self._queued_long:
+            self.conditions.clear("QueuedTooLong", "Scheduled", "no pod waits that long now")
+        self._queued_long = n
+
     # -- the status subresource -------------------------------------------------
 
-    def progress(self, engine: Engine, running: int, ledger: str) -> dict[str, Any]:
-        """The status of a study in progress (``running``: trainings in pods now)."""
+    def progress(
+        self, engine: Engine, running: int, ledger: str, queued: int = 0
+    ) -> dict[str, Any]:
+        """The status of a study in progress (``running``: trainings in pods that run or
+        start now; ``queued``: in pods that wait for capacity)."""
         p = engine.progress()
         phase = PHASES[p.phase]
         failing = engine.failed_reason is not None
-        self.conditions.set(
-            "Progressing",
-            not engine.finished,
-            phase if not failing else "Failing",
-            engine.failed_reason or f"{p.done + p.failed} of {p.total} trainings recorded",
-        )
+        blocked = self.conditions.items.get("PodsCanStart", {})
+        if blocked.get("status") == "False" and not engine.finished:
+            self.conditions.set("Progressing", False, blocked["reason"], blocked["message"])
+        else:
+            self.conditions.set(
+                "Progressing",
+                not engine.finished,
+                phase if not failing else "Failing",
+                engine.failed_reason or f"{p.done + p.failed} of {p.total} trainings recorded",
+            )
         # The engine keeps its ranking up to date: no re-ranking of every result per step.
         top = [
             {
@@ -236,8 +286,10 @@ class StudyStatus:
             "stage": p.phase if p.phase in (RANDOM_STAGE, NARROW_STAGE) else "done",
             "trainings": f"{p.done + p.failed}/{p.total}",
             "counts": {
-                # Queued, and waiting (a retry's backoff, a pod the cluster refused for now).
-                "pending": p.queued,
+                # Not handed out yet, and waiting (a retry's backoff, a pod refused for now).
+                "pending": max(0, p.queued),
+                # In pods waiting for capacity (unschedulable, held by a queue): no attempt.
+                "queued": queued,
                 "running": running,
                 "succeeded": p.done,
                 "failed": p.failed,
@@ -249,8 +301,11 @@ class StudyStatus:
         }
 
     def _waiting_for_pods(self) -> str:
-        allowed = self.conditions.items.get("PodsAllowed")
-        return allowed["message"] if allowed and allowed["status"] == "False" else ""
+        for type_ in ("PodsCanStart", "PodsAllowed"):
+            c = self.conditions.items.get(type_)
+            if c and c["status"] == "False":
+                return str(c["message"])
+        return ""
 
     def patch(self, status: dict[str, Any]) -> None:
         """Patch the status subresource when it changed (and the phase and best metrics)."""

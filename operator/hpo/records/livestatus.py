@@ -51,9 +51,13 @@ class LiveStatus(BaseModel):
     done: int
     #: Of this study's own trainings, as the engine plans them now.
     planned: int
+    #: Trainings in pods that run (``running``) or wait for the cluster's capacity
+    #: (``queued``: unschedulable, held by a queue; cluster only), and trainings not
+    #: handed out yet (``pending``).
     running: int
     failed: int
     queued: int = 0
+    pending: int = 0
     #: Results a warm start took from other studies (not trained here).
     taken: int = 0
     best_val: float | None = None
@@ -94,8 +98,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _counts(p: StudyProgress) -> tuple[object, ...]:
-    return (p.phase, p.done, p.failed, p.running, p.queued, p.total, p.best_trial, p.best_mae)
+def _counts(p: StudyProgress, queued: int) -> tuple[object, ...]:
+    return (
+        p.phase,
+        p.done,
+        p.failed,
+        p.running,
+        p.queued,
+        queued,
+        p.total,
+        p.best_trial,
+        p.best_mae,
+    )
 
 
 class StatusWriter:
@@ -126,6 +140,9 @@ class StatusWriter:
         self.failures = 0
         #: Results a warm start took: counted by the engine, not trained here.
         self.taken = 0
+        #: Of the engine's running trainings, those whose pods wait for capacity (set by
+        #: the cluster runner).
+        self.queued = 0
 
     def due(self) -> bool:
         """Whether ``update`` may write now without ``force`` (so a caller computes the
@@ -143,7 +160,7 @@ class StatusWriter:
         write nothing is tried (a store in an outage would hold the study up on each),
         except the last word: a ``phase`` other than running."""
         now = self.clock()
-        counts = _counts(progress)
+        counts = _counts(progress, self.queued)
         if counts != self._last:
             self._last = counts
             self.updated = datetime.now(UTC)
@@ -159,9 +176,10 @@ class StatusWriter:
             stage=progress.phase,
             done=max(0, progress.done - self.taken),
             planned=max(progress.total, progress.done + progress.failed) - self.taken,
-            running=progress.running,
+            running=max(0, progress.running - self.queued),
             failed=progress.failed,
-            queued=progress.queued,
+            queued=self.queued,
+            pending=progress.queued,
             taken=self.taken,
             best_val=progress.best_mae,
             best_trial=progress.best_trial,

@@ -28,6 +28,24 @@ What happens to a pod is chosen per pod by ``behaviour(pod) -> str``:
 - ``"unpullable"``: stays Pending (``ErrImagePull``, then ``ImagePullBackOff`` with
   ``Back-off pulling image "<image>"``).
 - ``"unknown"``: Running briefly, then phase ``Unknown`` (node lost).
+- ``"hold"``: Running until ``finish(name)`` (then as ``"instant"``), a disruption or deletion.
+- ``"sleep:<seconds>"``: Running that long, then as ``"instant"``.
+
+Scheduling, as a cluster's scheduler and queueing system would have it:
+
+- ``capacity``: at most that many pods are bound at once (any mode); the others wait
+  Pending, ``PodScheduled=False`` reason ``Unschedulable``, no ``nodeName``, and are bound
+  in arrival order as bound pods end or are deleted.
+- A pod with ``spec.schedulingGates`` (Kueue's ``kueue.x-k8s.io/admission``) is not
+  scheduled (``PodScheduled=False`` reason ``SchedulingGated``) until the gates are removed
+  (``ungate(name)`` does what Kueue does on admission: it patches them away).
+- ``bad_images``: images whose pull fails (``ErrImagePull``, then ``ImagePullBackOff``),
+  retried every ``config_retry`` seconds until the image leaves the set.
+- ``disrupt(name, reason)``: the ``DisruptionTarget`` condition with ``reason``
+  (``PreemptionByScheduler``, ``PreemptionByKueue``, ``EvictionByEvictionAPI``,
+  ``DeletionByTaintManager``, ``TerminationByKubelet``), the container killed, then the pod
+  deleted (as the scheduler, Kueue and the eviction API do) or, with ``delete=False``, left
+  ``Failed`` (as the kubelet leaves a pod it terminated).
 
 A pod deleted while it runs has its process group killed; ``stop()`` kills all.
 ``records`` keep what happened to every pod (steps, argv, env, exit code,
@@ -91,9 +109,13 @@ class PodRecord:
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # the pod's own env, resolved
     output: str = ""  # stdout + stderr of a "run" pod
     deleted: bool = False
+    disrupted: str = ""  # the DisruptionTarget reason, once disrupted
+    gated: bool = False  # held by scheduling gates (not scheduled yet)
+    bound: bool = False  # holds one of the node's ``capacity`` slots
     active: bool = False  # a worker plays it now (it sets ``done`` when it ends)
     settled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    release: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
     process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
 
     def step(self, text: str) -> None:
@@ -117,9 +139,12 @@ class TestKubelet:
         config_retry: float = 0.5,
         on_output: OutputSink | None = None,
         keep_files: bool = False,
+        capacity: int | None = None,
+        bad_images: set[str] | None = None,
     ) -> None:
         """``namespace`` limits the pods served (default: all); ``on_output(ns, name, text)``
-        receives each run pod's output (``KubeServer`` wiring: ``pods/log``)."""
+        receives each run pod's output (``KubeServer`` wiring: ``pods/log``); ``capacity``
+        and ``bad_images``: see the module docstring (both may change while it runs)."""
         self.core = client.CoreV1Api(api_client)
         self.behaviour = behaviour or (lambda pod: "run")
         self.result = result
@@ -129,6 +154,10 @@ class TestKubelet:
         self.config_retry = config_retry
         self.on_output = on_output
         self.keep_files = keep_files
+        self.capacity = capacity
+        self.bad_images: set[str] = bad_images if bad_images is not None else set()
+        self._unbound: list[tuple[PodRecord, dict[str, Any]]] = []  # waiting for capacity
+        self._bound = 0
         self.records: dict[str, PodRecord] = {}  # by uid, in arrival order
         self.errors: list[str] = []
         self._lock = threading.RLock()
@@ -205,6 +234,162 @@ class TestKubelet:
             )
         return record
 
+    def bound(self) -> int:
+        """Pods holding a slot of ``capacity`` now."""
+        with self._lock:
+            return self._bound
+
+    def unschedulable(self) -> list[str]:
+        """Names of the pods waiting for capacity now, in the order they will be bound."""
+        with self._lock:
+            return [r.name for r, _ in self._unbound]
+
+    def set_capacity(self, capacity: int | None) -> None:
+        """Change the node's room (``None``: unlimited); waiting pods are bound if they fit."""
+        with self._lock:
+            self.capacity = capacity
+        self._bind_waiting()
+
+    def finish(self, name: str, namespace: str = "default", timeout: float = 30.0) -> None:
+        """Let a ``"hold"`` pod end (as ``"instant"``)."""
+        self._await_record(name, namespace, timeout).release.set()
+
+    def ungate(self, name: str, namespace: str = "default") -> None:
+        """Remove the pod's scheduling gates, as Kueue does when it admits a pod."""
+        self.core.patch_namespaced_pod(
+            name, namespace, {"spec": {"schedulingGates": None}}, _preload_content=False
+        )
+
+    def disrupt(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        reason: str = "PreemptionByScheduler",
+        message: str | None = None,
+        delete: bool = True,
+        timeout: float = 30.0,
+    ) -> PodRecord:
+        """Disrupt a pod the way the cluster does (see the module docstring)."""
+        record = self._await_record(name, namespace, timeout)
+        raw = json.loads(
+            self.core.read_namespaced_pod(name, namespace, _preload_content=False).data
+        )
+        status = raw.get("status") or {}
+        text = message or _DISRUPTION_MESSAGES.get(reason, f"{reason}: disrupted by the test")
+        conditions = [
+            c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
+        ]
+        conditions.append(_condition("DisruptionTarget", True, reason, text))
+        with self._lock:
+            record.disrupted = reason
+        record.step(f"disrupted:{reason}")
+        update: dict[str, Any] = {"conditions": conditions}
+        if not delete:
+            update.update(
+                phase="Failed",
+                reason="Terminated" if reason == "TerminationByKubelet" else "Evicted",
+                message=text,
+            )
+            for cs in status.get("containerStatuses") or []:
+                if "running" in (cs.get("state") or {}):
+                    cs["state"] = {"terminated": {"exitCode": 137, "reason": "Error"}}
+                    cs["ready"] = False
+            if status.get("containerStatuses"):
+                update["containerStatuses"] = status["containerStatuses"]
+        _kill(record)
+        record.release.set()
+        self._write(record, update)
+        if delete:
+            with contextlib.suppress(ApiException):
+                self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        else:
+            self._unbind(record)
+            record.settled.set()
+            record.done.set()
+        return record
+
+    def _await_record(self, name: str, namespace: str, timeout: float) -> PodRecord:
+        deadline = time.monotonic() + timeout
+        while (record := self.record(name, namespace)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the kubelet never saw pod {namespace}/{name}")
+            time.sleep(0.01)
+        return record
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _schedule(self, record: PodRecord, pod: dict[str, Any]) -> None:
+        """Bind the pod if the node has room, else keep it waiting (Unschedulable)."""
+        with self._lock:
+            if record.deleted or record.bound:
+                return
+            full = self.capacity is not None and self._bound >= self.capacity
+            if full:
+                self._unbound.append((record, pod))
+            else:
+                record.bound = True
+                self._bound += 1
+        if full:
+            record.step("unschedulable")
+            self._write(record, self._queued_status())
+            record.settled.set()
+            return
+        record.settled.clear()
+        self._dispatch(record, pod)
+
+    def _unbind(self, record: PodRecord) -> None:
+        """The pod no longer holds the node (it ended or is gone): bind the next waiting one."""
+        with self._lock:
+            self._unbound = [(r, p) for r, p in self._unbound if r is not record]
+            if not record.bound:
+                return
+            record.bound = False
+            self._bound -= 1
+        self._bind_waiting()
+
+    def _bind_waiting(self) -> None:
+        while True:
+            with self._lock:
+                if not self._unbound or (
+                    self.capacity is not None and self._bound >= self.capacity
+                ):
+                    return
+                record, pod = self._unbound.pop(0)
+                if record.deleted:
+                    continue
+                record.bound = True
+                self._bound += 1
+            record.step("bound")
+            record.settled.clear()
+            self._dispatch(record, pod)
+
+    def _pull(self, record: PodRecord, pod: dict[str, Any], started: str) -> bool:
+        """Wait while the image is in ``bad_images`` (ErrImagePull, then ImagePullBackOff);
+        False if the pod went away meanwhile."""
+        image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
+        if image not in self.bad_images:
+            return True
+        record.step("image-pull-error")
+        self._creating(
+            record,
+            pod,
+            started,
+            "ErrImagePull",
+            f'failed to pull and unpack image "{image}": not found',
+        )
+        record.step("image-pull-backoff")
+        self._creating(
+            record, pod, started, "ImagePullBackOff", f'Back-off pulling image "{image}"'
+        )
+        record.settled.set()
+        while image in self.bad_images:
+            if self._stop.wait(self.config_retry) or record.deleted or record.disrupted:
+                return False
+        record.settled.clear()
+        record.step("image-pulled")
+        return self._creating(record, pod, started)
+
     # -- watching -------------------------------------------------------------------------
 
     def _list(self, **kwargs: Any) -> Any:
@@ -254,6 +439,8 @@ class TestKubelet:
     def _on_event(self, type_: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid", "")
+        gated = bool((pod.get("spec") or {}).get("schedulingGates"))
+        ungated = False
         with self._lock:
             record = self.records.get(uid)
             if type_ == "DELETED":
@@ -261,21 +448,60 @@ class TestKubelet:
                     record.deleted = True
                     record.step("deleted")
                     _kill(record)
+                    record.release.set()
                     if not record.active:
                         record.done.set()
+                if record is None:
+                    return
+            elif record is not None:
+                if record.gated and not gated and not meta.get("deletionTimestamp"):
+                    record.gated = False  # admitted: schedule it now
+                    record.step("ungated")
+                    ungated = True
+                else:
+                    return
+            elif meta.get("deletionTimestamp"):
                 return
-            if record is not None or meta.get("deletionTimestamp"):
-                return
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            elif (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 return  # finished before this kubelet started
-            record = PodRecord(
-                namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=uid
-            )
-            self.records[uid] = record
+            else:
+                record = PodRecord(
+                    namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=uid
+                )
+                record.gated = gated
+                self.records[uid] = record
+        if type_ == "DELETED":
+            self._unbind(record)
+            return
+        if ungated:
+            self._schedule(record, pod)
+            return
         try:
             record.mode = self.behaviour(pod)
         except Exception as e:
             record.mode = f"fail:1:behaviour() raised {e!r}"
+        if record.gated:
+            record.step("gated")
+            self._write(
+                record,
+                {
+                    "phase": "Pending",
+                    "conditions": [
+                        _condition(
+                            "PodScheduled",
+                            False,
+                            "SchedulingGated",
+                            "Scheduling is blocked due to non-empty scheduling gates",
+                        )
+                    ],
+                },
+            )
+            record.settled.set()
+            return
+        self._schedule(record, pod)
+
+    def _dispatch(self, record: PodRecord, pod: dict[str, Any]) -> None:
+        """Play a bound pod's lifecycle in a worker."""
         kind = record.mode.split(":", 1)[0]
         if kind == "run":
             with self._lock:
@@ -285,7 +511,7 @@ class TestKubelet:
                 record.step("queued")
                 self._write(record, self._queued_status())
             self._runner.submit(self._guard, self._run, record, pod)
-        elif kind in ("instant", "fail", "oom", "pending", "unpullable", "unknown"):
+        elif kind in _QUICK_MODES:
             self._quick.submit(self._guard, self._play, record, pod)
         else:
             self.errors.append(f"{record.name}: unknown behaviour {record.mode!r}")
@@ -312,14 +538,19 @@ class TestKubelet:
                 record.active = False
                 if fn == self._run:
                     self._running -= 1
-            if record.deleted:
+            if record.deleted or record.disrupted:
                 record.done.set()
+            if record.done.is_set():
+                self._unbind(record)
 
     # -- status writing -------------------------------------------------------------------
 
     def _write(self, record: PodRecord, status: dict[str, Any]) -> bool:
-        """Merge-patch the status (lists replace whole); False if the pod is gone."""
+        """Merge-patch the status (lists replace whole); False if the pod is gone (or
+        disrupted: only ``disrupt`` writes then)."""
         if record.deleted or self._stop.is_set():
+            return False
+        if record.disrupted and "DisruptionTarget" not in str(status.get("conditions")):
             return False
         try:
             self.core.patch_namespaced_pod_status(
@@ -467,6 +698,8 @@ class TestKubelet:
         kind, _, arg = record.mode.partition(":")
         started = now_rfc3339()
         image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
+        if not self._pull(record, pod, started):
+            return
         if kind == "pending":
             record.step("creating")
             self._creating(record, pod, started)
@@ -509,6 +742,20 @@ class TestKubelet:
             record.settled.set()
             record.done.set()
             return
+        if kind in ("hold", "sleep"):
+            record.settled.set()
+            timeout = float(arg) if kind == "sleep" else None
+            while not record.release.wait(0.05 if timeout is None else min(0.05, timeout)):
+                if self._stop.is_set() or record.deleted or record.disrupted:
+                    return
+                if timeout is not None:
+                    timeout -= 0.05
+                    if timeout <= 0:
+                        break
+            if record.deleted or record.disrupted or self._stop.is_set():
+                return
+            record.settled.clear()
+            kind, arg = "instant", ""
         if kind == "instant":
             code, message = (0, arg) if arg or self.result is None else self.result(pod)
             self._terminate(
@@ -544,7 +791,7 @@ class TestKubelet:
         container = (spec.get("containers") or [{}])[0]
         started = now_rfc3339()
         record.step("creating")
-        if not self._creating(record, pod, started):
+        if not self._creating(record, pod, started) or not self._pull(record, pod, started):
             return
 
         # The configuration: a missing Secret/ConfigMap keeps the pod Pending, retried.
@@ -636,7 +883,7 @@ class TestKubelet:
         if self.on_output is not None:
             with contextlib.suppress(Exception):
                 self.on_output(record.namespace, record.name, record.output)
-        if record.deleted or self._stop.is_set():
+        if record.deleted or record.disrupted or self._stop.is_set():
             record.exit_code = code
             record.step("killed")
             record.done.set()
@@ -756,6 +1003,18 @@ class TestKubelet:
                 elif not value_from:
                     env[name] = ""
         return env
+
+
+_QUICK_MODES = ("instant", "fail", "oom", "pending", "unpullable", "unknown", "hold", "sleep")
+
+#: The messages Kubernetes writes with each ``DisruptionTarget`` reason.
+_DISRUPTION_MESSAGES = {
+    "PreemptionByScheduler": "Preempted by a higher-priority pod on node test-node",
+    "PreemptionByKueue": "Preempted to accommodate a workload in the ClusterQueue",
+    "EvictionByEvictionAPI": "Eviction API: evicting",
+    "DeletionByTaintManager": "Taint manager: deleting due to NoExecute taint",
+    "TerminationByKubelet": "Pod was terminated in response to imminent node shutdown.",
+}
 
 
 def _condition(

@@ -284,8 +284,17 @@ class Trainer(SpecModel):
     env: list[dict[str, Any]] = Field(default_factory=list)
     #: Seeds trained by one pod: more than 1 saves start-up for small models.
     seeds_per_pod: int = Field(default=1, ge=1, le=100)
-    #: A pod still Pending (unschedulable, unpullable image) after this is a failed attempt.
+    #: A pod bound to a node whose container has not started after this (a volume that
+    #: never mounts, a node that never starts it) is a failed attempt. Waiting for capacity
+    #: (unschedulable, gated by a queue) and a pod that cannot start until fixed (image
+    #: pull, missing Secret) never are (README, "Queued, stuck, disrupted").
     pending_timeout_seconds: int = Field(default=600, ge=10, le=86_400)
+    #: Trainings waiting for capacity longer than this set the ``QueuedTooLong`` condition
+    #: (none: no limit). They keep waiting; none is failed for it.
+    max_queue_seconds: int | None = Field(default=None, ge=1, le=30 * 86_400)
+    #: How often one training may be disrupted (preempted, evicted, its node lost, its pod
+    #: deleted) and started again without an attempt; the next disruption is a failed attempt.
+    max_disruptions: int = Field(default=5, ge=0, le=1000)
     #: Failed pods are kept this long for debugging, then deleted.
     failed_pod_ttl_seconds: int = Field(default=3600, ge=0, le=30 * 86_400)
     #: First retry waits this long, doubling for each further attempt.

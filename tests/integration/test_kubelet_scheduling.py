@@ -1,0 +1,145 @@
+"""The test kubelet as a busy shared cluster: room for N pods, Kueue's scheduling gates,
+preemption and eviction with the real ``DisruptionTarget`` condition, images that cannot
+be pulled. The operator's tests (test_cluster_waiting.py) and the scale benchmark build on
+these, so each is checked against the API here, as a client sees it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from support.kube.kubelet import TestKubelet
+from support.kube.server import KubeAPI
+
+GATE = "kueue.x-k8s.io/admission"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pod(name: str, mode: str, *, image: str = "trainer:1", gated: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": image, "command": ["x"]}],
+    }
+    if gated:
+        spec["schedulingGates"] = [{"name": GATE}]
+    return {"metadata": {"name": name, "annotations": {"mode": mode}}, "spec": spec}
+
+
+def modes(body: dict[str, Any]) -> str:
+    return str(body["metadata"]["annotations"]["mode"])
+
+
+def read(api: KubeAPI, name: str, ns: str) -> dict[str, Any]:
+    return json.loads(api.core.read_namespaced_pod(name, ns, _preload_content=False).data)
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(
+        (c for c in body.get("status", {}).get("conditions") or [] if c["type"] == type_), {}
+    )
+
+
+def test_capacity_holds_pods_unschedulable_and_binds_them_in_order(
+    kube_api: KubeAPI, make_kubelet: Callable[..., TestKubelet]
+) -> None:
+    ns = unique("cap")
+    kubelet = make_kubelet(behaviour=modes, namespace=ns, capacity=2)
+    names = [unique(f"p{i}") for i in range(4)]
+    for name in names:
+        kube_api.core.create_namespaced_pod(ns, pod(name, "hold"))
+    wait_for(lambda: kubelet.unschedulable() == names[2:], what="two pods waiting")
+    waiting = read(kube_api, names[3], ns)
+    assert waiting["status"]["phase"] == "Pending"
+    scheduled = condition(waiting, "PodScheduled")
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+    wait_for(lambda: read(kube_api, names[0], ns)["status"]["phase"] == "Running")
+    kubelet.finish(names[0], ns)
+    assert kubelet.wait(names[0], ns).phase == "Succeeded"
+    wait_for(lambda: kubelet.unschedulable() == names[3:], what="the first waiting pod bound")
+    wait_for(lambda: read(kube_api, names[2], ns)["status"]["phase"] == "Running")
+    kube_api.core.delete_namespaced_pod(names[1], ns)  # a deleted pod frees its slot too
+    wait_for(lambda: not kubelet.unschedulable(), what="the last pod bound")
+    assert kubelet.bound() == 2
+
+
+def test_gated_pods_wait_until_admitted(
+    kube_api: KubeAPI, make_kubelet: Callable[..., TestKubelet]
+) -> None:
+    ns = unique("gate")
+    kubelet = make_kubelet(behaviour=modes, namespace=ns)
+    name = unique("gated")
+    kube_api.core.create_namespaced_pod(ns, pod(name, "instant", gated=True))
+    record = kubelet.wait(name, ns, settled=True)
+    body = read(kube_api, name, ns)
+    assert condition(body, "PodScheduled")["reason"] == "SchedulingGated"
+    assert record.steps == ["gated"] and body["spec"]["schedulingGates"] == [{"name": GATE}]
+    kubelet.ungate(name, ns)
+    assert kubelet.wait(name, ns).phase == "Succeeded"
+    assert not read(kube_api, name, ns)["spec"].get("schedulingGates")
+
+
+def test_disruptions_carry_the_condition_and_delete_or_fail_the_pod(
+    kube_api: KubeAPI, make_kubelet: Callable[..., TestKubelet]
+) -> None:
+    ns = unique("disrupt")
+    kubelet = make_kubelet(behaviour=modes, namespace=ns, capacity=1)
+    preempted, evicted, waiting = unique("pre"), unique("evi"), unique("wait")
+    kube_api.core.create_namespaced_pod(ns, pod(preempted, "hold"))
+    kube_api.core.create_namespaced_pod(ns, pod(waiting, "hold"))
+    wait_for(lambda: read(kube_api, preempted, ns)["status"]["phase"] == "Running")
+    record = kubelet.disrupt(preempted, ns, reason="PreemptionByKueue")
+    assert record.disrupted == "PreemptionByKueue"
+    wait_for(lambda: record.done.is_set(), what="the preempted pod gone")
+    try:
+        read(kube_api, preempted, ns)
+        raise AssertionError("a preempted pod is deleted")
+    except ApiException as e:
+        assert e.status == 404
+    assert "disrupted:PreemptionByKueue" in record.steps and "deleted" in record.steps
+    # The slot it held goes to the waiting pod; a kubelet termination leaves it Failed.
+    wait_for(lambda: read(kube_api, waiting, ns)["status"]["phase"] == "Running")
+    kube_api.core.create_namespaced_pod(ns, pod(evicted, "hold"))
+    kubelet.disrupt(waiting, ns, reason="TerminationByKubelet", delete=False)
+    body = read(kube_api, waiting, ns)
+    target = condition(body, "DisruptionTarget")
+    assert (target["status"], target["reason"]) == ("True", "TerminationByKubelet")
+    assert body["status"]["phase"] == "Failed" and body["status"]["reason"] == "Terminated"
+    wait_for(lambda: read(kube_api, evicted, ns)["status"]["phase"] == "Running")
+
+
+def test_a_bad_image_is_pulled_once_it_exists(
+    kube_api: KubeAPI, make_kubelet: Callable[..., TestKubelet]
+) -> None:
+    ns = unique("pull")
+    bad = {"trainer:missing"}
+    kubelet = make_kubelet(behaviour=modes, namespace=ns, bad_images=bad, config_retry=0.05)
+    name = unique("pull")
+    kube_api.core.create_namespaced_pod(ns, pod(name, "instant", image="trainer:missing"))
+    record = kubelet.wait(name, ns, settled=True)
+    waiting = read(kube_api, name, ns)["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting == {
+        "reason": "ImagePullBackOff",
+        "message": 'Back-off pulling image "trainer:missing"',
+    }
+    assert record.steps[:2] == ["image-pull-error", "image-pull-backoff"]
+    bad.clear()  # pushed to the registry
+    assert kubelet.wait(name, ns).phase == "Succeeded"
