@@ -431,13 +431,12 @@ def test_object_store_503_on_a_tenth_of_requests(
 
 # -- trainer failures of every kind ----------------------------------------------------
 
+#: The trainer's own failures. An image that cannot be pulled, a lost node and a deleted
+#: pod are not (issue 26): tests/integration/test_cluster_waiting.py.
 KINDS = {
     "r0000": "fail:3:ValueError: boom",
     "r0001": "oom",
     "r0002": "pending",  # stuck Pending (ContainerCreating)
-    "r0003": "unpullable",  # stuck Pending (ImagePullBackOff)
-    "r0004": "unknown",  # node lost
-    "r0005": "pending",  # deleted by someone below
 }
 
 
@@ -448,9 +447,9 @@ def test_every_kind_of_trainer_failure_is_counted_and_retried_as_the_policy_says
     failed row each; the study stays under its failure limit and ends Succeeded."""
     s = new_study(
         "every-failure",
-        randomStage={"configurations": 7},
+        randomStage={"configurations": 4},
         bayesianStage={"enabled": False},
-        parallelism=14,
+        parallelism=8,
         trainer={"seedsPerPod": 2, "pendingTimeoutSeconds": 10, "failedPodTtlSeconds": 0},
         failurePolicy={"retries": 1, "maxFailedTrainings": 12},
     )
@@ -461,48 +460,30 @@ def test_every_kind_of_trainer_failure_is_counted_and_retried_as_the_policy_says
         created.append(pod["metadata"]["name"])
         return KINDS.get(_trial(pod), "instant")
 
-    deleted: set[str] = set()
-
-    def delete_victims() -> bool:
-        for p in pods(kube, name):
-            pod = p["metadata"]["name"]
-            if (
-                _trial(p) == "r0005"
-                and pod not in deleted
-                and not p["metadata"].get("deletionTimestamp")
-            ):
-                time.sleep(0.3)
-                kube.api().core.delete_namespaced_pod(pod, NS)
-                deleted.add(pod)
-        return len(deleted) >= 2
-
     with (
         kubelet(kube, behaviour=behaviour, result=s.trainer(0.1), max_running=16),
         operator(kube),
     ):
         s.create()
-        wait_for(delete_victims, timeout=60, every=0.2)
         obj = s.finished(timeout=120)
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
     rows = s.rows()
-    check_complete(rows, 14)
+    check_complete(rows, 8)
     failed = sorted({r.trial for r in rows if r.status == "failed"})
     assert failed == sorted(KINDS), failed
     assert st["counts"]["failed"] == 2 * len(KINDS) and st["counts"]["succeeded"] == 2
     # Two attempts (pods) per failing training and one for the good one: nothing more.
     per_trial = collections.Counter(n.split(f"{name}-", 1)[1].split("-")[0] for n in created)
-    assert per_trial == {**{t: 2 for t in KINDS}, "r0006": 1}, per_trial
+    assert per_trial == {**{t: 2 for t in KINDS}, "r0003": 1}, per_trial
     texts = [e["message"] for e in events(kube, name) if e["reason"] == "TrainingFailed"]
     retried = [t for t in texts if "; retry 1 in" in t]
     final = [t for t in texts if "failed for good" in t]
     assert len(retried) == len(final) == 2 * len(KINDS), texts
-    for what in ("ValueError: boom", "OOMKilled", "ContainerCreating", "ImagePullBackOff"):
+    for what in ("ValueError: boom", "OOMKilled", "ContainerCreating"):
         assert any(what in t for t in final), what
-    assert any("was deleted before it finished" in t for t in final)
-    assert any("node lost" in t for t in final)
     report(
-        "trainer failures (exit, OOM, Pending x2, Unknown, deleted)",
+        "trainer failures (exit, OOM, stuck Pending)",
         injected=f"{2 * len(KINDS)} failed attempts ({len(KINDS)} kinds x 2 seeds, twice each)",
         outcome=f"{len(retried)} retried, {len(final)} recorded failed, study Succeeded",
         lost=0,

@@ -57,6 +57,8 @@ SPEC_CASES: list[tuple[str, str, Any, str]] = [
     ("range", "spec.dataset.validationSize", 0, "spec.dataset.validationSize: Input should be greater than 0 (got 0)"),
     ("range", "spec.dataset.splitSeed", -1, "spec.dataset.splitSeed: Input should be greater than or equal to 0 (got -1)"),
     ("range", "spec.trainer.pendingTimeoutSeconds", 1, "spec.trainer.pendingTimeoutSeconds: Input should be greater than or equal to 10 (got 1)"),
+    ("range", "spec.trainer.maxQueueSeconds", 0, "spec.trainer.maxQueueSeconds: Input should be greater than or equal to 1 (got 0)"),
+    ("range", "spec.trainer.maxDisruptions", -1, "spec.trainer.maxDisruptions: Input should be greater than or equal to 0 (got -1)"),
     ("range", "spec.result.thresholds", {"Id_mA": {"maxMae": -1}}, "spec.result.thresholds.Id_mA.maxMae: Input should be greater than 0 (got -1)"),
     ("range", "spec.dataset.referenceValues", {"Id_mA": 0}, "spec.dataset: referenceValues.Id_mA must not be 0 (it divides the error)"),
     # inverted bounds against a default

@@ -123,7 +123,15 @@ def classify(pod: dict[str, Any]) -> PodCondition:
     if reason:
         return PodCondition("blocked", reason, message, image)
     since = scheduled.get("lastTransitionTime") if scheduled else None
-    return PodCondition("starting", since=since or status.get("startTime") or created)
+    waiting = next(
+        (
+            w.get("reason") or ""
+            for cs in status.get("containerStatuses") or []
+            if (w := (cs.get("state") or {}).get("waiting"))
+        ),
+        "",
+    )
+    return PodCondition("starting", waiting, since=since or status.get("startTime") or created)
 
 
 def disruption_words(reason: str) -> str:

@@ -272,7 +272,7 @@ class KubeRunner:
             self._record(done)
             rest = [t for t in tasks if self.session.engine.is_running(t)]
             if why is None:
-                self.session.requeue(rest)
+                self.session.requeue(rest[::-1])  # each goes to the front: keep their order
             elif rest:
                 self._disrupted(name, rest, why)
         crashpoints.reached("pod-reported:Deleted")
@@ -286,7 +286,7 @@ class KubeRunner:
         words = disruption_words(reason)
         again, over = self.disruptions.count(tasks, reason, cap)
         if again:
-            self.session.requeue(again)
+            self.session.requeue(again[::-1])  # each goes to the front: the same pod again
             seeds = ",".join(str(t.seed) for t in again)
             self.status.disrupted(
                 f"pod {name} {words}: {again[0].trial.id} seed {seeds} requeued, not counted "
@@ -329,7 +329,11 @@ class KubeRunner:
         session = self.session
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
-            return  # on its way out: what it leaves is read once it is gone
+            # On its way out: what it leaves is read once it is gone; why, if it says.
+            state = classify(pod)
+            if state.kind == "disrupted" and name in self.pods:
+                self.ending.setdefault(name, state.reason)
+            return
         annotations = meta.get("annotations") or {}
         if annotations.get(ANN_RECORDED):
             # A failed pod kept for debugging. Its failure was recorded before, but perhaps
@@ -384,7 +388,8 @@ class KubeRunner:
         assert self.study is not None
         waited = age_s(state.since)
         if waited >= self.study.spec.trainer.pending_timeout_seconds:
-            error = f"pod stuck Pending (scheduled, container not started) for {waited:.0f}s"
+            why = state.reason or "scheduled"
+            error = f"pod stuck Pending ({why}, container not started) for {waited:.0f}s"
             # Only this pod's unrecorded trainings (after a restart some may be recorded).
             self._record(failed_attempts_from(self._current(tasks), self.study.name, error))
             crashpoints.reached("pod-reported:Pending")

@@ -222,7 +222,8 @@ class StudyStatus:
 
     def pods_unblocked(self) -> None:
         """No pod is blocked now (fixed, or replaced after a spec change)."""
-        if self.conditions.clear("PodsCanStart", "PodsStart", "trainer pods start again"):
+        if (self.conditions.items.get("PodsCanStart") or {}).get("status") == "False":
+            self.conditions.set("PodsCanStart", True, "PodsStart", "trainer pods start again")
             self.conditions.clear("Stalled", "Resolved", "trainer pods start again")
             self.event("Normal", "PodsStart", "trainer pods start again")
         self._blocked = ""

@@ -39,7 +39,8 @@ What it does, as Kubernetes does:
 
 Simplifications: pods are deleted at once (no grace period: a kubelet is not
 needed to finish a deletion); Foreground propagation acts as Background; no
-admission, quota, RBAC, managedFields or server-side apply (415).
+admission (but ``mutators``, a mutating webhook's stand-in), quota, RBAC, managedFields
+or server-side apply (415).
 
 Every request is recorded in ``emulator.request_log`` (method, path, query, verb,
 status) so tests and benchmarks can count API calls per verb.
@@ -508,6 +509,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
     request_log: list[RequestRecord] = attrs.field(factory=list, init=False)
     #: Injected errors (None: none); may be set and cleared while the server runs.
     faults: ApiFaults | None = attrs.field(default=None, init=False)
+    #: Mutating admission, as a webhook would do it: each is called with the resource's
+    #: plural and the body of every create (before it is stored) and may change the body
+    #: (e.g. Kueue's webhook adds a scheduling gate to a pod with a queue-name label).
+    mutators: list[Callable[[str, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
     pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=0, init=False)
     _events: list[_Event] = attrs.field(factory=list, init=False)
@@ -1049,6 +1054,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     ) -> dict[str, Any]:
         meta = body.setdefault("metadata", {})
         kind = info.kind or str(resource.plural)
+        for mutate in self.mutators:
+            mutate(str(resource.plural), body)
         if info.namespaced:
             meta["namespace"] = namespace = namespace or "default"
             if self._live((NAMESPACES, None, namespace)) is None:

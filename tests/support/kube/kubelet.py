@@ -44,8 +44,9 @@ Scheduling, as a cluster's scheduler and queueing system would have it:
 - ``disrupt(name, reason)``: the ``DisruptionTarget`` condition with ``reason``
   (``PreemptionByScheduler``, ``PreemptionByKueue``, ``EvictionByEvictionAPI``,
   ``DeletionByTaintManager``, ``TerminationByKubelet``), the container killed, then the pod
-  deleted (as the scheduler, Kueue and the eviction API do) or, with ``delete=False``, left
-  ``Failed`` (as the kubelet leaves a pod it terminated).
+  deleted (as the scheduler, Kueue and the eviction API do; after ``grace_s``, as a grace
+  period would) or, with ``delete=False``, left ``Failed`` (as the kubelet leaves a pod
+  it terminated).
 
 A pod deleted while it runs has its process group killed; ``stop()`` kills all.
 ``records`` keep what happened to every pod (steps, argv, env, exit code,
@@ -268,9 +269,12 @@ class TestKubelet:
         reason: str = "PreemptionByScheduler",
         message: str | None = None,
         delete: bool = True,
+        grace_s: float = 0.0,
         timeout: float = 30.0,
     ) -> PodRecord:
-        """Disrupt a pod the way the cluster does (see the module docstring)."""
+        """Disrupt a pod the way the cluster does (see the module docstring). With
+        ``grace_s`` the deletion comes that much later (a termination grace period: the
+        pod is still there, with its condition, for its controller to see)."""
         record = self._await_record(name, namespace, timeout)
         raw = json.loads(
             self.core.read_namespaced_pod(name, namespace, _preload_content=False).data
@@ -300,14 +304,27 @@ class TestKubelet:
         _kill(record)
         record.release.set()
         self._write(record, update)
-        if delete:
-            with contextlib.suppress(ApiException):
-                self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        if delete and grace_s > 0:
+            self._quick.submit(self._delete_later, record, grace_s)
+        elif delete:
+            self._delete(record)
         else:
             self._unbind(record)
             record.settled.set()
             record.done.set()
         return record
+
+    def _delete(self, record: PodRecord) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_pod(record.name, record.namespace, _preload_content=False)
+
+    def _delete_later(self, record: PodRecord, grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
+        while not record.deleted and time.monotonic() < deadline:
+            if self._stop.wait(0.05):
+                return
+        if not record.deleted:
+            self._delete(record)
 
     def _await_record(self, name: str, namespace: str, timeout: float) -> PodRecord:
         deadline = time.monotonic() + timeout

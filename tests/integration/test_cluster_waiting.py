@@ -1,0 +1,286 @@
+"""A study on a busy shared cluster (issue 26): waiting is not failing, disruption is not
+failure. The real operator on the emulated cluster, the test kubelet playing a node with
+little room, Kueue's gates, preemption and eviction, and an image that cannot be pulled;
+trainings are synthetic (scores written to the real S3 server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from helpers.operator import (
+    NS,
+    OperatorStudy,
+    check_complete,
+    conditions,
+    events,
+    kubelet,
+    operator,
+    pods,
+    wait_for,
+)
+from hpo.kube.pods import ANN_ATTEMPT
+from support.kube.server import KubeServer
+
+GATE = "kueue.x-k8s.io/admission"
+NO_NARROW: dict[str, Any] = {"enabled": False}
+
+
+def _status(s: OperatorStudy) -> dict[str, Any]:
+    return s.status()
+
+
+def _condition(s: OperatorStudy, type_: str) -> dict[str, Any]:
+    return conditions({"status": s.status()}).get(type_, {})
+
+
+def _names(kube: KubeServer, study: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pods(kube, study))
+
+
+def _messages(kube: KubeServer, study: str) -> str:
+    return "\n".join(e["message"] for e in events(kube, study))
+
+
+def test_room_for_two_of_ten_pods_fails_no_training_however_long_they_wait(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """10 pods, room for 2: 8 wait Unschedulable past ``pendingTimeoutSeconds`` (10 s) and
+    past ``maxQueueSeconds`` (12 s, a condition), are counted queued, and none fails."""
+    name = "room-for-two"
+    s = new_study(
+        name,
+        randomStage={"configurations": 10},
+        bayesianStage=NO_NARROW,
+        parallelism=10,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 0},
+        trainer={"pendingTimeoutSeconds": 10, "maxQueueSeconds": 12},
+    )
+    with (
+        kubelet(kube, behaviour=lambda pod: "hold", result=s.trainer(0.05), capacity=2) as node,
+        operator(kube),
+    ):
+        s.create()
+        counts = wait_for(
+            lambda: (c := _status(s).get("counts")) and c.get("queued") == 16 and c, timeout=60
+        )
+        assert counts["running"] == 4 and counts["failed"] == 0, counts
+        long = wait_for(lambda: _condition(s, "QueuedTooLong").get("status") == "True", 90)
+        assert long
+        message = _condition(s, "QueuedTooLong")["message"]
+        assert (
+            "8 trainer pods waited for capacity longer than trainer.maxQueueSeconds (12s)"
+            in (message)
+            and "Unschedulable" in message
+        ), message
+        assert _status(s)["counts"]["failed"] == 0
+        for record in list(node.records.values()):
+            record.release.set()  # the held pods end; the queued ones end once bound
+        node.behaviour = lambda pod: "instant"
+        obj = s.finished(timeout=120)
+    st = obj["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["counts"]["failed"] == 0 and st["counts"]["queued"] == 0
+    rows = s.rows()
+    check_complete(rows, 20)
+    assert all(r.status == "succeeded" for r in rows)
+    assert "stuck Pending" not in _messages(kube, name)
+    assert conditions(obj)["QueuedTooLong"]["status"] == "False"
+
+
+def test_a_preempted_or_evicted_training_runs_again_without_losing_an_attempt(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """``retries: 0``: a disruption counted as an attempt would fail the training for good.
+    One pod preempted by Kueue (deleted), one terminated by the kubelet (left Failed)."""
+    name = "preempted"
+    s = new_study(
+        name,
+        randomStage={"configurations": 2},
+        bayesianStage=NO_NARROW,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 0},
+    )
+    seen: set[str] = set()
+
+    def behaviour(pod: dict[str, Any]) -> str:
+        first = pod["metadata"]["name"] not in seen
+        seen.add(pod["metadata"]["name"])
+        return "hold" if first else "instant"
+
+    with (
+        kubelet(kube, behaviour=behaviour, result=s.trainer(0.05)) as node,
+        operator(kube),
+    ):
+        s.create()
+        first, second = wait_for(lambda: len(n := _names(kube, name)) == 2 and n, timeout=60)
+        for pod_name in (first, second):
+            wait_for(lambda p=pod_name: "running" in (node.record(p) or _Nothing).steps)
+        node.disrupt(first, reason="PreemptionByKueue", grace_s=60)
+        node.disrupt(second, reason="TerminationByKubelet", delete=False)
+        obj = s.finished(timeout=120)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = s.rows()
+    check_complete(rows, 4)
+    assert all(r.status == "succeeded" for r in rows)
+    errors = sorted({r.error for r in rows})
+    assert errors == [
+        "preempted by Kueue, requeued 1x",
+        "terminated by the kubelet, requeued 1x",
+    ], errors
+    text = _messages(kube, name)
+    assert f"pod {first} preempted by Kueue" in text and "not counted as an attempt" in text
+    assert f"pod {second} terminated by the kubelet" in text
+    assert "TrainingFailed" not in {e["reason"] for e in events(kube, name)}
+    # The same pods (same attempt) again: two pods of each name in the kubelet's records.
+    names = [r.name for r in node.records.values()]
+    assert sorted(names) == sorted([first, first, second, second])
+
+
+class _Nothing:
+    steps: tuple[str, ...] = ()
+
+
+def test_a_training_always_disrupted_fails_past_max_disruptions(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    name = "always-evicted"
+    s = new_study(
+        name,
+        randomStage={"configurations": 1},
+        bayesianStage=NO_NARROW,
+        parallelism=1,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 5},
+        trainer={"maxDisruptions": 1},
+    )
+    with (
+        kubelet(kube, behaviour=lambda pod: "hold", result=s.trainer(0.05)) as node,
+        operator(kube),
+    ):
+        s.create()
+        for _ in range(2):  # the first is requeued, the second is past the cap
+            pod_name = wait_for(
+                lambda: [
+                    r.name
+                    for r in node.records.values()
+                    if "running" in r.steps and not r.disrupted and not r.deleted
+                ],
+                timeout=60,
+            )[0]
+            node.disrupt(pod_name, reason="EvictionByEvictionAPI", grace_s=60)
+        obj = s.finished(timeout=120)
+    rows = s.rows()
+    assert [r.status for r in rows] == ["failed", "failed"]
+    assert all(
+        "evicted, disrupted 2 times, more than trainer.maxDisruptions (1)" in (r.error or "")
+        for r in rows
+    ), [r.error for r in rows]
+    assert obj["status"]["counts"]["failed"] == 2
+
+
+def test_a_bad_image_stalls_pod_creation_until_the_image_is_fixed(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    name = "bad-image"
+    s = new_study(
+        name,
+        randomStage={"configurations": 4},
+        bayesianStage=NO_NARROW,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 0},
+        trainer={"image": "test/trainer:typo", "pendingTimeoutSeconds": 10},
+    )
+    with (
+        kubelet(
+            kube,
+            behaviour=lambda pod: "instant",
+            result=s.trainer(0.05),
+            bad_images={"test/trainer:typo"},
+        ) as node,
+        operator(kube),
+    ):
+        s.create()
+        blocked = wait_for(
+            lambda: (c := _condition(s, "PodsCanStart")).get("status") == "False" and c,
+            timeout=60,
+        )
+        assert blocked["reason"] in ("ErrImagePull", "ImagePullBackOff"), blocked
+        assert "image 'test/trainer:typo' cannot be pulled" in blocked["message"], blocked
+        assert "test/trainer:typo" in _status(s)["message"]
+        assert _condition(s, "Stalled")["status"] == "True"
+        # Past pendingTimeoutSeconds: still the same two pods, no attempt charged.
+        wait_for(
+            lambda: all(
+                r.steps[-1:] == ["image-pull-backoff"]
+                and "ImagePullBackOff" in _condition(s, "PodsCanStart").get("reason", "")
+                for r in node.records.values()
+            ),
+            timeout=30,
+        )
+        first = _names(kube, name)
+        wait_for(lambda: _pods_older_than(kube, name, 12), timeout=60)
+        assert _names(kube, name) == first and len(node.records) == 2
+        assert _status(s)["counts"]["failed"] == 0
+        s.patch({"spec": {"trainer": {"image": "test/trainer:dev"}}})
+        obj = s.finished(timeout=120)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = s.rows()
+    check_complete(rows, 8)
+    assert all(r.status == "succeeded" and not r.error for r in rows)
+    assert conditions(obj)["PodsCanStart"]["status"] == "True"
+    assert conditions(obj)["Stalled"]["status"] == "False"
+    text = _messages(kube, name)
+    assert "trainer pods start again" in text and "TrainingFailed" not in text
+
+
+def _pods_older_than(kube: KubeServer, study: str, seconds: float) -> bool:
+    from hpo.kube.status import age_s
+
+    found = pods(kube, study)
+    return bool(found) and all(age_s(p["metadata"]["creationTimestamp"]) > seconds for p in found)
+
+
+def _kueue(plural: str, body: dict[str, Any]) -> None:
+    """Kueue's pod webhook: a gate on every trainer pod, removed on admission."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if plural == "pods" and "hpo-operator.dev/study" in labels:
+        body.setdefault("spec", {})["schedulingGates"] = [{"name": GATE}]
+
+
+def test_gated_pods_are_queued_survive_a_restart_and_run_once_admitted(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """Kueue holds every pod by its gate; the operator restarts meanwhile (nothing lost
+    or duplicated); Kueue admits them; the study ends with each training once."""
+    name = "gated"
+    s = new_study(
+        name,
+        randomStage={"configurations": 3},
+        bayesianStage=NO_NARROW,
+        parallelism=3,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 0},
+        trainer={"pendingTimeoutSeconds": 10},
+    )
+    kube.emulator.mutators.append(_kueue)
+    try:
+        with kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0.05)) as node:
+            with operator(kube):
+                s.create()
+                wait_for(lambda: (_status(s).get("counts") or {}).get("queued") == 6, 60)
+                names = _names(kube, name)
+                assert len(names) == 3
+            # The operator is down; its pods wait on.
+            with operator(kube):
+                wait_for(lambda: _pods_older_than(kube, name, 11), timeout=60)
+                wait_for(lambda: (_status(s).get("counts") or {}).get("queued") == 6, 60)
+                assert _names(kube, name) == names and len(node.records) == 3
+                for pod_name in names:
+                    node.ungate(pod_name, NS)
+                obj = s.finished(timeout=120)
+    finally:
+        kube.emulator.mutators.remove(_kueue)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = s.rows()
+    check_complete(rows, 6)
+    assert all(r.status == "succeeded" and not r.error for r in rows)
+    assert sorted(r.name for r in node.records.values()) == names
+    assert all("gated" in r.steps and "ungated" in r.steps for r in node.records.values())
+    assert all(p["metadata"]["annotations"][ANN_ATTEMPT] == "1" for p in [])
