@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from kubernetes.client.exceptions import ApiException  # noqa: E402
 from operator_scale import (  # noqa: E402  (benchmarks/ is no package)
     GROUP,
     LEDGER_LINE,
@@ -174,7 +175,8 @@ class Node:
         self.created: dict[StudyKey, list[float]] = collections.defaultdict(list)
         self.finished: dict[StudyKey, list[float]] = collections.defaultdict(list)
         self.preempted = 0
-        self._victims: list[tuple[str, str, StudyKey]] = []  # to preempt once running
+        self._victims: list[tuple[str, StudyKey]] = []  # pod uids, to preempt once running
+        self.errors: list[str] = []
         self._preempt = plan.preempt
         self._random = random.Random(26)
         self._lock = threading.Lock()
@@ -205,22 +207,32 @@ class Node:
             self.created[key].append(now)
             if self._preempt and self._random.random() < self._preempt:
                 meta = pod["metadata"]
-                self._victims.append((meta["namespace"], meta["name"], key))
+                self._victims.append((meta["uid"], key))
                 return "hold"
         return "instant"
 
     def _preempt_running(self) -> None:
-        """Preempt each victim as soon as the kubelet has it running (bound, started)."""
+        """Preempt each victim as soon as the kubelet has it running (bound, started).
+
+        Victims are kept by uid: a disrupted training's next pod has the same name."""
         while not self._stop.wait(0.02):
             with self._lock:
                 victims, self._victims = self._victims, []
             waiting = []
-            for namespace, name, key in victims:
-                record = self.kubelet.record(name, namespace)
+            for uid, key in victims:
+                record = self.kubelet.records.get(uid)
+                if record is not None and (record.deleted or record.done.is_set()):
+                    continue  # gone another way (the operator deleted it)
                 if record is None or record.phase != "Running":
-                    waiting.append((namespace, name, key))
+                    waiting.append((uid, key))
                     continue
-                self.kubelet.disrupt(name, namespace, reason="PreemptionByScheduler")
+                try:
+                    self.kubelet.disrupt(
+                        record.name, record.namespace, reason="PreemptionByScheduler"
+                    )
+                except ApiException as exc:  # deleted meanwhile: nothing left to preempt
+                    self.errors.append(f"preempting {record.name}: {exc.status}")
+                    continue
                 now = time.perf_counter()
                 with self._lock:
                     self.finished[key].append(now)
