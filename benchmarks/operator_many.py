@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from kubernetes import watch  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from operator_scale import (  # noqa: E402  (benchmarks/ is no package)
     GROUP,
@@ -79,6 +80,7 @@ from support.kube.server import KubeServer  # noqa: E402
 from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server  # noqa: E402
 
 WRITES = ("create", "patch", "update", "delete")
+SAMPLE_S = 0.5  # the operator's CPU and RSS, the studies' counts: sampled this often
 StudyKey = tuple[str, str]  # (namespace, name)
 
 
@@ -125,6 +127,7 @@ class StudyCheck:
     ledger_rows: int
     distinct: int
     succeeded: int
+    failed: int
     pods: int
 
     @property
@@ -157,6 +160,8 @@ class Result:
     capacity: int | None
     preempt: float
     preempted: int
+    requeued: int  # trainings the operator ran again after a disruption (its events)
+    failed_trainings: int  # ledger rows that are not "succeeded", all studies
     most_queued: int
     pods_per_training: float
     ledger_writes: int
@@ -306,6 +311,7 @@ def check_study(store: Store, namespace: str, name: str, expected: int, phase: s
         ledger_rows=len(rows),
         distinct=len({(r.trial, r.seed) for r in rows}),
         succeeded=sum(r.status == "succeeded" for r in rows),
+        failed=sum(r.status != "succeeded" for r in rows),
         pods=pods,
     )
 
@@ -317,33 +323,54 @@ def watch_studies(
     timeout_s: float,
     progress: Callable[[int, float], None],
 ) -> tuple[dict[StudyKey, str], list[Sample]]:
-    """Poll every study until all have ended; (phases, samples)."""
+    """Follow every study (a watch: each status write wakes it) until all have ended;
+    (phases, samples: at most one each ``SAMPLE_S``, and at every change)."""
     api = kube.api()
     samples: list[Sample] = []
+    statuses: dict[StudyKey, dict[str, Any]] = {}
     start = time.perf_counter()
     last_print = 0.0
+    version: str | None = None
     try:
         while True:
-            items = api.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-            phases: dict[StudyKey, str] = {}
-            recorded = queued = 0
-            for obj in items:
-                status = obj.get("status") or {}
-                counts = status.get("counts") or {}
-                recorded += counts.get("succeeded", 0) + counts.get("failed", 0)
-                queued += counts.get("queued", 0)
+            if version is None:  # (re)list, then watch from there
+                listing = api.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+                version = listing["metadata"]["resourceVersion"]
+                for obj in listing["items"]:
+                    meta = obj["metadata"]
+                    statuses[(meta["namespace"], meta["name"])] = obj.get("status") or {}
+            events = watch.Watch().stream(
+                api.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                resource_version=version,
+                timeout_seconds=max(1, round(SAMPLE_S)),
+            )
+            for event in events if samples else ():
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    version = None
+                    break
                 meta = obj["metadata"]
-                phases[(meta["namespace"], meta["name"])] = status.get("phase", "")
+                version = meta.get("resourceVersion") or version
+                statuses[(meta["namespace"], meta["name"])] = obj.get("status") or {}
+                if samples and time.perf_counter() - start - samples[-1].t < SAMPLE_S:
+                    continue
+                break  # a sample is due: take it, then watch on from ``version``
+            phases = {k: s.get("phase", "") for k, s in statuses.items()}
+            counts = [s.get("counts") or {} for s in statuses.values()]
+            recorded = sum(c.get("succeeded", 0) + c.get("failed", 0) for c in counts)
+            queued = sum(c.get("queued", 0) for c in counts)
             now = time.perf_counter() - start
             samples.append(Sample(now, recorded, cpu_s(pid), rss_mb(pid)[0], queued))
             if now - last_print > 10:
                 progress(recorded, now)
                 last_print = now
-            if all(p in ("Succeeded", "Failed") for p in phases.values()):
+            if phases and all(p in ("Succeeded", "Failed") for p in phases.values()):
                 return phases, samples
             if now > timeout_s:
                 raise TimeoutError(f"studies not done after {timeout_s:.0f}s: {phases}")
-            time.sleep(0.5)
     finally:
         api.close()
 
@@ -450,6 +477,8 @@ def run(plan: Plan, *, poll_s: float = 1.0, timeout_s: float = 7200.0, quiet: bo
         capacity=plan.capacity,
         preempt=plan.preempt,
         preempted=node.preempted,
+        requeued=text.count("TrainingDisrupted: "),
+        failed_trainings=sum(c.failed for c in checks),
         most_queued=max(s.queued for s in samples),
         pods_per_training=sum(c.pods for c in checks) / total,
         ledger_writes=len(ledger),
@@ -484,6 +513,7 @@ def print_result(r: Result) -> None:
         ("peak RSS (VmHWM)", f"{r.peak_rss_mb:.0f} MB"),
         ("RSS until the first study ended", f"{r.running_rss_mb:.0f} MB"),
         ("pods per training", f"{r.pods_per_training:.3f} ({r.preempted} preempted)"),
+        ("trainings requeued, failed", f"{r.requeued}, {r.failed_trainings}"),
         ("most trainings queued at once", f"{r.most_queued}"),
         ("ledger writes, total time", f"{r.ledger_writes}, {r.ledger_s:.1f} s"),
         ("failed steps (operator log)", f"{r.failed_steps}"),
