@@ -550,7 +550,8 @@ def main() -> None:
     result = run(plan, poll_s=args.poll)
     print_result(result)
     if args.json:
-        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        command = " ".join([".venv/bin/python benchmarks/operator_many.py", *sys.argv[1:]])
+        args.json.write_text(json.dumps({"command": command, **asdict(result)}, indent=2) + "\n")
     sys.exit(0 if result.all_recorded_once else 1)
 
 
