@@ -19,7 +19,7 @@ import kopf
 from kubernetes import client
 
 from hpo.kube import metrics
-from hpo.kube.api import Cluster
+from hpo.kube.api import Cluster, pooled_api_client
 from hpo.kube.crd import PLURAL, VERSION
 from hpo.kube.pods import LABEL_STUDY
 from hpo.kube.runner import REVERTED, KubeRunner
@@ -373,4 +373,4 @@ def default_api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    return pooled_api_client(client.Configuration.get_default_copy())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,10 @@ def _empty(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
+#: matplotlib draws in one thread at a time (see ``make_plots``).
+_DRAWING = threading.Lock()
+
+
 def _auto_log(ax: Axes, values: list[float]) -> None:
     """Log scale when MAEs span decades: one diverged run must not flatten the rest."""
     positive = [v for v in values if v > 0]
@@ -329,16 +334,19 @@ def make_plots(results: list[SeedResult], best: pd.DataFrame, out_dir: Path) -> 
     """Write the three report PNGs into ``out_dir`` (created if needed); returns their paths.
 
     Uses ``Figure`` directly rather than pyplot so no global figure state is
-    shared between threads of the operator.
+    shared between threads of the operator; one drawing at a time all the same, as
+    matplotlib's mathtext parser is shared and not thread-safe (its issue 26289: studies
+    ending together in one operator failed their final report).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     depth, box, convergence = (out_dir / name for name in PLOT_FILES)
-    return [
-        _save(depth_figure(results), depth),
-        _save(best_figure(results, best), box),
-        _save(convergence_figure(results, best), convergence),
-    ]
+    with _DRAWING:
+        return [
+            _save(depth_figure(results), depth),
+            _save(best_figure(results, best), box),
+            _save(convergence_figure(results, best), convergence),
+        ]
 
 
 # --------------------------------------------------------------------------- table

@@ -352,18 +352,24 @@ class TestKubelet:
             if record.deleted or record.bound:
                 return
             full = self.capacity is not None and self._bound >= self.capacity
-            if full:
-                self._unbound.append((record, pod))
-            else:
+            if not full:
                 record.bound = True
                 self._bound += 1
-        if full:
-            record.step("unschedulable")
-            self._write(record, self._queued_status())
-            record.settled.set()
+        if not full:
+            record.settled.clear()
+            self._dispatch(record, pod)
             return
-        record.settled.clear()
-        self._dispatch(record, pod)
+        # Written Unschedulable before it joins the waiting line: once in it, a freed slot
+        # binds it at once, and this write, landing after its Running, would put it back to
+        # Pending for good (so a study waited forever for a pod this kubelet held running).
+        record.step("unschedulable")
+        self._write(record, self._queued_status())
+        with self._lock:
+            if record.deleted:
+                return
+            self._unbound.append((record, pod))
+        record.settled.set()
+        self._bind_waiting()  # a slot may have freed during the write
 
     def _unbind(self, record: PodRecord) -> None:
         """The pod no longer holds the node (it ended or is gone): bind the next waiting one."""
