@@ -109,8 +109,13 @@ def cost_line(spec: StudySpec) -> str:
             f"the final group's {spec.result.size} configurations raced to {seeds} seeds "
             f"({reserve(spec)} more)"
         )
-    origin = "budget.trainings" if spec.budget.trainings is not None else "the stage sizes"
-    return f"at most {budget_of(spec)} trainings ({origin}): " + ", ".join(parts)
+    retries = spec.failure_policy.retries
+    if spec.budget.trainings is not None:
+        origin, tail = "budget.trainings", " (retries of failures included)"
+    else:
+        again = f"{retries} retr{'ies' if retries > 1 else 'y'}" if retries else ""
+        origin, tail = "the stage sizes", f"; plus up to {again} of each failure" if again else ""
+    return f"at most {budget_of(spec)} trainings ({origin}): " + ", ".join(parts) + tail
 
 
 def warm_extra(warm: Collection[TrainingId], seeds_of: Callable[[str], list[int]]) -> int:

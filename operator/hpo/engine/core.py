@@ -429,8 +429,8 @@ class Engine(BudgetedRacing):
         if tid in self.results:
             return None  # a duplicate report (e.g. after a restart): the first one stands
         attempt = task.attempt if task else self.attempts.get(tid, 1)
-        # A retry only while the budget has room for it beside this failed attempt.
-        room = self.budget - self.charged - 1 - len(self.running)
+        # A retry only while budget.trainings has room for it beside this failed attempt.
+        room = self.budget - self.charged - 1 - len(self.running) if self._charge_retries else 1
         if result.status == "failed" and attempt <= self.spec.failure_policy.retries and room:
             trial = task.trial if task else self.trials[result.trial]
             retry = Task(trial, result.seed, attempt + 1)

@@ -66,10 +66,17 @@ class BudgetedRacing:
             queue.append(task)
 
     @property
+    def _charge_retries(self) -> bool:
+        """Retries of failures are charged to a ``budget.trainings`` the user set; the
+        stage sizes' implicit budget counts trainings, and retries are stated beside it
+        (a study without a budget must still get its planned trainings after a failure)."""
+        return self.spec.budget.trainings is not None
+
+    @property
     def charged(self) -> int:
         """Trainings charged to the budget: attempts that ended with a result (a warm
-        start's results are not this study's)."""
-        return len(self.results) - self._warm_n + self._retried
+        start's results are not this study's; retried failures only under ``budget.trainings``)."""
+        return len(self.results) - self._warm_n + (self._retried if self._charge_retries else 0)
 
     def _race_pending(self) -> int:
         """Raced seeds not handed out yet."""
