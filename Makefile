@@ -13,7 +13,7 @@ BROWSER := /usr/bin/chromedriver
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install install-test demo test lint typecheck format bench bench-gp soak clean \
-	images image-tools base-image image-test
+	images image-tools base-image image-test bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,20 @@ bench-gp: install-test
 	$(GP_RUN) --methods ours kt-bayes --out benchmarks/results/exact_search_kt_bayes.json
 	$(GP_RUN) --methods ours skopt-gp --out benchmarks/results/exact_search_skopt_gp.json
 
+# The strongest peers of the exact benchmark, SMAC3 and HEBO, each in a venv of its own
+# (HEBO needs numpy < 1.25), pinned in benchmarks/requirements-{smac,hebo}.txt; they answer
+# benchmarks/peers_extra/compare.py over JSON on stdin/stdout. SMAC3 2.x needs no pyrfr, so
+# no swig. HEBO's torch is the CPU build (2.13.0+cpu, from the machine's local wheels).
+PEER_PYTHON ?= python3.11
+PEER_VENVS := benchmarks/.venv-smac/.installed-stamp benchmarks/.venv-hebo/.installed-stamp
+bench-peers: $(PEER_VENVS)
+
+benchmarks/.venv-%/.installed-stamp: benchmarks/requirements-%.txt
+	rm -rf benchmarks/.venv-$*
+	$(PEER_PYTHON) -m venv benchmarks/.venv-$*
+	benchmarks/.venv-$*/bin/pip install --quiet --disable-pip-version-check --no-deps -r $<
+	touch $@
+
 # A 2,000-training study with instant pods (~2-3 min); fails if the operator's
 # memory at the end is more than 10% above its level after 200 trainings.
 soak: install-test
@@ -105,6 +119,9 @@ VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' c
 IMAGE_REPO ?= ghcr.io/hpo-operator
 OPERATOR_IMAGE ?= $(IMAGE_REPO)/operator:$(VERSION)
 TRAINER_IMAGE ?= $(IMAGE_REPO)/trainer:$(VERSION)
+# The GPU build of the trainer (tensorflow[and-cuda], ~6 GB): what a study asking for
+# nvidia.com/gpu runs when it leaves trainer.image at its default.
+TRAINER_GPU_IMAGE ?= $(IMAGE_REPO)/trainer:$(VERSION)-gpu
 BASE_IMAGE := docker.io/library/python:3.11.11-slim-bookworm
 ifneq ($(ENGINE),docker)
 export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
@@ -127,12 +144,14 @@ base-image: image-tools
 images: base-image
 	$(or $(ENGINE),podman) build -t $(OPERATOR_IMAGE) -f Dockerfile .
 	$(or $(ENGINE),podman) build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile .
+	$(or $(ENGINE),podman) build -t $(TRAINER_GPU_IMAGE) --build-arg VARIANT=gpu -f trainer-image/Dockerfile .
 	@$(or $(ENGINE),podman) images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F -e $(OPERATOR_IMAGE) -e $(TRAINER_IMAGE)
 
 # The images run the way a cluster runs them (tests/images; not part of `make test`):
 # builds them first (cached layers: seconds when nothing changed).
 image-test: images install-test
 	HPO_ENGINE=$(or $(ENGINE),podman) HPO_OPERATOR_IMAGE=$(OPERATOR_IMAGE) HPO_TRAINER_IMAGE=$(TRAINER_IMAGE) \
+		HPO_TRAINER_GPU_IMAGE=$(TRAINER_GPU_IMAGE) \
 		$(PY) -m pytest tests/images -p no:xdist -v
 
 clean:

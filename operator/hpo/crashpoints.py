@@ -17,6 +17,8 @@ The points (where ``reached`` is called):
 - ``pod-create:<random|bayesian>``: the engine (for ``bayesian``, the narrow stage's
   stored name: its strategy) chose the training, its pod is not created yet (kube/runner.py);
 - ``pod-created:<random|bayesian>``: the pod exists, the operator has not noted it;
+- ``local-train:<trial>:<seed>:<attempt>``: a worker of ``hpo run`` took that training
+  (the run counts it running), before it trains (local/runner.py);
 - ``s3-put:<file name>`` / ``s3-put-done:<file name>``: a store write is about to be
   sent / was answered but not yet acted upon (hpo/store/s3.py); for ``ledger.xlsx``
   these are the two sides of a ledger write (an S3 PUT is atomic: there is no

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.categorical import FEATURES, OFFSETS, categorical_csv
+from helpers.categorical import FEATURES, OFFSETS, categorical_csv, categorical_frame
 from helpers.study import run_hpo, study_dict, study_file
 from hpo.data.dataset import load_usable, split_for_seed
 from hpo.data.encoding import FeaturesFile, UnseenCategory
@@ -198,3 +198,25 @@ def test_a_training_without_features_json_reads_its_scalers_columns(
     np.testing.assert_allclose(
         predictor.predict(by_hand).to_numpy(), expected.to_numpy(), rtol=1e-12
     )
+
+
+def test_a_runs_notes_come_first_and_its_lines_show_the_val_mae(tmp_path: Path) -> None:
+    """In a log (not a terminal): the note naming merged spellings ('01', '1') and the one
+    on rows left out print before the first training's line, which shows the val MAE."""
+    frame = categorical_frame(60)
+    frame["code"] = ["01", "1", "a", "b"] * 15
+    frame.loc[[5, 17], "x1"] = np.nan
+    csv = tmp_path / "codes.csv"
+    frame.to_csv(csv, index=False)
+    raw = study_dict(**{**SPEC, "training": {"epochs": 1, "patience": 1, "seedsPerConfig": 1}})
+    raw["spec"]["dataset"] = {"path": str(csv), "labels": ["y"]}
+    proc = run_hpo("run", str(study_file(tmp_path, "codes", raw)), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = proc.stdout
+    merged = out.index("categorical column 'code': number-like spellings read as one category")
+    assert "one category each: '01', '1' -> '1' (a code" in " ".join(out.split())
+    dropped = out.index("2 of 60 dataset rows have missing")
+    first = out.index("[1/1] random r0000 seed")
+    assert merged < first and dropped < first
+    assert out.count("2 of 60 dataset rows have missing") == 1  # not repeated at the end
+    assert "val MAE" in out[first:].splitlines()[0]

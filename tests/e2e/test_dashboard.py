@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def start_dashboard(*args: str, **env: str) -> tuple[subprocess.Popen[str], str]
         with urllib.request.urlopen(f"{url}/", timeout=5) as r:
             return r.status == 200
 
-    browser.wait_for(up, 60, "the dashboard to answer")
+    browser.wait_for(up, 300, "the dashboard to answer")
     return proc, url
 
 
@@ -115,13 +116,14 @@ def watched(dashboard: dict[str, Any]) -> dict[str, Any]:
     d, url = dashboard["driver"], dashboard["url"]
     d.get(url + "/")
     empty = browser.wait_for(
-        lambda: d.find_element(CSS, "#error").text, 30, "the no-studies message"
+        lambda: d.find_element(CSS, "#empty").text, 120, "the no-studies message"
     )
+    assert not d.find_element(CSS, "#error").is_displayed()  # an empty folder is no error
     d.execute_script("window.notReloaded = true;")
     listing = d.current_window_handle
     d.switch_to.new_window("tab")
     d.get(url + "/study?id=small")
-    missing = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "no such study")
+    missing = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 120, "no such study")
     d.execute_script("window.notReloaded = true;")
     page = d.current_window_handle
     run = subprocess.Popen(
@@ -205,8 +207,8 @@ def test_the_studies_row_matches_the_ledger(watched, dashboard) -> None:
 def study_page(watched, dashboard) -> Any:
     d = dashboard["driver"]
     d.get(f"{dashboard['url']}/study?id=small")
-    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 30, "rows")
-    browser.wait_for(lambda: d.find_elements(CSS, "#final-table tbody tr"), 30, "final group")
+    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 120, "rows")
+    browser.wait_for(lambda: d.find_elements(CSS, "#final-table tbody tr"), 120, "final group")
     if os.environ.get("HPO_DASHBOARD_SCREENSHOT"):
         d.set_window_size(1400, 1500)
         browser.wait_for(
@@ -333,7 +335,7 @@ def test_the_configuration_page(study_page, dashboard) -> None:
     d.find_element(
         CSS, f"#final-table td[data-key='trial'] a[href*='trial={best['trial']}']"
     ).click()
-    browser.wait_for(lambda: d.find_elements(CSS, "#seeds tbody tr"), 30, "the seeds")
+    browser.wait_for(lambda: d.find_elements(CSS, "#seeds tbody tr"), 120, "the seeds")
     rows = [r for r in ledger(dashboard["runs"]) if r.trial == best["trial"]]
     seeds = [int(s) for s in cell_values(d, "seeds", "seed")]
     assert sorted(seeds) == sorted(r.seed for r in rows)
@@ -350,6 +352,10 @@ def test_the_configuration_page(study_page, dashboard) -> None:
     assert card["rank"].endswith("1")
     assert f"--trial {best['trial']}" in d.find_element(CSS, "#load-cli").text
     assert f'trial="{best["trial"]}"' in d.find_element(CSS, "#load-api").text
+    # the artifacts wrap in their column: the table stays within the page
+    width = d.execute_script("return document.documentElement.clientWidth;")
+    cells = d.find_elements(CSS, "#seeds td[data-key='artifacts']")
+    assert cells and all(c.rect["x"] + c.rect["width"] <= width for c in cells), width
     link = d.find_element(CSS, "a.artifact[href*='name=model.keras']")
     with urllib.request.urlopen(link.get_attribute("href"), timeout=30) as r:
         data = r.read()
@@ -365,23 +371,23 @@ def test_a_corrupt_ledger_and_a_ledger_being_rewritten_show_messages(watched, da
     shutil.copy(runs / "small" / "study.yaml", runs / "broken" / "study.yaml")
     (runs / "broken" / "ledger.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
     d.get(f"{url}/study?id=copy")
-    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 30, "rows")
+    browser.wait_for(lambda: len(d.find_elements(CSS, "#trainings tbody tr")) == 8, 120, "rows")
     d.execute_script("window.notReloaded = true;")
     ledger_file = runs / "copy" / "ledger.xlsx"
     whole = ledger_file.read_bytes()
     ledger_file.write_bytes(whole[: len(whole) // 2])  # as a writer caught half-way
-    warning = browser.wait_for(lambda: d.find_element(CSS, "#warning").text, 30, "a warning")
+    warning = browser.wait_for(lambda: d.find_element(CSS, "#warning").text, 120, "a warning")
     assert "showing the study as read at" in warning and "ledger" in warning
     assert len(d.find_elements(CSS, "#trainings tbody tr")) == 8  # the last good read stays
     ledger_file.write_bytes(whole)
-    browser.wait_for(lambda: not d.find_element(CSS, "#warning").is_displayed(), 30, "recovery")
+    browser.wait_for(lambda: not d.find_element(CSS, "#warning").is_displayed(), 120, "recovery")
     assert d.execute_script("return window.notReloaded === true;")
     # The corrupt study: a message on its page and in its row; the others keep working.
     d.get(f"{url}/study?id=broken")
-    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "an error")
+    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 120, "an error")
     assert "ledger" in error and "cannot be read" in error and "Traceback" not in error
     d.get(f"{url}/")
-    browser.wait_for(lambda: len(d.find_elements(CSS, "#studies tbody tr")) == 3, 30, "3 rows")
+    browser.wait_for(lambda: len(d.find_elements(CSS, "#studies tbody tr")) == 3, 120, "3 rows")
     phases = dict(
         zip(
             texts(d, "#studies tbody td[data-key='name']"),
@@ -392,7 +398,7 @@ def test_a_corrupt_ledger_and_a_ledger_being_rewritten_show_messages(watched, da
     assert "cannot be read" in phases["broken"]
     assert phases["small"] == phases["copy"] == "Finished"
     d.get(f"{url}/study?id=nosuch")
-    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 30, "an error")
+    error = browser.wait_for(lambda: d.find_element(CSS, "#error").text, 120, "an error")
     assert "no study 'nosuch'" in error
 
 
@@ -429,7 +435,7 @@ def test_failed_trainings_show_their_errors_and_reasons(dashboard) -> None:
     failed = [r for r in ledger(runs, "synthetic") if r.status != "succeeded"]
     assert len(failed) == 2
     d.get(f"{url}/study?id=synthetic")
-    browser.wait_for(lambda: d.find_elements(CSS, "#failures-table tbody tr"), 30, "failures")
+    browser.wait_for(lambda: d.find_elements(CSS, "#failures-table tbody tr"), 120, "failures")
     d.find_element(CSS, "#filter").send_keys("failed")
     shown = browser.wait_for(
         lambda: (
@@ -451,3 +457,38 @@ def test_failed_trainings_show_their_errors_and_reasons(dashboard) -> None:
     assert reason == "ResourceExhaustedError: OOM in trial N"  # the trial id blanked
     card = {e.get_attribute("data-key"): e.text for e in d.find_elements(CSS, "#summary .card")}
     assert card["failed"].endswith("2") and "98 / 100" in card["done"]
+
+
+def test_axis_ticks_read_as_numbers(study_page, dashboard) -> None:
+    """The log axis labels every tick with its number (not plotly's "5 4 3 2"); the axis of
+    trainings, a count, has whole ticks only."""
+    d = study_page
+    d.get(f"{dashboard['url']}/study?id=small")  # the fixture's page, whichever test ran last
+
+    def ticks(axis: str) -> list[str]:
+        return [t.text for t in d.find_elements(CSS, f"#chart-best .{axis}tick text")]
+
+    ys = browser.wait_for(lambda: ticks("y"), 120, "the log axis' ticks")
+    assert all(re.fullmatch(r"[0-9.]+(e-?[0-9]+)?", t) for t in ys), ys
+    lo, hi = d.execute_script(
+        "const y = document.getElementById('chart-best').data[0].y.concat("
+        "document.getElementById('chart-best').data[1].y);"
+        "return [Math.min(...y), Math.max(...y)];"
+    )
+    # each label is the value at its tick (plotly's own read "5 4 3 2" on an axis of 0.05)
+    assert len(ys) >= 2 and all(lo <= float(t) <= hi for t in ys), (ys, lo, hi)
+    xs = ticks("x")
+    assert xs and all(t.replace(",", "").isdigit() for t in xs), xs
+    # the parallel coordinates: whole ticks on counts, numbers on the log learning rate
+    dims = browser.wait_for(
+        lambda: d.execute_script(
+            "const g = document.getElementById('chart-parcoords');"
+            "return g.data && g.data.length ? g.data[0].dimensions : null;"
+        ),
+        120,
+        "the parallel coordinates",
+    )
+    by = {dim["label"]: dim for dim in dims}
+    assert all(float(v).is_integer() for v in by["hidden_layers"]["tickvals"]), by
+    lr = by["learning_rate (log)"]
+    assert lr["ticktext"] and all(re.fullmatch(r"[0-9.]+(e-?[0-9]+)?", t) for t in lr["ticktext"])

@@ -59,7 +59,7 @@ def test_default_search_end_to_end(tmp_path: Path) -> None:
     assert len(best) == 2
     for member in best:
         assert seeds[member["trial"]] == 2, "a final group member lacks a seed"
-        assert {"val_mae_mean", "mae_mean"} <= set(member)
+        assert {"val_mae_mean", "test_mae_mean"} <= set(member)
     assert [m["val_mae_mean"] for m in best] == sorted(m["val_mae_mean"] for m in best)
     assert 1 in seeds.values(), "racing gave every configuration every seed"
 

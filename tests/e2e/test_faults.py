@@ -221,7 +221,7 @@ def _kill_after(s: OperatorStudy, log: Path, more: int, pause: float) -> None:
     before = _recorded(s)
     proc = _spawn(s.kube, log)
     try:
-        wait_for(lambda: _recorded(s) >= before + more or _ended(s), timeout=120, every=0.05)
+        wait_for(lambda: _recorded(s) >= before + more or _ended(s), timeout=300, every=0.05)
         time.sleep(pause)
     finally:
         _stop(proc)
@@ -231,7 +231,7 @@ def _crash_at(s: OperatorStudy, log: Path, point: str) -> bool:
     """Run the operator armed at ``point``; whether it died there."""
     proc = _spawn(s.kube, log, point)
     try:
-        wait_for(lambda: proc.poll() is not None or _ended(s), timeout=120)
+        wait_for(lambda: proc.poll() is not None or _ended(s), timeout=300)
     finally:
         _stop(proc)
     return proc.returncode == 137
@@ -286,7 +286,7 @@ def test_operator_killed_at_many_points_loses_nothing_and_repeats_nothing(
             assert not _ended(s), f"the study ended before the kills: {kills}"
         proc = _spawn(kube, log)
         try:
-            obj = s.finished(timeout=120)
+            obj = s.finished(timeout=300)
         except AssertionError:
             raise AssertionError(log.read_text()[-6000:]) from None
         finally:
@@ -322,7 +322,7 @@ def test_api_errors_on_a_tenth_of_requests_do_not_stop_a_study(
     faults = ApiFaults(agents=OPERATOR_AGENTS, rate=0.1, seed=7)
     played = Played(lambda pod: "instant")
     mark = kube.mark()
-    obj = _run_to_end(s, played, 0.1, faults=faults, timeout=150)
+    obj = _run_to_end(s, played, 0.1, faults=faults, timeout=300)
     rows = _all_succeeded(s, obj, 8, 3)
     # No error became a failed attempt: one pod per two seeds, no TrainingFailed event.
     assert played.check(rows) == len(rows) // 2
@@ -376,7 +376,7 @@ def test_object_store_frozen_for_30s_mid_study(
         operator(kube),
     ):
         s.create()
-        wait_for(lambda: _recorded(s) >= 4, timeout=60)
+        wait_for(lambda: _recorded(s) >= 4, timeout=300)
         s3_server.freeze()
         frozen_at = _recorded(s)
         try:
@@ -388,7 +388,7 @@ def test_object_store_frozen_for_30s_mid_study(
                 time.sleep(0.5)
         finally:
             s3_server.thaw()
-        obj = s.finished(timeout=120)
+        obj = s.finished(timeout=300)
     rows = _all_succeeded(s, obj, 4, 2)
     assert frozen_at < len(rows), "the study ended before the freeze"
     assert _scores_present(s, rows)
@@ -412,7 +412,7 @@ def test_object_store_503_on_a_tenth_of_requests(
         )
         s.body["spec"]["storage"]["endpoint"] = proxy.endpoint
         played = Played(lambda pod: "instant")
-        obj = _run_to_end(s, played, 0.1, timeout=150)
+        obj = _run_to_end(s, played, 0.1, timeout=300)
         requests, injected = proxy.requests, proxy.injected
     rows = _all_succeeded(s, obj, 5, 2)
     assert _scores_present(s, rows)
@@ -465,7 +465,7 @@ def test_every_kind_of_trainer_failure_is_counted_and_retried_as_the_policy_says
         operator(kube),
     ):
         s.create()
-        obj = s.finished(timeout=120)
+        obj = s.finished(timeout=300)
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
     rows = s.rows()
@@ -510,7 +510,7 @@ def test_failed_annotate_after_a_report_does_not_count_the_failure_twice(
 
     # Every try of the first annotate call fails: the call gives up after the report.
     faults = ApiFaults(agents=OPERATOR_AGENTS, refuse={("patch", "pods"): ATTEMPTS})
-    obj = _run_to_end(s, behaviour, 0.1, faults=faults, timeout=90)
+    obj = _run_to_end(s, behaviour, 0.1, faults=faults, timeout=300)
     assert len(faults.injected) == ATTEMPTS
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     rows = s.rows()
@@ -540,7 +540,7 @@ def test_pod_create_whose_answer_is_lost_is_adopted_not_a_failed_attempt(
 
     # The API server makes the first two pods, then answers 504 (its own timeout).
     faults = ApiFaults(agents=OPERATOR_AGENTS, lose={("create", "pods"): 2})
-    obj = _run_to_end(s, behaviour, 0.5, faults=faults, timeout=90)
+    obj = _run_to_end(s, behaviour, 0.5, faults=faults, timeout=300)
     assert len(faults.injected) == 2
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     check_complete(s.rows(), 6)
@@ -579,9 +579,9 @@ def test_pod_create_forbidden_waits_with_a_condition_and_burns_no_attempt(
                 and "PodsAllowed" in {c["type"] for c in st.get("conditions") or []}
                 and st
             ),
-            timeout=60,
+            timeout=300,
         )
-        obj = s.finished(timeout=90)
+        obj = s.finished(timeout=300)
     assert len(faults.injected) == 3
     refused = {c["type"]: c for c in waiting["conditions"]}["PodsAllowed"]
     assert refused["status"] == "False" and refused["reason"] == "PodCreateForbidden"
@@ -644,7 +644,7 @@ def test_restart_after_a_final_failure_does_not_retrain_it(
                     (s.status().get("counts") or {}).get("failed") == 2
                     and not any(_trial(p) == "r0000" for p in pods(kube, s.name))
                 ),
-                timeout=90,
+                timeout=300,
                 every=0.05,
             )
         finally:
@@ -652,7 +652,7 @@ def test_restart_after_a_final_failure_does_not_retrain_it(
         assert s.status().get("phase") not in ("Succeeded", "Failed")
         proc = _spawn(kube, log)
         try:
-            obj = s.finished(timeout=90)
+            obj = s.finished(timeout=300)
         finally:
             _stop(proc)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
@@ -692,7 +692,7 @@ def test_deleting_a_study_waits_for_its_loop_before_removing_results(
             kube.api().custom.delete_namespaced_custom_object(
                 "hpo-operator.dev", "v1alpha1", NS, "hpostudies", s.name
             )
-            wait_for(lambda: _deleted(s), timeout=60)
+            wait_for(lambda: _deleted(s), timeout=300)
             time.sleep(7)  # past the held write
         left = list(s.results().list(s.name))
         removals = [t for t, _, m, p in proxy.log if m == "DELETE" or "?delete" in p]

@@ -101,7 +101,7 @@ def _until_trained(proc: subprocess.Popen[str]) -> list[str]:
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if ": mae " in line:
+        if ": val MAE " in line:
             break
     assert proc.poll() is None, "the run ended before it could be stopped: " + "".join(lines)
     return lines
@@ -226,7 +226,7 @@ def test_second_run_on_a_held_study_fails_at_once_and_trains_nothing(stopped: St
     assert x.code == 2, x.out + x.err
     assert str(stopped.out / NAME) in x.err and "another `hpo run`" in x.err
     assert f"pid {stopped.b.pid} on " in x.err  # who holds it
-    assert ": mae " not in x.out
+    assert ": val MAE " not in x.out
     assert stopped.b_ran_on  # X ended while B went on: B was not disturbed
 
 

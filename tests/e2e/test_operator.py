@@ -60,7 +60,7 @@ def test_study_runs_through_both_stages_with_real_trainers(
     with operator(kube), kubelet(kube, max_running=2) as node:
         s.create()
         obj = s.finished(timeout=400)
-        wait_for(lambda: not pods(kube, "real"), timeout=30)
+        wait_for(lambda: not pods(kube, "real"), timeout=300)
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
     assert st["trainings"] == "8/8"
@@ -116,7 +116,7 @@ def test_invalid_study_gets_a_condition_naming_the_field_and_no_pod(
     )
     with operator(kube), kubelet(kube, behaviour=lambda pod: "instant"):
         create(kube, body)
-        cond = wait_for(lambda: _false(study(kube, "invalid"), "Valid"), timeout=60)
+        cond = wait_for(lambda: _false(study(kube, "invalid"), "Valid"), timeout=300)
         time.sleep(1)
         assert not pods(kube, "invalid")
     assert cond["reason"] == "InvalidSpec"
@@ -134,7 +134,7 @@ def test_missing_secret_is_named(kube: KubeServer, s3_server: S3Server, dataset:
     body["spec"]["storage"]["credentialsSecret"] = {"name": "absent"}
     with operator(kube):
         create(kube, body)
-        cond = wait_for(lambda: _false(study(kube, "nosecret"), "StoreReady"), timeout=60)
+        cond = wait_for(lambda: _false(study(kube, "nosecret"), "StoreReady"), timeout=300)
         obj = study(kube, "nosecret")
     assert "Secret default/absent not found" in cond["message"]
     assert TEST_SECRET_KEY not in json.dumps(obj)
@@ -172,14 +172,14 @@ def _restart_when(
 ) -> None:
     """Run the operator until ``condition(status)``, kill it, optionally ``gap``, start it again."""
     with operator_process(kube, log):
-        wait_for(lambda: condition(study(kube, name).get("status") or {}), timeout=120, every=0.05)
+        wait_for(lambda: condition(study(kube, name).get("status") or {}), timeout=300, every=0.05)
     assert phase(kube, name) != "Succeeded", "the study ended before the kill: nothing was tested"
     if gap:
         gap()
     port = free_port()
     with operator_process(kube, log, metrics_port=port):
         try:
-            finished(kube, name, timeout=120)
+            finished(kube, name, timeout=300)
         except AssertionError:
             raise AssertionError(log.read_text()[-5000:]) from None
         text = (
@@ -258,7 +258,7 @@ def test_studies_past_kopfs_default_thread_pool_still_run(
         for name in late:
             create(kube, study_body(name, s3_server, dataset, bucket))
         for name in late:
-            obj = finished(kube, name, timeout=90)
+            obj = finished(kube, name, timeout=300)
             assert obj["status"]["phase"] == "Succeeded", (name, obj["status"])
             check_complete(ledger_rows(s3_server, bucket, name), 8)
         assert all(phase(kube, n) == "RandomSearch" for n in stuck)
@@ -303,11 +303,11 @@ def test_each_kind_of_failure_is_a_retried_attempt(
     ):
         s.create()
         victim = wait_for(
-            lambda: [p for p in pods(kube, name) if "-r0003-" in p["metadata"]["name"]], timeout=60
+            lambda: [p for p in pods(kube, name) if "-r0003-" in p["metadata"]["name"]], timeout=300
         )
         time.sleep(0.5)
         kube.api().core.delete_namespaced_pod(victim[0]["metadata"]["name"], NS)
-        obj = s.finished(timeout=120)
+        obj = s.finished(timeout=300)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     rows = s.rows()
     check_complete(rows, 12)
@@ -329,7 +329,7 @@ def test_past_the_failure_limit_the_study_fails_with_the_reason(
     s = new_study("doomed", failurePolicy={"retries": 0, "maxFailedTrainings": 2})
     with kubelet(kube, behaviour=lambda pod: "fail:1:RuntimeError: no luck"), operator(kube):
         s.create()
-        obj = s.finished(timeout=120)
+        obj = s.finished(timeout=300)
     st = obj["status"]
     assert st["phase"] == "Failed"
     cond = conditions(obj)["Failed"]
@@ -358,7 +358,7 @@ def test_running_study_takes_operational_changes_and_refuses_the_rest(
         operator(kube),
     ):
         s.create()
-        wait_for(lambda: pods(kube, name), timeout=60)  # running: watch it for 3 s
+        wait_for(lambda: pods(kube, name), timeout=300)  # running: watch it for 3 s
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             most["before"] = max(most["before"], len(pods(kube, name)))
@@ -368,7 +368,7 @@ def test_running_study_takes_operational_changes_and_refuses_the_rest(
         }
         s.patch(patch)
         refused = wait_for(
-            lambda: conditions(study(kube, name)).get("SpecChangeRefused"), timeout=30
+            lambda: conditions(study(kube, name)).get("SpecChangeRefused"), timeout=300
         )
         assert refused["status"] == "True" and "spec.searchSpace.neurons.max" in refused["message"]
         # Undo the refused part: parallelism alone is applied.
@@ -396,13 +396,13 @@ def test_deleting_a_study_removes_its_pods_and_keeps_its_results(
 
     with kubelet(kube, behaviour=behaviour, result=s.trainer()), operator(kube):
         s.create()
-        wait_for(lambda: s.status().get("counts", {}).get("succeeded") == 2, timeout=60)
-        wait_for(lambda: len(pods(kube, name)) == 2, timeout=30)
+        wait_for(lambda: s.status().get("counts", {}).get("succeeded") == 2, timeout=300)
+        wait_for(lambda: len(pods(kube, name)) == 2, timeout=300)
         s.delete()
-        wait_for(lambda: not pods(kube, name), timeout=30)
+        wait_for(lambda: not pods(kube, name), timeout=300)
         store = s.results()
         if not keep:
-            wait_for(lambda: not list(store.list(name)), timeout=30)
+            wait_for(lambda: not list(store.list(name)), timeout=300)
     if keep:
         rows = s.rows()
         assert [(r.trial, r.seed) for r in rows] == [("r0000", 1), ("r0000", 2)]
@@ -429,7 +429,7 @@ def test_deleting_a_finished_study_removes_its_results_when_asked(
         assert store.exists(f"{name}/ledger.xlsx")
         time.sleep(1.0)  # the daemon has returned; only the finalizer can bring the deletion
         s.delete()
-        wait_for(lambda: not list(store.list(name)), timeout=30)
+        wait_for(lambda: not list(store.list(name)), timeout=300)
 
 
 def test_hpo_status_shows_where_a_study_stands(
@@ -439,7 +439,7 @@ def test_hpo_status_shows_where_a_study_stands(
     s = new_study(name)
     with kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0)), operator(kube):
         s.create()
-        s.finished(timeout=60)
+        s.finished(timeout=300)
     out = subprocess.run(
         [
             sys.executable,
@@ -480,7 +480,7 @@ def test_a_store_problem_at_start_is_reported_and_retried(
                 if study(kube, name).get("status")
                 else None
             ),
-            timeout=60,
+            timeout=300,
         )
         assert cond["status"] == "False" and f"bucket '{bucket}' does not exist" in cond["message"]
         assert phase(kube, name) == "Pending" and not pods(kube, name)
@@ -489,9 +489,9 @@ def test_a_store_problem_at_start_is_reported_and_retried(
             reads = kube.requests_since(mark)
             return sum(r.resource == "secrets" and r.verb == "get" for r in reads)
 
-        wait_for(lambda: tries() >= 3, timeout=30)
+        wait_for(lambda: tries() >= 3, timeout=300)
         new_s3_store(s3_server, bucket=bucket, prefix="")  # the bucket appears
-        obj = s.finished(timeout=180)
+        obj = s.finished(timeout=300)
     assert obj["status"]["phase"] == "Succeeded"
     assert conditions(obj)["StoreReady"]["status"] == "True"
     check_complete(s.rows(), 8)
@@ -545,14 +545,18 @@ def _every_call_is_granted(request: pytest.FixtureRequest) -> Iterator[None]:
 def every_path(hpo_crd: dict[str, Any], s3_server: S3Server, dataset: str) -> list[RequestRecord]:
     """A cluster of its own where the operator goes through every path that calls the API:
     discovery and watches, a study through both stages with pods created, patched and
-    deleted, a failed pod retried, its Secret read, events, status patches, then the
+    deleted, a failed pod and a stuck one retried, its Secret read, events (created, and
+    the kubelet's FailedMount listed), status patches, then the
     study deleted (finalizer). Returns every request the emulator saw."""
     name = "every-path"
     bucket = f"results-{uuid.uuid4().hex[:10]}"
-    body = study_body(name, s3_server, dataset, bucket, trainer={"seedsPerPod": 2})
+    trainer = {"seedsPerPod": 2, "pendingTimeoutSeconds": 10}
+    body = study_body(name, s3_server, dataset, bucket, trainer=trainer)
 
     def behaviour(pod: dict[str, Any]) -> str:
         first = pod["metadata"]["annotations"][ANN_ATTEMPT] == "1"
+        if first and "-r0001-" in pod["metadata"]["name"]:
+            return "pending"  # stuck starting: its FailedMount events are looked up
         return (
             "fail:1:RuntimeError: planted"
             if first and "-r0000-" in pod["metadata"]["name"]
@@ -567,14 +571,14 @@ def every_path(hpo_crd: dict[str, Any], s3_server: S3Server, dataset: str) -> li
             operator(cluster),
         ):
             create(cluster, body)
-            obj = finished(cluster, name, timeout=120)
+            obj = finished(cluster, name, timeout=300)
             assert obj["status"]["phase"] == "Succeeded", obj["status"]
             assert "RuntimeError: planted" in "\n".join(e["message"] for e in events(cluster, name))
             api.custom.delete_namespaced_custom_object(
                 "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
             )
             wait_for(lambda: not cluster.list_objects("hpo-operator.dev/v1alpha1/hpostudies", NS))
-            wait_for(lambda: not pods(cluster, name), timeout=30)
+            wait_for(lambda: not pods(cluster, name), timeout=300)
         api.close()
         return list(cluster.requests)
 

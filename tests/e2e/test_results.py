@@ -74,11 +74,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _synthetic(
-    folder: Path, name: str, dataset: Path, *, finish: bool = True, failing: int = -1
+    folder: Path,
+    name: str,
+    dataset: Path,
+    *,
+    finish: bool = True,
+    failing: int = -1,
+    **spec: Any,
 ) -> Path:
     """A study recorded by the real session with synthetic scores (no model trained);
-    the ``failing``-th training fails for good (no retries)."""
-    study = load_study(_study_file(folder, name, dataset, failurePolicy={"retries": 0}))
+    the ``failing``-th training fails for good (no retries); ``spec``: fields to change."""
+    study = load_study(_study_file(folder, name, dataset, failurePolicy={"retries": 0}, **spec))
     session = StudySession.open(study, StoreRef(kind="local", root=str(folder / "runs")))
     session.start(refuse_spec_changes=True)
     while not session.engine.finished:
@@ -338,10 +344,6 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
     (unfinished / "best.json").unlink()
     parquet = tmp_path / "parquet.csv"
     pd.read_csv(EXAMPLE_CSV).to_parquet(parquet)
-    holes = tmp_path / "holes.csv"
-    with_hole = pd.read_csv(EXAMPLE_CSV).dropna().head(5).reset_index(drop=True)
-    with_hole.loc[2, "tox_nm"] = np.nan
-    with_hole.to_csv(holes, index=False)
     cases = [
         ((folder, data), "column 'Vgs_V' not found"),
         ((folder, data, "--trial", "r0042"), "no trial 'r0042' (trials: r0000, r0001)"),
@@ -351,7 +353,7 @@ def test_hpo_predict_refuses_bad_input_by_name(trained, tmp_path: Path) -> None:
         ((unfinished, data), "has not finished (no final group yet): name a trial"),
         ((folder, tmp_path / "none.csv"), "dataset file not found"),
         ((folder, parquet), "is a Parquet file, not a CSV file"),
-        ((folder, holes), "column 'tox_nm' has 1 missing or infinite value(s), e.g. in data row 3"),
+        ((folder, data, "--out", ""), "--out: empty; give a file name"),
         ((tmp_path, data), "no study there"),
     ]
     for args, message in cases:
@@ -385,15 +387,74 @@ def test_hpo_export_round_trips_into_pandas(trained, tmp_path: Path, fmt: str) -
         for when in ("started", "finished"):
             if when in frame:
                 back[when] = pd.to_datetime(back[when], utc=True).astype(frame[when].dtype)
+        if fmt == "parquet":  # per-layer widths as a list column of integers, not text
+            widths = [list(map(int, v)) for v in back["neurons"]]
+            assert all(all(isinstance(w, int) for w in v) for v in widths)
+            assert widths == [json.loads(v) for v in frame["neurons"]]
+            back["neurons"] = [json.dumps(v) for v in widths]  # as the frame spells them
         pd.testing.assert_frame_equal(
             _nulls_as_nan(back), _nulls_as_nan(frame), check_dtype=False, rtol=1e-9
         )
 
 
-def test_hpo_export_refuses_an_unknown_format(trained) -> None:
+def test_hpo_export_refuses_an_unknown_format_and_an_empty_folder(trained) -> None:
     result = _cli("export", trained, "--format", "xlsx")
     assert result.exit_code == EXIT_BAD_INPUT
     assert "--format 'xlsx': choose csv, json, parquet" in _text(result)
+    result = _cli("export", trained, "--out", "")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "--out: empty; give a folder (--out . for the current one)" in _text(result)
+
+
+def test_hpo_predict_on_the_studys_own_data_predicts_the_complete_rows(
+    trained, tmp_path: Path
+) -> None:
+    """The example CSV has rows missing a feature's value (training left them out): they
+    get empty labels and a reason, the others their predictions, and the command says
+    how many; exit 0."""
+    s = open_study(trained)
+    raw = pd.read_csv(EXAMPLE_CSV)
+    incomplete = raw[FEATURES].isna().any(axis=1).to_numpy()
+    assert 0 < incomplete.sum() < 20
+    out = tmp_path / "preds.csv"
+    result = _cli("predict", trained, EXAMPLE_CSV, "--out", out)
+    assert result.exit_code == EXIT_OK, result.output
+    assert f"note: {incomplete.sum()} of {len(raw)} rows of" in _text(result)
+    assert "not predicted (empty labels, column 'reason' says why)" in _text(result)
+    got = pd.read_csv(out)
+    assert list(got.columns) == [*LABELS, "reason"] and len(got) == len(raw)
+    assert got.loc[incomplete, LABELS].isna().all().all()
+    assert got.loc[~incomplete, LABELS].notna().all().all()
+    assert got["reason"].notna().to_numpy().tolist() == incomplete.tolist()
+    first = int(np.flatnonzero(incomplete)[0])
+    empty = [c for c in FEATURES if pd.isna(raw.loc[first, c])]
+    assert got.loc[first, "reason"] == f"no value in {', '.join(map(repr, empty))}"
+    expected = s.load_model().predict(raw[~incomplete])
+    np.testing.assert_allclose(got.loc[~incomplete, LABELS].to_numpy(), expected.to_numpy())
+
+
+def test_a_value_too_large_for_the_model_is_marked_never_a_silent_nan(
+    trained, tmp_path: Path
+) -> None:
+    """``W_um=1e300`` overflows the network's float32 once standardised: the row is
+    marked with a reason naming the value (the CLI, ``predict_rows``) or refused naming
+    the row (``predict``); no prediction is NaN without a reason."""
+    s = open_study(trained)
+    rows = pd.read_csv(EXAMPLE_CSV).dropna().head(5).reset_index(drop=True)[FEATURES]
+    rows.loc[2, "W_um"] = 1e300
+    data, out = tmp_path / "huge.csv", tmp_path / "preds.csv"
+    rows.to_csv(data, index=False)
+    result = _cli("predict", trained, data, "--out", out)
+    assert result.exit_code == EXIT_OK, result.output
+    got = pd.read_csv(out)
+    assert got[LABELS].isna().any(axis=1).tolist() == [False, False, True, False, False]
+    assert got.loc[2, "reason"].startswith("W_um=1e+300 is too large for the model")
+    assert "note: 1 of 5 rows" in _text(result)
+    model = s.load_model()
+    fine = model.predict(rows.drop(index=2))
+    np.testing.assert_allclose(got.loc[[0, 1, 3, 4], LABELS].to_numpy(), fine.to_numpy())
+    with pytest.raises(ResultsError, match=r"data row 3: W_um=1e\+300 is too large"):
+        model.predict(rows)
 
 
 def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path: Path) -> None:
@@ -424,6 +485,11 @@ def test_hpo_compare_says_whether_the_studies_share_a_dataset(trained, tmp_path:
         different
     )
     assert " vs " not in _text(different)  # no relative change across datasets
+    one_seed = _synthetic(
+        tmp_path, "oneseed", EXAMPLE_CSV, training={**SPEC["training"], "seedsPerConfig": 1}
+    )
+    text = _text(_cli("compare", folder, one_seed))
+    assert "narrow-stage configurations x 1 seed (at most 2 trainings)" in text, text
     result = _cli("compare", folder)
     assert result.exit_code == EXIT_BAD_INPUT and "two or more studies" in _text(result)
     result = _cli("compare", folder, tmp_path / "missing")

@@ -159,7 +159,7 @@ def test_outage_mid_study_loses_nothing_and_counts_nothing_twice(
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if ": mae " in line and not frozen:
+        if ": val MAE " in line and not frozen:
             # Longer than one request's timeout (2 s): requests in flight time out and retry.
             s3_server.freeze()
             threading.Timer(5.0, s3_server.thaw).start()

@@ -32,7 +32,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "create"]},
 ]
 # Cluster-scoped: in the ClusterRole, or a ClusterRole of its own in namespaced mode.
 DISCOVERY_RULES: list[dict[str, Any]] = [

@@ -37,7 +37,7 @@ from helpers.chart import CHART, render
 from helpers.operator import study_body
 from helpers.s3 import new_s3_store
 from helpers.study import EXAMPLE_CSV
-from hpo.kube.pods import build_pod
+from hpo.kube.pods import DEFAULT_IMAGE, build_pod
 from hpo.session import StudySession
 from hpo.study.contract import SeedResult, TrainingRequest
 from hpo.study.layout import StudyPaths
@@ -50,6 +50,9 @@ from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server
 ENGINE = os.environ.get("HPO_ENGINE", "podman")
 OPERATOR_IMAGE = os.environ.get("HPO_OPERATOR_IMAGE", "ghcr.io/hpo-operator/operator:0.1.0")
 TRAINER_IMAGE = os.environ.get("HPO_TRAINER_IMAGE", "ghcr.io/hpo-operator/trainer:0.1.0")
+TRAINER_GPU_IMAGE = os.environ.get(
+    "HPO_TRAINER_GPU_IMAGE", "ghcr.io/hpo-operator/trainer:0.1.0-gpu"
+)
 ARBITRARY_USER = "4242:0"
 SECRETS = {"s3-creds": {"accessKey": TEST_ACCESS_KEY, "secretKey": TEST_SECRET_KEY}}
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -61,7 +64,7 @@ def _engine(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def images() -> None:
-    for image in (OPERATOR_IMAGE, TRAINER_IMAGE):
+    for image in (OPERATOR_IMAGE, TRAINER_IMAGE, TRAINER_GPU_IMAGE):
         if _engine("image", "inspect", image).returncode != 0:
             pytest.fail(f"no image {image} in {ENGINE}: run make images", pytrace=False)
 
@@ -229,6 +232,58 @@ def test_the_trainer_trains_a_real_request_as_its_pod_does(
     store = new_s3_store(s3_server, bucket=ref.bucket, prefix=ref.prefix, create_bucket=False)
     scores = store.get_bytes(f"{request.artifacts_prefix(result.seed)}/scores.json")
     assert SeedResult.from_json(scores.decode()).mae == result.mae
+
+
+def _run_pod(pod: dict[str, Any], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    (container,) = pod["spec"]["containers"]
+    log = tmp_path / "termination-log"
+    log.touch(mode=0o666)
+    log.chmod(0o666)
+    args = run_args(pod, container_env(container, {}), {container["terminationMessagePath"]: log})
+    return _engine(*args[:1], "--rm", *args[1:], timeout=900), log
+
+
+def test_the_gpu_trainer_trains_on_the_cpu_when_no_gpu_is_asked(
+    request_and_pod: tuple[Study, TrainingRequest, dict[str, Any]],
+    host_result: SeedResult,
+    tmp_path: Path,
+) -> None:
+    """The GPU image (tensorflow[and-cuda]) on this GPU-less machine: it says it sees no
+    GPU, and trains a request the pod did not ask a GPU for, to the host's scores."""
+    study, request, _ = request_and_pod
+    trainer = study.spec.trainer.model_copy(update={"image": TRAINER_GPU_IMAGE})
+    gpu_study = study.model_copy(
+        update={"spec": study.spec.model_copy(update={"trainer": trainer})}
+    )
+    pod = _pod(gpu_study, _renamed(request, "image-test-gpu-image"))
+    done, _ = _run_pod(pod, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"^TensorFlow sees \d+ CPU\(s\) and no GPU$", done.stderr, re.M)
+    result = SeedResult.from_json(done.stdout.splitlines()[-1])
+    assert result.status == "succeeded" and result.mae == host_result.mae
+
+
+def test_a_gpu_pod_without_a_gpu_fails_with_the_message(
+    request_and_pod: tuple[Study, TrainingRequest, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The pod the operator builds for nvidia.com/gpu: 1 with the default image runs the
+    GPU image, which refuses to train on the CPU, naming what it sees."""
+    study, request, _ = request_and_pod
+    limits = {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": 1}
+    trainer = study.spec.trainer.model_copy(
+        update={"image": DEFAULT_IMAGE, "resources": {"limits": limits}}
+    )
+    gpu_study = study.model_copy(
+        update={"spec": study.spec.model_copy(update={"trainer": trainer})}
+    )
+    pod = _pod(gpu_study, _renamed(request, "image-test-gpu-asked"))
+    assert pod["spec"]["containers"][0]["image"] == TRAINER_GPU_IMAGE
+    done, log = _run_pod(pod, tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    (row,) = json.loads(log.read_text())
+    assert row["status"] == "failed"
+    assert row["error"].startswith("the pod asks for 1 GPU(s) (nvidia.com/gpu) but TensorFlow")
+    assert "and no GPU; not training on the CPU instead" in row["error"]
 
 
 def test_the_trainer_cannot_write_outside_its_volumes(

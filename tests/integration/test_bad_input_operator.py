@@ -60,7 +60,7 @@ def _status(kube: KubeServer, name: str) -> dict[str, Any]:
     return obj.get("status") or {}
 
 
-def _condition(kube: KubeServer, name: str, type_: str, timeout: float = 60) -> dict[str, Any]:
+def _condition(kube: KubeServer, name: str, type_: str, timeout: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for c in _status(kube, name).get("conditions") or []:

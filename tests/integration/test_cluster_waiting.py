@@ -5,8 +5,14 @@ trainings are synthetic (scores written to the real S3 server)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
 
 from helpers.operator import (
     NS,
@@ -19,8 +25,11 @@ from helpers.operator import (
     pods,
     wait_for,
 )
+from hpo.dashboard.source import Source
+from hpo.kube.metrics import REGISTRY
 from hpo.kube.pods import ANN_ATTEMPT
 from support.kube.server import KubeServer
+from support.s3server import TEST_ACCESS_KEY, TEST_SECRET_KEY
 
 GATE = "kueue.x-k8s.io/admission"
 NO_NARROW: dict[str, Any] = {"enabled": False}
@@ -42,8 +51,41 @@ def _messages(kube: KubeServer, study: str) -> str:
     return "\n".join(e["message"] for e in events(kube, study))
 
 
+def _metrics() -> str:
+    return generate_latest(REGISTRY).decode()
+
+
+def _hpo(*args: str) -> str:
+    """``hpo ARGS``'s output (a subprocess, as a user runs it; S3 keys in its environment)."""
+    env = {**os.environ, "HPO_S3_ACCESS_KEY": TEST_ACCESS_KEY, "HPO_S3_SECRET_KEY": TEST_SECRET_KEY}
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _queued_shown(kube: KubeServer, s: OperatorStudy, queued: int, running: int) -> None:
+    """While ``queued`` trainings wait for capacity: ``hpo status`` (the study's status),
+    ``hpo ls`` and the dashboard (its status.json in the bucket) and /metrics say so."""
+    out = _hpo("status", s.name, "--kubeconfig", str(kube.kubeconfig_path))
+    assert f"running {running}, queued {queued} (waiting for capacity)" in out, out
+    where = f"s3://{s.bucket}/hpo/default"
+    listed = f"{running} running, {queued} queued (random; operator runner live)"
+    ls = ("ls", where, "--endpoint", s.s3.endpoint, "--no-tls")
+    assert wait_for(lambda: listed in _hpo(*ls), timeout=30), _hpo(*ls)
+    source = Source(where, endpoint=s.s3.endpoint, tls=False)
+    source.discover()
+    entry = source.entry(s.name)
+    assert entry is not None, source.ids()
+    summary = source.read(entry).detail["summary"]
+    assert (summary["queued"], summary["running"], summary["live"]) == (queued, running, "live")
+    gauge = f'hpo_trainings_queued{{namespace="default",study="{s.name}"}} {queued:.1f}'
+    assert gauge in _metrics()
+
+
 def test_room_for_two_of_ten_pods_fails_no_training_however_long_they_wait(
-    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+    kube: KubeServer, new_study: Callable[..., OperatorStudy], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """10 pods, room for 2: 8 wait Unschedulable past ``pendingTimeoutSeconds`` (10 s) and
     past ``maxQueueSeconds`` (12 s, a condition), are counted queued, and none fails."""
@@ -65,6 +107,9 @@ def test_room_for_two_of_ten_pods_fails_no_training_however_long_they_wait(
             lambda: (c := _status(s).get("counts")) and c.get("queued") == 16 and c, timeout=60
         )
         assert counts["running"] == 4 and counts["failed"] == 0, counts
+        monkeypatch.setenv("HPO_S3_ACCESS_KEY", TEST_ACCESS_KEY)  # the dashboard's reads
+        monkeypatch.setenv("HPO_S3_SECRET_KEY", TEST_SECRET_KEY)
+        _queued_shown(kube, s, queued=16, running=4)
         long = wait_for(lambda: _condition(s, "QueuedTooLong").get("status") == "True", 90)
         assert long
         message = _condition(s, "QueuedTooLong")["message"]
@@ -81,6 +126,7 @@ def test_room_for_two_of_ten_pods_fails_no_training_however_long_they_wait(
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
     assert st["counts"]["failed"] == 0 and st["counts"]["queued"] == 0
+    assert f'hpo_trainings_queued{{namespace="default",study="{name}"}} 0.0' in _metrics()
     rows = s.rows()
     check_complete(rows, 20)
     assert all(r.status == "succeeded" for r in rows)
@@ -127,6 +173,15 @@ def test_a_preempted_or_evicted_training_runs_again_without_losing_an_attempt(
         "preempted by Kueue, requeued 1x",
         "terminated by the kubelet, requeued 1x",
     ], errors
+    for reason, words in (
+        ("PreemptionByKueue", "preempted by Kueue"),
+        ("TerminationByKubelet", "terminated by the kubelet"),
+    ):  # one per training disrupted, as the ledger counts them
+        n = sum(1 for r in rows if (r.error or "").startswith(words))
+        counter = (
+            f'hpo_trainings_disrupted_total{{namespace="default",reason="{reason}",study="{name}"}}'
+        )
+        assert f"{counter} {n:.1f}" in _metrics(), _metrics()
     text = _messages(kube, name)
     assert f"pod {first} preempted by Kueue" in text and "not counted as an attempt" in text
     assert f"pod {second} terminated by the kubelet" in text
@@ -284,3 +339,63 @@ def test_gated_pods_are_queued_survive_a_restart_and_run_once_admitted(
     assert sorted(r.name for r in node.records.values()) == names
     assert all("gated" in r.steps and "ungated" in r.steps for r in node.records.values())
     assert all(p["metadata"]["annotations"][ANN_ATTEMPT] == "1" for p in [])
+
+
+def _config_volume(plural: str, body: dict[str, Any]) -> None:
+    """A webhook's stand-in mounting a ConfigMap (that does not exist yet) into trainer pods."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if plural == "pods" and "hpo-operator.dev/study" in labels:
+        spec = body.setdefault("spec", {})
+        volume = {"name": "site-config", "configMap": {"name": "site-config"}}
+        spec["volumes"] = [*(spec.get("volumes") or []), volume]
+
+
+def test_a_missing_configmap_volume_stalls_pod_creation_until_it_is_created(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """The kubelet cannot mount the volume (FailedMount events, the pod ContainerCreating):
+    past ``pendingTimeoutSeconds`` no attempt is charged, no more pods are made, the
+    condition names the ConfigMap and the kubelet's message; created, the study goes on."""
+    name = "no-configmap"
+    s = new_study(
+        name,
+        randomStage={"configurations": 4},
+        bayesianStage=NO_NARROW,
+        failurePolicy={"retries": 0, "maxFailedTrainings": 0},
+        trainer={"pendingTimeoutSeconds": 10},
+    )
+    kube.emulator.mutators.append(_config_volume)
+    try:
+        with (
+            kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer(0.05)) as node,
+            operator(kube),
+        ):
+            s.create()
+            blocked = wait_for(
+                lambda: (c := _condition(s, "PodsCanStart")).get("status") == "False" and c,
+                timeout=60,
+            )
+            assert blocked["reason"] == "FailedMount", blocked
+            message = blocked["message"]
+            assert "ConfigMap 'site-config' of a volume is missing" in message, message
+            assert 'configmap "site-config" not found' in message, message  # the kubelet's
+            assert _condition(s, "Stalled")["status"] == "True"
+            first = _names(kube, name)
+            wait_for(lambda: _pods_older_than(kube, name, 12), timeout=60)  # past the timeout
+            assert _names(kube, name) == first and len(node.records) == 2
+            assert _status(s)["counts"]["failed"] == 0
+            kube.api().core.create_namespaced_config_map(
+                NS, {"metadata": {"name": "site-config"}, "data": {"site": "x"}}
+            )
+            obj = s.finished(timeout=120)
+    finally:
+        kube.emulator.mutators.remove(_config_volume)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    rows = s.rows()
+    check_complete(rows, 8)
+    assert all(r.status == "succeeded" and not r.error for r in rows)
+    assert conditions(obj)["PodsCanStart"]["status"] == "True"
+    assert conditions(obj)["Stalled"]["status"] == "False"
+    assert all("mount-failed" in r.steps for r in list(node.records.values())[:2])
+    text = _messages(kube, name)
+    assert "trainer pods start again" in text and "TrainingFailed" not in text

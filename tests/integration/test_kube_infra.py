@@ -30,7 +30,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float = 120.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -373,7 +373,7 @@ def operator(kube_server: KubeServer) -> Iterator[dict[str, Any]]:
         ["run", "-n", namespace, "--standalone", "--verbose"],
         registry=registry,
         settings=settings,
-        timeout=10,
+        timeout=60,
     )
     yield calls
     api.close()
@@ -585,7 +585,7 @@ def test_kubelet_result_callable_concurrency_and_deletion(
     assert conditions[0].type == "PodScheduled" and conditions[0].reason == "Unschedulable"
 
     kube_api.core.delete_namespaced_pod(slow, ns)
-    record = kubelet.wait(slow, ns, timeout=5)
+    record = kubelet.wait(slow, ns, timeout=120)
     assert record.deleted and record.process is not None and record.process.returncode == -9
     assert kubelet.wait(queued, ns).steps == ["queued", "creating", "running", "succeeded"]
     assert not kubelet.errors

@@ -6,11 +6,13 @@ these, so each is checked against the API here, as a client sees it."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from support.kube.kubelet import TestKubelet
@@ -143,3 +145,55 @@ def test_a_bad_image_is_pulled_once_it_exists(
     assert record.steps[:2] == ["image-pull-error", "image-pull-backoff"]
     bad.clear()  # pushed to the registry
     assert kubelet.wait(name, ns).phase == "Succeeded"
+
+
+class SlowWaits(client.CoreV1Api):
+    """The kubelet's API client, whose Unschedulable status writes are answered only once
+    ``answer`` is set (a loaded API server, or the writing thread descheduled)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        super().__init__(api_client)
+        self.answer = threading.Event()
+        self.answered = threading.Event()
+
+    def patch_namespaced_pod_status(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
+        if "Unschedulable" not in json.dumps(body):
+            return super().patch_namespaced_pod_status(name, namespace, body, **kw)
+        assert self.answer.wait(30), "the test never let the write through"
+        try:
+            return super().patch_namespaced_pod_status(name, namespace, body, **kw)
+        finally:
+            self.answered.set()
+
+
+def test_a_pod_bound_while_its_wait_is_written_never_goes_back_to_pending(
+    kube_api: KubeAPI, make_kubelet: Callable[..., TestKubelet]
+) -> None:
+    """A pod that must wait is written Unschedulable while a slot may free at once: that
+    write must not land after the pod's Running (a pod back to Pending for good, its
+    study waiting forever for it, was the many-studies benchmark's hang)."""
+    ns = unique("race")
+    kubelet = make_kubelet(behaviour=modes, namespace=ns, capacity=1)
+    slow = SlowWaits(kube_api.client)
+    kubelet.core = slow
+    first, second = unique("first"), unique("second")
+    kube_api.core.create_namespaced_pod(ns, pod(first, "hold"))
+    kubelet.wait(first, ns, settled=True)
+    kube_api.core.create_namespaced_pod(ns, pod(second, "hold"))
+    waiting = wait_for(lambda: kubelet.record(second, ns), what="the second pod seen")
+    kubelet.finish(first, ns)  # its slot frees while the second pod's wait is being written
+    assert kubelet.wait(first, ns).phase == "Succeeded"
+    wait_for(
+        lambda: (
+            waiting.phase == "Running"  # bound and written Running before its wait
+            or (kubelet.bound() == 0 and not kubelet.unschedulable())
+        ),  # or not waiting yet
+        what="the first pod's slot free, or the second pod running",
+    )
+    slow.answer.set()
+    wait_for(lambda: slow.answered.is_set(), what="the wait written")
+    wait_for(lambda: waiting.settled.is_set() and "running" in waiting.steps, what="running")
+    assert read(kube_api, second, ns)["status"]["phase"] == "Running"
+    assert waiting.phase == "Running"
+    kubelet.finish(second, ns)
+    assert kubelet.wait(second, ns).phase == "Succeeded"

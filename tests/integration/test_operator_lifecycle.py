@@ -58,12 +58,12 @@ def test_deleting_a_running_study_stops_its_loop_at_once_and_cleans_up_once(
         operator(kube) as runner,
     ):
         s.create()
-        wait_for(lambda: len(pods(kube, name)) == 2, timeout=60)
+        wait_for(lambda: len(pods(kube, name)) == 2, timeout=300)
         started = time.monotonic()
         kube.api().custom.delete_namespaced_custom_object(
             "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
         )
-        wait_for(lambda: _gone(kube, name), timeout=60)
+        wait_for(lambda: _gone(kube, name), timeout=300)
         took = time.monotonic() - started
         assert not pods(kube, name)
     print(f"DELETE running study gone after {took:.1f}s")
@@ -88,7 +88,7 @@ def test_a_loop_that_fails_at_its_start_is_started_again(
         operator(kube, retry_s=1.0) as runner,
     ):
         s.create()
-        obj = s.finished(timeout=90)
+        obj = s.finished(timeout=300)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert "study_daemon' failed with an exception" in runner.output
 
@@ -133,7 +133,7 @@ def test_a_new_study_is_pending_from_its_first_status_write(
             operator(kube),
         ):
             s.create()
-            assert s.finished(timeout=60)["status"]["phase"] == "Succeeded"
+            assert s.finished(timeout=300)["status"]["phase"] == "Succeeded"
     finally:
         stop.set()
         s.patch({"metadata": {"labels": {"x": "y"}}})  # one more event: the watch ends
@@ -156,7 +156,7 @@ def test_the_datasets_notes_are_events_of_the_study(
         operator(kube),
     ):
         s.create()
-        assert s.finished(timeout=60)["status"]["phase"] == "Succeeded"
+        assert s.finished(timeout=300)["status"]["phase"] == "Succeeded"
     notes = [e["message"] for e in events(kube, name) if e["reason"] == "Note"]
     assert any("dataset rows have missing (empty, NaN) or infinite values" in n for n in notes)
 
@@ -179,7 +179,7 @@ def test_a_study_applied_before_its_secret_waits_and_runs_once_the_secret_exists
         operator(kube, retry_s=1.0),
     ):
         s.create()
-        wait_for(lambda: _condition(study(kube, name), "Stalled").get("status") == "True", 60)
+        wait_for(lambda: _condition(study(kube, name), "Stalled").get("status") == "True", 300)
         obj = study(kube, name)
         assert obj["status"]["phase"] == "Pending"
         store = _condition(obj, "StoreReady")
@@ -190,7 +190,7 @@ def test_a_study_applied_before_its_secret_waits_and_runs_once_the_secret_exists
         assert "checked again every 1s" in message
         assert "Failed" not in conditions(obj) and not pods(kube, name)
         kube.api().core.create_namespaced_secret(NS, credentials_secret(secret))
-        obj = s.finished(timeout=60)
+        obj = s.finished(timeout=300)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert _condition(obj, "StoreReady")["status"] == "True"
     assert (_condition(obj, "Stalled")["status"], _condition(obj, "Stalled")["reason"]) == (
@@ -212,7 +212,7 @@ def test_an_invalid_spec_waits_and_runs_once_corrected(
         operator(kube),  # retry_s 15: the new generation, not a re-check, starts it
     ):
         s.create()
-        wait_for(lambda: _condition(study(kube, name), "Valid").get("status") == "False", 60)
+        wait_for(lambda: _condition(study(kube, name), "Valid").get("status") == "False", 300)
         obj = study(kube, name)
         valid = _condition(obj, "Valid")
         assert valid["reason"] == "InvalidSpec"
@@ -222,7 +222,7 @@ def test_an_invalid_spec_waits_and_runs_once_corrected(
         assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
         s.patch({"spec": {"searchSpace": {"neurons": {"min": 8, "max": 32}}}})
         started = time.monotonic()
-        obj = s.finished(timeout=60)
+        obj = s.finished(timeout=300)
     print(f"CORRECTED spec: Succeeded {time.monotonic() - started:.1f}s after the fix")
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
@@ -246,7 +246,7 @@ def test_a_study_an_earlier_operator_failed_on_a_missing_secret_runs_once_it_exi
         kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()),
         operator(kube),
     ):
-        wait_for(lambda: study(kube, name)["status"]["phase"] == "Succeeded", timeout=60)
+        wait_for(lambda: study(kube, name)["status"]["phase"] == "Succeeded", timeout=300)
         obj = study(kube, name)
     assert "Failed" not in conditions(obj)
 
@@ -271,7 +271,7 @@ def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refuse
     answer = s.trainer()
 
     def result(pod: dict[str, Any]) -> tuple[int, str]:
-        gate.wait(60)  # the study runs until the change has been refused
+        gate.wait(300)  # the study runs until the change has been refused
         return answer(pod)
 
     def neurons(top: int) -> None:
@@ -279,14 +279,14 @@ def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refuse
 
     with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
         s.create()
-        wait_for(lambda: pods(kube, name), timeout=60)
+        wait_for(lambda: pods(kube, name), timeout=300)
         neurons(64)
         refused = wait_for(
             lambda: _condition(study(kube, name), "SpecChangeRefused").get("status") == "True",
-            30,
+            300,
         )
         gate.set()
-        obj = s.finished(timeout=60)
+        obj = s.finished(timeout=300)
         assert obj["status"]["phase"] == "Succeeded"
         # Ended with the change still refused: what Git declares is not what ran.
         assert _condition(obj, "SpecChangeRefused")["status"] == "True", refused
@@ -295,9 +295,49 @@ def test_a_refused_change_undone_after_the_study_ended_clears_spec_change_refuse
             lambda: (
                 (c := _condition(study(kube, name), "SpecChangeRefused"))["status"] == "False" and c
             ),
-            30,
+            300,
         )
     assert cond["reason"] == "Reverted"
+    obj = study(kube, name)
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert obj["status"]["phase"] == "Succeeded"
+
+
+def test_a_change_to_a_finished_study_is_flagged_with_a_condition_and_an_event(
+    kube: KubeServer, new_study: Callable[..., OperatorStudy]
+) -> None:
+    """Before, ``kubectl patch`` of a finished study's epochs changed nothing and said
+    nothing: generation stayed ahead of observedGeneration, Argo CD showed Healthy."""
+    name = "edited-after"
+    s = new_study(name, **SMALL)
+    with kubelet(kube, behaviour=lambda pod: "instant", result=s.trainer()), operator(kube):
+        s.create()
+        assert s.finished(timeout=300)["status"]["phase"] == "Succeeded"
+        s.patch({"spec": {"training": {"epochs": 7}}})
+        cond = wait_for(
+            lambda: (
+                (c := _condition(study(kube, name), "SpecChangeRefused")).get("status") == "True"
+                and c
+            ),
+            300,
+        )
+        said = wait_for(
+            lambda: [e for e in events(kube, name) if e["reason"] == "SpecChangeRefused"], 120
+        )
+        then = (s.body["spec"].get("training") or {}).get("epochs")  # None: merge-patch drops
+        s.patch({"spec": {"training": {"epochs": then}}})  # back as it was
+        cleared = wait_for(
+            lambda: (
+                (c := _condition(study(kube, name), "SpecChangeRefused"))["status"] == "False" and c
+            ),
+            300,
+        )
+    assert cond["reason"] == "StudyEnded"
+    assert "spec.training.epochs changed after the study ended" in cond["message"]
+    assert "start a new study (another metadata.name)" in cond["message"]
+    assert len(said) == 1 and said[0]["type"] == "Warning", said
+    assert said[0]["message"] == cond["message"]
+    assert cleared["reason"] == "Reverted"
     obj = study(kube, name)
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert obj["status"]["phase"] == "Succeeded"
@@ -320,13 +360,13 @@ def test_finished_studies_are_counted_by_phase_after_a_restart_and_forgotten_whe
         best = {"trial": "r0000", "maeMean": 0.25} if phase == "Succeeded" else None
         _patch_status(kube, name, {"phase": phase, "best": best})
     with operator(kube):
-        wait_for(lambda: all(_gauge(n, p) in _metrics() for n, p in ended.items()), 30)
+        wait_for(lambda: all(_gauge(n, p) in _metrics() for n, p in ended.items()), 300)
         assert 'hpo_best_mae{namespace="default",study="ended-ok"} 0.25' in _metrics()
         for name in ended:
             kube.api().custom.delete_namespaced_custom_object(
                 "hpo-operator.dev", "v1alpha1", NS, "hpostudies", name
             )
-        wait_for(lambda: not any(f'study="{n}"' in _studies_lines() for n in ended), 30)
+        wait_for(lambda: not any(f'study="{n}"' in _studies_lines() for n in ended), 300)
 
 
 def _metrics() -> str:
@@ -368,9 +408,9 @@ def test_the_operator_writes_the_live_status_next_to_the_ledger(
         operator(kube),
     ):
         live.create()
-        wait_for(lambda: (s := status()) is not None and s.running > 0, timeout=60)
-        assert live.finished(timeout=60)["status"]["phase"] == "Succeeded"
-        end = wait_for(lambda: (s := status()) is not None and s.phase != "running" and s, 30)
+        wait_for(lambda: (s := status()) is not None and s.running > 0, timeout=300)
+        assert live.finished(timeout=300)["status"]["phase"] == "Succeeded"
+        end = wait_for(lambda: (s := status()) is not None and s.phase != "running" and s, 300)
     rows = read_ledger(live.results(), f"{name}/ledger.xlsx")
     assert any(p == "running" and r > 0 for p, _, r, _ in seen), seen  # while pods trained
     assert {runner for _, runner, _, _ in seen} == {"operator"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,7 +16,13 @@ import pytest
 
 from helpers.study import EXAMPLE_CSV
 from hpo.store import LocalStore
-from hpo.study.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
+from hpo.study.contract import (
+    GPUS_ENV,
+    DatasetRef,
+    SeedResult,
+    TrainingOptions,
+    TrainingRequest,
+)
 from hpo.study.layout import ARTIFACT_FILES
 from hpo_trainer.__main__ import termination_message
 from hpo_trainer.data import PreparedData
@@ -51,7 +59,9 @@ def _request(**changes: object) -> TrainingRequest:
     return replace(request, **changes)
 
 
-def _run_cli(request: TrainingRequest, root: Path, log: Path) -> subprocess.CompletedProcess[str]:
+def _run_cli(
+    request: TrainingRequest, root: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -67,6 +77,7 @@ def _run_cli(request: TrainingRequest, root: Path, log: Path) -> subprocess.Comp
         capture_output=True,
         text=True,
         timeout=300,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -179,6 +190,35 @@ def test_cli_exit_code_and_stderr_on_failure(tmp_path: Path) -> None:
     assert "dataset file not found" in proc.stderr
     (row,) = json.loads(log.read_text())
     assert row["status"] == "failed" and "dataset file not found" in row["error"]
+
+
+def test_the_trainer_names_the_devices_it_sees(tmp_path: Path) -> None:
+    """This machine has no GPU: the pod's log says so, and a CPU training goes ahead."""
+    log = tmp_path / "termination-log"
+    proc = _run_cli(_request(seeds=[1]), tmp_path / "store", log, env={GPUS_ENV: ""})
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^TensorFlow sees \d+ CPU\(s\) and no GPU$", proc.stderr, re.M)
+
+
+@pytest.mark.parametrize(("variant", "hint"), [("cpu", "use the -gpu image"), ("gpu", "driver")])
+def test_a_training_asked_for_a_gpu_fails_when_it_sees_none(
+    tmp_path: Path, variant: str, hint: str
+) -> None:
+    """HPO_GPUS (set by the pod builder from nvidia.com/gpu): no silent CPU training."""
+    log = tmp_path / "termination-log"
+    env = {GPUS_ENV: "1", "HPO_IMAGE_VARIANT": variant}
+    proc = _run_cli(_request(), tmp_path / "store", log, env=env)
+    assert proc.returncode == 1
+    rows = json.loads(log.read_text())
+    assert [r["seed"] for r in rows] == [2, 1]
+    for row in rows:
+        assert row["status"] == "failed" and row["epochs_run"] == 0
+        assert row["error"].startswith(
+            "the pod asks for 1 GPU(s) (nvidia.com/gpu) but TensorFlow sees "
+        )
+        assert "no GPU; not training on the CPU instead" in row["error"] and hint in row["error"]
+    assert "not training on the CPU instead" in proc.stderr
+    assert not list((tmp_path / "store").rglob("scores.json"))  # nothing was trained
 
 
 def test_termination_message_stays_under_4kb() -> None:

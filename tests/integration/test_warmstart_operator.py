@@ -43,14 +43,14 @@ def test_a_study_warm_started_from_another_in_its_bucket_trains_none_of_its_trai
     answer = synthetic(s3_server, bucket, delay_s=0.0)
     with kubelet(kube, behaviour=lambda pod: "instant", result=result), operator(kube):
         create(kube, study_body("source", s3_server, dataset, bucket, **SMALL))
-        assert finished(kube, "source", timeout=90)["status"]["phase"] == "Succeeded"
+        assert finished(kube, "source", timeout=300)["status"]["phase"] == "Succeeded"
         before = {(r.config_key, r.seed) for r in ledger_rows(s3_server, bucket, "source")}
         trained.clear()
         warm = study_body(
             "warm", s3_server, dataset, bucket, **SMALL, warmStart={"studies": ["source"]}
         )
         create(kube, warm)
-        obj = finished(kube, "warm", timeout=90)
+        obj = finished(kube, "warm", timeout=300)
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert len(before) == 4 and len(trained) == 4 and not before & set(trained)
     rows = ledger_rows(s3_server, bucket, "warm")
@@ -69,7 +69,7 @@ def _refused(kube: KubeServer, s: OperatorStudy) -> tuple[dict[str, Any], dict[s
         operator(kube),
     ):
         s.create()
-        cond = wait_for(lambda: conditions(study(kube, s.name)).get("WarmStartReady"), timeout=60)
+        cond = wait_for(lambda: conditions(study(kube, s.name)).get("WarmStartReady"), timeout=300)
         return cond, study(kube, s.name)
 
 

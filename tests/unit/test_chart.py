@@ -31,6 +31,7 @@ from helpers.chart import (
     load_all,
     render,
 )
+from hpo.kube.pods import PodDefaults
 from support.podsecurity import restricted_violations
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -57,6 +58,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
         "rbac": {"clusterWide": False},
         "watchNamespaces": ["a", "b"],
+        "trainerDefaults": {
+            "queueName": "team-a",
+            "priorityClassName": "research",
+            "schedulerName": "volcano",
+            "podLabels": {"example.com/team": "a"},
+            "podAnnotations": {"scheduling.volcano.sh/queue-name": "research"},
+        },
     },
 }
 
@@ -346,6 +354,32 @@ def test_settings_come_from_the_configmap(chart: helm.Chart) -> None:
         return _operator(objects)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
     assert checksum(default) != checksum(changed)  # a new ConfigMap restarts the operator
+
+
+def test_trainer_defaults_reach_the_operator_and_its_pods(chart: helm.Chart) -> None:
+    """trainerDefaults become HPO_TRAINER_* in the ConfigMap (none while empty), which the
+    operator reads as the defaults of the pods it builds."""
+    assert not any(k.startswith("HPO_TRAINER_") for k in _configmap_data(render(chart, {})))
+    defaults = {
+        "queueName": "team-a",
+        "priorityClassName": "research",
+        "schedulerName": "volcano",
+        "podLabels": {"team": "a"},
+        "podAnnotations": {"scheduling.volcano.sh/queue-name": "research"},
+    }
+    data = _configmap_data(render(chart, {"trainerDefaults": defaults}))
+    got = PodDefaults.from_env({k: v for k, v in data.items() if k.startswith("HPO_TRAINER_")})
+    assert got == PodDefaults(
+        queue_name="team-a",
+        priority_class_name="research",
+        scheduler_name="volcano",
+        labels={"team": "a"},
+        annotations={"scheduling.volcano.sh/queue-name": "research"},
+    )
+
+
+def _configmap_data(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return dict(_one(objects, "ConfigMap")["data"])
 
 
 def test_image_tag_and_resources_come_from_values(chart: helm.Chart) -> None:
@@ -642,6 +676,23 @@ def test_service_monitor(rendered: dict[str, list[dict[str, Any]]]) -> None:
         (
             {"minio": {"image": {"tag": "latest"}}},
             "at '/minio/image/tag': 'latest' does not match pattern",
+        ),
+        (
+            {"trainerDefaults": {"queueName": "Team_A"}},
+            "at '/trainerDefaults/queueName': 'Team_A' does not match pattern",
+        ),
+        (
+            {"trainerDefaults": {"schedulerName": "my scheduler"}},
+            "at '/trainerDefaults/schedulerName': 'my scheduler' does not match pattern",
+        ),
+        (
+            {"trainerDefaults": {"podLabels": {"hpo-operator.dev/study": "x"}}},
+            # Helm's validator names no location for a key
+            "at '': invalid propertyName 'hpo-operator.dev/study'",
+        ),
+        (
+            {"trainerDefaults": {"podLabels": {"team": "a b"}}},
+            "at '/trainerDefaults/podLabels/team': 'a b' does not match pattern",
         ),
     ],
 )

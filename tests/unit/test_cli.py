@@ -305,7 +305,7 @@ def test_run_refuses_an_alias_bomb_with_bounded_memory(tmp_path: Path) -> None:
         [*HPO, "run", str(f), "--out", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         preexec_fn=_limited,
         env={**os.environ, "COLUMNS": "200"},
     )
@@ -457,8 +457,33 @@ def test_each_training_line_names_its_own_stage(monkeypatch: pytest.MonkeyPatch)
     with run._Display(quiet=False) as display:
         display("result", progress, RESULTS[1])
     printed = out.getvalue()
-    assert "] random r0000 seed 2: mae 0.5200" in printed, printed
+    # The training's selection score (val MAE 0.53), as the best beside it; not its
+    # test MAE (0.52), which no decision reads.
+    assert "] random r0000 seed 2: val MAE 0.5300" in printed, printed
+    assert "0.5200" not in printed
     assert "best val MAE 0.4100 (1 seed)" in printed
+
+
+def test_notes_print_when_they_arrive_and_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A note comes as an event at the start of a run (before any training line of a
+    non-TTY log); the closing lines repeat none of those."""
+    import io
+
+    from rich.console import Console
+
+    from hpo.cli import run
+    from hpo.engine import StudyProgress
+
+    out = io.StringIO()
+    monkeypatch.setattr(run, "console", Console(file=out, width=200))
+    progress = StudyProgress("random", 0, 0, 1, 0, 9, None, None, None)
+    with run._Display(quiet=False) as display:
+        display("start", progress, None)
+        display("note: 12 of 1200 dataset rows have missing values", progress, None)
+        display("result", progress, RESULTS[1])
+    printed = out.getvalue()
+    assert printed.index("note: 12 of 1200") < printed.index("r0000 seed 2")
+    assert display.noted == {"12 of 1200 dataset rows have missing values"}
 
 
 # -- item 8: the commands load only what they use ---------------------------------------------
@@ -474,7 +499,7 @@ def _loaded_after(args: list[str], heavy: tuple[str, ...]) -> list[str]:
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True
     )
     return json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
 
@@ -518,7 +543,8 @@ def test_ls_shows_a_running_studys_live_status(tmp_path: Path) -> None:
     writer.update(progress)
     result = _invoke("ls", str(tmp_path / "runs"))
     assert result.exit_code == EXIT_OK, result.output
-    assert "in progress, 2 running (random; local runner live)" in _text(result)
+    # a local runner has no queue: 0 queued (a cluster's: tests/integration/test_cluster_waiting)
+    assert "in progress, 2 running, 0 queued (random; local runner live)" in _text(result)
     writer.update(progress, phase="interrupted")
     assert "in progress (interrupted)" in _text(_invoke("ls", str(tmp_path / "runs")))
     # A study before its first ledger write (only status.json so far) is listed too.

@@ -64,3 +64,20 @@ def test_bounds_match_the_python_validation() -> None:
     assert (
         props["trainer"]["properties"]["resources"]["x-kubernetes-preserve-unknown-fields"] is True
     )
+
+
+def test_the_api_server_refuses_bad_queue_priority_and_scheduler_names() -> None:
+    """The CRD's own copy of the trainer's scheduling rules (the spec's, tests/unit/test_spec.py)."""
+    props = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    trainer = props["properties"]["trainer"]["properties"]
+    subdomain = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    assert (trainer["queueName"]["pattern"], trainer["queueName"]["maxLength"]) == (subdomain, 63)
+    for name in ("priorityClassName", "schedulerName"):
+        assert (trainer[name]["pattern"], trainer[name]["maxLength"]) == (subdomain, 253)
+    labels = trainer["podLabels"]
+    assert labels["maxProperties"] == 64
+    assert labels["additionalProperties"]["maxLength"] == 63
+    assert labels["additionalProperties"]["pattern"] == (
+        r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+    )
+    assert trainer["podAnnotations"]["maxProperties"] == 64

@@ -109,6 +109,11 @@ def test_the_command_refuses_bad_input(tmp_path: Path) -> None:
 
     code, out = run(str(tmp_path / "nowhere"))
     assert code == 2 and "no such folder" in out
+    a_file = tmp_path / "study.yaml"
+    a_file.write_text("kind: HPOStudy\n")
+    code, out = run(str(a_file))
+    assert code == 2 and "is a file, not a folder" in " ".join(out.split())
+    assert "no such folder" not in out
     code, out = run("s3://bucket/prefix")
     assert code == 2 and "--endpoint" in out
     code, out = run(str(tmp_path), "--port", "0")
@@ -230,7 +235,7 @@ def test_running_and_the_runners_state_come_from_the_live_status(
     source.discover()
     entry = source.read(source.entry("big"))
     derived = entry.detail["summary"]
-    assert (derived["running"], derived["live"]) == (None, None)  # no status.json: as before
+    assert (derived["running"], derived["queued"], derived["live"]) == (None, None, None)
     assert derived["phase"] == "In progress"
     listed = source.list_revision()
 
@@ -251,6 +256,9 @@ def test_running_and_the_runners_state_come_from_the_live_status(
         "In progress",
     )
     assert (s["done"], s["total"]) == (ahead, 80)
+    # the best from the same source as the phase and counts beside it, not the lagging ledger
+    assert (s["best_val"], s["best_trial"]) == (0.1, "r0001") != (derived["best_val"], None)
+    assert s["queued"] == 0  # a local runner has no queue (a cluster's: test_cluster_waiting)
     assert len(builds) == 1  # only the summary changed: the ledger's frames are not rebuilt
 
     # the runner died: time passes, the file does not change, the page says so
@@ -260,7 +268,27 @@ def test_running_and_the_runners_state_come_from_the_live_status(
     assert source.list_revision() != listed
     s = source.read(entry).detail["summary"]
     assert (s["live"], s["running"], s["done"]) == ("stale", None, derived["done"])
+    assert s["queued"] is None  # a dead runner's count is a guess
 
     assert writer.update(progress, phase="succeeded")  # a finished study's last word
     s = source.read(entry).detail["summary"]
-    assert (s["live"], s["running"], s["phase"]) == ("finished", 0, "Finished")
+    assert (s["live"], s["running"], s["queued"], s["phase"]) == ("finished", 0, 0, "Finished")
+
+
+def test_a_cluster_studys_queued_trainings_are_shown_beside_the_running(runs: Path) -> None:
+    """status.json of the operator's runner: of its 5 trainings in pods, 2 wait for capacity."""
+    from hpo.engine import StudyProgress
+    from hpo.records.livestatus import StatusWriter
+
+    (runs / "big" / "best.json").unlink()
+    writer = StatusWriter(LocalStore(runs), StudyPaths("big").status, "big", "operator")
+    writer.queued = 2
+    progress = StudyProgress(
+        phase="random", done=1, failed=0, running=5, queued=4, total=80,
+        best_trial=None, best_mae=None, best_std=None,
+    )  # fmt: skip
+    assert writer.update(progress)
+    source = Source(str(runs))
+    source.discover()
+    s = source.read(source.entry("big")).detail["summary"]
+    assert (s["running"], s["queued"], s["live"]) == (3, 2, "live")

@@ -336,3 +336,67 @@ def test_measurements_declared_categorical_are_refused_saying_where_they_are_dec
     assert message.endswith(
         "take it out of spec.dataset.categorical if its values are measurements"
     )
+
+
+# -- numbers with thousands separators -------------------------------------------------
+
+
+def test_numbers_with_thousands_separators_are_read_as_numbers_and_said_so(
+    tmp_path: Path,
+) -> None:
+    """``"1,000"``, ``"2,000"``, ``"4,974.5"``: every filled cell a number, so the column
+    is numeric (never one-hot, never "an identifier"); the note names it; the trainer
+    reads the same numbers."""
+    df = _frame(40).astype({"Vds": object})
+    area = [f"{1000 + 500 * i:,}" for i in range(39)] + ["4,974.5"]
+    df["area"] = area
+    df.loc[3, "area"] = "750"  # a number without a group is a number too
+    path = _csv(tmp_path, df)
+    assert '"1,000"' in path.read_text()  # quoted in the CSV, as spreadsheets write it
+    ref = _ref(path, ["Vgs", "area"], ["Id"])
+    summary = validate_dataset(ref)
+    assert summary.categorical == ()
+    assert summary.notes == (
+        "column(s) 'area' hold numbers written with thousands separators (e.g. '1,000'): "
+        "read as numbers (1000)",
+    )
+    data = load_splits(ref)
+    assert data.encoding.encoded_columns() == ["Vgs", "area"]
+    seen = np.concatenate([data.x_train[:, 1], data.x_val[:, 1], data.x_test[:, 1]])
+    expected = [1000.0 + 500 * i for i in range(39)] + [4974.5]
+    expected[3] = 750.0
+    assert sorted(seen) == sorted(expected)
+
+
+def test_thousands_separators_among_other_text_are_refused_naming_cells(
+    tmp_path: Path,
+) -> None:
+    """``"1,000"`` beside ``"1,5"`` (a decimal comma?) is not for sure numbers: refused
+    naming the column and a cell of each kind, not one-hot encoded."""
+    df = _frame(40)
+    df["area"] = [f"{1000 + 500 * i:,}" for i in range(40)]
+    df.loc[6, "area"] = "1,5"
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(_ref(_csv(tmp_path, df), ["Vgs", "area"], ["Id"]))
+    assert str(info.value).startswith(
+        "column 'area' holds numbers with thousands separators ('1,000' in data row 1) and "
+        "other text ('1,5' in data row 7)"
+    )
+
+
+def test_number_like_codes_that_merge_are_named_in_a_note(tmp_path: Path) -> None:
+    """``01`` and ``1`` (and ``02``/``2``) are one category each: the note says which raw
+    spellings became which category, so the user sees it happen."""
+    df = _frame(40)
+    df["code"] = ["01", "1", "02", "2", "x9", "y8", "z7", "w6"] * 5
+    ref = _ref(_csv(tmp_path, df), ["Vgs", "code"], ["Id"])
+    summary = validate_dataset(ref)
+    assert summary.categorical == ("code",)
+    assert (
+        "categorical column 'code': number-like spellings read as one category each: "
+        "'01', '1' -> '1'; '02', '2' -> '2' (a code whose leading zeros matter needs a "
+        "letter, e.g. 'z01')"
+    ) in summary.notes
+    assert load_splits(ref).encoding.encoded_columns()[1:] == [
+        "code=1", "code=2", "code=w6", "code=x9", "code=y8", "code=z7",
+    ]  # fmt: skip

@@ -207,3 +207,26 @@ def test_an_older_features_json_keeps_its_categories_apart() -> None:
     old = FeatureEncoding((Feature("code", ("01", "1", "A")),))
     got = old.transform(pd.DataFrame({"code": ["01", "1", "A"]}))
     assert got.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_rows_a_prediction_cannot_use_are_named_with_their_reason() -> None:
+    """A missing number, an infinite one and a missing category mark their row (predict
+    leaves those rows out and says why); complete rows have no reason."""
+    from hpo.results.features import incomplete_rows
+
+    encoding = FeatureEncoding((Feature("x"), Feature("m", ("a", "b")), Feature("z")))
+    frame = pd.DataFrame(
+        {
+            "x": [1.0, np.nan, 2.0, np.inf, np.nan],
+            "m": ["a", "b", None, "a", None],
+            "z": [0.0, 1.0, 2.0, 3.0, -np.inf],
+        },
+        index=[10, 11, 12, 13, 14],
+    )
+    assert incomplete_rows(frame, encoding).to_dict() == {
+        10: None,
+        11: "no value in 'x'",
+        12: "no value in 'm'",
+        13: "infinite value in 'x'",
+        14: "no value in 'x', 'm'; infinite value in 'z'",
+    }

@@ -89,3 +89,17 @@ def test_the_build_context_leaves_a_checkout_out() -> None:
         assert any(
             source == a or source.startswith(f"{a}/") or fnmatch.fnmatch(source, a) for a in allowed
         ), source
+
+
+def test_the_gpu_trainer_gets_the_same_tensorflow_with_cuda_every_wheel_pinned() -> None:
+    generator = _generator()
+    cpu = generator.requirements()
+    gpu = generator.gpu_requirements(cpu)
+    assert "tensorflow[and-cuda]==2.21.0" in gpu and not any("tensorflow-cpu" in g for g in gpu)
+    assert [line for line in cpu if "tensorflow" not in line] == [
+        line for line in gpu if "tensorflow" not in line and not line.startswith("nvidia-")
+    ]
+    assert any(line.startswith("nvidia-cudnn-cu12==") for line in gpu)
+    assert all(re.fullmatch(r"[a-z0-9\-\[\]]+==[0-9.]+", line) for line in gpu), gpu
+    with pytest.raises(LookupError, match="is not the trainer's TensorFlow"):
+        generator.gpu_requirements(["tensorflow-cpu==2.20.0; platform_machine != 'aarch64'"])

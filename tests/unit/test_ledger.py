@@ -22,6 +22,8 @@ from hpo.records.ledger import (
     trials_frame,
     write_ledger,
 )
+from hpo.records.ledger.frames import study_frame
+from hpo.records.ledger.xlsx import workbook_bytes
 from hpo.records.report import final_group
 from hpo.store import LocalStore, PreconditionFailed
 from hpo.study.contract import KNOBS, SeedResult
@@ -161,7 +163,7 @@ def test_trials_columns_and_order() -> None:
         *KNOBS,
         "seed",
         "val_mae",
-        "mae",
+        "test_mae",
         "yield_mae",
         "yield_pct",
         "strength_mae",
@@ -213,10 +215,10 @@ def test_configurations_aggregates_by_hand() -> None:
         *KNOBS,
         "val_mae_mean",
         "val_mae_std",
-        "mae_mean",
-        "mae_std",
-        "mae_min",
-        "mae_max",
+        "test_mae_mean",
+        "test_mae_std",
+        "test_mae_min",
+        "test_mae_max",
         "seeds",
         "failed",
         "yield_mae_mean",
@@ -229,18 +231,18 @@ def test_configurations_aggregates_by_hand() -> None:
     assert pd.isna(frame["rank"].iloc[2])  # never succeeded: no rank, last
 
     r2, r1, r3 = (frame.iloc[i] for i in range(3))
-    assert r2["mae_mean"] == pytest.approx(1.0)
-    assert r2["mae_std"] == pytest.approx(0.5)  # sample std of 0.5, 1.5, 1.0
-    assert (r2["mae_min"], r2["mae_max"], r2["seeds"], r2["failed"]) == (0.5, 1.5, 3, 0)
-    assert r1["mae_mean"] == pytest.approx(2.0)
-    assert r1["mae_std"] == pytest.approx(statistics.stdev([1.0, 3.0]))  # sqrt(2)
-    assert (r1["mae_min"], r1["mae_max"], r1["seeds"], r1["failed"]) == (1.0, 3.0, 2, 1)
+    assert r2["test_mae_mean"] == pytest.approx(1.0)
+    assert r2["test_mae_std"] == pytest.approx(0.5)  # sample std of 0.5, 1.5, 1.0
+    assert (r2["test_mae_min"], r2["test_mae_max"], r2["seeds"], r2["failed"]) == (0.5, 1.5, 3, 0)
+    assert r1["test_mae_mean"] == pytest.approx(2.0)
+    assert r1["test_mae_std"] == pytest.approx(statistics.stdev([1.0, 3.0]))  # sqrt(2)
+    assert (r1["test_mae_min"], r1["test_mae_max"], r1["seeds"], r1["failed"]) == (1.0, 3.0, 2, 1)
     assert r1["yield_mae_mean"] == pytest.approx(15.0)
     assert r1["yield_pct_mean"] == pytest.approx(6.0)
     assert r1["strength_mae_mean"] == pytest.approx(2.0)
     assert r1["strength_pct_mean"] == pytest.approx(3.0)
     assert (r3["seeds"], r3["failed"]) == (0, 1)
-    assert pd.isna(r3["mae_mean"])
+    assert pd.isna(r3["test_mae_mean"])
 
 
 def workbook(store: LocalStore, key: str = KEY) -> Any:
@@ -272,7 +274,7 @@ def test_workbook_layout_and_formatting(store: LocalStore) -> None:
     trials = wb["Trials"]
     col = {c.value: c.column for c in trials[1]}
     b0001 = 1 + len(results)  # the narrow-stage row comes last
-    mae_cell = trials.cell(b0001, col["mae"])
+    mae_cell = trials.cell(b0001, col["test_mae"])
     assert mae_cell.number_format == "0.0000"
     assert mae_cell.value == 2.0  # full value stored, only the display is rounded
     assert trials.cell(2, col["yield_pct"]).number_format == "0.00"
@@ -280,7 +282,7 @@ def test_workbook_layout_and_formatting(store: LocalStore) -> None:
     lr_cell = trials.cell(b0001, col["learning_rate"])
     assert lr_cell.number_format == "0.0#####"  # 0.00003, not 3.00E-05
     assert lr_cell.value == 3.0e-05
-    assert trials.cell(2, col["mae"]).value == 1 / 3  # 17 significant digits survive
+    assert trials.cell(2, col["test_mae"]).value == 1 / 3  # 17 significant digits survive
     assert trials.cell(b0001, col["error"]).value is None
     assert trials.max_row == 1 + len(results)
 
@@ -412,3 +414,30 @@ def test_best_json_holds_per_layer_values_as_lists(tmp_path: Path) -> None:
     best = json.loads((tmp_path / "runs" / "t" / "best.json").read_text())
     assert best[0]["neurons"] == [64, 32, 16]
     assert read_ledger(store, "t/ledger.xlsx")[0].config["neurons"] == [64, 32, 16]
+
+
+def test_a_ledger_written_with_the_old_mae_column_still_reads(store: LocalStore) -> None:
+    """Before v0.9 the test MAE's column was ``mae`` (``mae_mean``... per configuration):
+    such a workbook reads back the same results; new ones say ``test_mae``."""
+    results = mixed_results()
+    trials = trials_frame(results, LABELS)
+    assert "test_mae" in trials.columns and "mae" not in trials.columns
+    old = trials.rename(columns={"test_mae": "mae"})
+    configs = configurations_frame(results, LABELS)
+    configs = configs.rename(columns=lambda c: c.removeprefix("test_"))
+    store.put_bytes(KEY, workbook_bytes(old, configs, None, study_frame(STUDY)))
+    back = read_ledger(store, KEY)
+    write_ledger(store, "new/ledger.xlsx", results, LABELS, None, STUDY)
+    assert back == read_ledger(store, "new/ledger.xlsx")
+    assert [r.mae for r in back] == [r.mae for r in sorted(results, key=lambda r: r.key)]
+
+
+def test_labels_named_like_the_score_columns_read_back(store: LocalStore) -> None:
+    """A label ``test`` has a ``test_mae`` column of its own (and ``val`` a ``val_mae``):
+    the scores and the label's errors are read by position, never mixed up."""
+    labels = ["test", "val"]
+    results = [ok("r0001", 0, 0.25, labels={"test": (7.0, 70.0), "val": (9.0, 90.0)})]
+    write_ledger(store, KEY, results, labels, None, STUDY)
+    (back,) = read_ledger(store, KEY)
+    assert (back.mae, back.val_mae) == (0.25, 0.25 * 1.25)
+    assert back.per_label == {"test": {"mae": 7.0, "pct": 70.0}, "val": {"mae": 9.0, "pct": 90.0}}

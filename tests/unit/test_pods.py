@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from helpers.study import s3_storage, study_dict
 from hpo.engine import Engine
 from hpo.kube.pods import (
     ANN_REQUEST,
+    DEFAULT_GPU_IMAGE,
+    DEFAULT_IMAGE,
     LABEL_SEED,
     LABEL_STAGE,
     LABEL_STUDY,
     LABEL_TRIAL,
+    PodDefaults,
     build_pod,
     group_tasks,
     pod_name,
@@ -20,7 +25,13 @@ from hpo.kube.pods import (
     tasks_of,
 )
 from hpo.store import StoreRef
-from hpo.study.contract import DatasetRef, SeedResult, TrainingOptions, TrainingRequest
+from hpo.study.contract import (
+    GPUS_ENV,
+    DatasetRef,
+    SeedResult,
+    TrainingOptions,
+    TrainingRequest,
+)
 from hpo.study.spec import parse_study, refused_changes
 
 DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -248,3 +259,123 @@ def test_trainer_pod_passes_the_same_restricted_checker_as_the_chart() -> None:
     assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
     del c["securityContext"]["readOnlyRootFilesystem"]
     assert writable_roots(pod["spec"]) == ["trainer: readOnlyRootFilesystem is not true"]
+
+
+def _pod(spec_kw: dict[str, object] | None = None, defaults: PodDefaults | None = None) -> dict:
+    raw = study_dict(trainer=spec_kw or {})
+    return build_pod(
+        study="demo",
+        namespace="ns",
+        owner_uid="u",
+        spec=parse_study(raw).spec,
+        request=_request([1]),
+        attempt=1,
+        defaults=defaults or PodDefaults(),
+    )
+
+
+def test_queue_priority_scheduler_labels_and_annotations_reach_the_pod() -> None:
+    pod = _pod(
+        {
+            "queueName": "team-a",
+            "priorityClassName": "research",
+            "schedulerName": "volcano",
+            "podLabels": {"example.com/team": "a"},
+            "podAnnotations": {"scheduling.volcano.sh/queue-name": "research"},
+        }
+    )
+    meta, ps = pod["metadata"], pod["spec"]
+    assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert meta["labels"]["example.com/team"] == "a"
+    assert meta["annotations"]["scheduling.volcano.sh/queue-name"] == "research"
+    assert (ps["priorityClassName"], ps["schedulerName"]) == ("research", "volcano")
+    # the operator's own labels and annotations are all still there
+    assert meta["labels"][LABEL_STUDY] == "demo" and ANN_REQUEST in meta["annotations"]
+    assert meta["annotations"]["sidecar.istio.io/inject"] == "false"
+    from support.podsecurity import restricted_violations
+
+    assert restricted_violations(ps) == []
+
+
+def test_without_settings_the_pod_has_no_queue_priority_or_scheduler() -> None:
+    pod = _pod()
+    assert "kueue.x-k8s.io/queue-name" not in pod["metadata"]["labels"]
+    assert "priorityClassName" not in pod["spec"] and "schedulerName" not in pod["spec"]
+
+
+def test_cluster_defaults_fill_in_what_the_study_leaves_unset() -> None:
+    defaults = PodDefaults.from_env(
+        {
+            "HPO_TRAINER_QUEUE_NAME": "shared",
+            "HPO_TRAINER_PRIORITY_CLASS_NAME": "low",
+            "HPO_TRAINER_SCHEDULER_NAME": "volcano",
+            "HPO_TRAINER_POD_LABELS": '{"team": "platform", "cost-center": "42"}',
+            "HPO_TRAINER_POD_ANNOTATIONS": '{"scheduling.volcano.sh/queue-name": "shared"}',
+        }
+    )
+    unset = _pod(defaults=defaults)
+    assert unset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "shared"
+    assert unset["metadata"]["labels"]["team"] == "platform"
+    assert unset["spec"]["priorityClassName"] == "low"
+    assert unset["spec"]["schedulerName"] == "volcano"
+    own = _pod({"queueName": "mine", "podLabels": {"team": "ml"}}, defaults=defaults)
+    labels = own["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "mine"  # the study's own wins
+    assert (labels["team"], labels["cost-center"]) == ("ml", "42")  # merged per key
+    assert own["metadata"]["annotations"]["scheduling.volcano.sh/queue-name"] == "shared"
+
+
+def test_build_pod_reads_the_defaults_from_the_operators_environment(monkeypatch) -> None:
+    monkeypatch.setenv("HPO_TRAINER_QUEUE_NAME", "from-env")
+    pod = build_pod(
+        study="demo", namespace="ns", owner_uid="u", spec=_spec(), request=_request([1]), attempt=1
+    )
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HPO_TRAINER_QUEUE_NAME": "Team_A"}, "HPO_TRAINER_QUEUE_NAME: String should match"),
+        ({"HPO_TRAINER_SCHEDULER_NAME": "a b"}, "HPO_TRAINER_SCHEDULER_NAME: String should"),
+        ({"HPO_TRAINER_POD_LABELS": "team=a"}, "HPO_TRAINER_POD_LABELS: not a JSON object"),
+        (
+            {"HPO_TRAINER_POD_LABELS": '{"hpo-operator.dev/study": "x"}'},
+            "HPO_TRAINER_POD_LABELS: label 'hpo-operator.dev/study' cannot be set here",
+        ),
+    ],
+)
+def test_wrong_cluster_defaults_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PodDefaults.from_env(env)
+
+
+def test_a_gpu_pod_tells_the_trainer_and_gets_the_gpu_image() -> None:
+    gpu = {"limits": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1}}
+    pod = _pod({"resources": gpu, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]})
+    (c,) = pod["spec"]["containers"]
+    assert {"name": GPUS_ENV, "value": "1"} in c["env"]
+    assert c["image"] == DEFAULT_GPU_IMAGE == DEFAULT_IMAGE + "-gpu"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    own_image = _pod({"resources": gpu, "image": "example/trainer:cuda"})
+    assert own_image["spec"]["containers"][0]["image"] == "example/trainer:cuda"
+    (cpu,) = _pod()["spec"]["containers"]
+    assert cpu["image"] == DEFAULT_IMAGE and GPUS_ENV not in {e["name"] for e in cpu["env"]}
+
+
+def test_the_operator_refuses_to_start_with_a_wrong_cluster_default(monkeypatch) -> None:
+    """A wrong trainerDefaults value stops `hpo operator` at once, naming the variable,
+    rather than failing every pod it would build."""
+    from hpo.kube.operator import run_operator
+
+    monkeypatch.setenv("HPO_TRAINER_PRIORITY_CLASS_NAME", "High_Priority")
+    with pytest.raises(SystemExit, match="hpo operator: HPO_TRAINER_PRIORITY_CLASS_NAME: "):
+        run_operator(
+            namespaces=[],
+            liveness="",
+            liveness_window_s=60,
+            json_logs=False,
+            poll_s=1,
+            metrics_port=0,
+            verbose=False,
+        )

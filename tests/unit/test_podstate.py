@@ -147,3 +147,26 @@ def test_node_lost_is_a_disruption_and_a_failed_pod_is_finished() -> None:
     assert (
         classify(pod("Running", conditions=[SCHEDULED], node="n1", running=True)).kind == "running"
     )
+
+
+def test_a_pod_whose_volume_cannot_be_mounted_is_blocked_naming_the_object() -> None:
+    """The kubelet says it only in a FailedMount event (``hpo.kube.mounts``): the pod itself
+    is ContainerCreating; once it runs, its old events no longer matter."""
+    from hpo.kube.mounts import MountWatch
+
+    message = 'MountVolume.SetUp failed for volume "creds" : secret "team-token" not found'
+    watch = MountWatch()
+    watch.failed = {"u1": message}  # as ``refresh`` reads them from the events
+    creating = pod(conditions=[SCHEDULED], node="n1", waiting={"reason": "ContainerCreating"})
+    creating["metadata"]["uid"] = "u1"
+    state = watch.state(creating, classify(creating))
+    assert (state.kind, state.reason, state.message) == ("blocked", "FailedMount", message)
+    assert (
+        blocked_words(state)
+        == f"Secret 'team-token' of a volume is missing (FailedMount: {message})"
+    )
+    other = {**creating, "metadata": {**creating["metadata"], "uid": "u2"}}  # a new pod
+    assert watch.state(other, classify(other)).kind == "starting"
+    running = pod("Running", conditions=[SCHEDULED], node="n1", running=True)
+    running["metadata"]["uid"] = "u1"
+    assert watch.state(running, classify(running)).kind == "running"

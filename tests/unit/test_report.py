@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from matplotlib.collections import PathCollection
 from rich.console import Console
 
-from hpo.records.report import PLOT_FILES, final_group, make_plots, render_table
+from hpo.records.report import (
+    PLOT_FILES,
+    best_figure,
+    convergence_figure,
+    depth_figure,
+    final_group,
+    make_plots,
+    render_table,
+)
 from hpo.study.contract import KNOBS, SeedResult
 from hpo.study.spec import Threshold
 
@@ -83,8 +93,8 @@ def test_final_group_ranking_and_columns() -> None:
         *KNOBS,
         "val_mae_mean",
         "val_mae_std",
-        "mae_mean",
-        "mae_std",
+        "test_mae_mean",
+        "test_mae_std",
         "seeds",
         "yield_mae",
         "yield_pct",
@@ -95,8 +105,8 @@ def test_final_group_ranking_and_columns() -> None:
     assert group["trial"].tolist() == ["b0001", "b0002", "r0001"]
     assert group["rank"].tolist() == [1, 2, 3]
     assert group["seeds"].tolist() == [2, 2, 2]
-    assert group["mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
-    assert group["mae_std"].iloc[2] == pytest.approx(2**0.5 / 2)
+    assert group["test_mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
+    assert group["test_mae_std"].iloc[2] == pytest.approx(2**0.5 / 2)
     assert group["neurons"].iloc[0] == "[32]"
     # Results recorded before validation scores existed rank on their test MAE.
     assert group["val_mae_mean"].tolist() == pytest.approx([0.8, 1.0, 1.0])
@@ -231,4 +241,50 @@ def test_final_group_ranks_on_validation_never_on_test() -> None:
     group = final_group(lucky_on_test + steady, LABELS, {}, 2)
     assert group["trial"].tolist() == ["r0002", "r0001"]
     assert group["val_mae_mean"].tolist() == pytest.approx([0.5, 0.8])
-    assert group["mae_mean"].tolist() == pytest.approx([0.9, 0.1])
+    assert group["test_mae_mean"].tolist() == pytest.approx([0.9, 0.1])
+
+
+def _honest_results() -> list[SeedResult]:
+    """Validation and test MAE disagree on purpose, and the ledger order (by trial) is
+    not the completion order (``finished_at``)."""
+    rows = [  # trial, seed, val, test, finished_at
+        ("r0001", 0, 0.9, 0.1, 300.0),
+        ("r0002", 0, 0.5, 0.9, 100.0),
+        ("r0003", 0, 0.7, 0.2, 200.0),
+        ("b0001", 0, 0.4, 0.8, 400.0),
+    ]
+    out = []
+    for trial, seed, val, test, finished in rows:
+        stage = "bayesian" if trial.startswith("b") else "random"
+        r = dataclasses.replace(result(trial, seed, test, stage=stage), val_mae=val)
+        out.append(dataclasses.replace(r, finished_at=finished))
+    return out
+
+
+def test_plots_draw_the_selection_score_in_completion_order() -> None:
+    """The convergence line is the running minimum of the validation MAE over the
+    trainings in the order they ended; test MAEs appear only as the final group's,
+    labelled so; the other two plots draw validation MAEs too."""
+    results = _honest_results()
+    best = final_group(results, LABELS, {}, 2)
+    assert best["trial"].tolist() == ["b0001", "r0002"]
+    fig = convergence_figure(results, best)
+    (ax,) = fig.axes
+    step = next(line for line in ax.lines if line.get_label() == "best so far")
+    # completion order: r0002 (0.5), r0003 (0.7), r0001 (0.9), b0001 (0.4)
+    assert list(step.get_xdata()) == [1, 2, 3, 4, 4]
+    assert list(step.get_ydata()) == [0.5, 0.5, 0.5, 0.4, 0.4]
+    test_line = next(line for line in ax.lines if "test MAE" in str(line.get_label()))
+    assert "#1 final group's test MAE" in str(test_line.get_label())
+    assert list(test_line.get_ydata()) == [0.8, 0.8]
+    assert "validation MAE" in ax.get_ylabel() and "completion order" in ax.get_xlabel()
+    (depth_ax,) = depth_figure(results).axes
+    points = [c for c in depth_ax.collections if isinstance(c, PathCollection)]
+    drawn = sorted(float(y) for c in points for _, y in c.get_offsets())
+    assert drawn == pytest.approx(sorted([0.9, 0.5, 0.7, 0.4]), abs=1e-12)
+    (box_ax,) = best_figure(results, best).axes
+    marked = [c for c in box_ax.collections if "test MAE" in str(c.get_label())]
+    assert [float(y) for _, y in marked[0].get_offsets()] == pytest.approx([0.8, 0.9])
+    seeds = [c for c in box_ax.collections if c not in marked]
+    assert sorted(float(y) for c in seeds for _, y in c.get_offsets()) == [0.4, 0.5]
+    assert "validation MAE" in box_ax.get_ylabel()

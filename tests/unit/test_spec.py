@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 from helpers.study import REPO, study_dict, study_with
 from hpo.engine import stage_sizes
 from hpo.study.spec import SpecError, load_study, parse_study
+from hpo.study.spec.podmeta import gpus_asked
 
 BAD = [
     (
@@ -136,6 +139,67 @@ BAD = [
     ),
     ("spec.storage", {"type": "gcs"}, "spec.storage.type: Input should be 'local' or 's3'"),
     ("apiVersion", "v1", "apiVersion: must be 'hpo-operator.dev/v1alpha1'"),
+    (
+        "spec.trainer.queueName",
+        "Team_A",
+        "spec.trainer.queueName: 'Team_A' is not a valid Kubernetes object name",
+    ),
+    ("spec.trainer.queueName", "q" * 64, "spec.trainer.queueName: String should have at most 63"),
+    (
+        "spec.trainer.priorityClassName",
+        "high priority",
+        "spec.trainer.priorityClassName: 'high priority' is not a valid Kubernetes object name",
+    ),
+    (
+        "spec.trainer.schedulerName",
+        "Volcano",
+        "spec.trainer.schedulerName: 'Volcano' is not a valid Kubernetes object name",
+    ),
+    (
+        "spec.trainer.podLabels",
+        {"team": "a/b"},
+        "spec.trainer.podLabels.team: 'a/b' is not a valid label value",
+    ),
+    (
+        "spec.trainer.podLabels",
+        {"-team": "a"},
+        "spec.trainer.podLabels: '-team' is not a valid label key",
+    ),
+    (
+        "spec.trainer.podLabels",
+        {"hpo-operator.dev/trial": "x"},
+        "spec.trainer.podLabels: label 'hpo-operator.dev/trial' cannot be set here",
+    ),
+    (
+        "spec.trainer.podLabels",
+        {"kueue.x-k8s.io/queue-name": "q"},
+        "label 'kueue.x-k8s.io/queue-name' cannot be set here: set trainer.queueName instead",
+    ),
+    (
+        "spec.trainer.podAnnotations",
+        {"sidecar.istio.io/inject": "true"},
+        "spec.trainer.podAnnotations: annotation 'sidecar.istio.io/inject' cannot be set here",
+    ),
+    (
+        "spec.trainer.podAnnotations",
+        {"x" * 70: "1"},
+        "spec.trainer.podAnnotations: '" + "x" * 70 + "' is not a valid annotation key",
+    ),
+    (
+        "spec.trainer.podAnnotations",
+        {"big": "x" * (256 * 1024)},
+        "spec.trainer.podAnnotations: annotations take 262147 bytes; Kubernetes allows 262144",
+    ),
+    (
+        "spec.trainer.resources",
+        {"limits": {"nvidia.com/gpu": 0.5}},
+        "spec.trainer.resources: limits.nvidia.com/gpu must be a whole number of GPUs (got 0.5)",
+    ),
+    (
+        "spec.trainer.resources",
+        {"limits": {"nvidia.com/gpu": 1}, "requests": {"nvidia.com/gpu": 2}},
+        "spec.trainer.resources: requests.nvidia.com/gpu must equal limits.nvidia.com/gpu",
+    ),
 ]
 
 
@@ -210,6 +274,48 @@ def test_the_example_is_valid() -> None:
     study = load_study(REPO / "examples" / "quickstart.yaml")
     assert study.name == "quickstart"
     assert Path(study.spec.dataset.path).exists()
+
+
+def test_the_gpu_example_is_valid_and_asks_for_a_gpu() -> None:
+    """examples/gpu.yaml, as `hpo validate` reads it: one GPU per pod, on GPU nodes."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpo.cli",
+            "validate",
+            "--spec-only",
+            str(REPO / "examples/gpu.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    trainer = load_study(REPO / "examples" / "gpu.yaml").spec.trainer
+    assert gpus_asked(trainer.resources) == 1
+    assert trainer.tolerations and trainer.node_selector and trainer.queue_name
+
+
+def test_kueue_and_scheduler_settings_are_optional_and_kept() -> None:
+    assert parse_study(study_dict()).spec.trainer.queue_name is None
+    trainer = parse_study(
+        study_with(
+            "spec.trainer",
+            {
+                "queueName": "team-a",
+                "priorityClassName": "research-high",
+                "schedulerName": "volcano",
+                "podLabels": {"example.com/team": "a", "kueue.x-k8s.io/priority-class": "high"},
+                "podAnnotations": {"scheduling.volcano.sh/queue-name": "research"},
+            },
+        )
+    ).spec.trainer
+    assert (trainer.queue_name, trainer.priority_class_name, trainer.scheduler_name) == (
+        "team-a",
+        "research-high",
+        "volcano",
+    )
+    assert trainer.pod_labels["kueue.x-k8s.io/priority-class"] == "high"
 
 
 def test_categorical_columns_must_be_features_not_labels() -> None:

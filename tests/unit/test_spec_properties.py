@@ -186,6 +186,13 @@ PYTHON_ONLY = [
     r"^spec: result\.thresholds names '.*', which is not one of the labels",
     r"^spec\.dataset: categorical names '.*', a label: labels are numbers to predict$",
     r"^spec\.dataset: categorical names '.*', which is not one of the features$",
+    # Keys of trainer.podLabels / podAnnotations: CEL over a map's keys costs more than
+    # the API server's budget (their length is unbounded); the values are in the schema.
+    r"^spec\.trainer\.pod(Labels|Annotations): '.*' is not a valid (label|annotation) key",
+    r"^spec\.trainer\.pod(Labels|Annotations): (label|annotation) '.*' cannot be set here",
+    r"^spec\.trainer\.podAnnotations: annotations take \d+ bytes",
+    # trainer.resources is a free-form ResourceRequirements in the schema
+    r"^spec\.trainer\.resources: (limits|requests)\.nvidia\.com/gpu must",
 ]
 
 

@@ -73,7 +73,7 @@ def _drive(study_file: Path, out: Path, stop_after: int | None = None) -> list[T
             )
             session.record([result])
             session.flush()
-    session.flush(force=True)  # the ledger as `hpo run` leaves it (plots are not needed here)
+    session.finish()  # the final group, the ledger and the live status as `hpo run` leaves them
     return trained
 
 
@@ -200,8 +200,9 @@ def test_a_source_on_other_data_gives_its_best_first(source) -> None:
 
 
 def _nothing_written(out: Path, name: str) -> bool:
-    """No file of the study (the run's lock aside)."""
-    return not [p for p in (out / name).rglob("*") if p.is_file() and p.name != ".lock"]
+    """No file of the study, not even the run's lock, nor its folder (the README: a refused
+    warm start writes nothing)."""
+    return not (out / name).exists()
 
 
 def test_a_source_with_other_labels_is_refused_and_nothing_is_written(source) -> None:
@@ -429,3 +430,91 @@ def test_configurations_another_source_counts_are_not_tried_first(source) -> Non
     assert [config_key(c) for c in session.engine.warm.first] == new
     assert [t.trial.config_key for t in session.take(2)] == new  # the first trained
     assert "its 2 best configurations tried first" in describe(session.warm_start)[0]
+
+
+@pytest.mark.parametrize("why", ["itself", "corrupt ledger"])
+def test_a_refused_warm_start_leaves_no_folder_nor_lock(source, tmp_path: Path, why: str) -> None:
+    data, out = source
+    if why == "corrupt ledger":
+        (out / SOURCE / "ledger.xlsx").write_bytes(b"not a workbook")
+        entry, says = SOURCE, "cannot be read"
+    else:
+        entry, says = "second", "is this study itself"
+    fresh = tmp_path / "fresh" / "runs"  # not there yet: the run would create both folders
+    for place in (out, fresh):
+        if place == fresh:
+            shutil.copytree(out / SOURCE, fresh.parent / SOURCE)
+            entry = str(fresh.parent / SOURCE) if why == "corrupt ledger" else entry
+        study = _write(out.parent, "second", data, warmStart={"studies": [entry]})
+        result = CliRunner().invoke(app, ["run", str(study), "--out", str(place), "--quiet"])
+        assert result.exit_code == 2, result.output
+        assert says in " ".join(result.output.split()), result.output
+        assert "nothing was trained or written" in result.output
+        assert _nothing_written(place, "second")
+    assert not fresh.exists()  # nor the --out folder it would have made
+
+
+def test_a_warm_start_from_a_running_study_says_so(source) -> None:
+    data, out = source
+    running = _write(out.parent, "running", data)
+    _drive(running, out, stop_after=2)  # its runner is still "there": a recent heartbeat
+    study = _write(out.parent, "second", data, warmStart={"studies": ["out/running", "out/first"]})
+    result = CliRunner().invoke(app, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "2 trainings count" in text and "it is running now (2 successful trainings" in text
+    session = StudySession.open(load_study(study), StoreRef(kind="local", root=str(out)))
+    session.start()
+    said = [n for n in session.notes if "running: it is running now (its status: " in n]
+    assert said and "takes the 2 successful trainings recorded so far" in said[0], session.notes
+    record = json.loads((out / "second" / "warmstart.json").read_text())
+    live, done = record["sources"]
+    assert live["source_live"] is True and live["source_trainings"] == 2
+    assert live["source_planned"] == 4
+    assert done["source_live"] is False and "source_trainings" not in done
+
+
+NARROW = {
+    "enabled": True,
+    "topK": 1,
+    "trialsPerConfig": 3,
+    "neuronsRadius": 8,
+    "neuronsStep": 4,  # widths between the random stage's grid points (step 8)
+}
+
+
+def test_a_warm_start_from_an_identical_study_takes_its_narrow_stage_too(source) -> None:
+    data, out = source
+    _drive(_write(out.parent, "narrowed", data, bayesianStage=NARROW), out)
+    before = _ledger(out, "narrowed")
+    off_grid = [r for r in before if any(n % 8 for n in r.config["neurons"])]
+    assert off_grid  # the narrow stage refined between the grid's points
+    study = _write(
+        out.parent, "second", data, bayesianStage=NARROW, warmStart={"studies": ["out/narrowed"]}
+    )
+    result = CliRunner().invoke(app, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(before)} trainings count, none trained again" in result.output
+    assert "left out" not in result.output
+    session = StudySession.open(load_study(study), StoreRef(kind="local", root=str(out)))
+    session.start()
+    taken = {(r.source_trial, r.seed) for r in session.engine.warm.results}
+    assert taken == {(r.trial, r.seed) for r in before}  # the narrow stage's and best's too
+
+
+def test_a_warm_start_names_what_it_leaves_out_and_why(source) -> None:
+    data, out = source
+    before = _ledger(out, SOURCE)
+    wide = [r for r in before if max(r.config["neurons"]) > 16]
+    assert wide and len(wide) < len(before)
+    space = {**SPEC["searchSpace"], "neurons": {"min": 8, "max": 16, "step": 8}}
+    study = _write(
+        out.parent, "second", data, searchSpace=space, warmStart={"studies": ["out/first"]}
+    )
+    result = CliRunner().invoke(app, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    n = len(wide)
+    assert f"{len(before) - n} trainings count" in text
+    assert f"{n} training{'s' if n > 1 else ''} left out (" in text
+    assert "neurons 24 outside 8..16" in text or "neurons 32 outside 8..16" in text

@@ -57,12 +57,25 @@ def test_release_pushes_both_images_for_two_platforms_and_the_chart() -> None:
     release = _workflow("release.yml")
     assert release[True]["push"]["tags"] == ["v[0-9]+.[0-9]+.[0-9]+*"]  # `on:` reads as True
     images = release["jobs"]["images"]
-    dockerfiles = {m["image"]: m["dockerfile"] for m in images["strategy"]["matrix"]["include"]}
-    assert dockerfiles == {"operator": "Dockerfile", "trainer": "trainer-image/Dockerfile"}
-    for path in dockerfiles.values():
+    builds = {
+        (m["image"], m["variant"]): (m["dockerfile"], m["suffix"], m["platforms"])
+        for m in images["strategy"]["matrix"]["include"]
+    }
+    both = "linux/amd64,linux/arm64"
+    assert builds == {
+        ("operator", "cpu"): ("Dockerfile", "", both),
+        ("trainer", "cpu"): ("trainer-image/Dockerfile", "", both),
+        # the GPU trainer (tensorflow[and-cuda]: amd64 wheels), tagged <version>-gpu as
+        # hpo.kube.pods.DEFAULT_GPU_IMAGE names it
+        ("trainer", "gpu"): ("trainer-image/Dockerfile", "-gpu", "linux/amd64"),
+    }
+    for path, _, _ in builds.values():
         assert (REPO / path).is_file()
     (build,) = [s for s in images["steps"] if s.get("uses", "").startswith("docker/build-push")]
-    assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"]
+    assert build["with"]["platforms"] == "${{ matrix.platforms }}" and build["with"]["push"]
+    assert build["with"]["build-args"] == "VARIANT=${{ matrix.variant }}"
+    (meta,) = [s for s in images["steps"] if s.get("uses", "").startswith("docker/metadata")]
+    assert "${{ steps.version.outputs.version }}${{ matrix.suffix }}" in meta["with"]["tags"]
     assert "appVersion" in _steps(images)  # the tag must be the chart's appVersion
     chart = _steps(release["jobs"]["chart"])
     assert "helm package charts/hpo-operator" in chart

@@ -16,6 +16,8 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -30,6 +32,7 @@ from hpo.store import OutputUnwritable, Store, StoreError
 from hpo.study.contract import SeedResult, TrainingRequest
 from hpo.study.layout import StudyPaths
 from hpo_trainer.data import PreparedData, load_splits
+from hpo_trainer.devices import gpu_problem, gpus_required, visible_devices
 from hpo_trainer.metrics import score, standardised_mae
 from hpo_trainer.model import (
     ConfigError,
@@ -212,5 +215,36 @@ def train_one(request: TrainingRequest, seed: int, store: Store) -> SeedResult:
 
 
 def train_request(request: TrainingRequest, store: Store) -> list[SeedResult]:
-    """Every seed of the request, in order; one failure does not stop the others."""
-    return [train_one(request, seed, store) for seed in request.seeds]
+    """Every seed of the request, in order; one failure does not stop the others.
+
+    Names the devices TensorFlow sees (stderr: the pod's log); if the pod asked for more
+    GPUs than that (``HPO_GPUS``), every seed fails with that message, untrained.
+    """
+    problem = None
+    try:
+        required = gpus_required()
+        configure_runtime(request.training.threads)
+        devices = visible_devices()
+        print(devices.describe(), file=sys.stderr, flush=True)
+        problem = gpu_problem(devices, required, os.environ.get("HPO_IMAGE_VARIANT", ""))
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is None:
+        return [train_one(request, seed, store) for seed in request.seeds]
+    print(problem, file=sys.stderr, flush=True)
+    return [_refused(request, seed, problem) for seed in request.seeds]
+
+
+def _refused(request: TrainingRequest, seed: int, error: str) -> SeedResult:
+    return SeedResult(
+        study=request.study,
+        trial=request.trial,
+        stage=request.stage,
+        parent=request.parent,
+        config=_plain(request.config),
+        config_key=request.config_key,
+        seed=int(seed),
+        status="failed",
+        error=error,
+        finished_at=time.time(),
+    )

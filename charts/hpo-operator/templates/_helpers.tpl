@@ -121,10 +121,11 @@ calls it makes): the ClusterRole in cluster-wide mode, each watched namespace's 
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events on studies (stage changes, failures, completion).
+# Events on studies (stage changes, failures, completion); the kubelet's FailedMount
+# events on trainer pods are listed (a missing ConfigMap/Secret volume is said only there).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["list", "create"]
 {{- end }}
 
 {{/*

@@ -142,7 +142,8 @@ def _live_note(store: Any, key: str) -> str:
         return ""
     state = st.state()
     if state == "live":
-        return f", {st.running} running ({st.stage}; {st.runner} runner live)"
+        # queued: in pods that wait for the cluster's capacity (a local runner's is 0)
+        return f", {st.running} running, {st.queued} queued ({st.stage}; {st.runner} runner live)"
     if state == "stale":
         return f" (stale: its {st.runner} runner stopped writing {key.rsplit('/', 1)[-1]})"
     return f" ({state})"
@@ -234,6 +235,13 @@ def dashboard(
     if where.startswith("s3://"):
         if not endpoint:
             fail([f"{where}: give --endpoint or set HPO_S3_ENDPOINT"])
+    elif Path(where).exists() and not Path(where).is_dir():
+        fail(
+            [
+                f"{where}: is a file, not a folder: give the run folder (e.g. "
+                f"{Path(where).parent}) or a study folder, or s3://bucket/prefix"
+            ]
+        )
     elif not Path(where).is_dir():
         fail([f"{where}: no such folder (give a run folder, e.g. runs, or s3://bucket/prefix)"])
     if not 0 < port < 65536:

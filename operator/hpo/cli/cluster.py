@@ -85,7 +85,8 @@ def status(
     console.print(
         f"{namespace}/{name}: {st.get('phase', 'Pending')} ({st.get('stage', '-')}), "
         f"trainings {st.get('trainings', '-')}, running {counts.get('running', 0)}, "
-        f"failed {counts.get('failed', 0)}",
+        f"queued {counts.get('queued', 0)} (waiting for capacity), "
+        f"pending {counts.get('pending', 0)}, failed {counts.get('failed', 0)}",
         highlight=False,
     )
     best = st.get("best")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,7 +31,7 @@ def predict(
         typer.Option(metavar="S", help="One seed's model (default: every seed, averaged)."),
     ] = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--out", "-o", metavar="PREDS.csv", help="Write here (default: stdout)."),
     ] = None,
     keep: Annotated[
@@ -43,13 +43,18 @@ def predict(
     endpoint: Endpoint = None,
     tls: Tls = None,
 ) -> None:
-    """Predict the labels of a CSV's rows with a study's model, in the labels' own units."""
+    """Predict the labels of a CSV's rows with a study's model, in the labels' own units.
+
+    A row with a missing or infinite feature value, or a value too large for the model,
+    gets empty labels and a ``reason`` (the column appears when a row has one); the
+    others are predicted. A missing feature column or an unknown category is refused."""
     import pandas as pd
 
     from hpo.data.dataset import DatasetError, read_table
     from hpo.results import ResultsError
-    from hpo.results.features import feature_matrix
+    from hpo.results.features import REASON
 
+    target = _out_path(out)
     results = study_results(study, endpoint, tls)
     try:
         frame = read_table(data)
@@ -61,34 +66,84 @@ def predict(
     except ResultsError as exc:
         fail([str(exc)])
     kept = list(dict.fromkeys(keep or []))
-    missing = [c for c in kept if c not in frame.columns]
-    if missing:
-        fail([f"--keep {missing[0]!r}: {data} has no such column (it has {list(frame.columns)})"])
-    clash = [c for c in kept if c in results.labels]
-    if clash:
-        fail([f"--keep {clash[0]!r}: a label has this name, and the prediction takes its column"])
-    try:  # the columns are checked before TensorFlow loads (seconds): a refusal is quick
-        feature_matrix(frame, encoding)
-    except ResultsError as exc:
-        fail([f"{data}: {exc}"])
+    _check_input(frame, data, encoding, kept, results.labels)
     try:
-        predictions = results.load_model(trial=chosen, seed=seed).predict(frame)
+        predictions = results.load_model(trial=chosen, seed=seed).predict_rows(frame)
     except ResultsError as exc:
         fail([str(exc)])
+    _say_unpredicted(predictions, data)
+    if predictions[REASON].isna().all():
+        predictions = predictions.drop(columns=REASON)
     if kept:
         predictions = pd.concat([frame[kept], predictions], axis=1)
     text = predictions.to_csv(index=False)
-    if out is None:
+    if target is None:
         sys.stdout.write(text)
         return
     try:
-        out.write_text(text)
+        target.write_text(text)
     except OSError as exc:
-        fail([f"--out {out}: cannot write ({exc.strerror or exc})"])
+        fail([f"--out {target}: cannot write ({exc.strerror or exc})"])
     err.print(
         f"{plural(len(predictions), 'prediction')} of trial {chosen} "
-        f"({plural(len(seeds), 'seed')}{' averaged' if len(seeds) > 1 else ''}) in {out}",
+        f"({plural(len(seeds), 'seed')}{' averaged' if len(seeds) > 1 else ''}) in {target}",
         highlight=False,
+    )
+
+
+def _check_input(frame: Any, data: Path, encoding: Any, kept: list[str], labels: list[str]) -> None:
+    """What is wrong with the whole file, refused before TensorFlow loads (seconds): a
+    ``--keep`` column missing or named like an output, a missing feature column, an
+    unknown category. Says which columns were read with thousands separators."""
+    from hpo.data.table import thousands_columns
+    from hpo.results import ResultsError
+    from hpo.results.features import REASON, check_columns_of, feature_matrix, incomplete_rows
+
+    missing = [c for c in kept if c not in frame.columns]
+    if missing:
+        fail([f"--keep {missing[0]!r}: {data} has no such column (it has {list(frame.columns)})"])
+    clash = [c for c in kept if c in [*labels, REASON]]
+    if clash:
+        what = "the column of reasons" if clash[0] == REASON else "a label"
+        fail([f"--keep {clash[0]!r}: {what} has this name, and the prediction takes its column"])
+    try:
+        check_columns_of(frame, encoding)
+        feature_matrix(frame[incomplete_rows(frame, encoding).isna().to_numpy()], encoding)
+    except ResultsError as exc:  # a missing column, an unknown category
+        fail([f"{data}: {exc}"])
+    grouped = [c for c in thousands_columns(frame) if c in encoding.names]
+    if grouped:
+        err.print(
+            f"note: {', '.join(map(repr, grouped))} hold numbers written with thousands "
+            "separators (e.g. '1,000'): read as numbers (1000)",
+            highlight=False,
+        )
+
+
+def _out_path(out: str | None) -> Path | None:
+    """``--out``'s file; an empty name is refused (it would mean the current folder)."""
+    if out is None:
+        return None
+    if not out.strip():
+        fail(["--out: empty; give a file name (or leave --out out to write to stdout)"])
+    return Path(out)
+
+
+def _say_unpredicted(predictions: Any, data: Path) -> None:
+    """How many rows were not predicted, and the first reasons: on stderr, never silent."""
+    from hpo.results.features import REASON
+
+    reasons = predictions[REASON].dropna()
+    if reasons.empty:
+        return
+    first = "; ".join(
+        f"data row {predictions.index.get_loc(i) + 1}: {r}" for i, r in reasons.head(3).items()
+    )
+    err.print(
+        f"note: {len(reasons)} of {plural(len(predictions), 'row')} of {data} not predicted "
+        f"(empty labels, column '{REASON}' says why), e.g. {first}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -99,8 +154,8 @@ def export(
         str, typer.Option("--format", "-f", metavar="csv|json|parquet", help="File format.")
     ] = "csv",
     out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write into.")
-    ] = Path("."),
+        str, typer.Option("--out", "-o", metavar="DIR", help="Folder to write into.")
+    ] = ".",
     endpoint: Endpoint = None,
     tls: Tls = None,
 ) -> None:
@@ -114,11 +169,14 @@ def export(
         check_format(fmt)
     except ResultsError as exc:
         fail([str(exc)])
-    if out.exists() and not out.is_dir():
-        fail([f"--out {out}: is a file; give a folder"])
+    if not out.strip():
+        fail(["--out: empty; give a folder (--out . for the current one)"])
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        fail([f"--out {folder}: is a file; give a folder"])
     results = study_results(study, endpoint, tls)
     try:
-        paths = export_study(results, fmt, out)
+        paths = export_study(results, fmt, folder)
     except ResultsError as exc:
         fail([str(exc)])
     for path in paths:

@@ -21,6 +21,7 @@ from hpo.cli.common import (
     spread,
 )
 from hpo.study.contract import stage_label
+from hpo.study.summary import selection_score
 
 if TYPE_CHECKING:  # pydantic, pandas, scikit-optimize load when a command needs them
     from hpo.engine import StudyProgress
@@ -53,6 +54,8 @@ class _Display:
             disable=not self.live,
         )
         self.task = self.bar.add_task("study", total=None, phase="", running=0, failed=0, best="")
+        #: Notes already shown (at the start); the end repeats none of them.
+        self.noted: set[str] = set()
 
     def __enter__(self) -> _Display:
         self.bar.__enter__()
@@ -64,6 +67,10 @@ class _Display:
     def __call__(self, event: str, p: StudyProgress, result: SeedResult | None) -> None:
         if event.startswith("warning"):
             err.print(f"[yellow]{escape(event)}[/]", highlight=False, soft_wrap=True)
+            return
+        if event.startswith("note: "):
+            self.noted.add(event.removeprefix("note: "))
+            self.bar.console.print(escape(event), highlight=False, soft_wrap=True)
             return
         self.bar.update(
             self.task,
@@ -81,9 +88,10 @@ class _Display:
         if event == "stage":
             console.print(f"stage: {stage_label(p.phase)}", highlight=False)
         elif result is not None:
-            what = (
-                f"mae {result.mae:.4f}"
-                if result.status == "succeeded" and result.mae is not None
+            score = selection_score(result)
+            what = (  # the selection score, as the best beside it (never the test MAE)
+                f"val MAE {score:.4f}"
+                if result.status == "succeeded" and score is not None
                 else f"FAILED ({result.error})"
             )
             retry = " (will retry)" if event == "retry" else ""
@@ -128,6 +136,8 @@ def run(
     from hpo.records.report import render_table
     from hpo.study.storage import store_ref_for
 
+    if out is not None and not out.strip():
+        fail(["--out: empty; give a folder or s3://bucket/prefix (or leave --out out)"])
     study = load(study_file)
     try:
         ref = store_ref_for(study, out)
@@ -142,7 +152,7 @@ def run(
         if refusal is None:
             raise
         fail(*refusal)
-    for note in outcome.notes:
+    for note in (n for n in outcome.notes if n not in display.noted):  # new since the start
         console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if outcome.status == "interrupted":
         err.print(f"[yellow]{escape(outcome.message)}[/]")
@@ -298,8 +308,9 @@ def validate(
         for line in _warm_start_check(study_file, study, prepared):
             console.print(line, highlight=False, soft_wrap=True)
     console.print(
-        f"{study.name}: valid; {prepared.rows} rows ({prepared.rows_dropped} dropped), "
-        f"{len(prepared.dataset.features)} features, {len(prepared.dataset.labels)} labels; "
+        f"{study.name}: valid; {plural(prepared.rows, 'row')} ({prepared.rows_dropped} "
+        f"dropped), {plural(len(prepared.dataset.features), 'feature')}, "
+        f"{plural(len(prepared.dataset.labels), 'label')}; "
         f"{space}",
         highlight=False,
     )

@@ -88,10 +88,17 @@ class _Endpoints:
             summary = dict(entry.detail["summary"]) if entry.detail else {"id": sid, "name": sid}
             summary["error"] = entry.error
             rows.append(summary)
+        empty = None  # nothing wrong: shown as a note, not as an error
         if not rows and error is None:
-            error = f"no studies under {self.source.where} (yet): this page updates when one starts"
+            empty = f"no studies under {self.source.where} yet: this page updates when one starts"
         return _json(
-            {"where": self.source.where, "error": error, "studies": rows, "now": time.time()},
+            {
+                "where": self.source.where,
+                "error": error,
+                "empty": empty,
+                "studies": rows,
+                "now": time.time(),
+            },
             etag=tag,
         )
 

@@ -339,12 +339,13 @@ LIVE_PHASES = {
 
 def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any]:
     """``summary`` (``build``'s, from the ledger) with the runner's live status over it
-    (``hpo.records.livestatus.LiveStatus`` or None): ``running``, the run's phase and stage, counts
-    the ledger has not caught up with, and ``live`` (live, stale, finished, interrupted;
-    None without a status: a study run before it existed shows the derived values)."""
+    (``hpo.records.livestatus.LiveStatus`` or None): ``running``, ``queued``, the run's phase
+    and stage, counts the ledger has not caught up with, and ``live`` (live, stale, finished,
+    interrupted; None without a status: a study run before it existed shows the derived
+    values)."""
     out = dict(summary)
     if status is None:
-        out.update(running=None, live=None, heartbeat=None, stale_after_s=None)
+        out.update(running=None, queued=None, live=None, heartbeat=None, stale_after_s=None)
         return out
     state = status.state(now)
     out["live"] = state
@@ -352,6 +353,8 @@ def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any
     out["stale_after_s"] = status.stale_after_s()
     # running is known only while the runner writes; a stale one's is a guess
     out["running"] = status.running if state == "live" else (None if state == "stale" else 0)
+    # in pods that wait for the cluster's capacity (a local runner has no queue: 0)
+    out["queued"] = status.queued if state == "live" else (None if state == "stale" else 0)
     if state == "stale":
         return out  # the runner is gone: the ledger's values, not a dead runner's
     if out.get("phase") != "Finished":  # best.json is written just before the last word
@@ -362,6 +365,7 @@ def live(summary: dict[str, Any], status: Any, now: Any = None) -> dict[str, Any
     out["failed"] = max(int(out.get("failed") or 0), status.failed)
     if state == "live" and status.planned:
         out["total"] = max(status.planned, out["done"] + out["failed"])
-    if out.get("best_val") is None and status.best_val is not None:
+    if status.best_val is not None and (out.get("best_val") is None or state == "live"):
+        # the status's, as its phase and counts are (the ledger's lags up to 30 s)
         out["best_val"], out["best_trial"] = status.best_val, status.best_trial
     return out

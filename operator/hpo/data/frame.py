@@ -16,6 +16,7 @@ import pandas as pd
 
 from hpo.data.encoding import as_categories, is_text
 from hpo.data.errors import DatasetError
+from hpo.data.table import GROUPED, thousands_columns
 
 #: Fewest usable rows we accept: below this a three-way split is meaningless.
 MIN_ROWS = 10
@@ -131,6 +132,12 @@ def _check_categories(
                 "one-hot encoding would give the network one input per row, and every new "
                 f"row would be a category it never saw; {fix}"
             )
+        merged = merged_spellings(df.loc[usable.index, name])
+        if merged:
+            notes.append(
+                f"categorical column {name!r}: number-like spellings read as one category "
+                f"each: {merged} (a code whose leading zeros matter needs a letter, e.g. 'z01')"
+            )
         missing = int(df[name].isna().sum())
         if missing:
             notes.append(
@@ -151,6 +158,26 @@ def _check_categories(
                 "the rare ones"
             )
     return notes
+
+
+#: At most this many merged categories are spelt out in a note.
+_MERGED_SHOWN = 5
+
+
+def merged_spellings(series: pd.Series) -> str:
+    """Categories that several raw spellings became (``01`` and ``1`` are category
+    ``1``: ``hpo.data.encoding.category_of``), as ``'01', '1' -> '1'; ...``; empty if
+    none. Said so the user sees it happen, not only read it in the README."""
+    spellings: dict[str, set[str]] = {}
+    for raw, category in zip(series, as_categories(series), strict=True):
+        if category is not None:
+            spellings.setdefault(category, set()).add(str(raw).strip())
+    merged = {c: sorted(s) for c, s in sorted(spellings.items()) if len(s) > 1}
+    shown = "; ".join(
+        f"{', '.join(map(repr, s))} -> {c!r}" for c, s in list(merged.items())[:_MERGED_SHOWN]
+    )
+    more = f"; ... ({len(merged)} categories in all)" if len(merged) > _MERGED_SHOWN else ""
+    return shown + more
 
 
 def _row_number(df: pd.DataFrame, label: object) -> int:
@@ -204,11 +231,51 @@ def validate_frame(
     _check_lists(features, labels, categorical)
     columns = features + labels
     _check_present(df, columns)
+    _check_grouped(df, columns)
     encoded = _check_types(df, features, labels, categorical)
     usable = usable_rows(df, columns, encoded)
     _check_rows(df, usable, columns, encoded)
     _check_spread(df, usable[[c for c in columns if c not in encoded]], labels)
-    return _check_categories(df, usable, encoded, categorical)
+    return grouped_notes(df, columns) + _check_categories(df, usable, encoded, categorical)
+
+
+def grouped_notes(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Say which columns were read as numbers although written with thousands
+    separators (``hpo.data.table``): the user should know the file was interpreted."""
+    read = [c for c in thousands_columns(df) if c in columns]
+    if not read:
+        return []
+    return [
+        f"column(s) {', '.join(map(repr, read))} hold numbers written with thousands "
+        "separators (e.g. '1,000'): read as numbers (1000)"
+    ]
+
+
+def _check_grouped(df: pd.DataFrame, columns: Sequence[str]) -> None:
+    """A text column holding numbers with thousands separators among other text: neither
+    numbers nor categories for sure (``"1,5"`` may be a decimal comma), so refused naming
+    a cell of each kind, never one-hot encoded."""
+    for column in columns:
+        series = df[column]
+        if not is_text(series):
+            continue
+        cells = series.astype("string").str.strip()  # missing cells stay missing
+        filled = cells.notna().to_numpy()
+        with_groups = cells.str.fullmatch(GROUPED.pattern).fillna(False).to_numpy(bool)
+        if not with_groups.any():
+            continue
+        numbers = pd.to_numeric(cells.astype(object), errors="coerce").notna().to_numpy()
+        others = np.flatnonzero(filled & ~with_groups & ~numbers)
+        if not len(others):  # all numbers (a frame not read by read_table): not numeric below
+            continue
+        at = int(np.flatnonzero(with_groups)[0])
+        grouped, other = (at, cells.iloc[at]), (int(others[0]), cells.iloc[int(others[0])])
+        raise DatasetError(
+            f"column {column!r} holds numbers with thousands separators ({grouped[1]!r} in "
+            f"data row {grouped[0] + 1}) and other text ({other[1]!r} in data row "
+            f"{other[0] + 1}): write the numbers without separators (1000, 4974.5) and "
+            "fix the other cells"
+        )
 
 
 def _check_lists(features: list[str], labels: list[str], categorical: Sequence[str]) -> None:

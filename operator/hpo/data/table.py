@@ -3,6 +3,7 @@ repair (another separator, a name given twice) or misread (a workbook, Parquet).
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         hint = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
         raise DatasetError(f"could not parse dataset CSV {path}: {first_line}{hint}") from exc
     _check_header(file, path, frame)
+    _read_grouped_numbers(frame)
     with _cache_lock:
         for stale in [k for k in _cache if k[0] == key[0]]:
             del _cache[stale]
@@ -102,6 +104,40 @@ def _check_header(file: Path, path: str | Path, frame: pd.DataFrame) -> None:
     unnamed = [i for i, n in enumerate(names) if not n]
     if unnamed and len(names) == len(columns):
         frame.attrs["unnamed"] = [columns[i] for i in unnamed]
+
+
+#: A number written with thousands separators: ``1,000``, ``-12,345.5`` (groups of three).
+GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+#: A number as a CSV reader takes one.
+_PLAIN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _read_grouped_numbers(frame: pd.DataFrame) -> None:
+    """Text columns whose every filled cell is a number, some written with thousands
+    separators (``"1,000"``, ``"4,974.5"``), become numbers: unambiguous, and what the
+    writer meant (a category per value, or an identifier, it is not). The columns are
+    recorded (``thousands_columns``) so the user is told. A column with any other text
+    stays text (``hpo.data.frame`` refuses it naming a cell)."""
+    grouped = []
+    for name in frame.columns:
+        series = frame[name]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        cells = series.dropna().astype(str).str.strip()
+        with_groups = cells.str.fullmatch(GROUPED.pattern)
+        if not with_groups.any():
+            continue
+        if (with_groups | cells.str.fullmatch(_PLAIN.pattern)).all():
+            numbers = pd.to_numeric(cells.str.replace(",", "", regex=False)).astype("float64")
+            frame[name] = numbers.reindex(series.index)
+            grouped.append(str(name))
+    if grouped:
+        frame.attrs["thousands"] = grouped
+
+
+def thousands_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns read as numbers although written with thousands separators (``"1,000"``)."""
+    return list(frame.attrs.get("thousands", []))
 
 
 def unnamed_columns(frame: pd.DataFrame) -> list[str]:

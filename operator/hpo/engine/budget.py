@@ -9,8 +9,10 @@ set aside, the narrow stage gets the rest.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from hpo.engine.trials import TrainingId
 from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, Stage
 from hpo.study.spec import StudySpec
 
@@ -116,3 +118,10 @@ def cost_line(spec: StudySpec) -> str:
         )
     origin = "budget.trainings" if spec.budget.trainings is not None else "the stage sizes"
     return f"at most {budget_of(spec)} trainings ({origin}): " + ", ".join(parts)
+
+
+def warm_extra(warm: Collection[TrainingId], seeds_of: Callable[[str], list[int]]) -> int:
+    """Seeds a warm start's configurations lack: part of the plan when no budget is set.
+    Counted against what the warm start brought, so a restarted study plans the same."""
+    trials = {trial for trial, _ in warm}
+    return sum(1 for t in trials for s in seeds_of(t) if (t, s) not in warm)

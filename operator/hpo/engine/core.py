@@ -18,7 +18,14 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
-from hpo.engine.budget import budget_of, first_seeds, planned_configurations, reserve, stage_sizes
+from hpo.engine.budget import (
+    budget_of,
+    first_seeds,
+    planned_configurations,
+    reserve,
+    stage_sizes,
+    warm_extra,
+)
 from hpo.engine.racing import BudgetedRacing
 from hpo.engine.ranking import Ranking, choose_parents
 from hpo.engine.search import NarrowSearch, Records, SearchFactory, narrow_search
@@ -114,6 +121,8 @@ class Engine(BudgetedRacing):
 
         self._plan_random_stage()
         self._rebuild(list(history), in_flight)
+        if spec.budget.trainings is None:  # a warm start's missing seeds are in the plan
+            self.budget += warm_extra({r.key for r in self.warm.results}, self._seeds_of)
         self._queue_missing(RANDOM_STAGE)
         self.phase: Phase = RANDOM_STAGE
         self._check_failures(None)

@@ -19,7 +19,7 @@ import kopf
 from kubernetes import client
 
 from hpo.kube import metrics
-from hpo.kube.api import Cluster
+from hpo.kube.api import Cluster, pooled_api_client
 from hpo.kube.crd import PLURAL, VERSION
 from hpo.kube.pods import LABEL_STUDY
 from hpo.kube.runner import REVERTED, KubeRunner
@@ -231,11 +231,14 @@ class StudyHandlers:
         meta: kopf.Meta,
         spec: kopf.Spec,
         status: kopf.Status,
+        body: kopf.Body,
         **_: Any,
     ) -> None:
         """A finished study has no loop. Its phase still counts in ``hpo_studies`` after a
-        restart (kopf lists every study at start), and a refused change undone after the
-        end still clears ``SpecChangeRefused`` (else Argo CD shows it Degraded for good)."""
+        restart (kopf lists every study at start); a change of its spec is flagged as a
+        running study's refused change is (``SpecChangeRefused``, an event: it ran with
+        what ``status.acceptedSpec`` says, and runs no more), and undone it clears the
+        condition (else Argo CD shows it Degraded for good)."""
         assert namespace is not None  # HPOStudy is a namespaced resource
         if type == "DELETED":
             metrics.forget(namespace, name)
@@ -246,14 +249,28 @@ class StudyHandlers:
         accepted = status.get("acceptedSpec")
         if meta.get("deletionTimestamp") or not isinstance(accepted, dict):
             return
-        if refused_changes(dict(accepted), dict(spec)):
-            return  # still refused
-        if conditions.clear("SpecChangeRefused", "Reverted", REVERTED):
-            self.cluster().patch_status(
-                namespace,
-                name,
-                {"conditions": conditions.as_list(), "observedGeneration": meta.get("generation")},
+        generation = meta.get("generation")
+        refused = refused_changes(dict(accepted), dict(spec))
+        if refused:
+            message = (
+                f"{', '.join(refused)} changed after the study ended: it ran with its "
+                "original spec (status.acceptedSpec) and runs no more, so the change has no "
+                "effect; to run with it, start a new study (another metadata.name), or put "
+                "the spec back"
             )
+            before = conditions.items.get("SpecChangeRefused") or {}
+            if before.get("message") == message and status.get("observedGeneration") == generation:
+                return  # flagged already (this handler sees its own status patch)
+            conditions.set("SpecChangeRefused", True, "StudyEnded", message)
+        elif not conditions.clear("SpecChangeRefused", "Reverted", REVERTED):
+            return
+        self.cluster().patch_status(
+            namespace,
+            name,
+            {"conditions": conditions.as_list(), "observedGeneration": generation},
+        )
+        if refused:
+            self.cluster().event(dict(body), "Warning", "SpecChangeRefused", message)
 
     def study_deleted(
         self, name: str, namespace: str | None, uid: str, body: kopf.Body, **_: Any
@@ -356,4 +373,4 @@ def default_api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    return pooled_api_client(client.Configuration.get_default_copy())

@@ -30,6 +30,20 @@ FAILED = Counter(
     ["namespace", "study"],
     registry=REGISTRY,
 )
+DISRUPTED = Counter(
+    "hpo_trainings_disrupted_total",
+    "Trainings whose pod the infrastructure ended (preempted, evicted, node lost, deleted): "
+    "run again without an attempt up to trainer.maxDisruptions. Reason: the DisruptionTarget "
+    "reason, NodeLost or Deleted.",
+    ["namespace", "study", "reason"],
+    registry=REGISTRY,
+)
+QUEUED = Gauge(
+    "hpo_trainings_queued",
+    "Trainings in pods that wait for the cluster's capacity (unschedulable, held by a queue).",
+    ["namespace", "study"],
+    registry=REGISTRY,
+)
 DURATION = Histogram(
     "hpo_training_duration_seconds",
     "Wall time of one training in its trainer.",
@@ -77,5 +91,6 @@ def forget(namespace: str, study: str) -> None:
     for p in PHASES:
         with contextlib.suppress(KeyError):
             STUDIES.remove(namespace, study, p)
-    with contextlib.suppress(KeyError):
-        BEST_MAE.remove(namespace, study)
+    for gauge in (BEST_MAE, QUEUED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, study)

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from hpo.kube.handlers import QuietPodEvents, default_api_client, make_registry
+from hpo.kube.pods import PodDefaults
 
 #: The finalizer kopf puts on a study whose deletion it must see.
 FINALIZER = "hpo-operator.dev/finalizer"
@@ -29,6 +30,10 @@ def run_operator(
     """Run kopf until stopped, on every namespace or only ``namespaces``; ``liveness``: the
     kubelet's probe URL ('' for none), red once the API server has not answered for
     ``liveness_window_s``; ``metrics_port``: Prometheus' port (0: none)."""
+    try:  # the chart's trainerDefaults: a wrong one stops the operator here, by name
+        PodDefaults.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"hpo operator: {exc}") from None
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL
     )

@@ -7,15 +7,21 @@ creating a pod again after an operator restart is idempotent (409, adopted).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from hpo.engine import Task, Trial
-from hpo.study.contract import SeedResult, TrainingRequest
+from hpo.study.contract import GPUS_ENV, SeedResult, TrainingRequest
 from hpo.study.spec import API_VERSION, KIND, StudySpec, Trainer
+from hpo.study.spec.podmeta import KUEUE_QUEUE_LABEL, gpus_asked
 
 LABEL_STUDY = "hpo-operator.dev/study"
 LABEL_STAGE = "hpo-operator.dev/stage"
@@ -27,6 +33,67 @@ ANN_ATTEMPT = "hpo-operator.dev/attempt"
 ANN_RECORDED = "hpo-operator.dev/recorded"
 TERMINATION_LOG = "/dev/termination-log"
 MAX_NAME = 63
+
+
+#: The operator's environment (the chart's ``trainerDefaults``) -> the trainer field it
+#: fills in for a study that does not set it.
+DEFAULT_ENV = {
+    "HPO_TRAINER_QUEUE_NAME": "queueName",
+    "HPO_TRAINER_PRIORITY_CLASS_NAME": "priorityClassName",
+    "HPO_TRAINER_SCHEDULER_NAME": "schedulerName",
+    "HPO_TRAINER_POD_LABELS": "podLabels",
+    "HPO_TRAINER_POD_ANNOTATIONS": "podAnnotations",
+}
+#: The trainer image a study gets when it sets none (``trainer.image``'s default) ...
+DEFAULT_IMAGE: str = Trainer.model_fields["image"].default
+#: ... and its GPU build (``make images``), used instead when the pod asks for GPUs.
+DEFAULT_GPU_IMAGE = f"{DEFAULT_IMAGE}-gpu"
+
+
+@dataclass(frozen=True)
+class PodDefaults:
+    """Cluster-wide trainer settings (the chart's ``trainerDefaults``): what a study's
+    pods get where its own ``trainer`` section is silent."""
+
+    queue_name: str | None = None
+    priority_class_name: str | None = None
+    scheduler_name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PodDefaults:
+        """The defaults in the operator's environment, checked by the study's own rules;
+        ``ValueError`` names the variable of a wrong one."""
+        env = os.environ if environ is None else environ
+        return _defaults(tuple((var, env.get(var, "")) for var in DEFAULT_ENV))
+
+
+@functools.lru_cache(maxsize=8)
+def _defaults(values: tuple[tuple[str, str], ...]) -> PodDefaults:
+    raw: dict[str, Any] = {}
+    for var, text in values:
+        if not text:
+            continue
+        key = DEFAULT_ENV[var]
+        try:
+            raw[key] = json.loads(text) if key.startswith("pod") else text
+        except ValueError:
+            raise ValueError(f"{var}: not a JSON object: {text[:100]!r}") from None
+    try:
+        trainer = Trainer.model_validate(raw)
+    except ValidationError as exc:
+        by_field = {v: k for k, v in DEFAULT_ENV.items()}
+        err = exc.errors()[0]
+        var = by_field.get(str(err["loc"][0]), "HPO_TRAINER_*") if err["loc"] else "?"
+        raise ValueError(f"{var}: {err['msg'].removeprefix('Value error, ')}") from None
+    return PodDefaults(
+        queue_name=trainer.queue_name,
+        priority_class_name=trainer.priority_class_name,
+        scheduler_name=trainer.scheduler_name,
+        labels=trainer.pod_labels,
+        annotations=trainer.pod_annotations,
+    )
 
 
 def pod_name(study: str, trial: str, seeds: list[int], attempt: int) -> str:
@@ -71,15 +138,36 @@ def build_pod(
     spec: StudySpec,
     request: TrainingRequest,
     attempt: int,
+    defaults: PodDefaults | None = None,
 ) -> dict[str, Any]:
-    """The trainer pod for one request (one trial, one or more seeds)."""
+    """The trainer pod for one request (one trial, one or more seeds); ``defaults``:
+    the cluster-wide settings (None: ``PodDefaults.from_env()``)."""
     name = pod_name(study, request.trial, request.seeds, attempt)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _metadata(study, namespace, owner_uid, name, request, attempt),
-        "spec": _pod_spec(spec.trainer, _container(spec, request)),
+    defaults = PodDefaults.from_env() if defaults is None else defaults
+    metadata = _metadata(study, namespace, owner_uid, name, request, attempt)
+    _scheduling_metadata(metadata, spec.trainer, defaults)
+    pod_spec = _pod_spec(spec.trainer, _container(spec, request))
+    for key, value in (
+        ("priorityClassName", spec.trainer.priority_class_name or defaults.priority_class_name),
+        ("schedulerName", spec.trainer.scheduler_name or defaults.scheduler_name),
+    ):
+        if value:
+            pod_spec[key] = value
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def _scheduling_metadata(metadata: dict[str, Any], trainer: Trainer, defaults: PodDefaults) -> None:
+    """The study's (else the cluster's) labels and annotations under the operator's own,
+    which they cannot override, and Kueue's queue label."""
+    metadata["labels"] = {**defaults.labels, **trainer.pod_labels, **metadata["labels"]}
+    metadata["annotations"] = {
+        **defaults.annotations,
+        **trainer.pod_annotations,
+        **metadata["annotations"],
     }
+    queue = trainer.queue_name or defaults.queue_name
+    if queue:
+        metadata["labels"][KUEUE_QUEUE_LABEL] = queue
 
 
 def _env(spec: StudySpec) -> list[dict[str, Any]]:
@@ -100,7 +188,17 @@ def _env(spec: StudySpec) -> list[dict[str, Any]]:
             env.append(
                 {"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
             )
+    gpus = gpus_asked(spec.trainer.resources)
+    if gpus:
+        env.append({"name": GPUS_ENV, "value": str(gpus)})
     return env + [dict(e) for e in spec.trainer.env]
+
+
+def _image(trainer: Trainer) -> str:
+    """The study's image; the default one's GPU build when the pod asks for GPUs."""
+    if trainer.image == DEFAULT_IMAGE and gpus_asked(trainer.resources):
+        return DEFAULT_GPU_IMAGE
+    return trainer.image
 
 
 def _container(spec: StudySpec, request: TrainingRequest) -> dict[str, Any]:
@@ -108,7 +206,7 @@ def _container(spec: StudySpec, request: TrainingRequest) -> dict[str, Any]:
     trainer = spec.trainer
     return {
         "name": "trainer",
-        "image": trainer.image,
+        "image": _image(trainer),
         "imagePullPolicy": trainer.image_pull_policy,
         "command": ["python", "-m", "hpo_trainer"],
         # Arguments are data: the request is one JSON argument, never a shell string.

@@ -12,6 +12,7 @@ real-shaped pods.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +42,9 @@ DISRUPTIONS = {
     "NodeLost": "its node was lost",
     "Deleted": "deleted before it finished",
 }
+
+#: The object a kubelet's ``FailedMount`` message names (``configmap "c" not found``).
+_MISSING = re.compile(r'(configmap|secret) "([^"]+)" not found', re.IGNORECASE)
 
 Kind = Literal["queued", "starting", "blocked", "running", "disrupted", "finished"]
 
@@ -140,12 +144,19 @@ def disruption_words(reason: str) -> str:
 
 
 def blocked_words(c: PodCondition) -> str:
-    """What stops a blocked pod, naming the image or the missing object."""
+    """What stops a blocked pod, naming the image or the missing object (a ConfigMap or
+    Secret of a volume: ``hpo.kube.mounts``)."""
     if "Image" in c.reason:
         what = (
             f"image {c.image!r} cannot be pulled"
             if "Pull" in c.reason
             else (f"image {c.image!r} is invalid")
+        )
+    elif c.reason == "FailedMount":  # hpo.kube.mounts: the kubelet's event says it
+        m = _MISSING.search(c.message)
+        kind = {"configmap": "ConfigMap", "secret": "Secret"}[m.group(1).lower()] if m else ""
+        what = (
+            f"{kind} {m.group(2)!r} of a volume is missing" if m else "a volume cannot be mounted"
         )
     else:
         what = "its container cannot be created"

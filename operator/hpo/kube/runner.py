@@ -26,6 +26,7 @@ from hpo.engine import Task
 from hpo.kube import startup
 from hpo.kube.api import Cluster, api_message, not_allowed, refusal, transient
 from hpo.kube.disruption import DisruptionLog
+from hpo.kube.mounts import MountWatch
 from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, results_of, tasks_of
 from hpo.kube.podstate import PodCondition, blocked_words, classify, disruption_words
 from hpo.kube.startup import NotYet, Stalled
@@ -99,6 +100,8 @@ class KubeRunner:
         self.ending: dict[str, str | None] = {}
         #: Disruptions per training: capped, and noted in the ledger's error column.
         self.disruptions = DisruptionLog()
+        #: FailedMount events of pods that wait to start (a missing ConfigMap/Secret volume).
+        self.mounts = MountWatch()
 
     @property
     def conditions(self) -> Conditions:
@@ -244,6 +247,10 @@ class KubeRunner:
         for name in list(self.pods):
             if name not in pods:
                 self._pod_gone(name)
+        waiting = any(
+            c.kind == "starting" or c.reason == "FailedMount" for c in self.kinds.values()
+        )
+        self.mounts.refresh(self.cluster, self.namespace, waiting, self.clock())
         for name, pod in pods.items():
             self._reconcile_pod(name, pod)
         for name in list(self.kinds):
@@ -285,14 +292,16 @@ class KubeRunner:
         cap = self.study.spec.trainer.max_disruptions
         words = disruption_words(reason)
         again, over = self.disruptions.count(tasks, reason, cap)
+        said = ""
         if again:
             self.session.requeue(again[::-1])  # each goes to the front: the same pod again
             seeds = ",".join(str(t.seed) for t in again)
-            self.status.disrupted(
+            said = (
                 f"pod {name} {words}: {again[0].trial.id} seed {seeds} requeued, not counted "
                 f"as an attempt (disruption {self.disruptions.times(again)}, at most "
                 f"trainer.maxDisruptions {cap})"
             )
+        self.status.disrupted(reason, len(tasks), said)
         if over:
             n = self.disruptions.times(over)
             error = f"{words}, disrupted {n} times, more than trainer.maxDisruptions ({cap})"
@@ -351,7 +360,7 @@ class KubeRunner:
             session.adopt(tasks)
             self.pods[name] = tasks
             self.disruptions.restore(tasks, annotations)
-        state = classify(pod)
+        state = self.mounts.state(pod, classify(pod))
         self.kinds[name] = state
         if state.kind == "finished":
             phase = (pod.get("status") or {}).get("phase")
@@ -370,7 +379,7 @@ class KubeRunner:
             crashpoints.reached("pod-reported:Disrupted")
             self.cluster.delete_pod(self.namespace, name)
         elif state.kind == "starting":
-            self._check_pending(name, state, tasks)
+            self._check_pending(name, state, tasks, pod)
 
     def _record_pod(self, pod: dict[str, Any], tasks: list[Task]) -> None:
         """Record what a finished pod says of those of its ``tasks`` still waited for."""
@@ -381,13 +390,17 @@ class KubeRunner:
             scores = self.session.stored_scores(current)
             self._record([r for r in results_of(pod, self.study.name, scores) if r.key in keys])
 
-    def _check_pending(self, name: str, state: PodCondition, tasks: list[Task]) -> None:
+    def _check_pending(
+        self, name: str, state: PodCondition, tasks: list[Task], pod: dict[str, Any]
+    ) -> None:
         """A pod bound to a node whose container has not started within
         ``spec.trainer.pendingTimeoutSeconds`` (a volume that never mounts, a node that never
         starts it): a failed attempt. Waiting for capacity or for a fix never is."""
         assert self.study is not None
         waited = age_s(state.since)
         if waited >= self.study.spec.trainer.pending_timeout_seconds:
+            if self.mounts.recheck(self.cluster, self.namespace, pod, self.clock()):
+                return  # a missing ConfigMap/Secret volume: blocked from the next step
             why = state.reason or "scheduled"
             error = f"pod stuck Pending ({why}, container not started) for {waited:.0f}s"
             # Only this pod's unrecorded trainings (after a restart some may be recorded).

@@ -207,9 +207,12 @@ class StudyStatus:
         if forbidden or created:
             self._forbidden = forbidden
 
-    def disrupted(self, message: str) -> None:
-        """A training's pod was disrupted and its training requeued (not an attempt)."""
-        self.event("Warning", "TrainingDisrupted", message)
+    def disrupted(self, reason: str, n: int, message: str = "") -> None:
+        """``n`` trainings' pod was disrupted (``reason``): counted, and said when they are
+        requeued (not an attempt)."""
+        metrics.DISRUPTED.labels(self.namespace, self.name, reason).inc(n)
+        if message:
+            self.event("Warning", "TrainingDisrupted", message)
 
     def pods_blocked(self, reason: str, message: str) -> None:
         """Pods cannot start until the user fixes something: ``PodsCanStart`` False and
@@ -253,6 +256,7 @@ class StudyStatus:
         start now; ``queued``: in pods that wait for capacity)."""
         p = engine.progress()
         phase = PHASES[p.phase]
+        metrics.QUEUED.labels(self.namespace, self.name).set(queued)
         failing = engine.failed_reason is not None
         blocked = self.conditions.items.get("PodsCanStart", {})
         if blocked.get("status") == "False" and not engine.finished:

@@ -33,8 +33,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from hpo import crashpoints
 from hpo.engine import Engine, StudyProgress, Task
-from hpo.local.lock import study_lock
+from hpo.local.lock import folders_to_make, remove_empty, study_lock
 from hpo.local.worker_store import ParentGuard
 from hpo.records.recorder import LedgerConflict
 from hpo.session import Recorded, StudySession
@@ -101,10 +102,12 @@ def _worker_init(store_ref: str, threads: int, parent: int) -> None:
     _trainer().configure_runtime(threads)
 
 
-def _train(request_json: str, seed: int) -> str:
+def _train(request_json: str, seed: int, attempt: int = 1) -> str:
     """One training; ``OutputUnwritable`` travels to the runner as the future's error."""
     assert _worker_store is not None
     request = TrainingRequest.from_json(request_json)
+    # The worker has the training (the runner counts it running): a fault test kills it here.
+    crashpoints.reached(f"local-train:{request.trial}:{seed}:{attempt}")
     return _trainer().train_one(request, seed, _worker_store).to_json()
 
 
@@ -257,13 +260,20 @@ class LocalRunner:
         Raises ``StudyBusy`` (another run has the study), ``HistoryConflict`` (records
         of other data, another search space or other training settings),
         ``OutputUnwritable`` (disk full: stopped, resumable), ``StoreError``."""
-        # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
-        session = StudySession.open(
-            self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
-        )
         held: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        made: list[Path] = []
         if self.store_ref.kind == "local":
-            held = study_lock(Path(self.store_ref.root) / StudyPaths(self.study.name).root)
+            folder = Path(self.store_ref.root) / StudyPaths(self.study.name).root
+            made = folders_to_make(folder)  # before the store makes its root
+            held = study_lock(folder, made)
+        try:
+            # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
+            session = StudySession.open(
+                self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
+            )
+        except BaseException:
+            remove_empty(made)  # a refused dataset leaves no folder either
+            raise
         with held:
             if self.when_held is not None:
                 self.when_held()
@@ -275,6 +285,8 @@ class LocalRunner:
         engine = session.engine
         location = session.location
         self.listener("start", engine.progress(), None)
+        for note in session.notes:  # at the start: a long run's log must not bury them
+            self.listener(f"note: {note}", engine.progress(), None)
         self._write(session, force=session.ledger_missing)
 
         ctx = multiprocessing.get_context("spawn")
@@ -342,7 +354,8 @@ class LocalRunner:
             for i, task in enumerate(tasks):
                 request = session.request([task])
                 try:
-                    running[pool.submit(_train, request.to_json(), task.seed)] = task
+                    future = pool.submit(_train, request.to_json(), task.seed, task.attempt)
+                    running[future] = task
                 except BrokenProcessPool:  # a worker died since the last wait
                     session.requeue(tasks[i:])  # these never started: not an attempt
                     self._told(session, self._restart_pool(pools, running, session))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from hpo.study.contract import (
     RANDOM_STAGE,
     SeedResult,
 )
-from hpo.study.summary import ranked, summarise
+from hpo.study.summary import ranked, selection_score, summarise
 
 if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn (~1 s; `hpo report` needs none)
     from matplotlib.axes import Axes
@@ -67,8 +68,8 @@ def final_group_columns(labels: Sequence[str], checked: Sequence[str] = ()) -> l
         *KNOBS,
         "val_mae_mean",
         "val_mae_std",
-        "mae_mean",
-        "mae_std",
+        "test_mae_mean",
+        "test_mae_std",
         "seeds",
         *[name for label in labels for name in (f"{label}_mae", f"{label}_pct")],
         *[f"{label}_pass" for label in checked],
@@ -109,8 +110,8 @@ def final_group(
             **{name: s.config.get(name) for name in KNOBS},
             "val_mae_mean": s.score,
             "val_mae_std": s.score_std,
-            "mae_mean": s.mean,
-            "mae_std": s.std,
+            "test_mae_mean": s.mean,
+            "test_mae_std": s.std,
             "seeds": s.n,
         }
         for name in PER_LAYER:
@@ -134,11 +135,38 @@ def final_group(
 
 
 def _succeeded(results: list[SeedResult]) -> list[SeedResult]:
+    """Trainings with a selection score (validation MAE) to draw."""
     return [
         r
         for r in results
-        if r.status == "succeeded" and r.mae is not None and math.isfinite(float(r.mae))
+        if r.status == "succeeded"
+        and (score := selection_score(r)) is not None
+        and math.isfinite(float(score))
     ]
+
+
+def _score(r: SeedResult) -> float:
+    """What the plots draw: the selection score every decision read, never the test MAE
+    (a running minimum over test MAEs is itself a selection on the test split)."""
+    return float(selection_score(r))  # type: ignore[arg-type]  # _succeeded: set and finite
+
+
+def completion_order(results: list[SeedResult]) -> list[SeedResult]:
+    """The trainings in the order they ended (``finished_at``, which the ledger keeps);
+    ties and unknown times (0: recorded before v0.2) keep the given order."""
+    return sorted(results, key=lambda r: r.finished_at)
+
+
+def _final_test(best: pd.DataFrame) -> dict[str, float]:
+    """Each final-group member's mean test MAE, by trial (``mae_mean`` before v0.9)."""
+    column = next((c for c in ("test_mae_mean", "mae_mean") if c in best.columns), None)
+    if column is None or "trial" not in best.columns:
+        return {}
+    return {
+        str(t): float(v)
+        for t, v in zip(best["trial"], best[column], strict=True)
+        if not _missing(v) and math.isfinite(float(v))
+    }
 
 
 def _colour(stage: str) -> str:
@@ -167,6 +195,10 @@ def _empty(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
+#: matplotlib draws in one thread at a time (see ``make_plots``).
+_DRAWING = threading.Lock()
+
+
 def _auto_log(ax: Axes, values: list[float]) -> None:
     """Log scale when MAEs span decades: one diverged run must not flatten the rest."""
     positive = [v for v in values if v > 0]
@@ -174,14 +206,12 @@ def _auto_log(ax: Axes, values: list[float]) -> None:
         ax.set_yscale("log")
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    return path
+_VAL_AXIS = "validation MAE (selection score, standardised labels)"
+_TEST_NOTE = "final group's test MAE (reported, never selected on)"
 
 
-def _plot_depth(results: list[SeedResult], path: Path) -> Path:
-    """Every training's MAE by depth: shows whether depth matters and how noisy seeds are."""
+def depth_figure(results: list[SeedResult]) -> Figure:
+    """Every training's selection score by depth: does depth matter, how noisy are seeds?"""
     fig = _figure(8, 5)
     ax = fig.add_subplot()
     ok = [r for r in _succeeded(results) if r.config.get(HIDDEN_LAYERS) is not None]
@@ -191,12 +221,12 @@ def _plot_depth(results: list[SeedResult], path: Path) -> Path:
         rng = np.random.default_rng(0)  # fixed jitter: the same results give the same picture
         for stage in _stages(ok):
             xs = np.array([r.config[HIDDEN_LAYERS] for r in ok if r.stage == stage], float)
-            ys = [float(r.mae) for r in ok if r.stage == stage]  # type: ignore[arg-type]
+            ys = [_score(r) for r in ok if r.stage == stage]
             jitter = rng.uniform(-0.18, 0.18, len(xs))
             ax.scatter(xs + jitter, ys, s=14, alpha=0.55, color=_colour(stage), label=stage)
         depths = sorted({int(r.config[HIDDEN_LAYERS]) for r in ok})
         for i, depth in enumerate(depths):
-            median = float(np.median([r.mae for r in ok if r.config[HIDDEN_LAYERS] == depth]))
+            median = float(np.median([_score(r) for r in ok if r.config[HIDDEN_LAYERS] == depth]))
             ax.hlines(
                 median,
                 depth - 0.32,
@@ -206,23 +236,24 @@ def _plot_depth(results: list[SeedResult], path: Path) -> Path:
                 label="median per depth" if i == 0 else "_nolegend_",  # "_": not in the legend
             )
         ax.set_xticks(depths)
-        _auto_log(ax, [float(r.mae) for r in ok])  # type: ignore[arg-type]
+        _auto_log(ax, [_score(r) for r in ok])
         ax.legend(loc="best")
         ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Test MAE of every training by number of hidden layers")
+    ax.set_title("Validation MAE of every training by number of hidden layers")
     ax.set_xlabel("hidden layers")
-    ax.set_ylabel("test MAE (standardised labels)")
-    return _save(fig, path)
+    ax.set_ylabel(_VAL_AXIS)
+    return fig
 
 
-def _plot_best(results: list[SeedResult], best: pd.DataFrame, path: Path) -> Path:
-    """Spread across seeds of the final group: is the winner's lead bigger than its noise?"""
+def best_figure(results: list[SeedResult], best: pd.DataFrame) -> Figure:
+    """Spread of the selection score across the final group's seeds: is the winner's lead
+    bigger than its noise? Each member's mean test MAE is marked, labelled as such."""
     trials = [str(t) for t in best["trial"]] if "trial" in best.columns else []
     ranks = list(best["rank"]) if "rank" in best.columns else list(range(1, len(trials) + 1))
     by_trial: dict[str, list[float]] = {t: [] for t in trials}
     for r in _succeeded(results):
         if r.trial in by_trial:
-            by_trial[r.trial].append(float(r.mae))  # type: ignore[arg-type]
+            by_trial[r.trial].append(_score(r))
     shown = [(rank, t) for rank, t in zip(ranks, trials, strict=True) if by_trial[t]]
     fig = _figure(max(6.0, 0.9 * len(shown) + 2), 5)
     ax = fig.add_subplot()
@@ -235,23 +266,23 @@ def _plot_best(results: list[SeedResult], best: pd.DataFrame, path: Path) -> Pat
         for i, values in enumerate(data, 1):
             jitter = rng.uniform(-0.08, 0.08, len(values))
             ax.scatter(i + jitter, values, s=16, color="black", alpha=0.6, zorder=3)
+        tests = _final_test(best)
+        marked = [(i, tests[t]) for i, (_, t) in enumerate(shown, 1) if t in tests]
+        if marked:
+            xs, ys = zip(*marked, strict=True)
+            ax.scatter(xs, ys, marker="D", s=36, color="tab:red", zorder=4, label=_TEST_NOTE)
+            ax.legend(loc="best")
         ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Final group: test MAE across seeds")
+    ax.set_title("Final group: validation MAE across seeds")
     ax.set_xlabel("configuration (rank, trial)")
-    ax.set_ylabel("test MAE (standardised labels)")
-    return _save(fig, path)
+    ax.set_ylabel(_VAL_AXIS)
+    return fig
 
 
-def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
-    """Best MAE so far in completion order: did the narrow stage still improve things?
-
-    The ledger is sorted by trial id; ``finished_at`` restores completion
-    order (a stable sort by stage first keeps stages apart when it is unknown).
-    """
-    stage_order = {stage: i for i, stage in enumerate(STAGE_COLOURS)}
-    results = sorted(
-        results, key=lambda r: (stage_order.get(r.stage, len(stage_order)), r.finished_at)
-    )
+def convergence_figure(results: list[SeedResult], best: pd.DataFrame | None = None) -> Figure:
+    """Best selection score so far in completion order: did the narrow stage still
+    improve things? The final group's best test MAE is a labelled line, if known."""
+    results = completion_order(results)
     fig = _figure(9, 5)
     ax = fig.add_subplot()
     index = {id(r): i for i, r in enumerate(results, 1)}
@@ -261,15 +292,15 @@ def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
     else:
         for stage in _stages(ok):
             xs = [index[id(r)] for r in ok if r.stage == stage]
-            ys = [float(r.mae) for r in ok if r.stage == stage]  # type: ignore[arg-type]
+            ys = [_score(r) for r in ok if r.stage == stage]
             ax.scatter(xs, ys, s=10, alpha=0.35, color=_colour(stage), label=f"{stage} training")
-        steps_x, steps_y, best = [], [], math.inf
+        steps_x, steps_y, lowest = [], [], math.inf
         for r in ok:
-            best = min(best, float(r.mae))  # type: ignore[arg-type]
+            lowest = min(lowest, _score(r))
             steps_x.append(index[id(r)])
-            steps_y.append(best)
+            steps_y.append(lowest)
         steps_x.append(len(results))
-        steps_y.append(best)
+        steps_y.append(lowest)
         ax.step(steps_x, steps_y, where="post", color="black", linewidth=1.8, label="best so far")
         first_narrow = next((i for i, r in enumerate(results, 1) if r.stage == NARROW_STAGE), None)
         if first_narrow is not None:
@@ -280,29 +311,42 @@ def _plot_convergence(results: list[SeedResult], path: Path) -> Path:
                 linewidth=1.2,
                 label="narrow stage starts",
             )
-        _auto_log(ax, [float(r.mae) for r in ok])  # type: ignore[arg-type]
+        tests = _final_test(best) if best is not None else {}
+        if tests:
+            top = next(iter(tests.values()))
+            ax.axhline(top, color="tab:green", linestyle=":", label=f"#1 {_TEST_NOTE}")
+        _auto_log(ax, [_score(r) for r in ok] + list(tests.values())[:1])
         ax.legend(loc="best")
         ax.grid(alpha=0.3)
-    ax.set_title("Best test MAE so far, in completion order")
+    ax.set_title("Best validation MAE so far, in completion order")
     ax.set_xlabel("training (completion order)")
-    ax.set_ylabel("test MAE (standardised labels)")
-    return _save(fig, path)
+    ax.set_ylabel(_VAL_AXIS)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    return path
 
 
 def make_plots(results: list[SeedResult], best: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write the three report PNGs into ``out_dir`` (created if needed); returns their paths.
 
     Uses ``Figure`` directly rather than pyplot so no global figure state is
-    shared between threads of the operator.
+    shared between threads of the operator; one drawing at a time all the same, as
+    matplotlib's mathtext parser is shared and not thread-safe (its issue 26289: studies
+    ending together in one operator failed their final report).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     depth, box, convergence = (out_dir / name for name in PLOT_FILES)
-    return [
-        _plot_depth(results, depth),
-        _plot_best(results, best, box),
-        _plot_convergence(results, convergence),
-    ]
+    with _DRAWING:
+        return [
+            _save(depth_figure(results), depth),
+            _save(best_figure(results, best), box),
+            _save(convergence_figure(results, best), convergence),
+        ]
 
 
 # --------------------------------------------------------------------------- table
@@ -349,6 +393,11 @@ LABEL_CAPTION = (
 )
 
 
+def _test(row: Mapping[Any, Any], stat: str) -> Any:
+    """``test_mae_<stat>``, or ``mae_<stat>`` of a ``best.json`` written before v0.9."""
+    return row.get(f"test_mae_{stat}", row.get(f"mae_{stat}"))
+
+
 def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
     """The final group for the terminal: a column of errors per label (label units and
     percent), marked pass/fail where the label has a threshold."""
@@ -378,7 +427,7 @@ def render_table(best: pd.DataFrame, labels: list[str]) -> Table:
             Text(f"{_fmt(row.get('trial'))} ({str(row.get('stage', ''))[:1]})"),
             Text(_fmt(row.get("config_key"))),
             Text(_fmt(row.get("val_mae_mean"), ".4f")),
-            Text(_mean_spread(row.get("mae_mean"), row.get("mae_std"), row.get("seeds"))),
+            Text(_mean_spread(_test(row, "mean"), _test(row, "std"), row.get("seeds"))),
             Text(_fmt(row.get("seeds"))),
         ]
         for label in labels:

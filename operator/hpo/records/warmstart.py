@@ -28,11 +28,12 @@ import yaml
 from hpo.data.checks import Prepared
 from hpo.data.dataset import short_fingerprint
 from hpo.engine import WarmStart, warm_trial_id
+from hpo.records.livestatus import LiveStatus
 from hpo.store import LocalStore, Store, StoreRef, open_store
 from hpo.store.keys import StoreError
 from hpo.study.contract import RANDOM_STAGE, SeedResult
 from hpo.study.layout import SCORES_FILE, StudyPaths
-from hpo.study.matching import changed_settings, same_data
+from hpo.study.matching import changed_settings, outside_space, same_data
 from hpo.study.spec import TRAINING_FIELDS, SpecError, Study, is_study_name, refused_message
 from hpo.study.summary import ranked, selection_score, summarise
 
@@ -173,8 +174,29 @@ def locate(
         raise WarmStartProblem(f"{where}: {exc}") from None
 
 
-def _read(source: Source) -> tuple[dict[str, Any], dict[str, Any] | None, list[SeedResult]]:
-    """The source's spec as run, its dataset record and its successful trainings."""
+@dataclass(frozen=True)
+class _Read:
+    """What a source holds now: its spec as run, its dataset record, its successful
+    trainings, and its live status when its runner is running it now."""
+
+    spec: dict[str, Any]
+    dataset: dict[str, Any] | None
+    good: list[SeedResult]
+    live: LiveStatus | None
+
+
+def _live(source: Source) -> LiveStatus | None:
+    """The source's ``status.json`` when it says a runner is running it now (its heartbeat
+    is recent); None when finished, stopped, stale or unreadable."""
+    try:
+        status = LiveStatus.model_validate_json(source.store.get_bytes(source.paths.status))
+    except (StoreError, ValueError):  # none (a study run before it existed), or torn
+        return None
+    return status if status.state() == "live" else None
+
+
+def _read(source: Source) -> _Read:
+    """The source as it is now (see ``_Read``)."""
     from hpo.records.ledger import read_ledger
     from hpo.records.recorder import stored_results
 
@@ -203,7 +225,7 @@ def _read(source: Source) -> tuple[dict[str, Any], dict[str, Any] | None, list[S
     good = [r for r in results if r.status == "succeeded" and selection_score(r) is not None]
     if not good:
         raise WarmStartProblem(f"{where}: {source.location} has no successful training")
-    return spec, dataset if isinstance(dataset, dict) else None, good
+    return _Read(spec, dataset if isinstance(dataset, dict) else None, good, _live(source))
 
 
 def _why_not_counted(
@@ -274,20 +296,16 @@ def take(
 
 def _take_from(source: Source, study: Study, prepared: Prepared, got: _Gathered) -> None:
     """Read one source: count its trainings here, or keep its best to be tried first."""
-    from hpo.study.space import contains
-
     entry = source.entry
-    spec, dataset, good = _read(source)
+    now = _read(source)
+    good = now.good
     try:
-        why = _why_not_counted(spec, dataset, study, prepared)
+        why = _why_not_counted(now.spec, now.dataset, study, prepared)
     except WarmStartProblem as exc:
         raise WarmStartProblem(f"{FIELD}: {entry}: {source.location} has {exc}") from None
-    inside = [r for r in good if contains(study.spec.search_space, r.config)]
-    if len(inside) < len(good):
-        got.notes.append(
-            f"warm start from {entry}: {len(good) - len(inside)} of its {len(good)} "
-            "trainings are of configurations outside this study's search space; left out"
-        )
+    record: dict[str, Any] = {"study": entry, "location": source.location}
+    record.update(_live_record(entry, now, got))
+    inside = _inside(entry, good, study, record, got)
     seeds = set(study.spec.seeds)
     usable = [r for r in inside if r.seed in seeds]
     if why is None and inside and not usable:
@@ -297,7 +315,6 @@ def _take_from(source: Source, study: Study, prepared: Prepared, got: _Gathered)
             f"warm start from {entry}: {len(inside) - len(usable)} of its trainings are of "
             "seeds this study does not train; left out"
         )
-    record: dict[str, Any] = {"study": entry, "location": source.location}
     if why is None:
         record.update(counted=_count(source, usable, study.name, got), tried_first=[])
     else:
@@ -305,6 +322,53 @@ def _take_from(source: Source, study: Study, prepared: Prepared, got: _Gathered)
         got.uncounted.append((record, ranked(summarise(inside).values()), len(got.notes)))
         got.notes.append("")
     got.sources.append(record)
+
+
+def _live_record(entry: str, now: _Read, got: _Gathered) -> dict[str, Any]:
+    """``source_live`` and what a running source had when it was read (with a note): what
+    it finishes later is not taken."""
+    if now.live is None:
+        return {"source_live": False}
+    st = now.live
+    got.notes.append(
+        f"warm start from {entry}: it is running now (its status: {st.done} of "
+        f"{st.planned} trainings done, {st.running} running); this study takes the "
+        f"{len(now.good)} successful trainings recorded so far, not those it finishes later"
+    )
+    return {
+        "source_live": True,
+        "source_trainings": len(now.good),
+        "source_planned": st.planned,
+        "source_heartbeat": st.heartbeat.isoformat(),
+    }
+
+
+def _inside(
+    entry: str, good: list[SeedResult], study: Study, record: dict[str, Any], got: _Gathered
+) -> list[SeedResult]:
+    """The trainings inside this study's space (``hpo.study.matching.outside_space``); the
+    others are left out, counted by reason in ``record["left_out"]`` and a note."""
+    inside: list[SeedResult] = []
+    left_out: dict[str, int] = {}
+    for r in good:
+        why = outside_space(study.spec.search_space, r.config)
+        if why is None:
+            inside.append(r)
+        else:
+            left_out[why] = left_out.get(why, 0) + 1
+    if left_out:
+        record["left_out"] = left_out
+        got.notes.append(
+            f"warm start from {entry}: {_left_out(left_out)} (outside this study's search space)"
+        )
+    return inside
+
+
+def _left_out(left_out: dict[str, int]) -> str:
+    """``2 trainings left out: neurons 520 outside 16..512; 1: ...``."""
+    parts = [f"{n}: {why}" for why, n in left_out.items()]
+    n = sum(left_out.values())
+    return f"{n} training{'' if n == 1 else 's'} left out ({'; '.join(parts)})"
 
 
 def _count(source: Source, usable: list[SeedResult], name: str, got: _Gathered) -> int:
@@ -365,6 +429,13 @@ def describe(taken: Taken) -> list[str]:
             what = f"{rec['why']}: its {len(rec['tried_first'])} best configurations tried first"
         else:
             what = f"{rec['counted']} trainings count, none trained again"
+        if rec.get("left_out"):
+            what += f"; {_left_out(rec['left_out'])}, outside this study's search space"
+        if rec.get("source_live"):
+            what += (
+                f"; it is running now ({rec['source_trainings']} successful trainings so far "
+                f"of {rec['source_planned']} planned): those it finishes later are not taken"
+            )
         out.append(f"warm start from {rec['study']} ({rec['location']}): {what}")
     return out
 

@@ -22,6 +22,7 @@ Example::
     s.final_group()                      # ranked, as in best.json
     p = s.load_model(rank=1)             # every seed of the best, averaged
     p.predict(frame)                     # labels in their own units
+    p.predict_rows(frame)                # the same; rows it cannot predict marked (reason)
 """
 
 from hpo.records.livestatus import LiveStatus

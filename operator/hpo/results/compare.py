@@ -65,10 +65,18 @@ def budget(study: StudyResults) -> str:
         return "unknown (study.yaml does not parse with this version)"
     random, narrow = (planned_configurations(spec, s) for s in (RANDOM_STAGE, NARROW_STAGE))
     return (
-        f"{random} random + {narrow} narrow-stage configurations "
-        f"x {spec.training.seeds_per_config} seeds (at most {planned_trainings(spec)} "
-        f"trainings), {spec.training.epochs} epochs"
+        f"{random} random + {narrow} narrow-stage "
+        f"{_plural(random + narrow, 'configuration', with_count=False)} "
+        f"x {_plural(spec.training.seeds_per_config, 'seed')} "
+        f"(at most {_plural(planned_trainings(spec), 'training')}), "
+        f"{_plural(spec.training.epochs, 'epoch')}"
     )
+
+
+def _plural(n: int, word: str, *, with_count: bool = True) -> str:
+    """``1 seed``, ``2 seeds`` (the word alone when ``with_count`` is False)."""
+    text = word if n == 1 else f"{word}s"
+    return f"{n} {text}" if with_count else text
 
 
 def compare(studies: list[StudyResults]) -> Comparison:

@@ -3,18 +3,23 @@ and notebooks, without Excel: ``<study>-trainings.<ext>`` and ``<study>-configur
 
 csv and json (records, ISO dates) need nothing more; parquet is written with pyarrow
 (the ``parquet`` extra, which the operator image leaves out) and keeps every column's
-type. Each reads back with ``pandas.read_csv``, ``read_json`` or ``read_parquet``.
+type: a per-layer column whose every cell is a list (``neurons``) is a list column
+there, not the JSON text csv needs. Each reads back with ``pandas.read_csv``,
+``read_json`` or ``read_parquet``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from hpo.results.errors import ResultsError
 from hpo.results.study import StudyResults
+from hpo.study.contract import PER_LAYER
 
 FORMATS = ("csv", "json", "parquet")
 
@@ -32,8 +37,38 @@ def _one_type_per_column(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _as_list(cell: Any) -> list[Any] | None:
+    """A per-layer cell's list (from the ledger's JSON text ``"[64, 32]"``); None if the
+    cell is no list."""
+    if isinstance(cell, list):
+        return cell
+    if isinstance(cell, str) and cell.startswith("["):
+        try:
+            value = json.loads(cell)
+        except ValueError:
+            return None
+        return value if isinstance(value, list) else None
+    return None
+
+
+def _per_layer_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer columns whose every filled cell is a list, as lists (parquet keeps
+    ``list<int64>``); a column mixing lists and single values stays as it is."""
+    out = frame.copy()
+    for name in PER_LAYER:
+        if name not in out.columns:
+            continue
+        cells = out[name].dropna()
+        lists = [_as_list(c) for c in cells]
+        if len(cells) and all(v is not None for v in lists):
+            out[name] = out[name].map(lambda c: _as_list(c) if c is not None else None)
+    return out
+
+
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
     """``frame`` as one file of ``fmt``."""
+    if fmt == "parquet":
+        frame = _per_layer_lists(frame)
     frame = _one_type_per_column(frame)
     if fmt == "csv":
         frame.to_csv(path, index=False)

@@ -40,10 +40,13 @@ def encoding_of(features_json: bytes | None, feature_scaler: Scaler, where: str)
     return encoding
 
 
-def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
-    """``frame``'s feature columns encoded as the model's inputs (float64, the feature
-    scaler's column order); every numeric value must be a finite number and every
-    categorical one a known category (a model cannot predict from a missing one)."""
+#: The prediction file's column saying why a row has no prediction (empty: predicted).
+REASON = "reason"
+
+
+def check_columns_of(frame: pd.DataFrame, encoding: FeatureEncoding) -> None:
+    """Every feature column is there, and numeric ones hold numbers (or nothing): what is
+    wrong with the whole file, refused naming the column (``ResultsError``)."""
     names = encoding.names
     numeric = [f.name for f in encoding.features if not f.categorical]
     absent = [n for n in names if n not in frame.columns]
@@ -53,6 +56,43 @@ def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray
     except DatasetError as exc:
         shown = ", ".join(repr(c) for c in names)
         raise ResultsError(f"{exc}; the study's features are {shown}") from None
+
+
+def incomplete_rows(frame: pd.DataFrame, encoding: FeatureEncoding) -> pd.Series:
+    """Per row of ``frame`` (its index): why it cannot be predicted, or None.
+
+    A missing or infinite feature value is a property of the row, not of the file
+    (training left such rows out the same way): the row is marked, the others are
+    predicted. Columns must have passed ``check_columns_of``."""
+    numeric = [f.name for f in encoding.features if not f.categorical]
+    values = frame[numeric].apply(pd.to_numeric).astype(np.float64).to_numpy()
+    names = np.array([*numeric, *encoding.categorical], dtype=object)
+    empty = np.hstack(
+        [np.isnan(values), *(_empty(frame[n])[:, None] for n in encoding.categorical)]
+    ).reshape(len(frame), len(names))
+    infinite = np.isinf(values)
+    reasons: list[str | None] = [None] * len(frame)
+    for i in np.flatnonzero(empty.any(axis=1) | infinite.any(axis=1)):
+        parts = [f"no value in {', '.join(map(repr, names[empty[i]]))}"] if empty[i].any() else []
+        if infinite[i].any():
+            parts.append(
+                f"infinite value in {', '.join(map(repr, names[: len(numeric)][infinite[i]]))}"
+            )
+        reasons[int(i)] = "; ".join(parts)
+    return pd.Series(reasons, index=frame.index, dtype=object)
+
+
+def _empty(series: pd.Series) -> np.ndarray:
+    """Cells without a value (a categorical column's: no category to encode)."""
+    return series.isna().to_numpy(bool)
+
+
+def feature_matrix(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """``frame``'s feature columns encoded as the model's inputs (float64, the feature
+    scaler's column order); every numeric value must be a finite number and every
+    categorical one a known category (a model cannot predict from a missing one)."""
+    check_columns_of(frame, encoding)
+    numeric = [f.name for f in encoding.features if not f.categorical]
     values = frame[numeric].apply(pd.to_numeric).astype(np.float64)
     bad = ~np.isfinite(values.to_numpy())
     if bad.any():

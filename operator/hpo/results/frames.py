@@ -2,8 +2,9 @@
 
 The tables are the ledger's own (``hpo.records.ledger.trials_frame`` and
 ``configurations_frame``), so a frame and the workbook never disagree; only
-names change where the ledger's are ambiguous: its ``mae`` is the test split's,
-here ``test_mae`` (and ``test_mae_mean``/``test_mae_std`` per configuration).
+names the ledger wrote before v0.9 are renamed: its ``mae`` was the test split's,
+here ``test_mae`` (and ``test_mae_mean``/``test_mae_std`` per configuration), as the
+ledger itself now writes them.
 Per-layer hyperparameters stay as the ledger writes them, JSON text such as
 ``"[64, 32]"`` (a list in a cell would not survive csv or parquet).
 """

@@ -172,3 +172,9 @@ class SeedResult:
     @property
     def key(self) -> tuple[str, int]:
         return (self.trial, self.seed)
+
+
+#: The trainer pod's environment variable holding how many GPUs its limits ask for
+#: (``nvidia.com/gpu``): the trainer then refuses to train on the CPU, where it would
+#: be silently slow, when TensorFlow sees fewer GPUs than that.
+GPUS_ENV = "HPO_GPUS"

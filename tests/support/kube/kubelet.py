@@ -41,6 +41,11 @@ Scheduling, as a cluster's scheduler and queueing system would have it:
   (``ungate(name)`` does what Kueue does on admission: it patches them away).
 - ``bad_images``: images whose pull fails (``ErrImagePull``, then ``ImagePullBackOff``),
   retried every ``config_retry`` seconds until the image leaves the set.
+- ``configMap`` and ``secret`` volumes (any mode): while one names an object that does not
+  exist (and is not ``optional``), the pod stays Pending (``ContainerCreating``) and a
+  ``FailedMount`` Warning event on the pod says so in the kubelet's words
+  (``MountVolume.SetUp failed for volume "v" : configmap "c" not found``), its ``count``
+  and ``lastTimestamp`` renewed at each try, every ``config_retry`` seconds until it exists.
 - ``disrupt(name, reason)``: the ``DisruptionTarget`` condition with ``reason``
   (``PreemptionByScheduler``, ``PreemptionByKueue``, ``EvictionByEvictionAPI``,
   ``DeletionByTaintManager``, ``TerminationByKubelet``), the container killed, then the pod
@@ -220,7 +225,12 @@ class TestKubelet:
         return found[-1] if found else None
 
     def wait(
-        self, name: str, namespace: str = "default", *, timeout: float = 30.0, settled: bool = False
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        timeout: float = 120.0,
+        settled: bool = False,
     ) -> PodRecord:
         """Wait until the pod is done (terminal or deleted) or, with ``settled``, parked."""
         deadline = time.monotonic() + timeout
@@ -342,18 +352,24 @@ class TestKubelet:
             if record.deleted or record.bound:
                 return
             full = self.capacity is not None and self._bound >= self.capacity
-            if full:
-                self._unbound.append((record, pod))
-            else:
+            if not full:
                 record.bound = True
                 self._bound += 1
-        if full:
-            record.step("unschedulable")
-            self._write(record, self._queued_status())
-            record.settled.set()
+        if not full:
+            record.settled.clear()
+            self._dispatch(record, pod)
             return
-        record.settled.clear()
-        self._dispatch(record, pod)
+        # Written Unschedulable before it joins the waiting line: once in it, a freed slot
+        # binds it at once, and this write, landing after its Running, would put it back to
+        # Pending for good (so a study waited forever for a pod this kubelet held running).
+        record.step("unschedulable")
+        self._write(record, self._queued_status())
+        with self._lock:
+            if record.deleted:
+                return
+            self._unbound.append((record, pod))
+        record.settled.set()
+        self._bind_waiting()  # a slot may have freed during the write
 
     def _unbind(self, record: PodRecord) -> None:
         """The pod no longer holds the node (it ended or is gone): bind the next waiting one."""
@@ -406,6 +422,81 @@ class TestKubelet:
         record.settled.clear()
         record.step("image-pulled")
         return self._creating(record, pod, started)
+
+    def _missing_volume(self, pod: dict[str, Any]) -> str:
+        """The kubelet's FailedMount message for the first configMap/secret volume whose
+        object does not exist ("" if all do, or are optional)."""
+        namespace = (pod.get("metadata") or {}).get("namespace", "default")
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            for key, kind, name_key, read in (
+                ("configMap", "configmap", "name", self.core.read_namespaced_config_map),
+                ("secret", "secret", "secretName", self.core.read_namespaced_secret),
+            ):
+                ref = volume.get(key)
+                if ref is None or ref.get("optional"):
+                    continue
+                try:
+                    read(ref.get(name_key, ""), namespace, _preload_content=False)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    return (
+                        f'MountVolume.SetUp failed for volume "{volume.get("name")}" : '
+                        f'{kind} "{ref.get(name_key)}" not found'
+                    )
+        return ""
+
+    def _mount(self, record: PodRecord, pod: dict[str, Any], started: str) -> bool:
+        """Wait while a configMap/secret volume's object is missing (ContainerCreating and a
+        ``FailedMount`` event, renewed at each try); False if the pod went away meanwhile."""
+        message = self._missing_volume(pod)
+        if not message:
+            return True
+        record.step("mount-failed")
+        record.message = message
+        if not self._creating(record, pod, started):
+            return False
+        meta = pod.get("metadata") or {}
+        event = f"{record.name}.{hashlib.sha1(message.encode()).hexdigest()[:10]}"
+        count = 0
+        while message:
+            count += 1
+            self._failed_mount(meta, event, message, count)
+            record.settled.set()
+            if self._stop.wait(self.config_retry) or record.deleted or record.disrupted:
+                return False
+            message = self._missing_volume(pod)
+        record.settled.clear()
+        record.step("mounted")
+        return True
+
+    def _failed_mount(self, meta: dict[str, Any], event: str, message: str, count: int) -> None:
+        """The ``FailedMount`` event on the pod, as a kubelet writes it (one per message)."""
+        now = now_rfc3339()
+        namespace = meta.get("namespace", "default")
+        if count > 1:
+            self.core.patch_namespaced_event(
+                event, namespace, {"count": count, "lastTimestamp": now}, _preload_content=False
+            )
+            return
+        body = {
+            "metadata": {"name": event, "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": "Warning",
+            "reason": "FailedMount",
+            "message": message,
+            "source": {"component": "kubelet", "host": self.node_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": count,
+        }
+        self.core.create_namespaced_event(namespace, body, _preload_content=False)
 
     # -- watching -------------------------------------------------------------------------
 
@@ -715,7 +806,7 @@ class TestKubelet:
         kind, _, arg = record.mode.partition(":")
         started = now_rfc3339()
         image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
-        if not self._pull(record, pod, started):
+        if not self._pull(record, pod, started) or not self._mount(record, pod, started):
             return
         if kind == "pending":
             record.step("creating")
@@ -809,6 +900,8 @@ class TestKubelet:
         started = now_rfc3339()
         record.step("creating")
         if not self._creating(record, pod, started) or not self._pull(record, pod, started):
+            return
+        if not self._mount(record, pod, started):
             return
 
         # The configuration: a missing Secret/ConfigMap keeps the pod Pending, retried.

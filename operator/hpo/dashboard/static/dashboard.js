@@ -163,6 +163,7 @@ function studiesPage() {
     { key: "stage", label: "stage" },
     { key: "done", label: "done / total", num: true, cell: (r) => `${fmt(r.done)} / ${r.total === null || r.total === undefined ? "–" : (r.total_is_bound ? "≤" : "") + r.total}` + (r.taken ? ` (+ ${r.taken} taken from warm start)` : "") },
     { key: "running", label: "running", num: true, cell: (r) => liveCount(r) },
+    { key: "queued", label: "queued", num: true, cell: (r) => liveCount(r, "queued") },
     { key: "failed", label: "failed", num: true },
     { key: "best_val", label: "best val MAE", num: true },
     { key: "live", label: "runner", cell: (r) => liveBadge(r, table.now) },
@@ -172,6 +173,7 @@ function studiesPage() {
   poll("/api/studies", (data) => {
     table.now = data.now;
     table.set(columns, data.studies || []);
+    banner("empty", data.empty);
   });
 }
 
@@ -202,7 +204,47 @@ function bestSoFar(d) {
     layout.annotations = [{ x: hand + 0.5, yref: "paper", y: 1, text: " hand-over to the narrow stage", showarrow: false, xanchor: "left", yanchor: "top", font: { size: 11 } }];
   }
   layout.yaxis.type = "log";
+  const ys = ok.map((r) => r[d.val]).filter((v) => v > 0);
+  if (ys.length) {
+    const t = logTicks(Math.min(...ys), Math.max(...ys));
+    Object.assign(layout.yaxis, { tickmode: "array", tickvals: t.tickvals, ticktext: t.ticktext });
+  }
+  if (x.length) Object.assign(layout.xaxis, intTicks(x));
   draw("chart-best", traces, layout);
+}
+
+// Tick labels a reader reads as numbers: 0.05, 1e-3 (plotly's own log ticks read "5 4 3 2").
+function tickLabel(v) {
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  return a >= 0.01 && a < 1e4 ? String(+v.toPrecision(3)) : v.toExponential().replace(/\.?0+e/, "e").replace("e+", "e");
+}
+
+// Ticks of a log axis over [lo, hi]: 1, 2, 5 x 10^k inside it (two at least: the ends).
+function logTicks(lo, hi) {
+  const vals = [];
+  for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+    for (const m of [1, 2, 5]) {
+      const v = +(m * 10 ** k).toPrecision(3);
+      if (v >= lo && v <= hi) vals.push(v);
+    }
+  }
+  if (vals.length < 3 && hi > lo) { // less than a decade: even steps inside [lo, hi]
+    vals.length = 0;
+    for (const div of [1, 2, 5, 10]) {
+      const step = 10 ** Math.floor(Math.log10(hi - lo)) / div;
+      vals.length = 0;
+      for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) vals.push(+v.toPrecision(3));
+      if (vals.length >= 3) break;
+    }
+  }
+  return { tickvals: vals, ticktext: vals.map(tickLabel) };
+}
+
+// An axis of whole numbers (depth, seeds, epochs, trainings): whole ticks, never 1.5.
+function intTicks(values) {
+  const lo = Math.min(...values), hi = Math.max(...values);
+  return hi - lo <= 10 ? { tickformat: "d", dtick: 1 } : { tickformat: "d" };
 }
 
 function baseLayout(xtitle, ytitle) {
@@ -254,8 +296,17 @@ function parcoords(d) {
     const values = rows.map((r) => r[h]);
     if (new Set(values.map(String)).size < 2) continue; // one value: nothing to compare
     if (values.every((v) => typeof v === "number")) {
-      const log = h === "learning_rate" || h === "l2";
-      dims.push({ label: log ? `log10 ${h}` : h, values: values.map((v) => (log && v > 0 ? Math.log10(v) : v)) });
+      const log = (h === "learning_rate" || h === "l2") && values.every((v) => v > 0);
+      if (log) { // drawn on log10, labelled with the values themselves
+        const t = logTicks(Math.min(...values), Math.max(...values));
+        dims.push({ label: `${h} (log)`, values: values.map(Math.log10), tickvals: t.tickvals.map(Math.log10), ticktext: t.ticktext });
+      } else if (values.every(Number.isInteger)) {
+        const levels = [...new Set(values)].sort((a, b) => a - b);
+        const ticks = levels.length <= 12 ? levels : undefined; // else plotly's, whole
+        dims.push({ label: h, values, tickvals: ticks, ticktext: ticks && ticks.map(String), tickformat: "d" });
+      } else {
+        dims.push({ label: h, values, tickformat: ".3~g" });
+      }
     } else {
       const levels = [...new Set(values.map(String))].sort();
       dims.push({ label: h, values: values.map((v) => levels.indexOf(String(v))), tickvals: levels.map((_, i) => i), ticktext: levels });
@@ -277,10 +328,11 @@ function progress(d) {
       (p.taken ? ` (+ ${p.taken} taken from warm start)` : "")))));
 }
 
-// The runner's live status (status.json): running trainings and whether it still writes.
-function liveCount(r) {
-  return el("span", { "data-running": r.running === null || r.running === undefined ? "" : String(r.running) },
-    r.running === null || r.running === undefined ? "–" : String(r.running));
+// The runner's live status (status.json): running trainings (or queued: in pods waiting for
+// the cluster's capacity; 0 for a local runner) and whether it still writes.
+function liveCount(r, key = "running") {
+  const v = r[key] === null || r[key] === undefined ? null : String(r[key]);
+  return el("span", { [`data-${key}`]: v === null ? "" : v }, v === null ? "–" : v);
 }
 
 function liveBadge(r, now) {
@@ -300,6 +352,7 @@ function summaryCards(s) {
       [s.total_is_bound ? "at most: seed racing skips seeds of configurations that cannot win" : null,
        s.live ? "this study's own trainings, as its runner reports them (status.json)" : "this study's own trainings, as recorded: the ledger is written at most 30 s after a result"].filter(Boolean).join("; ")),
     card("running", liveCount(s), "running"),
+    card("queued", liveCount(s, "queued"), "queued", "in trainer pods waiting for the cluster's capacity (unschedulable, held by a queue): no attempt is charged"),
     card("failed", String(s.failed), "failed"),
     card("runner", liveBadge(s, Date.now() / 1000), "live"),
     card("best val MAE", s.best_val === null ? "–" : fmt(s.best_val), "best_val"),
@@ -418,7 +471,7 @@ function configPage() {
       cols.push({ key: `${l}_pct`, label: `${l} %`, num: true, cell: (r) => fmt(r[`${l}_pct`], 2) });
     }
     cols.push({ key: "epochs", label: "epochs", num: true }, { key: "error", label: "error" });
-    cols.push({ key: "artifacts", label: "artifacts", cell: (r) => el("span", {}, ...r.artifacts.map((name) =>
+    cols.push({ key: "artifacts", label: "artifacts", cell: (r) => el("span", { cls: "artifacts" }, ...r.artifacts.map((name) =>
       el("a", { cls: "artifact", download: "", href: `/artifact?id=${encodeURIComponent(sid)}&trial=${encodeURIComponent(trial)}&seed=${r.seed}&name=${encodeURIComponent(name)}` }, name))) });
     table.set(cols, c.seeds);
     document.getElementById("load-cli").textContent = c.load_cli;

@@ -16,9 +16,9 @@ from hpo.study.contract import KNOBS, NARROW_STAGE, PER_LAYER, RANDOM_STAGE, See
 from hpo.study.summary import ConfigSummary, ranked, summarise
 
 #: Trials columns before and after the per-label ``<label>_mae`` / ``<label>_pct`` pairs.
-#: ``val_mae`` is the selection score (validation split or held-out fold); ``mae`` the
-#: test MAE, which no decision reads.
-TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *KNOBS, "seed", "val_mae", "mae")
+#: ``val_mae`` is the selection score (validation split or held-out fold); ``test_mae`` the
+#: test MAE, which no decision reads (``mae`` in ledgers before v0.9; still read).
+TRIALS_HEAD = ("trial", "stage", "parent", "config_key", *KNOBS, "seed", "val_mae", "test_mae")
 #: ``finished`` is ``finished_at`` as a date-time (UTC) for people; code reads ``finished_at``.
 #: ``source``/``source_trial``: the study a warm start took the row from, and its trial
 #: id there (empty: trained by this study).
@@ -58,6 +58,18 @@ def trials_columns(labels: list[str]) -> list[str]:
     return [*TRIALS_HEAD, *pairs, *TRIALS_TAIL, *TRIALS_EXTRA]
 
 
+def _label_key(label: str, name: str) -> tuple[str, str]:
+    """A per-label cell's key while a row is built: a label named ``test`` or ``val``
+    spells its columns like the scores' (``test_mae``), so the names come last."""
+    return (label, name)
+
+
+def _named(rows: list[dict[Any, Any]], keys: list[Any], names: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=pd.Index(keys, dtype=object))
+    frame.columns = pd.Index(names)
+    return frame
+
+
 #: Stages in the order a study runs them: the ``Trials`` sheet reads top to bottom so.
 STAGE_ORDER = (RANDOM_STAGE, NARROW_STAGE)
 #: 1970-01-01 as an Excel serial date (days since 1899-12-30).
@@ -85,7 +97,7 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
     """
     rows = []
     for r in sorted(results, key=trial_order):
-        row: dict[str, Any] = {
+        row: dict[Any, Any] = {
             "trial": r.trial,
             "stage": r.stage,
             "parent": r.parent,
@@ -93,12 +105,12 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
             **_hyperparams(r.config),
             "seed": r.seed,
             "val_mae": r.val_mae,
-            "mae": r.mae,
+            "test_mae": r.mae,
         }
         for label in labels:
             scores = r.per_label.get(label) or {}
-            row[f"{label}_mae"] = scores.get("mae")
-            row[f"{label}_pct"] = scores.get("pct")
+            row[_label_key(label, "mae")] = scores.get("mae")
+            row[_label_key(label, "pct")] = scores.get("pct")
         row.update(
             runtime_s=r.runtime_s,
             fit_s=r.fit_s,
@@ -114,7 +126,9 @@ def trials_frame(results: list[SeedResult], labels: list[str]) -> pd.DataFrame:
             finished_at=r.finished_at,
         )
         rows.append(row)
-    return pd.DataFrame(rows, columns=trials_columns(labels))
+    pairs = [_label_key(label, name) for label in labels for name in ("mae", "pct")]
+    keys = [*TRIALS_HEAD, *pairs, *TRIALS_TAIL, *TRIALS_EXTRA]
+    return _named(rows, keys, trials_columns(labels))
 
 
 def configurations_columns(labels: list[str]) -> list[str]:
@@ -129,10 +143,10 @@ def configurations_columns(labels: list[str]) -> list[str]:
         *KNOBS,
         "val_mae_mean",
         "val_mae_std",
-        "mae_mean",
-        "mae_std",
-        "mae_min",
-        "mae_max",
+        "test_mae_mean",
+        "test_mae_std",
+        "test_mae_min",
+        "test_mae_max",
         "seeds",
         "failed",
         *per_label,
@@ -149,8 +163,8 @@ def configurations_frame(results: list[SeedResult], labels: list[str]) -> pd.Dat
     ordered = ranked(summaries.values())
     unranked = sorted((s for s in summaries.values() if s.score is None), key=lambda s: s.trial)
 
-    def row(rank: int | None, s: ConfigSummary) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def row(rank: int | None, s: ConfigSummary) -> dict[Any, Any]:
+        out: dict[Any, Any] = {
             "rank": rank,
             "trial": s.trial,
             "stage": s.stage,
@@ -159,21 +173,23 @@ def configurations_frame(results: list[SeedResult], labels: list[str]) -> pd.Dat
             **_hyperparams(s.config),
             "val_mae_mean": s.score,
             "val_mae_std": s.score_std,
-            "mae_mean": s.mean,
-            "mae_std": s.std,
-            "mae_min": s.min,
-            "mae_max": s.max,
+            "test_mae_mean": s.mean,
+            "test_mae_std": s.std,
+            "test_mae_min": s.min,
+            "test_mae_max": s.max,
             "seeds": s.n,
             "failed": s.failed,
         }
         for label in labels:
             means = s.label_mean(label)
-            out[f"{label}_mae_mean"] = means[0] if means else None
-            out[f"{label}_pct_mean"] = means[1] if means else None
+            out[_label_key(label, "mae")] = means[0] if means else None
+            out[_label_key(label, "pct")] = means[1] if means else None
         return out
 
     rows = [row(i, s) for i, s in enumerate(ordered, 1)] + [row(None, s) for s in unranked]
-    frame = pd.DataFrame(rows, columns=configurations_columns(labels))
+    names = configurations_columns(labels)
+    pairs = [_label_key(label, name) for label in labels for name in ("mae", "pct")]
+    frame = _named(rows, [*names[: len(names) - len(pairs)], *pairs], names)
     frame["rank"] = frame["rank"].astype("Int64")
     return frame
 

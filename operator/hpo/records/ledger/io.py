@@ -65,12 +65,25 @@ def write_ledger(
     return store.put_bytes(key, data, if_match=if_match, if_none_match=if_none_match)
 
 
+#: The test MAE's column: ``test_mae``, or ``mae`` in a ledger written before v0.9.
+TEST_COLUMNS = ("test_mae", "mae")
+
+
+def _test_column(header: list[str]) -> int:
+    """Where the test MAE's column is (its first occurrence: a label named ``test`` has
+    a ``test_mae`` column of its own further right)."""
+    for name in TEST_COLUMNS:
+        if name in header:
+            return header.index(name)
+    raise ValueError("Trials sheet lacks the 'test_mae' (or older 'mae') column")
+
+
 def _labels_from_header(header: list[str]) -> list[str]:
-    """Labels from the ``<label>_mae`` / ``<label>_pct`` pairs between ``mae`` and ``runtime_s``."""
-    try:
-        between = header[header.index("mae") + 1 : header.index("runtime_s")]
-    except ValueError as exc:
-        raise ValueError("Trials sheet lacks the 'mae' or 'runtime_s' column") from exc
+    """Labels from the ``<label>_mae`` / ``<label>_pct`` pairs between the test MAE's
+    column and ``runtime_s``."""
+    if "runtime_s" not in header:
+        raise ValueError("Trials sheet lacks the 'runtime_s' column")
+    between = header[_test_column(header) + 1 : header.index("runtime_s")]
     if len(between) % 2:
         raise ValueError(f"Trials sheet: per-label columns do not pair up: {between}")
     labels = []
@@ -138,7 +151,12 @@ def _results(data: bytes) -> list[SeedResult]:
     if not header:
         return []
     labels = _labels_from_header(header)
-    index = {name: i for i, name in enumerate(header)}
+    test = _test_column(header)
+    # First occurrence of each name: the documented columns come before the per-label
+    # ones, which are read by position (a label "val" or "test" repeats a name).
+    index: dict[str, int] = {}
+    for i, name in enumerate(header):
+        index.setdefault(name, i)
     width = len(header)
     results = []
     for raw in rows:
@@ -151,8 +169,8 @@ def _results(data: bytes) -> list[SeedResult]:
             return None if i is None else row[i]
 
         per_label: dict[str, dict[str, float]] = {}
-        for label in labels:
-            mae, pct = get(f"{label}_mae"), get(f"{label}_pct")
+        for i, label in enumerate(labels):
+            mae, pct = row[test + 1 + 2 * i], row[test + 2 + 2 * i]
             if mae is not None or pct is not None:
                 per_label[label] = {"mae": _float(mae), "pct": _float(pct)}  # type: ignore[dict-item]
         results.append(
@@ -165,7 +183,7 @@ def _results(data: bytes) -> list[SeedResult]:
                 config_key=str(get("config_key")),
                 seed=_int(get("seed")),
                 status=get("status"),
-                mae=_float(get("mae")),
+                mae=_float(row[test]),
                 val_mae=_float(get("val_mae")),
                 per_label=per_label,
                 runtime_s=_float(get("runtime_s")) or 0.0,

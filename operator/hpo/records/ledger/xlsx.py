@@ -61,7 +61,7 @@ def number_format(column: str) -> str | None:
         return "yyyy-mm-dd hh:mm:ss"
     if column in ("runtime_s", "fit_s") or column.endswith(("_pct", "_pct_mean")):
         return "0.00"
-    if column in ("mae", "val_mae") or column.startswith(("mae_", "val_mae_")):
+    if column in ("test_mae", "val_mae") or column.startswith(("test_mae_", "val_mae_")):
         return "0.0000"
     if column.endswith(("_mae", "_mae_mean")):
         return "0.0000"

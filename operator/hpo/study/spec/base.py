@@ -38,6 +38,8 @@ ENDPOINT = (
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)(:" + _PORT + r")?$"
 )
+#: A label value: at most 63 characters, alphanumeric at both ends, '-', '_', '.' inside.
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 #: Keys of a Secret's ``data``.
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 #: A key prefix may not start with '/' nor hold a '..' segment.
@@ -59,6 +61,8 @@ PATTERN_HELP = {
     ENDPOINT: "must be host[:port] without a scheme or path, port 1-65535 "
     "(set tls: false for http)",
     SECRET_KEY: "is not a valid Secret key (letters, digits, '-', '_' and '.')",
+    LABEL_VALUE: "is not a valid label value (letters, digits, '-', '_' and '.', "
+    "starting and ending with a letter or digit)",
 }
 
 

@@ -126,12 +126,44 @@ def _expanded_nodes(root: yaml.Node) -> int:
     return counts[id(root)]
 
 
+def _duplicate_key(root: yaml.Node) -> str | None:
+    """The first key given twice in one mapping, with both lines; None if there is none.
+
+    PyYAML keeps the last value silently, so a study file with ``epochs`` twice would run
+    with a value its author may not have meant; the API server refuses such a file too.
+    """
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                first = lines.setdefault((key.tag, key.value), line)
+                if first != line:
+                    return (
+                        f"key {key.value!r} appears twice in one mapping (lines {first} and "
+                        f"{line}); keep one"
+                    )
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return None
+
+
 def load_yaml(text: str) -> Any:
     """Parse a study file's YAML (``yaml.safe_load``, plus YAML 1.2 exponent floats).
 
     The one loader of study files (``hpo validate``, ``hpo run``, ``hpo report``):
-    a document expanding past ``MAX_YAML_NODES`` through its aliases is refused
-    before anything is built from it.
+    a document expanding past ``MAX_YAML_NODES`` through its aliases, or giving a key
+    twice in one mapping, is refused before anything is built from it.
     """
     loader = _Loader(text)  # a SafeLoader subclass: safe
     try:
@@ -143,6 +175,9 @@ def load_yaml(text: str) -> Any:
                 f"the document expands to more than {MAX_YAML_NODES:,} nodes through its "
                 "aliases (*name) or refers to itself; write the values out instead"
             )
+        duplicate = _duplicate_key(node)
+        if duplicate is not None:
+            raise yaml.YAMLError(duplicate)
         return loader.construct_document(node)
     finally:
         loader.dispose()

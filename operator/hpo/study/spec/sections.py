@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hpo.store.keys import StoreError, key_segment
+from hpo.study.spec import podmeta
 from hpo.study.spec.base import (
     BAD_PREFIX,
     BUCKET,
@@ -299,6 +300,15 @@ class Trainer(SpecModel):
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
     #: Extra environment variables (Kubernetes EnvVar objects).
     env: list[dict[str, Any]] = Field(default_factory=list)
+    #: Kueue's LocalQueue: the ``kueue.x-k8s.io/queue-name`` label of every trainer pod.
+    queue_name: str | None = Field(default=None, max_length=63, pattern=DNS_SUBDOMAIN)
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    #: Another scheduler (e.g. ``volcano``); unset: the cluster's default scheduler.
+    scheduler_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    #: Added to every trainer pod (keys the operator or Kueue set are refused).
+    pod_labels: dict[str, podmeta.LabelValue] = Field(default_factory=dict, max_length=64)
+    #: Added to every trainer pod, e.g. Volcano's ``scheduling.volcano.sh/queue-name``.
+    pod_annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
     #: Seeds trained by one pod: more than 1 saves start-up for small models.
     seeds_per_pod: int = Field(default=1, ge=1, le=100)
     #: A pod bound to a node whose container has not started after this (a volume that
@@ -316,6 +326,25 @@ class Trainer(SpecModel):
     failed_pod_ttl_seconds: int = Field(default=3600, ge=0, le=30 * 86_400)
     #: First retry waits this long, doubling for each further attempt.
     retry_backoff_seconds: float = Field(default=10, ge=0, le=3600)
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        podmeta.check_keys(list(v), "label")
+        return v
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        podmeta.check_keys(list(v), "annotation")
+        podmeta.check_annotations_size(v)
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _gpus(cls, v: dict[str, Any]) -> dict[str, Any]:
+        podmeta.check_gpus(v)
+        return v
 
 
 class WarmStart(SpecModel):
