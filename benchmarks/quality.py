@@ -2,24 +2,26 @@
 
 Every method searches the same space with the same number of trainings, and
 every training is the very same code (``hpo_trainer``: data split, scalers,
-model, early stopping, test-split MAE). Only the search algorithm differs:
+model, early stopping, test-split MAE), ``--parallel`` (2, as ``hpo run``)
+at once on a shared pool of worker processes. Only the search algorithm differs:
 
-- ``ours``: ``hpo``'s engine and Bayesian stage (the code ``hpo run`` drives:
-  random stage, then Bayesian stage) on the shared worker pool;
+- ``ours``: ``hpo``'s engine (the code ``hpo run`` drives, asynchronous: a
+  freed slot gets the next training) with only ``budget.trainings`` set;
   ``--ours-via runner`` runs the whole local runner instead;
-- ``ours-random``: the same study with the Bayesian stage off and its budget
+- ``ours-random``: the same study with the narrow stage off and the budget
   given to the random stage;
-- ``optuna-tpe``: Optuna's TPE sampler (library defaults);
+- ``optuna-tpe``: Optuna's TPE, multivariate with its constant liar, asked for
+  a new configuration whenever a slot frees (``quality_async.py``);
 - ``kt-bayes`` / ``kt-random``: Keras Tuner's BayesianOptimization and
   RandomSearch oracles (library defaults), ``executions_per_trial`` = our seeds
-  per configuration.
+  per configuration; one trial at a time, its seeds in parallel.
 
 Each method scores a configuration by the mean, over the seeds it trained, of
 the trainer's validation-split MAE (standardised labels): the selection score
-our engine ranks on. Every method gets the same number of trainings: the
-peers train every configuration with every seed; ours (seed racing) spends
-the same number on more configurations, one seed each, and every seed on the
-contenders for its final group. What is measured: a fifth of every dataset
+our engine ranks on. Every method gets the same budget of trainings, counted
+at the pool (none may pass it): the peers train every configuration with every
+seed; ours (seed racing) spends it on more configurations, one seed each, and
+every seed on the contenders for its final group. What is measured: a fifth of every dataset
 (the *holdout*) is cut off before any search and no method ever sees it. The
 configuration each method would hand the user (its best by that score) is
 retrained with fresh seeds on the same training split and scored on the
@@ -32,6 +34,8 @@ machine: compare ratios within one run).
     # (1725 trainings; 109 min on this shared 2-core machine under other load)
     .venv/bin/python benchmarks/quality.py --budget big --repeats 10
     .venv/bin/python benchmarks/quality.py --datasets diabetes --methods ours,ours-random
+    .venv/bin/python benchmarks/quality.py --methods ours,ours-random,optuna-tpe \
+        --out benchmarks/results/quality_parallel.json --resume   # the README's table
 
 Results go to benchmarks/results/quality.json (written after every study, so
 ``--resume`` continues an interrupted run).
@@ -48,6 +52,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -229,6 +234,15 @@ def fit_and_score(
     return mae if math.isfinite(mae) else None
 
 
+def _timed(
+    files: Files, config: dict[str, Any], seed: int, budget: Budget, holdout: bool
+) -> tuple[float | None, float]:
+    """``fit_and_score`` and its seconds, measured in the worker (queueing excluded)."""
+    start = time.perf_counter()
+    mae = fit_and_score(files, config, seed, budget, holdout)
+    return mae, time.perf_counter() - start
+
+
 class Trainer:
     """A pool of worker processes (TensorFlow loaded once) that scores configurations.
 
@@ -237,6 +251,9 @@ class Trainer:
     a configuration two methods chose is done once. ``saved`` can be written
     out and handed to a later run as ``reuse`` (for investigating defaults:
     searches then skip trainings done before, so their wall times mean nothing).
+    Each study's search trainings are counted here, at the pool, whatever the
+    method says (``trainings``), with the most ever in flight (``peak``) and the
+    seconds the workers spent on them (``busy_s``).
     """
 
     def __init__(self, workers: int, reuse: dict[str, float | None] | None = None) -> None:
@@ -247,12 +264,17 @@ class Trainer:
         for f in [self.pool.submit(time.sleep, 0.5) for _ in range(workers)]:
             f.result()
         self.trainings = 0
+        self.peak = 0
+        self.busy_s = 0.0
+        self._inflight = 0
+        self._lock = threading.Lock()
         self.reuse = dict(reuse or {})
         self.saved: dict[str, float | None] = {}
         self._seen: list[float] = []
 
     def new_study(self) -> None:
         self._seen = []
+        self.trainings, self.peak, self.busy_s = 0, 0, 0.0
 
     @staticmethod
     def _key(files: Files, config: dict[str, Any], seed: int, budget: Budget, hold: bool) -> str:
@@ -264,15 +286,29 @@ class Trainer:
         self, files: Files, config: dict[str, Any], seed: int, budget: Budget, hold: bool = False
     ) -> Future[float | None]:
         key = self._key(files, config, seed, budget, hold)
+        done: Future[float | None] = Future()
+        self.trainings += not hold
         if key in self.reuse or (hold and key in self.saved):
-            done: Future[float | None] = Future()
             done.set_result(self.reuse[key] if key in self.reuse else self.saved[key])
             return done
-        future = self.pool.submit(fit_and_score, files, config, seed, budget, hold)
-        future.add_done_callback(
-            lambda f: self.saved.__setitem__(key, f.result()) if not f.exception() else None
-        )
-        return future
+        with self._lock:
+            self._inflight += not hold
+            self.peak = max(self.peak, self._inflight)
+
+        def finished(f: Future[tuple[float | None, float]]) -> None:
+            if (error := f.exception()) is not None:
+                done.set_exception(error)
+                return
+            mae, seconds = f.result()
+            self.saved[key] = mae
+            if not hold:
+                with self._lock:
+                    self._inflight -= 1
+                    self.busy_s += seconds
+            done.set_result(mae)
+
+        self.pool.submit(_timed, files, config, seed, budget, hold).add_done_callback(finished)
+        return done
 
     def score(self, maes: list[float | None]) -> float:
         """Mean over seeds; a configuration with no finite score gets twice the worst seen
@@ -288,7 +324,6 @@ class Trainer:
     ) -> float:
         """Mean validation MAE over seeds, trained in parallel; as the engine scores a trial."""
         futures = [self.submit(files, config, s, budget) for s in seeds]
-        self.trainings += len(seeds)
         return self.score([f.result() for f in futures])
 
     def holdout(self, files: Files, config: dict[str, Any], budget: Budget) -> float:
@@ -315,21 +350,19 @@ class Outcome:
     wall_s: float
 
 
-def _seeds(budget: Budget) -> list[int]:
-    return list(range(1, 1 + budget.seeds))
-
-
 #: Extra ``bayesianStage`` fields for ours (``--ours-bayes``), to try other defaults.
 OURS_BAYES: dict[str, Any] = {}
 
 
-def _study(files: Files, budget: Budget, seed: int, bayesian: bool) -> dict[str, Any]:
-    """Our study at the peers' number of trainings: with seed racing a configuration
-    costs one training, and the final group's (5) other seeds are set aside; a quarter
-    of the budget goes to the random stage (our default split)."""
-    reserve = 5 * (budget.seeds - 1)
-    random_configs = max(2, budget.trainings // 4) if bayesian else budget.trainings - reserve
-    narrow = max(1, budget.trainings - random_configs - reserve)
+def _study(files: Files, budget: Budget, seed: int, bayesian: bool, slots: int) -> dict[str, Any]:
+    """Our study at the peers' number of trainings, set as ``budget.trainings`` (the engine
+    never passes it): ours sizes its stages from it by its default rule. Its random
+    stage alone (``ours-random``) gets the budget less the final group's other seeds."""
+    stages: dict[str, Any] = {"randomStage": {"seed": seed}, "bayesianStage": dict(OURS_BAYES)}
+    if not bayesian:
+        reserve = 5 * (budget.seeds - 1)  # result.size (5) x the seeds racing leaves
+        stages["randomStage"]["configurations"] = budget.trainings - reserve
+        stages["bayesianStage"]["enabled"] = False
     spec: dict[str, Any] = {
         "dataset": {"path": files.search, "features": files.features, "labels": files.labels},
         "searchSpace": SPACE,
@@ -339,15 +372,9 @@ def _study(files: Files, budget: Budget, seed: int, bayesian: bool) -> dict[str,
             "seedsPerConfig": budget.seeds,
             "baseSeed": 1,
         },
-        "randomStage": {"configurations": random_configs, "seed": seed},
-        # Only the budget is set: every other narrow-stage knob is our default.
-        "bayesianStage": {
-            "enabled": bayesian,
-            "topK": 1,
-            "trialsPerConfig": narrow,
-            **OURS_BAYES,
-        },
-        "parallelism": 2,
+        "budget": {"trainings": budget.trainings},
+        **stages,
+        "parallelism": slots,
         "failurePolicy": {"retries": 0, "maxFailedTrainings": 1000},
     }
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "quality"}, "spec": spec}
@@ -369,14 +396,14 @@ def run_ours_engine(
     from hpo.study.storage import store_ref_for
     from hpo.study.summary import ranked
 
-    study = parse_study(_study(files, budget, seed, bayesian))
+    study = parse_study(_study(files, budget, seed, bayesian, trainer.workers))
     start = time.perf_counter()
     session = StudySession.open(study, store_ref_for(study, out), retry_backoff_s=0.0)
     session.start()
     engine = session.engine
     running: dict[Future[float | None], Any] = {}
     while not engine.finished:
-        for task in session.take(2 - len(running)):
+        for task in session.take(trainer.workers - len(running)):
             config = task.trial.config
             running[trainer.submit(files, config, task.seed, budget)] = task
         if not running:
@@ -401,7 +428,6 @@ def run_ours_engine(
                     mae=mae,
                     val_mae=mae,
                 )
-            trainer.trainings += 1
             session.record([result])
         session.flush()
     session.flush(force=True)
@@ -410,15 +436,17 @@ def run_ours_engine(
     return Outcome(best.config, float(best.score or math.nan), len(engine.recorded()), wall)
 
 
-def run_ours(files: Files, budget: Budget, seed: int, bayesian: bool, out: Path) -> Outcome:
+def run_ours(
+    files: Files, budget: Budget, seed: int, bayesian: bool, out: Path, slots: int
+) -> Outcome:
     """Our whole local path: the local runner (own worker processes, ledger, artifacts)."""
     from hpo.local.runner import LocalRunner
     from hpo.study.spec import parse_study
     from hpo.study.summary import ranked
 
-    study = parse_study(_study(files, budget, seed, bayesian))
+    study = parse_study(_study(files, budget, seed, bayesian, slots))
     start = time.perf_counter()
-    outcome = LocalRunner(study, out, parallelism=2).run()
+    outcome = LocalRunner(study, out, parallelism=slots).run()
     wall = time.perf_counter() - start
     if outcome.status != "succeeded":
         raise RuntimeError(f"our study {outcome.status}: {outcome.message}")
@@ -432,46 +460,12 @@ def _space() -> SearchSpace:
 
 
 def run_optuna(files: Files, budget: Budget, seed: int, trainer: Trainer) -> Outcome:
-    """Optuna's TPE sampler, ask/tell, defaults; repeats of a configuration cost nothing."""
-    import optuna
+    """Optuna's TPE, asynchronous on the pool's slots (``quality_async``)."""
+    from quality_async import run_optuna_async
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = _space()
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-    scores: dict[str, float] = {}
-    best: tuple[float, dict[str, Any]] | None = None
-    start = time.perf_counter()
-    before = trainer.trainings
-    asks = 0
-    while len(scores) < budget.configs and asks < 50 * budget.configs:
-        asks += 1
-        trial = study.ask()
-        layers = trial.suggest_int(
-            "hidden_layers", space.hidden_layers.min, space.hidden_layers.max
-        )
-        n = space.neurons
-        config = normalise(
-            {
-                "neurons": [
-                    trial.suggest_int(f"neurons_{i}", n.min, n.max, step=n.step)
-                    for i in range(layers)
-                ],
-                "activation": trial.suggest_categorical("activation", space.activations),
-                "learning_rate": trial.suggest_float(
-                    "learning_rate", space.learning_rate.min, space.learning_rate.max, log=True
-                ),
-                "batch_size": trial.suggest_categorical("batch_size", space.batch_sizes),
-                "optimizer": trial.suggest_categorical("optimizer", space.optimizers),
-            }
-        )
-        key = config_key(config)
-        if key not in scores:
-            scores[key] = trainer.objective(files, config, _seeds(budget), budget)
-            if best is None or scores[key] < best[0]:
-                best = (scores[key], config)
-        study.tell(trial, scores[key])
-    assert best is not None
-    return Outcome(best[1], best[0], trainer.trainings - before, time.perf_counter() - start)
+    slots = trainer.workers
+    config, score, wall = run_optuna_async(files, budget, seed, trainer, _space(), slots)
+    return Outcome(config, score, trainer.trainings, wall)
 
 
 def run_keras_tuner(
@@ -531,7 +525,6 @@ def run_keras_tuner(
         overwrite=True,
     )
     start = time.perf_counter()
-    before = trainer.trainings
     tuner.search(verbose=0)
     wall = time.perf_counter() - start
     best_trial = tuner.oracle.get_best_trials(1)[0]
@@ -543,7 +536,7 @@ def run_keras_tuner(
             **{k: values[k] for k in ("activation", "learning_rate", "batch_size", "optimizer")},
         }
     )
-    return Outcome(config, float(best_trial.score), trainer.trainings - before, wall)
+    return Outcome(config, float(best_trial.score), trainer.trainings, wall)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -556,7 +549,7 @@ def run_one(
     if method in ("ours", "ours-random"):
         bayesian = method == "ours"
         if via == "runner":
-            return run_ours(files, budget, seed, bayesian, out)
+            return run_ours(files, budget, seed, bayesian, out, trainer.workers)
         return run_ours_engine(files, budget, seed, bayesian, trainer, out)
     if method == "optuna-tpe":
         return run_optuna(files, budget, seed, trainer)
@@ -565,6 +558,17 @@ def run_one(
     if method == "kt-random":
         return run_keras_tuner(files, budget, seed, trainer, False, out)
     raise ValueError(f"unknown method {method!r}")
+
+
+def _pool_use(trainer: Trainer, res: Outcome, method: str, via: str) -> dict[str, Any]:
+    """What the pool saw of one study's search: trainings started there (every method
+    but ``--ours-via runner`` trains on the pool), most at once, slot utilisation."""
+    if via == "runner" and method.startswith("ours"):
+        return {}
+    if trainer.trainings != res.trainings:
+        raise RuntimeError(f"{method} says {res.trainings} trainings, pool {trainer.trainings}")
+    util = trainer.busy_s / (trainer.workers * res.wall_s) if res.wall_s > 0 else math.nan
+    return {"peak_in_flight": trainer.peak, "utilisation": util}
 
 
 def aggregate(records: list[dict[str, Any]], datasets: list[str], methods: list[str]) -> dict:
@@ -583,6 +587,8 @@ def aggregate(records: list[dict[str, Any]], datasets: list[str], methods: list[
                 "holdout_std": statistics.stdev(h) if len(h) > 1 else 0.0,
                 "search_mean": statistics.fmean(r["search_score"] for r in rs),
                 "trainings": statistics.fmean(r["trainings"] for r in rs),
+                "trainings_max": max(r["trainings"] for r in rs),
+                "utilisation": statistics.fmean(r.get("utilisation", math.nan) for r in rs),
                 "wall_mean": statistics.fmean(r["wall_s"] for r in rs),
             }
         ours = rows.get("ours")
@@ -606,9 +612,10 @@ def aggregate(records: list[dict[str, Any]], datasets: list[str], methods: list[
     return table
 
 
-def verdict(table: dict, methods: list[str]) -> dict[str, Any]:
+def verdict(table: dict, methods: list[str], budget: Budget) -> dict[str, Any]:
     """The issue's targets: ours' mean at most every peer's (ours' own random stage is not
-    a peer) on >= 2 datasets, and lower than its random stage alone on every dataset."""
+    a peer) on >= 2 datasets, lower than its random stage alone on every dataset, and no
+    study of any method over the budget."""
     best_on = []
     beats_random = []
     for ds, rows in table.items():
@@ -626,12 +633,15 @@ def verdict(table: dict, methods: list[str]) -> dict[str, Any]:
         if "ours-random" in rows and "ours" in rows
     ]
     compared = [ds for ds, rows in table.items() if "ours" in rows and "ours-random" in rows]
+    most = max((r["trainings_max"] for rows in table.values() for r in rows.values()), default=0)
     return {
         "ours_best_on": best_on,
         "ours_beats_random_stage_on": beats_random,
         "random_stage_over_ours_mean_ratio": statistics.fmean(ratios) if ratios else None,
         "target_best_on_two": len(best_on) >= min(2, len(table)),
         "target_better_than_random_stage": bool(compared) and len(beats_random) == len(compared),
+        "most_trainings_in_a_study": most,
+        "target_within_budget": most <= budget.trainings,
     }
 
 
@@ -646,7 +656,7 @@ def print_table(table: dict, datasets: dict[str, Data], budget: Budget, verdict_
     )
     header = (
         f"{'dataset':<11}{'method':<13}{'n':>3}{'holdout':>9}{'std':>8}{'/ours':>7}"
-        f"{'search':>8}{'train':>6}{'wall s':>8}{'/ours':>7}{'  ours W/T/L':>12}"
+        f"{'search':>8}{'max tr':>7}{'util':>6}{'wall s':>8}{'/ours':>7}{'  ours W/T/L':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -658,7 +668,8 @@ def print_table(table: dict, datasets: dict[str, Data], budget: Budget, verdict_
             )
             print(
                 f"{ds:<11}{m:<13}{r['repeats']:>3}{r['holdout_mean']:>9.4f}{r['holdout_std']:>8.4f}"
-                f"{r['ratio_to_ours']:>7.3f}{r['search_mean']:>8.4f}{r['trainings']:>6.0f}"
+                f"{r['ratio_to_ours']:>7.3f}{r['search_mean']:>8.4f}{r['trainings_max']:>7}"
+                f"{r['utilisation']:>6.0%}"
                 f"{r['wall_mean']:>8.1f}{r['wall_mean'] / wall_ours:>7.2f}{wtl:>12}"
             )
         print(f"{'':<11}({datasets[ds].source})")
@@ -666,14 +677,18 @@ def print_table(table: dict, datasets: dict[str, Data], budget: Budget, verdict_
     print("holdout: mean over repeats of the holdout MAE; std: over repeats; /ours: ratio to ours")
     print("search: the method's own best score during search (validation split, mean over seeds)")
     print("W/T/L: repeats (same study seed) where ours is better / equal / worse than the method")
+    print("max tr: most trainings in one study (budget " + str(budget.trainings) + ")")
+    print("util: the workers' training seconds over slots x wall time of the search")
     print(
-        "wall: search only, every method on the same started pool of 2 worker processes\n"
+        "wall: search only, every method on the same started pool of worker processes\n"
         "      (with --ours-via runner ours also starts its own workers, writes ledger and plots)"
     )
     print()
     print(f"ours at most every peer's mean on: {verdict_['ours_best_on'] or 'none'}")
     print(f"ours better than its random stage alone on: {verdict_['ours_beats_random_stage_on']}")
+    print(f"most trainings in a study: {verdict_['most_trainings_in_a_study']}")
     ok = verdict_["target_best_on_two"] and verdict_["target_better_than_random_stage"]
+    ok = ok and verdict_["target_within_budget"]
     print(f"target met: {'yes' if ok else 'NO'}")
 
 
@@ -681,6 +696,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--parallel", type=int, default=2, help="trainings at once (hpo run's default: 2)"
+    )
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality.json")
@@ -716,7 +734,7 @@ def main() -> None:
     records: list[dict[str, Any]] = []
     if args.resume and args.out.exists():
         old = json.loads(args.out.read_text())
-        if old.get("budget") == asdict(budget):
+        if old.get("budget") == asdict(budget) and old.get("parallel", 2) == args.parallel:
             records = old["records"]
     done = {(r["dataset"], r["method"], r["seed"]) for r in records}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -724,7 +742,7 @@ def main() -> None:
     # A plain `kill` must not leave worker processes behind: end through `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     reuse = json.loads(args.reuse_trainings.read_text()) if args.reuse_trainings else None
-    trainer = Trainer(2, reuse)
+    trainer = Trainer(args.parallel, reuse)
     try:
         with tempfile.TemporaryDirectory(prefix="hpo-quality-") as tmp:
             folder = Path(tmp)
@@ -747,6 +765,7 @@ def main() -> None:
                             "holdout_mae": hold,
                             "trainings": res.trainings,
                             "wall_s": res.wall_s,
+                            **_pool_use(trainer, res, method, args.ours_via),
                         }
                         records.append(rec)
                         print(
@@ -759,6 +778,7 @@ def main() -> None:
                         result = {
                             "what": __doc__.split("\n\n")[3],
                             "budget": asdict(budget),
+                            "parallel": args.parallel,
                             "ours_via": args.ours_via,
                             "ours_bayes": args.ours_bayes,
                             "reused_trainings": bool(args.reuse_trainings),
@@ -769,7 +789,7 @@ def main() -> None:
                             "machine_cores": os.cpu_count(),
                             "records": records,
                             "table": table,
-                            "verdict": verdict(table, methods),
+                            "verdict": verdict(table, methods, budget),
                         }
                         args.out.write_text(json.dumps(result, indent=1))
                         if args.save_trainings:
@@ -778,7 +798,7 @@ def main() -> None:
     finally:
         trainer.close()
     table = aggregate(records, names, methods)
-    print_table(table, datasets, budget, verdict(table, methods))
+    print_table(table, datasets, budget, verdict(table, methods, budget))
     print(f"\ntotal wall time {time.perf_counter() - started:.0f}s; results in {args.out}")
 
 
