@@ -140,9 +140,10 @@ def test_without_a_budget_the_stage_sizes_are_a_cap() -> None:
 
 def test_stages_are_sized_from_the_budget() -> None:
     sizes = stage_sizes(_spec(80))
-    # A quarter for the random stage (1 seed each under racing), 5 x 2 seeds set aside.
+    # 2.2 x sqrt(budget) for the random stage (1 seed each under racing), 5 x 2 seeds set aside.
     assert sizes.random == 20
     assert sizes.trials_per_config == 80 - 20 - 10
+    assert stage_sizes(_spec(160)).random == 28
     explicit = stage_sizes(_spec(80, randomStage={"configurations": 7}))
     assert explicit.random == 7 and explicit.trials_per_config == 80 - 7 - 10
     line = cost_line(_spec(80))

@@ -412,3 +412,32 @@ def test_a_tiny_gp_narrow_space_ends_without_duplicates() -> None:
         assert planned[p.trial] <= p.space.size - 1
     # The budget (50 per parent) is beyond the grid: the stage ended at the grid's end.
     assert any(planned[p.trial] == p.space.size - 1 for p in search.parents)
+
+
+def test_gp_proposals_count_configurations_still_training() -> None:
+    """A configuration still training is told to the optimiser (a constant liar at the mean
+    of the recorded objectives), so what it proposes beside it differs from what it would
+    propose with that configuration merely forbidden (it was not before: the same two)."""
+    import copy
+    import dataclasses
+
+    from hpo.engine.trials import Trial
+
+    engine = Engine(_gp_spec())
+    while sum(1 for r in engine.recorded() if r.stage == "bayesian") < 10:
+        (task,) = engine.next_tasks(1)
+        engine.record(result(task))
+    assert engine.search is not None and not engine.running
+    records = engine._records()
+    first = copy.deepcopy(engine.search).propose(1, records)[0]
+    key = config_key(first.config)
+    pending = Trial("b9999", "bayesian", first.config, key, "elsewhere")
+    known = {*(t.config_key for t in records.trials.values()), key}
+    without = dataclasses.replace(records, known=known)
+    with_pending = dataclasses.replace(
+        records, trials={**records.trials, "b9999": pending}, known=known
+    )
+    a = [config_key(p.config) for p in copy.deepcopy(engine.search).propose(2, without)]
+    b = [config_key(p.config) for p in copy.deepcopy(engine.search).propose(2, with_pending)]
+    assert key not in a and key not in b
+    assert a != b

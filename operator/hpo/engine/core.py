@@ -589,21 +589,7 @@ class Engine(BudgetedRacing):
         return queued
 
     def describe(self) -> dict[str, Any]:
-        """Numbers for the end-of-run summary."""
-        prog = self.progress()
-        trials = self.trials.values()
-        return {
-            "phase": prog.phase,
-            "trainings": prog.done + prog.failed,
-            "failed": prog.failed,
-            "budget": self.budget,
-            "charged": self.charged,
-            "interrupted": self.interrupted,
-            "random_configs": sum(1 for t in trials if t.stage == RANDOM_STAGE and t.id[0] != "w"),
-            "warm_configs": sum(1 for t in trials if t.id[0] == "w"),
-            "warm_trainings": len(self.warm.results),
-            "narrow_configs": sum(1 for t in trials if t.stage == NARROW_STAGE),
-            "handed_over": list(self.parents),
-            "notes": list(self.notes),
-            "failed_reason": self.failed_reason,
-        }
+        """Numbers for the end-of-run summary (``hpo.engine.describe``)."""
+        from hpo.engine.describe import describe
+
+        return describe(self)

@@ -112,7 +112,8 @@ class ParentSearch:
         """Up to ``n`` new configurations of this space.
 
         ``observed``: every configuration of this space with a recorded objective
-        (whichever stage trained it); ``taken(key)``: whether a configuration is a
+        (whichever stage trained it), and those still training with a lie
+        (``constant_lies``); ``taken(key)``: whether a configuration is a
         trial of the study already (recorded, running or planned), never proposed;
         ``pending``: this search's configurations still training, which the optimiser
         does not know of and may well propose again (so it is asked for that many more).
@@ -154,6 +155,17 @@ class ParentSearch:
         self._barren = barren >= MAX_BARREN_ASKS
         self.planned += len(out)
         return out
+
+
+def constant_lies(records: Records, scores: list[float]) -> list[tuple[Config, float]]:
+    """Configurations still to come (queued, running, raced), each told to the optimiser
+    as if it had scored the mean of the recorded objectives (a constant liar): so proposals
+    made while they train spread out instead of crowding where they already are. A
+    sequential study has none when it proposes, so it decides as before."""
+    if not scores:
+        return []
+    lie = sum(scores) / len(scores)
+    return [(t.config, lie) for t in records.trials.values() if not records.complete(t.id)]
 
 
 @dataclass
@@ -214,6 +226,7 @@ class GaussianSearch:
             for t in records.trials.values()
             if records.complete(t.id)
         ]
+        observed += constant_lies(records, [y for _, y in observed])
         narrow_trials = records.narrow()
         out: list[Proposal] = []
         keys: set[str] = set()
