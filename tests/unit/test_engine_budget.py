@@ -208,3 +208,18 @@ def test_parallel_slots_are_filled_before_the_random_stage_ends() -> None:
             break
     assert idle == 0, "a slot stayed idle while work existed"
     assert e.charged <= 80
+
+
+def test_a_failure_past_a_lowered_budget_is_recorded() -> None:
+    """The budget lowered below charged + running: a failure has no room for a retry, so it
+    is the training's result (a retry that could never run would lose it)."""
+    e = Engine(_spec(30, parallelism=4), retry_backoff_s=100)
+    got = e.next_tasks(4, 0.0)
+    assert len(got) == 4
+    e.record(got[0].succeeded("t", 0.5, 0.5), 1.0)
+    e = e.with_spec(_spec(2, parallelism=4), retry_backoff_s=100)
+    assert e.budget - e.charged - len(e.running) < 0
+    failed = got[1].failed("t", "boom")
+    assert e.record(failed, 2.0) is None, "retried though the budget has no room"
+    assert e.results[failed.key] == failed
+    assert failed.key not in e.waiting

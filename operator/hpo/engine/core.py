@@ -431,7 +431,7 @@ class Engine(BudgetedRacing):
         attempt = task.attempt if task else self.attempts.get(tid, 1)
         # A retry only while budget.trainings has room for it beside this failed attempt.
         room = self.budget - self.charged - 1 - len(self.running) if self._charge_retries else 1
-        if result.status == "failed" and attempt <= self.spec.failure_policy.retries and room:
+        if result.status == "failed" and attempt <= self.spec.failure_policy.retries and room > 0:
             trial = task.trial if task else self.trials[result.trial]
             retry = Task(trial, result.seed, attempt + 1)
             now = time.monotonic() if now is None else now
