@@ -223,3 +223,27 @@ def test_a_failure_past_a_lowered_budget_is_recorded() -> None:
     assert e.record(failed, 2.0) is None, "retried though the budget has no room"
     assert e.results[failed.key] == failed
     assert failed.key not in e.waiting
+
+
+@pytest.mark.parametrize("lowered", [False, True])
+def test_a_retry_waiting_when_the_budget_is_spent_ends_the_study(lowered: bool) -> None:
+    """The queue spent the budget while a retry waited out its backoff: nothing runs, the
+    retry can never be handed out; the study ends and the failure is its training's result."""
+    spec = _spec(10, randomStage={"seed": 3, "configurations": 12}, parallelism=2)
+    e = Engine(spec, retry_backoff_s=100)
+    first, *rest = e.next_tasks(2, 0.0)
+    failed = first.failed("t", "boom")
+    assert e.record(failed, 0.0) is not None
+    now = 1.0
+    running = rest
+    while running:
+        task = running.pop()
+        e.record(task.succeeded("t", 0.5, 0.5), now)
+        running += e.next_tasks(2 - len(running), now)
+        now += 1.0
+    if lowered:
+        e = e.with_spec(_spec(9, randomStage={"seed": 3, "configurations": 12}, parallelism=2))
+    assert e.next_tasks(2, 1000.0) == []
+    assert e.finished and not e.waiting, (e.phase, e.charged, e.waiting)
+    assert e.results[failed.key] == failed, "the failed attempt is lost"
+    assert e.charged <= 10

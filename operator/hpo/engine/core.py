@@ -94,6 +94,8 @@ class Engine(BudgetedRacing):
         self.race_queue: deque[Task] = deque()
         #: Failed attempts that were retried (charged, though not results).
         self._retried = 0
+        #: The failed result of each training whose retry waits: its result if never run.
+        self._retry_of: dict[TrainingId, SeedResult] = {}
         #: Results a warm start brought in (in ``results``, never charged).
         self._warm_n = 0
         #: Trials racing gave every seed.
@@ -277,6 +279,7 @@ class Engine(BudgetedRacing):
         for due, task in self.waiting.values():
             if task.id not in new.results and task.id not in new.running:
                 new._wait(task, due)
+        new._retry_of = {k: r for k, r in self._retry_of.items() if k in new.waiting}
         new._retried, new.interrupted = self._retried, self.interrupted
         new._advance()  # a lower budget may end the study, a higher one resume it
         return new
@@ -436,13 +439,11 @@ class Engine(BudgetedRacing):
             retry = Task(trial, result.seed, attempt + 1)
             now = time.monotonic() if now is None else now
             self._retried += 1
+            self._retry_of[tid] = result
             self._wait(retry, now + self.retry_backoff_s * 2 ** (attempt - 1))
             return retry
         self.waiting.pop(tid, None)
-        self.results[tid] = result
-        self.order.append(tid)
-        self._ranking.add(result)
-        self._count(result)
+        self._keep(result)
         if result.status == "failed":
             self._check_failures(result.error)
         self._advance()
@@ -504,9 +505,12 @@ class Engine(BudgetedRacing):
                 self.phase = "failed"
             self.queue.clear()
             self.race_queue.clear()
-            self.waiting.clear()
+            self._drop_waiting()
             return
         if self.finished:
+            return
+        if not self.running and self.charged >= self.budget:
+            self._finish()  # before the hand-over: a waiting retry could not run anyway
             return
         if self.phase == RANDOM_STAGE and self.spec.narrow_stage.enabled:
             if not self._may_begin_narrow() or not self._begin_narrow_stage():

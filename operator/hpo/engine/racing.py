@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from hpo.engine.ranking import Ranking
 from hpo.engine.trials import Phase, Task, TrainingId, Trial
 from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
 from hpo.study.spec import StudySpec
@@ -41,11 +42,24 @@ class BudgetedRacing:
     _reserve: int
     _raced: int
     _retried: int
+    _retry_of: dict[TrainingId, SeedResult]
+    order: list[TrainingId]
+    _ranking: Ranking
     _warm_n: int
     _next_narrow: int
 
     def top(self, n: int) -> list[ConfigSummary]:
         raise NotImplementedError
+
+    def _count(self, r: SeedResult) -> None:
+        raise NotImplementedError
+
+    def _keep(self, r: SeedResult) -> None:
+        """``r`` is its training's result."""
+        self.results[r.key] = r
+        self.order.append(r.key)
+        self._ranking.add(r)
+        self._count(r)
 
     def _seeds_of(self, trial: str) -> list[int]:
         raise NotImplementedError
@@ -149,8 +163,19 @@ class BudgetedRacing:
                 )
         self.queue.clear()
         self.race_queue.clear()
-        self.waiting.clear()
+        self._drop_waiting()
         self.phase = "done"
+
+    def _drop_waiting(self) -> None:
+        """Nothing waiting will run: a retry's failed attempt becomes the training's result
+        (charged still, now as a result), so no failure is lost."""
+        for tid, (_, task) in list(self.waiting.items()):
+            failed = self._retry_of.get(tid)
+            if failed is not None and tid not in self.results and task.attempt > 1:
+                self._retried -= 1
+                self._keep(failed)
+        self.waiting.clear()
+        self._retry_of.clear()
 
     def _race(self, slots: int) -> bool:
         """Give every seed to the best configurations that lack some, enough of them to
