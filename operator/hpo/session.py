@@ -233,10 +233,13 @@ class StudySession:
             # not have it yet), an earlier one is an attempt used up. Else a restart would
             # forget them and train the configuration again.
             retries = self.study.spec.failure_policy.retries
+            results = {r.key: r for r in history}
             for tid, (attempt, result) in self.failures.load().items():
-                if tid in recorded or (tid in running and running[tid].attempt >= attempt):
-                    continue  # recorded already, or its pod (or a later attempt's) says it all
-                if attempt > retries:
+                if tid in results:  # its result came of this attempt or (a success) the next
+                    used[tid] = (attempt + (results[tid].status != "failed"), result.config_key)
+                elif tid in running and running[tid].attempt >= attempt:
+                    continue  # its pod (or a later attempt's) says it all
+                elif attempt > retries:
                     history.append(result)
                     recorded.add(tid)
                     self.recorder.note()

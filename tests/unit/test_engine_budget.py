@@ -170,18 +170,58 @@ def test_spec_edits_mid_study_keep_the_new_budget() -> None:
     assert e.phase == "done"
 
 
+def _resume(spec: StudySpec, e: Engine, failed: dict[tuple[str, int], int]) -> Engine:
+    """``e`` rebuilt as after a restart: its records, its running trainings and its last
+    failed attempt of each training (``failures/``, as the session passes them)."""
+    again = Engine(spec, e.recorded(), e.running.values())
+    used = {}
+    for tid, k in failed.items():
+        if tid in e.running and e.running[tid].attempt >= k:
+            continue
+        recorded = e.results.get(tid)
+        key = e.trials[tid[0]].config_key
+        used[tid] = (k + (recorded is not None and recorded.status != "failed"), key)
+    again.resume_attempts(used)
+    return again
+
+
+def _started_across_a_restart(spec: StudySpec, slots: int, fail, stop: int) -> int:
+    """Trainings handed out by a study restarted after ``stop`` results, in all."""
+    e, started, running, failed, now = Engine(spec), 0, [], {}, 0.0
+    for n in range(10_000):
+        if n == stop:
+            e = _resume(spec, e, failed)
+        if e.finished:
+            return started
+        got = e.next_tasks(slots - len(running), now)
+        started += len(got)
+        running += got
+        if not running:
+            now = e.next_due() or now + 1.0
+            continue
+        task = running.pop(0)
+        if fail(task):
+            failed[task.id] = task.attempt
+            e.record(task.failed("t", "boom"), now)
+        else:
+            e.record(task.succeeded("t", 0.5, 0.5), now)
+        now += 1.0
+    raise AssertionError("engine did not finish")
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_restart_counts_retried_attempts_of_recorded_trainings(slots: int) -> None:
+    """Every first attempt fails; a restart midway must still know the retries it charged."""
+    spec = _spec(12, parallelism=slots)
+    started = _started_across_a_restart(spec, slots, lambda t: t.attempt == 1, stop=6)
+    assert started <= 12
+
+
 def test_restart_from_records_keeps_the_budget() -> None:
     spec = _spec(30, result={"size": 2})
-    first = Run(Engine(spec), fail=0.1, seed=2)
-    for _ in range(12):
-        first.step(4)
-    e = first.engine
-    again = Engine(spec, e.recorded(), e.running.values())
-    assert again.charged <= e.charged  # failures retried before the restart count if known
-    run = Run(again, seed=2)
-    run.running = list(e.running.values())
-    run.finish(4)
-    assert again.charged + (e.charged - again.charged) <= 30
+    rng = random.Random(2)
+    started = _started_across_a_restart(spec, 4, lambda t: rng.random() < 0.3, stop=12)
+    assert started <= 30
 
 
 def test_retries_are_charged_and_stop_at_the_budget() -> None:

@@ -246,8 +246,9 @@ class Engine(BudgetedRacing):
         return self.phase in ("done", "failed")
 
     def resume_attempts(self, used: dict[TrainingId, tuple[int, str]]) -> None:
-        """Count attempts used up before (``used[tid] = (attempt, config key)``), so that
-        the next attempt of each training has the next number and the policy holds."""
+        """Count attempts used up before (``used[tid] = (attempt, config key)``; of a recorded
+        training: its result's attempt), so that the next attempt of each training has the
+        next number, the policy holds and retries stay charged."""
         for tid, (attempt, key) in used.items():
             trial = self.trials.get(tid[0])
             if trial is not None and trial.config_key == key and tid not in self.running:

@@ -215,13 +215,12 @@ class BudgetedRacing:
         return queued
 
     def _recount_retried(self) -> None:
-        """Failed attempts known to have been retried: a running attempt ``k`` had ``k - 1``
-        before it, a training waiting for attempt ``k + 1`` had ``k``. (A restart knows this
-        of trainings not yet recorded; one recorded after retries counts once.)"""
+        """Failed attempts known to have been retried: a running attempt ``k`` or a result of
+        attempt ``k`` had ``k - 1`` before it, a training waiting for attempt ``k + 1`` had
+        ``k``. (A restart knows attempts only from what ``resume_attempts`` is given.)"""
         self._retried = sum(
-            n - (1 if tid in self.running else 0)
+            n - (1 if tid in self.running or tid in self.results else 0)
             for tid, n in self.attempts.items()
-            if tid not in self.results
         )
 
     def _may_begin_narrow(self) -> bool:
