@@ -5,6 +5,7 @@ and restarts; and the stages are sized from it by the default rule."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -174,7 +175,7 @@ def _resume(spec: StudySpec, e: Engine, failed: dict[tuple[str, int], int]) -> E
     """``e`` rebuilt as after a restart: its records, its running trainings and its last
     failed attempt of each training (``failures/``, as the session passes them)."""
     again = Engine(spec, e.recorded(), e.running.values())
-    used = {}
+    used: dict[tuple[str, int], tuple[int, str]] = {}
     for tid, k in failed.items():
         if tid in e.running and e.running[tid].attempt >= k:
             continue
@@ -185,9 +186,13 @@ def _resume(spec: StudySpec, e: Engine, failed: dict[tuple[str, int], int]) -> E
     return again
 
 
-def _started_across_a_restart(spec: StudySpec, slots: int, fail, stop: int) -> int:
+def _started_across_a_restart(
+    spec: StudySpec, slots: int, fail: Callable[[Task], bool], stop: int
+) -> int:
     """Trainings handed out by a study restarted after ``stop`` results, in all."""
-    e, started, running, failed, now = Engine(spec), 0, [], {}, 0.0
+    e, started, now = Engine(spec), 0, 0.0
+    running: list[Task] = []
+    failed: dict[tuple[str, int], int] = {}
     for n in range(10_000):
         if n == stop:
             e = _resume(spec, e, failed)
