@@ -517,3 +517,39 @@ def test_a_status_an_older_operator_wrote_in_the_narrow_stage_resumes_under_the_
     assert not any('phase="BayesianSearch"' in line for line in lines)
     assert sum(float(line.rsplit(" ", 1)[1]) for line in gauges) == 1.0
     metrics.forget(NS, "older")
+
+
+def _disrupt(cluster: FakeCluster, name: str) -> None:
+    """Kueue preempts the pod (its ``DisruptionTarget`` condition)."""
+    cluster.pods[name]["status"] = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByKueue"}
+        ],
+    }
+
+
+def test_a_restart_goes_on_counting_the_disruptions_of_adopted_pods(store: LocalStore) -> None:
+    """Before: the pods adopted at startup lost their disruption count, so
+    ``trainer.maxDisruptions`` began again from 0 after each operator restart."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1, trainer={"retryBackoffSeconds": 30, "maxDisruptions": 1})
+    before = _runner(cluster, store, body, clock)
+    before.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    _disrupt(cluster, first)
+    before.step()  # deleted
+    before.step()  # gone: requeued (disruption 1 of at most 1), its pod made again
+    again = cluster.pods[first]["metadata"]["annotations"]
+    assert again["hpo-operator.dev/disruptions"] == "1"
+    # The operator restarts; the new pod is adopted at startup and disrupted once more.
+    after = _runner(cluster, store, body, clock)
+    assert first in after.pods
+    _disrupt(cluster, first)
+    after.step()
+    after.step()
+    # Past the cap: a failed attempt (retried after its backoff), not requeued once more.
+    failed = [m for kind, reason, m in cluster.events if reason == "TrainingFailed"]
+    assert len(failed) == 1, cluster.events
+    assert "disrupted 2 times, more than trainer.maxDisruptions (1)" in failed[0]
+    assert "requeued 2x" in failed[0]

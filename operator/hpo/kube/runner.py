@@ -137,7 +137,9 @@ class KubeRunner:
         )
         self.study = study
         self._accept(resource["spec"] or {})
-        self.pods = startup.resume(self.cluster, self.namespace, session, study, again)
+        self.pods = startup.resume(
+            self.cluster, self.namespace, session, study, again, self.disruptions
+        )
         self.session = session
         self.status.resolved()
         startup.announce(self.cluster, session, body, self.conditions)
