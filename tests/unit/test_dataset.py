@@ -384,6 +384,38 @@ def test_thousands_separators_among_other_text_are_refused_naming_cells(
     )
 
 
+def test_decimal_commas_are_not_read_as_thousands_separators(tmp_path: Path) -> None:
+    """Before: ``"0,125"``, ``"1,250"``, ``"2,375"`` (decimal commas) became 125, 1250 and
+    2375 with only a note. ``0,125`` is no grouped number, so the column is refused."""
+    df = _frame(40)
+    df["area"] = ["0,125", "1,250", "2,375", "3,500"] * 10
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(_ref(_csv(tmp_path, df), ["Vgs", "area"], ["Id"]))
+    assert str(info.value).startswith(
+        "column 'area' holds numbers with thousands separators ('1,250' in data row 2) and "
+        "other text ('0,125' in data row 1)"
+    )
+
+
+def test_commas_that_may_be_decimal_commas_are_refused_not_guessed(tmp_path: Path) -> None:
+    """``"1,250"`` and ``"2,375"`` alone: 1250 or 1.25? No cell settles it, so refused
+    naming the column and a cell; one with two groups settles it (read as numbers)."""
+    df = _frame(40)
+    df["area"] = [f"{i + 1},{(125 * i) % 1000:03d}" for i in range(40)]
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(_ref(_csv(tmp_path, df), ["Vgs", "area"], ["Id"]))
+    assert str(info.value).startswith(
+        "column 'area' holds numbers whose comma may group thousands or be a decimal comma "
+        "('1,000' in data row 1), and no cell settles which"
+    )
+    df.loc[5, "area"] = "1,234,567"
+    ref = _ref(_csv(tmp_path, df), ["Vgs", "area"], ["Id"])
+    assert validate_dataset(ref).notes[0].startswith("column(s) 'area' hold numbers written")
+    data = load_splits(ref)
+    seen = np.concatenate([data.x_train[:, 1], data.x_val[:, 1], data.x_test[:, 1]])
+    assert 1234567.0 in seen and 2125.0 in seen
+
+
 def test_number_like_codes_that_merge_are_named_in_a_note(tmp_path: Path) -> None:
     """``01`` and ``1`` (and ``02``/``2``) are one category each: the note says which raw
     spellings became which category, so the user sees it happen."""

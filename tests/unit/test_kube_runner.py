@@ -48,6 +48,9 @@ class FakeCluster:
         self.refusals: list[Exception] = []
         #: Create the pod, then raise this anyway (an answer lost on the way back).
         self.lose_answer: Exception | None = None
+        #: Pods on a lost node: a graceful delete leaves them Terminating.
+        self.lost: set[str] = set()
+        self.forced: list[str] = []
 
     def list_pods(self, namespace: str, study: str) -> list[dict[str, Any]]:
         return [
@@ -74,9 +77,15 @@ class FakeCluster:
             raise exc
         return True
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        if name in self.lost and not force:  # no kubelet confirms it: it stays Terminating
+            meta = self.pods[name]["metadata"]
+            meta.setdefault("deletionTimestamp", _stamp(0))
+            return
         self.pods.pop(name, None)
         self.deleted.append(name)
+        if force:
+            self.forced.append(name)
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         self.pods[name]["metadata"].setdefault("annotations", {}).update(annotations)
@@ -126,6 +135,11 @@ def _terminated(phase: str, code: int, message: str) -> dict[str, Any]:
             {"state": {"terminated": {"exitCode": code, "reason": "Completed", "message": message}}}
         ],
     }
+
+
+def _stamp(seconds_ago: float) -> str:
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago)
+    return then.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Clock:
@@ -517,3 +531,62 @@ def test_a_status_an_older_operator_wrote_in_the_narrow_stage_resumes_under_the_
     assert not any('phase="BayesianSearch"' in line for line in lines)
     assert sum(float(line.rsplit(" ", 1)[1]) for line in gauges) == 1.0
     metrics.forget(NS, "older")
+
+
+def _disrupt(cluster: FakeCluster, name: str) -> None:
+    """Kueue preempts the pod (its ``DisruptionTarget`` condition)."""
+    cluster.pods[name]["status"] = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByKueue"}
+        ],
+    }
+
+
+def test_a_restart_goes_on_counting_the_disruptions_of_adopted_pods(store: LocalStore) -> None:
+    """Before: the pods adopted at startup lost their disruption count, so
+    ``trainer.maxDisruptions`` began again from 0 after each operator restart."""
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1, trainer={"retryBackoffSeconds": 30, "maxDisruptions": 1})
+    before = _runner(cluster, store, body, clock)
+    before.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    _disrupt(cluster, first)
+    before.step()  # deleted
+    before.step()  # gone: requeued (disruption 1 of at most 1), its pod made again
+    again = cluster.pods[first]["metadata"]["annotations"]
+    assert again["hpo-operator.dev/disruptions"] == "1"
+    # The operator restarts; the new pod is adopted at startup and disrupted once more.
+    after = _runner(cluster, store, body, clock)
+    assert first in after.pods
+    _disrupt(cluster, first)
+    after.step()
+    after.step()
+    # Past the cap: a failed attempt (retried after its backoff), not requeued once more.
+    failed = [m for kind, reason, m in cluster.events if reason == "TrainingFailed"]
+    assert len(failed) == 1, cluster.events
+    assert "disrupted 2 times, more than trainer.maxDisruptions (1)" in failed[0]
+    assert "requeued 2x" in failed[0]
+
+
+def test_a_pod_of_a_lost_node_is_force_deleted_once_past_its_deadline(store: LocalStore) -> None:
+    """Before: a disrupted pod on an unreachable node stayed Terminating (its kubelet never
+    confirms), holding its training's pod name and slot forever. Within its grace period
+    it is left alone (a working kubelet may still be stopping it: never twice at once)."""
+    cluster, clock = FakeCluster(), Clock()
+    runner = _runner(cluster, store, _body(parallelism=1), clock)
+    runner.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    cluster.lost.add(first)
+    _disrupt(cluster, first)
+    runner.step()  # deleted gracefully: it stays, Terminating
+    assert first in cluster.pods and cluster.pods[first]["metadata"]["deletionTimestamp"]
+    runner.step()
+    assert cluster.forced == [] and cluster.create_calls == [first]
+    cluster.pods[first]["metadata"]["deletionTimestamp"] = _stamp(60)  # its grace long over
+    runner.step()  # forced
+    assert cluster.forced == [first]
+    runner.step()  # gone: its training runs again, not as an attempt
+    assert cluster.create_calls == [first, first]
+    assert cluster.pods[first]["metadata"]["annotations"]["hpo-operator.dev/disruptions"] == "1"
+    assert _engine(runner).attempt_of(("r0000", 1)) == 1

@@ -27,7 +27,8 @@ from hpo.session import StudySession
 from hpo.store import LocalStore, StoreRef
 from hpo.study.contract import SeedResult
 from hpo.study.layout import StudyPaths
-from hpo.study.space import config_key
+from hpo.study.matching import outside_space
+from hpo.study.space import config_key, contains
 from hpo.study.spec import load_study, parse_study
 from hpo.study.summary import ranked, summarise
 
@@ -518,3 +519,25 @@ def test_a_warm_start_names_what_it_leaves_out_and_why(source) -> None:
     assert f"{len(before) - n} trainings count" in text
     assert f"{n} training{'s' if n > 1 else ''} left out (" in text
     assert "neurons 24 outside 8..16" in text or "neurons 32 outside 8..16" in text
+
+
+def test_a_configuration_of_several_widths_is_outside_a_shared_width_space() -> None:
+    """Before: a warm start took neurons [112, 128] into a ``sharedWidth`` space (the
+    search's own ``contains`` said no)."""
+    space = parse_study(
+        study_dict(
+            searchSpace={**SMALL_SPACE, "sharedWidth": True, "neurons": {"min": 16, "max": 128}}
+        )
+    ).spec.search_space
+    config = {
+        "neurons": [112, 128],
+        "activation": "relu",
+        "learning_rate": 0.01,
+        "batch_size": 64,
+        "optimizer": "adam",
+    }
+    assert outside_space(space, config) == (
+        "neurons 112-128 differ but searchSpace.sharedWidth is on"
+    )
+    assert not contains(space, config)
+    assert outside_space(space, {**config, "neurons": [128, 128]}) is None

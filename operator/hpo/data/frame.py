@@ -16,7 +16,7 @@ import pandas as pd
 
 from hpo.data.encoding import as_categories, is_text
 from hpo.data.errors import DatasetError
-from hpo.data.table import GROUPED, thousands_columns
+from hpo.data.table import GROUPED, commas_group, thousands_columns
 
 #: Fewest usable rows we accept: below this a three-way split is meaningless.
 MIN_ROWS = 10
@@ -254,7 +254,8 @@ def grouped_notes(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
 def _check_grouped(df: pd.DataFrame, columns: Sequence[str]) -> None:
     """A text column holding numbers with thousands separators among other text: neither
     numbers nor categories for sure (``"1,5"`` may be a decimal comma), so refused naming
-    a cell of each kind, never one-hot encoded."""
+    a cell of each kind, never one-hot encoded; so is one of numbers like ``"1,250"`` only
+    (1250, or 1.25 with a decimal comma?)."""
     for column in columns:
         series = df[column]
         if not is_text(series):
@@ -266,9 +267,16 @@ def _check_grouped(df: pd.DataFrame, columns: Sequence[str]) -> None:
             continue
         numbers = pd.to_numeric(cells.astype(object), errors="coerce").notna().to_numpy()
         others = np.flatnonzero(filled & ~with_groups & ~numbers)
+        at = int(np.flatnonzero(with_groups)[0])
+        if not len(others) and not commas_group(cells.dropna()):
+            raise DatasetError(
+                f"column {column!r} holds numbers whose comma may group thousands or be a "
+                f"decimal comma ({cells.iloc[at]!r} in data row {at + 1}), and no cell settles "
+                "which: write them without thousands separators and with a decimal point "
+                "(1250 or 1.25)"
+            )
         if not len(others):  # all numbers (a frame not read by read_table): not numeric below
             continue
-        at = int(np.flatnonzero(with_groups)[0])
         grouped, other = (at, cells.iloc[at]), (int(others[0]), cells.iloc[int(others[0])])
         raise DatasetError(
             f"column {column!r} holds numbers with thousands separators ({grouped[1]!r} in "

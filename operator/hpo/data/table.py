@@ -107,15 +107,19 @@ def _check_header(file: Path, path: str | Path, frame: pd.DataFrame) -> None:
 
 
 #: A number written with thousands separators: ``1,000``, ``-12,345.5`` (groups of three).
-GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+#: Its leading group starts with 1-9: ``0,125`` is a decimal comma, never a group.
+GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d*)?")
+#: Two groups (``1,234,567``): no decimal comma reads so.
+_GROUPS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3}){2,}(?:\.\d*)?")
 #: A number as a CSV reader takes one.
 _PLAIN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _read_grouped_numbers(frame: pd.DataFrame) -> None:
     """Text columns whose every filled cell is a number, some written with thousands
-    separators (``"1,000"``, ``"4,974.5"``), become numbers: unambiguous, and what the
-    writer meant (a category per value, or an identifier, it is not). The columns are
+    separators (``"1,000"``, ``"4,974.5"``), become numbers when some cell settles that the
+    commas are separators (``commas_group``): what the writer meant (a category per value,
+    or an identifier, it is not). The columns are
     recorded (``thousands_columns``) so the user is told. A column with any other text
     stays text (``hpo.data.frame`` refuses it naming a cell)."""
     grouped = []
@@ -127,12 +131,23 @@ def _read_grouped_numbers(frame: pd.DataFrame) -> None:
         with_groups = cells.str.fullmatch(GROUPED.pattern)
         if not with_groups.any():
             continue
-        if (with_groups | cells.str.fullmatch(_PLAIN.pattern)).all():
+        numeric = (with_groups | cells.str.fullmatch(_PLAIN.pattern)).all()
+        if numeric and commas_group(cells):
             numbers = pd.to_numeric(cells.str.replace(",", "", regex=False)).astype("float64")
             frame[name] = numbers.reindex(series.index)
             grouped.append(str(name))
     if grouped:
         frame.attrs["thousands"] = grouped
+
+
+def commas_group(cells: pd.Series) -> bool:
+    """Whether some cell of a column of numbers settles that its commas group thousands:
+    two groups (``1,234,567``) or a decimal point (``4,974.5``, ``750.5``). Without one,
+    ``1,250`` may as well be 1.25 written with a decimal comma (``hpo.data.frame``
+    refuses such a column rather than guess)."""
+    text = cells.astype("string")
+    dotted = text.str.contains(".", regex=False).fillna(False)
+    return bool(dotted.any() or text.str.fullmatch(_GROUPS.pattern).fillna(False).any())
 
 
 def thousands_columns(frame: pd.DataFrame) -> list[str]:

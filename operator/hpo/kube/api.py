@@ -243,11 +243,17 @@ class Cluster:
 
         return retrying(f"create pod {namespace}/{name}", call)
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        """Delete a pod; ``force``: without grace (a lost node's kubelet never confirms)."""
+
         def call() -> None:
             try:
                 self.core.delete_namespaced_pod(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    name,
+                    namespace,
+                    grace_period_seconds=0 if force else None,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
             except ApiException as exc:
                 if exc.status != 404:

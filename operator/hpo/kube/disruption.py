@@ -9,10 +9,26 @@ carries the count across an operator restart on the next pod's annotation, and w
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from hpo.engine import Task, TrainingId
 from hpo.kube.podstate import ANN_DISRUPTIONS, disruption_words
+from hpo.kube.status import age_s
 from hpo.study.contract import SeedResult
+
+#: Seconds a deleted pod may outlive its deadline (its ``deletionTimestamp``: when it was
+#: deleted plus its grace period) before its node is taken as lost.
+STUCK_S = 30.0
+
+
+def stuck(pod: dict[str, Any]) -> bool:
+    """Whether a deleted pod is to be deleted again without grace: past its deadline by
+    ``STUCK_S``, no kubelet confirmed it. A pod on a lost (unreachable) node stays
+    Terminating until someone deletes the node object, and its trainings with it (their
+    pod name is taken, their slot held). A working kubelet has killed the container by
+    the deadline, so forcing only then never runs a training twice at once."""
+    deadline = (pod.get("metadata") or {}).get("deletionTimestamp")
+    return bool(deadline) and age_s(deadline) >= STUCK_S
 
 
 class DisruptionLog:

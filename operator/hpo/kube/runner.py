@@ -25,7 +25,7 @@ from hpo import crashpoints
 from hpo.engine import Task
 from hpo.kube import startup
 from hpo.kube.api import Cluster, api_message, not_allowed, refusal, transient
-from hpo.kube.disruption import DisruptionLog
+from hpo.kube.disruption import DisruptionLog, stuck
 from hpo.kube.mounts import MountWatch
 from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, results_of, tasks_of
 from hpo.kube.podstate import PodCondition, blocked_words, classify, disruption_words
@@ -137,7 +137,9 @@ class KubeRunner:
         )
         self.study = study
         self._accept(resource["spec"] or {})
-        self.pods = startup.resume(self.cluster, self.namespace, session, study, again)
+        self.pods = startup.resume(
+            self.cluster, self.namespace, session, study, again, self.disruptions
+        )
         self.session = session
         self.status.resolved()
         startup.announce(self.cluster, session, body, self.conditions)
@@ -342,6 +344,8 @@ class KubeRunner:
             state = classify(pod)
             if state.kind == "disrupted" and name in self.pods:
                 self.ending.setdefault(name, state.reason)
+            if name in self.pods and stuck(pod):  # its node lost: it would stay forever
+                self.cluster.delete_pod(self.namespace, name, force=True)
             return
         annotations = meta.get("annotations") or {}
         if annotations.get(ANN_RECORDED):

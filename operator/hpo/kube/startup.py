@@ -14,6 +14,7 @@ from typing import Any
 from hpo.data.checks import DatasetProblem
 from hpo.engine import HistoryConflict, Task
 from hpo.kube.api import Cluster, SecretProblem
+from hpo.kube.disruption import DisruptionLog
 from hpo.kube.pods import tasks_of
 from hpo.kube.status import Conditions, StudyStatus
 from hpo.records.warmstart import WarmStartProblem
@@ -155,10 +156,16 @@ def open_session(
 
 
 def resume(
-    cluster: Cluster, namespace: str, session: StudySession, study: Study, again: str
+    cluster: Cluster,
+    namespace: str,
+    session: StudySession,
+    study: Study,
+    again: str,
+    disruptions: DisruptionLog,
 ) -> dict[str, list[Task]]:
     """Start the session on its history. The pods of an earlier run of the loop (an operator
-    restart) are adopted, not redone: by name, with the tasks not recorded yet."""
+    restart) are adopted, not redone: by name, with the tasks not recorded yet, and with
+    their trainings' disruption counts (``trainer.maxDisruptions`` goes on, not from 0)."""
     found_pods = cluster.list_pods(namespace, study.name)
     pods = {p["metadata"]["name"]: tasks_of(p) for p in found_pods}
     try:
@@ -181,9 +188,13 @@ def resume(
             "remove the old records there",
         ) from None
     engine = session.engine
-    return {
-        name: [t for t in tasks if not engine.is_recorded(t.id)] for name, tasks in pods.items()
-    }
+    adopted: dict[str, list[Task]] = {}
+    for pod in found_pods:
+        meta = pod["metadata"]
+        tasks = [t for t in pods[meta["name"]] if not engine.is_recorded(t.id)]
+        disruptions.restore(tasks, meta.get("annotations") or {})
+        adopted[meta["name"]] = tasks
+    return adopted
 
 
 def announce(

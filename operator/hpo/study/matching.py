@@ -88,6 +88,9 @@ def outside_space(space: SearchSpace, config: dict[str, Any]) -> str | None:
                 return f"{knob} {v} not one of {', '.join(str(a) for a in allowed)}"
     if len(set(map(str, acts))) > 1 and not space.activation_per_layer:
         return f"{ACTIVATION} per layer ({'/'.join(acts)}), not one for all layers"
+    if len(set(c[NEURONS])) > 1 and space.shared_width:
+        widths = "-".join(str(n) for n in c[NEURONS])
+        return f"{NEURONS} {widths} differ but searchSpace.sharedWidth is on"
     if len(set(drops)) > 1 and not space.dropout_per_layer:
         return f"{DROPOUT} per layer ({'/'.join(map(str, drops))}), not one for all layers"
     return None
