@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,13 @@ from hpo.kube.crd import PLURAL, VERSION
 from hpo.study.spec import API_GROUP
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeAPI, KubeServer
+from support.polling import unique, wait_for
 
 # kube_server, kube_api, kubeconfig, make_kubelet: support/kube/fixtures.py; the cluster
 # serves the CRDs of the ``kube_crds`` fixture (tests/conftest.py: the HPOStudy CRD).
 HPO_GROUP, HPO_VERSION, HPO_PLURAL = API_GROUP, VERSION, PLURAL
 
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 120.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def study(name: str, **spec: Any) -> dict[str, Any]:

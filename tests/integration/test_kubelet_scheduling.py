@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,23 +15,9 @@ from kubernetes.client.exceptions import ApiException
 
 from support.kube.kubelet import TestKubelet
 from support.kube.server import KubeAPI
+from support.polling import unique, wait_for
 
 GATE = "kueue.x-k8s.io/admission"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def pod(name: str, mode: str, *, image: str = "trainer:1", gated: bool = False) -> dict[str, Any]:

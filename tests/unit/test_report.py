@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +290,36 @@ def test_plots_draw_the_selection_score_in_completion_order() -> None:
     seeds = [c for c in box_ax.collections if c not in marked]
     assert sorted(float(y) for c in seeds for _, y in c.get_offsets()) == [0.4, 0.5]
     assert "validation MAE" in box_ax.get_ylabel()
+
+
+# -- many studies draw at once ------------------------------------------------------------
+# One operator finishes its studies in threads of their own, and matplotlib's mathtext (the
+# log axis' ``10^{-2}`` tick labels) is not thread-safe (matplotlib issue 26289): with 50
+# concurrent studies final reports failed with ``ParseFatalException``, their loops restarted.
+
+THREADS = 12
+
+
+def scaled(i: int) -> list[SeedResult]:
+    """A study whose MAEs span two decades at a scale of its own: log axes whose tick
+    labels no other thread has drawn yet (mathtext caches what it has parsed)."""
+    base = 10.0 ** (-(i % 6)) * (1 + i // 6)
+    return [result(f"r{k:04d}", 0, base * 10 ** (k / 4)) for k in range(1, 10)]
+
+
+def test_plots_drawn_in_many_threads_at_once_all_come_out(tmp_path: Path) -> None:
+    start = threading.Barrier(THREADS)
+
+    def draw(i: int) -> list[Path]:
+        results = scaled(i)
+        group = final_group(results, LABELS, {}, 3)
+        start.wait()
+        return make_plots(results, group, tmp_path / str(i))
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        drawn = list(pool.map(draw, range(THREADS)))  # re-raises a failed drawing
+
+    for paths in drawn:
+        assert [p.name for p in paths] == list(PLOT_FILES)
+        for path in paths:
+            assert path.read_bytes()[:8] == PNG_MAGIC
