@@ -149,8 +149,12 @@ def test_stages_are_sized_from_the_budget() -> None:
     assert explicit.random == 7 and explicit.trials_per_config == 80 - 7 - 10
     line = cost_line(_spec(80))
     assert line.startswith("at most 80 trainings (budget.trainings): 20 random configurations")
-    assert "raced to 3 seeds (10 more)" in line
-    assert cost_line(_spec(None)).startswith("at most 66 trainings (the stage sizes): 12 random")
+    assert "raced to 3 seeds (10 more)" in line and "more contenders" not in line
+    implicit = cost_line(_spec(None))
+    assert implicit.startswith("at most 66 trainings (the stage sizes): 12 random")
+    # the plan's parts sum to less than the cap: racing may use the rest, and retries come on top
+    assert "more contenders raced while the cap allows" in implicit
+    assert implicit.endswith("; plus up to 1 retry of each failure")
 
 
 def test_budget_must_be_positive() -> None:

@@ -116,6 +116,9 @@ def cost_line(spec: StudySpec) -> str:
             f"the final group's {spec.result.size} configurations raced to {seeds} seeds "
             f"({reserve(spec)} more)"
         )
+        narrow = sizes.top_k * sizes.trials_per_config if spec.narrow_stage.enabled else 0
+        if (sizes.random + narrow) * first + reserve(spec) < budget_of(spec):
+            parts.append("more contenders raced while the cap allows (ties, close scores)")
     retries = spec.failure_policy.retries
     if spec.budget.trainings is not None:
         origin, tail = "budget.trainings", " (retries of failures included)"
