@@ -64,7 +64,7 @@ def test_study_runs_through_both_stages_with_real_trainers(
     st = obj["status"]
     assert st["phase"] == "Succeeded", st
     assert st["trainings"] == "8/8"
-    assert st["counts"] == {"pending": 0, "running": 0, "succeeded": 8, "failed": 0}
+    assert st["counts"] == {"pending": 0, "queued": 0, "running": 0, "succeeded": 8, "failed": 0}
     assert st["best"]["maeMean"] > 0 and st["best"]["trial"] in {t["trial"] for t in st["top"]}
     assert st["best"]["valMaeMean"] > 0, "the status shows the selection score too"
     assert len(st["top"]) <= 5

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from hpo.local.runner import Stopped, _signals_deferred, _signals_held, _stop_signals
 from hpo.store.keys import StoreError
+
+
+@pytest.fixture(autouse=True)
+def _python_ctrl_c() -> Iterator[None]:
+    """Ctrl-C as a fresh ``hpo run`` process has it (Python's default handler), whatever
+    an earlier test in this worker process left behind; restored afterwards."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in before.items():
+        if handler is not None:  # None: a handler not set from Python, nothing to restore
+            signal.signal(sig, handler)
 
 
 def test_sigterm_during_a_ledger_write_stops_the_run_after_the_write() -> None:
