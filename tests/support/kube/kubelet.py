@@ -397,12 +397,11 @@ class TestKubelet:
             record.settled.clear()
             self._dispatch(record, pod)
 
-    def _pull(self, record: PodRecord, pod: dict[str, Any], started: str) -> bool:
-        """Wait while the image is in ``bad_images`` (ErrImagePull, then ImagePullBackOff);
-        False if the pod went away meanwhile."""
-        image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
-        if image not in self.bad_images:
-            return True
+    def _pull_errors(
+        self, record: PodRecord, pod: dict[str, Any], started: str, image: str
+    ) -> None:
+        """What a kubelet reports for an image it cannot pull: ErrImagePull, then
+        ImagePullBackOff (the pod stays in ContainerCreating)."""
         record.step("image-pull-error")
         self._creating(
             record,
@@ -415,6 +414,14 @@ class TestKubelet:
         self._creating(
             record, pod, started, "ImagePullBackOff", f'Back-off pulling image "{image}"'
         )
+
+    def _pull(self, record: PodRecord, pod: dict[str, Any], started: str) -> bool:
+        """Wait while the image is in ``bad_images`` (ErrImagePull, then ImagePullBackOff);
+        False if the pod went away meanwhile."""
+        image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
+        if image not in self.bad_images:
+            return True
+        self._pull_errors(record, pod, started, image)
         record.settled.set()
         while image in self.bad_images:
             if self._stop.wait(self.config_retry) or record.deleted or record.disrupted:
@@ -814,18 +821,7 @@ class TestKubelet:
             record.settled.set()
             return
         if kind == "unpullable":
-            record.step("image-pull-error")
-            self._creating(
-                record,
-                pod,
-                started,
-                "ErrImagePull",
-                f'failed to pull and unpack image "{image}": not found',
-            )
-            record.step("image-pull-backoff")
-            self._creating(
-                record, pod, started, "ImagePullBackOff", f'Back-off pulling image "{image}"'
-            )
+            self._pull_errors(record, pod, started, image)
             record.settled.set()
             return
         record.step("running")
