@@ -283,7 +283,13 @@ def test_operator_killed_at_many_points_loses_nothing_and_repeats_nothing(
                 kills.append(f"SIGKILL after +{more} trainings, +{pause:.2f}s")
             else:
                 (kills if _crash_at(s, log, point) else missed).append(point)
-            assert not _ended(s), f"the study ended before the kills: {kills}"
+            if _ended(s):
+                status = s.status()
+                raise AssertionError(
+                    f"the study ended before the kills: {kills}; phase {status.get('phase')}, "
+                    f"trainings {status.get('trainings')}, conditions "
+                    f"{status.get('conditions')}\n{log.read_text()[-6000:]}"
+                )
         proc = _spawn(kube, log)
         try:
             obj = s.finished(timeout=300)

@@ -292,3 +292,26 @@ def test_a_cluster_studys_queued_trainings_are_shown_beside_the_running(runs: Pa
     source.discover()
     s = source.read(source.entry("big")).detail["summary"]
     assert (s["running"], s["queued"], s["live"]) == (3, 2, "live")
+
+
+def test_a_study_with_an_empty_ledger_serialises_its_times_as_numbers(tmp_path: Path) -> None:
+    """A study whose ledger has no row yet (a cluster study whose pods all wait): its empty
+    date-time columns still go to the browser as numbers, without pandas' warning that
+    ``to_json`` will write them as ISO strings (an error here: the page would change)."""
+    import warnings
+
+    import pandas as pd
+
+    write_study(tmp_path, "waiting", 0)
+    source = Source(str(tmp_path))
+    source.discover()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        entry = source.read(source.entry("waiting"))
+    assert entry.error is None and entry.detail is not None, entry.error
+    assert entry.detail["trainings"]["data"] == []
+    frame = pd.DataFrame({"finished": pd.to_datetime(["2026-12-08T01:00:00Z", None])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = views.columns_of(views.epochs(frame))
+    assert out["data"] == [[1796691600.0], [None]]

@@ -54,7 +54,10 @@ def epochs(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for name in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[name]):
-            out[name] = out[name].map(lambda t: None if pd.isna(t) else t.timestamp())
+            # Through object: an empty column's map would keep its date-time dtype.
+            out[name] = out[name].astype(object).map(
+                lambda t: None if pd.isna(t) else t.timestamp()
+            )
     return out
 
 
