@@ -55,8 +55,8 @@ def epochs(frame: pd.DataFrame) -> pd.DataFrame:
     for name in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[name]):
             # Through object: an empty column's map would keep its date-time dtype.
-            out[name] = out[name].astype(object).map(
-                lambda t: None if pd.isna(t) else t.timestamp()
+            out[name] = (
+                out[name].astype(object).map(lambda t: None if pd.isna(t) else t.timestamp())
             )
     return out
 
