@@ -64,6 +64,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
             "schedulerName": "volcano",
             "podLabels": {"example.com/team": "a"},
             "podAnnotations": {"scheduling.volcano.sh/queue-name": "research"},
+            "maxQueueSeconds": 3600,
+            "maxDisruptions": 2,
         },
     },
 }
@@ -366,8 +368,13 @@ def test_trainer_defaults_reach_the_operator_and_its_pods(chart: helm.Chart) -> 
         "schedulerName": "volcano",
         "podLabels": {"team": "a"},
         "podAnnotations": {"scheduling.volcano.sh/queue-name": "research"},
+        "maxQueueSeconds": 2592000,
+        "maxDisruptions": 0,
     }
     data = _configmap_data(render(chart, {"trainerDefaults": defaults}))
+    # Numbers as integers (Helm's values are floats: not "2.592e+06"), and 0 is a value.
+    assert data["HPO_TRAINER_MAX_QUEUE_SECONDS"] == "2592000"
+    assert data["HPO_TRAINER_MAX_DISRUPTIONS"] == "0"
     got = PodDefaults.from_env({k: v for k, v in data.items() if k.startswith("HPO_TRAINER_")})
     assert got == PodDefaults(
         queue_name="team-a",
@@ -375,6 +382,14 @@ def test_trainer_defaults_reach_the_operator_and_its_pods(chart: helm.Chart) -> 
         scheduler_name="volcano",
         labels={"team": "a"},
         annotations={"scheduling.volcano.sh/queue-name": "research"},
+        max_queue_seconds=2592000,
+        max_disruptions=0,
+    )
+    # null (the default) sets no variable: no queue limit, and 5 disruptions.
+    unset = {"maxQueueSeconds": None, "maxDisruptions": None}
+    assert not any(
+        k.startswith("HPO_TRAINER_")
+        for k in _configmap_data(render(chart, {"trainerDefaults": unset}))
     )
 
 
@@ -693,6 +708,22 @@ def test_service_monitor(rendered: dict[str, list[dict[str, Any]]]) -> None:
         (
             {"trainerDefaults": {"podLabels": {"team": "a b"}}},
             "at '/trainerDefaults/podLabels/team': 'a b' does not match pattern",
+        ),
+        (
+            {"trainerDefaults": {"maxQueueSeconds": 0}},
+            "at '/trainerDefaults/maxQueueSeconds': minimum: got 0, want 1",
+        ),
+        (
+            {"trainerDefaults": {"maxQueueSeconds": "1h"}},
+            "at '/trainerDefaults/maxQueueSeconds': got string, want null or integer",
+        ),
+        (
+            {"trainerDefaults": {"maxDisruptions": -1}},
+            "at '/trainerDefaults/maxDisruptions': minimum: got -1, want 0",
+        ),
+        (
+            {"trainerDefaults": {"maxDisruptions": 1.5}},
+            "at '/trainerDefaults/maxDisruptions': got number, want null or integer",
         ),
     ],
 )

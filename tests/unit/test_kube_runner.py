@@ -569,6 +569,64 @@ def test_a_restart_goes_on_counting_the_disruptions_of_adopted_pods(store: Local
     assert "requeued 2x" in failed[0]
 
 
+@pytest.mark.parametrize(
+    ("trainer", "requeued"),
+    [({}, False), ({"maxDisruptions": 1}, True)],
+    ids=["cluster-default", "study-own-wins"],
+)
+def test_the_clusters_disruption_cap_applies_where_the_study_sets_none(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch, trainer: dict[str, Any], requeued: bool
+) -> None:
+    """trainerDefaults.maxDisruptions (HPO_TRAINER_MAX_DISRUPTIONS, here 0: the first
+    disruption is a failed attempt) caps a study without trainer.maxDisruptions only."""
+    monkeypatch.setenv("HPO_TRAINER_MAX_DISRUPTIONS", "0")
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1, trainer={"retryBackoffSeconds": 30, **trainer})
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    _disrupt(cluster, first)
+    runner.step()  # deleted
+    runner.step()  # gone: requeued, or past the cap a failed attempt
+    failed = [m for kind, reason, m in cluster.events if reason == "TrainingFailed"]
+    if requeued:
+        assert not failed, cluster.events
+        assert cluster.pods[first]["metadata"]["annotations"]["hpo-operator.dev/disruptions"] == "1"
+    else:
+        assert len(failed) == 1, cluster.events
+        assert "more than trainer.maxDisruptions (0)" in failed[0]
+
+
+@pytest.mark.parametrize(
+    ("trainer", "too_long"),
+    [({}, True), ({"maxQueueSeconds": 86400}, False)],
+    ids=["cluster-default", "study-own-wins"],
+)
+def test_the_clusters_queue_limit_applies_where_the_study_sets_none(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch, trainer: dict[str, Any], too_long: bool
+) -> None:
+    """trainerDefaults.maxQueueSeconds (HPO_TRAINER_MAX_QUEUE_SECONDS) sets QueuedTooLong
+    for a study without trainer.maxQueueSeconds; the study's own limit wins."""
+    monkeypatch.setenv("HPO_TRAINER_MAX_QUEUE_SECONDS", "3600")
+    cluster, clock = FakeCluster(), Clock()
+    body = _body(parallelism=1, trainer={"retryBackoffSeconds": 30, **trainer})
+    runner = _runner(cluster, store, body, clock)
+    runner.step()
+    first = pod_name(STUDY, "r0000", [1], 1)
+    pod = cluster.pods[first]
+    pod["metadata"]["creationTimestamp"] = _stamp(2 * 3600)  # waiting for two hours
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    pod["status"] = {"phase": "Pending", "conditions": [unschedulable]}
+    runner.step()
+    queued = runner.conditions.items.get("QueuedTooLong") or {}
+    if too_long:
+        assert queued.get("status") == "True", runner.conditions.items
+        assert "longer than trainer.maxQueueSeconds (3600s)" in queued["message"]
+    else:
+        assert queued.get("status") != "True", runner.conditions.items
+    assert not [e for e in cluster.events if e[1] == "TrainingFailed"]  # never a failure
+
+
 def test_a_pod_of_a_lost_node_is_force_deleted_once_past_its_deadline(store: LocalStore) -> None:
     """Before: a disrupted pod on an unreachable node stayed Terminating (its kubelet never
     confirms), holding its training's pod name and slot forever. Within its grace period

@@ -333,9 +333,46 @@ def test_build_pod_reads_the_defaults_from_the_operators_environment(monkeypatch
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "from-env"
 
 
+def test_cluster_waiting_limits_apply_where_the_study_sets_none() -> None:
+    """trainerDefaults' maxQueueSeconds and maxDisruptions: the study's own value wins (0
+    too), unset falls back to the cluster's, and without either to no limit and 5."""
+    trainer = _spec().trainer
+    assert (trainer.max_queue_seconds, trainer.max_disruptions) == (None, None)
+    none = PodDefaults.from_env({})
+    assert (none.queue_limit(trainer), none.disruption_cap(trainer)) == (None, 5)
+    cluster = PodDefaults.from_env(
+        {"HPO_TRAINER_MAX_QUEUE_SECONDS": "3600", "HPO_TRAINER_MAX_DISRUPTIONS": "2"}
+    )
+    assert (cluster.max_queue_seconds, cluster.max_disruptions) == (3600, 2)
+    assert (cluster.queue_limit(trainer), cluster.disruption_cap(trainer)) == (3600, 2)
+    own = parse_study(study_dict(trainer={"maxQueueSeconds": 60, "maxDisruptions": 0})).spec.trainer
+    assert (cluster.queue_limit(own), cluster.disruption_cap(own)) == (60, 0)
+    assert PodDefaults.from_env({"HPO_TRAINER_MAX_DISRUPTIONS": "0"}).disruption_cap(trainer) == 0
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
+        (
+            {"HPO_TRAINER_MAX_DISRUPTIONS": "-1"},
+            "HPO_TRAINER_MAX_DISRUPTIONS: Input should be greater than or equal to 0 (got '-1')",
+        ),
+        (
+            {"HPO_TRAINER_MAX_DISRUPTIONS": "two"},
+            "HPO_TRAINER_MAX_DISRUPTIONS: not a whole number: 'two'",
+        ),
+        (
+            {"HPO_TRAINER_MAX_QUEUE_SECONDS": "1.5"},
+            "HPO_TRAINER_MAX_QUEUE_SECONDS: not a whole number: '1.5'",
+        ),
+        (
+            {"HPO_TRAINER_MAX_QUEUE_SECONDS": "0"},
+            "HPO_TRAINER_MAX_QUEUE_SECONDS: Input should be greater than or equal to 1 (got '0')",
+        ),
+        (
+            {"HPO_TRAINER_MAX_QUEUE_SECONDS": "2592001"},
+            "HPO_TRAINER_MAX_QUEUE_SECONDS: Input should be less than or equal to 2592000",
+        ),
         ({"HPO_TRAINER_QUEUE_NAME": "Team_A"}, "HPO_TRAINER_QUEUE_NAME: String should match"),
         ({"HPO_TRAINER_SCHEDULER_NAME": "a b"}, "HPO_TRAINER_SCHEDULER_NAME: String should"),
         ({"HPO_TRAINER_POD_LABELS": "team=a"}, "HPO_TRAINER_POD_LABELS: not a JSON object"),
@@ -363,13 +400,19 @@ def test_a_gpu_pod_tells_the_trainer_and_gets_the_gpu_image() -> None:
     assert cpu["image"] == DEFAULT_IMAGE and GPUS_ENV not in {e["name"] for e in cpu["env"]}
 
 
-def test_the_operator_refuses_to_start_with_a_wrong_cluster_default(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("HPO_TRAINER_PRIORITY_CLASS_NAME", "High_Priority"), ("HPO_TRAINER_MAX_DISRUPTIONS", "-1")],
+)
+def test_the_operator_refuses_to_start_with_a_wrong_cluster_default(
+    monkeypatch, var: str, value: str
+) -> None:
     """A wrong trainerDefaults value stops `hpo operator` at once, naming the variable,
     rather than failing every pod it would build."""
     from hpo.kube.operator import run_operator
 
-    monkeypatch.setenv("HPO_TRAINER_PRIORITY_CLASS_NAME", "High_Priority")
-    with pytest.raises(SystemExit, match="hpo operator: HPO_TRAINER_PRIORITY_CLASS_NAME: "):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit, match=f"hpo operator: {var}: "):
         run_operator(
             namespaces=[],
             liveness="",

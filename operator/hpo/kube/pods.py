@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from hpo.engine import Task, Trial
 from hpo.study.contract import GPUS_ENV, SeedResult, TrainingRequest
-from hpo.study.spec import API_VERSION, KIND, StudySpec, Trainer
+from hpo.study.spec import API_VERSION, DEFAULT_MAX_DISRUPTIONS, KIND, StudySpec, Trainer
 from hpo.study.spec.podmeta import KUEUE_QUEUE_LABEL, gpus_asked
 
 LABEL_STUDY = "hpo-operator.dev/study"
@@ -43,7 +43,12 @@ DEFAULT_ENV = {
     "HPO_TRAINER_SCHEDULER_NAME": "schedulerName",
     "HPO_TRAINER_POD_LABELS": "podLabels",
     "HPO_TRAINER_POD_ANNOTATIONS": "podAnnotations",
+    "HPO_TRAINER_MAX_QUEUE_SECONDS": "maxQueueSeconds",
+    "HPO_TRAINER_MAX_DISRUPTIONS": "maxDisruptions",
 }
+#: The fields of ``DEFAULT_ENV`` given as JSON objects, and as whole numbers.
+_JSON_FIELDS = frozenset({"podLabels", "podAnnotations"})
+_INT_FIELDS = frozenset({"maxQueueSeconds", "maxDisruptions"})
 #: The trainer image a study gets when it sets none (``trainer.image``'s default) ...
 DEFAULT_IMAGE: str = Trainer.model_fields["image"].default
 #: ... and its GPU build (``make images``), used instead when the pod asks for GPUs.
@@ -53,13 +58,16 @@ DEFAULT_GPU_IMAGE = f"{DEFAULT_IMAGE}-gpu"
 @dataclass(frozen=True)
 class PodDefaults:
     """Cluster-wide trainer settings (the chart's ``trainerDefaults``): what a study's
-    pods get where its own ``trainer`` section is silent."""
+    pods (and its queue limit and disruption cap) get where its own ``trainer`` section
+    is silent."""
 
     queue_name: str | None = None
     priority_class_name: str | None = None
     scheduler_name: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    max_queue_seconds: int | None = None
+    max_disruptions: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PodDefaults:
@@ -68,31 +76,53 @@ class PodDefaults:
         env = os.environ if environ is None else environ
         return _defaults(tuple((var, env.get(var, "")) for var in DEFAULT_ENV))
 
+    def queue_limit(self, trainer: Trainer) -> int | None:
+        """``trainer.maxQueueSeconds``: the study's, else the cluster's (None: no limit)."""
+        own = trainer.max_queue_seconds
+        return own if own is not None else self.max_queue_seconds
+
+    def disruption_cap(self, trainer: Trainer) -> int:
+        """``trainer.maxDisruptions``: the study's, else the cluster's, else the default."""
+        for cap in (trainer.max_disruptions, self.max_disruptions):
+            if cap is not None:
+                return cap
+        return DEFAULT_MAX_DISRUPTIONS
+
+
+def _parse_default(var: str, text: str) -> Any:
+    """One ``HPO_TRAINER_*`` value as its field takes it (checked by ``Trainer`` next)."""
+    key = DEFAULT_ENV[var]
+    if key in _INT_FIELDS:
+        if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", text):
+            raise ValueError(f"{var}: not a whole number: {text[:100]!r}")
+        return int(text)
+    if key in _JSON_FIELDS:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"{var}: not a JSON object: {text[:100]!r}") from None
+    return text
+
 
 @functools.lru_cache(maxsize=8)
 def _defaults(values: tuple[tuple[str, str], ...]) -> PodDefaults:
-    raw: dict[str, Any] = {}
-    for var, text in values:
-        if not text:
-            continue
-        key = DEFAULT_ENV[var]
-        try:
-            raw[key] = json.loads(text) if key.startswith("pod") else text
-        except ValueError:
-            raise ValueError(f"{var}: not a JSON object: {text[:100]!r}") from None
+    raw = {DEFAULT_ENV[var]: _parse_default(var, text) for var, text in values if text}
     try:
         trainer = Trainer.model_validate(raw)
     except ValidationError as exc:
         by_field = {v: k for k, v in DEFAULT_ENV.items()}
         err = exc.errors()[0]
         var = by_field.get(str(err["loc"][0]), "HPO_TRAINER_*") if err["loc"] else "?"
-        raise ValueError(f"{var}: {err['msg'].removeprefix('Value error, ')}") from None
+        got = f" (got {dict(values)[var][:100]!r})" if var in DEFAULT_ENV else ""
+        raise ValueError(f"{var}: {err['msg'].removeprefix('Value error, ')}{got}") from None
     return PodDefaults(
         queue_name=trainer.queue_name,
         priority_class_name=trainer.priority_class_name,
         scheduler_name=trainer.scheduler_name,
         labels=trainer.pod_labels,
         annotations=trainer.pod_annotations,
+        max_queue_seconds=trainer.max_queue_seconds,
+        max_disruptions=trainer.max_disruptions,
     )
 
 

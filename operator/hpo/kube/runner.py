@@ -27,7 +27,7 @@ from hpo.kube import startup
 from hpo.kube.api import Cluster, api_message, not_allowed, refusal, transient
 from hpo.kube.disruption import DisruptionLog, stuck
 from hpo.kube.mounts import MountWatch
-from hpo.kube.pods import ANN_RECORDED, build_pod, group_tasks, results_of, tasks_of
+from hpo.kube.pods import ANN_RECORDED, PodDefaults, build_pod, group_tasks, results_of, tasks_of
 from hpo.kube.podstate import PodCondition, blocked_words, classify, disruption_words
 from hpo.kube.startup import NotYet, Stalled
 from hpo.kube.status import PHASES, Conditions, StudyStatus, age_s, now_stamp
@@ -289,9 +289,9 @@ class KubeRunner:
 
     def _disrupted(self, name: str, tasks: list[Task], reason: str) -> None:
         """Run disrupted trainings again, not as an attempt, up to ``trainer.maxDisruptions``
-        times each; the next disruption is a failed attempt."""
+        (unset: the chart's trainerDefaults) times each; the next one is a failed attempt."""
         assert self.session is not None and self.study is not None
-        cap = self.study.spec.trainer.max_disruptions
+        cap = PodDefaults.from_env().disruption_cap(self.study.spec.trainer)
         words = disruption_words(reason)
         again, over = self.disruptions.count(tasks, reason, cap)
         said = ""
@@ -415,8 +415,8 @@ class KubeRunner:
 
     def _waiting_conditions(self) -> bool:
         """The conditions of pods that wait: ``PodsCanStart`` (and ``Stalled``) while one
-        cannot start until fixed, ``QueuedTooLong`` past ``trainer.maxQueueSeconds``.
-        True while pods cannot start (then no more are created)."""
+        cannot start until fixed, ``QueuedTooLong`` past ``trainer.maxQueueSeconds`` (unset:
+        the chart's trainerDefaults). True while pods cannot start (then no more are created)."""
         assert self.study is not None
         blocked = [(n, c) for n, c in self.kinds.items() if c.kind == "blocked"]
         if blocked:
@@ -429,7 +429,7 @@ class KubeRunner:
             )
         else:
             self.status.pods_unblocked()
-        limit = self.study.spec.trainer.max_queue_seconds
+        limit = PodDefaults.from_env().queue_limit(self.study.spec.trainer)
         long = [
             c
             for c in self.kinds.values()

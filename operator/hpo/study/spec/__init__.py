@@ -59,6 +59,7 @@ from hpo.study.spec.search_space import (
     SearchSpace,
 )
 from hpo.study.spec.sections import (
+    DEFAULT_MAX_DISRUPTIONS,
     Budget,
     Dataset,
     FailurePolicy,
@@ -79,6 +80,7 @@ __all__ = [
     "API_VERSION",
     "BAD_PREFIX",
     "BUCKET",
+    "DEFAULT_MAX_DISRUPTIONS",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "ENDPOINT",

@@ -282,6 +282,10 @@ class Storage(SpecModel):
         return self
 
 
+#: ``trainer.maxDisruptions`` where neither the study nor the cluster sets it.
+DEFAULT_MAX_DISRUPTIONS = 5
+
+
 class Trainer(SpecModel):
     """How trainer pods are run (cluster only; ``hpo run`` ignores it)."""
 
@@ -321,7 +325,9 @@ class Trainer(SpecModel):
     max_queue_seconds: int | None = Field(default=None, ge=1, le=30 * 86_400)
     #: How often one training may be disrupted (preempted, evicted, its node lost, its pod
     #: deleted) and started again without an attempt; the next disruption is a failed attempt.
-    max_disruptions: int = Field(default=5, ge=0, le=1000)
+    #: Unset: the cluster's default (the chart's ``trainerDefaults``), else
+    #: ``DEFAULT_MAX_DISRUPTIONS``; the CRD has no default, so unset stays unset.
+    max_disruptions: int | None = Field(default=None, ge=0, le=1000)
     #: Failed pods are kept this long for debugging, then deleted.
     failed_pod_ttl_seconds: int = Field(default=3600, ge=0, le=30 * 86_400)
     #: First retry waits this long, doubling for each further attempt.
