@@ -13,7 +13,7 @@ The points (where ``reached`` is called):
   is in the engine (and a success in its ``scores.json``), the ledger not
   written, the pod not yet deleted (kube/runner.py);
 - ``failure-stored``: a failed attempt's record is in the store, its pod not yet
-  deleted (kube/runner.py);
+  deleted (kube/runner.py), or the engine not yet told (local/runner.py);
 - ``pod-create:<random|bayesian>``: the engine (for ``bayesian``, the narrow stage's
   stored name: its strategy) chose the training, its pod is not created yet (kube/runner.py);
 - ``pod-created:<random|bayesian>``: the pod exists, the operator has not noted it;

@@ -7,10 +7,11 @@ built, spec saved), then loops: ``take`` tasks that are due, execute them,
 ``record`` their results, ``flush`` the ledger when due; and ``finish``.
 
 What the session keeps in the store, not in memory, is what survives a
-restart: every result (the trainer's ``scores.json``, then the ledger) and,
-on a cluster, every failed attempt (``failures/``), written before the
+restart: every result (the trainer's ``scores.json``, then the ledger) and
+every failed attempt (``failures/``, both runners), written before the
 engine lets go of the training, so a restart neither forgets a final failure
-nor gives a training more attempts than the policy allows.
+nor gives a training more attempts than the policy allows, nor forgets the
+retries ``budget.trainings`` was charged.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ class StudySession:
 
     ``retry_backoff_s`` None takes the spec's ``trainer.retryBackoffSeconds``
     (a cluster); the local runner passes 0 (a retry starts at once).
-    ``keep_failures`` stores failed attempts (a cluster, where pods and the
-    operator may go away between a failure and the next ledger write).
+    ``keep_failures`` stores failed attempts (both runners: pods, the operator or
+    ``hpo run`` may go away between a failure and the next ledger write; the
+    benchmarks, which never restart, leave it off).
     ``folders`` False (the operator) refuses a folder as a warm-start source: it would
     be one on the operator pod's filesystem.
     ``runner`` (``local``, ``operator``) and ``status_every_s`` are for the live status

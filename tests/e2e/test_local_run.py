@@ -281,6 +281,56 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
     assert len({r.key for r in rows}) == 4
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_retries_charged_before_a_restart_stay_charged(tmp_path: Path, stop: int) -> None:
+    """Under ``budget.trainings`` a retried failure is charged. The run is stopped once a
+    retry was charged, then run again: the retry stays charged (one training fewer than
+    the budget is trained) and its training goes on with attempt 2. A local run kept no
+    failure records, so a restart forgot the retry and overran the budget by one."""
+    budget = 4
+    study = write_study(
+        tmp_path,
+        "retried",
+        training={"epochs": 2, "patience": 2, "seedsPerConfig": 1, "seedRacing": False},
+        randomStage={"configurations": 6},  # more than the budget: the budget ends the study
+        bayesianStage={"enabled": False},
+        budget={"trainings": budget},
+        failurePolicy={"retries": 1, "maxFailedTrainings": 5},
+        parallelism=1,
+    )
+    seed = load_study(study).spec.seeds[0]
+    out = tmp_path / "out"
+    # The worker that takes the first attempt of the first training dies (as after SIGKILL):
+    # a failed attempt, retried. Armed in both runs: were attempt 1 handed out again after
+    # the restart, it would fail again.
+    env = {**HPO_ENV, "HPO_CRASH_AT": f"local-train:r0000:{seed}:1:1"}
+    proc = start_hpo("run", str(study), "--out", str(out), env=env, preexec_fn=_as_at_a_terminal)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # ends by itself if the run exits early
+        lines.append(line)
+        if "(will retry)" in line:  # the retry is charged
+            break
+    assert proc.poll() is None, "the run ended before it could be stopped: " + "".join(lines)
+    proc.send_signal(stop)
+    rest, err = proc.communicate(timeout=600)
+    first = "".join(lines) + rest
+    assert proc.returncode == (130 if stop == signal.SIGINT else -stop), first + err
+    assert "crash point local-train:r0000" in err and first.count("(will retry)") == 1
+
+    again = run_hpo("run", str(study), "--out", str(out), timeout=900, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = read_ledger(LocalStore(out), "retried/ledger.xlsx")
+    failed = (first + again.stdout).count(": FAILED (")  # every failed attempt, both runs
+    assert len(rows) + failed <= budget, f"{len(rows)} results + {failed} failed attempts"
+    assert "crash point" not in again.stderr, "attempt 1 was handed out again"
+    assert failed == 1 and len(rows) == budget - 1
+    assert all(r.status == "succeeded" for r in rows)
+    assert ("r0000", seed) in {r.key for r in rows}  # its attempt 2
+    status = json.loads((out / "retried" / "status.json").read_text())
+    assert (status["charged"], status["budget"]) == (budget, budget)
+
+
 def test_a_warm_start_from_the_finished_study_trains_only_its_new_configuration(
     finished, tmp_path: Path
 ) -> None:

@@ -202,7 +202,8 @@ def _refusal(exc: Exception, study_file: Path, out: str | None) -> tuple[list[st
             str(exc),
             "every finished training is also kept in its scores.json: run again with "
             "--rebuild-ledger to keep this file as ledger.xlsx.corrupt-<time> and rebuild "
-            "the ledger from them (failed trainings, which have none, are tried again)",
+            "the ledger from them (a failed training, which has none, is read back from "
+            "failures/ if recorded there, else tried again)",
         ], EXIT_BAD_INPUT
     if isinstance(exc, FolderError):
         return [f"{'--out' if out is not None else 'spec.storage.path'}: {exc}"], EXIT_BAD_INPUT

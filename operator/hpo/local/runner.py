@@ -254,6 +254,20 @@ class LocalRunner:
             event = "retry" if r.retry else "result"
             self.listener(event, session.engine.progress(), r.result)
 
+    def _recorded(self, session: StudySession, result: SeedResult) -> bool:
+        """Record one result; False when the store refused a failed attempt's record (an
+        outage): the engine has not seen it then, and it is handed in again later."""
+        try:
+            self._told(session, session.record([result]))
+        except OutputUnwritable:
+            raise
+        except StoreError as exc:
+            self.listener(
+                f"warning: failed attempt not recorded yet ({exc})", session.engine.progress(), None
+            )
+            return False
+        return True
+
     def run(self) -> Outcome:
         """Run the study to its end, or until stopped.
 
@@ -267,9 +281,15 @@ class LocalRunner:
             made = folders_to_make(folder)  # before the store makes its root
             held = study_lock(folder, made)
         try:
-            # A retry starts at once here: trainer.retryBackoffSeconds is for pods.
+            # A retry starts at once here: trainer.retryBackoffSeconds is for pods. Failed
+            # attempts are stored as on a cluster: a restart goes on with the next attempt,
+            # and under budget.trainings the retries charged before it stay charged.
             session = StudySession.open(
-                self.study, self.store_ref, ledger_batch=self.ledger_batch, retry_backoff_s=0.0
+                self.study,
+                self.store_ref,
+                ledger_batch=self.ledger_batch,
+                retry_backoff_s=0.0,
+                keep_failures=True,
             )
         except BaseException:
             remove_empty(made)  # a refused dataset leaves no folder either
@@ -385,8 +405,10 @@ class LocalRunner:
                     self._told(session, self._restart_pool(pools, running, session))
                     pools.append(new_pool())
                     break
+                if not self._recorded(session, result):
+                    time.sleep(1.0)  # kept in ``running`` (its slot too): tried again
+                    break
                 del running[fut]
-                self._told(session, session.record([result]))
             self._write(session)
 
     def _pool(self, ctx: Any, threads: int) -> ProcessPoolExecutor:
@@ -415,7 +437,8 @@ class LocalRunner:
         session: StudySession,
     ) -> list[Recorded]:
         """A worker died (killed, out of memory). Trainings that finished keep their result;
-        the others count a failed attempt each; ``running`` is emptied."""
+        the others count a failed attempt each (one the store cannot record now is run
+        again, not charged); ``running`` is emptied."""
         self._kill(pools)
         outcomes = []
         for fut, task in list(running.items()):
@@ -426,7 +449,17 @@ class LocalRunner:
                 result = task.failed(
                     self.study.name, "worker process died (killed or out of memory)"
                 )
-            outcomes.extend(session.record([result]))
+            try:
+                outcomes.extend(session.record([result]))
+            except OutputUnwritable:
+                raise
+            except StoreError as exc:
+                self.listener(
+                    f"warning: failed attempt not recorded, run again ({exc})",
+                    session.engine.progress(),
+                    None,
+                )
+                session.requeue([task])
         running.clear()
         return outcomes
 

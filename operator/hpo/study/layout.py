@@ -10,7 +10,7 @@
     <study>/status.json                                the runner's live status (records.livestatus)
     <study>/plots/<name>.png                           records.report's plots
     <study>/trials/<trial>/seed-<n>/<artifact>         ARTIFACT_FILES, scores.json last
-    <study>/failures/<trial>/seed-<n>/attempt-<k>.json a failed attempt (operator only)
+    <study>/failures/<trial>/seed-<n>/attempt-<k>.json a failed attempt (both runners)
 
 Besides these keys, a local folder holds dot files the store never lists: the
 lock of the run that owns the study (``<study>/.lock``, ``hpo.local.lock``)

@@ -11,11 +11,11 @@
 What is the truth on resume
 ---------------------------
 Three records can hold a training's outcome: the ledger, the training's own
-``<study>/trials/<trial>/seed-<n>/scores.json`` and (operator only) the
+``<study>/trials/<trial>/seed-<n>/scores.json`` and the
 failure records ``<study>/failures/<trial>/seed-<n>/attempt-<k>.json``. A
 study resumes from their union, read in this order, the first to know a
-training winning (``hpo.records.recorder.Recorder.load``, then the Kubernetes
-runner's start-up):
+training winning (``hpo.records.recorder.Recorder.load``, then
+``hpo.session.StudySession.start``, for both runners):
 
 1. **The ledger.** Every row it holds is final: a training in it is never
    trained again, whatever the other records say. It is written in batches,
@@ -28,16 +28,13 @@ runner's start-up):
    pod runs, its ``scores.json`` (not its termination message) is likewise
    what makes a success count.
 3. **Failure records** of trainings neither of the above has, and whose pod
-   (or a later attempt's) is gone: the operator stores one per failed
-   attempt *before* it lets go of the pod, because failures never reach a
-   ``scores.json``. The last attempt of a training that used all its
-   retries is a final, failed result (appended to the ledger); an earlier
-   one only counts as an attempt used, so the retry goes on with the right
-   attempt number instead of starting over.
-
-The local runner writes no failure records: a failed training not yet in the
-ledger when ``hpo run`` is killed is tried again on resume; a success never
-is (its ``scores.json`` is there).
+   (or a later attempt's) is gone: the operator and ``hpo run`` store one
+   per failed attempt *before* the engine lets go of it (the pod, the retry
+   charged), because failures never reach a ``scores.json``. The last
+   attempt of a training that used all its retries is a final, failed result
+   (appended to the ledger); an earlier one only counts as an attempt used,
+   so the retry goes on with the right attempt number instead of starting
+   over (and, under ``budget.trainings``, still charged).
 """
 
 from hpo.records.ledger.frames import (
