@@ -17,6 +17,7 @@ retries ``budget.trainings`` was charged.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from hpo.study.contract import SeedResult, TrainingRequest
 from hpo.study.layout import StudyPaths
 from hpo.study.matching import changed_settings, same_data, settings_values
 from hpo.study.spec import Study, refused_changes, refused_message
+
+log = logging.getLogger("hpo.session")
 
 
 class DatasetChanged(HistoryConflict):
@@ -83,22 +86,26 @@ class FailureRecords:
         trial, seed = tid
         return self.paths.failure(trial, seed, attempt)
 
-    def put(self, result: SeedResult, attempt: int) -> None:
-        record = {"attempt": attempt, "result": json.loads(result.to_json())}
+    def put(self, result: SeedResult, attempt: int, *, final: bool = False) -> None:
+        """Store a failed attempt; again with ``final`` once the engine made it the
+        training's result (retries used up, or no room left in ``budget.trainings``)."""
+        record = {"attempt": attempt, "result": json.loads(result.to_json()), "final": final}
         self.store.put_bytes(self.key(result.key, attempt), json.dumps(record).encode())
 
-    def load(self) -> dict[TrainingId, tuple[int, SeedResult]]:
-        """The last failed attempt of each training (a torn or foreign file is skipped)."""
-        out: dict[TrainingId, tuple[int, SeedResult]] = {}
+    def load(self) -> dict[TrainingId, tuple[int, SeedResult, bool]]:
+        """The last failed attempt of each training and whether it was final (a torn or
+        foreign file is skipped)."""
+        out: dict[TrainingId, tuple[int, SeedResult, bool]] = {}
         for key in self.store.list(self.prefix):
             try:
                 raw = json.loads(self.store.get_bytes(key).decode())
                 attempt = int(raw["attempt"])
                 result = SeedResult.from_json(json.dumps(raw["result"]))
-            except (ValueError, TypeError, KeyError):
+                final = raw.get("final") is True
+            except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # at worst one more attempt
-            if result.status == "failed" and attempt > out.get(result.key, (0, result))[0]:
-                out[result.key] = (attempt, result)
+            if result.status == "failed" and attempt > out.get(result.key, (0,))[0]:
+                out[result.key] = (attempt, result, final)
         return out
 
 
@@ -230,23 +237,25 @@ class StudySession:
             if t.id not in recorded and (t.id not in running or running[t.id].attempt < t.attempt):
                 running[t.id] = t
         used: dict[TrainingId, tuple[int, str]] = {}
+        retried: list[SeedResult] = []
         if self.failures is not None:
             # Failed attempts whose pod is gone: a final one is a result (the ledger may
-            # not have it yet), an earlier one is an attempt used up. Else a restart would
-            # forget them and train the configuration again.
+            # not have it yet), an earlier one is an attempt used up, its retry waiting.
+            # Else a restart would forget them and train the configuration again.
             retries = self.study.spec.failure_policy.retries
             results = {r.key: r for r in history}
-            for tid, (attempt, result) in self.failures.load().items():
+            for tid, (attempt, result, final) in self.failures.load().items():
                 if tid in results:  # its result came of this attempt or (a success) the next
                     used[tid] = (attempt + (results[tid].status != "failed"), result.config_key)
                 elif tid in running and running[tid].attempt >= attempt:
                     continue  # its pod (or a later attempt's) says it all
-                elif attempt > retries:
+                elif final or attempt > retries:
                     history.append(result)
                     recorded.add(tid)
                     self.recorder.note()
                 else:
                     used[tid] = (attempt, result.config_key)
+                    retried.append(result)
         engine = Engine(
             self.study.spec,
             history,
@@ -254,7 +263,7 @@ class StudySession:
             retry_backoff_s=self._backoff(self.study),
             warm=taken.warm if taken is not None else None,
         )
-        engine.resume_attempts(used)
+        engine.resume_attempts(used, retried)
         self._check_dataset(bool(history))
         if refuse_spec_changes and history:
             self._check_spec()
@@ -394,22 +403,36 @@ class StudySession:
         results = list(results)
         engine = self.engine
         now = time.monotonic() if now is None else now
+        stored: dict[TrainingId, int] = {}
         if self.failures is not None:
-            failed = [r for r in results if r.status == "failed" and not engine.is_recorded(r.key)]
-            for r in failed:
-                self.failures.put(r, engine.attempt_of(r.key))
+            for r in results:
+                if r.status == "failed" and not engine.is_recorded(r.key):
+                    stored[r.key] = engine.attempt_of(r.key)
+                    self.failures.put(r, stored[r.key])
             if any(r.status == "failed" for r in results):
                 crashpoints.reached("failure-stored")
         out = []
         for r in results:
             retry = engine.record(r, now)
             if retry is None:
+                if r.key in stored and stored[r.key] <= self.study.spec.failure_policy.retries:
+                    self._final_failure(r, stored[r.key])
                 self.recorder.note()
                 out.append(Recorded(r))
             else:
                 due = engine.due_at(retry.id)
                 out.append(Recorded(r, retry, max(0.0, (due or now) - now)))
         return out
+
+    def _final_failure(self, result: SeedResult, attempt: int) -> None:
+        """Mark a failure final that the policy would have retried (``budget.trainings`` had
+        no room): a restart must not take it for an attempt used up. Best effort: without
+        the mark a restart lets it wait for a retry, and it is the result if none fits."""
+        assert self.failures is not None
+        try:
+            self.failures.put(result, attempt, final=True)
+        except StoreError as exc:
+            log.warning("%s: %s not marked final: %s", self.study.name, result.key, exc)
 
     def postpone(self, tasks: Iterable[Task], until: float) -> None:
         """Taken tasks that could not start (refused, no answer): not an attempt; again at

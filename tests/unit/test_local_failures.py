@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from helpers.study import EXAMPLE_CSV, study_dict
+from helpers.synthetic import synthetic_success
 from hpo.data.checks import check_dataset
 from hpo.engine import StudyProgress
 from hpo.local.runner import LocalRunner
 from hpo.session import FailureRecords, StudySession
 from hpo.store import LocalStore, StoreError, StoreRef
 from hpo.study.contract import SeedResult
+from hpo.study.layout import StudyPaths
 from hpo.study.spec import Study, parse_study
 
 NAME = "refused"
@@ -103,3 +105,52 @@ def test_a_lost_workers_failure_the_store_refuses_is_run_again_uncharged(
     assert any(e.startswith("warning: failed attempt not recorded, run again") for e in events)
     assert session.take(1) == [task]  # the same attempt again
     assert FailureRecords(store, NAME).load() == {}
+
+
+def _three_successes_then_a_failure(
+    study: Study, store: LocalStore
+) -> tuple[StudySession, SeedResult]:
+    """Budget 4, retries 1: three successes, then a first attempt fails with no room left in
+    the budget for its retry, so the engine makes it the training's result."""
+    session = _started(study, store)
+    for _ in range(3):
+        (task,) = session.take(1)
+        result = synthetic_success(task, NAME, study.spec.dataset.labels)
+        store.put_bytes(
+            StudyPaths(NAME).scores(task.trial.id, task.seed), result.to_json().encode()
+        )
+        session.record([result])
+    (task,) = session.take(1)
+    failed = task.failed(NAME, "boom")
+    (recorded,) = session.record([failed])
+    assert recorded.retry is None and session.engine.finished
+    return session, failed
+
+
+def test_a_failure_the_budget_left_no_retry_for_is_final_after_a_restart(
+    study: Study, tmp_path: Path
+) -> None:
+    """Killed before the last ledger write: the restart reads the failure back as the
+    training's result (it was final), not as attempt 1 of 2 used up (then its row was lost)."""
+    store = LocalStore(tmp_path / "out")
+    _, failed = _three_successes_then_a_failure(study, store)
+    assert FailureRecords(store, NAME).load()[failed.key][2]  # marked final
+    again = _started(study, store).engine  # no ledger was written: all from the store
+    assert again.finished and again.charged == 4
+    assert [r.key for r in again.recorded() if r.status == "failed"] == [failed.key]
+
+
+def test_an_unmarked_failure_is_the_result_once_the_budget_ends(
+    study: Study, tmp_path: Path
+) -> None:
+    """Killed between storing the failed attempt and marking it final: the restart lets it
+    wait for its retry, and with no room in the budget the failure is its result."""
+    store = LocalStore(tmp_path / "out")
+    _, failed = _three_successes_then_a_failure(study, store)
+    FailureRecords(store, NAME).put(failed, 1)  # the record as it was before the mark
+    assert not FailureRecords(store, NAME).load()[failed.key][2]
+    session = _started(study, store)
+    assert session.take(1) == []
+    again = session.engine
+    assert again.finished and again.charged == 4
+    assert [r.key for r in again.recorded() if r.status == "failed"] == [failed.key]

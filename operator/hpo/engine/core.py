@@ -245,22 +245,6 @@ class Engine(BudgetedRacing):
     def finished(self) -> bool:
         return self.phase in ("done", "failed")
 
-    def resume_attempts(self, used: dict[TrainingId, tuple[int, str]]) -> None:
-        """Count attempts used up before (``used[tid] = (attempt, config key)``; of a recorded
-        training: its result's attempt), so that the next attempt of each training has the
-        next number, the policy holds and retries stay charged."""
-        for tid, (attempt, key) in used.items():
-            trial = self.trials.get(tid[0])
-            if trial is not None and trial.config_key == key and tid not in self.running:
-                self.attempts[tid] = max(self.attempts.get(tid, 0), attempt)
-        for queue in (self.queue, self.race_queue):
-            again = [
-                Task(t.trial, t.seed, max(t.attempt, self.attempts.get(t.id, 0) + 1)) for t in queue
-            ]
-            queue.clear()
-            queue.extend(again)
-        self._recount_retried()
-
     def with_spec(self, spec: StudySpec, *, retry_backoff_s: float | None = None) -> Engine:
         """This study under an edited spec (new budgets, policy): same results, same
         trainings in flight, the attempts already used still count and a waiting retry

@@ -8,6 +8,7 @@ reads is the engine's, declared here for the type checker.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 from hpo.engine.ranking import Ranking
 from hpo.engine.trials import Phase, Task, TrainingId, Trial
@@ -52,6 +53,9 @@ class BudgetedRacing:
         raise NotImplementedError
 
     def _count(self, r: SeedResult) -> None:
+        raise NotImplementedError
+
+    def _wait(self, task: Task, due: float) -> None:
         raise NotImplementedError
 
     def _keep(self, r: SeedResult) -> None:
@@ -222,6 +226,30 @@ class BudgetedRacing:
             n - (1 if tid in self.running or tid in self.results else 0)
             for tid, n in self.attempts.items()
         )
+
+    def resume_attempts(
+        self, used: dict[TrainingId, tuple[int, str]], failed: Iterable[SeedResult] = ()
+    ) -> None:
+        """Count attempts used up before (``used[tid] = (attempt, config key)``; of a recorded
+        training: its result's attempt), so that the next attempt of each training has the
+        next number, the policy holds and retries stay charged. A ``failed`` attempt's
+        training waits for its retry as before the restart: if the budget ends first, that
+        failure is its result (``_drop_waiting``), not lost."""
+        for tid, (attempt, key) in used.items():
+            trial = self.trials.get(tid[0])
+            if trial is not None and trial.config_key == key and tid not in self.running:
+                self.attempts[tid] = max(self.attempts.get(tid, 0), attempt)
+        for r in failed:
+            if r.key in self.attempts and r.key not in self.results and r.key not in self.running:
+                self._retry_of[r.key] = r
+                self._wait(Task(self.trials[r.trial], r.seed, self.attempts[r.key] + 1), 0.0)
+        for queue in (self.queue, self.race_queue):
+            again = [
+                Task(t.trial, t.seed, max(t.attempt, self.attempts.get(t.id, 0) + 1)) for t in queue
+            ]
+            queue.clear()
+            queue.extend(again)
+        self._recount_retried()
 
     def _may_begin_narrow(self) -> bool:
         """Whether the narrow stage may begin: it had begun before a restart, or the random
