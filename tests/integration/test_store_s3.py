@@ -471,3 +471,29 @@ def test_delete_and_delete_prefix_contract(any_store: Store) -> None:
     assert any_store.delete_prefix("study") == 1
     assert list(any_store.list("study")) == []
     assert list(any_store.list("study2")) == ["study2/a.txt"]  # a neighbour's prefix is not touched
+
+
+def test_a_write_the_store_denies_is_unwritable_output(
+    make_s3_store: Callable[..., S3Store],
+) -> None:
+    """S3's permission refusals (the server's own error codes, as minio raises them) on a
+    write: the run's output cannot be written, as for a folder without permission, so a
+    local run stops (resumable) instead of waiting for an answer that will not change or
+    charging a training; a read keeps the plain error."""
+    from minio.error import S3Error
+
+    from hpo.store import OutputUnwritable
+
+    store = make_s3_store()
+    response = urllib3.HTTPResponse(status=403)
+    for code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        denied = S3Error(response, code, "denied (test)", "/k", "req", "host")
+        put = store._error("put", f"k to {store.uri}", denied, 1)
+        assert isinstance(put, OutputUnwritable)
+        assert str(put) == (
+            f"cannot write k to {store.uri}: {store._describe(denied)} "
+            "(check the S3 credentials and the bucket's policy)"
+        )
+        get = store._error("get", f"k from {store.uri}", denied, 1)
+        assert not isinstance(get, OutputUnwritable)
+        assert "check the S3 credentials" in str(get)

@@ -594,7 +594,7 @@ def test_the_clusters_disruption_cap_applies_where_the_study_sets_none(
         assert cluster.pods[first]["metadata"]["annotations"]["hpo-operator.dev/disruptions"] == "1"
     else:
         assert len(failed) == 1, cluster.events
-        assert "more than trainer.maxDisruptions (0)" in failed[0]
+        assert "more than the operator's trainerDefaults.maxDisruptions (0)" in failed[0]
 
 
 @pytest.mark.parametrize(
@@ -621,7 +621,10 @@ def test_the_clusters_queue_limit_applies_where_the_study_sets_none(
     queued = runner.conditions.items.get("QueuedTooLong") or {}
     if too_long:
         assert queued.get("status") == "True", runner.conditions.items
-        assert "longer than trainer.maxQueueSeconds (3600s)" in queued["message"]
+        assert (
+            "longer than the operator's trainerDefaults.maxQueueSeconds (3600s)"
+            in queued["message"]
+        )
     else:
         assert queued.get("status") != "True", runner.conditions.items
     assert not [e for e in cluster.events if e[1] == "TrainingFailed"]  # never a failure

@@ -88,6 +88,17 @@ class PodDefaults:
                 return cap
         return DEFAULT_MAX_DISRUPTIONS
 
+    def setting(self, trainer: Trainer, name: str) -> str:
+        """Where a limit's value comes from, for messages (``name``: ``maxQueueSeconds`` or
+        ``maxDisruptions``): the study's ``trainer.<name>``, else the chart's
+        ``trainerDefaults.<name>``, else the default; a user looks in that place."""
+        attr = {"maxQueueSeconds": "max_queue_seconds", "maxDisruptions": "max_disruptions"}
+        if getattr(trainer, attr[name]) is not None:
+            return f"trainer.{name}"
+        if getattr(self, attr[name]) is not None:
+            return f"the operator's trainerDefaults.{name}"
+        return f"trainer.{name} (unset: its default)"
+
 
 def _parse_default(var: str, text: str) -> Any:
     """One ``HPO_TRAINER_*`` value as its field takes it (checked by ``Trainer`` next)."""

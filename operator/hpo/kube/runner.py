@@ -291,7 +291,8 @@ class KubeRunner:
         """Run disrupted trainings again, not as an attempt, up to ``trainer.maxDisruptions``
         (unset: the chart's trainerDefaults) times each; the next one is a failed attempt."""
         assert self.session is not None and self.study is not None
-        cap = PodDefaults.from_env().disruption_cap(self.study.spec.trainer)
+        defaults, trainer = PodDefaults.from_env(), self.study.spec.trainer
+        cap, setting = defaults.disruption_cap(trainer), defaults.setting(trainer, "maxDisruptions")
         words = disruption_words(reason)
         again, over = self.disruptions.count(tasks, reason, cap)
         said = ""
@@ -301,12 +302,12 @@ class KubeRunner:
             said = (
                 f"pod {name} {words}: {again[0].trial.id} seed {seeds} requeued, not counted "
                 f"as an attempt (disruption {self.disruptions.times(again)}, at most "
-                f"trainer.maxDisruptions {cap})"
+                f"{setting} {cap})"
             )
         self.status.disrupted(reason, len(tasks), said)
         if over:
             n = self.disruptions.times(over)
-            error = f"{words}, disrupted {n} times, more than trainer.maxDisruptions ({cap})"
+            error = f"{words}, disrupted {n} times, more than {setting} ({cap})"
             self._record(failed_attempts_from(over, self.study.name, error))
 
     def _current(self, tasks: list[Task]) -> list[Task]:
@@ -429,13 +430,11 @@ class KubeRunner:
             )
         else:
             self.status.pods_unblocked()
-        limit = PodDefaults.from_env().queue_limit(self.study.spec.trainer)
-        long = [
-            c
-            for c in self.kinds.values()
-            if limit is not None and c.kind == "queued" and age_s(c.since) >= limit
-        ]
-        self.status.queued_too_long(len(long), limit, long[0] if long else None)
+        defaults, trainer = PodDefaults.from_env(), self.study.spec.trainer
+        limit, setting = defaults.queue_limit(trainer), defaults.setting(trainer, "maxQueueSeconds")
+        queued = [c for c in self.kinds.values() if c.kind == "queued"]
+        long = [c for c in queued if limit is not None and age_s(c.since) >= limit]
+        self.status.queued_too_long(len(long), limit, long[0] if long else None, setting)
         return bool(blocked)
 
     def _replace_blocked(self) -> None:

@@ -231,13 +231,15 @@ class StudyStatus:
             self.event("Normal", "PodsStart", "trainer pods start again")
         self._blocked = ""
 
-    def queued_too_long(self, n: int, limit: int | None, first: Any) -> None:
-        """``QueuedTooLong`` while ``n`` pods waited for capacity past
-        ``trainer.maxQueueSeconds``: said, never a failure."""
+    def queued_too_long(
+        self, n: int, limit: int | None, first: Any, setting: str = "trainer.maxQueueSeconds"
+    ) -> None:
+        """``QueuedTooLong`` while ``n`` pods waited for capacity past the limit (from
+        ``setting``): said, never a failure."""
         if n and limit is not None:
             why = f" ({first.reason}: {first.message})" if first and first.message else ""
             message = (
-                f"{n} trainer pods waited for capacity longer than trainer.maxQueueSeconds "
+                f"{n} trainer pods waited for capacity longer than {setting} "
                 f"({limit}s){why}; they keep waiting, none is counted as failed"
             )
             self.conditions.set("QueuedTooLong", True, "QueuedTooLong", message)

@@ -40,7 +40,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from hpo import crashpoints
-from hpo.store.base import PreconditionFailed, Store
+from hpo.store.base import OutputUnwritable, PreconditionFailed, Store
 from hpo.store.files import write_atomically
 from hpo.store.keys import StoreError, check_key
 
@@ -340,10 +340,12 @@ class S3Store(Store):
                 f"{self.endpoint} (set storage.createBucket: true to create it)"
             )
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StoreError(
-                f"{op} {subject} failed: {self._describe(exc)} (check the S3 credentials "
-                "and the bucket's policy)"
-            )
+            advice = "check the S3 credentials and the bucket's policy"
+            if op == "put":
+                # As a folder without write permission: no training's fault, and no retry
+                # will help; a local run stops (resumable) instead of waiting or charging.
+                return OutputUnwritable(subject, None, f"{self._describe(exc)} ({advice})")
+            return StoreError(f"{op} {subject} failed: {self._describe(exc)} ({advice})")
         if _is_transient(exc):
             return StoreError(
                 f"{op} {subject} failed after {attempts} attempts: {self._describe(exc)}"
