@@ -87,6 +87,9 @@ def test_the_final_group_is_the_raced_contenders_compared_on_equal_seeds() -> No
     best = final_group(engine.recorded(), spec.dataset.labels, {}, spec.result.size, True)
     assert list(best["trial"]) == [s.trial for s in group]
     assert engine.progress().best_trial == group[0].trial
+    everyone = list(engine.summaries().values())
+    for n in (1, spec.result.size, len(everyone)):  # without ranking them all, the same
+        assert engine.final_group(n) == final_ranked(everyone, racing=True)[:n]
     assert not [n for n in engine.notes if "fewer than" in n], "the group has every seed"
     # Without racing the order is the means' alone.
     summaries = list(engine.summaries().values())

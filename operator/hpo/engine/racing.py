@@ -54,11 +54,13 @@ class BudgetedRacing:
     def final_group(self, n: int) -> list[ConfigSummary]:
         """The ``n`` configurations the study hands back, in order (``final_ranked``, as
         ``best.json``): under seed racing the raced contenders first. ``top`` is the order
-        racing reads. Costs the raced trials and ``top(n)``, not a ranking of all."""
+        racing reads. Ranks those with several seeds and ``top(n)``, not every one: the
+        one-seed configurations among the first ``n`` are in ``top(n)``."""
         if not self.racing:
             return self.top(n)
         live = self._ranking.live
-        pool = {s.trial: s for s in [*(live[t] for t in self.assigned if t in live), *self.top(n)]}
+        several = [live[t] for t in self._ranking.several]
+        pool = {s.trial: s for s in [*several, *self.top(n)]}
         return final_ranked(pool.values(), racing=True)[:n]
 
     def _count(self, r: SeedResult) -> None:
