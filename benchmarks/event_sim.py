@@ -111,7 +111,7 @@ def run_ours(
         now, (task, row) = slots.finish()
         score = table.score(row, task.seed)
         engine.record(_result(task, score), now)
-    best = engine.top(1)[0]
+    best = engine.final_group(1)[0]
     return slots.outcome(table.row(to_params(best.config)), budget, parallel, started)
 
 

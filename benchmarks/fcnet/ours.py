@@ -121,7 +121,7 @@ def run(
         if order is not None:
             order.append((task.trial.id, task.trial.config_key, task.seed))
         engine.record(lookup(table, task))
-    best = engine.top(1)[0]
+    best = engine.final_group(1)[0]
     return Outcome(table.row(table_params(best.config)), len(engine.recorded()))
 
 
@@ -158,5 +158,5 @@ def run_session(
         session.record([lookup(table, task)])
         session.flush()
     session.flush(force=True)
-    best = session.engine.top(1)[0]
+    best = session.engine.final_group(1)[0]
     return Outcome(table.row(table_params(best.config)), len(session.engine.recorded())), order

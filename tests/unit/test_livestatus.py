@@ -114,7 +114,7 @@ def test_the_status_follows_trainings_as_they_start_and_finish(
     assert end is not None and end.state() == "finished"
     assert (end.phase, end.stage, end.running) == ("succeeded", "done", 0)
     assert (end.done, end.failed) == (len(ok), len(rows) - len(ok)) == (PLANNED - 1, 1)
-    assert end.best_trial == session.engine.top(1)[0].trial
+    assert end.best_trial == session.engine.final_group(1)[0].trial
     assert end.heartbeat >= end.updated >= end.started
     assert session.status.failures == 0
 

@@ -64,6 +64,38 @@ def test_racing_gives_every_seed_to_the_final_group_only() -> None:
     assert scores == sorted(scores)
 
 
+def test_the_final_group_is_the_raced_contenders_compared_on_equal_seeds() -> None:
+    """Every first seed scores 0 (ties, as on a small validation set), the other seeds do
+    not: the raced contenders' means rise above the unraced ties' one lucky score. The
+    final group is the raced ones (more seeds first), in the engine, ``best.json`` and the
+    progress alike; racing's own order still puts a one-seed tie first."""
+    from hpo.records.report import final_group
+    from hpo.study.summary import final_ranked, ranked
+
+    spec = _spec(budget={"trainings": 40})
+
+    def lucky(task: Task) -> SeedResult:
+        score = 0.0 if task.seed == spec.seeds[0] else 0.01 + objective(task.trial.config)
+        return task.succeeded("t", mae=score + 0.5, val_mae=score)
+
+    engine = Engine(spec)
+    drive_engine(engine, lucky, 2)
+    assert engine.phase == "done"
+    group = engine.final_group(spec.result.size)
+    assert [s.n for s in group] == [3] * spec.result.size, "an unraced tie in the final group"
+    assert engine.top(1)[0].n == 1, "racing reads the means: a one-seed tie ranks first"
+    best = final_group(engine.recorded(), spec.dataset.labels, {}, spec.result.size, True)
+    assert list(best["trial"]) == [s.trial for s in group]
+    assert engine.progress().best_trial == group[0].trial
+    everyone = list(engine.summaries().values())
+    for n in (1, spec.result.size, len(everyone)):  # without ranking them all, the same
+        assert engine.final_group(n) == final_ranked(everyone, racing=True)[:n]
+    assert not [n for n in engine.notes if "fewer than" in n], "the group has every seed"
+    # Without racing the order is the means' alone.
+    summaries = list(engine.summaries().values())
+    assert final_ranked(summaries, racing=False) == ranked(summaries)
+
+
 def test_every_narrow_configuration_is_a_one_step_neighbour_of_its_parent() -> None:
     spec = _spec()
     engine = Engine(spec)

@@ -72,7 +72,9 @@ def report(
     except StoreError as exc:
         fail([str(exc)])
     spec = study.spec
-    best = final_group(results, spec.dataset.labels, spec.result.thresholds, spec.result.size)
+    best = final_group(
+        results, spec.dataset.labels, spec.result.thresholds, spec.result.size, spec.racing
+    )
     console.print(render_table(best, spec.dataset.labels))
     ok = sum(1 for r in results if r.status == "succeeded")
     console.print(

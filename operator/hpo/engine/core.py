@@ -117,7 +117,7 @@ class Engine(BudgetedRacing):
         #: How many of ``seeds`` each trial is given (a prefix): 1 at first under seed
         #: racing, all of them for the final group's contenders.
         self.assigned: dict[str, int] = {}
-        self.racing = spec.training.seed_racing and len(self.seeds) > 1
+        self.racing = spec.racing
         #: Trials the narrow stage started from (the random stage's best at hand-over).
         self.parents: list[str] = []
 
@@ -331,7 +331,7 @@ class Engine(BudgetedRacing):
 
     def progress(self) -> StudyProgress:
         failed = self._failed
-        best = self.top(1)
+        best = self.final_group(1)
         per_config = self._first_seeds()
         total = sum(len(self._seeds_of(t)) for t in self.trials)
         if self.phase == RANDOM_STAGE:

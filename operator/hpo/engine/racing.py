@@ -14,7 +14,7 @@ from hpo.engine.ranking import Ranking
 from hpo.engine.trials import Phase, Task, TrainingId, Trial
 from hpo.study.contract import NARROW_STAGE, RANDOM_STAGE, SeedResult
 from hpo.study.spec import StudySpec
-from hpo.study.summary import ConfigSummary
+from hpo.study.summary import ConfigSummary, final_ranked
 
 #: The narrow stage may begin before the random stage's last trainings are recorded (every
 #: slot busy), once this share of its configurations is: parents chosen from the first
@@ -51,6 +51,18 @@ class BudgetedRacing:
 
     def top(self, n: int) -> list[ConfigSummary]:
         raise NotImplementedError
+
+    def final_group(self, n: int) -> list[ConfigSummary]:
+        """The ``n`` configurations the study hands back, in order (``final_ranked``, as
+        ``best.json``): under seed racing the raced contenders first. ``top`` is the order
+        racing reads. Ranks those with several seeds and ``top(n)``, not every one: the
+        one-seed configurations among the first ``n`` are in ``top(n)``."""
+        if not self.racing:
+            return self.top(n)
+        live = self._ranking.live
+        several = [live[t] for t in self._ranking.several]
+        pool = {s.trial: s for s in [*several, *self.top(n)]}
+        return final_ranked(pool.values(), racing=True)[:n]
 
     def _count(self, r: SeedResult) -> None:
         raise NotImplementedError
@@ -156,7 +168,7 @@ class BudgetedRacing:
         if self.racing:
             short = [
                 s.trial
-                for s in self.top(self.spec.result.size)
+                for s in self.final_group(self.spec.result.size)
                 if len(self._seeds_of(s.trial)) < len(self.seeds)
             ]
             if short:

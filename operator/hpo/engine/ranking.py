@@ -18,6 +18,8 @@ class Ranking:
         self.live: dict[str, ConfigSummary] = {}
         self._heap: list[tuple[float, float, str, int]] = []
         self._version: dict[str, int] = {}
+        #: Trials with more than one successful seed: those ``final_ranked`` may put first.
+        self.several: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.live)
@@ -29,6 +31,8 @@ class Ranking:
             s = self.live[r.trial] = ConfigSummary.of(r)
         ranked_before = s.n
         s.add(r)
+        if s.n > 1:
+            self.several.add(r.trial)
         if s.n != ranked_before:
             version = self._version.get(r.trial, 0) + 1
             self._version[r.trial] = version

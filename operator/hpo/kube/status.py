@@ -281,7 +281,7 @@ class StudyStatus:
                 "maeStd": round(s.std or 0, 6),
                 "seeds": s.n,
             }
-            for s in engine.top(TOP_N)
+            for s in engine.final_group(TOP_N)
         ]
         if engine.finished:
             # Terminal only once ``finished`` has written the ledger, plots and conditions.

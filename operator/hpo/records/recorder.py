@@ -195,7 +195,9 @@ class Recorder:
         from hpo.records.report import final_group, make_plots
 
         spec = self.study.spec
-        best = final_group(results, self.labels, spec.result.thresholds, spec.result.size)
+        best = final_group(
+            results, self.labels, spec.result.thresholds, spec.result.size, spec.racing
+        )
         self.write(results, best)
         with tempfile.TemporaryDirectory() as tmp:
             for png in make_plots(results, best, Path(tmp)):

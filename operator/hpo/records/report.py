@@ -26,7 +26,7 @@ from hpo.study.contract import (
     RANDOM_STAGE,
     SeedResult,
 )
-from hpo.study.summary import ranked, selection_score, summarise
+from hpo.study.summary import final_ranked, selection_score, summarise
 
 if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn (~1 s; `hpo report` needs none)
     from matplotlib.axes import Axes
@@ -82,9 +82,10 @@ def final_group(
     labels: list[str],
     thresholds: Mapping[str, Threshold],
     size: int,
+    racing: bool = False,
 ) -> pd.DataFrame:
-    """The ``size`` best configurations by mean selection score over seeds, with
-    per-label pass marks.
+    """The ``size`` best configurations by mean selection score over seeds (under seed
+    ``racing`` those with more seeds first: ``final_ranked``), with per-label pass marks.
 
     ``val_mae_*`` is the selection score (validation MAE) the ranking used;
     ``mae_*`` and the per-label scores are on the test split, which no decision
@@ -101,7 +102,7 @@ def final_group(
     checked = [label for label in labels if _has_threshold(thresholds.get(label))]
     columns = final_group_columns(labels, checked)
     rows = []
-    for rank, s in enumerate(ranked(summarise(results).values())[: max(size, 0)], 1):
+    for rank, s in enumerate(final_ranked(summarise(results).values(), racing)[: max(size, 0)], 1):
         row: dict[str, Any] = {
             "rank": rank,
             "trial": s.trial,

@@ -53,6 +53,11 @@ class StudySpec(SpecModel):
         base = self.training.base_seed
         return list(range(base, base + self.training.seeds_per_config))
 
+    @property
+    def racing(self) -> bool:
+        """Seed racing: a configuration has its first seed until it ranks in the final group."""
+        return self.training.seed_racing and self.training.seeds_per_config > 1
+
 
 #: What a study keeps of its ``metadata``: its identity. The rest is the API server's
 #: bookkeeping (``resourceVersion``, ``managedFields``, finalizers, kubectl's whole
