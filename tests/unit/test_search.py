@@ -96,6 +96,28 @@ def test_the_final_group_is_the_raced_contenders_compared_on_equal_seeds() -> No
     assert final_ranked(summaries, racing=False) == ranked(summaries)
 
 
+def test_a_one_seed_configuration_better_on_the_first_seed_keeps_its_place() -> None:
+    """Compared on the seed they share: an unraced configuration whose first score beats a
+    contender's (it finished after racing chose, as with many slots) is ranked by mean; one
+    no better than every contender's first score comes after the contenders."""
+    from hpo.study.summary import ConfigSummary, final_ranked
+
+    def summary(trial: str, scores: list[float]) -> ConfigSummary:
+        s = ConfigSummary(trial, "bayesian", None, trial, {})
+        s.scores, s.maes, s.seeds = list(scores), list(scores), list(range(1, len(scores) + 1))
+        return s
+
+    raced = summary("b1", [0.10, 0.30, 0.32])  # first 0.10, mean 0.24
+    late = summary("b2", [0.05])  # beats the contender's first seed: by mean, first
+    lost = summary("b3", [0.12])  # lost on the first seed: after the contender
+    tie = summary("b4", [0.10])  # no better on the first seed: after the contender
+    order = [s.trial for s in final_ranked([raced, late, lost, tie], racing=True)]
+    assert order == ["b2", "b1", "b4", "b3"]
+    assert [s.trial for s in final_ranked([raced, late, lost, tie], racing=False)] == [
+        "b2", "b4", "b3", "b1",
+    ]  # fmt: skip
+
+
 def test_every_narrow_configuration_is_a_one_step_neighbour_of_its_parent() -> None:
     spec = _spec()
     engine = Engine(spec)

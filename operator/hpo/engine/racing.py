@@ -54,9 +54,10 @@ class BudgetedRacing:
 
     def final_group(self, n: int) -> list[ConfigSummary]:
         """The ``n`` configurations the study hands back, in order (``final_ranked``, as
-        ``best.json``): under seed racing the raced contenders first. ``top`` is the order
-        racing reads. Ranks those with several seeds and ``top(n)``, not every one: the
-        one-seed configurations among the first ``n`` are in ``top(n)``."""
+        ``best.json``): under seed racing, one-seed configurations that lost to the raced
+        contenders on the first seed come after them. ``top`` is the order racing reads.
+        Ranks those with several seeds and ``top(n)``, not every one: the one-seed
+        configurations among the first ``n`` are in ``top(n)``."""
         if not self.racing:
             return self.top(n)
         live = self._ranking.live
