@@ -73,7 +73,7 @@ def _queued_shown(kube: KubeServer, s: OperatorStudy, queued: int, running: int)
     where = f"s3://{s.bucket}/hpo/default"
     listed = f"{running} running, {queued} queued (random; operator runner live)"
     ls = ("ls", where, "--endpoint", s.s3.endpoint, "--no-tls")
-    assert wait_for(lambda: listed in _hpo(*ls), timeout=30), _hpo(*ls)
+    assert wait_for(lambda: listed in _hpo(*ls), timeout=120), _hpo(*ls)
     source = Source(where, endpoint=s.s3.endpoint, tls=False)
     source.discover()
     entry = source.entry(s.name)
@@ -112,12 +112,13 @@ def test_room_for_two_of_ten_pods_fails_no_training_however_long_they_wait(
         _queued_shown(kube, s, queued=16, running=4)
         long = wait_for(lambda: _condition(s, "QueuedTooLong").get("status") == "True", 90)
         assert long
-        message = _condition(s, "QueuedTooLong")["message"]
-        assert (
-            "8 trainer pods waited for capacity longer than trainer.maxQueueSeconds (12s)"
-            in (message)
-            and "Unschedulable" in message
-        ), message
+        # The 8 queued pods were not all created in one step (fewer per step on a loaded
+        # machine): the count grows as each passes the limit, to all 8.
+        eight = "8 trainer pods waited for capacity longer than trainer.maxQueueSeconds (12s)"
+        message = wait_for(
+            lambda: eight in (m := _condition(s, "QueuedTooLong").get("message", "")) and m, 120
+        )
+        assert "Unschedulable" in message, message
         assert _status(s)["counts"]["failed"] == 0
         for record in list(node.records.values()):
             record.release.set()  # the held pods end; the queued ones end once bound
@@ -268,7 +269,7 @@ def test_a_bad_image_stalls_pod_creation_until_the_image_is_fixed(
                 and "ImagePullBackOff" in _condition(s, "PodsCanStart").get("reason", "")
                 for r in node.records.values()
             ),
-            timeout=30,
+            timeout=120,
         )
         first = _names(kube, name)
         wait_for(lambda: _pods_older_than(kube, name, 12), timeout=60)
