@@ -236,26 +236,7 @@ class StudySession:
         for t in in_flight:  # a failed attempt's pod may be kept beside its retry's
             if t.id not in recorded and (t.id not in running or running[t.id].attempt < t.attempt):
                 running[t.id] = t
-        used: dict[TrainingId, tuple[int, str]] = {}
-        retried: list[SeedResult] = []
-        if self.failures is not None:
-            # Failed attempts whose pod is gone: a final one is a result (the ledger may
-            # not have it yet), an earlier one is an attempt used up, its retry waiting.
-            # Else a restart would forget them and train the configuration again.
-            retries = self.study.spec.failure_policy.retries
-            results = {r.key: r for r in history}
-            for tid, (attempt, result, final) in self.failures.load().items():
-                if tid in results:  # its result came of this attempt or (a success) the next
-                    used[tid] = (attempt + (results[tid].status != "failed"), result.config_key)
-                elif tid in running and running[tid].attempt >= attempt:
-                    continue  # its pod (or a later attempt's) says it all
-                elif final or attempt > retries:
-                    history.append(result)
-                    recorded.add(tid)
-                    self.recorder.note()
-                else:
-                    used[tid] = (attempt, result.config_key)
-                    retried.append(result)
+        used, retried = self._restore_failures(history, recorded, running)
         engine = Engine(
             self.study.spec,
             history,
@@ -287,6 +268,39 @@ class StudySession:
         self._engine = engine
         self._phase = engine.phase
         self.status.update(engine.progress(), force=True)
+
+    def _restore_failures(
+        self, history: list[SeedResult], recorded: set[TrainingId], running: dict[TrainingId, Task]
+    ) -> tuple[dict[TrainingId, tuple[int, str]], list[SeedResult]]:
+        """Failed attempts whose pod is gone: a final one is a result (the ledger may not
+        have it yet; added to ``history``), an earlier one is an attempt used up, its retry
+        waiting. Else a restart would forget them and train the configuration again.
+        Returns the attempts used and the failed attempts to retry (``resume_attempts``)."""
+        used: dict[TrainingId, tuple[int, str]] = {}
+        retried: list[SeedResult] = []
+        if self.failures is None:
+            return used, retried
+        retries = self.study.spec.failure_policy.retries
+        results = {r.key: r for r in history}
+        for tid, (attempt, result, final) in self.failures.load().items():
+            if tid in results:  # its result came of this attempt or (a success) the next
+                used[tid] = (attempt + (results[tid].status != "failed"), result.config_key)
+            elif final and not (tid in running and running[tid].attempt > attempt):
+                # Decided before (even with its failed pod still there): not again now.
+                running.pop(tid, None)
+                history.append(result)
+                recorded.add(tid)
+                self.recorder.note()
+            elif tid in running and running[tid].attempt >= attempt:
+                continue  # its pod (or a later attempt's) says it all
+            elif attempt > retries:
+                history.append(result)
+                recorded.add(tid)
+                self.recorder.note()
+            else:
+                used[tid] = (attempt, result.config_key)
+                retried.append(result)
+        return used, retried
 
     def _recorded_dataset(self) -> dict[str, Any] | None:
         try:
@@ -415,7 +429,7 @@ class StudySession:
         for r in results:
             retry = engine.record(r, now)
             if retry is None:
-                if r.key in stored and stored[r.key] <= self.study.spec.failure_policy.retries:
+                if r.key in stored:
                     self._final_failure(r, stored[r.key])
                 self.recorder.note()
                 out.append(Recorded(r))
@@ -425,9 +439,11 @@ class StudySession:
         return out
 
     def _final_failure(self, result: SeedResult, attempt: int) -> None:
-        """Mark a failure final that the policy would have retried (``budget.trainings`` had
-        no room): a restart must not take it for an attempt used up. Best effort: without
-        the mark a restart lets it wait for a retry, and it is the result if none fits."""
+        """Mark a failure final (retries used up under the policy of that moment, or no
+        room left in ``budget.trainings``): a restart must not decide it again, under an
+        edited policy or with other trainings in flight. Best effort: without the mark a
+        restart decides from ``failurePolicy.retries``, and a waiting retry that does not
+        fit in the budget makes the failure the result."""
         assert self.failures is not None
         try:
             self.failures.put(result, attempt, final=True)

@@ -4,6 +4,7 @@ and restarts; and the stages are sized from it by the default rule."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from typing import Any
@@ -296,3 +297,72 @@ def test_a_retry_waiting_when_the_budget_is_spent_ends_the_study(lowered: bool) 
     assert e.finished and not e.waiting, (e.phase, e.charged, e.waiting)
     assert e.results[failed.key] == failed, "the failed attempt is lost"
     assert e.charged <= 10
+
+
+def _fails(task: Task, rate: float) -> bool:
+    """A failure decided by the training and its attempt: the same before and after a cut."""
+    digest = hashlib.sha256(f"{task.trial.config_key}|{task.seed}|{task.attempt}".encode())
+    return digest.digest()[0] < rate * 256
+
+
+def _restarted(spec: StudySpec, e: Engine, failures: dict[Any, tuple[int, SeedResult]]) -> Engine:
+    """``e`` rebuilt as ``StudySession.start`` does after a kill with nothing in flight: the
+    records, and each training's last failed attempt from ``failures/`` (none marked final:
+    the kill came before the mark, the harder case)."""
+    history, used, retried = e.recorded(), {}, []
+    results = {r.key: r for r in history}
+    for tid, (attempt, r) in failures.items():
+        if tid in results:
+            used[tid] = (attempt + (results[tid].status != "failed"), r.config_key)
+        elif attempt > spec.failure_policy.retries:
+            history.append(r)
+        else:
+            used[tid] = (attempt, r.config_key)
+            retried.append(r)
+    again = Engine(spec, history)
+    again.resume_attempts(used, retried)
+    return again
+
+
+@pytest.mark.parametrize("budget", [10, 13, 16, 19, 25])
+@pytest.mark.parametrize("racing", [True, False])
+def test_a_restart_at_any_point_never_stalls_repeats_an_attempt_or_passes_the_budget(
+    budget: int, racing: bool
+) -> None:
+    """One slot, failures retried under budget.trainings, a kill after every result in
+    turn. Found by a review: a restart after a retried success handed out nothing with
+    nothing to wait for (``hpo run`` stopped: "nothing to run but is not finished"), and a
+    narrow-stage training known only from a failed attempt was forgotten, so that attempt
+    ran again and the study passed its budget."""
+    spec = _spec(
+        budget,
+        randomStage={"configurations": 8, "seed": 3},
+        training={"seedsPerConfig": 3, "seedRacing": racing},
+        bayesianStage={"topK": 2, "trialsPerConfig": 3},
+        result={"size": 3},
+    )
+
+    def drive(cut: int | None) -> list[tuple[str, int, int]]:
+        e, handed, failures = Engine(spec), [], {}
+        for n in range(1000):
+            if n == cut:
+                e = _restarted(spec, e, failures)
+            if e.finished:
+                return handed
+            (task,) = e.next_tasks(1, 1e9) or [None]
+            assert task is not None, f"cut {cut}: nothing handed out, nothing to wait for"
+            handed.append((task.trial.id, task.seed, task.attempt))
+            result = task.failed("t", "boom") if _fails(task, 0.3) else None
+            if result is not None:
+                failures[task.id] = (task.attempt, result)
+            else:
+                mae = objective(task.trial.config) + task.seed * 1e-3
+                result = task.succeeded("t", mae, mae)
+            e.record(result, 1e9)
+            assert e.charged + len(e.running) <= budget
+        raise AssertionError("the study did not end")
+
+    for cut in range(len(drive(None))):
+        handed = drive(cut)
+        assert len(handed) == len(set(handed)), f"cut {cut}: an attempt handed out twice"
+        assert len(handed) <= budget, f"cut {cut}: {len(handed)} trainings on {budget}"

@@ -15,7 +15,7 @@ import pytest
 from helpers.study import EXAMPLE_CSV, study_dict
 from helpers.synthetic import synthetic_success
 from hpo.data.checks import check_dataset
-from hpo.engine import StudyProgress
+from hpo.engine import StudyProgress, Task
 from hpo.local.runner import LocalRunner
 from hpo.session import FailureRecords, StudySession
 from hpo.store import LocalStore, StoreError, StoreRef
@@ -154,3 +154,22 @@ def test_an_unmarked_failure_is_the_result_once_the_budget_ends(
     again = session.engine
     assert again.finished and again.charged == 4
     assert [r.key for r in again.recorded() if r.status == "failed"] == [failed.key]
+
+
+def test_a_final_failure_stays_final_while_its_failed_pod_is_still_there(
+    study: Study, tmp_path: Path
+) -> None:
+    """On a cluster a failed pod may be kept (``failedPodTtlSeconds``) and comes back as in
+    flight after a restart: a failure marked final is the result, not decided again (with
+    other trainings gone from the slots, the budget could have room for a retry now)."""
+    store = LocalStore(tmp_path / "out")
+    first, failed = _three_successes_then_a_failure(study, store)
+    (kept,) = [t for t in first.engine.trials.values() if t.id == failed.trial]
+    ref = StoreRef(kind="local", root=str(store.root))
+    again = StudySession(
+        study, ref, store, check_dataset(study), retry_backoff_s=0.0, keep_failures=True
+    )
+    again.start(in_flight=[Task(kept, failed.seed, 1)])
+    engine = again.engine
+    assert not engine.running and engine.finished
+    assert [r.key for r in engine.recorded() if r.status == "failed"] == [failed.key]

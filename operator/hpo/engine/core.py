@@ -385,7 +385,9 @@ class Engine(BudgetedRacing):
             if queued is not None:
                 self._hand(queued, out)
                 continue
-            self._advance()  # the narrow stage may begin
+            self._advance()  # the narrow stage may begin (and queue or race trainings)
+            if self._pop_peek(self.race_queue) or self._pop_peek(self.queue):
+                continue
             if self.phase == NARROW_STAGE and self._plan_narrow(free_slots - len(out)):
                 continue
             if not (self._exploration_over() and self._race(free_slots - len(out))):

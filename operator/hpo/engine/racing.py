@@ -71,6 +71,12 @@ class BudgetedRacing:
     def _wait(self, task: Task, due: float) -> None:
         raise NotImplementedError
 
+    def _adopt_history_trial(self, r: SeedResult) -> None:
+        raise NotImplementedError
+
+    def _advance(self) -> None:
+        raise NotImplementedError
+
     def _keep(self, r: SeedResult) -> None:
         """``r`` is its training's result."""
         self.results[r.key] = r
@@ -248,6 +254,10 @@ class BudgetedRacing:
         next number, the policy holds and retries stay charged. A ``failed`` attempt's
         training waits for its retry as before the restart: if the budget ends first, that
         failure is its result (``_drop_waiting``), not lost."""
+        failed = list(failed)
+        for r in failed:  # a narrow-stage trial known only from a failed attempt
+            if r.trial not in self.trials:
+                self._adopt_history_trial(r)
         for tid, (attempt, key) in used.items():
             trial = self.trials.get(tid[0])
             if trial is not None and trial.config_key == key and tid not in self.running:
@@ -256,6 +266,9 @@ class BudgetedRacing:
             if r.key in self.attempts and r.key not in self.results and r.key not in self.running:
                 self._retry_of[r.key] = r
                 self._wait(Task(self.trials[r.trial], r.seed, self.attempts[r.key] + 1), 0.0)
+                if self._is_race_seed(r.seed) and r.trial not in self.assigned:
+                    self.assigned[r.trial] = len(self.seeds)  # it was raced
+                    self._raced += 1
         for queue in (self.queue, self.race_queue):
             again = [
                 Task(t.trial, t.seed, max(t.attempt, self.attempts.get(t.id, 0) + 1)) for t in queue
@@ -263,6 +276,7 @@ class BudgetedRacing:
             queue.clear()
             queue.extend(again)
         self._recount_retried()
+        self._advance()  # as the constructor did, now with the attempts charged
 
     def _may_begin_narrow(self) -> bool:
         """Whether the narrow stage may begin: it had begun before a restart, or the random
