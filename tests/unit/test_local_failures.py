@@ -6,6 +6,7 @@ refuses the failure records' keys while ``down`` (an outage of an ``s3://`` run'
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,12 @@ def study(tmp_path: Path) -> Study:
     return parse_study(raw)
 
 
-def _started(study: Study, store: LocalStore) -> StudySession:
+def _started(study: Study, store: LocalStore, in_flight: Iterable[Task] = ()) -> StudySession:
     ref = StoreRef(kind="local", root=str(store.root))
     session = StudySession(
         study, ref, store, check_dataset(study), retry_backoff_s=0.0, keep_failures=True
     )
-    session.start()
+    session.start(in_flight)
     return session
 
 
@@ -165,11 +166,6 @@ def test_a_final_failure_stays_final_while_its_failed_pod_is_still_there(
     store = LocalStore(tmp_path / "out")
     first, failed = _three_successes_then_a_failure(study, store)
     (kept,) = [t for t in first.engine.trials.values() if t.id == failed.trial]
-    ref = StoreRef(kind="local", root=str(store.root))
-    again = StudySession(
-        study, ref, store, check_dataset(study), retry_backoff_s=0.0, keep_failures=True
-    )
-    again.start(in_flight=[Task(kept, failed.seed, 1)])
-    engine = again.engine
+    engine = _started(study, store, in_flight=[Task(kept, failed.seed, 1)]).engine
     assert not engine.running and engine.finished
     assert [r.key for r in engine.recorded() if r.status == "failed"] == [failed.key]
